@@ -1,0 +1,1 @@
+"""The vfio-user conformance modules, one per spec section."""

@@ -1,0 +1,1 @@
+"""pytest plugin entry point (hooks are added as the plugin grows)."""

@@ -1,0 +1,1 @@
+"""Example and bundled device profiles (TOML data files, shipped in the wheel)."""

@@ -1,0 +1,1 @@
+"""A complete, strict vfio-user server in Python: the suite's reference target."""
