@@ -166,6 +166,8 @@ class DeviceExpectation:
 
 @dataclass(frozen=True)
 class RegionProfile:
+    """One ``[[regions]]`` table.  Flags are bit masks; ranges keep file order."""
+
     index: int
     size: int | None = None
     flags: int | None = None
@@ -175,6 +177,8 @@ class RegionProfile:
 
 @dataclass(frozen=True)
 class IrqProfile:
+    """One ``[[irqs]]`` table.  ``flags`` is a bit mask."""
+
     index: int
     count: int | None = None
     flags: int | None = None
@@ -250,7 +254,8 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     except OSError as exc:
         raise ProfileError(source, None, f"cannot read profile: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise ProfileError(source, None, f"not UTF-8 text: {exc}") from exc
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ProfileError(source, None, f"not UTF-8 text (at line {line})") from exc
     except tomllib.TOMLDecodeError as exc:
         # The message carries "(at line N, column M)".
         raise ProfileError(source, None, f"invalid TOML: {exc}") from exc
