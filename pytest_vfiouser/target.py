@@ -15,10 +15,9 @@ from __future__ import annotations
 import itertools
 import os
 import shlex
-import signal
 import shutil
+import signal
 import socket
-import stat
 import subprocess
 import tempfile
 import time
@@ -289,7 +288,9 @@ class Target(_BaseTarget):
             base = os.path.abspath(base)
             if len(os.fsencode(base)) + 1 <= room:
                 return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-        raise ValueError(f"no directory short enough for a UNIX socket path (tried {base_dir!r}, /tmp)")
+        raise ValueError(
+            f"no directory short enough for a UNIX socket path (tried {base_dir!r}, /tmp)"
+        )
 
     # -- starting ----------------------------------------------------------
 
@@ -300,7 +301,9 @@ class Target(_BaseTarget):
 
         if self._shell:
             return sub(self._template, shlex.quote)
-        args = shlex.split(self._template) if isinstance(self._template, str) else list(self._template)
+        args = (
+            shlex.split(self._template) if isinstance(self._template, str) else list(self._template)
+        )
         return [sub(a, str) for a in args]
 
     def start(self) -> Target:
@@ -309,8 +312,7 @@ class Target(_BaseTarget):
             raise RuntimeError(f"target already started: {self.describe()}")
         # A leftover socket file would make the server's bind() fail with EADDRINUSE.
         try:
-            if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
-                os.unlink(self.socket_path)
+            os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
         # Listeners on this path that predate us (an unlinked socket still shows
@@ -366,7 +368,10 @@ class Target(_BaseTarget):
             ready = self.poll() is None
         else:
             ready = wait_listening(
-                self.socket_path, self.startup_timeout, alive=lambda: self.poll() is None, exclude=stale
+                self.socket_path,
+                self.startup_timeout,
+                alive=lambda: self.poll() is None,
+                exclude=stale,
             )
         if not ready:
             self._fail_start()
@@ -381,7 +386,11 @@ class Target(_BaseTarget):
         tail = self.stderr_tail()
         raise TargetStartError(
             f"target failed to start: {how}\n  command: {self.command}\n"
-            + (f"  last lines of stderr ({self.stderr_path}):\n" + _indent(tail) if tail else "  stderr: (empty)"),
+            + (
+                f"  last lines of stderr ({self.stderr_path}):\n" + _indent(tail)
+                if tail
+                else "  stderr: (empty)"
+            ),
             command=self.command or "",
             returncode=self.returncode,
             stderr_tail=tail,
@@ -397,6 +406,10 @@ class Target(_BaseTarget):
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self.poll() is None
 
     def poll(self) -> int | None:
         """None while running (or not started), else the exit status.
@@ -565,7 +578,13 @@ class ExternalTarget(_BaseTarget):
     With `pid`, fd_count()/rss_bytes()/alive read /proc for that process.
     """
 
-    def __init__(self, socket_path: str | os.PathLike[str], *, pid: int | None = None, command: str | None = None):
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        *,
+        pid: int | None = None,
+        command: str | None = None,
+    ):
         self.socket_path = os.fspath(socket_path)
         self._pid = pid
         self.command = command
