@@ -1,1 +1,144 @@
-"""pytest plugin entry point (hooks are added as the plugin grows)."""
+"""pytest-vfiouser's hooks.  The work is done in the modules named in each hook.
+
+Loaded through the ``pytest11`` entry point, so it is active in every pytest
+run of an environment where the package is installed; it stays inert (no
+server is started, nothing is printed) unless a test is a conformance case
+or uses a ``vfu_*`` fixture.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from . import device_params, fixtures, hookspecs, htmlreport, jsonreport, markers, options, selection, summary, verdicts
+from .state import RunState, get_state, set_state
+from .targets import TargetManager
+
+_FIXTURES_PLUGIN = "vfiouser-fixtures"
+_REFERENCE_HOOKS_PLUGIN = "vfiouser-reference-hooks"
+_RECORDS_PLUGIN = "vfiouser-records"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--vfu-* options and their ini keys (options.py)."""
+    options.register(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """pytest_vfu_trigger_irq, pytest_vfu_trigger_dma, pytest_vfu_device_state (hookspecs.py)."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register markers, validate the options (UsageError), set up the run state."""
+    markers.register(config)
+    if getattr(config.option, "help", False):
+        return
+    settings = options.Settings.from_config(config)
+    state = RunState(config, settings, TargetManager(settings))
+    set_state(config, state)
+    # Its pytest_runtest_logreport collects the final verdicts (on the xdist
+    # controller: from the workers' reports).
+    config.pluginmanager.register(state.records, _RECORDS_PLUGIN)
+    if not config.pluginmanager.has_plugin(_FIXTURES_PLUGIN):
+        config.pluginmanager.register(fixtures, _FIXTURES_PLUGIN)
+        config.pluginmanager.register(device_params, "vfiouser-device-params")
+    if getattr(config.option, "htmlpath", None) and config.pluginmanager.has_plugin("html"):
+        config.pluginmanager.register(htmlreport, "vfiouser-html")
+    if settings.embedded and not config.pluginmanager.has_plugin(_REFERENCE_HOOKS_PLUGIN):
+        try:
+            from reference_server import pytest_hooks
+        except ImportError:
+            pass
+        else:
+            config.pluginmanager.register(pytest_hooks, _REFERENCE_HOOKS_PLUGIN)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """The target, spec and profile, when some --vfu option was given."""
+    state = _state(config)
+    if state is None or not state.settings.explicit:
+        return None
+    s = state.settings
+    return [f"vfio-user: {state.manager.describe()}; spec {s.spec}; profile {s.profile.name}; "
+            f"restart {s.restart}; timeout {s.timeout:g} s{'; strict' if s.strict else ''}"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect other revisions and sections; check --vfu-section and the baseline (selection.py)."""
+    state = _state(config)
+    if state is not None:
+        selection.select(config, items, state)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Turn each phase's outcome into a verdict (verdicts.py); attach wire logs to failures."""
+    outcome = yield
+    state = _state(item.config)
+    if state is None:
+        return
+    report = outcome.get_result()
+    verdicts.judge(item, call, report, state)
+    if report.when == "call" and (report.failed or hasattr(report, "wasxfail")):
+        report.sections.extend(fixtures.wire_log_sections(item))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the servers; hand the bookkeeping to the xdist controller, or write the JSON report."""
+    state = _state(session.config)
+    if state is None:
+        return
+    state.manager.stop_all()
+    mine = state.manager.summary()
+    mine["negotiated"] = state.negotiated()
+    mine["deselected_by_revision"] = state.deselected_by_revision
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["vfu_targets"] = mine
+        workeroutput["vfu_usage_error"] = state.usage_error
+        return
+    if state.usage_error is not None:
+        session.config.get_terminal_writer().line(f"ERROR: {state.usage_error}", red=True)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        return
+    if state.manager.starts or mine["notes"] or mine["negotiated"] or not state.target_summaries:
+        state.target_summaries.append(mine)
+    if state.settings.json_path is not None:
+        jsonreport.write(state.settings.json_path, state, summary.combine_targets(state.target_summaries))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist: receive a worker's target bookkeeping (and a usage error it found)."""
+    state = _state(node.config)
+    output = getattr(node, "workeroutput", None) or {}
+    if state is not None and output.get("vfu_targets"):
+        state.target_summaries.append(output["vfu_targets"])
+    if state is not None and output.get("vfu_usage_error"):
+        state.usage_error = output["vfu_usage_error"]
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The verdict table (summary.py), when any case ran."""
+    state = _state(config)
+    if state is None or not state.records.cases:
+        return
+    terminalreporter.section("vfio-user conformance")
+    for line in summary.lines(state, summary.combine_targets(state.target_summaries)):
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop any server still running (idempotent)."""
+    state = _state(config)
+    if state is not None:
+        state.manager.stop_all()
+
+
+def _state(config: pytest.Config) -> RunState | None:
+    try:
+        return get_state(config)
+    except RuntimeError:
+        return None

@@ -1,1 +1,30 @@
-"""A complete, strict vfio-user server in Python: the suite's reference target."""
+"""A complete, strict vfio-user server in Python: the suite's reference target.
+
+    python -m reference_server --socket-path=PATH [--device FILE.toml] [-v]
+
+Modules, by responsibility:
+
+  __main__        command line, exit codes, logging setup
+  server          listening socket (--socket-path / --fd), accept loop, SIGTERM
+  connection      one client: framing, fds, header checks, replies, and the
+                  server's own DMA_READ/DMA_WRITE requests (with queueing of
+                  commands that arrive meanwhile)
+  commands        one handler per command; ``dispatch_table(revision)``
+  negotiation     VERSION
+  device          the device: regions, IRQs, DMA engine, reset, save/load state
+  device_config   the TOML device description (format in its docstring)
+  registers       ids, default layout and BAR0 register offsets (constants)
+  register_block  BAR0's behaviour
+  regions         the region backend interface and RAM/pattern/sink backends
+  pci_config      PCI config space (region 7)
+  irqs            SET_IRQS, eventfds, masking
+  dma_map         the per-connection DMA map table
+  dma_engine      copies between device RAM and client memory
+  errors          VfioError (-> error reply), ClientGone, Terminate
+
+Extension points: a region is any ``regions.Region`` (``Device.set_region``);
+``Device.supports_migration`` turns on the VERSION migration capability;
+``Connection.dirty_logging`` and ``DmaMapTable.note_write`` are where dirty
+page tracking plugs in; ``commands.HANDLERS`` maps commands to handlers and
+``protocol.COMMANDS_BY_REVISION`` selects which exist.
+"""

@@ -96,7 +96,8 @@ class RegionInfo(Payload):
 
     ``caps`` is the chain in the order it is linked. ``pack`` lays the chain
     out back to back from ``cap_offset``; ``unpack`` follows ``next`` wherever
-    it points, refusing headers outside the payload and loops. A reply cut
+    it points, refusing headers outside the payload and loops, and ends each
+    capability's body where the next capability in the payload begins. A reply cut
     short by a small request argsz has no capabilities in it, whatever
     cap_offset says: ``caps`` is then empty.
     """
@@ -148,25 +149,32 @@ class RegionInfo(Payload):
                                  f"is 0, but {len(rest)} bytes follow the structure")
             return info
         data = bytes(data)
-        caps, offsets, seen = [], [], set()
+        # First the chain, then the bodies: a body runs from its header to the
+        # next capability in the payload (or the payload's end), whatever order
+        # the chain visits them in, so that no byte is copied into two bodies
+        # (a chain linked backwards would otherwise copy the tail of the
+        # payload once per capability: quadratic in the payload's size).
+        offsets, seen = [], set()
         pos = info.cap_offset
         while pos:
-            where = f"capability at {pos}"
             if pos in seen:
                 raise CodecError(cls.NAME, "next", f"capability chain loops back to {pos}")
             if pos < REGION_INFO_SIZE or pos + CAP_HEADER_SIZE > len(data):
                 raise CodecError(cls.NAME, "next" if seen else "cap_offset",
                                  f"{pos} is outside the {len(data)}-byte reply")
             seen.add(pos)
-            cap_id, version, nxt = _CAP_HEADER.unpack_from(data, pos)
-            end = nxt if nxt > pos else len(data)
-            body = data[pos + CAP_HEADER_SIZE:end]
+            offsets.append(pos)
+            pos = _CAP_HEADER.unpack_from(data, pos)[2]
+        starts = sorted(offsets)
+        end_of = dict(zip(starts, starts[1:] + [len(data)], strict=True))
+        caps = []
+        for pos in offsets:
+            cap_id, version, _ = _CAP_HEADER.unpack_from(data, pos)
+            body = data[pos + CAP_HEADER_SIZE:end_of[pos]]
             known = _KNOWN_CAPS.get(cap_id)
-            cap = (known.from_body(version, body, where) if known
+            cap = (known.from_body(version, body, f"capability at {pos}") if known
                    else UnknownCap.from_body(cap_id, version, body))
             caps.append(cap)
-            offsets.append(pos)
-            pos = nxt
         info.caps = tuple(caps)
         info.cap_offsets = tuple(offsets)
         return info

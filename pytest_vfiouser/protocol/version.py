@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,19 @@ from .errors import CodecError
 _NAME = "VERSION"
 _MAJOR_MINOR = struct.Struct("<HH")
 _U64_MAX = (1 << 64) - 1
+
+
+def _refuse_constant(name: str) -> Any:
+    """json.loads reads NaN, Infinity and -Infinity; JSON (RFC 8259) has none of them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float, refusing those beyond the double range (1e999)."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{text} is out of the range of a double")
+    return value
 
 
 def _is_int(v: Any) -> bool:
@@ -137,7 +151,11 @@ class Version(Payload):
             raise CodecError(_NAME, "major/minor", str(e)) from None
         if self.json is None:
             return head
-        return head + json.dumps(self.json, separators=(",", ":")).encode() + b"\0"
+        try:
+            text = json.dumps(self.json, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise CodecError(_NAME, "version data", f"cannot be written as JSON: {e}") from None
+        return head + text.encode() + b"\0"
 
     @classmethod
     def unpack(cls, data: bytes) -> Version:
@@ -154,7 +172,8 @@ class Version(Payload):
         if b"\0" in text:
             raise CodecError(_NAME, "version data", "has a NUL before its end")
         try:
-            obj = json.loads(text.decode("utf-8"))
+            obj = json.loads(text.decode("utf-8"), parse_constant=_refuse_constant,
+                             parse_float=_finite_float)
         except UnicodeDecodeError as e:
             raise CodecError(_NAME, "version data", f"is not UTF-8: {e.reason}") from None
         except (ValueError, RecursionError) as e:

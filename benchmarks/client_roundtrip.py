@@ -1,0 +1,300 @@
+"""Round trips per second of the raw client against a bare socket loop.
+
+    python benchmarks/client_roundtrip.py                      # in-script responder
+    python benchmarks/client_roundtrip.py /path/to/socket      # a server already listening
+    python benchmarks/client_roundtrip.py 'python -m reference_server --socket-path={socket}'
+
+Both the client and the bare loop (struct.pack + sendall + recv, no framing
+library) run REGION_READ of 4 bytes over the SAME connection, synchronously
+and pipelined by 64, interleaved for many short rounds; the median of the
+per-round ratios is reported. The last line is ``client_vs_bare sync=R1 pipelined=R2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from pytest_vfiouser.client import Client  # noqa: E402
+from pytest_vfiouser.protocol import Command  # noqa: E402
+
+HDR = struct.Struct("<HHIII")
+ACCESS = struct.Struct("<QII")
+REGION_READ = Command.REGION_READ
+COUNT = 4
+DEPTH = 64
+
+
+# -- the in-script responder: a minimal vfio-user server (VERSION, REGION_READ)
+
+
+def responder(path: str, style: str = "simple") -> None:
+    """Serve one connection at a time, forever.
+
+    ``simple``, like most servers: read one message (header, then payload),
+    answer it, repeat. ``batching``: frame every message a receive brought and
+    answer them all with one send (a faster server, so client overhead shows more).
+    """
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    caps = json.dumps({"capabilities": {"max_msg_fds": 8,
+                                        "max_data_xfer_size": 1048576}}).encode() + b"\0"
+    serve = serve_simple if style == "simple" else serve_batching
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            serve(conn, caps)
+
+
+def answer(buf, start: int, caps: bytes) -> bytes:
+    msg_id, command, size, flags, _ = HDR.unpack_from(buf, start)
+    if command == REGION_READ:
+        offset, region, count = ACCESS.unpack_from(buf, start + 16)
+        return (HDR.pack(msg_id, command, 32 + count, 1, 0)
+                + ACCESS.pack(offset, region, count) + bytes(count))
+    if command == Command.VERSION:
+        return HDR.pack(msg_id, command, 20 + len(caps), 1, 0) + struct.pack("<HH", 0, 0) + caps
+    if flags & 0x10:
+        return b""
+    return HDR.pack(msg_id, command, 16, 0x21, 38)  # ENOSYS
+
+
+def serve_simple(conn: socket.socket, caps: bytes) -> None:
+    buf = bytearray(1 << 16)
+    view = memoryview(buf)
+    while True:
+        if conn.recv_into(view[:16], 16, socket.MSG_WAITALL) < 16:
+            return
+        size = HDR.unpack_from(buf)[2]
+        if size < 16 or size > len(buf):
+            return
+        if size > 16 and conn.recv_into(view[16:size], size - 16, socket.MSG_WAITALL) < size - 16:
+            return
+        conn.sendall(answer(buf, 0, caps))
+
+
+def serve_batching(conn: socket.socket, caps: bytes) -> None:
+    buf = bytearray(1 << 16)
+    view = memoryview(buf)
+    start = end = 0
+    while True:
+        if start == end:
+            start = end = 0
+        elif len(buf) - end < 4096:
+            buf[:end - start] = buf[start:end]
+            start, end = 0, end - start
+        n = conn.recv_into(view[end:])
+        if not n:
+            return
+        end += n
+        out = []
+        while end - start >= 16:
+            size = HDR.unpack_from(buf, start)[2]
+            if size < 16:
+                return
+            if end - start < size:
+                break
+            out.append(answer(buf, start, caps))
+            start += size
+        if out:
+            conn.sendall(b"".join(out))
+
+
+# -- servers: ours, a command line, or a socket already there
+
+
+def listening(path: str) -> bool:
+    """Whether a socket listens on ``path``, from /proc/net/unix (never by connecting:
+    a server that serves one client would be used up)."""
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
+                return True
+    return False
+
+
+def start_server(command: list[str], path: str, timeout: float = 10.0) -> subprocess.Popen:
+    proc = subprocess.Popen(command)
+    deadline = time.monotonic() + timeout
+    while not listening(path):
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode} before listening")
+        if time.monotonic() > deadline:
+            stop_server(proc)
+            raise SystemExit(f"server did not listen on {path} within {timeout}s")
+        time.sleep(0.01)
+    return proc
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- the measured loops: each returns round trips per second
+
+
+def run_for(step, seconds: float, per_step: int) -> float:
+    done = 0
+    t0 = time.perf_counter()
+    while True:
+        step()
+        done += per_step
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def client_sync(c: Client, n: int):
+    payload = ACCESS.pack(0, 0, COUNT)
+
+    def step():
+        for _ in range(n):
+            c.request(REGION_READ, payload)
+    return step
+
+
+def client_pipelined(c: Client):
+    batch = [(REGION_READ, ACCESS.pack(0, 0, COUNT))] * DEPTH
+
+    def step():
+        c.pipeline(batch)
+    return step
+
+
+def bare_sync(sock: socket.socket, n: int):
+    payload = ACCESS.pack(0, 0, COUNT)
+    reply_size = 32 + COUNT
+    ids = [0]
+
+    def step():
+        msg_id = ids[0]
+        for _ in range(n):
+            msg_id = (msg_id + 1) & 0xFFFF
+            sock.sendall(HDR.pack(msg_id, REGION_READ, 32, 0, 0) + payload)
+            data = sock.recv(65536)
+            while len(data) < reply_size:
+                data += sock.recv(65536)
+        ids[0] = msg_id
+    return step
+
+
+def bare_pipelined(sock: socket.socket):
+    payload = ACCESS.pack(0, 0, COUNT)
+    ids = [0]
+
+    def step():
+        msg_id = ids[0]
+        for _ in range(DEPTH):
+            msg_id = (msg_id + 1) & 0xFFFF
+            sock.sendall(HDR.pack(msg_id, REGION_READ, 32, 0, 0) + payload)
+        ids[0] = msg_id
+        data = b""
+        pos = got = 0
+        while got < DEPTH:
+            data += sock.recv(65536)
+            while len(data) - pos >= 16:
+                size = HDR.unpack_from(data, pos)[2]
+                if len(data) - pos < size:
+                    break
+                pos += size
+                got += 1
+    return step
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("target", nargs="?",
+                    help="a listening socket path, or a server command line with {socket}")
+    ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
+    ap.add_argument("--seconds", type=float, default=0.05,
+                    help="duration of each measurement in a round (default 0.05)")
+    ap.add_argument("--responder-style", choices=("simple", "batching"), default="simple",
+                    help="the in-script responder: one message per read (simple, as most "
+                         "servers) or all a read brought (batching)")
+    ap.add_argument("--responder", metavar="PATH", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.responder:
+        responder(args.responder, args.responder_style)
+        return 0
+
+    tmp = tempfile.mkdtemp(prefix="vfu-bench-")
+    path = os.path.join(tmp, "sock")
+    proc = None
+    if args.target and os.path.exists(args.target):
+        path = args.target
+        print(f"server: {path} (already listening)")
+    elif args.target:
+        command = shlex.split(args.target.replace("{socket}", path))
+        print(f"server: {shlex.join(command)}")
+        proc = start_server(command, path)
+    else:
+        print(f"server: in-script responder ({args.responder_style})")
+        proc = start_server([sys.executable, os.path.abspath(__file__), "--responder", path,
+                             "--responder-style", args.responder_style], path)
+    try:
+        return measure(path, args.rounds, args.seconds)
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        if path.startswith(tmp) and os.path.exists(path):
+            os.unlink(path)
+        os.rmdir(tmp)
+
+
+def measure(path: str, rounds: int, seconds: float) -> int:
+    c = Client.connect(path)
+    try:
+        c.negotiate()
+        c.region_read(0, 0, COUNT).check()
+        loops = {
+            "bare sync": bare_sync(c.sock, 100),
+            "client sync": client_sync(c, 100),
+            "bare pipelined": bare_pipelined(c.sock),
+            "client pipelined": client_pipelined(c),
+        }
+        for step in loops.values():  # warm up
+            run_for(step, 0.05, 1)
+        rates: dict[str, list[float]] = {name: [] for name in loops}
+        for _ in range(rounds):
+            for name, step in loops.items():
+                rates[name].append(run_for(step, seconds, 100 if "sync" in name else DEPTH))
+    finally:
+        c.close()
+    # Each round measures all four back to back, so a ratio within a round
+    # compares like with like on a machine whose load changes; the median of
+    # the per-round ratios is the figure.
+    for name, r in rates.items():
+        print(f"{name:17s} median {statistics.median(r):9.0f}/s  best {max(r):9.0f}/s  "
+              f"worst {min(r):9.0f}/s")
+    ratios = {}
+    for kind in ("sync", "pipelined"):
+        per_round = [c / b for c, b in zip(rates[f"client {kind}"], rates[f"bare {kind}"], strict=True)]
+        ratios[kind] = statistics.median(per_round)
+        print(f"{kind:9s} client/bare per round: median {ratios[kind]:.3f}  "
+              f"quartiles {' '.join(f'{q:.3f}' for q in statistics.quantiles(per_round))}")
+    print(f"client_vs_bare sync={ratios['sync']:.2f} pipelined={ratios['pipelined']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

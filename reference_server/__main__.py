@@ -1,0 +1,141 @@
+"""vfio-user-reference-server: the command line.
+
+    vfio-user-reference-server (--socket-path=PATH | --fd=FDNUM)
+                               [--device FILE.toml] [--spec 0.9.1] [-v]
+
+--fd takes an inherited listening UNIX socket; a connected one is served as
+the one client and the server then exits (errata 9). Exit status: 0 after
+SIGTERM/SIGINT (or the end of an --fd connection), 2 for usage and device
+description errors, 1 when the socket cannot be set up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import Terminate
+
+SPECS = ("0.9.1",)
+PROG = "vfio-user-reference-server"
+
+
+def _ensure_std_fds() -> None:
+    """Fds 0-2 closed at exec would be reused by our sockets; park /dev/null there."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _err(text: str) -> None:
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (AttributeError, OSError):
+        pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="A strict vfio-user server (reference "
+                                "device) for the pytest-vfiouser conformance suite.")
+    p.add_argument("--socket-path", metavar="PATH", help="UNIX socket to create and listen on")
+    p.add_argument("--fd", metavar="FDNUM", help="inherited listening UNIX socket")
+    p.add_argument("--device", metavar="FILE.toml", help="device description "
+                   "(see reference_server/device_config.py); default: the built-in device")
+    p.add_argument("--spec", default="0.9.1", metavar="REVISION",
+                   help="vfio-user revision to serve (only 0.9.1 for now)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log every message, decoded, to stderr")
+    return p
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.raiseExceptions = False  # a closed stderr must not cost us anything
+    log = logging.getLogger("reference_server")
+    handler = logging.StreamHandler(sys.stderr) if sys.stderr else logging.NullHandler()
+    handler.setFormatter(logging.Formatter(f"{PROG}[%(process)d]: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    _ensure_std_fds()
+    from .server import install_signal_handlers
+    install_signal_handlers()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.socket_path is None) == (args.fd is None):
+        parser.error("exactly one of --socket-path=PATH and --fd=FDNUM is required")
+    fd = None
+    if args.fd is not None:
+        try:
+            fd = int(args.fd, 10)
+        except ValueError:
+            parser.error(f"--fd: {args.fd!r} is not a file descriptor number")
+        if fd < 0:
+            parser.error(f"--fd: {fd} is not a file descriptor number")
+    if args.spec not in SPECS:
+        parser.error(f"--spec: {args.spec!r} is not supported; this server implements "
+                     f"{', '.join(SPECS)}")
+    _setup_logging(args.verbose)
+    try:
+        return _run(args, fd, parser)
+    except Terminate:
+        return 0
+
+
+def _run(args, fd: int | None, parser: argparse.ArgumentParser) -> int:
+    from .device import Device
+    from .device_config import ConfigError, load
+    from .server import Server, SetupError, bind_path, inherited_socket, remove_socket_file
+
+    log = logging.getLogger("reference_server")
+    config = None
+    if args.device:
+        try:
+            config = load(args.device)
+        except ConfigError as e:
+            parser.error(f"--device {args.device}: {e}")
+    device = Device(config)
+    listener = made = None
+    path = os.path.abspath(args.socket_path) if args.socket_path else None
+    try:
+        try:
+            if path:
+                listener, made = bind_path(path)
+                listening = True
+            else:
+                listener, listening = inherited_socket(fd)
+        except SetupError as e:
+            _err(f"{PROG}: {e}")
+            return 1
+        server = Server(device, args.spec, trace=args.verbose)
+        if not listening:
+            log.info("serving the connected socket on fd %d", fd)
+            server.serve_one(listener)
+            listener = None  # the connection closed it
+            return 0
+        log.info("listening on %s (vfio-user %s)", path or f"fd {fd}", args.spec)
+        server.serve_forever(listener)
+        return 0
+    except Terminate:
+        log.info("terminated by signal")
+        return 0
+    finally:
+        if listener is not None:
+            listener.close()
+        if made is not None:
+            remove_socket_file(path, made)
+        device.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

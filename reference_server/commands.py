@@ -1,0 +1,275 @@
+"""Command handlers and the dispatch table (keyed by command, chosen by revision).
+
+A handler gets the connection, the request payload and the list of fds that
+came with it, and returns the reply payload (or ``Out(payload, fds)`` to send
+fds). It refuses by raising VfioError. It takes ownership of an fd only by
+removing it from the list; the connection closes whatever is left.
+
+errno choices, beyond each module's own (dma_map.py, irqs.py, registers.py):
+  EINVAL   payload of the wrong size or that does not decode; argsz below the
+           fixed reply structure (or not the structure size where the spec
+           says argsz is that: DMA_MAP 32, SET_IRQS the payload size);
+           fields the spec says must be zero that are not; a region or IRQ
+           index the device lacks; a REGION_READ/WRITE range outside the
+           region (absent regions have size 0); DMA_UNMAP with the dirty
+           bitmap flag while dirty logging is off
+  E2BIG    REGION_READ/WRITE count above the server's max_data_xfer_size
+  EPERM    REGION_READ of a region without READ, REGION_WRITE without WRITE
+  ENOTSUP  DEVICE_RESET of a device without VFIO_DEVICE_FLAGS_RESET;
+           DIRTY_PAGES (0.9.1: not implemented yet); VERSION major != 0
+  ENOSYS   a command number the revision does not define
+DEVICE_GET_REGION_IO_FDS of a region without io fds answers count 0.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import NamedTuple
+
+from pytest_vfiouser.protocol import (
+    COMMANDS_BY_REVISION,
+    REGION_INFO_SIZE,
+    CodecError,
+    Command,
+    DeviceFlags,
+    DeviceInfo,
+    DmaMap,
+    DmaUnmap,
+    DmaUnmapFlags,
+    IrqInfo,
+    RegionCapId,
+    RegionFlags,
+    RegionInfo,
+    RegionIoFdsReply,
+    RegionIoFdsRequest,
+    RegionRead,
+    RegionWrite,
+    SetIrqs,
+)
+
+from . import negotiation
+from .dma_map import check_range
+from .errors import VfioError
+
+
+class Out(NamedTuple):
+    payload: bytes
+    fds: list[int]
+
+
+Handler = Callable[..., "bytes | Out"]
+
+
+def _decode(cls, payload: bytes):
+    try:
+        return cls.unpack(payload)
+    except CodecError as e:
+        raise VfioError(errno.EINVAL, str(e)) from None
+
+
+def _no_payload(payload: bytes, what: str) -> None:
+    if payload:
+        raise VfioError(errno.EINVAL, f"{what} carries no payload, got {len(payload)} bytes")
+
+
+def _argsz_at_least(argsz: int, need: int) -> None:
+    if argsz < need:
+        raise VfioError(errno.EINVAL, f"argsz {argsz} is below the {need}-byte reply structure")
+
+
+def _region(conn, index: int):
+    if index >= conn.device.num_regions:
+        raise VfioError(errno.EINVAL, f"no region {index} (the device has "
+                                      f"{conn.device.num_regions})")
+    return conn.device.regions[index]
+
+
+# ---- handlers
+
+
+def version(conn, payload: bytes, fds: list[int]) -> bytes:
+    if conn.negotiated:
+        raise VfioError(errno.EINVAL, "VERSION was already negotiated")
+    reply, limits = negotiation.negotiate(payload, conn.settings, conn.revision,
+                                          conn.device.supports_migration)
+    conn.negotiated, conn.client = True, limits
+    return reply
+
+
+def dma_map(conn, payload: bytes, fds: list[int]) -> bytes:
+    req = _decode(DmaMap, payload)
+    if req.argsz != DmaMap.SIZE:
+        raise VfioError(errno.EINVAL, f"argsz {req.argsz} is not {DmaMap.SIZE}")
+    if len(fds) > 1:
+        raise VfioError(errno.EINVAL, f"{len(fds)} fds; a mapping takes at most one")
+    conn.dma_map.add(req.address, req.size, req.flags, req.offset, fds[0] if fds else None)
+    fds.clear()  # the mapping owns it now
+    return b""
+
+
+def dma_unmap(conn, payload: bytes, fds: list[int]) -> bytes:
+    req = _decode(DmaUnmap, payload)
+    undefined = req.flags & ~int(DmaUnmapFlags.GET_DIRTY_BITMAP)  # ~ on an IntFlag keeps its bits
+    if undefined:
+        raise VfioError(errno.EINVAL, f"undefined flag bits {undefined:#x}")
+    if req.flags & DmaUnmapFlags.GET_DIRTY_BITMAP and not conn.dirty_logging:
+        raise VfioError(errno.EINVAL, "dirty bitmap requested while dirty logging is off")
+    if len(payload) != DmaUnmap.ENTRY_SIZE:
+        raise VfioError(errno.EINVAL, f"payload is {len(payload)} bytes, expected "
+                                      f"{DmaUnmap.ENTRY_SIZE} without the dirty bitmap flag")
+    _argsz_at_least(req.argsz, DmaUnmap.ENTRY_SIZE)
+    check_range(req.address, req.size)
+    conn.dma_map.remove(req.address, req.size)
+    return DmaUnmap(DmaUnmap.ENTRY_SIZE, req.flags, req.address, req.size).pack()
+
+
+def device_get_info(conn, payload: bytes, fds: list[int]) -> bytes:
+    req = _decode(DeviceInfo, payload)
+    _argsz_at_least(req.argsz, DeviceInfo.SIZE)
+    if req.flags or req.num_regions or req.num_irqs:
+        raise VfioError(errno.EINVAL, "flags, num_regions and num_irqs must be 0")
+    dev = conn.device
+    return DeviceInfo(DeviceInfo.SIZE, dev.flags, dev.num_regions, dev.num_irqs).pack()
+
+
+def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
+    req = _decode(RegionInfo, payload)
+    _argsz_at_least(req.argsz, REGION_INFO_SIZE)
+    if req.flags or req.cap_offset or req.size or req.offset:
+        raise VfioError(errno.EINVAL, "flags, cap_offset, size and offset must be 0")
+    region = _region(conn, req.index)
+    flags, caps, fd = region.flags, region.caps, region.mmap_fd
+    if not flags & RegionFlags.MMAP:
+        fd = None
+    elif conn.client.max_msg_fds < 1:
+        # A client that takes no fds cannot mmap: offer it no mmap at all.
+        flags &= ~int(RegionFlags.MMAP)
+        caps = tuple(c for c in caps if c.id != RegionCapId.SPARSE_MMAP)
+        fd = None
+    flags = flags | int(RegionFlags.CAPS) if caps else flags & ~int(RegionFlags.CAPS)
+    info = RegionInfo(0, flags, req.index, REGION_INFO_SIZE if caps else 0, region.size,
+                      region.mmap_offset, caps)
+    info.argsz = info.full_size()
+    if req.argsz < info.argsz:
+        # Too small for the capabilities: the fixed part, argsz says what is needed
+        # (as the kernel does: CAPS still set, cap_offset 0).
+        info.caps, info.cap_offset = (), 0
+    reply = info.pack()
+    return Out(reply, [fd]) if fd is not None else reply
+
+
+def device_get_region_io_fds(conn, payload: bytes, fds: list[int]) -> bytes | Out:
+    req = _decode(RegionIoFdsRequest, payload)
+    _argsz_at_least(req.argsz, RegionIoFdsReply.HEAD_SIZE)
+    if req.flags or req.count:
+        raise VfioError(errno.EINVAL, "flags and count must be 0")
+    _region(conn, req.index)
+    entries = conn.device.io_fds(req.index)
+    if len(entries) > conn.client.max_msg_fds:
+        entries = []  # the client could not receive the fds
+    subs = tuple(s for s, _ in entries)
+    full = RegionIoFdsReply.HEAD_SIZE + len(subs) * 40
+    if req.argsz < full:
+        # The head only; without the entries the fds would mean nothing.
+        return RegionIoFdsReply(full, 0, req.index, len(subs)).pack()
+    reply = RegionIoFdsReply(full, 0, req.index, len(subs), subs).pack()
+    return Out(reply, [fd for _, fd in entries]) if entries else reply
+
+
+def device_get_irq_info(conn, payload: bytes, fds: list[int]) -> bytes:
+    req = _decode(IrqInfo, payload)
+    _argsz_at_least(req.argsz, IrqInfo.SIZE)
+    if req.flags or req.count:
+        raise VfioError(errno.EINVAL, "flags and count must be 0")
+    if req.index >= conn.device.num_irqs:
+        raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
+    irq = conn.device.irqs.indexes[req.index]
+    return IrqInfo(IrqInfo.SIZE, irq.flags, req.index, irq.count).pack()
+
+
+def device_set_irqs(conn, payload: bytes, fds: list[int]) -> bytes:
+    req = _decode(SetIrqs, payload)
+    conn.device.irqs.set_irqs(req, len(payload), fds)
+    return b""
+
+
+def _check_access(conn, offset: int, region_index: int, count: int, need: int, what: str):
+    regions = conn.device.regions
+    if region_index >= len(regions):
+        raise VfioError(errno.EINVAL, f"no region {region_index} (the device has "
+                                      f"{len(regions)})")
+    region = regions[region_index]
+    if count > conn.settings.max_data_xfer_size:
+        raise VfioError(errno.E2BIG, f"count {count} is above max_data_xfer_size "
+                                     f"{conn.settings.max_data_xfer_size}")
+    if offset + count > region.size:
+        raise VfioError(errno.EINVAL, f"[{offset:#x}, +{count:#x}) is outside region "
+                                      f"{region_index} ({region.size:#x} bytes)")
+    if not region.flags & need:
+        raise VfioError(errno.EPERM, f"region {region_index} is not {what}")
+    return region
+
+
+_READ = int(RegionFlags.READ)
+_WRITE = int(RegionFlags.WRITE)
+_ACCESS_SIZE = RegionRead.SIZE
+
+
+def region_read(conn, payload: bytes, fds: list[int]) -> bytes:
+    try:
+        req = RegionRead.unpack(payload)
+    except CodecError as e:
+        raise VfioError(errno.EINVAL, str(e)) from None
+    region = _check_access(conn, req.offset, req.region, req.count, _READ, "readable")
+    # The reply's offset/region/count are the request's, so its 16 bytes are reused.
+    return payload + region.read(req.offset, req.count)
+
+
+def region_write(conn, payload: bytes, fds: list[int]) -> bytes:
+    try:
+        req = RegionWrite.unpack(payload)
+    except CodecError as e:
+        raise VfioError(errno.EINVAL, str(e)) from None
+    region = _check_access(conn, req.offset, req.region, req.count, _WRITE, "writable")
+    region.write(req.offset, req.data)
+    return payload[:_ACCESS_SIZE]  # the reply echoes offset, region and count
+
+
+def device_reset(conn, payload: bytes, fds: list[int]) -> bytes:
+    _no_payload(payload, "DEVICE_RESET")
+    if not conn.device.flags & DeviceFlags.RESET:
+        raise VfioError(errno.ENOTSUP, "the device does not support reset")
+    conn.device.reset()
+    return b""
+
+
+def dirty_pages(conn, payload: bytes, fds: list[int]) -> bytes:
+    raise VfioError(errno.ENOTSUP, "dirty page logging is not supported")
+
+
+def server_to_client(conn, payload: bytes, fds: list[int]) -> bytes:
+    raise VfioError(errno.EINVAL, "DMA_READ/DMA_WRITE go from the server to the client")
+
+
+HANDLERS: dict[int, Handler] = {
+    Command.VERSION: version,
+    Command.DMA_MAP: dma_map,
+    Command.DMA_UNMAP: dma_unmap,
+    Command.DEVICE_GET_INFO: device_get_info,
+    Command.DEVICE_GET_REGION_INFO: device_get_region_info,
+    Command.DEVICE_GET_REGION_IO_FDS: device_get_region_io_fds,
+    Command.DEVICE_GET_IRQ_INFO: device_get_irq_info,
+    Command.DEVICE_SET_IRQS: device_set_irqs,
+    Command.REGION_READ: region_read,
+    Command.REGION_WRITE: region_write,
+    Command.DMA_READ: server_to_client,
+    Command.DMA_WRITE: server_to_client,
+    Command.DEVICE_RESET: device_reset,
+    Command.DIRTY_PAGES: dirty_pages,
+}
+
+
+def dispatch_table(revision: str) -> dict[int, Handler]:
+    """The commands a revision defines, each with its handler."""
+    return {int(c): HANDLERS[c] for c in COMMANDS_BY_REVISION[revision] if c in HANDLERS}

@@ -1,0 +1,382 @@
+"""One client connection: framing, fds, validation of the header, dispatch,
+replies, and the server's own requests to the client (DMA_READ/DMA_WRITE).
+
+Blocking socket, one client at a time. Replies are gathered and written in
+one send when no further whole message is already buffered, so pipelined
+clients cost one syscall per batch.
+
+Which message do received fds belong to? A stream recvmsg() returns the fds
+of at most one sendmsg(), and stops right after the bytes they came with; it
+may have glued earlier fd-less bytes in front. So the fds belong to the
+message holding the chunk's *last* byte: whole-message senders and
+byte-by-byte senders alike get their fds attached to the right message.
+
+Header rules (all EINVAL, connection kept): undefined flag bits, a type
+other than command (except a late reply to a DMA request the server gave up
+on: dropped silently), the Error bit on a command, more fds than the
+server's max_msg_fds; any command but VERSION before negotiation. Unknown
+command: ENOSYS. Fds the kernel could not deliver (MSG_CTRUNC): EMFILE. A
+command with No_reply is processed and never answered. The error field of a
+command is reserved and ignored. Fds on a command that takes none are closed
+and the command is served. msg_size below 16 or above the server's maximum
+(16 + 16 + max_data_xfer_size + 4096): the stream cannot be framed any more,
+the connection is closed.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import logging
+import os
+import select
+import socket
+import struct
+import time
+from collections import deque
+
+from pytest_vfiouser.protocol import (
+    FLAG_ERROR,
+    FLAG_NO_REPLY,
+    HEADER_FLAGS_DEFINED,
+    HEADER_SIZE,
+    TYPE_MASK,
+    CodecError,
+    Command,
+    DmaRead,
+    DmaReadReply,
+    DmaWrite,
+    DmaWriteReply,
+    Header,
+    MessageReader,
+    MsgType,
+    command_name,
+    decode,
+    encode,
+    encode_error,
+    encode_reply,
+)
+
+from . import commands
+from .dma_map import DmaMapTable
+from .errors import ClientGone, VfioError
+from .negotiation import ClientLimits
+
+log = logging.getLogger("reference_server")
+
+RECV_SIZE = 256 * 1024
+ANC_SIZE = socket.CMSG_SPACE(253 * 4)  # SCM_MAX_FD fds: more cannot come in one sendmsg
+SEND_TIMEOUT = 10.0  # a client that stops reading its replies is dropped after this
+FLUSH_AT = 256 * 1024  # gathered reply bytes that force a send
+MAX_QUEUED = 4096  # commands held while waiting for a DMA reply
+MSG_SLACK = 4096
+_DROP = object()  # a message that gets no reply at all
+_NO_REPLY = int(FLAG_NO_REPLY)
+_COMMAND, _REPLY = int(MsgType.COMMAND), int(MsgType.REPLY)
+_VERSION = int(Command.VERSION)
+# Header flag bits beyond the type and No_reply: anything set here needs a closer look.
+_NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, device, revision: str, trace: bool = False):
+        self.sock = sock
+        self.device = device
+        self.settings = device.settings
+        self.revision = revision
+        self.trace = trace
+        self.dispatch = commands.dispatch_table(revision)
+        self.negotiated = False
+        self.client = ClientLimits()  # the spec's defaults until VERSION says otherwise
+        self.dirty_logging = False  # DIRTY_PAGES START/STOP (0.9.1 hand-off)
+        self.dma_map = DmaMapTable(self.settings.max_dma_maps)
+        self.reader = MessageReader(HEADER_SIZE + 16 + self.settings.max_data_xfer_size
+                                    + MSG_SLACK)
+        self._buf = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buf)
+        self._fed = 0  # stream bytes received so far
+        self._fd_marks: deque = deque()  # (offset of the chunk's last byte, fds, truncated)
+        self._queue: deque = deque()  # messages that arrived while we waited for a DMA reply
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._next_id = 0
+        self._abandoned: set[tuple[int, int]] = set()  # our requests that timed out
+        sec = int(SEND_TIMEOUT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("@ll", sec, int((SEND_TIMEOUT - sec) * 1e6)))
+
+    # ---- the loop
+
+    def serve(self) -> None:
+        self.device.attach(self)
+        reason = "disconnected"
+        try:
+            while True:
+                msg = self._next_message()
+                if msg is None:
+                    if self.reader.buffered or self.reader.pending_header:
+                        reason = "disconnected in the middle of a message"
+                    break
+                self._handle(*msg)
+            self._flush()
+        except ClientGone as e:
+            reason = str(e)
+        finally:
+            self.close()
+        log.info("client %s", reason)
+
+    def _next_message(self):
+        if self._queue:
+            return self._queue.popleft()
+        while True:
+            msg = self._read_message()
+            if msg is not None:
+                return msg
+            self._flush()
+            if not self._recv():
+                return None
+
+    def _read_message(self):
+        """The next whole message in the buffer with its fds, or None."""
+        try:
+            msg = self.reader.next_message()
+        except CodecError as e:
+            raise ClientGone(f"dropped: the stream cannot be framed ({e})") from None
+        if msg is None:
+            return None
+        fds, truncated = [], False
+        if self._fd_marks:
+            end = self._fed - self.reader.buffered
+            while self._fd_marks and self._fd_marks[0][0] < end:
+                _, more, trunc = self._fd_marks.popleft()
+                fds += more
+                truncated |= trunc
+        return msg[0], msg[1], fds, truncated
+
+    def _recv(self) -> bool:
+        """Read what is there (blocking); False at EOF."""
+        try:
+            n, anc, mflags, _ = self.sock.recvmsg_into([self._buf], ANC_SIZE,
+                                                       socket.MSG_CMSG_CLOEXEC)
+        except OSError as e:
+            raise ClientGone(f"recv failed: {e}") from None
+        fds: list[int] = []
+        for level, ctype, cdata in anc:
+            if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(cdata[:len(cdata) - len(cdata) % a.itemsize])
+                fds.extend(a)
+        truncated = bool(mflags & socket.MSG_CTRUNC)
+        if n == 0:
+            _close_all(fds)
+            return False
+        self._fed += n
+        if fds or truncated:
+            self._fd_marks.append((self._fed - 1, fds, truncated))
+        self.reader.feed(self._view[:n])
+        return True
+
+    # ---- one message
+
+    def _handle(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool) -> None:
+        if self.trace:
+            self._trace("<-", hdr, payload, fds)
+        try:
+            result = self._execute(hdr, payload, fds, truncated)
+        except VfioError as e:
+            result = e
+        except ClientGone:
+            raise
+        except Exception as e:  # a bug must cost one reply, not the server
+            log.exception("internal error on %s", hdr.describe())
+            result = VfioError(errno.EIO, f"internal error: {e!r}")
+        finally:
+            if fds:
+                _close_all(fds)  # whatever the handler did not take
+        if hdr.flags & _NO_REPLY or result is _DROP:
+            if result.__class__ is VfioError:
+                log.debug("refused %s: %s", hdr.describe(), result)
+            return
+        if result.__class__ is bytes:
+            self._send(encode_reply(hdr.msg_id, hdr.command, result))
+        elif result.__class__ is VfioError:
+            log.debug("refused %s: %s", hdr.describe(), result)
+            self._send(encode_error(hdr.msg_id, hdr.command, result.errno))
+        else:
+            self._send(encode_reply(hdr.msg_id, hdr.command, result.payload), result.fds)
+
+    def _execute(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool):
+        if hdr.flags & _NOT_PLAIN_COMMAND and self._not_a_command(hdr):
+            return _DROP
+        if truncated:
+            raise VfioError(errno.EMFILE, "the server could not receive every fd sent")
+        if len(fds) > self.settings.max_msg_fds:
+            raise VfioError(errno.EINVAL, f"{len(fds)} fds; the server takes at most "
+                                          f"{self.settings.max_msg_fds}")
+        handler = self.dispatch.get(hdr.command)
+        if handler is None:
+            raise VfioError(errno.ENOSYS, f"command {hdr.command} is not in vfio-user "
+                                          f"{self.revision}")
+        if not self.negotiated and hdr.command != _VERSION:
+            raise VfioError(errno.EINVAL, "VERSION must be negotiated first")
+        return handler(self, payload, fds)
+
+    def _not_a_command(self, hdr: Header) -> bool:
+        """Header flags beyond a plain command (No_reply aside): refuse, or True to
+        drop the message silently (a late reply to a request we gave up on)."""
+        flags = hdr.flags
+        if flags & ~HEADER_FLAGS_DEFINED:
+            raise VfioError(errno.EINVAL, f"undefined header flag bits "
+                                          f"{flags & ~HEADER_FLAGS_DEFINED:#x}")
+        kind = flags & TYPE_MASK
+        if kind == _REPLY:
+            if (hdr.msg_id, hdr.command) in self._abandoned:
+                self._abandoned.discard((hdr.msg_id, hdr.command))
+                log.info("late reply to timed-out request %d dropped", hdr.msg_id)
+                return True
+            raise VfioError(errno.EINVAL, "a reply, but no request of the server's is waiting")
+        if kind != _COMMAND:
+            raise VfioError(errno.EINVAL, f"message type {kind} is neither command nor reply")
+        if flags & FLAG_ERROR:
+            raise VfioError(errno.EINVAL, "the Error bit is set on a command")
+        return False
+
+    # ---- sending
+
+    def _send(self, msg: bytes, fds=()) -> None:
+        if self.trace:
+            self._trace("->", Header.unpack(msg[:HEADER_SIZE]), msg[HEADER_SIZE:], fds)
+        if fds:
+            self._flush()
+            self._sendall(msg, fds)
+            return
+        self._out.append(msg)
+        self._out_bytes += len(msg)
+        if self._out_bytes >= FLUSH_AT:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._out:
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self._out.clear()
+            self._out_bytes = 0
+            self._sendall(data)
+
+    def _sendall(self, data: bytes, fds=()) -> None:
+        try:
+            if fds:
+                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                sent = self.sock.sendmsg([data], anc, socket.MSG_NOSIGNAL)
+                if sent < len(data):
+                    self.sock.sendall(memoryview(data)[sent:], socket.MSG_NOSIGNAL)
+            else:
+                self.sock.sendall(data, socket.MSG_NOSIGNAL)
+        except OSError as e:
+            raise ClientGone(f"send failed: {e}") from None
+
+    # ---- requests to the client (the DMA engine's ClientLink)
+
+    @property
+    def dma_chunk(self) -> int:
+        return min(self.client.max_data_xfer_size, self.settings.max_data_xfer_size)
+
+    def dma_read(self, address: int, count: int) -> bytes:
+        reply = self._request(Command.DMA_READ, DmaRead(address, count).pack())
+        try:
+            r = DmaReadReply.unpack(reply)
+        except CodecError as e:
+            raise VfioError(errno.EIO, f"malformed DMA_READ reply: {e}") from None
+        if r.address != address or r.count != count:
+            raise VfioError(errno.EIO, f"DMA_READ reply for {r.address:#x}+{r.count}, asked "
+                                       f"{address:#x}+{count}")
+        return r.data
+
+    def dma_write(self, address: int, data: bytes) -> None:
+        reply = self._request(Command.DMA_WRITE, DmaWrite(address, len(data), data).pack())
+        try:
+            r = DmaWriteReply.unpack(reply)
+        except CodecError as e:
+            raise VfioError(errno.EIO, f"malformed DMA_WRITE reply: {e}") from None
+        if r.address != address or r.count != len(data):
+            raise VfioError(errno.EIO, f"DMA_WRITE reply for {r.address:#x}+{r.count}, asked "
+                                       f"{address:#x}+{len(data)}")
+
+    def _request(self, command: int, payload: bytes) -> bytes:
+        """Send a request, wait for its reply; commands arriving meanwhile are queued."""
+        self._flush()
+        msg_id = self._next_id
+        self._next_id = (msg_id + 1) & 0xFFFF
+        self._abandoned.discard((msg_id, command))  # an id reused after 65536 requests
+        msg = encode(msg_id, command, payload)
+        if self.trace:
+            self._trace("->", Header.unpack(msg[:HEADER_SIZE]), payload)
+        self._sendall(msg)
+        deadline = time.monotonic() + self.settings.dma_reply_timeout
+        while True:
+            m = self._read_message()
+            if m is None:
+                if not self._wait_readable(deadline - time.monotonic()):
+                    if len(self._abandoned) > 1024:
+                        self._abandoned.clear()
+                    self._abandoned.add((msg_id, command))
+                    raise VfioError(errno.ETIMEDOUT, f"no reply to {command_name(command)} "
+                                                     f"{msg_id}")
+                if not self._recv():
+                    raise ClientGone("disconnected while the server waited for a DMA reply")
+                continue
+            hdr, body, fds, _ = m
+            if hdr.type == MsgType.REPLY and hdr.msg_id == msg_id and hdr.command == command:
+                _close_all(fds)
+                if self.trace:
+                    self._trace("<-", hdr, body)
+                if hdr.is_error:
+                    raise VfioError(hdr.error or errno.EIO,
+                                    f"the client refused {command_name(command)}: "
+                                    f"errno {hdr.error}")
+                return body
+            if len(self._queue) >= MAX_QUEUED:
+                _close_all(fds)
+                raise ClientGone(f"dropped: over {MAX_QUEUED} commands sent while the server "
+                                 "waited for a DMA reply")
+            self._queue.append(m)
+
+    def _wait_readable(self, timeout: float) -> bool:
+        if timeout <= 0:
+            return False
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+
+    # ---- the end
+
+    def close(self) -> None:
+        """Disconnect cleanup: DMA mappings and their fds, IRQ eventfds, queued fds."""
+        if self.device.client is self:
+            self.device.detach()
+        self.dma_map.clear()
+        for m in self._queue:
+            _close_all(m[2])
+        self._queue.clear()
+        for _, fds, _ in self._fd_marks:
+            _close_all(fds)
+        self._fd_marks.clear()
+        self.sock.close()
+
+    def _trace(self, arrow: str, hdr: Header, payload: bytes, fds=()) -> None:
+        try:
+            body = None if hdr.is_error else decode(hdr.command, hdr.is_reply, payload)
+            text = "" if body is None else repr(body)
+        except CodecError as e:
+            text = f"<{len(payload)} bytes: {e}>"
+        if len(text) > 240:
+            text = text[:240] + "...)"
+        log.debug("%s %s %s%s", arrow, hdr.describe(), text, f" fds={list(fds)}" if fds else "")
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()

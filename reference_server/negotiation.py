@@ -1,0 +1,70 @@
+"""VERSION: what the server answers, and what it learns about the client.
+
+- Major: the server speaks major 0 only. Another major gets an error reply
+  (ENOTSUP), never a reply with a different major (errata 5); the
+  connection stays unnegotiated, so the client may propose again.
+- Minor: min(proposed, the server's highest minor for the revision).
+- Capabilities: only keys the client proposed are echoed, with the
+  server's values: max_msg_fds and max_data_xfer_size are the server's own
+  limits; migration (only when the device has a migration region) gets
+  pgsize = the smaller of the two (the server's when the client gave none).
+  Unknown capabilities and other top-level JSON keys are ignored.
+- No JSON in the request: accepted, and the reply carries none either.
+- Malformed JSON, wrong types, out-of-range values: EINVAL (the codec's
+  Version.unpack does the checking).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from pytest_vfiouser.protocol import (
+    DEFAULT_MAX_DATA_XFER_SIZE,
+    DEFAULT_MAX_MSG_FDS,
+    CodecError,
+    Version,
+)
+
+from .device_config import ServerConfig
+from .errors import VfioError
+
+MAJOR = 0
+# The highest minor the server implements, per spec revision. The 0.9.1
+# document defines no minor numbers; 0 is what clients of that era propose.
+MAX_MINOR = {"0.9.1": 0}
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """What the client stated (or the spec's defaults before/without it)."""
+
+    max_msg_fds: int = DEFAULT_MAX_MSG_FDS
+    max_data_xfer_size: int = DEFAULT_MAX_DATA_XFER_SIZE
+    migration_pgsize: int | None = None  # negotiated dirty page size, None: no migration
+    minor: int = 0
+
+
+def negotiate(payload: bytes, server: ServerConfig, revision: str,
+              supports_migration: bool) -> tuple[bytes, ClientLimits]:
+    try:
+        req = Version.unpack(payload)
+    except CodecError as e:
+        raise VfioError(errno.EINVAL, str(e)) from None
+    if req.major != MAJOR:
+        raise VfioError(errno.ENOTSUP, f"major {req.major} is not supported (only {MAJOR})")
+    minor = min(req.minor, MAX_MINOR[revision])
+    caps = req.capabilities
+    mine: dict = {}
+    if "max_msg_fds" in caps.raw:
+        mine["max_msg_fds"] = server.max_msg_fds
+    if "max_data_xfer_size" in caps.raw:
+        mine["max_data_xfer_size"] = server.max_data_xfer_size
+    pgsize = None
+    if caps.migration is not None and supports_migration:
+        theirs = caps.migration_pgsize
+        pgsize = server.migration_pgsize if theirs is None else min(theirs, server.migration_pgsize)
+        mine["migration"] = {"pgsize": pgsize}
+    limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor)
+    json = None if req.json is None else {"capabilities": mine}
+    return Version(MAJOR, minor, json).pack(), limits

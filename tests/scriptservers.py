@@ -1,0 +1,122 @@
+"""Tiny scripted vfio-user servers for the plugin's tests.
+
+``script_server(tmp_path, *flags)`` writes the script and returns a
+``--vfu-server`` command line (``fd=True``: with ``{fd}`` instead of ``{socket}``).  The server answers VERSION, DEVICE_GET_INFO
+(PCI, 1 region, 1 IRQ), GET_REGION_INFO and GET_IRQ_INFO; any other command
+gets an ENOTSUP error reply, unless a flag says otherwise:
+
+  --abort-on N     os.abort() on command N (a crash: SIGABRT)
+  --hang-on N      never reply to command N (and stop reading)
+  --error-on N     an error reply (errno 95) to command N
+  --once           exit(0) after the first client disconnects
+  --abort-at-close os.abort() when a client that sent DEVICE_RESET disconnects
+  --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
+  --no-mmap        region 0 without the MMAP flag
+  --fail-start     print an error to stderr and exit(3) without listening
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+SCRIPT = r'''
+import json, os, signal, socket, struct, sys, time
+path, flags = sys.argv[1], sys.argv[2:]
+def opt(name):
+    return int(flags[flags.index(name) + 1]) if name in flags else None
+if "--fail-start" in flags:
+    sys.stderr.write("scriptserver: cannot open /dev/vfio-nothing: No such device\n")
+    sys.exit(3)
+if "--ignore-term" in flags:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+abort_on, hang_on, error_on = opt("--abort-on"), opt("--hang-on"), opt("--error-on")
+HDR = struct.Struct("<HHIII")
+def reply(conn, msg_id, cmd, payload=b"", error=0):
+    flags = 1 | (0x20 if error else 0)
+    conn.sendall(HDR.pack(msg_id, cmd, 16 + len(payload), flags, error) + payload)
+def recv_exact(conn, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+def serve(conn):
+    while True:
+        head = recv_exact(conn, 16)
+        if head is None:
+            return
+        msg_id, cmd, size, _, _ = HDR.unpack(head)
+        payload = recv_exact(conn, size - 16) if size > 16 else b""
+        if cmd == abort_on:
+            os.abort()
+        if cmd == hang_on:
+            time.sleep(3600)
+        if cmd == 13:
+            global reset_seen
+            reset_seen = True
+        if cmd == error_on:
+            reply(conn, msg_id, cmd, error=95)
+        elif cmd == 1:
+            caps = json.dumps({"capabilities": {"max_msg_fds": 8}}).encode() + b"\0"
+            reply(conn, msg_id, cmd, struct.pack("<HH", 0, 0) + caps)
+        elif cmd == 4:
+            reply(conn, msg_id, cmd, struct.pack("<IIII", 16, 2, 1, 1))
+        elif cmd == 5:
+            index = struct.unpack_from("<I", payload, 8)[0]
+            rflags = 3 if "--no-mmap" in flags else 7
+            if index == 0:
+                reply(conn, msg_id, cmd, struct.pack("<IIIIQQ", 32, rflags, 0, 0, 4096, 0))
+            else:
+                reply(conn, msg_id, cmd, error=22)
+        elif cmd == 7:
+            reply(conn, msg_id, cmd, struct.pack("<IIII", 16, 1, 0, 1))
+        else:
+            reply(conn, msg_id, cmd, error=95)
+if path.isdigit():  # {fd}: an inherited listening socket
+    listener = socket.socket(fileno=int(path))
+else:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+while True:
+    conn, _ = listener.accept()
+    reset_seen = False
+    with conn:
+        serve(conn)
+    if "--abort-at-close" in flags and reset_seen:
+        os.abort()
+    if "--once" in flags:
+        sys.exit(0)
+'''
+
+
+def script_server(directory: Path, *flags: str, fd: bool = False) -> str:
+    """Write the server script into ``directory``; the --vfu-server command line for it."""
+    script = Path(directory) / "scriptserver.py"
+    if not script.exists():
+        script.write_text(SCRIPT)
+    return shlex.join([sys.executable, str(script), "{fd}" if fd else "{socket}", *flags])
+
+
+# Plugins an inner pytest run does not need: hypothesis' re-imports itself
+# (with assertion rewriting) in every pytester inline run, ~0.6 s each.
+INNER_ARGS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+
+
+def run(pytester, *args, subprocess: bool = False):
+    """pytester.runpytest with INNER_ARGS."""
+    runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+    return runner(*INNER_ARGS, *args)
+
+
+def load_json(pytester, name: str = "vfu.json") -> dict:
+    """The --vfu-json report of an inner run, with cases by test name."""
+    import json
+
+    data = json.loads((pytester.path / name).read_text())
+    data["by_name"] = {c["nodeid"].split("::", 1)[1]: c for c in data["cases"]}
+    return data

@@ -1,0 +1,139 @@
+"""Options, ini keys, usage errors, markers and case()."""
+
+from __future__ import annotations
+
+import pytest
+from scriptservers import run, script_server
+
+from pytest_vfiouser import MUST, SHOULD, case
+from pytest_vfiouser.markers import requirement_text
+
+pytest_plugins = ["pytester"]
+
+CASE_FILE = """
+from pytest_vfiouser import case, MUST
+
+@case("alpha/one", MUST)
+def test_one(vfu_spec):
+    print("SPEC", vfu_spec)
+"""
+
+
+@pytest.fixture
+def server(pytester: pytest.Pytester) -> str:
+    return script_server(pytester.path)
+
+
+BAD_PROFILE = '[device]\nnum_regions = "nine"\n'
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--vfu-spec", "1.0"], "*--vfu-spec: unknown spec revision '1.0'; use one of 0.9.1, 0.9.2*"),
+        (["--vfu-timeout", "0"], "*--vfu-timeout: must be a positive number of seconds, got 0*"),
+        (["--vfu-timeout", "-2"], "*--vfu-timeout: must be a positive number*"),
+        (["--vfu-timeout", "soon"], "*--vfu-timeout: 'soon' is not a number of seconds*"),
+        (["--vfu-restart", "sometimes"], "*--vfu-restart: unknown policy 'sometimes'; use one of per-test*"),
+        (["--vfu-server", "srv --listen x"], "*--vfu-server: *has neither {socket} nor {fd}*"),
+        (["--vfu-server", "srv {socket}", "--vfu-socket", "/tmp"], "*give one or the other*"),
+        (["--vfu-env", "NOEQUALS"], "*--vfu-env: 'NOEQUALS' is not KEY=VALUE*"),
+        (["--vfu-socket", "/nonexistent/vfu.sock"], "*/nonexistent/vfu.sock does not exist; is the server running?*"),
+        (["--vfu-profile", "missing.toml"], "*--vfu-profile: invalid profile: *missing.toml: cannot read profile*"),
+        (["--vfu-profile", "bad.toml"], "*bad.toml: device.num_regions: expected an integer, got string*"),
+        (["--vfu-profile", "v2.toml"], "*profile 'v2' is for spec 0.9.2, but --vfu-spec is 0.9.1*"),
+        (["--vfu-profile", "mig2.toml"], "*enables migration_v2, which spec 0.9.1 does not have*"),
+        (["--vfu-section", "nope"], "*--vfu-section: unknown section 'nope'; known sections: alpha*"),
+    ],
+)
+def test_usage_errors(pytester: pytest.Pytester, args, message):
+    pytester.makepyfile(CASE_FILE)
+    pytester.makefile(".toml", bad=BAD_PROFILE, v2='[profile]\nspec = "0.9.2"\n',
+                      mig2="[features]\nmigration_v2 = true\n")
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    result.stdout.no_fnmatch_line("*SPEC*")
+
+
+def test_ini_options_and_command_line_precedence(pytester: pytest.Pytester, server):
+    pytester.makepyfile(CASE_FILE)
+    pytester.makeini(f"[pytest]\nvfu_spec = 0.9.2\nvfu_server = {server}\nvfu_timeout = 2\n")
+    result = run(pytester, "-s")
+    result.stdout.fnmatch_lines(["*SPEC 0.9.2*", "*spec 0.9.2;*timeout 2 s*"])
+    result = run(pytester, "-s", "--vfu-spec", "0.9.1")
+    result.stdout.fnmatch_lines(["*SPEC 0.9.1*"])
+    assert result.ret == 0
+
+
+def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester):
+    pytester.makepyfile(CASE_FILE)
+    pytester.makeini("[pytest]\nvfu_timeout = 0\n")
+    result = run(pytester, )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--vfu-timeout: must be a positive number*"])
+
+
+def test_markers_registered_for_strict_markers(pytester: pytest.Pytester, server):
+    pytester.makepyfile(CASE_FILE + """
+import pytest
+
+@pytest.mark.requirement("alpha/two")
+@pytest.mark.should
+@pytest.mark.revision("0.9.1")
+@pytest.mark.requires("mmap")
+def test_two():
+    pass
+""")
+    result = run(pytester, "--strict-markers", "--vfu-server", server)
+    result.assert_outcomes(passed=2)
+    result = run(pytester, "--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.requirement(id)*", "@pytest.mark.requires(*features)*"])
+
+
+def test_plugin_is_inert_for_plain_tests(pytester: pytest.Pytester):
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = run(pytester, "--junitxml=out.xml")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*vfio-user*")
+    assert "vfu_verdict" not in (pytester.path / "out.xml").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        (("Header/x", MUST), {}, "must look like 'section/name'"),
+        (("header", MUST), {}, "must look like 'section/name'"),
+        (("header/x", "MUST"), {}, "level must be MUST, SHOULD or MAY"),
+        (("header/x", MUST), {"requires": ("wings",)}, "unknown requirement 'wings'"),
+        (("header/x", MUST), {"revisions": ("1.0",)}, "unknown revision '1.0'"),
+    ],
+)
+def test_case_rejects_mistakes(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        case(*args, **kwargs)
+
+
+def test_case_applies_marks():
+    @case("header/reply-echoes-msg-id", SHOULD, requires=("mmap", "vfu_trigger_irq"), revisions=("0.9.2",))
+    def f():
+        """Replies echo the msg_id.
+
+        More words.
+
+        Spec (Header): "Message ID identifies the message, and is echoed in
+        the command's reply message."
+        """
+
+    marks = {m.name: m.args for m in f.pytestmark}
+    assert marks == {
+        "requirement": ("header/reply-echoes-msg-id",),
+        "section": ("header",),
+        "should": (),
+        "revision": ("0.9.2",),
+        "requires": ("mmap", "vfu_trigger_irq"),
+    }
+    assert requirement_text(f) == (
+        "Replies echo the msg_id.\n"
+        "Spec (Header): \"Message ID identifies the message, and is echoed in the command's reply message.\""
+    )

@@ -1,0 +1,190 @@
+"""Verdicts: MUST/SHOULD/MAY, strict, observations, baselines, requires, revisions, sections, reports."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from scriptservers import load_json, run, script_server
+
+pytest_plugins = ["pytester"]
+
+LEVEL_CASES = '''
+from pytest_vfiouser import case, observe, MUST, SHOULD, MAY
+
+@case("levels/must-pass", MUST)
+def test_must_pass(vfu_client):
+    """DEVICE_GET_INFO answers.
+
+    Spec (DEVICE_GET_INFO): "the server answers"
+    """
+    assert vfu_client.device_get_info().ok
+
+@case("levels/must-fail", MUST)
+def test_must_fail(vfu_client):
+    assert vfu_client.reset().ok, "reset refused"
+
+@case("levels/should-fail", SHOULD)
+def test_should_fail(vfu_client):
+    assert vfu_client.reset().ok, "reset refused"
+
+@case("levels/may-fail", MAY)
+def test_may_fail(vfu_client):
+    assert vfu_client.reset().ok, "reset refused"
+
+@case("levels/observed", MUST)
+def test_observed(vfu_client, vfu_observe):
+    vfu_observe("answered with ENOTSUP")
+    observe("and said so quickly")
+
+@case("other/revision-2", MUST, revisions=("0.9.2",))
+def test_revision_2(vfu_client):
+    pass
+'''
+
+
+@pytest.fixture
+def server(pytester: pytest.Pytester) -> str:
+    return script_server(pytester.path)
+
+
+def test_verdict_mapping(pytester: pytest.Pytester, server):
+    pytester.makepyfile(LEVEL_CASES)
+    result = run(pytester, "--vfu-server", server, "--vfu-json=vfu.json", "--junitxml=junit.xml", "-rxX")
+    result.assert_outcomes(passed=2, failed=1, xfailed=2, deselected=1)
+    result.stdout.fnmatch_lines([
+        "XFAIL *test_should_fail - NON-STRICT: AssertionError: reset refused",
+        "XFAIL *test_may_fail - INFORMATIONAL: AssertionError: reset refused",
+    ])
+    result.stdout.fnmatch_lines([
+        "section *PASS*FAIL*NON-STRICT*INFORMATIONAL",
+        "levels *1 *1 *1 *2",
+        "1 case(s) deselected: not in spec 0.9.1",
+        "result: FAILED (1 FAIL)",
+    ])
+    data = load_json(pytester)
+    verdicts = {name: c["verdict"] for name, c in data["by_name"].items()}
+    assert verdicts == {
+        "test_must_pass": "PASS", "test_must_fail": "FAIL", "test_should_fail": "NON-STRICT",
+        "test_may_fail": "INFORMATIONAL", "test_observed": "INFORMATIONAL",
+    }
+    observed = data["by_name"]["test_observed"]
+    assert observed["observations"] == ["answered with ENOTSUP", "and said so quickly"]
+    must = data["by_name"]["test_must_pass"]
+    assert must["case_id"] == "levels/must-pass" and must["section"] == "levels"
+    assert must["level"] == "MUST" and must["duration"] > 0
+    assert must["requirement"] == 'DEVICE_GET_INFO answers.\nSpec (DEVICE_GET_INFO): "the server answers"'
+    assert data["run"]["failed"] is True
+    assert data["run"]["negotiated"]["capabilities"] == {"max_msg_fds": 8}
+
+    # JUnit XML carries the verdicts as testcase properties.
+    tree = ET.parse(pytester.path / "junit.xml")
+    props = {
+        tc.get("name"): {p.get("name"): p.get("value") for p in tc.iter("property")}
+        for tc in tree.iter("testcase")
+    }
+    assert props["test_must_fail"]["vfu_verdict"] == "FAIL"
+    assert props["test_must_fail"]["vfu_case"] == "levels/must-fail"
+    assert props["test_must_fail"]["vfu_level"] == "MUST"
+    assert "reset refused" in props["test_must_fail"]["vfu_message"]
+    assert props["test_should_fail"]["vfu_verdict"] == "NON-STRICT"
+    assert "vfu_fds_before" in props["test_must_pass"]
+
+
+def test_strict_fails_shoulds(pytester: pytest.Pytester, server):
+    pytester.makepyfile(LEVEL_CASES)
+    result = run(pytester, "--vfu-server", server, "--vfu-strict", "--vfu-json=vfu.json")
+    result.assert_outcomes(passed=2, failed=2, xfailed=1, deselected=1)
+    assert load_json(pytester)["by_name"]["test_should_fail"]["verdict"] == "FAIL"
+
+
+def test_baseline_xfails_failures_and_lists_fixed(pytester: pytest.Pytester, server):
+    pytester.makepyfile(LEVEL_CASES)
+    pytester.makefile(".toml", profile='''
+[baseline]
+"levels/must-fail" = "known bug #12"
+"levels/must-pass" = "was broken in 1.0"
+"levels/gone" = "case removed long ago"
+''')
+    result = run(pytester, "--vfu-server", server, "--vfu-profile", "profile.toml",
+                 "--vfu-json=vfu.json", "-rxX")
+    result.assert_outcomes(passed=2, xfailed=3, deselected=1, warnings=1)
+    result.stdout.fnmatch_lines([
+        "*VfuWarning: profile 'profile': [[]baseline] entries that match no collected case: levels/gone",
+    ])
+    result.stdout.fnmatch_lines([
+        "FIXED (baselined or xfail, but passed: remove them from the baseline):",
+        "  levels/must-pass: passes, but is baselined: was broken in 1.0",
+        "[[]baseline] entries matching no collected case: levels/gone",
+        "result: passed*",
+    ])
+    result.stdout.fnmatch_lines(["XFAIL *test_must_fail - baseline: known bug #12 (was FAIL: *reset refused)"])
+    cases = load_json(pytester)["by_name"]
+    assert cases["test_must_fail"]["verdict"] == "BASELINE"
+    assert cases["test_must_pass"]["verdict"] == "FIXED"
+
+
+REQUIRES_CASES = """
+from pytest_vfiouser import case, MUST
+
+@case("req/io-fds", MUST, requires=("io_fds",))
+def test_io_fds(vfu_client):
+    pass
+
+@case("req/mmap", MUST, requires=("mmap",))
+def test_mmap(vfu_client):
+    pass
+
+@case("req/irq", MUST, requires=("irq_trigger",))
+def test_irq(vfu_client, vfu_device, vfu_hooks):
+    assert vfu_hooks.trigger_irq(vfu_client, 2, 3) == ("irq", 2, 3, vfu_device.num_regions)
+
+@case("req/state", MUST, requires=("vfu_device_state",))
+def test_state(vfu_client):
+    pass
+
+@case("req/dma-in-body", MUST)
+def test_dma_in_body(vfu_client, vfu_hooks):
+    vfu_hooks.trigger_dma(vfu_client, "read", 0x1000, 16)
+"""
+
+IRQ_HOOK = """
+def pytest_vfu_trigger_irq(client, device, index, subindex):
+    return ("irq", index, subindex, device.num_regions)
+"""
+
+
+def test_requires_unimplemented(pytester: pytest.Pytester):
+    pytester.makepyfile(REQUIRES_CASES)
+    result = run(pytester, "--vfu-server", script_server(pytester.path, "--no-mmap"),
+                 "--vfu-json=vfu.json", "-rs")
+    result.assert_outcomes(skipped=5)
+    cases = load_json(pytester)["by_name"]
+    assert {c["verdict"] for c in cases.values()} == {"UNIMPLEMENTED"}
+    messages = {name: c["message"] for name, c in cases.items()}
+    assert messages == {
+        "test_io_fds": "needs profile: io_fds",
+        "test_mmap": "device has no mmap",
+        "test_irq": "needs profile hook vfu_trigger_irq (a plugin implementing pytest_vfu_trigger_irq)",
+        "test_state": "needs profile hook vfu_device_state (a plugin implementing pytest_vfu_device_state)",
+        "test_dma_in_body": "needs profile hook vfu_trigger_dma (a plugin implementing pytest_vfu_trigger_dma)",
+    }
+
+
+def test_requires_from_profile_and_hooks(pytester: pytest.Pytester, server):
+    pytester.makepyfile(REQUIRES_CASES)
+    pytester.makeconftest(IRQ_HOOK)
+    pytester.makefile(".toml", profile="[features]\nio_fds = false\nmmap = true\n")
+    result = run(pytester, "--vfu-server", server, "--vfu-profile=profile.toml", "--vfu-json=vfu.json")
+    result.assert_outcomes(passed=2, skipped=3)
+    cases = load_json(pytester)["by_name"]
+    assert cases["test_io_fds"]["message"] == "device has no io_fds"
+    assert cases["test_mmap"]["verdict"] == cases["test_irq"]["verdict"] == "PASS"
+
+
+def test_sections_and_revision(pytester: pytest.Pytester, server):
+    pytester.makepyfile(LEVEL_CASES)
+    result = run(pytester, "--vfu-server", server, "--vfu-section", "other", "--vfu-spec", "0.9.2")
+    result.assert_outcomes(passed=1, deselected=5)
+    result = run(pytester, "--vfu-server", server, "--vfu-section", "other")
+    result.assert_outcomes(deselected=6)

@@ -1,0 +1,239 @@
+"""The reference server as a program: options, --fd, signals, std fds, --device, -v."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from test_server_support import SERVER, RefServer, read32
+
+from pytest_vfiouser.client import Client
+from pytest_vfiouser.protocol import DeviceInfo
+from pytest_vfiouser.target import wait_listening
+from reference_server import registers as R
+
+
+def run(*args, timeout=10, **kw):
+    return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kw)
+
+
+@pytest.mark.parametrize("args, needle", [
+    ((), "exactly one of --socket-path"),
+    (("--socket-path=/tmp/x.sock", "--fd=3"), "exactly one of --socket-path"),
+    (("--fd=abc",), "not a file descriptor number"),
+    (("--fd=-1",), "not a file descriptor number"),
+    (("--socket-path=/tmp/x.sock", "--spec", "0.9.2"), "'0.9.2' is not supported"),
+    (("--socket-path=/tmp/x.sock", "--bogus"), "unrecognized arguments"),
+])
+def test_usage_errors(args, needle):
+    r = run(*args)
+    assert r.returncode == 2, r
+    assert needle in r.stderr
+
+
+def test_help():
+    r = run("--help")
+    assert r.returncode == 0 and "--socket-path" in r.stdout and "--fd" in r.stdout
+
+
+def test_device_file_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[regions]]\nindex = 1\nkind = \"ram\"\nsize = 1000\n")
+    r = run(f"--socket-path={tmp_path}/s.sock", f"--device={bad}")
+    assert r.returncode == 2 and "regions[0].size" in r.stderr and "power of two" in r.stderr
+    bad.write_text("not toml [")
+    r = run(f"--socket-path={tmp_path}/s.sock", f"--device={bad}")
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
+    r = run(f"--socket-path={tmp_path}/s.sock", f"--device={tmp_path}/missing.toml")
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    assert not os.path.exists(tmp_path / "s.sock")
+
+
+def test_socket_path_problems(tmp_path):
+    r = run(f"--socket-path={tmp_path}/no/such/dir/s.sock")
+    assert r.returncode == 1 and "cannot listen" in r.stderr
+    regular = tmp_path / "file"
+    regular.write_text("x")
+    r = run(f"--socket-path={regular}")
+    assert r.returncode == 1 and "not a socket" in r.stderr
+    r = run(f"--socket-path={tmp_path}/{'x' * 120}.sock")
+    assert r.returncode == 1 and "longer than 107" in r.stderr
+
+
+def test_sigterm_exits_promptly_and_removes_socket(tmp_path):
+    srv = RefServer(tmp_path)
+    t0 = time.monotonic()
+    assert srv.stop() == 0
+    assert time.monotonic() - t0 < 2
+    assert not os.path.exists(srv.path)
+
+
+def test_sigterm_with_a_client_connected(tmp_path):
+    srv = RefServer(tmp_path)
+    with srv.connect() as c:
+        c.device_get_info().check()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(3) == 0
+    assert not os.path.exists(srv.path)
+
+
+def test_sigint_also_terminates(tmp_path):
+    srv = RefServer(tmp_path)
+    srv.proc.send_signal(signal.SIGINT)
+    assert srv.proc.wait(3) == 0
+    assert not os.path.exists(srv.path)
+    srv.stop()
+
+
+def test_listens_quickly(tmp_path):
+    path = str(tmp_path / "s.sock")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([*SERVER, f"--socket-path={path}"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_listening(path, 5.0, lambda: proc.poll() is None)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0
+
+
+def test_stale_socket_file_is_replaced_live_one_refused(tmp_path):
+    path = tmp_path / "s.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens
+    srv = RefServer(tmp_path, name="s")
+    try:
+        with srv.connect() as c:
+            c.device_get_info().check()
+        r = run(f"--socket-path={path}")
+        assert r.returncode == 1 and "another server is listening" in r.stderr
+    finally:
+        assert srv.stop() == 0
+
+
+def test_inherited_listening_fd(tmp_path):
+    path = str(tmp_path / "s.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(4)
+    fd = listener.fileno()
+    proc = subprocess.Popen([*SERVER, f"--fd={fd}"], pass_fds=[fd], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    listener.close()
+    try:
+        for _ in range(2):  # one client after another
+            with Client.connect(path, timeout=5) as c:
+                c.negotiate()
+                assert c.device_get_info().check().body.num_regions == R.NUM_REGIONS
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        proc.stderr.close()
+    assert os.path.exists(path)  # not ours to remove
+
+
+def test_inherited_connected_fd_is_served_then_exit():
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([*SERVER, f"--fd={theirs.fileno()}"], pass_fds=[theirs.fileno()],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    theirs.close()
+    c = Client(ours, timeout=5)
+    try:
+        c.negotiate()
+        assert read32(c, R.REG_ID) == R.ID_VALUE
+    finally:
+        c.close()
+    assert proc.wait(5) == 0
+
+
+def test_bad_inherited_fds(tmp_path):
+    r = run("--fd=57")
+    assert r.returncode == 1 and "--fd=57: Bad file descriptor" in r.stderr
+    with open(tmp_path / "f", "w") as f:
+        r = run(f"--fd={f.fileno()}", pass_fds=[f.fileno()])
+    assert r.returncode == 1 and "is not a socket" in r.stderr
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r = run(f"--fd={udp.fileno()}", pass_fds=[udp.fileno()])
+    udp.close()
+    assert r.returncode == 1 and "not a UNIX stream socket" in r.stderr
+
+
+def test_std_fds_closed_or_null(tmp_path):
+    """fds 0-2 closed at exec (and stderr a closed pipe): the server still works."""
+    path = str(tmp_path / "s.sock")
+    r, w = os.pipe()
+    os.close(r)  # writes to stderr fail with EPIPE
+    code = ("import os, sys, runpy; os.close(0); os.close(1); "
+            "sys.argv = ['reference_server', '--socket-path=' + sys.argv[1], '-v']; "
+            "runpy.run_module('reference_server', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", code, path], stderr=w)
+    os.close(w)
+    try:
+        assert wait_listening(path, 5.0, lambda: proc.poll() is None)
+        with Client.connect(path, timeout=5) as c:
+            c.negotiate()
+            assert c.device_get_info().check().body.flags == 3
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0
+
+
+def test_verbose_trace(tmp_path):
+    srv = RefServer(tmp_path, "-v")
+    try:
+        with srv.connect() as c:
+            c.device_get_info().check()
+            c.region_read(4, 0, 4)  # refused: write-only
+    finally:
+        assert srv.stop() == 0
+    log = srv.log()
+    assert "<- DEVICE_GET_INFO command id=1 size=32 DeviceInfo(argsz=16" in log
+    assert "-> DEVICE_GET_INFO reply id=1 size=32 DeviceInfo(argsz=16, flags=3" in log
+    assert "refused REGION_READ command" in log and "EPERM" in log
+
+
+def test_device_file(tmp_path):
+    dev = tmp_path / "dev.toml"
+    dev.write_text("""
+[server]
+max_data_xfer_size = 8192
+[device]
+base = "empty"
+vendor_id = 0x1234
+reset = false
+num_regions = 9
+[[regions]]
+index = 2
+kind = "ram"
+size = 8192
+[[irqs]]
+index = 2
+count = 3
+flags = ["eventfd", "maskable"]
+""")
+    srv = RefServer(tmp_path, f"--device={dev}")
+    try:
+        with srv.connect() as c:
+            assert c.negotiated.capabilities.max_data_xfer_size == 8192
+            info = c.device_get_info().check().body
+            assert (info.flags, info.num_regions, info.num_irqs) == (2, 9, 5)
+            r = c.region_info(2).check()
+            assert (r.body.flags, r.body.size, r.fd_count) == (3, 8192, 0)
+            assert c.region_info(0).check().body.size == 0
+            assert read32(c, 0, region=7) & 0xFFFF == 0x1234
+            assert c.irq_info(2).check().body.count == 3
+            assert c.irq_info(0).check().body.count == 0
+            assert c.reset().error == 95  # ENOTSUP
+            assert c.region_read(2, 0, 8193).error == 7  # E2BIG
+            assert c.request(4, DeviceInfo(16)).ok
+    finally:
+        assert srv.stop() == 0
