@@ -13,6 +13,7 @@ per-round ratios is reported. The last line is ``client_vs_bare sync=R1 pipeline
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -26,12 +27,12 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from pytest_vfiouser import protocol as P  # noqa: E402
 from pytest_vfiouser.client import Client  # noqa: E402
-from pytest_vfiouser.protocol import Command  # noqa: E402
 
 HDR = struct.Struct("<HHIII")
 ACCESS = struct.Struct("<QII")
-REGION_READ = Command.REGION_READ
+REGION_READ = int(P.Command.REGION_READ)
 COUNT = 4
 DEPTH = 64
 
@@ -39,53 +40,67 @@ DEPTH = 64
 # -- the in-script responder: a minimal vfio-user server (VERSION, REGION_READ)
 
 
-def responder(path: str, style: str = "simple") -> None:
+def responder(path: str, style: str = "codec") -> None:
     """Serve one connection at a time, forever.
 
-    ``simple``, like most servers: read one message (header, then payload),
-    answer it, repeat. ``batching``: frame every message a receive brought and
-    answer them all with one send (a faster server, so client overhead shows more).
+    ``codec``, like a minimal real server: read one message (header, then
+    payload), decode it and encode the answer with the project's codec, send,
+    repeat. ``raw``: struct only, framing every message a receive brought and
+    answering them all with one send; a server this light makes the client's
+    own costs show as much as they can.
     """
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(1)
-    caps = json.dumps({"capabilities": {"max_msg_fds": 8,
-                                        "max_data_xfer_size": 1048576}}).encode() + b"\0"
-    serve = serve_simple if style == "simple" else serve_batching
     while True:
         conn, _ = listener.accept()
         with conn:
-            serve(conn, caps)
+            (serve_codec if style == "codec" else serve_raw)(conn)
 
 
-def answer(buf, start: int, caps: bytes) -> bytes:
+CAPS = {"capabilities": {"max_msg_fds": 8, "max_data_xfer_size": 1048576}}
+
+
+def serve_codec(conn: socket.socket) -> None:
+    version = P.Version(0, 0, CAPS).pack()
+    while True:
+        head = conn.recv(16, socket.MSG_WAITALL)
+        if len(head) < 16:
+            return
+        header = P.Header.unpack(head)
+        P.check_msg_size(header, 1 << 20)
+        need = header.msg_size - 16
+        payload = conn.recv(need, socket.MSG_WAITALL) if need else b""
+        if len(payload) < need:
+            return
+        if header.command == REGION_READ:
+            req = P.decode(header.command, False, payload)
+            out = P.encode_reply(header.msg_id, header.command, P.RegionReadReply(
+                req.offset, req.region, req.count, bytes(req.count)).pack())
+        elif header.command == P.Command.VERSION:
+            out = P.encode_reply(header.msg_id, header.command, version)
+        elif header.no_reply:
+            continue
+        else:
+            out = P.encode_error(header.msg_id, header.command, errno.ENOSYS)
+        conn.sendall(out)
+
+
+def answer_raw(buf, start: int, caps: bytes) -> bytes:
     msg_id, command, size, flags, _ = HDR.unpack_from(buf, start)
     if command == REGION_READ:
         offset, region, count = ACCESS.unpack_from(buf, start + 16)
         return (HDR.pack(msg_id, command, 32 + count, 1, 0)
                 + ACCESS.pack(offset, region, count) + bytes(count))
-    if command == Command.VERSION:
+    if command == P.Command.VERSION:
         return HDR.pack(msg_id, command, 20 + len(caps), 1, 0) + struct.pack("<HH", 0, 0) + caps
     if flags & 0x10:
         return b""
-    return HDR.pack(msg_id, command, 16, 0x21, 38)  # ENOSYS
+    return HDR.pack(msg_id, command, 16, 0x21, errno.ENOSYS)
 
 
-def serve_simple(conn: socket.socket, caps: bytes) -> None:
-    buf = bytearray(1 << 16)
-    view = memoryview(buf)
-    while True:
-        if conn.recv_into(view[:16], 16, socket.MSG_WAITALL) < 16:
-            return
-        size = HDR.unpack_from(buf)[2]
-        if size < 16 or size > len(buf):
-            return
-        if size > 16 and conn.recv_into(view[16:size], size - 16, socket.MSG_WAITALL) < size - 16:
-            return
-        conn.sendall(answer(buf, 0, caps))
-
-
-def serve_batching(conn: socket.socket, caps: bytes) -> None:
+def serve_raw(conn: socket.socket) -> None:
+    caps = json.dumps(CAPS).encode() + b"\0"
     buf = bytearray(1 << 16)
     view = memoryview(buf)
     start = end = 0
@@ -106,7 +121,7 @@ def serve_batching(conn: socket.socket, caps: bytes) -> None:
                 return
             if end - start < size:
                 break
-            out.append(answer(buf, start, caps))
+            out.append(answer_raw(buf, start, caps))
             start += size
         if out:
             conn.sendall(b"".join(out))
@@ -228,9 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
     ap.add_argument("--seconds", type=float, default=0.05,
                     help="duration of each measurement in a round (default 0.05)")
-    ap.add_argument("--responder-style", choices=("simple", "batching"), default="simple",
-                    help="the in-script responder: one message per read (simple, as most "
-                         "servers) or all a read brought (batching)")
+    ap.add_argument("--responder-style", choices=("codec", "raw"), default="codec",
+                    help="the in-script responder: decode and encode with the project's "
+                         "codec, one message per read (codec, the default), or struct only, "
+                         "all messages a read brought at once (raw, the lightest server)")
     ap.add_argument("--responder", metavar="PATH", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.responder:

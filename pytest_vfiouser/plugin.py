@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-from . import device_params, fixtures, hookspecs, htmlreport, jsonreport, markers, options, selection, summary, verdicts
+from . import (
+    device_params,
+    fixtures,
+    hookspecs,
+    htmlreport,
+    jsonreport,
+    markers,
+    options,
+    selection,
+    summary,
+    verdicts,
+)
 from .state import RunState, get_state, set_state
 from .targets import TargetManager
 

@@ -139,6 +139,8 @@ def test_oversized_msg_size_is_refused_without_allocating():
         # The stream cannot be framed any more: every later receive says so.
         with pytest.raises(MalformedReply):
             client.recv_message()
+        with pytest.raises(MalformedReply):
+            client.reset()
 
 
 def test_msg_size_below_the_header_is_refused(pair):

@@ -132,7 +132,8 @@ class Connection:
         between the two lets the peer the send woke preempt this process on a
         shared CPU, which costs microseconds more than the work itself.
         """
-        if fds or self._end or self.broken is not None:  # _end 0: nothing buffered
+        # _end 0: nothing buffered (a broken stream always leaves bytes there).
+        if fds or self._end:
             self.send_bytes(data, fds)
             return self.recv_frame(timeout, waiting_for)
         if timeout is None:

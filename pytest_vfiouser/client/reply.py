@@ -35,7 +35,8 @@ class Reply:
     command = property(lambda self: self.hdr[1])
     msg_size = property(lambda self: self.hdr[2])
     flags = property(lambda self: self.hdr[3])
-    errno = property(lambda self: self.hdr[4], doc="The header's error field, whatever the flags say.")
+    # The header's error field, whatever the flags say (``error`` is 0 unless flagged).
+    errno = property(lambda self: self.hdr[4])
 
     @property
     def header(self) -> Header:
