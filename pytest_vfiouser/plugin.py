@@ -56,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(device_params, "vfiouser-device-params")
     if getattr(config.option, "htmlpath", None) and config.pluginmanager.has_plugin("html"):
         config.pluginmanager.register(htmlreport, "vfiouser-html")
+    if settings.profile.hooks and not config.pluginmanager.has_plugin(settings.profile.hooks):
+        config.pluginmanager.register(_import_hooks(settings.profile), settings.profile.hooks)
     if settings.embedded and not config.pluginmanager.has_plugin(_REFERENCE_HOOKS_PLUGIN):
         try:
             from reference_server import pytest_hooks
@@ -146,6 +148,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = _state(config)
     if state is not None:
         state.manager.stop_all()
+
+
+def _import_hooks(profile):
+    """The module a profile names in ``[profile] hooks``; a usage error if it does not import."""
+    import importlib
+
+    try:
+        return importlib.import_module(profile.hooks)
+    except Exception as e:
+        raise pytest.UsageError(
+            f"{profile.path or profile.name}: profile.hooks: cannot import {profile.hooks!r}: "
+            f"{type(e).__name__}: {e}"
+        ) from None
 
 
 def _state(config: pytest.Config) -> RunState | None:

@@ -15,6 +15,10 @@ Schema
               from a file.
     ``spec``  (string)  Protocol version the server implements, ``"0.9.1"`` or
               ``"0.9.2"``.  Default: none (the command line decides).
+    ``hooks`` (string)  Dotted name of a Python module implementing the
+              ``pytest_vfu_*`` hooks (trigger an interrupt, run a DMA, read
+              device state) for this device; the plugin imports and
+              registers it.  Default: none (a conftest.py or ``-p`` works too).
 
 ``[device]``  Expected ``VFIO_USER_DEVICE_GET_INFO`` reply values.
     ``flags``        List of names (``reset`` = bit 0, ``pci`` = bit 1) or an
@@ -200,6 +204,9 @@ class Profile:
     irqs: dict[int, IrqProfile] = field(default_factory=dict)
     baseline: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    # A module implementing the pytest_vfu_* hooks for this device; the
+    # plugin imports and registers it (the pytest way: -p module works too).
+    hooks: str | None = None
 
     @classmethod
     def empty(cls) -> Profile:
@@ -387,7 +394,7 @@ class _Parser:
     # -- tables -------------------------------------------------------------
 
     _TOP = frozenset({"profile", "device", "features", "regions", "irqs", "baseline"})
-    _PROFILE = frozenset({"name", "spec"})
+    _PROFILE = frozenset({"name", "spec", "hooks"})
     _DEVICE = frozenset({"flags", "num_regions", "num_irqs"})
     _REGION = frozenset({"index", "size", "flags", "scratch", "reset_values"})
     _IRQ = frozenset({"index", "count", "flags"})
@@ -408,6 +415,12 @@ class _Parser:
                     "profile.spec", f"must be one of {', '.join(SPEC_VERSIONS)}, got {spec!r}"
                 )
 
+        hooks = None
+        if "hooks" in meta:
+            hooks = self.string(meta["hooks"], "profile.hooks")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", hooks):
+                raise self.error("profile.hooks", f"must be a dotted module name, got {hooks!r}")
+
         device = self.device(data.get("device", {}))
         features = self.features(data.get("features", {}))
         regions = self.indexed(
@@ -426,6 +439,7 @@ class _Parser:
             irqs=irqs,
             baseline=baseline,
             path=path,
+            hooks=hooks,
         )
         if spec is not None and (conflicts := profile.spec_conflicts(spec)):
             raise self.error(

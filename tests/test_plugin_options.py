@@ -137,3 +137,39 @@ def test_case_applies_marks():
         "Replies echo the msg_id.\n"
         "Spec (Header): \"Message ID identifies the message, and is echoed in the command's reply message.\""
     )
+
+
+HOOKS_MODULE = """
+CALLS = []
+
+def pytest_vfu_trigger_irq(client, device, index, subindex):
+    print("HOOK trigger_irq", index, subindex)
+    return True
+"""
+
+HOOK_CASE = """
+from pytest_vfiouser import case, MUST
+
+@case("alpha/irq", MUST, requires=("vfu_trigger_irq",))
+def test_irq(vfu_client, vfu_hooks):
+    assert vfu_hooks.trigger_irq(vfu_client, 2, 5) is True
+"""
+
+
+def test_profile_hooks_module_is_registered(pytester: pytest.Pytester, server):
+    """[profile] hooks names a module whose pytest_vfu_* hooks the cases then call."""
+    pytester.makepyfile(HOOK_CASE)
+    pytester.makepyfile(my_device_hooks=HOOKS_MODULE)
+    pytester.makefile(".toml", prof='[profile]\nhooks = "my_device_hooks"\n')
+    pytester.syspathinsert()
+    result = run(pytester, "--vfu-server", server, "--vfu-profile", "prof.toml", "-s")
+    result.stdout.fnmatch_lines(["*HOOK trigger_irq 2 5*"])
+    assert result.ret == 0
+
+
+def test_profile_hooks_module_that_does_not_import(pytester: pytest.Pytester, server):
+    pytester.makepyfile(HOOK_CASE)
+    pytester.makefile(".toml", prof='[profile]\nhooks = "no_such_module_here"\n')
+    result = run(pytester, "--vfu-server", server, "--vfu-profile", "prof.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*profile.hooks: cannot import 'no_such_module_here'*"])

@@ -623,3 +623,14 @@ def test_semantic_errors(tmp_path: Path, text: str, expected: str) -> None:
 def test_spec_only_features_may_be_false_in_other_spec() -> None:
     p = parse_profile({"profile": {"spec": "0.9.1"}, "features": {"twin_socket": False}})
     assert p.has_feature("twin_socket") is False
+
+
+def test_hooks_module_name():
+    assert parse_profile({"profile": {"hooks": "my_dev.vfu_hooks"}}).hooks == "my_dev.vfu_hooks"
+    assert parse_profile({}).hooks is None
+
+
+@pytest.mark.parametrize("bad", ["", "my dev", "1abc", "a..b", "a.b."])
+def test_hooks_module_name_must_be_dotted(bad):
+    with pytest.raises(ProfileError, match="profile.hooks: must be a dotted module name"):
+        parse_profile({"profile": {"hooks": bad}})
