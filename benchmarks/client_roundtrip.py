@@ -4,10 +4,17 @@
     python benchmarks/client_roundtrip.py /path/to/socket      # a server already listening
     python benchmarks/client_roundtrip.py 'python -m reference_server --socket-path={socket}'
 
-Both the client and the bare loop (struct.pack + sendall + recv, no framing
-library) run REGION_READ of 4 bytes over the SAME connection, synchronously
-and pipelined by 64, interleaved for many short rounds; the median of the
-per-round ratios is reported. The last line is ``client_vs_bare sync=R1 pipelined=R2``.
+Both the client (Client.request, Client.pipeline) and a bare loop (struct.pack
++ send + recv, no framing library) run REGION_READ of 4 bytes over the SAME
+connection, synchronously and pipelined by 64 (each request its own send),
+interleaved for many short rounds: the machine's load changes between rounds,
+so each round compares like with like and the median of the per-round ratios
+is the figure. The last line is ``client_vs_bare sync=R1 pipelined=R2``.
+
+The in-script responder (``--responder-style``) is ``codec`` by default, a
+minimal server that decodes and encodes with the project's codec, or ``raw``,
+struct only and batching its answers: the lightest possible server, against
+which the client's own costs weigh most.
 """
 
 from __future__ import annotations

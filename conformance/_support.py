@@ -100,3 +100,100 @@ def accepted(reply, what: str):
 
 __all__ = ["ROBUST_TIMEOUT", "accepted", "answer", "assert_framed",
            "assert_new_connection_works", "refused", "send_refused"]
+
+
+# -- server resources and eventfds (IRQ, disconnect and DMA modules)
+
+def server_max_msg_fds(client) -> int:
+    """The most fds one message to the server may carry (its VERSION max_msg_fds, default 1)."""
+    caps = client.server_caps
+    return caps.max_msg_fds if caps is not None else 1
+
+
+def wait_server_fds(target, limit: int, timeout: float = 2.0) -> int | None:
+    """Poll the server's open fd count until it is at most ``limit`` (or the server is
+    gone, or ``timeout`` passes); the last count, None when unknown or gone."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        fds = target.snapshot().fds
+        if fds is None or fds <= limit or time.monotonic() >= deadline:
+            return fds
+        time.sleep(0.01)
+
+
+def make_eventfd() -> int:
+    """A new non-blocking eventfd (the caller closes it)."""
+    import os
+
+    return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+
+def eventfd_value(fd: int, timeout: float = 0.0) -> int:
+    """Wait up to ``timeout`` s for ``fd`` to be signalled; read (and so reset) its counter."""
+    import os
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if not poller.poll(int(timeout * 1000)):
+        return 0
+    try:
+        return os.eventfd_read(fd)
+    except BlockingIOError:
+        return 0
+
+
+__all__ += ["eventfd_value", "make_eventfd", "server_max_msg_fds", "wait_server_fds"]
+
+
+# -- messages the server may answer, drop, or close on (header and version modules)
+
+def answer_or_silence(client, msg_id: int, command: int, connect, what: str,
+                      timeout: float = ROBUST_TIMEOUT):
+    """Like answer(), for a message the server may also drop without a reply, and on
+    a connection not yet negotiated too: a probe request follows ``what`` at once
+    (DEVICE_GET_INFO, or VERSION before negotiation) and must get its own reply,
+    which shows the connection is still framed. Returns the Reply to ``what`` (an
+    error reply is checked to be header-only), False if none came before the
+    probe's, or None if the server closed the connection before replying (a new
+    connection is then checked to work)."""
+    from pytest_vfiouser.protocol import Command, Version
+
+    negotiated = client.negotiated is not None
+    probe = Command.DEVICE_GET_INFO if negotiated else Command.VERSION
+    probe_id = (msg_id + 1) & 0xFFFF
+    try:
+        client.send(probe, DeviceInfo(DeviceInfo.SIZE) if negotiated else Version(0, 0),
+                    msg_id=probe_id)
+    except ConnectionClosed:
+        pass  # closed after ``what``: what it sent before that is still read below
+    reply = None
+    try:
+        first = client.recv_message(timeout)
+        first.close_fds()
+        if not (first.is_reply and first.msg_id == probe_id and first.command == probe):
+            assert first.is_reply and first.msg_id == msg_id and first.command == command, (
+                f"after {what}, the server sent {first!r}: neither the reply to it (msg_id "
+                f"{msg_id}, {command_name(command)}) nor to the request that followed")
+            assert first.ok or not first.payload, (
+                f"the error reply to {what} carries {len(first.payload)} payload bytes; "
+                "an error reply must only include the reply header")
+            reply = first
+            first = client.recv_message(timeout)
+            first.close_fds()
+        assert first.is_reply and first.msg_id == probe_id and first.command == probe, (
+            f"after {what}, the server sent {first!r} where the reply to "
+            f"{command_name(probe)} msg_id {probe_id} was due: it is out of step")
+        assert not negotiated or (first.ok and len(first.payload) == DeviceInfo.SIZE), (
+            f"after {what}, DEVICE_GET_INFO got {first!r}: the connection is no longer framed")
+    except ConnectionClosed as e:
+        assert not e.partial_bytes, (
+            f"on {what}, the server closed the connection in the middle of a message ({e})")
+        assert_new_connection_works(connect, what)
+        return reply
+    return reply if reply is not None else False
+
+
+__all__ += ["answer_or_silence"]

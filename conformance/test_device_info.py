@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vfiouser import MUST, case
-from pytest_vfiouser.protocol import VFIO_PCI_NUM_REGIONS, DeviceFlags, DeviceInfo
+from pytest_vfiouser import MUST, SHOULD, case
+from pytest_vfiouser.protocol import VFIO_PCI_NUM_REGIONS, Command, DeviceFlags, DeviceInfo
+
+from ._support import refused
 
 
 @case("device_info/reply-argsz", MUST)
@@ -55,3 +57,37 @@ def test_matches_profile(vfu_client, vfu_profile, field):
         pytest.skip(f"needs profile: device.{field}")
     info = vfu_client.device_get_info().check().body
     assert getattr(info, field) == expected
+
+
+@case("device_info/reset-flag-reset-works", MUST)
+def test_reset_flag_reset_works(vfu_client):
+    """With VFIO_DEVICE_FLAGS_RESET set, DEVICE_RESET succeeds (a reply without payload).
+
+    Spec (VFIO_USER_DEVICE_GET_INFO): "VFIO_DEVICE_FLAGS_RESET indicates that the
+    device supports the VFIO_USER_DEVICE_RESET message." (VFIO_USER_DEVICE_RESET:
+    "Neither the request or reply have a payload.")
+    """
+    info = vfu_client.device_get_info().check().body
+    if not info.flags & DeviceFlags.RESET:
+        pytest.skip("the device does not set VFIO_DEVICE_FLAGS_RESET")
+    reply = vfu_client.reset()
+    assert reply.ok, (f"the device sets VFIO_DEVICE_FLAGS_RESET but DEVICE_RESET failed "
+                      f"(errno {reply.error})")
+    assert reply.payload == b"", f"the DEVICE_RESET reply carries {len(reply.payload)} bytes"
+
+
+@case("device_info/no-reset-flag-reset-refused", SHOULD)
+def test_no_reset_flag_reset_refused(vfu_client, vfu_connect, vfu_observe):
+    """Without VFIO_DEVICE_FLAGS_RESET, DEVICE_RESET is refused.
+
+    Spec (VFIO_USER_DEVICE_GET_INFO): "VFIO_DEVICE_FLAGS_RESET indicates that the
+    device supports the VFIO_USER_DEVICE_RESET message." (without it, the device
+    does not support the message)
+    """
+    info = vfu_client.device_get_info().check().body
+    if info.flags & DeviceFlags.RESET:
+        pytest.skip("the device sets VFIO_DEVICE_FLAGS_RESET")
+    msg_id = vfu_client.send(Command.DEVICE_RESET)
+    refused(vfu_client, msg_id, Command.DEVICE_RESET, vfu_connect,
+            "DEVICE_RESET of a device without VFIO_DEVICE_FLAGS_RESET", vfu_observe,
+            timeout=None)

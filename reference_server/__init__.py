@@ -20,11 +20,13 @@ Modules, by responsibility:
   irqs            SET_IRQS, eventfds, masking
   dma_map         the per-connection DMA map table
   dma_engine      copies between device RAM and client memory
+  dirty           DIRTY_PAGES and DMA_UNMAP's dirty bitmap (dirty page logging)
+  migration       the 0.9.1 migration region (region 9): states, data stream
   errors          VfioError (-> error reply), ClientGone, Terminate
 
 Extension points: a region is any ``regions.Region`` (``Device.set_region``);
-``Device.supports_migration`` turns on the VERSION migration capability;
-``Connection.dirty_logging`` and ``DmaMapTable.note_write`` are where dirty
-page tracking plugs in; ``commands.HANDLERS`` maps commands to handlers and
+``Device.supports_migration`` (a region with the migration type capability)
+turns on the VERSION migration capability; ``DmaMapTable.note_write`` feeds
+the dirty page log; ``commands.HANDLERS`` maps commands to handlers and
 ``protocol.COMMANDS_BY_REVISION`` selects which exist.
 """

@@ -16,9 +16,11 @@ errno choices, beyond each module's own (dma_map.py, irqs.py, registers.py):
   E2BIG    REGION_READ/WRITE count above the server's max_data_xfer_size
   EPERM    REGION_READ of a region without READ, REGION_WRITE without WRITE
   ENOTSUP  DEVICE_RESET of a device without VFIO_DEVICE_FLAGS_RESET;
-           DIRTY_PAGES (0.9.1: not implemented yet); VERSION major != 0
+           VERSION major != 0
   ENOSYS   a command number the revision does not define
 DEVICE_GET_REGION_IO_FDS of a region without io fds answers count 0.
+DIRTY_PAGES and DMA_UNMAP's dirty bitmap: dirty.py; the migration region:
+migration.py.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from pytest_vfiouser.protocol import (
     SetIrqs,
 )
 
-from . import negotiation
+from . import dirty, negotiation
 from .dma_map import check_range
 from .errors import VfioError
 
@@ -113,8 +115,10 @@ def dma_unmap(conn, payload: bytes, fds: list[int]) -> bytes:
     undefined = req.flags & ~int(DmaUnmapFlags.GET_DIRTY_BITMAP)  # ~ on an IntFlag keeps its bits
     if undefined:
         raise VfioError(errno.EINVAL, f"undefined flag bits {undefined:#x}")
-    if req.flags & DmaUnmapFlags.GET_DIRTY_BITMAP and not conn.dirty_logging:
-        raise VfioError(errno.EINVAL, "dirty bitmap requested while dirty logging is off")
+    if req.flags & DmaUnmapFlags.GET_DIRTY_BITMAP:
+        if not conn.dirty_logging:
+            raise VfioError(errno.EINVAL, "dirty bitmap requested while dirty logging is off")
+        return dirty.unmap_with_bitmap(conn, req, len(payload))
     if len(payload) != DmaUnmap.ENTRY_SIZE:
         raise VfioError(errno.EINVAL, f"payload is {len(payload)} bytes, expected "
                                       f"{DmaUnmap.ENTRY_SIZE} without the dirty bitmap flag")
@@ -244,10 +248,6 @@ def device_reset(conn, payload: bytes, fds: list[int]) -> bytes:
     return b""
 
 
-def dirty_pages(conn, payload: bytes, fds: list[int]) -> bytes:
-    raise VfioError(errno.ENOTSUP, "dirty page logging is not supported")
-
-
 def server_to_client(conn, payload: bytes, fds: list[int]) -> bytes:
     raise VfioError(errno.EINVAL, "DMA_READ/DMA_WRITE go from the server to the client")
 
@@ -266,7 +266,7 @@ HANDLERS: dict[int, Handler] = {
     Command.DMA_READ: server_to_client,
     Command.DMA_WRITE: server_to_client,
     Command.DEVICE_RESET: device_reset,
-    Command.DIRTY_PAGES: dirty_pages,
+    Command.DIRTY_PAGES: dirty.dirty_pages,
 }
 
 

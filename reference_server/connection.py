@@ -88,7 +88,7 @@ class Connection:
         self.dispatch = commands.dispatch_table(revision)
         self.negotiated = False
         self.client = ClientLimits()  # the spec's defaults until VERSION says otherwise
-        self.dirty_logging = False  # DIRTY_PAGES START/STOP (0.9.1 hand-off)
+        self.dirty_logging = False  # DIRTY_PAGES START/STOP (dirty.py)
         self.dma_map = DmaMapTable(self.settings.max_dma_maps)
         self.reader = MessageReader(HEADER_SIZE + 16 + self.settings.max_data_xfer_size
                                     + MSG_SLACK)

@@ -73,6 +73,9 @@ class Device:
             return PatternRegion(rc.size)
         if rc.kind == "sink":
             return SinkRegion(rc.size)
+        if rc.kind == "migration":
+            from .migration import MigrationRegion
+            return MigrationRegion(self, rc.size)
         return AbsentRegion()
 
     def set_region(self, index: int, region: Region) -> None:

@@ -24,10 +24,11 @@ Unknown tables and keys are errors; every error names its key, e.g.
     dma_ram_region = 2            # index of a "ram" region, or -1: no DMA engine RAM
 
     [[regions]]                   # replaces the base's region at that index
-    index = 1                     # 0..num_regions-1, except 7 (config space, generated)
-                                  # and 9 and above (reserved: "absent" only)
-    kind = "ram"                  # registers | ram | pattern | sink | absent
-    size = 65536                  # power of two, 4 KiB..1 GiB (absent: 0 or left out)
+    index = 1                     # 0..num_regions-1, except 7 (config space, generated);
+                                  # 9 and above: "migration" or "absent" only
+    kind = "ram"                  # registers | ram | pattern | sink | migration | absent
+    size = 65536                  # power of two, 4 KiB..1 GiB (absent: 0 or left out;
+                                  #   migration: 8 KiB..1 GiB, default 128 KiB)
     read = true                   # ram only (registers: read+write, pattern: read,
     write = true                  #   sink: write)
     mmap = true                   # ram only: the client gets the memfd
@@ -41,7 +42,9 @@ Unknown tables and keys are errors; every error names its key, e.g.
     flags = ["eventfd", "maskable"]  # eventfd | maskable | automasked | noresize;
                                   #   automasked needs maskable
 
-At most one region is "registers" (it needs at least 4 KiB).
+At most one region is "registers" (it needs at least 4 KiB), at most one
+"migration" (the 0.9.1 migration region, reference_server/migration.py; the
+default device has it at index 9).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class ConfigError(ValueError):
     """A device description that cannot be used; the message names the key."""
 
 
-KINDS = ("registers", "ram", "pattern", "sink", "absent")
+KINDS = ("registers", "ram", "pattern", "sink", "migration", "absent")
 IRQ_FLAG_NAMES = {"eventfd": IrqInfoFlags.EVENTFD, "maskable": IrqInfoFlags.MASKABLE,
                   "automasked": IrqInfoFlags.AUTOMASKED, "noresize": IrqInfoFlags.NORESIZE}
 _PAGE = 4096
@@ -132,6 +135,8 @@ def default_config() -> DeviceConfig:
                                         read=True),
         R.WRITEONLY_REGION: RegionConfig(R.WRITEONLY_REGION, "sink", R.WRITEONLY_SIZE,
                                          write=True),
+        R.MIGRATION_REGION: RegionConfig(R.MIGRATION_REGION, "migration", R.MIGRATION_SIZE,
+                                         **rw),
     }
     irqs = {i: IrqConfig(i, count, _flags(names)) for i, (count, names) in R.DEFAULT_IRQS.items()}
     return DeviceConfig(regions=regions, irqs=irqs)
@@ -209,6 +214,8 @@ def parse(doc: dict) -> DeviceConfig:
         regions[rc.index] = rc
     if sum(r.kind == "registers" for r in regions.values()) > 1:
         raise ConfigError("regions: at most one region can be \"registers\"")
+    if sum(r.kind == "migration" for r in regions.values()) > 1:
+        raise ConfigError("regions: at most one region can be \"migration\"")
     irqs = dict(cfg.irqs)
     for i, raw in enumerate(top.get("irqs", list, [])):
         ic = _parse_irq(_Table(raw, f"irqs[{i}]"))
@@ -240,12 +247,21 @@ def _parse_region(t: _Table, num_regions: int) -> RegionConfig:
     kind = t.get("kind", str, None)
     if kind not in KINDS:
         raise ConfigError(f"{t.key('kind')}: must be one of {', '.join(KINDS)}, got {kind!r}")
-    if index >= 9 and kind != "absent":
-        raise ConfigError(f"{t.key('kind')}: region {index} is reserved; only \"absent\" fits")
+    if index >= 9 and kind not in ("absent", "migration"):
+        raise ConfigError(f"{t.key('kind')}: region {index} is reserved; only \"migration\" "
+                          "or \"absent\" fit")
+    if index < 9 and kind == "migration":
+        raise ConfigError(f"{t.key('kind')}: region {index} is a standard PCI region; a "
+                          "migration region goes at index 9 or above")
     if kind == "absent":
         t.int("size", 0, 0, 0)
         t.done()
         return RegionConfig(index)
+    if kind == "migration":
+        size = t.get("size", int, R.MIGRATION_SIZE)
+        _power_of_two(size, t.key("size"), 2 * _PAGE, 1 << 30)
+        t.done()
+        return RegionConfig(index, kind, size, True, True)
     lo = R.REGISTERS_MIN_SIZE if kind == "registers" else _PAGE
     size = t.get("size", int, None)
     if size is None:

@@ -83,6 +83,7 @@ class DmaMapTable:
         self.max_maps = max_maps
         self._starts: list[int] = []  # sorted; parallel to _maps
         self._maps: list[Mapping] = []
+        self.dirty = None  # dirty.DirtyLog while DIRTY_PAGES logging is on
 
     def __len__(self) -> int:
         return len(self._maps)
@@ -139,6 +140,8 @@ class DmaMapTable:
         del self._starts[i]
         m = self._maps.pop(i)
         m.close()
+        if self.dirty is not None:
+            self.dirty.forget(address, size)
         return m
 
     def clear(self) -> None:
@@ -171,3 +174,5 @@ class DmaMapTable:
 
     def note_write(self, address: int, length: int) -> None:
         """Every DMA write to client memory passes here: the dirty page tracking hook."""
+        if self.dirty is not None:
+            self.dirty.mark(address, length)

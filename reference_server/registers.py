@@ -17,7 +17,8 @@ Default regions (VFIO PCI indexes):
   4  BAR4  4 KiB   WRITE                 write-only sink (data discarded)
   5, 6, 8          size 0, flags 0       absent (BAR5, ROM, VGA)
   7  config 256 B  READ|WRITE            PCI config space (type 0 header)
-  9                size 0, flags 0       reserved for the 0.9.1 migration region
+  9  MIGR  128 KiB READ|WRITE|CAPS       the 0.9.1 migration region (region type
+                                         capability 3/1): migration.py documents it
 
 BAR0 register block (little-endian; offsets in bytes; any access size and
 alignment works, bytes of read-only registers ignore writes):
@@ -84,6 +85,7 @@ DMA_RAM_SPARSE_AREAS = ((0x0000, 0x4000), (0x8000, 0x8000))
 READONLY_SIZE = 0x1000
 WRITEONLY_SIZE = 0x1000
 CONFIG_SIZE = 256
+MIGRATION_SIZE = 0x20000
 
 # ---- default interrupts: index -> (count, flag names)
 

@@ -240,3 +240,11 @@ def test_what_the_peer_sent_before_closing_can_still_be_read(pair):
     assert client.recv_message().error == 5
     with pytest.raises(ConnectionClosed):
         client.recv_message()
+
+
+def test_a_peer_that_never_reads_makes_sending_time_out():
+    with client_and_peer(timeout=0.2) as (client, peer):
+        start = time.monotonic()
+        with pytest.raises(Timeout, match="the peer to accept REGION_WRITE"):
+            client.region_write(0, 0, bytes(8 << 20))  # far more than the socket buffers
+        assert time.monotonic() - start < 0.2 + MARGIN

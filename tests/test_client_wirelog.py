@@ -24,6 +24,8 @@ def test_log_records_both_directions_with_decoded_headers_and_payloads(pair):
     assert sent["payload"] == repr(P.DeviceInfo(16))
     assert bytes.fromhex(sent["raw"]) == P.encode(0, C.DEVICE_GET_INFO, P.DeviceInfo(16).pack())
     assert received["header"] == "DEVICE_GET_INFO reply id=0 size=32"
+    assert bytes.fromhex(received["raw"]) == P.encode_reply(0, C.DEVICE_GET_INFO,
+                                                            P.DeviceInfo(16, 1, 9, 5).pack())
     assert "num_regions=9" in received["payload"]
     assert (received["msg_id"], received["command"], received["flags"]) == (0, 4, 1)
     assert 0 <= sent["time"] <= received["time"]

@@ -318,7 +318,7 @@ def test_parse_profile_default_source() -> None:
         ('name = "x"\n', "name: unknown key; valid keys: baseline, device,"),
         (
             "[profile]\nversion = 1\n",
-            "profile.version: unknown key; valid keys: name, spec",
+            "profile.version: unknown key; valid keys: hooks, name, spec",
         ),
         (
             "[device]\nnum_region = 3\n",

@@ -16,6 +16,7 @@ from pytest_vfiouser.protocol import (
     IrqInfo,
     RegionInfo,
     RegionIoFdsRequest,
+    RegionTypeCap,
     SparseMmapCap,
 )
 from reference_server import registers as R
@@ -42,7 +43,7 @@ def test_device_get_info_errors(client, payload):  # noqa: F811
 EXPECTED_REGIONS = {  # index: (flags, size, fd)
     0: (3, 0x1000, False), 1: (7, 0x10000, True), 2: (15, 0x10000, True), 3: (1, 0x1000, False),
     4: (2, 0x1000, False), 5: (0, 0, False), 6: (0, 0, False), 7: (3, 256, False),
-    8: (0, 0, False), 9: (0, 0, False),
+    8: (0, 0, False), 9: (11, R.MIGRATION_SIZE, False),
 }
 
 
@@ -59,6 +60,8 @@ def test_region_info(client, index):  # noqa: F811
     if index == R.DMA_RAM_REGION:
         assert info.caps == (SparseMmapCap(R.DMA_RAM_SPARSE_AREAS),)
         assert info.argsz == 32 + 8 + 8 + 32 == len(r.payload)
+    elif index == R.MIGRATION_REGION:
+        assert info.caps == (RegionTypeCap(3, 1),) and info.argsz == 32 + 16 == len(r.payload)
     else:
         assert info.caps == () and info.argsz == 32 == len(r.payload)
 

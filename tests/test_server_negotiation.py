@@ -58,12 +58,6 @@ def test_minor_is_at_most_proposed_and_servers(raw):
     assert (v.major, v.minor) == (0, 0)
 
 
-def test_migration_not_echoed_without_migration_region(raw):
-    v = raw.request(Command.VERSION, Version.with_capabilities(
-        0, 0, migration={"pgsize": 4096})).check().body
-    assert "migration" not in v.json["capabilities"]
-
-
 def test_other_major_is_refused_then_retry_works(raw):
     r = raw.request(Command.VERSION, Version(1, 0, None))
     assert r.error == errno.ENOTSUP and not r.payload

@@ -48,7 +48,7 @@ NASTY = [
     ("command 0xffff", msg(0xFFFF), ENOSYS),
     ("DMA_READ from the client", msg(Command.DMA_READ, b"\0" * 16), EINVAL),
     ("DMA_WRITE from the client", msg(Command.DMA_WRITE, b"\0" * 17), EINVAL),
-    ("DIRTY_PAGES", msg(Command.DIRTY_PAGES, DirtyPages(8, 1).pack()), errno.ENOTSUP),
+    ("DIRTY_PAGES START|STOP", msg(Command.DIRTY_PAGES, DirtyPages(8, 3).pack()), EINVAL),
     ("reply-typed", msg(Command.REGION_READ, READ_ID, flags=1), EINVAL),
     ("reply-typed, unknown command", msg(77, flags=1), EINVAL),
     ("type 2", msg(Command.REGION_READ, READ_ID, flags=2), EINVAL),

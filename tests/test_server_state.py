@@ -170,6 +170,7 @@ class FakeMigrationRegion(Region):
 
 
 def test_pluggable_region_and_migration_support(device):
+    device.set_region(R.MIGRATION_REGION, Region())  # the default device has one: remove it
     assert not device.supports_migration
     device.set_region(R.MIGRATION_REGION, FakeMigrationRegion())
     assert device.supports_migration

@@ -78,25 +78,38 @@ class Connection:
 
     def send_bytes(self, data: bytes, fds=(), kind: str = SENT) -> None:
         """``data`` in one sendmsg, with ``fds`` as SCM_RIGHTS."""
+        t = _now()
+        log = self.wire_log
+        if log.enabled:  # logged first: an attempt that fails shows too
+            log.append((log.next_seq(), t, kind, data, len(fds), 0))
+            if len(data) > _LOG_BIG:
+                log.account(len(data))
         try:
             if fds:
                 anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
                 n = self.sock.sendmsg([data], anc, _MSG_NOSIGNAL)
             else:
                 n = self._sock_send(data, _MSG_NOSIGNAL)
-            if n != len(data):
-                # A short write on a full socket buffer: the rest follows (the fds
-                # went with the first byte).
-                self.sock.sendall(memoryview(data)[n:], _MSG_NOSIGNAL)
+            if n != len(data):  # the fds went with the first byte
+                self._send_rest(data, n, t)
         except BlockingIOError:
             raise Timeout(f"the peer to accept {_what(data)}", self.timeout) from None
         except (BrokenPipeError, ConnectionResetError):
             self._peer_gone(data)
-        log = self.wire_log
-        if log.enabled:
-            log.append((log.next_seq(), _now(), kind, data, len(fds), 0))
-            if len(data) > _LOG_BIG:
-                log.account(len(data))
+
+    def _send_rest(self, data: bytes, n: int, started: float) -> None:
+        """After a short write (a full socket buffer), the rest of ``data``, all of it
+        within the timeout counted from ``started``; BlockingIOError if not."""
+        view = memoryview(data)[n:]
+        try:
+            while view:
+                remaining = started + self.timeout - _now()
+                if remaining <= 0:
+                    raise BlockingIOError
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(remaining))
+                view = view[self.sock.send(view, _MSG_NOSIGNAL):]
+        finally:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
 
     def send_many(self, frames: list[bytes]) -> None:
         """Each of ``frames`` in its own sendmsg (a pipeline's requests); one log entry."""
@@ -107,9 +120,9 @@ class Connection:
         try:
             for data in frames:
                 n = send(data, _MSG_NOSIGNAL)
-                if n != len(data):
-                    self.sock.sendall(memoryview(data)[n:], _MSG_NOSIGNAL)
-                total += n
+                if n != len(data):  # the wait for this one was at most one timeout
+                    self._send_rest(data, n, _now())
+                total += len(data)
         except BlockingIOError:
             raise Timeout(f"the peer to accept {_what(data)}", self.timeout) from None
         except (BrokenPipeError, ConnectionResetError):
@@ -151,7 +164,7 @@ class Connection:
         try:
             n = self._sock_send(data, _MSG_NOSIGNAL)
             if n != len(data):
-                self.sock.sendall(memoryview(data)[n:], _MSG_NOSIGNAL)
+                self._send_rest(data, n, now)
         except BlockingIOError:
             raise Timeout(f"the peer to accept {_what(data)}", self.timeout) from None
         except (BrokenPipeError, ConnectionResetError):
@@ -170,12 +183,12 @@ class Connection:
                 # The common case, one whole message and nothing else: what
                 # _received, _frame_until and _take do, without the calls.
                 self._stream += n
-                view = self._view
-                if log.enabled:
-                    log.append((log.next_seq(), _now(), RECEIVED, view[:n].tobytes(), 0, 0))
+                payload = self._view[HEADER_SIZE:n].tobytes() if n > HEADER_SIZE else b""
+                if log.enabled:  # the header tuple stands for the bytes: no copy
+                    log.append((log.next_seq(), _now(), RECEIVED, payload, 0, hdr))
                     if n > _LOG_BIG:
                         log.account(n)
-                return hdr, view[HEADER_SIZE:n].tobytes() if n > HEADER_SIZE else b"", None
+                return hdr, payload, None
         self._received(n, anc, flags, waiting_for)
         return self._frame_until(deadline, timeout, waiting_for)
 

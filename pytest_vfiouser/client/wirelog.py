@@ -14,7 +14,8 @@ has at hand and nothing is decoded until the log is rendered:
 Entries are ``(seq, time, kind, data, nfds, lead)``; ``lead`` (receives only)
 counts the bytes at the start of ``data`` that continue a message begun in an
 earlier receive, so that rendering can start framing after older entries
-were evicted. The log keeps the last ``max_messages`` entries (the deque's
+were evicted. A receive that brought exactly one message may be logged as
+its payload with ``lead`` the header tuple (saving a copy on the hot path). The log keeps the last ``max_messages`` entries (the deque's
 maxlen, enforced in C) and about ``max_bytes``: only entries above BIG bytes
 are accounted, smaller ones being bounded by the entry count.
 """
@@ -113,6 +114,8 @@ class WireLog:
             if kind == NOTE:
                 out.append({**base, "direction": NOTE, "note": data})
             elif kind == RECEIVED:
+                if isinstance(lead, tuple):  # a whole message: header tuple and payload
+                    data, lead = _HEADER.pack(*lead) + data, 0
                 for raw, fds, item in receiving.feed(data, nfds, lead):
                     out.append({**base, "direction": RECEIVED, "fds": fds, "raw": raw.hex(),
                                 **item})
