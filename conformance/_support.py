@@ -9,6 +9,10 @@ framed; if it closed, a new connection must work.
 
 from __future__ import annotations
 
+import os
+import select
+import time
+
 from pytest_vfiouser.client import ConnectionClosed
 from pytest_vfiouser.protocol import DeviceInfo, command_name
 
@@ -23,14 +27,16 @@ def assert_framed(client, after: str = "the previous message") -> None:
 
 
 def assert_new_connection_works(connect, after: str = "the previous message") -> None:
-    """``connect`` (the vfu_connect fixture): a new connection negotiates and is served."""
+    """``connect`` (the vfu_connect fixture): a new connection negotiates and is served.
+    It is closed afterwards (a server may serve one client at a time)."""
     try:
         client = connect()
         client.negotiate()
-    except OSError as e:
+    except (OSError, ConnectionClosed) as e:
         raise AssertionError(f"after closing the connection on {after}, the server no "
                              f"longer accepts connections: {e}") from e
     assert_framed(client, after)
+    client.close()
 
 
 def answer(client, msg_id: int, command: int, connect, what: str,
@@ -113,8 +119,6 @@ def server_max_msg_fds(client) -> int:
 def wait_server_fds(target, limit: int, timeout: float = 2.0) -> int | None:
     """Poll the server's open fd count until it is at most ``limit`` (or the server is
     gone, or ``timeout`` passes); the last count, None when unknown or gone."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         fds = target.snapshot().fds
@@ -125,16 +129,11 @@ def wait_server_fds(target, limit: int, timeout: float = 2.0) -> int | None:
 
 def make_eventfd() -> int:
     """A new non-blocking eventfd (the caller closes it)."""
-    import os
-
     return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
 def eventfd_value(fd: int, timeout: float = 0.0) -> int:
     """Wait up to ``timeout`` s for ``fd`` to be signalled; read (and so reset) its counter."""
-    import os
-    import select
-
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     if not poller.poll(int(timeout * 1000)):
