@@ -320,10 +320,13 @@ def test_region_layout(vfu_client, vfu_device):
         f"the region type capability has version {cap.version if cap else None}, not 1")
 
 
-@case("migration/version-capability", MUST, requires=NEEDS, revisions=REVS)
-def test_version_capability(vfu_connect):
-    """A server with a migration region answers the migration capability when the client
-    proposes it, with pgsize the smaller of the two page sizes.
+@case("migration/capability-with-region", MUST, requires=NEEDS, revisions=REVS)
+def test_capability_with_region(vfu_connect):
+    """A server whose device has a migration region answers the migration capability when
+    the client proposes it, with pgsize the smaller of the client's and its own.
+
+    (version/migration-pgsize checks the reply's pgsize alone; here the answers
+    to two proposals must agree on one server page size.)
 
     Spec (VFIO_USER_VERSION): "migration: Migration capability parameters. If
     missing then migration is not supported by the sender."; "pgsize: Page
