@@ -50,15 +50,14 @@ def _shell_word(arg: str) -> str:
 
 
 @pytest.fixture
-def backend(request, tmp_path):
+def backend(request, tmp_path, vfu_target):
     """``backend(option, redirect=False)``: start the server program with ``option`` as its
     socket argument (optionally with fds 0-2 on /dev/null) and wait until it listens; a
     started ``Target``. Every program started is stopped at teardown."""
-    settings = get_state(request.config).settings
-    if settings.server is None:
+    template, env = vfu_target.template, vfu_target.env
+    if template is None:
         pytest.skip("needs the target's command line (--vfu-server): an external socket "
                     "(--vfu-socket) cannot be started")
-    template = settings.server
     args = shlex.split(template) if isinstance(template, str) else list(template)
     started: list[Target] = []
 
@@ -67,9 +66,9 @@ def backend(request, tmp_path):
         if redirect:
             command = ("exec " + " ".join(_shell_word(a) for a in argv)
                        + " </dev/null >/dev/null 2>&1")
-            target = Target(command, env=settings.env, shell=True, base_dir=tmp_path)
+            target = Target(command, env=env, shell=True, base_dir=tmp_path)
         else:
-            target = Target(argv, env=settings.env, base_dir=tmp_path)
+            target = Target(argv, env=env, base_dir=tmp_path)
         started.append(target)
         try:
             target.start()
@@ -83,7 +82,7 @@ def backend(request, tmp_path):
             raise AssertionError(f"the server program did not start with {option}:\n{e}") from e
         return target
 
-    start.timeout = settings.timeout
+    start.timeout = get_state(request.config).settings.timeout
     yield start
     for target in started:
         inodes = listening_inodes(target.socket_path)

@@ -11,7 +11,6 @@ import contextlib
 import errno
 import itertools
 import os
-import time
 
 import pytest
 
@@ -27,7 +26,7 @@ from pytest_vfiouser.protocol import (
     bitmap_bytes,
 )
 
-from ._support import accepted, answer, assert_framed, refused, send_refused, wait_server_fds
+from ._support import accepted, answer, refused, send_refused
 
 PAGE = 4096
 SIZE = 4 * PAGE  # the size of the mapping most cases make
@@ -466,65 +465,5 @@ def test_unmap_dirty_bitmap(vfu_connect, base):
             client.dirty_pages(DirtyPagesFlags.STOP)
 
 
-# ---------------------------------------------------------------- disconnection
-
-
-def _map_then_disconnect(vfu_connect, base: int) -> None:
-    client = vfu_connect()
-    client.negotiate()
-    for i in range(3):
-        fd = client.memory.create_memfd_region(base + i * SIZE, SIZE)
-        _map(client, base + i * SIZE, SIZE, fd=fd)
-    _map(client, base + 3 * SIZE, SIZE)
-    client.close()
-
-
-@case("dma/disconnect-unmaps", SHOULD)
-def test_disconnect_unmaps(vfu_connect, vfu_target, base):
-    """After the client disconnects, a new client can map the same ranges (no EEXIST).
-
-    Spec (Client Disconnection): "the server should respond to a client
-    disconnection as follows: all client memory regions are unmapped and
-    cleaned up (including closing any passed file descriptors)"
-    """
-    fds_before = vfu_target.snapshot().fds
-    _map_then_disconnect(vfu_connect, base)
-    if fds_before is not None:
-        wait_server_fds(vfu_target, fds_before)  # the server has let go of the client
-    else:
-        time.sleep(0.5)  # cannot tell: give the server time to see the disconnect
-    if not vfu_target.alive:
-        pytest.skip("the server exits when its client disconnects (the spec allows it: "
-                    "\"the server can automatically exit\")")
-    client = vfu_connect()
-    client.negotiate()
-    for i in range(4):
-        fd = client.memory.create_memfd_region(base + i * SIZE, SIZE) if i < 3 else None
-        reply = client.dma_map(base + i * SIZE, SIZE, fd=fd)
-        assert reply.error != errno.EEXIST, (
-            "DMA_MAP by a new client failed with EEXIST: the mapping of the disconnected "
-            "client was not unmapped")
-        accepted(reply, "DMA_MAP by a new client of a range a disconnected client had mapped")
-    assert_framed(client)
-
-
-@case("dma/disconnect-closes-fds", SHOULD)
-def test_disconnect_closes_fds(vfu_connect, vfu_target, base):
-    """After the client disconnects, the server holds no more fds than before it connected.
-
-    Spec (Client Disconnection): "all client memory regions are unmapped and
-    cleaned up (including closing any passed file descriptors)"
-    """
-    fds_before = vfu_target.snapshot().fds
-    if fds_before is None:
-        pytest.skip("the server's open fds cannot be counted (not a local process the "
-                    "suite can inspect)")
-    _map_then_disconnect(vfu_connect, base)
-    fds_after = wait_server_fds(vfu_target, fds_before)
-    if not vfu_target.alive:
-        pytest.skip("the server exits when its client disconnects (the spec allows it: "
-                    "\"the server can automatically exit\")")
-    assert fds_after is not None and fds_after <= fds_before, (
-        f"the server holds {fds_after} fds after its client (which passed 3 DMA fds) "
-        f"disconnected, {fds_before} before it connected: passed file descriptors were not "
-        "closed")
+# Disconnection (maps gone, fds closed, a new client maps the same ranges) is
+# the disconnect section's: conformance/test_disconnect.py.

@@ -89,6 +89,17 @@ class TargetHandle:
         return self.target.command
 
     @property
+    def template(self):
+        """The server's command-line template ({socket}/{fd} not filled in), as given
+        with --vfu-server (or the embedded default); None for --vfu-socket."""
+        return self._manager.settings.server if self.managed else None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The extra environment the server is started with (--vfu-env)."""
+        return dict(self._manager.settings.env)
+
+    @property
     def alive(self) -> bool:
         return self.target.alive
 
