@@ -27,15 +27,14 @@ import shlex
 import socket
 import statistics
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pytest_vfiouser import protocol as P  # noqa: E402
 from pytest_vfiouser.client import Client  # noqa: E402
+from pytest_vfiouser.target import Target, TargetStartError  # noqa: E402
 
 HDR = struct.Struct("<HHIII")
 ACCESS = struct.Struct("<QII")
@@ -137,40 +136,6 @@ def serve_raw(conn: socket.socket) -> None:
 # -- servers: ours, a command line, or a socket already there
 
 
-def listening(path: str) -> bool:
-    """Whether a socket listens on ``path``, from /proc/net/unix (never by connecting:
-    a server that serves one client would be used up)."""
-    with open("/proc/net/unix") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
-                return True
-    return False
-
-
-def start_server(command: list[str], path: str, timeout: float = 10.0) -> subprocess.Popen:
-    proc = subprocess.Popen(command)
-    deadline = time.monotonic() + timeout
-    while not listening(path):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode} before listening")
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise SystemExit(f"server did not listen on {path} within {timeout}s")
-        time.sleep(0.01)
-    return proc
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 # -- the measured loops: each returns round trips per second
 
 
@@ -260,28 +225,29 @@ def main(argv: list[str] | None = None) -> int:
         responder(args.responder, args.responder_style)
         return 0
 
-    tmp = tempfile.mkdtemp(prefix="vfu-bench-")
-    path = os.path.join(tmp, "sock")
-    proc = None
+    target = None
     if args.target and os.path.exists(args.target):
         path = args.target
         print(f"server: {path} (already listening)")
-    elif args.target:
-        command = shlex.split(args.target.replace("{socket}", path))
-        print(f"server: {shlex.join(command)}")
-        proc = start_server(command, path)
     else:
-        print(f"server: in-script responder ({args.responder_style})")
-        proc = start_server([sys.executable, os.path.abspath(__file__), "--responder", path,
-                             "--responder-style", args.responder_style], path)
+        # The server's output goes to a log file (Target), so that the figures
+        # stay this script's last lines.
+        command = args.target or shlex.join(
+            [sys.executable, os.path.abspath(__file__), "--responder", "{socket}",
+             "--responder-style", args.responder_style])
+        target = Target(command)
+        print(f"server: {command if args.target else f'in-script responder ({args.responder_style})'}")
+        try:
+            target.start()
+        except TargetStartError as e:
+            target.cleanup()
+            raise SystemExit(str(e)) from None
+        path = target.socket_path
     try:
         return measure(path, args.rounds, args.seconds)
     finally:
-        if proc is not None:
-            stop_server(proc)
-        if path.startswith(tmp) and os.path.exists(path):
-            os.unlink(path)
-        os.rmdir(tmp)
+        if target is not None:
+            target.cleanup()
 
 
 def measure(path: str, rounds: int, seconds: float) -> int:

@@ -20,37 +20,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pytest_vfiouser.client import Client  # noqa: E402
 from pytest_vfiouser.protocol import Command, RegionRead  # noqa: E402
+from pytest_vfiouser.target import Target  # noqa: E402
 
 DEPTH = 64
 REGION, OFFSET, COUNT = 0, 0x10, 4  # a BAR0 scratch register
-
-
-def start_server(path: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "reference_server", f"--socket-path={path}"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    return proc
-
-
-def connect(proc: subprocess.Popen, path: str) -> Client:
-    """The client, once the server listens (the socket file exists before listen())."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            return Client.connect(path, timeout=10.0)
-        except (FileNotFoundError, ConnectionRefusedError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the reference server did not start") from None
-            time.sleep(0.01)
 
 
 def rate(step, per_step: int, seconds: float) -> float:
@@ -71,30 +51,29 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.pin:
         os.sched_setaffinity(0, {0})  # inherited by the server
-    with tempfile.TemporaryDirectory(prefix="vfu-bench-") as tmp:
-        path = os.path.join(tmp, "server.sock")
-        proc = start_server(path)
-        try:
-            with connect(proc, path) as c:
-                c.negotiate()
-                payload = RegionRead(OFFSET, REGION, COUNT).pack()
-                batch = [(Command.REGION_READ, payload)] * DEPTH
-                assert c.request(Command.REGION_READ, payload).check().body.count == COUNT
+    # The server's log goes to a file (Target), so the figures stay the last lines.
+    target = Target([sys.executable, "-m", "reference_server", "--socket-path={socket}"])
+    try:
+        target.start()
+        with Client.connect(target.socket_path, timeout=10.0) as c:
+            c.negotiate()
+            payload = RegionRead(OFFSET, REGION, COUNT).pack()
+            batch = [(Command.REGION_READ, payload)] * DEPTH
+            assert c.request(Command.REGION_READ, payload).check().body.count == COUNT
 
-                def sync_step():
-                    for _ in range(100):
-                        c.request(Command.REGION_READ, payload)
+            def sync_step():
+                for _ in range(100):
+                    c.request(Command.REGION_READ, payload)
 
-                def pipelined_step():
-                    c.pipeline(batch)
+            def pipelined_step():
+                c.pipeline(batch)
 
-                sync, piped = [], []
-                for _ in range(args.rounds):
-                    sync.append(rate(sync_step, 100, args.seconds))
-                    piped.append(rate(pipelined_step, DEPTH, args.seconds))
-        finally:
-            proc.terminate()
-            proc.wait(10)
+            sync, piped = [], []
+            for _ in range(args.rounds):
+                sync.append(rate(sync_step, 100, args.seconds))
+                piped.append(rate(pipelined_step, DEPTH, args.seconds))
+    finally:
+        target.cleanup()
     s, p = statistics.median(sync), statistics.median(piped)
     print(f"sync rounds: {', '.join(f'{x:.0f}' for x in sync)}")
     print(f"pipelined rounds: {', '.join(f'{x:.0f}' for x in piped)}")
