@@ -175,13 +175,14 @@ def mig(vfu_connect, vfu_device, vfu_target):
 
 @contextlib.contextmanager
 def _second_server(request):
-    """Another process of the server under test, started from the same command."""
-    state = get_state(request.config)
-    settings = state.settings
-    if settings.server is None:
+    """Another process of the server under test, started from the same command template
+    (``vfu_target.template``; fresh() would replace the target, not add a second one)."""
+    handle = request.getfixturevalue("vfu_target")
+    if handle.template is None:
         pytest.skip("needs a server the suite starts (--vfu-server), not --vfu-socket: a whole "
                     "migration needs a second server process as the destination")
-    target = Target(settings.server, env=settings.env, base_dir=state.manager.base_dir)
+    timeout = get_state(request.config).settings.timeout
+    target = Target(handle.template, env=handle.env)
     try:
         target.start()
     except TargetStartError as e:
@@ -189,7 +190,7 @@ def _second_server(request):
     clients: list[Client] = []
 
     def connect() -> Client:
-        client = Client.connect(target.socket_path, timeout=settings.timeout)
+        client = Client.connect(target.socket_path, timeout=timeout)
         clients.append(client)
         return client
 
