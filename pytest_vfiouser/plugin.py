@@ -56,15 +56,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(device_params, "vfiouser-device-params")
     if getattr(config.option, "htmlpath", None) and config.pluginmanager.has_plugin("html"):
         config.pluginmanager.register(htmlreport, "vfiouser-html")
-    if settings.profile.hooks and not config.pluginmanager.has_plugin(settings.profile.hooks):
-        config.pluginmanager.register(_import_hooks(settings.profile), settings.profile.hooks)
-    if settings.embedded and not config.pluginmanager.has_plugin(_REFERENCE_HOOKS_PLUGIN):
+    if settings.profile.hooks:
+        _register_once(config, _import_hooks(settings.profile), settings.profile.hooks)
+    if settings.embedded:
         try:
             from reference_server import pytest_hooks
         except ImportError:
             pass
         else:
-            config.pluginmanager.register(pytest_hooks, _REFERENCE_HOOKS_PLUGIN)
+            _register_once(config, pytest_hooks, _REFERENCE_HOOKS_PLUGIN)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -148,6 +148,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = _state(config)
     if state is not None:
         state.manager.stop_all()
+
+
+def _register_once(config: pytest.Config, module, name: str) -> None:
+    """Register a hook module unless it already is (under any name: -p, a profile, embedded)."""
+    if not config.pluginmanager.is_registered(module) and not config.pluginmanager.has_plugin(name):
+        config.pluginmanager.register(module, name)
 
 
 def _import_hooks(profile):
