@@ -21,6 +21,8 @@ from .profile import SPEC_VERSIONS, Profile, ProfileError, load_profile
 __all__ = ["DEFAULT_SPEC", "DEFAULT_TIMEOUT", "RESTART_POLICIES", "Settings", "register"]
 
 DEFAULT_SPEC = "0.9.1"
+# Revisions the embedded reference server serves (reference_server --spec).
+REFERENCE_SPECS = ("0.9.1",)
 DEFAULT_TIMEOUT = 5.0
 RESTART_POLICIES = ("per-test", "per-module", "per-session")
 DEFAULT_RESTART = "per-module"
@@ -159,6 +161,12 @@ class Settings:
             if not os.path.exists(sock):
                 raise _usage("--vfu-socket", f"{sock} does not exist; is the server running?")
         embedded = server is None and sock is None
+        if embedded and spec not in REFERENCE_SPECS:
+            raise _usage(
+                "--vfu-spec",
+                f"the embedded reference server implements spec {', '.join(REFERENCE_SPECS)} "
+                f"only; to test a {spec} server, name it with --vfu-server or --vfu-socket",
+            )
         command: tuple[str, ...] | str | None = server
         if embedded:
             command = (sys.executable, "-m", "reference_server", "--socket-path={socket}", f"--spec={spec}")

@@ -173,3 +173,13 @@ def test_profile_hooks_module_that_does_not_import(pytester: pytest.Pytester, se
     result = run(pytester, "--vfu-server", server, "--vfu-profile", "prof.toml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*profile.hooks: cannot import 'no_such_module_here'*"])
+
+
+def test_embedded_server_with_a_revision_it_does_not_serve(pytester: pytest.Pytester):
+    """The embedded reference server is 0.9.1 only: asking it for 0.9.2 is a usage error
+    that says so (and not one about a profile the user never gave)."""
+    pytester.makepyfile(CASE_FILE)
+    result = run(pytester, "--vfu-spec", "0.9.2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--vfu-spec: the embedded reference server implements spec "
+                                 "0.9.1 only; to test a 0.9.2 server, name it with --vfu-server*"])
