@@ -50,7 +50,7 @@ class Payload:
 def _struct_field(obj: Payload) -> str:
     """Name the first field whose value does not fit its layout slot."""
     codes = [c for c in obj._layout.format.lstrip("<") if not c.isdigit()]
-    for name, code in zip(obj._fields, codes):
+    for name, code in zip(obj._fields, codes, strict=False):
         try:
             struct.pack("<" + code, getattr(obj, name))
         except struct.error:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .constants import (FLAG_ERROR, FLAG_NO_REPLY, HEADER_SIZE, TYPE_MASK, MsgType,
-                        command_name)
+from .constants import FLAG_ERROR, FLAG_NO_REPLY, HEADER_SIZE, TYPE_MASK, MsgType, command_name
 from .errors import CodecError
 
 _HEADER = struct.Struct("<HHIII")

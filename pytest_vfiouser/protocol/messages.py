@@ -10,8 +10,14 @@ from .dma import DmaMap, DmaRead, DmaReadReply, DmaUnmap, DmaWrite, DmaWriteRepl
 from .errors import CodecError
 from .migration import DeviceFeature, MigDataRead, MigDataReadReply, MigDataWrite
 from .region_info import RegionInfo
-from .region_rw import (RegionRead, RegionReadReply, RegionWrite, RegionWriteMulti,
-                        RegionWriteMultiReply, RegionWriteReply)
+from .region_rw import (
+    RegionRead,
+    RegionReadReply,
+    RegionWrite,
+    RegionWriteMulti,
+    RegionWriteMultiReply,
+    RegionWriteReply,
+)
 from .version import Version
 
 # None: the message has no payload.

@@ -9,8 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Payload
-from .constants import (DEFAULT_MAX_DATA_XFER_SIZE, DEFAULT_MAX_DMA_MAPS,
-                        DEFAULT_MAX_MSG_FDS, DEFAULT_PGSIZES)
+from .constants import (
+    DEFAULT_MAX_DATA_XFER_SIZE,
+    DEFAULT_MAX_DMA_MAPS,
+    DEFAULT_MAX_MSG_FDS,
+    DEFAULT_PGSIZES,
+)
 from .errors import CodecError
 
 _NAME = "VERSION"
