@@ -196,3 +196,15 @@ def answer_or_silence(client, msg_id: int, command: int, connect, what: str,
 
 
 __all__ += ["answer_or_silence"]
+
+
+def first_scratch(device, most: int | None = None) -> tuple[int, int, int]:
+    """(region, offset, length) of the profile's first scratch range, at most ``most``
+    bytes long; skips the case (UNIMPLEMENTED) when the profile gives none."""
+    import pytest
+
+    ranges = device.scratch_ranges()
+    if not ranges:
+        pytest.skip("needs profile: a scratch range (regions[].scratch) tests may write")
+    region, offset, length = ranges[0]
+    return region, offset, length if most is None else min(length, most)

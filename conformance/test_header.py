@@ -35,6 +35,7 @@ from ._support import (
     answer,
     answer_or_silence,
     assert_new_connection_works,
+    first_scratch,
     refused,
 )
 
@@ -307,14 +308,6 @@ def test_no_reply_failure(vfu_client, vfu_connect, vfu_observe):
     _nothing_more(vfu_client, "a failing command sent with No_reply")
 
 
-def _scratch(device, most: int = 64) -> tuple[int, int, int]:
-    ranges = device.scratch_ranges()
-    if not ranges:
-        pytest.skip("needs profile: scratch range")
-    region, offset, length = ranges[0]
-    return region, offset, min(length, most)
-
-
 @case("header/no-reply-processed-in-order", MUST)
 def test_no_reply_processed_in_order(vfu_client, vfu_device):
     """Writes sent with No_reply are processed, in order, before the reply to the
@@ -326,7 +319,7 @@ def test_no_reply_processed_in_order(vfu_client, vfu_device):
     No_reply, the older command will have been processed before the reply to
     the younger command is sent by the server."
     """
-    region, offset, length = _scratch(vfu_device)
+    region, offset, length = first_scratch(vfu_device, most=64)
     first, last = os.urandom(length), os.urandom(length)
     for data in (first, last):
         vfu_client.send(Command.REGION_WRITE, RegionWrite(offset, region, length, data),

@@ -13,7 +13,7 @@ import pytest
 from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.protocol import Command, RegionAccess, RegionFlags, RegionRead, RegionWrite
 
-from ._support import accepted, answer, send_refused
+from ._support import accepted, answer, first_scratch, send_refused
 
 _U64 = 1 << 64
 ACCESS = 4  # bytes per probing access: the size every register region accepts
@@ -40,12 +40,6 @@ def _first_region(vfu_device, flags: int, prefer_scratch: bool = False):
         regions.sort(key=lambda r: not vfu_device.scratch(r.index))
     _need(regions, f"the device has no region with flags {RegionFlags(flags)!r} and a size")
     return regions[0]
-
-
-def _first_scratch(vfu_device):
-    ranges = vfu_device.scratch_ranges()
-    _need(ranges, "needs profile: a scratch range (regions[].scratch) tests may write")
-    return ranges[0]
 
 
 def _read(client, index: int, offset: int, count: int) -> bytes:
@@ -215,7 +209,7 @@ def test_count_above_max(vfu_client, vfu_connect, vfu_observe, vfu_device, op):
         offset = 0
         command, payload = Command.REGION_READ, RegionRead(offset, index, count)
     else:
-        index, offset, _ = _first_scratch(vfu_device)
+        index, offset, _ = first_scratch(vfu_device)
         command = Command.REGION_WRITE
         payload = RegionWrite(offset, index, count, bytes(count))
     send_refused(vfu_client, command, payload.pack(), vfu_connect,
@@ -299,7 +293,7 @@ def test_write_count_mismatch(vfu_client, vfu_connect, vfu_observe, vfu_device, 
     "Standard tools and mechanisms should be used on both sides to validate
     input".
     """
-    index, offset, length = _first_scratch(vfu_device)
+    index, offset, length = first_scratch(vfu_device)
     _need(length >= 8, "needs profile: a scratch range of at least 8 bytes")
     count, size = _MISMATCHED[mismatch]
     payload = RegionAccess(offset, index, count).pack() + _pattern(size, 0x77)

@@ -32,6 +32,7 @@ from pytest_vfiouser.protocol import (
 from ._support import (
     answer,
     answer_or_silence,
+    first_scratch,
     make_eventfd,
     refused,
     send_refused,
@@ -149,14 +150,6 @@ def test_first_command_refused(vfu_connect, vfu_device, vfu_observe, name):
         assert not reply.ok, f"the server executed {what} (success reply)"
 
 
-def _scratch(device, most: int = 64) -> tuple[int, int, int]:
-    ranges = device.scratch_ranges()
-    if not ranges:
-        pytest.skip("needs profile: scratch range")
-    region, offset, length = ranges[0]
-    return region, offset, min(length, most)
-
-
 @case("version/first-command-not-executed", SHOULD)
 @pytest.mark.parametrize("name", ["region_write", "dma_map"])
 def test_first_command_not_executed(vfu_connect, vfu_device, vfu_observe, name):
@@ -168,7 +161,7 @@ def test_first_command_not_executed(vfu_connect, vfu_device, vfu_observe, name):
     capabilities."
     """
     if name == "region_write":
-        region, offset, length = _scratch(vfu_device)
+        region, offset, length = first_scratch(vfu_device, most=64)
         before, early = os.urandom(length), os.urandom(length)
         setup = vfu_connect()
         setup.negotiate()

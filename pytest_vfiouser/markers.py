@@ -34,7 +34,7 @@ import pytest
 from .hookspecs import HOOK_NAMES
 from .profile import FEATURES, SPEC_VERSIONS
 
-__all__ = ["MAY", "MUST", "SHOULD", "CaseInfo", "Level", "case", "case_info", "register"]
+__all__ = ["MAY", "MUST", "SHOULD", "CaseInfo", "Level", "case", "case_info", "case_marks", "register"]
 
 
 class Level(str, enum.Enum):
@@ -143,16 +143,22 @@ class CaseInfo:
         return self.case_id is not None
 
 
-def case_info(item: pytest.Item) -> CaseInfo:
-    """Read the case marks of an item (works for plain pytest marks too)."""
+def case_marks(item: pytest.Item) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """An item's case id, section and revisions: what selection needs, cheaply."""
     mark = item.get_closest_marker("requirement")
     case_id = str(mark.args[0]) if mark and mark.args else None
     mark = item.get_closest_marker("section")
     section = str(mark.args[0]) if mark and mark.args else None
     if section is None and case_id is not None:
         section = case_id.split("/", 1)[0]
-    level = next((lv for lv in Level if item.get_closest_marker(lv.value)), None)
     revisions = tuple(r for m in item.iter_markers("revision") for r in m.args)
+    return case_id, section, revisions
+
+
+def case_info(item: pytest.Item) -> CaseInfo:
+    """Read the case marks of an item (works for plain pytest marks too)."""
+    case_id, section, revisions = case_marks(item)
+    level = next((lv for lv in Level if item.get_closest_marker(lv.value)), None)
     requires = tuple(r for m in item.iter_markers("requires") for r in m.args)
     return CaseInfo(
         case_id,

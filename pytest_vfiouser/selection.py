@@ -6,22 +6,13 @@ import warnings
 
 import pytest
 
+from .markers import case_marks
+
 __all__ = ["VfuWarning", "select"]
 
 
 class VfuWarning(pytest.PytestWarning):
     """A problem with the vfio-user suite's configuration that does not stop the run."""
-
-
-def _marks(item: pytest.Item) -> tuple[str | None, str | None, tuple[str, ...]]:
-    mark = item.get_closest_marker("requirement")
-    case_id = str(mark.args[0]) if mark and mark.args else None
-    mark = item.get_closest_marker("section")
-    section = str(mark.args[0]) if mark and mark.args else None
-    if section is None and case_id is not None:
-        section = case_id.split("/", 1)[0]
-    revisions = tuple(r for m in item.iter_markers("revision") for r in m.args)
-    return case_id, section, revisions
 
 
 def select(config: pytest.Config, items: list[pytest.Item], state) -> None:
@@ -31,7 +22,7 @@ def select(config: pytest.Config, items: list[pytest.Item], state) -> None:
     the collected cases (on an xdist worker: records it in state.usage_error).
     """
     settings = state.settings
-    marks = [_marks(item) for item in items]
+    marks = [case_marks(item) for item in items]
     known = sorted({section for _, section, _ in marks if section})
     unknown = [s for s in settings.sections if s not in known]
     if unknown:

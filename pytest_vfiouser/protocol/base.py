@@ -65,3 +65,30 @@ def check_exact(name: str, field: str, got: int, want: int) -> None:
 
 def u64(value: int) -> bool:
     return 0 <= value < 1 << 64
+
+
+class TrailingData(Payload):
+    """Fixed fields, then ``data``: every byte after them."""
+
+    __slots__ = ()
+
+    def pack(self) -> bytes:
+        return self._pack_fixed() + self.data
+
+    @classmethod
+    def unpack(cls, data: bytes):
+        values, rest = cls._split(data)
+        return cls(*values, rest)
+
+
+class CountedData(TrailingData):
+    """Fixed fields, then exactly as many bytes of ``data`` as the field ``_count`` says."""
+
+    __slots__ = ()
+    _count: ClassVar[str] = "count"
+
+    @classmethod
+    def unpack(cls, data: bytes):
+        values, rest = cls._split(data)
+        check_exact(cls.NAME, cls._count, values[cls._fields.index(cls._count)], len(rest))
+        return cls(*values, rest)

@@ -6,7 +6,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Payload
+from .base import Payload, TrailingData
 from .errors import CodecError
 
 
@@ -39,7 +39,7 @@ class IrqInfo(Payload):
 
 
 @dataclass(slots=True)
-class SetIrqs(Payload):
+class SetIrqs(TrailingData):
     """Request only (the reply has no payload). ``data`` is the DATA_BOOL bytes."""
 
     NAME = "DEVICE_SET_IRQS request"
@@ -56,14 +56,6 @@ class SetIrqs(Payload):
     @property
     def bools(self) -> list[bool]:
         return [b != 0 for b in self.data]
-
-    def pack(self) -> bytes:
-        return self._pack_fixed() + self.data
-
-    @classmethod
-    def unpack(cls, data: bytes) -> SetIrqs:
-        values, rest = cls._split(data)
-        return cls(*values, rest)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Payload, check_exact
+from .base import CountedData, Payload
 from .errors import CodecError
 
 
@@ -91,7 +91,7 @@ class DmaRead(Payload):
 
 
 @dataclass(slots=True)
-class _AddressCountData(Payload):
+class _AddressCountData(CountedData):
     """address, count, then exactly ``count`` bytes of data."""
 
     _layout = struct.Struct("<QQ")
@@ -99,15 +99,6 @@ class _AddressCountData(Payload):
     address: int
     count: int
     data: bytes = b""
-
-    def pack(self) -> bytes:
-        return self._pack_fixed() + self.data
-
-    @classmethod
-    def unpack(cls, data: bytes):
-        (address, count), rest = cls._split(data)
-        check_exact(cls.NAME, "count", count, len(rest))
-        return cls(address, count, rest)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Payload, check_exact
+from .base import CountedData, Payload, TrailingData, check_exact
 from .constants import DEVICE_FEATURE_MASK, DeviceFeatureFlags
 from .errors import CodecError
 
@@ -135,7 +135,7 @@ def v2_path(current: MigState, target: MigState, pre_copy: bool = True
 
 
 @dataclass(slots=True)
-class DeviceFeature(Payload):
+class DeviceFeature(TrailingData):
     """Request and reply: argsz, flags (feature index and GET/SET/PROBE), data."""
 
     NAME = "DEVICE_FEATURE"
@@ -161,14 +161,6 @@ class DeviceFeature(Payload):
     @property
     def probe(self) -> bool:
         return bool(self.flags & DeviceFeatureFlags.PROBE)
-
-    def pack(self) -> bytes:
-        return self._pack_fixed() + self.data
-
-    @classmethod
-    def unpack(cls, data: bytes) -> DeviceFeature:
-        values, rest = cls._split(data)
-        return cls(*values, rest)
 
 
 @dataclass(slots=True)
@@ -258,23 +250,15 @@ class MigDataRead(Payload):
 
 
 @dataclass(slots=True)
-class _MigData(Payload):
+class _MigData(CountedData):
     """argsz, size, then exactly ``size`` bytes of migration data."""
 
+    _count = "size"
     _layout = struct.Struct("<II")
     _fields = ("argsz", "size")
     argsz: int
     size: int
     data: bytes = b""
-
-    def pack(self) -> bytes:
-        return self._pack_fixed() + self.data
-
-    @classmethod
-    def unpack(cls, data: bytes):
-        (argsz, size), rest = cls._split(data)
-        check_exact(cls.NAME, "size", size, len(rest))
-        return cls(argsz, size, rest)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Payload, check_exact
+from .base import CountedData, Payload
 from .errors import CodecError
 
 
@@ -33,7 +33,7 @@ class RegionWriteReply(RegionAccess):
 
 
 @dataclass(slots=True)
-class _RegionData(Payload):
+class _RegionData(CountedData):
     """offset, region, count, then exactly ``count`` bytes of data."""
 
     _layout = RegionAccess._layout
@@ -42,15 +42,6 @@ class _RegionData(Payload):
     region: int
     count: int
     data: bytes = b""
-
-    def pack(self) -> bytes:
-        return self._pack_fixed() + self.data
-
-    @classmethod
-    def unpack(cls, data: bytes):
-        (offset, region, count), rest = cls._split(data)
-        check_exact(cls.NAME, "count", count, len(rest))
-        return cls(offset, region, count, rest)
 
 
 @dataclass(slots=True)
