@@ -155,6 +155,28 @@ def rss_bytes(pid: int | None) -> int | None:
     return None  # zombies and kernel threads have no VmRSS line
 
 
+_PF_EXITING = 0x00000004  # <linux/sched.h>: set when do_exit() begins
+_PF_DUMPCORE = 0x00000200  # set while the kernel writes a core dump
+
+
+def is_exiting(pid: int | None) -> bool:
+    """Whether `pid` is on its way out: exiting, dumping core, or a zombie.
+
+    A server killed by a signal can have closed its fds (or be writing a
+    core) while it still counts as running; /proc/PID/stat tells it apart.
+    """
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return True  # gone already
+    fields = stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) "
+    state, flags = fields[0], int(fields[6])
+    return state in (b"Z", b"X") or bool(flags & (_PF_EXITING | _PF_DUMPCORE))
+
+
 def _tail(path: Path | None, lines: int) -> str:
     """Last `lines` lines of a log file ("" if there is none)."""
     if path is None or lines <= 0:

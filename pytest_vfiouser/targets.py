@@ -19,7 +19,14 @@ import weakref
 from dataclasses import dataclass
 
 from .options import Settings
-from .target import ExternalTarget, ResourceSnapshot, Target, TargetStartError, is_listening
+from .target import (
+    ExternalTarget,
+    ResourceSnapshot,
+    Target,
+    TargetStartError,
+    is_exiting,
+    is_listening,
+)
 
 __all__ = ["CrashInfo", "TargetCrashed", "TargetHandle", "TargetManager", "TargetUnavailable"]
 
@@ -30,6 +37,8 @@ SETTLE_SECONDS = 0.5
 PROBE_SECONDS = 0.1
 # After a connection broke, how long a dying server gets to be reaped.
 DEATH_WAIT = 1.0
+# How long a server the kernel shows exiting (or dumping core) is waited for.
+DYING_WAIT = 10.0
 # Consecutive failed starts after which the manager stops trying.
 MAX_START_FAILURES = 2
 
@@ -286,6 +295,10 @@ class TargetManager:
                 deadline = 0.0
         while t.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
+        # Its fds may be gone while it still dumps core or exits: the verdict must see how.
+        dying_until = time.monotonic() + DYING_WAIT
+        while t.poll() is None and is_exiting(t.pid) and time.monotonic() < dying_until:
+            time.sleep(0.005)
         if self.persistent is None and t.poll() is None:
             self.persistent = True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -327,3 +328,20 @@ def test_wait_listening_standalone(tmp_path):
         s.listen(1)
         assert is_listening(path)
         assert wait_listening(path, 1) is True
+
+
+def test_is_exiting_tells_a_dying_process(tmp_path):
+    """A live process is not exiting; a zombie (dead, not yet reaped) is."""
+    from pytest_vfiouser.target import is_exiting
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not is_exiting(proc.pid)
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 5
+    while not is_exiting(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert is_exiting(proc.pid)  # a zombie until reaped
+    proc.wait()
+    assert is_exiting(proc.pid)  # gone
