@@ -3,6 +3,7 @@
     vfio-user-conformance                                  # the embedded reference server
     vfio-user-conformance --vfu-server "my-server --socket {socket}" --vfu-profile dev.toml
     vfio-user-conformance --vfu-socket /run/my-server.sock --vfu-section device_info -x
+    vfio-user-conformance compare a/conformance.json b/conformance.json --html compare.html
 
 A thin front to ``pytest --pyargs conformance``: every argument is passed to
 pytest (the --vfu-* options, -k, -x, -n 4, ...).  It does not depend on the
@@ -10,6 +11,7 @@ current directory's pytest configuration; reports go to ``reports/`` under
 the current directory unless --html, --junitxml or --vfu-json say otherwise:
 
     reports/conformance.html   self-contained HTML (pytest-html)
+    reports/conformance-logs/  wire logs, reproducers, stderr of the cases that did not pass
     reports/conformance.json   verdicts and run metadata
     reports/junit.xml          JUnit XML, verdicts as testcase properties
 
@@ -39,6 +41,7 @@ DEFAULT_ARGS = (
     "--vfu-json=reports/conformance.json",
     "-o", "timeout=300",  # pytest-timeout: a backstop; replies are bounded by --vfu-timeout
     "-o", "junit_suite_name=vfio-user-conformance",
+    "-o", "render_collapsed=passed,skipped",  # pytest-html: failures (and xfails) open
     "-rfE",
     # This module imported pytest_vfiouser before pytest could mark it for rewriting.
     "-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning",
@@ -76,6 +79,10 @@ def _suite_root() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["compare"]:  # vfio-user-conformance compare A.json B.json ... (compare.py)
+        from .compare import main as compare
+
+        return compare(args[1:])
     base = [
         "-c", os.devnull,  # no ini file of the current directory applies
         f"--rootdir={_suite_root()}",

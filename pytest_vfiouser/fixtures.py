@@ -189,3 +189,8 @@ def wire_log_sections(item: pytest.Item, last: int = 40) -> list[tuple[str, str]
         if text:
             out.append((f"vfio-user wire log, connection {n}", text))
     return out
+
+
+def connection_logs(item: pytest.Item) -> list:
+    """The WireLog of each connection the test made (vfu_connect), in order (for artifacts.py)."""
+    return [client.wire_log for client in item.stash.get(_CLIENTS_KEY, [])]

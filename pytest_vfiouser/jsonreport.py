@@ -1,15 +1,27 @@
-"""The JSON report (--vfu-json): run metadata and one entry per case.
+"""The JSON report (--vfu-json; ``reports/conformance.json`` from vfio-user-conformance).
+
+Its schema is ``pytest_vfiouser/schema/conformance.schema.json`` (JSON Schema
+2020-12); ``schema_version`` changes only when a field is removed or changes
+meaning (fields may be added)::
 
     {
+      "schema_version": 1,
       "format": "pytest-vfiouser/1",
-      "run": {"suite_version", "started", "duration", "spec", "strict", "restart",
-              "timeout", "profile": {"name", "path"}, "target": {...},
+      "run": {"suite_version", "started" (ISO 8601), "duration", "spec", "strict",
+              "restart", "timeout", "sections", "profile": {"name", "path"},
+              "target": {"description", "command", "command_template", "socket", ...},
               "negotiated": {"major", "minor", "capabilities"} | null,
-              "counts": {"PASS": n, ...}, "failed": bool},
-      "cases": [{"nodeid", "case_id", "section", "level", "revisions", "verdict",
-                 "duration", "message", "requirement", "observations", "resources"}]
+              "counts": {"PASS": n, ...}, "failed": bool,
+              "reports": {"html", "junit", "logs"}},       # paths relative to this file
+      "summary": {"cases": n, "verdicts": {verdict: n}, "sections": {section: {verdict: n}}},
+      "cases": [{"id", "case_id", "nodeid", "anchor", "section", "level", "revision",
+                 "revisions", "verdict", "duration", "message", "requirement",
+                 "observations", "resources",
+                 "artifacts": {"wire_log", "reproducer", "stderr", "log"}}]  # relative paths
     }
 
+``id`` is the stable case id (``section/name[params]``); ``anchor`` the id of
+the case's row in the HTML report (``conformance.html#<anchor>``).
 ``failed`` is true when some case is FAIL, CRASH, HANG or ERROR.
 """
 
@@ -22,17 +34,28 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .artifacts import anchor, case_key, html_path, junit_path, logs_dir, relative
 
-__all__ = ["FORMAT", "build", "write"]
+__all__ = ["FORMAT", "SCHEMA_VERSION", "build", "schema", "write"]
 
 FORMAT = "pytest-vfiouser/1"
+SCHEMA_VERSION = 1
 
 
-def build(state, targets: dict) -> dict:
+def build(state, targets: dict, where: Path | None = None) -> dict:
+    """The report's content; paths are made relative to the directory ``where``."""
     settings = state.settings
     profile = settings.profile
     records = state.records
+    config = state.config
+    where = Path(where) if where is not None else Path.cwd()
+
+    def rel(path) -> str | None:
+        return relative(path, where) if path else None
+
+    logs = logs_dir(config, settings.json_path)
     return {
+        "schema_version": SCHEMA_VERSION,
         "format": FORMAT,
         "run": {
             "suite_version": __version__,
@@ -47,6 +70,7 @@ def build(state, targets: dict) -> dict:
             "target": {
                 "description": targets.get("target"),
                 "command": targets.get("command"),
+                "command_template": settings.command_text or None,
                 "socket": settings.socket,
                 "starts": targets.get("starts", 0),
                 "sigterm": targets.get("sigterm"),
@@ -56,8 +80,39 @@ def build(state, targets: dict) -> dict:
             "negotiated": targets.get("negotiated"),
             "counts": dict(sorted(records.counts().items())),
             "failed": bool(records.failing()),
+            "reports": {
+                "html": rel(html_path(config)),
+                "junit": rel(junit_path(config)),
+                "logs": rel(logs) if logs is not None and logs.is_dir() else None,
+            },
         },
-        "cases": [c.to_json() for c in records.cases],
+        "summary": {
+            "cases": len(records.cases),
+            "verdicts": dict(sorted(records.counts().items())),
+            "sections": {name: dict(sorted(counts.items()))
+                         for name, counts in records.by_section().items()},
+        },
+        "cases": [_case(c, settings.spec, rel) for c in records.cases],
+    }
+
+
+def _case(c, spec: str, rel) -> dict:
+    return {
+        "id": case_key(c.case_id, c.nodeid),
+        "case_id": c.case_id,
+        "nodeid": c.nodeid,
+        "anchor": anchor(c.case_id, c.nodeid),
+        "section": c.section,
+        "level": c.level,
+        "revision": spec,
+        "revisions": list(c.revisions),
+        "verdict": c.verdict,
+        "duration": c.duration,
+        "message": c.message,
+        "requirement": c.requirement,
+        "observations": list(c.observations),
+        "resources": dict(c.resources),
+        "artifacts": {name: rel(path) for name, path in sorted(c.artifacts.items())},
     }
 
 
@@ -65,6 +120,14 @@ def write(path: str | os.PathLike[str], state, targets: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(build(state, targets), indent=2, default=str) + "\n")
+    data = build(state, targets, where=path.resolve().parent)
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def schema() -> dict:
+    """The JSON Schema of the report (shipped in the package)."""
+    from importlib.resources import files
+
+    return json.loads(files(__package__).joinpath("schema").joinpath("conformance.schema.json").read_text())

@@ -277,6 +277,7 @@ class CaseRecord:
     observations: list[str] = field(default_factory=list)
     resources: dict = field(default_factory=dict)
     duration: float = 0.0
+    artifacts: dict = field(default_factory=dict)  # log files written (artifacts.py): name -> path
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -314,6 +315,7 @@ class Records:
             observations=list(data.get("observations") or []),
             resources=dict(data.get("resources") or {}),
             duration=round(duration, 6),
+            artifacts=dict(data.get("artifacts") or {}),
         ))
 
     def counts(self) -> Counter:

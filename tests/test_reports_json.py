@@ -1,0 +1,151 @@
+"""The JSON report against its shipped JSON Schema; the log files it links; JUnit properties."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import py_compile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from reports_support import REPO, failing_run, reference_run
+from scriptservers import run, script_server
+
+import pytest_vfiouser
+from pytest_vfiouser.jsonreport import SCHEMA_VERSION, schema
+
+jsonschema = pytest.importorskip("jsonschema", reason="pip install '.[test]'")
+
+pytest_plugins = ["pytester"]
+
+CASE_PROPERTIES = ("vfu_verdict", "vfu_id", "vfu_case", "vfu_section", "vfu_level", "vfu_requirement")
+
+
+def validate(data: dict) -> None:
+    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+
+
+def test_schema_is_valid_and_in_the_package():
+    jsonschema.Draft202012Validator.check_schema(schema())
+    path = Path(pytest_vfiouser.__file__).parent / "schema" / "conformance.schema.json"
+    assert path.is_file()
+    # hatch puts every file under a listed package directory into the wheel.
+    assert '"pytest_vfiouser"' in (REPO / "pyproject.toml").read_text()
+    assert schema()["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("get_run", [reference_run, failing_run], ids=["reference", "failing"])
+def test_report_matches_schema_and_its_own_summary(get_run):
+    data = get_run().data
+    validate(data)
+    assert data["schema_version"] == SCHEMA_VERSION
+    info = data["run"]
+    assert info["suite_version"] == pytest_vfiouser.__version__
+    assert dt.datetime.fromisoformat(info["started"]).tzinfo is not None
+    assert info["negotiated"]["major"] == 0 and "max_msg_fds" in info["negotiated"]["capabilities"]
+    assert info["reports"]["html"] == "conformance.html" and info["reports"]["junit"] == "junit.xml"
+    cases = data["cases"]
+    ids = [c["id"] for c in cases]
+    assert len(ids) == len(set(ids)) and cases
+    assert {c["section"] for c in cases} == {"device_info"}
+    assert all(c["revision"] == info["spec"] for c in cases)
+    assert all(c["anchor"] == c["id"] and c["id"].startswith(c["case_id"]) for c in cases)
+    by_section: dict[str, Counter] = {}
+    for c in cases:
+        by_section.setdefault(c["section"], Counter())[c["verdict"]] += 1
+    assert data["summary"]["sections"] == {s: dict(v) for s, v in by_section.items()}
+    assert data["summary"]["verdicts"] == dict(Counter(c["verdict"] for c in cases)) == info["counts"]
+    assert data["summary"]["cases"] == len(cases)
+    assert all(not c["artifacts"] for c in cases if c["verdict"] in ("PASS", "UNIMPLEMENTED"))
+
+
+def test_failing_cases_link_their_logs():
+    run_ = failing_run()
+    data = run_.data
+    assert data["run"]["failed"] and data["run"]["reports"]["logs"] == "conformance-logs"
+    verdicts = {c["id"]: c["verdict"] for c in data["cases"]}
+    assert verdicts["device_info/pci-num-regions"] == "FAIL"  # 1 region, not 9
+    assert verdicts["device_info/no-reset-flag-reset-refused"] == "CRASH"  # --abort-on 13
+    for case_id, command in (("device_info/pci-num-regions", "DEVICE_GET_INFO"),
+                             ("device_info/no-reset-flag-reset-refused", "DEVICE_RESET")):
+        artifacts = run_.case(case_id)["artifacts"]
+        assert set(artifacts) == {"wire_log", "reproducer", "stderr", "log"}, artifacts
+        files = {name: run_.reports / rel for name, rel in artifacts.items()}
+        assert files["wire_log"].parent == run_.reports / "conformance-logs" / case_id
+        wire = files["wire_log"].read_text()
+        assert "== connection 0" in wire and f">> {command} command" in wire
+        assert "<< VERSION reply" in wire and "\n    0000  " in wire  # decoded, then hex
+        py_compile.compile(str(files["reproducer"]), doraise=True)
+        assert case_id in files["reproducer"].read_text().splitlines()[1]
+        assert "import" in files["stderr"].read_text()  # PYTHONVERBOSE's lines
+        log = files["log"].read_text()
+        assert log.startswith("==== conformance/test_device_info.py::") and "Error" in log
+    crash_log = (run_.reports / run_.case("device_info/no-reset-flag-reset-refused")["artifacts"]["log"])
+    assert "SIGABRT" in crash_log.read_text()
+
+
+def test_junit_properties_on_every_case():
+    for run_ in (reference_run(), failing_run()):
+        cases = {c["nodeid"].split("::")[-1]: c for c in run_.data["cases"]}
+        testcases = list(ET.parse(run_.junit_path).iter("testcase"))
+        assert len(testcases) == len(cases)
+        outcomes = Counter()
+        for tc in testcases:
+            props = {p.get("name"): p.get("value") for p in tc.iter("property")}
+            missing = [p for p in CASE_PROPERTIES if p not in props]
+            assert not missing, (tc.get("name"), missing)
+            case = cases[tc.get("name")]
+            assert props["vfu_verdict"] == case["verdict"] and props["vfu_id"] == case["id"]
+            assert props["vfu_section"] == "device_info" and props["vfu_requirement"] == case["requirement"]
+            outcomes[next((child.tag for child in tc if child.tag in ("skipped", "failure", "error")),
+                          "passed")] += 1
+            if "wire_log" in case["artifacts"]:
+                assert (run_.junit_path.parent / props["vfu_wire_log"]).is_file()
+            else:
+                assert "vfu_wire_log" not in props
+        assert outcomes["skipped"]  # UNIMPLEMENTED cases carry them too
+
+
+FAILING_CASES = """
+from pytest_vfiouser import case, MUST, SHOULD
+
+@case("dev/nine-regions", MUST)
+def test_nine_regions(vfu_client):
+    assert vfu_client.device_get_info().check().body.num_regions == 9
+
+@case("dev/ten-regions", SHOULD)
+def test_ten_regions(vfu_client):
+    assert vfu_client.device_get_info().check().body.num_regions == 10
+
+@case("dev/info", MUST)
+def test_info(vfu_client):
+    assert vfu_client.device_get_info().ok
+"""
+
+
+def test_plain_pytest_json_and_its_logs(pytester: pytest.Pytester):
+    """--vfu-json without --html: the logs go beside the JSON; stale logs of an earlier run go."""
+    pytester.makepyfile(FAILING_CASES)
+    server = script_server(pytester.path)
+    result = run(pytester, "--vfu-server", server, "--vfu-json=out/vfu.json")
+    result.assert_outcomes(failed=1, passed=1, xfailed=1)
+    data = json.loads((pytester.path / "out" / "vfu.json").read_text())
+    validate(data)
+    assert data["run"]["reports"] == {"html": None, "junit": None, "logs": "vfu-logs"}
+    cases = {c["id"]: c for c in data["cases"]}
+    assert cases["dev/nine-regions"]["verdict"] == "FAIL"
+    assert cases["dev/ten-regions"]["verdict"] == "NON-STRICT"  # logs for SHOULDs not met too
+    wire = pytester.path / "out" / cases["dev/nine-regions"]["artifacts"]["wire_log"]
+    assert wire == pytester.path / "out" / "vfu-logs" / "dev" / "nine-regions" / "wire.txt"
+    assert ">> DEVICE_GET_INFO command" in wire.read_text()
+    assert (pytester.path / "out" / cases["dev/ten-regions"]["artifacts"]["wire_log"]).is_file()
+    assert cases["dev/info"]["artifacts"] == {}
+    # The next run empties the logs directory first: nothing stale is left.
+    pytester.makepyfile(FAILING_CASES.replace("== 9", "== 1"))
+    run(pytester, "--vfu-server", server, "--vfu-json=out/vfu.json").assert_outcomes(passed=2, xfailed=1)
+    assert not wire.exists()
+    assert (pytester.path / "out" / "vfu-logs" / "dev" / "ten-regions" / "wire.txt").is_file()
