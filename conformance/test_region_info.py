@@ -26,7 +26,8 @@ from pytest_vfiouser.protocol import (
 from ._support import accepted, refused
 
 BIG_ARGSZ = 1 << 16  # a request argsz large enough for any capability chain
-_DEFINED_FLAGS = RegionFlags.READ | RegionFlags.WRITE | RegionFlags.MMAP | RegionFlags.CAPS
+# A plain int: ~ on an IntFlag complements within its members only (always 0 here).
+_DEFINED_FLAGS = int(RegionFlags.READ | RegionFlags.WRITE | RegionFlags.MMAP | RegionFlags.CAPS)
 _CAP_HEADER = struct.Struct("<HHI")
 COMPARE = 4096  # bytes compared at each end of a mapped area
 

@@ -28,8 +28,10 @@ from ._support import answer, refused
 HEAD = 16  # argsz, flags, index, count
 BIG_ARGSZ = 1 << 16
 _REQUEST = struct.Struct("<IIII")
-_IOEVENTFD_FLAGS = IoEventFdFlags.DATAMATCH | IoEventFdFlags.PIO | IoEventFdFlags.VIRTIO_CCW_NOTIFY
-_IOREGIONFD_FLAGS = IoRegionFdFlags.PIO | IoRegionFdFlags.POSTED_WRITES
+# Plain ints: ~ on an IntFlag complements within its members only (always 0 here).
+_IOEVENTFD_FLAGS = int(IoEventFdFlags.DATAMATCH | IoEventFdFlags.PIO
+                       | IoEventFdFlags.VIRTIO_CCW_NOTIFY)
+_IOREGIONFD_FLAGS = int(IoRegionFdFlags.PIO | IoRegionFdFlags.POSTED_WRITES)
 
 
 class IoFds:

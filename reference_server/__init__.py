@@ -23,6 +23,8 @@ Modules, by responsibility:
   dirty           DIRTY_PAGES and DMA_UNMAP's dirty bitmap (dirty page logging)
   migration       the 0.9.1 migration region (region 9): states, data stream
   errors          VfioError (-> error reply), ClientGone, Terminate
+  faults          --fault NAME: the catalogue of injectable defects (FAULTS)
+  kill_matrix     the suite run under each fault: detection, the kill matrix
 
 Extension points: a region is any ``regions.Region`` (``Device.set_region``);
 ``Device.supports_migration`` (a region with the migration type capability)

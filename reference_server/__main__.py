@@ -7,6 +7,10 @@
 the one client and the server then exits (errata 9). Exit status: 0 after
 SIGTERM/SIGINT (or the end of an --fd connection), 2 for usage and device
 description errors, 1 when the socket cannot be set up.
+
+--fault NAME (repeatable) starts the server with a named defect, to prove the
+conformance suite detects it; --list-faults prints the catalogue
+(reference_server/faults.py).
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="vfio-user revision to serve (only 0.9.1 for now)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log every message, decoded, to stderr")
+    p.add_argument("--fault", action="append", default=[], metavar="NAME",
+                   help="inject a named defect (repeatable; see --list-faults)")
+    p.add_argument("--list-faults", action="store_true",
+                   help="print the fault catalogue, one line each, and exit")
     return p
 
 
@@ -72,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     parser = _parser()
     args = parser.parse_args(argv)
+    from . import faults
+    if args.list_faults:
+        print(faults.catalogue_text())
+        return 0
+    try:
+        faults.enable(args.fault)
+    except ValueError as e:
+        parser.error(f"--fault: {e}")
+    if "socket-path-unsupported" in faults.FAULTS and args.socket_path is not None:
+        parser.error("unrecognized arguments: --socket-path")
     if (args.socket_path is None) == (args.fd is None):
         parser.error("exactly one of --socket-path=PATH and --fd=FDNUM is required")
     fd = None
@@ -107,6 +125,10 @@ def _run(args, fd: int | None, parser: argparse.ArgumentParser) -> int:
     device = Device(config)
     listener = made = None
     path = os.path.abspath(args.socket_path) if args.socket_path else None
+    from .faults import FAULTS
+    if "fd-ignored" in FAULTS and fd is not None:
+        import tempfile
+        path, fd = os.path.join(tempfile.gettempdir(), f"vfio-user-ref-{os.getpid()}.sock"), None
     try:
         try:
             if path:
@@ -117,6 +139,9 @@ def _run(args, fd: int | None, parser: argparse.ArgumentParser) -> int:
         except SetupError as e:
             _err(f"{PROG}: {e}")
             return 1
+        if "daemonize" in FAULTS:
+            from .server import daemonize
+            daemonize()
         server = Server(device, args.spec, trace=args.verbose)
         if not listening:
             log.info("serving the connected socket on fd %d", fd)

@@ -140,10 +140,15 @@ class Device:
             out += [bytes([len(key)]), key, _LEN.pack(len(blob)), blob]
         return b"".join(out)
 
-    def load_state(self, data: bytes) -> None:
-        """Restore save_state()'s blob; ValueError (and nothing changed) if it does not fit."""
+    def load_state(self, data: bytes, partial: bool = False) -> None:
+        """Restore save_state()'s blob; ValueError (and nothing changed) if it does not fit.
+
+        ``partial`` (fault resume-data-lost): load the parts that came whole, ignore the rest.
+        """
         data = bytes(data)
         if not data.startswith(_STATE_MAGIC):
+            if partial:
+                return
             raise ValueError("device state: bad magic")
         pos, blobs = len(_STATE_MAGIC), {}
         while pos < len(data):
@@ -151,14 +156,25 @@ class Device:
             key = data[pos + 1:pos + 1 + n].decode("ascii", "replace")
             pos += 1 + n
             if pos + _LEN.size > len(data):
+                if partial:
+                    break
                 raise ValueError(f"device state: truncated at {key!r}")
             (size,) = _LEN.unpack_from(data, pos)
             pos += _LEN.size
             if pos + size > len(data):
+                if partial:
+                    break
                 raise ValueError(f"device state: {key!r} is truncated")
             blobs[key] = data[pos:pos + size]
             pos += size
         parts = dict(self._state_parts())
+        if partial:
+            for name, blob in blobs.items():
+                try:
+                    parts[name].load(blob)
+                except (KeyError, ValueError):
+                    pass
+            return
         if set(blobs) != set(parts):
             raise ValueError(f"device state: parts {sorted(blobs)} do not match this device")
         saved = {name: part.save() for name, part in parts.items()}

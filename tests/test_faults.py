@@ -1,0 +1,116 @@
+"""Fault injection: every conformance case can fail, every kind of defect is detected.
+
+The conformance suite runs (``vfio-user-conformance`` in a subprocess) against
+the reference server started with each fault of reference_server/faults.py,
+and once without any:
+
+* ``test_fault_free``: without faults nothing fails.
+* ``test_fault_detected[NAME]``: a case kills the fault with a verdict the
+  catalogue expects, in the section it names.
+* ``test_kill_matrix``: every case kills some fault or is listed, with its
+  reason, in conformance/unkillable.toml; writes reports/kill-matrix.json and
+  reports/kill-matrix.md.
+
+The runs (about 55, ~14 s each alone) go on in the background, VFU_FAULT_RUNS
+(default: twice the CPUs, at most 8) at a time in all: each test waits for the
+run it needs. Under
+pytest-xdist the workers share one directory of runs and claim each run once,
+splitting the concurrency between them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from reference_server import kill_matrix as km
+from reference_server.faults import CATALOGUE
+
+pytestmark = pytest.mark.timeout(3600)  # a test may wait for runs queued before its own
+
+# Runs at once, in all: they mostly wait on their servers (4 on 2 CPUs: ~5.5 min in all).
+CONCURRENT = int(os.environ.get("VFU_FAULT_RUNS", min(8, 2 * (os.cpu_count() or 1))))
+
+
+def _needed(session: pytest.Session) -> list[str | None]:
+    """The runs the selected tests of this module need (the fault-free one first)."""
+    names: list[str | None] = []
+    for item in session.items:
+        if item.module is None or item.module.__name__ != __name__:
+            continue
+        if item.originalname == "test_kill_matrix":
+            return [None, *CATALOGUE]
+        if item.originalname == "test_fault_detected":
+            names.append(item.callspec.params["name"])
+    return [None, *names]
+
+
+@pytest.fixture(scope="session")
+def fault_runs(request, tmp_path_factory):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if worker else base) / "fault-runs"  # one per session, all workers
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) if worker else 1
+    unkillable = km.load_unkillable()
+    runner = km.Runner(shared, _needed(request.session), max(1, CONCURRENT // workers),
+                       km.excluded_sections(unkillable))
+    runner.start()
+    yield runner
+    runner.close()
+
+
+def _load(runner: km.Runner, name: str | None) -> km.Run:
+    done = runner.result(name)
+    path = runner.json_path(name)
+    if not path.exists():
+        pytest.fail(f"the suite wrote no JSON report (exit status {done['status']}):\n"
+                    f"{done['output_tail']}")
+    run = km.Run.load(path, name, done["seconds"])
+    if not run.cases or "error during collection" in done["output_tail"]:
+        pytest.fail(f"the suite did not run its cases (exit status {done['status']}):\n"
+                    f"{done['output_tail']}")
+    return run
+
+
+def _line(c: km.CaseRun) -> str:
+    first = c.message.strip().splitlines()[0][:200] if c.message.strip() else ""
+    return f"{c.nodeid}: {c.verdict}: {first}"
+
+
+def test_fault_free(fault_runs):
+    """Without faults the reference server fails nothing."""
+    run = _load(fault_runs, None)
+    assert len(run.cases) > 500, f"only {len(run.cases)} cases ran"
+    bad = [_line(c) for c in run.cases.values() if c.verdict in km.FAILING]
+    assert not bad, "the fault-free reference server fails:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_fault_detected(fault_runs, name):
+    """The fault makes a case of the expected section fail with an expected verdict."""
+    fault = CATALOGUE[name]
+    clean = _load(fault_runs, None)
+    run = _load(fault_runs, name)
+    killed = km.killing(clean, run)
+    if km.evidence(fault, killed):
+        return
+    expected = ", ".join(f"{s} {'/'.join(v)}" for s, v in fault.detect)
+    shown = "\n".join(_line(c) for c in killed[:20]) or "(no case fails that passed without it)"
+    pytest.fail(f"fault {name} ({fault.description}) is not detected as expected ({expected}); "
+                f"the cases it kills:\n{shown}")
+
+
+def test_kill_matrix(fault_runs, request):
+    """Every case kills a fault (or is listed with its reason); the matrix is written."""
+    clean, runs = km.collect(fault_runs, list(CATALOGUE))
+    matrix = km.build(clean, runs, km.load_unkillable())
+    jpath, mpath = km.write(matrix, request.config.rootpath / "reports")
+    print(f"\nkill matrix: {jpath}, {mpath}\n{km.figures_line(matrix)}")
+    assert not matrix["unkilled"], (
+        "these conformance cases kill no fault and are not listed in "
+        "conformance/unkillable.toml (add a fault that they catch, or list them with the "
+        "reason):\n" + "\n".join(matrix["unkilled"]))
+    assert not matrix["stale_unkillable"], (
+        "listed in conformance/unkillable.toml, yet they kill a fault (remove them):\n"
+        + "\n".join(matrix["stale_unkillable"]))

@@ -1,0 +1,217 @@
+"""The reference server's fault injection itself: --fault, --list-faults, the catalogue,
+and a few faults checked to change exactly the behaviour they name (raw client)."""
+
+from __future__ import annotations
+
+import errno
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_server_support import SERVER, RefServer
+
+from pytest_vfiouser.client import Client
+from pytest_vfiouser.protocol import (
+    FLAG_ERROR,
+    HEADER_SIZE,
+    TYPE_MASK,
+    Command,
+    DeviceInfo,
+    MsgType,
+    RegionInfo,
+)
+from reference_server import faults
+from reference_server.faults import CATALOGUE
+
+CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
+NO_SUCH_REGION = 0xFFFF
+
+
+def run(*args, timeout=10):
+    return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = []
+
+    def start(*fault_names: str) -> RefServer:
+        args = [a for name in fault_names for a in ("--fault", name)]
+        srv = RefServer(tmp_path, *args, name=f"server{len(started)}")
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+# ---- the command line
+
+
+def test_unknown_fault_is_a_usage_error_listing_the_catalogue():
+    r = run("--socket-path=/tmp/never.sock", "--fault", "no-such-fault")
+    assert r.returncode == 2, r
+    assert "unknown fault no-such-fault" in r.stderr
+    for name in CATALOGUE:
+        assert name in r.stderr
+
+
+def test_list_faults_prints_the_catalogue_one_line_each():
+    r = run("--list-faults")
+    assert r.returncode == 0, r
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(CATALOGUE)
+    for line, (name, fault) in zip(lines, CATALOGUE.items(), strict=True):
+        assert line.startswith(f"{name}: {fault.description} (detected by: ")
+
+
+def test_socket_path_unsupported_refuses_the_option():
+    r = run("--socket-path=/tmp/never.sock", "--fault", "socket-path-unsupported")
+    assert r.returncode == 2 and "unrecognized arguments: --socket-path" in r.stderr, r
+
+
+# ---- the catalogue
+
+
+def _sections() -> set[str]:
+    found = set()
+    for path in CONFORMANCE.glob("test_*.py"):
+        found |= set(re.findall(r'@case\("([a-z0-9_]+)/', path.read_text()))
+    return found
+
+
+def test_catalogue():
+    sections = _sections()
+    assert len(CATALOGUE) >= 30
+    verdicts = {"FAIL", "CRASH", "HANG", "NON-STRICT", "INFORMATIONAL", "ERROR"}
+    for name, fault in CATALOGUE.items():
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name), name
+        assert fault.description and "\n" not in fault.description, name
+        assert fault.detect, name
+        for section, expected in fault.detect:
+            assert section in sections, f"{name}: no conformance section {section!r}"
+            assert set(expected) <= verdicts, f"{name}: {expected}"
+        assert set(fault.scope) <= sections, name
+        assert "{socket}" in fault.option or "{fd}" in fault.option, name
+    # Every section of the spec the suite covers has a fault that it must detect.
+    covered = {s for f in CATALOGUE.values() for s, _ in f.detect}
+    assert sections - covered <= {"fuzz"}, sorted(sections - covered)
+
+
+def test_enable_refuses_unknown_names():
+    with pytest.raises(ValueError, match="unknown fault nope"):
+        faults.enable(["nope"])
+
+
+# ---- a few faults change exactly what they name
+
+
+def _error_request(client: Client, msg_id: int) -> None:
+    client.send(Command.DEVICE_GET_REGION_INFO, RegionInfo(32, index=NO_SUCH_REGION),
+                msg_id=msg_id)
+
+
+def test_msg_id_8bit(server):
+    c = server("msg-id-8bit").connect()
+    for sent, echoed in ((0x12, 0x12), (0x1234, 0x34), (0xFF00, 0x00)):
+        c.send(Command.DEVICE_GET_INFO, DeviceInfo(DeviceInfo.SIZE), msg_id=sent)
+        reply = c.recv_message(5.0)
+        assert (reply.msg_id, reply.command) == (echoed, Command.DEVICE_GET_INFO)
+        assert reply.ok and reply.body == DeviceInfo(16, reply.body.flags, 10, 5)
+    c.close()
+
+
+def test_error_reply_payload(server):
+    c = server("error-reply-payload").connect()
+    assert len(c.device_get_info().check().payload) == DeviceInfo.SIZE  # successes unchanged
+    _error_request(c, 7)
+    reply = c.recv_message(5.0)
+    assert reply.flags & FLAG_ERROR and reply.flags & TYPE_MASK == MsgType.REPLY
+    assert (reply.msg_id, reply.command, reply.errno) == (7, Command.DEVICE_GET_REGION_INFO,
+                                                          errno.EINVAL)
+    assert reply.msg_size == HEADER_SIZE + 4 and reply.payload == errno.EINVAL.to_bytes(4, "little")
+    c.close()
+
+
+def test_error_reply_zeroed_header(server):
+    c = server("error-reply-zeroed-header").connect()
+    _error_request(c, 9)
+    reply = c.recv_message(5.0)
+    assert (reply.msg_id, reply.command, reply.flags, reply.errno) == (9, 0, FLAG_ERROR, 0)
+    assert c.device_get_info().check().body.num_regions == 10  # successes unchanged
+    c.close()
+
+
+def test_dma_table_keyed_by_address(server):
+    size = 0x4000
+    c = server("dma-table-keyed-by-address").connect()
+    c.dma_map(0x10000, size).check()
+    assert c.dma_map(0x12000, size).ok  # overlapping, another start: accepted
+    assert c.dma_map(0x10000, 2 * size).ok  # the same start: replaces the first
+    assert c.dma_unmap(0x10000, 0x1000).ok  # the address alone matches
+    assert c.dma_unmap(0x12000, size).ok
+    c.close()
+    fine = server().connect()  # the fault-free server refuses all of it
+    fine.dma_map(0x10000, size).check()
+    assert fine.dma_map(0x12000, size).error == errno.EEXIST
+    assert fine.dma_unmap(0x10000, 0x1000).error == errno.ENOENT
+    fine.close()
+
+
+def test_dispatch_table_wrong_crashes_on_a_command_past_the_table(server):
+    srv = server("dispatch-table-wrong")
+    c = srv.connect()
+    assert c.device_get_info().ok  # known commands are served
+    c.send(0xFFFF, b"")
+    assert srv.proc.wait(5) == -signal.SIGSEGV
+    c.close()
+
+
+def test_faults_apply_only_when_named(server):
+    """A server started with one fault behaves correctly elsewhere."""
+    c = server("dma-map-reply-payload").connect()
+    _error_request(c, 0x1234)
+    reply = c.recv_message(5.0)
+    assert (reply.msg_id, reply.msg_size, reply.errno) == (0x1234, HEADER_SIZE, errno.EINVAL)
+    assert c.dma_map(0x40000, 0x1000).check().payload  # the fault: a payload on DMA_MAP
+    c.close()
+
+
+def test_daemonize_leaves_no_process_behind(tmp_path):
+    """The daemonized copy exits once its stdin is closed (the suite closes it at stop)."""
+    from pytest_vfiouser.target import listening_inodes, wait_listening
+
+    path = str(tmp_path / "d.sock")
+    proc = subprocess.Popen([*SERVER, f"--socket-path={path}", "--fault", "daemonize"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert wait_listening(path, 10.0)
+        assert proc.wait(5) == 0  # the process started is gone ...
+        assert listening_inodes(path)  # ... and its copy listens
+        with Client.connect(path, timeout=5.0) as c:
+            c.negotiate()
+            assert c.device_get_info().ok
+    finally:
+        proc.stdin.close()
+    deadline = time.monotonic() + 5
+    while listening_inodes(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not listening_inodes(path), "the daemonized copy still runs"
+
+
+def test_kill_rules():
+    from reference_server.kill_matrix import kills
+
+    assert kills("PASS", "FAIL") and kills("PASS", "NON-STRICT") and kills("PASS", "INFORMATIONAL")
+    assert kills("UNIMPLEMENTED", "FAIL") and kills("INFORMATIONAL", "CRASH")
+    assert not kills("INFORMATIONAL", "INFORMATIONAL") and not kills("UNIMPLEMENTED",
+                                                                      "INFORMATIONAL")
+    assert not kills("PASS", "UNIMPLEMENTED") and not kills("PASS", "PASS")
+    assert not kills(None, "FAIL") and not kills("PASS", None)
+
