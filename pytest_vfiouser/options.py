@@ -25,6 +25,9 @@ DEFAULT_SPEC = "0.9.1"
 REFERENCE_SPECS = ("0.9.1",)
 DEFAULT_TIMEOUT = 5.0
 RESTART_POLICIES = ("per-test", "per-module", "per-session")
+FUZZ_MODES = ("ci", "campaign")
+DEFAULT_FUZZ = "ci"
+DEFAULT_FUZZ_DIR = "reports/fuzz-repro"
 DEFAULT_RESTART = "per-module"
 
 # (option, ini name, ini type, help)
@@ -65,6 +68,19 @@ _OPTIONS = (
         "a server that crashed, hung or exited is always replaced",
     ),
     ("--vfu-json", "vfu_json", "string", "write a JSON report of the verdicts to this path"),
+    (
+        "--vfu-fuzz",
+        "vfu_fuzz",
+        "string",
+        f"effort of the fuzz cases: {' or '.join(FUZZ_MODES)} (default {DEFAULT_FUZZ}: bounded "
+        "and repeatable; campaign: many random examples)",
+    ),
+    (
+        "--vfu-fuzz-dir",
+        "vfu_fuzz_dir",
+        "string",
+        f"directory for reproducers of failing fuzz examples (default {DEFAULT_FUZZ_DIR})",
+    ),
 )
 
 
@@ -118,6 +134,8 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
     json_path: Path | None = None
     explicit: bool = False  # some vfu option was given (command line or ini)
+    fuzz: str = DEFAULT_FUZZ  # the fuzz cases' settings profile (fuzzing.py)
+    fuzz_dir: Path | None = None  # reproducers of failing fuzz examples
 
     @property
     def command_text(self) -> str:
@@ -215,6 +233,13 @@ class Settings:
                 "does not have",
             )
 
+        fuzz = get.value("vfu_fuzz") or DEFAULT_FUZZ
+        if fuzz not in FUZZ_MODES:
+            raise _usage("--vfu-fuzz", f"unknown fuzz effort {fuzz!r}; use one of {', '.join(FUZZ_MODES)}")
+        fuzz_dir_text = get.value("vfu_fuzz_dir")
+        if fuzz_dir_text is not None and not fuzz_dir_text.strip():
+            raise _usage("--vfu-fuzz-dir", "the directory is empty")
+
         json_text = get.value("vfu_json")
         return cls(
             server=command,
@@ -229,6 +254,8 @@ class Settings:
             env=env,
             json_path=get.path("vfu_json", json_text) if json_text else None,
             explicit=get.explicit,
+            fuzz=fuzz,
+            fuzz_dir=get.path("vfu_fuzz_dir", fuzz_dir_text or DEFAULT_FUZZ_DIR),
         )
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import pytest
 
 from . import (
+    artifacts,
     device_params,
     fixtures,
+    fuzzing,
     hookspecs,
     htmlreport,
     jsonreport,
@@ -48,6 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = options.Settings.from_config(config)
     state = RunState(config, settings, TargetManager(settings))
     set_state(config, state)
+    artifacts.configure(config, settings.json_path)  # the logs directory of the reports
     # Its pytest_runtest_logreport collects the final verdicts (on the xdist
     # controller: from the workers' reports).
     config.pluginmanager.register(state.records, _RECORDS_PLUGIN)
@@ -55,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(fixtures, _FIXTURES_PLUGIN)
         config.pluginmanager.register(device_params, "vfiouser-device-params")
     if getattr(config.option, "htmlpath", None) and config.pluginmanager.has_plugin("html"):
-        config.pluginmanager.register(htmlreport, "vfiouser-html")
+        config.pluginmanager.register(htmlreport.HtmlReport(config), "vfiouser-html")
     if settings.profile.hooks:
         _register_once(config, _import_hooks(settings.profile), settings.profile.hooks)
     if settings.embedded:
@@ -87,15 +90,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Turn each phase's outcome into a verdict (verdicts.py); attach wire logs to failures."""
+    """Turn each phase's outcome into a verdict (verdicts.py); wire logs and log files of failures (artifacts.py)."""
     outcome = yield
     state = _state(item.config)
     if state is None:
         return
     report = outcome.get_result()
     verdicts.judge(item, call, report, state)
-    if report.when == "call" and (report.failed or hasattr(report, "wasxfail")):
-        report.sections.extend(fixtures.wire_log_sections(item))
+    artifacts.after_phase(item, report)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -111,6 +113,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if workeroutput is not None:
         workeroutput["vfu_targets"] = mine
         workeroutput["vfu_usage_error"] = state.usage_error
+        workeroutput["vfu_fuzz"] = fuzzing.worker_output(session.config)
         return
     if state.usage_error is not None:
         session.config.get_terminal_writer().line(f"ERROR: {state.usage_error}", red=True)
@@ -131,6 +134,8 @@ def pytest_testnodedown(node, error) -> None:
         state.target_summaries.append(output["vfu_targets"])
     if state is not None and output.get("vfu_usage_error"):
         state.usage_error = output["vfu_usage_error"]
+    if state is not None:
+        fuzzing.merge_worker_output(node.config, output.get("vfu_fuzz"))
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:

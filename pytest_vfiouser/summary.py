@@ -69,6 +69,9 @@ def lines(state, targets: dict) -> list[str]:
         out.append(f"note: {note.splitlines()[0]}")
     if targets.get("deselected_by_revision"):
         out.append(f"{targets['deselected_by_revision']} case(s) deselected: not in spec {settings.spec}")
+    from .fuzzing import summary_lines as fuzz_lines
+
+    out += fuzz_lines(getattr(state, "config", None))
     fixed = records.with_verdict(FIXED)
     if fixed:
         out.append("FIXED (baselined or xfail, but passed: remove them from the baseline):")

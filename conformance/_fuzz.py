@@ -1,0 +1,82 @@
+"""What the fuzz modules share: the ``fuzzer`` fixture and the end-of-run checks.
+
+The fuzzer (pytest_vfiouser.fuzzing.Fuzzer) keeps one connection across a
+case's examples, checks every answer, and turns a failing example into an
+assertion message with its wire log and a standalone reproducer under
+``--vfu-fuzz-dir`` (default reports/fuzz-repro). ``--vfu-fuzz campaign``
+runs many more random examples than the default ``ci`` effort.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_vfiouser.fuzzing import FUZZ_TIMEOUT, Fuzzer, account, fuzz_settings
+from pytest_vfiouser.options import DEFAULT_TIMEOUT
+from pytest_vfiouser.state import get_state
+
+__all__ = ["end_of_run", "fuzz_for", "fuzzer", "negotiated_caps"]
+
+PGSIZE = 4096
+
+
+def negotiated_caps(device, spec: str) -> dict:
+    """What the fuzzing connections propose: the client's limits, and migration (pgsize
+    4096) when the device has a 0.9.1 migration region, so that migration and dirty page
+    requests get past negotiation."""
+    caps = {"max_msg_fds": 16, "max_data_xfer_size": 1 << 20}
+    if spec == "0.9.1" and device.has("migration_v1"):
+        caps["migration"] = {"pgsize": PGSIZE}
+    return caps
+
+
+def _timeout(settings) -> float:
+    """A short wait (the fuzz timeout), unless the user asked for a longer one."""
+    if settings.timeout > DEFAULT_TIMEOUT:
+        return settings.timeout
+    return min(FUZZ_TIMEOUT, settings.timeout)
+
+
+def _case_name(node) -> str:
+    mark = node.get_closest_marker("requirement")
+    name = mark.args[0] if mark else node.name
+    callspec = getattr(node, "callspec", None)
+    return f"{name}-{callspec.id}" if callspec is not None else name
+
+
+@pytest.fixture
+def fuzzer(request, vfu_target, vfu_device, vfu_spec, vfu_observe):
+    """A Fuzzer on the target (its counts go to the terminal summary)."""
+    settings = get_state(request.config).settings
+    if get_state(request.config).manager.persistent is False and not vfu_target.managed:
+        pytest.skip("the server exits after each client and is not one the suite starts "
+                    "(--vfu-socket): fuzzing needs new connections")
+    f = Fuzzer(vfu_target, spec=vfu_spec, timeout=_timeout(settings),
+               capabilities=negotiated_caps(vfu_device, vfu_spec),
+               device_info=vfu_device.info, case_id=_case_name(request.node),
+               repro_dir=settings.fuzz_dir, observe=vfu_observe)
+    yield f
+    f.close()
+    account(request.config, f)
+
+
+def fuzz_for(request, share: float = 1.0, **overrides):
+    """The Hypothesis settings of a fuzz case (--vfu-fuzz: ci or campaign)."""
+    return fuzz_settings(get_state(request.config).settings.fuzz, share, **overrides)
+
+
+def end_of_run(fuzzer: Fuzzer, device, observe) -> int | None:
+    """After the examples: a new connection negotiates and gets DEVICE_GET_INFO right;
+    observations for connections the server closed, exits, and fds it still holds.
+    Returns the fd growth (None when unknown)."""
+    growth = fuzzer.finish(device.info)
+    if fuzzer.closes:
+        observe(f"the server closed the connection {fuzzer.closes} times on messages it could "
+                f"frame, instead of replying (first after: {fuzzer.first_close or 'a message'})")
+    if fuzzer.exits:
+        observe(f"the server exited {len(fuzzer.exits)} times while fuzzed and was restarted "
+                f"(first: {fuzzer.exits[0]})")
+    if growth:
+        observe(f"after the fuzzing and with every client gone, the server holds {growth} more "
+                "open fds than before it (see fuzz/fds-released)")
+    return growth

@@ -1,0 +1,175 @@
+"""The fuzzing engine against the reference server, healthy and with injected faults.
+
+A fault is one of the reference server's ``--fault`` defects (reference_server/
+faults.py): a crash, a hang, an error reply with a payload, overlapping DMA
+maps accepted. The engine must report each (the right exception, so that the
+plugin's verdict is right: CRASH, HANG, FAIL), write a reproducer that replays
+against a server, and stay quiet on the healthy server. A fault the server
+does not offer (any more) skips its test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import strategies as st
+
+from pytest_vfiouser import fuzzing
+from pytest_vfiouser import strategies as s
+from pytest_vfiouser.client import Client, Timeout
+from pytest_vfiouser.device_model import discover
+from pytest_vfiouser.fuzzing import Fuzzer, FuzzFailure, Hang, ProcessTarget, TargetLost
+from pytest_vfiouser.profile import Profile
+from pytest_vfiouser.protocol import Command, DeviceInfo, DmaMap, RegionRead, encode
+
+SETTINGS = dict(max_examples=150)
+
+
+def faults() -> set[str]:
+    """The fault names the reference server offers."""
+    out = subprocess.run([sys.executable, "-m", "reference_server", "--list-faults"],
+                         capture_output=True, text=True, timeout=60)
+    return {line.split(":", 1)[0] for line in out.stdout.splitlines() if ":" in line}
+
+
+def server_command(fault: str | None = None) -> list[str]:
+    command = [sys.executable, "-m", "reference_server", "--socket-path={socket}"]
+    if fault is not None:
+        if fault not in faults():
+            pytest.skip(f"the reference server offers no fault {fault!r}")
+        command += ["--fault", fault]
+    return command
+
+
+def _start(tmp_path, fault: str | None = None) -> ProcessTarget:
+    return ProcessTarget(server_command(fault), base_dir=str(tmp_path))
+
+
+@pytest.fixture
+def server(request, tmp_path):
+    target = _start(tmp_path, getattr(request, "param", None))
+    yield target
+    target.stop()
+
+
+def _device(target):
+    with Client.connect(target.socket_path) as c:
+        return discover(c, spec="0.9.1", profile=Profile.empty())
+
+
+def _fuzzer(target, tmp_path, **kwargs) -> Fuzzer:
+    kwargs.setdefault("timeout", 1.0)
+    return Fuzzer(target, device_info=_device(target).info, repro_dir=tmp_path / "repro",
+                  case_id="fuzz/test", **kwargs)
+
+
+def _tx(*raw: bytes, cuts=()) -> s.Transmission:
+    return s.Transmission(tuple(s.RawBytes(r) for r in raw), tuple(cuts))
+
+
+def _info(msg_id: int = 1) -> bytes:
+    return encode(msg_id, Command.DEVICE_GET_INFO, DeviceInfo(16).pack())
+
+
+def test_endings_against_a_healthy_server(server, tmp_path):
+    f = _fuzzer(server, tmp_path)
+    f.begin()
+    assert f.transmit(_tx(_info(1), _info(2))) == "framed"
+    assert [r.msg_id for _, r in f.replies] == [1, 2]
+    f.begin()
+    assert f.transmit(_tx(_info(3), cuts=(1, 15, 17))) == "framed"
+    f.begin()
+    short = _info(4)[:-3]  # msg_size says 3 more bytes: completed with zeros, then answered
+    assert f.transmit(_tx(short)) == "framed" and f.replies[0][1].msg_id == 4
+    f.begin()
+    assert f.transmit(_tx(encode(5, 4, b"", 0)[:4] + b"\x00" * 12)) == "unframeable"
+    f.begin()
+    huge = bytearray(_info(6))
+    huge[4:8] = (0xFFFFFFF0).to_bytes(4, "little")
+    assert f.transmit(_tx(_info(7), bytes(huge))) == "oversized"
+    f.begin()
+    same_id = encode(8, Command.DMA_MAP, bytes(32), 0x10) + encode(8, Command.DMA_MAP, bytes(32))
+    assert f.transmit(_tx(same_id)) == "framed", "answers match messages sharing a msg_id"
+    assert f.messages >= 10
+    assert f.finish() == 0, "no fd growth"
+
+
+def test_run_examples_passes_on_the_reference_server(server, tmp_path):
+    f = _fuzzer(server, tmp_path)
+    device = _device(server)
+    fuzzing.run_examples(f, s.transmissions(s.mutated_requests(device), 3), f.transmit,
+                         fuzzing.fuzz_settings("ci", **SETTINGS))
+    assert f.examples >= 150 and f.failure is None and f.fatal is None
+    assert f.finish() == 0
+
+
+@pytest.mark.parametrize("server", ["error-reply-payload"], indirect=True)
+def test_a_malformed_error_reply_is_shrunk_and_reproduced(server, tmp_path):
+    f = _fuzzer(server, tmp_path)
+    device = _device(server)
+    with pytest.raises(FuzzFailure) as info:
+        fuzzing.run_examples(f, s.transmissions(s.requests(device), 3, split=False),
+                             f.transmit, fuzzing.fuzz_settings("ci", **SETTINGS))
+    text = str(info.value)
+    assert "the error reply to" in text and "must only include the reply header" in text
+    assert "shrunk by Hypothesis" in text and "Its wire log" in text
+    script = f.reproducer_path()
+    assert script.exists() and str(script) in text
+    # The reproducer replays the example against the server and shows the bad reply.
+    out = subprocess.run([sys.executable, "-I", str(script), server.socket_path,
+                          "--timeout", "3"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert " reply id=" in out.stdout and "ERROR errno=" in out.stdout and "size=20" in out.stdout
+
+
+@pytest.mark.parametrize("server", ["dispatch-table-wrong"], indirect=True)
+def test_a_crash_stops_the_run_and_is_reported_as_found(server, tmp_path):
+    f = _fuzzer(server, tmp_path)
+    device = _device(server)
+    with pytest.raises(TargetLost) as info:
+        fuzzing.run_examples(f, s.transmissions(s.mutated_requests(device, ops=["command"]), 1),
+                             f.transmit, fuzzing.fuzz_settings("ci", **SETTINGS))
+    text = str(info.value)
+    assert "the server crashed: server killed by SIG" in text
+    assert "as found" in text and "[command=" in text
+    assert f.reproducer_path().exists()
+    assert server.crash() is not None and not server.alive, "not restarted: the verdict is CRASH"
+
+
+@pytest.mark.parametrize("server", ["short-region-access-hang"], indirect=True)
+def test_a_hang_is_reported_with_the_clients_timeout(server, tmp_path):
+    f = _fuzzer(server, tmp_path, timeout=0.5)
+    short_read = encode(1, Command.REGION_READ, RegionRead(0x10, 0, 4).pack()[:8])
+    with pytest.raises(Hang) as info:
+        fuzzing.run_examples(f, st.just(_tx(short_read)), f.transmit,
+                             fuzzing.fuzz_settings("ci", max_examples=5))
+    assert isinstance(info.value.__cause__, Hang)
+    assert any(isinstance(e, Timeout) for e in fuzzing._chain(info.value)), \
+        "a Timeout in the chain: the plugin's verdict is HANG"
+    assert "REGION_READ" in str(info.value)
+
+
+def test_request(server, tmp_path):
+    """Fuzzer.request, the state machines' way to the server."""
+    f = _fuzzer(server, tmp_path)
+    f.begin()
+    payload = DmaMap(32, 3, 0, 0x1000000, 0x1000).pack()
+    assert f.request(Command.DMA_MAP, payload).ok
+    assert f.request(Command.DMA_MAP, payload).error == 17  # EEXIST
+    reply = f.request(Command.REGION_READ, RegionRead(0, 99, 4).pack())
+    assert not reply.ok and not reply.payload
+    assert f.conversations() and f.messages == 3
+
+
+def test_stats_lines():
+    stats = fuzzing.FuzzStats()
+    assert stats.lines("ci") == []
+    stats.add(100, 300, 0.5)
+    stats.merge({"examples": 100, "messages": 300, "seconds": 0.5, "cases": 1,
+                 "reproducers": ["reports/fuzz-repro/x.py"]})
+    lines = stats.lines("ci", workers=2)
+    assert lines[0].startswith("fuzzing (ci): 2 cases, 200 examples, 600 messages in 1.0 s")
+    assert "summed over 2 workers" in lines[0] and "(200 examples/s, 600 messages/s)" in lines[0]
+    assert lines[-1] == "fuzzing: reproducer reports/fuzz-repro/x.py"
