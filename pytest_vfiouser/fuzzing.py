@@ -97,7 +97,8 @@ def register_profiles() -> None:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                HealthCheck.data_too_large, HealthCheck.large_base_example],
     )
-    settings.register_profile(PROFILES["ci"], max_examples=200, derandomize=True,
+    # ci: the default run must stay under 30 s with every other case (README goal).
+    settings.register_profile(PROFILES["ci"], max_examples=120, derandomize=True,
                               stateful_step_count=25, **common)
     settings.register_profile(PROFILES["campaign"], max_examples=20000, derandomize=False,
                               stateful_step_count=100, **common)

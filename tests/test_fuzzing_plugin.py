@@ -9,6 +9,8 @@ import pytest
 from scriptservers import load_json, run
 from test_fuzzing_engine import server_command
 
+from pytest_vfiouser.fuzzing import fuzz_settings
+
 pytest_plugins = ["pytester"]
 
 
@@ -24,7 +26,8 @@ def test_summary_counts_the_fuzzing(pytester: pytest.Pytester):
     result = run(pytester, "--pyargs", "conformance.test_fuzz_messages", "-k", "garbage",
                  "--vfu-json=vfu.json")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["fuzzing (ci): 1 cases, 120 examples, * messages in * s "
+    examples = fuzz_settings("ci", 0.6).max_examples  # fuzz/garbage's share
+    result.stdout.fnmatch_lines([f"fuzzing (ci): 1 cases, {examples} examples, * messages in * s "
                                  "(* examples/s, * messages/s)"])
     assert load_json(pytester)["run"]["counts"] == {"PASS": 1}
 
@@ -33,7 +36,8 @@ def test_summary_counts_under_xdist(pytester: pytest.Pytester):
     result = run(pytester, "-n", "2", "--pyargs", "conformance.test_fuzz_messages", "-k",
                  "garbage or split", subprocess=True)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["fuzzing (ci): 2 cases, 220 examples, * messages in *"])
+    examples = fuzz_settings("ci", 0.6).max_examples + fuzz_settings("ci", 0.5).max_examples
+    result.stdout.fnmatch_lines([f"fuzzing (ci): 2 cases, {examples} examples, * messages in *"])
 
 
 def test_a_crash_found_by_fuzzing(pytester: pytest.Pytester):
