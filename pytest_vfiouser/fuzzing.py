@@ -963,9 +963,7 @@ class ProcessTarget:
     def fresh(self) -> ProcessTarget:
         from .target import Target
 
-        if self.target is not None:
-            self.target.stop(grace=1.0)
-            self.target.cleanup()
+        self.stop()
         self.target = Target(self._command, **self._kwargs).start()
         return self
 
@@ -990,14 +988,7 @@ class ProcessTarget:
     def crash(self, wait: float = 0.0):
         from .targets import CrashInfo
 
-        rc = self.target.wait(wait) if wait else self.target.poll()
-        if rc is None or rc >= 0:
-            return None
-        return CrashInfo(signal=self.target.signal_name or f"signal {-rc}",
-                         core_note=self.target.core_note(),
-                         stderr_tail=self.target.stderr_tail(),
-                         command=self.target.command or "",
-                         stderr_path=str(self.target.stderr_path))
+        return CrashInfo.of(self.target, wait)
 
     def stop(self) -> None:
         if self.target is not None:

@@ -61,6 +61,20 @@ class CrashInfo:
     command: str
     stderr_path: str = ""
 
+    @classmethod
+    def of(cls, t: Target, wait: float = 0.0) -> CrashInfo | None:
+        """What killed ``t``, if a signal did (waiting up to ``wait`` s for it to die)."""
+        rc = t.wait(wait) if wait else t.poll()
+        if rc is None or rc >= 0:
+            return None
+        return cls(
+            signal=t.signal_name or f"signal {-rc}",
+            core_note=t.core_note(),
+            stderr_tail=t.stderr_tail(),
+            command=t.command or "",
+            stderr_path=str(t.stderr_path),
+        )
+
     def message(self) -> str:
         lines = [f"server killed by {self.signal}" + (f" ({self.core_note})" if self.core_note else "")]
         lines.append(f"  command: {self.command}")
@@ -305,16 +319,8 @@ class TargetManager:
     def crash_of(self, t: Target | ExternalTarget, wait: float = 0.0) -> CrashInfo | None:
         if not isinstance(t, Target) or t in self._ours_stopped:
             return None
-        rc = t.wait(wait) if wait else t.poll()
-        if rc is None or rc >= 0 or t in self._ours_stopped:
-            return None
-        return CrashInfo(
-            signal=t.signal_name or f"signal {-rc}",
-            core_note=t.core_note(),
-            stderr_tail=t.stderr_tail(),
-            command=t.command or "",
-            stderr_path=str(t.stderr_path),
-        )
+        crash = CrashInfo.of(t, wait)
+        return None if t in self._ours_stopped else crash  # stopped by us while waiting
 
     def _usable(self, t: Target | ExternalTarget) -> bool:
         if not isinstance(t, Target):
