@@ -21,9 +21,10 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from client_roundtrip import run_for  # noqa: E402  (beside this script: the same measuring loop)
 
 from pytest_vfiouser.client import Client  # noqa: E402
 from pytest_vfiouser.protocol import Command, RegionRead  # noqa: E402
@@ -31,16 +32,6 @@ from pytest_vfiouser.target import Target  # noqa: E402
 
 DEPTH = 64
 REGION, OFFSET, COUNT = 0, 0x10, 4  # a BAR0 scratch register
-
-
-def rate(step, per_step: int, seconds: float) -> float:
-    n, start = 0, time.perf_counter()
-    while True:
-        step()
-        n += per_step
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return n / elapsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
             sync, piped = [], []
             for _ in range(args.rounds):
-                sync.append(rate(sync_step, 100, args.seconds))
-                piped.append(rate(pipelined_step, DEPTH, args.seconds))
+                sync.append(run_for(sync_step, args.seconds, 100))
+                piped.append(run_for(pipelined_step, args.seconds, DEPTH))
     finally:
         target.cleanup()
     s, p = statistics.median(sync), statistics.median(piped)
