@@ -8,11 +8,12 @@ round trips per second and pipelined messages per second (batches of 64).
 Each figure is the median of several rounds. The last line is exactly
 ``reference_server sync=N1 pipelined=N2`` (integers, per second).
 
-Synchronous round trips are dominated by wakeups: on a small VM a wakeup on
-the other vCPU costs several times what one on the same vCPU does, and the
-scheduler places the two processes either way from run to run. ``--pin``
-runs server and client on one CPU to measure the server's processing rather
-than the VM's scheduling.
+Synchronous round trips are dominated by wakeups: on a small VM a process
+that blocks halts its vCPU, and waking it costs tens of microseconds, several
+times the server's own work. The server therefore polls its socket briefly
+before blocking (reference_server/busy_poll.py); ``--busy-poll-us 0`` turns
+that off, to see the difference. The scheduler places client and server on
+the same or different CPUs from run to run; ``--pin`` runs both on CPU 0.
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="per round and mode")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pin", action="store_true", help="run server and client on CPU 0")
+    ap.add_argument("--busy-poll-us", type=int, metavar="USEC",
+                    help="passed to the server (default: the server's own default)")
     args = ap.parse_args(argv)
     if args.pin:
         os.sched_setaffinity(0, {0})  # inherited by the server
     # The server's log goes to a file (Target), so the figures stay the last lines.
-    target = Target([sys.executable, "-m", "reference_server", "--socket-path={socket}"])
+    command = [sys.executable, "-m", "reference_server", "--socket-path={socket}"]
+    if args.busy_poll_us is not None:
+        command.append(f"--busy-poll-us={args.busy_poll_us}")
+    target = Target(command)
     try:
         target.start()
         with Client.connect(target.socket_path, timeout=10.0) as c:

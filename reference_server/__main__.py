@@ -2,6 +2,7 @@
 
     vfio-user-reference-server (--socket-path=PATH | --fd=FDNUM)
                                [--device FILE.toml] [--spec 0.9.1] [-v]
+                               [--busy-poll-us USEC]
 
 --fd takes an inherited listening UNIX socket; a connected one is served as
 the one client and the server then exits (errata 9). Exit status: 0 after
@@ -20,10 +21,12 @@ import logging
 import os
 import sys
 
+from .busy_poll import CEILING_NS
 from .errors import Terminate
 
 SPECS = ("0.9.1",)
 PROG = "vfio-user-reference-server"
+BUSY_POLL_US = CEILING_NS // 1000
 
 
 def _ensure_std_fds() -> None:
@@ -55,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                    "(see reference_server/device_config.py); default: the built-in device")
     p.add_argument("--spec", default="0.9.1", metavar="REVISION",
                    help="vfio-user revision to serve (only 0.9.1 for now)")
+    p.add_argument("--busy-poll-us", type=int, default=BUSY_POLL_US, metavar="USEC",
+                   help="poll a client's socket for up to USEC microseconds before blocking "
+                   "on it, adaptively (reference_server/busy_poll.py); 0: always block "
+                   f"(default {BUSY_POLL_US})")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log every message, decoded, to stderr")
     p.add_argument("--fault", action="append", default=[], metavar="NAME",
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--fd: {args.fd!r} is not a file descriptor number")
         if fd < 0:
             parser.error(f"--fd: {fd} is not a file descriptor number")
+    if not 0 <= args.busy_poll_us <= 1_000_000:
+        parser.error(f"--busy-poll-us: {args.busy_poll_us} is not in 0..1000000")
     if args.spec not in SPECS:
         parser.error(f"--spec: {args.spec!r} is not supported; this server implements "
                      f"{', '.join(SPECS)}")
@@ -142,7 +151,8 @@ def _run(args, fd: int | None, parser: argparse.ArgumentParser) -> int:
         if "daemonize" in FAULTS:
             from .server import daemonize
             daemonize()
-        server = Server(device, args.spec, trace=args.verbose)
+        server = Server(device, args.spec, trace=args.verbose,
+                        busy_poll_ns=args.busy_poll_us * 1000)
         if not listening:
             log.info("serving the connected socket on fd %d", fd)
             server.serve_one(listener)

@@ -58,6 +58,7 @@ from pytest_vfiouser.protocol import (
 )
 
 from . import commands
+from .busy_poll import CEILING_NS, BusyPoll
 from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
 from .faults import FAULTS, crash
@@ -81,7 +82,8 @@ _NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
 
 
 class Connection:
-    def __init__(self, sock: socket.socket, device, revision: str, trace: bool = False):
+    def __init__(self, sock: socket.socket, device, revision: str, trace: bool = False,
+                 busy_poll_ns: int = CEILING_NS):
         self.sock = sock
         self.device = device
         self.settings = device.settings
@@ -106,6 +108,7 @@ class Connection:
         self._next_id = 0
         self._abandoned: set[tuple[int, int]] = set()  # our requests that timed out
         self._short_reads = 0  # fault split-message-single-recv
+        self._poll = BusyPoll(busy_poll_ns)  # the receives' adaptive polling
         sec = int(SEND_TIMEOUT)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                         struct.pack("@ll", sec, int((SEND_TIMEOUT - sec) * 1e6)))
@@ -157,7 +160,7 @@ class Connection:
             msg = self.reader.next_message()
         except CodecError as e:
             if "framing-unchecked" in FAULTS:
-                size = int.from_bytes(self.reader._buf[4:8], "little")
+                size = int.from_bytes(self.reader.unread[4:8], "little")
                 crash("segv" if size < HEADER_SIZE else "abort")
             raise ClientGone(f"dropped: the stream cannot be framed ({e})") from None
         if msg is None:
@@ -174,8 +177,8 @@ class Connection:
     def _recv(self) -> bool:
         """Read what is there (blocking); False at EOF."""
         try:
-            n, anc, mflags, _ = self.sock.recvmsg_into([self._buf], ANC_SIZE,
-                                                       socket.MSG_CMSG_CLOEXEC)
+            n, anc, mflags, _ = self._poll.recvmsg_into(self.sock, [self._buf], ANC_SIZE,
+                                                        socket.MSG_CMSG_CLOEXEC)
         except OSError as e:
             raise ClientGone(f"recv failed: {e}") from None
         fds: list[int] = []

@@ -16,6 +16,7 @@ import socket
 import stat
 import time
 
+from .busy_poll import CEILING_NS
 from .connection import Connection
 from .errors import Terminate
 from .faults import FAULTS
@@ -98,17 +99,19 @@ def inherited_socket(fd: int) -> tuple[socket.socket, bool]:
 
 
 class Server:
-    def __init__(self, device, revision: str, trace: bool = False):
+    def __init__(self, device, revision: str, trace: bool = False,
+                 busy_poll_ns: int = CEILING_NS):
         self.device = device
         self.revision = revision
         self.trace = trace
+        self.busy_poll_ns = busy_poll_ns
 
     def serve_one(self, sock: socket.socket) -> None:
         global _serving
         log.info("client connected")
         _serving = True
         try:
-            Connection(sock, self.device, self.revision, self.trace).serve()
+            Connection(sock, self.device, self.revision, self.trace, self.busy_poll_ns).serve()
         except Exception:  # a bug outside per-message handling costs this client only
             log.exception("internal error: connection dropped")
             sock.close()

@@ -43,8 +43,10 @@ class Payload:
 
     @classmethod
     def unpack(cls, data: bytes):
-        values, _ = cls._split(data, minimum_only=False)
-        return cls(*values)
+        layout = cls._layout
+        if len(data) != layout.size:  # _split words the error
+            cls._split(data, minimum_only=False)
+        return cls(*layout.unpack(data))
 
 
 def _struct_field(obj: Payload) -> str:

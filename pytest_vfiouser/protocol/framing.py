@@ -7,46 +7,62 @@ more) or above ``max_msg_size`` without allocating it.
 
 from __future__ import annotations
 
+import struct
+
 from .constants import HEADER_SIZE
 from .errors import CodecError
 from .header import Header
+
+_HEADER = struct.Struct("<HHIII")
 
 
 class MessageReader:
     def __init__(self, max_msg_size: int):
         self.max_msg_size = max_msg_size
         self._buf = bytearray()
+        self._pos = 0  # the first byte of _buf not yet handed out
         self._header: Header | None = None
 
     def feed(self, data: bytes) -> None:
+        # Consumed bytes are dropped here, once per feed, not once per message.
+        if self._pos:
+            del self._buf[:self._pos]
+            self._pos = 0
         self._buf += data
 
     @property
     def buffered(self) -> int:
         """Bytes received that are not yet part of a whole message."""
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     @property
     def pending_header(self) -> Header | None:
         """The header of a message whose body has not fully arrived."""
         return self._header
 
+    @property
+    def unread(self) -> bytes:
+        """The bytes received and not handed out (a pending header's included)."""
+        pos = self._pos - (HEADER_SIZE if self._header is not None else 0)
+        return bytes(self._buf[pos:])
+
     def next_message(self) -> tuple[Header, bytes] | None:
         """The next whole message, or None until more bytes arrive."""
-        if self._header is None:
-            if len(self._buf) < HEADER_SIZE:
+        buf, pos, header = self._buf, self._pos, self._header
+        if header is None:
+            if len(buf) - pos < HEADER_SIZE:
                 return None
-            header = Header.unpack(bytes(self._buf[:HEADER_SIZE]))
+            header = Header(*_HEADER.unpack_from(buf, pos))
             check_msg_size(header, self.max_msg_size)
-            del self._buf[:HEADER_SIZE]
+            pos += HEADER_SIZE
+            self._pos = pos
+        end = pos + header.msg_size - HEADER_SIZE
+        if len(buf) < end:
             self._header = header
-        need = self._header.msg_size - HEADER_SIZE
-        if len(self._buf) < need:
             return None
-        payload = bytes(self._buf[:need])
-        del self._buf[:need]
-        header, self._header = self._header, None
-        return header, payload
+        self._header = None
+        self._pos = end
+        return header, bytes(buf[pos:end])
 
 
 def check_msg_size(header: Header, max_msg_size: int) -> None:

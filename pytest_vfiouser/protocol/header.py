@@ -59,13 +59,21 @@ class Header:
 def encode(msg_id: int, command: int, payload: bytes = b"", flags: int = 0,
            error: int = 0) -> bytes:
     """A whole message: header with msg_size computed, then the payload."""
-    return Header(msg_id, command, HEADER_SIZE + len(payload), flags, error).pack() + payload
+    try:
+        return _HEADER.pack(msg_id, command, HEADER_SIZE + len(payload), flags, error) + payload
+    except struct.error:  # Header.pack names the field
+        return Header(msg_id, command, HEADER_SIZE + len(payload), flags, error).pack() + payload
+
+
+# Plain ints: enum arithmetic costs more than packing the header.
+_REPLY = int(MsgType.REPLY)
+_REPLY_ERROR = int(MsgType.REPLY | FLAG_ERROR)
 
 
 def encode_reply(msg_id: int, command: int, payload: bytes = b"") -> bytes:
-    return encode(msg_id, command, payload, MsgType.REPLY)
+    return encode(msg_id, command, payload, _REPLY)
 
 
 def encode_error(msg_id: int, command: int, errno_value: int) -> bytes:
     """An error reply: the header only, as the spec requires."""
-    return encode(msg_id, command, b"", MsgType.REPLY | FLAG_ERROR, errno_value)
+    return encode(msg_id, command, b"", _REPLY_ERROR, errno_value)

@@ -1,0 +1,65 @@
+"""Poll the socket briefly before blocking on it, for as long as it pays.
+
+Why: on a small VM a blocked process's vCPU halts, and waking it again
+(an inter-processor interrupt through the hypervisor) costs tens of
+microseconds, several times the server's own work on a register read. A
+server that is still polling when the next request lands skips that
+wakeup. SPDK's vfio-user target polls all the time; we poll only while
+recent gaps between requests say a poll would have caught the next one.
+
+The window adapts as the kernel's haltpoll cpuidle governor does
+(drivers/cpuidle/governors/haltpoll.c): a wait that ended within the
+window costs nothing more; one longer than the window but within the
+ceiling grows the window (to GROW_START_NS, then doubling); one longer
+than the ceiling halves it. A client that talks rarely (a conformance
+test between its steps) soon gets a window of zero: no CPU is burnt.
+Each poll iteration yields the CPU, so a client that shares it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+CEILING_NS = 200_000  # no poll lasts longer than this
+GROW_START_NS = 50_000
+MIN_NS = 10_000  # below this, the window is closed (0)
+
+_DONTWAIT = socket.MSG_DONTWAIT
+_now = time.perf_counter_ns
+_yield = os.sched_yield
+
+
+class BusyPoll:
+    def __init__(self, ceiling_ns: int = CEILING_NS):
+        self.ceiling_ns = ceiling_ns
+        self.window_ns = 0 if ceiling_ns <= 0 else min(GROW_START_NS, ceiling_ns)
+
+    def recvmsg_into(self, sock: socket.socket, buffers, ancbufsize: int, flags: int):
+        """sock.recvmsg_into, polled for up to the window before it blocks."""
+        window = self.window_ns
+        started = _now()
+        if window:
+            deadline = started + window
+            while True:
+                try:
+                    return sock.recvmsg_into(buffers, ancbufsize, flags | _DONTWAIT)
+                except BlockingIOError:
+                    pass
+                if _now() >= deadline:
+                    break
+                _yield()
+        got = sock.recvmsg_into(buffers, ancbufsize, flags)
+        self._adjust(_now() - started)
+        return got
+
+    def _adjust(self, waited_ns: int) -> None:
+        """After a wait the poll did not catch: grow or shrink the window."""
+        window = self.window_ns
+        if waited_ns <= self.ceiling_ns:
+            if waited_ns > window:  # a longer poll would have caught it
+                self.window_ns = min(max(window * 2, GROW_START_NS), self.ceiling_ns)
+        else:
+            window //= 2
+            self.window_ns = window if window >= MIN_NS else 0

@@ -1,0 +1,176 @@
+"""The reference server's adaptive polling before a blocking receive (busy_poll.py).
+
+Over real sockets: a poll catches bytes (and fds) that arrive within the
+window, burning CPU meanwhile; a closed window blocks and burns none; the
+window grows after short gaps and closes after long ones; and a server
+whose client talks rarely does not spin.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from reference_server.busy_poll import GROW_START_NS, MIN_NS, BusyPoll
+from test_server_cli import run
+from test_server_support import RefServer
+
+ANC = socket.CMSG_SPACE(4 * 4)
+
+
+def send_later(sock: socket.socket, delay: float, data: bytes, fds=()) -> threading.Timer:
+    def send():
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        sock.sendmsg([data], anc)
+    t = threading.Timer(delay, send)
+    t.start()
+    return t
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    with a, b:
+        yield a, b
+
+
+def receive(poll: BusyPoll, sock: socket.socket):
+    """poll.recvmsg_into; (bytes, ancillary data, CPU seconds, wall seconds)."""
+    buf = bytearray(64)
+    cpu, wall = time.process_time(), time.monotonic()
+    n, anc, _, _ = poll.recvmsg_into(sock, [buf], ANC, 0)
+    return bytes(buf[:n]), anc, time.process_time() - cpu, time.monotonic() - wall
+
+
+def test_a_poll_catches_bytes_and_fds_within_the_window(pair):
+    a, b = pair
+    poll = BusyPoll(ceiling_ns=2_000_000_000)
+    poll.window_ns = 1_000_000_000
+    efd = os.eventfd(0)
+    try:
+        t = send_later(b, 0.05, b"ping", [efd])
+        data, anc, cpu, wall = receive(poll, a)
+        t.join()
+    finally:
+        os.close(efd)
+    assert data == b"ping"
+    fds = array.array("i", anc[0][2]) if anc else []
+    assert len(fds) == 1
+    os.close(fds[0])
+    assert wall >= 0.04
+    assert cpu > wall / 4, "the wait should have been spent polling, not blocked"
+    assert poll.window_ns == 1_000_000_000  # caught within the window: unchanged
+
+
+def test_a_closed_window_blocks_without_burning_cpu(pair):
+    a, b = pair
+    poll = BusyPoll(ceiling_ns=0)
+    assert poll.window_ns == 0
+    t = send_later(b, 0.1, b"ping")
+    data, _, cpu, wall = receive(poll, a)
+    t.join()
+    assert data == b"ping" and wall >= 0.09
+    assert cpu < wall / 4
+    assert poll.window_ns == 0  # a ceiling of 0 never opens
+
+
+def test_bytes_already_there_come_back_at_once(pair):
+    a, b = pair
+    b.send(b"ready")
+    assert receive(BusyPoll(), a)[0] == b"ready"
+
+
+def test_a_long_wait_shrinks_the_window_to_closed(pair):
+    a, b = pair
+    poll = BusyPoll(ceiling_ns=200_000)
+    assert poll.window_ns == GROW_START_NS
+    windows = []
+    for _ in range(4):
+        t = send_later(b, 0.02, b"x")
+        receive(poll, a)
+        t.join()
+        windows.append(poll.window_ns)
+    assert windows == [GROW_START_NS // 2, GROW_START_NS // 4, 0, 0]
+    assert GROW_START_NS // 4 >= MIN_NS > GROW_START_NS // 8
+
+
+@pytest.mark.parametrize("window, waited, after", [
+    (0, 30_000, GROW_START_NS),  # a gap a poll would have caught: open
+    (50_000, 80_000, 100_000),  # longer than the window, within the ceiling: double
+    (100_000, 150_000, 200_000),
+    (200_000, 199_000, 200_000),  # never beyond the ceiling
+    (100_000, 90_000, 100_000),  # within the window (the poll ran out just before): keep
+    (200_000, 250_000, 100_000),  # beyond the ceiling: halve
+    (12_000, 1_000_000, 0),  # halved below MIN_NS: closed
+    (0, 1_000_000, 0),
+])
+def test_window_adjustment(window, waited, after):
+    poll = BusyPoll(ceiling_ns=200_000)
+    poll.window_ns = window
+    poll._adjust(waited)
+    assert poll.window_ns == after
+
+
+def test_a_client_that_slows_down_does_not_make_the_server_spin(tmp_path):
+    """Requests a few hundred microseconds apart open the window to its ceiling
+    (1 ms here); then requests 2 ms apart, longer than any window: after a few
+    halvings the server blocks, so its CPU time is its work, not polling."""
+    srv = RefServer(tmp_path, "--busy-poll-us=1000")
+    try:
+        with srv.connect() as c:
+            for _ in range(100):
+                c.region_read(0, 0x10, 4).check()
+                time.sleep(0.0003)
+            before = _cpu_seconds(srv.pid)
+            start = time.monotonic()
+            for _ in range(200):
+                c.region_read(0, 0x10, 4).check()
+                time.sleep(0.002)
+            wall = time.monotonic() - start
+            used = _cpu_seconds(srv.pid) - before
+        # A window that stayed open would poll about 1 ms in every 2.
+        assert used < wall / 10, f"server CPU {used:.3f}s over {wall:.3f}s"
+    finally:
+        srv.stop()
+
+
+def test_sigterm_right_after_a_burst(tmp_path):
+    """A signal that lands while the server polls ends it as promptly as one
+    that lands while it blocks."""
+    srv = RefServer(tmp_path)
+    try:
+        with srv.connect() as c:
+            for _ in range(300):
+                c.region_read(0, 0x10, 4)
+            srv.proc.send_signal(signal.SIGTERM)
+            assert srv.proc.wait(3) == 0
+        assert not os.path.exists(srv.path)
+    finally:
+        srv.stop()
+
+
+def test_polling_off_still_serves(tmp_path):
+    srv = RefServer(tmp_path, "--busy-poll-us=0")
+    try:
+        with srv.connect() as c:
+            assert [c.region_read(0, 0x10, 4).check().body.count for _ in range(3)] == [4] * 3
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("value", ["-1", "1000001", "abc"])
+def test_bad_busy_poll_values_are_usage_errors(value):
+    r = run("--socket-path=/tmp/x.sock", f"--busy-poll-us={value}")
+    assert r.returncode == 2 and "--busy-poll-us" in r.stderr, r
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
