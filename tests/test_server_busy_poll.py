@@ -16,10 +16,10 @@ import threading
 import time
 
 import pytest
-
-from reference_server.busy_poll import GROW_START_NS, MIN_NS, BusyPoll
 from test_server_cli import run
 from test_server_support import RefServer
+
+from reference_server.busy_poll import GROW_START_NS, MIN_NS, BusyPoll
 
 ANC = socket.CMSG_SPACE(4 * 4)
 
