@@ -11,6 +11,12 @@ interleaved for many short rounds: the machine's load changes between rounds,
 so each round compares like with like and the median of the per-round ratios
 is the figure. The last line is ``client_vs_bare sync=R1 pipelined=R2``.
 
+The client as shipped polls its socket briefly before it blocks
+(pytest_vfiouser/client/busy_poll.py); the bare loop blocks at once. So the
+client is also measured with polling off (``busy_poll = BusyPoll(0)``): the
+line ``client_blocking_vs_bare`` before the last is the cost of the client's
+own work (framing, fd accounting, the wire log) against the bare loop.
+
 The in-script responder (``--responder-style``) is ``codec`` by default, a
 minimal server that decodes and encodes with the project's codec, or ``raw``,
 struct only and batching its answers: the lightest possible server, against
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import itertools
 import json
 import os
 import shlex
@@ -34,6 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from pytest_vfiouser import protocol as P  # noqa: E402
 from pytest_vfiouser.client import Client  # noqa: E402
+from pytest_vfiouser.client.busy_poll import BusyPoll  # noqa: E402
 from pytest_vfiouser.target import Target, TargetStartError  # noqa: E402
 
 HDR = struct.Struct("<HHIII")
@@ -150,19 +158,21 @@ def run_for(step, seconds: float, per_step: int) -> float:
             return done / elapsed
 
 
-def client_sync(c: Client, n: int):
+def client_sync(c: Client, n: int, poll: BusyPoll):
     payload = ACCESS.pack(0, 0, COUNT)
 
     def step():
+        c.busy_poll = poll
         for _ in range(n):
             c.request(REGION_READ, payload)
     return step
 
 
-def client_pipelined(c: Client):
+def client_pipelined(c: Client, poll: BusyPoll):
     batch = [(REGION_READ, ACCESS.pack(0, 0, COUNT))] * DEPTH
 
     def step():
+        c.busy_poll = poll
         c.pipeline(batch)
     return step
 
@@ -255,11 +265,14 @@ def measure(path: str, rounds: int, seconds: float) -> int:
     try:
         c.negotiate()
         c.region_read(0, 0, COUNT).check()
+        polling, blocking = c.busy_poll, BusyPoll(0)
         loops = {
             "bare sync": bare_sync(c.sock, 100),
-            "client sync": client_sync(c, 100),
+            "client sync": client_sync(c, 100, polling),
+            "blocking sync": client_sync(c, 100, blocking),
             "bare pipelined": bare_pipelined(c.sock),
-            "client pipelined": client_pipelined(c),
+            "client pipelined": client_pipelined(c, polling),
+            "blocking pipelined": client_pipelined(c, blocking),
         }
         for step in loops.values():  # warm up
             run_for(step, 0.05, 1)
@@ -273,15 +286,17 @@ def measure(path: str, rounds: int, seconds: float) -> int:
     # compares like with like on a machine whose load changes; the median of
     # the per-round ratios is the figure.
     for name, r in rates.items():
-        print(f"{name:17s} median {statistics.median(r):9.0f}/s  best {max(r):9.0f}/s  "
+        print(f"{name:18s} median {statistics.median(r):9.0f}/s  best {max(r):9.0f}/s  "
               f"worst {min(r):9.0f}/s")
-    ratios = {}
-    for kind in ("sync", "pipelined"):
-        per_round = [c / b for c, b in zip(rates[f"client {kind}"], rates[f"bare {kind}"], strict=True)]
-        ratios[kind] = statistics.median(per_round)
-        print(f"{kind:9s} client/bare per round: median {ratios[kind]:.3f}  "
+    ratios: dict[str, dict[str, float]] = {"blocking": {}, "client": {}}
+    for who, kind in itertools.product(ratios, ("sync", "pipelined")):
+        per_round = [c / b for c, b in zip(rates[f"{who} {kind}"], rates[f"bare {kind}"],
+                                           strict=True)]
+        ratios[who][kind] = r = statistics.median(per_round)
+        print(f"{kind:9s} {who}/bare per round: median {r:.3f}  "
               f"quartiles {' '.join(f'{q:.3f}' for q in statistics.quantiles(per_round))}")
-    print(f"client_vs_bare sync={ratios['sync']:.2f} pipelined={ratios['pipelined']:.2f}")
+    for who, label in (("blocking", "client_blocking_vs_bare"), ("client", "client_vs_bare")):
+        print(f"{label} sync={ratios[who]['sync']:.2f} pipelined={ratios[who]['pipelined']:.2f}")
     return 0
 
 

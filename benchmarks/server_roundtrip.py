@@ -11,9 +11,11 @@ Each figure is the median of several rounds. The last line is exactly
 Synchronous round trips are dominated by wakeups: on a small VM a process
 that blocks halts its vCPU, and waking it costs tens of microseconds, several
 times the server's own work. The server therefore polls its socket briefly
-before blocking (reference_server/busy_poll.py); ``--busy-poll-us 0`` turns
-that off, to see the difference. The scheduler places client and server on
-the same or different CPUs from run to run; ``--pin`` runs both on CPU 0.
+before blocking, and so does the raw client while it waits for a reply
+(pytest_vfiouser/client/busy_poll.py); ``--busy-poll-us 0`` turns the
+server's off and ``--client-blocking`` the client's, to see the difference.
+The scheduler places client and server on the same or different CPUs from
+run to run; ``--pin`` runs both on CPU 0.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from client_roundtrip import run_for  # noqa: E402  (beside this script: the same measuring loop)
 
 from pytest_vfiouser.client import Client  # noqa: E402
+from pytest_vfiouser.client.busy_poll import CEILING_NS  # noqa: E402
 from pytest_vfiouser.protocol import Command, RegionRead  # noqa: E402
 from pytest_vfiouser.target import Target  # noqa: E402
 
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", action="store_true", help="run server and client on CPU 0")
     ap.add_argument("--busy-poll-us", type=int, metavar="USEC",
                     help="passed to the server (default: the server's own default)")
+    ap.add_argument("--client-blocking", action="store_true",
+                    help="the client blocks at once on every receive (no polling)")
     args = ap.parse_args(argv)
     if args.pin:
         os.sched_setaffinity(0, {0})  # inherited by the server
@@ -52,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     target = Target(command)
     try:
         target.start()
-        with Client.connect(target.socket_path, timeout=10.0) as c:
+        with Client.connect(target.socket_path, timeout=10.0,
+                            busy_poll_ns=0 if args.client_blocking else CEILING_NS) as c:
             c.negotiate()
             payload = RegionRead(OFFSET, REGION, COUNT).pack()
             batch = [(Command.REGION_READ, payload)] * DEPTH

@@ -21,7 +21,8 @@ import logging
 import os
 import sys
 
-from .busy_poll import CEILING_NS
+from pytest_vfiouser.client.busy_poll import CEILING_NS
+
 from .errors import Terminate
 
 SPECS = ("0.9.1",)

@@ -1,9 +1,10 @@
 """One client connection: framing, fds, validation of the header, dispatch,
 replies, and the server's own requests to the client (DMA_READ/DMA_WRITE).
 
-Blocking socket, one client at a time. Replies are gathered and written in
-one send when no further whole message is already buffered, so pipelined
-clients cost one syscall per batch.
+Blocking socket, one client at a time, polled briefly before each blocking
+receive while the client keeps talking (pytest_vfiouser/client/busy_poll.py).
+Replies are gathered and written in one send when no further whole message
+is already buffered, so pipelined clients cost one syscall per batch.
 
 Which message do received fds belong to? A stream recvmsg() returns the fds
 of at most one sendmsg(), and stops right after the bytes they came with; it
@@ -35,6 +36,7 @@ import struct
 import time
 from collections import deque
 
+from pytest_vfiouser.client.busy_poll import CEILING_NS, BusyPoll
 from pytest_vfiouser.protocol import (
     FLAG_ERROR,
     FLAG_NO_REPLY,
@@ -58,7 +60,6 @@ from pytest_vfiouser.protocol import (
 )
 
 from . import commands
-from .busy_poll import CEILING_NS, BusyPoll
 from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
 from .faults import FAULTS, crash

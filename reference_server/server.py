@@ -16,7 +16,8 @@ import socket
 import stat
 import time
 
-from .busy_poll import CEILING_NS
+from pytest_vfiouser.client.busy_poll import CEILING_NS
+
 from .connection import Connection
 from .errors import Terminate
 from .faults import FAULTS

@@ -40,6 +40,7 @@ from ..protocol import (
     encode_error,
     encode_reply,
 )
+from .busy_poll import CEILING_NS
 from .connection import Connection
 from .errors import Timeout, UnexpectedReply, awaited
 from .memory import ClientMemory, DmaFault
@@ -80,10 +81,10 @@ class Client(Connection):
     def __init__(self, sock: socket.socket, timeout: float = 5.0,
                  max_msg_size: int | None = None, max_data_xfer_size: int = 1048576,
                  max_msg_fds: int = 16, wire_log: WireLog | None = None,
-                 memory: ClientMemory | None = None):
+                 memory: ClientMemory | None = None, busy_poll_ns: int = CEILING_NS):
         if max_msg_size is None:
             max_msg_size = max(DEFAULT_MAX_MSG_SIZE, max_data_xfer_size + 4096)
-        super().__init__(sock, timeout, max_msg_size, wire_log)
+        super().__init__(sock, timeout, max_msg_size, wire_log, busy_poll_ns)
         self.max_data_xfer_size = max_data_xfer_size
         self.max_msg_fds = max_msg_fds
         self.memory = memory if memory is not None else ClientMemory()

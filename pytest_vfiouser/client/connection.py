@@ -6,6 +6,11 @@ Design notes (this is the hot path of every test and of the benchmark):
   SO_SNDTIMEO, so a receive is one syscall (Python's own socket timeouts poll
   before every call). The deadline of a whole message is enforced by
   shortening SO_RCVTIMEO when a message arrives in pieces.
+* Before a receive blocks, the socket is polled for as long as recent waits
+  say a reply is near (busy_poll.py: at most ``busy_poll_ns``, 0.2 ms by
+  default, adaptive): a blocked process's vCPU halts, and its wakeup costs
+  more than a whole round trip's work. A wait may so outlast its timeout by
+  up to that much.
 * Receives go into one preallocated buffer with recvmsg_into (always with
   room for fds, so that fds a server should not send are seen and counted,
   not silently dropped by the kernel); several pipelined messages are framed
@@ -32,6 +37,7 @@ import time
 from collections import deque
 
 from ..protocol import HEADER_SIZE, CodecError, Header, check_msg_size
+from .busy_poll import CEILING_NS, BusyPoll
 from .errors import ClientError, ConnectionClosed, MalformedReply, Timeout
 from .wirelog import RECEIVED, SENT, SENT_BATCH, WireLog, describe
 
@@ -49,7 +55,8 @@ _MSG_CTRUNC = int(socket.MSG_CTRUNC)
 
 class Connection:
     def __init__(self, sock: socket.socket, timeout: float = 5.0,
-                 max_msg_size: int = 16 << 20, wire_log: WireLog | None = None):
+                 max_msg_size: int = 16 << 20, wire_log: WireLog | None = None,
+                 busy_poll_ns: int = CEILING_NS):
         sock.settimeout(None)  # blocking: see the module docstring
         self.sock = sock
         self.timeout = timeout
@@ -65,7 +72,7 @@ class Connection:
         self._stream = 0  # bytes received so far: the stream offset of _buf[_end]
         self._pending_fds: deque[tuple[int, list[int]]] = deque()
         self._sock_send = sock.send
-        self._sock_recvmsg_into = sock.recvmsg_into
+        self.busy_poll = BusyPoll(busy_poll_ns)  # BusyPoll(0): receives always block
         self._rcvtimeo = -1.0
         self._set_rcvtimeo(timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
@@ -172,7 +179,7 @@ class Connection:
         if n != len(data):  # a short write took a while: the reply may be in already
             return self._frame_until(deadline, timeout, waiting_for)
         try:
-            n, anc, flags, _ = self._sock_recvmsg_into(iov, _CMSG_SPACE, _RECV_FLAGS)
+            n, anc, flags, _ = self.busy_poll.recvmsg_into(self.sock, iov, _CMSG_SPACE, _RECV_FLAGS)
         except BlockingIOError:
             self._timed_out(waiting_for, timeout)
         except ConnectionResetError:
@@ -237,8 +244,8 @@ class Connection:
         if remaining > self._rcvtimeo or remaining < self._rcvtimeo - 0.01:
             self._set_rcvtimeo(remaining)
         try:
-            n, anc, flags, _ = self._sock_recvmsg_into([self._view[self._end:]], _CMSG_SPACE,
-                                                       _RECV_FLAGS)
+            n, anc, flags, _ = self.busy_poll.recvmsg_into(self.sock, [self._view[self._end:]],
+                                                       _CMSG_SPACE, _RECV_FLAGS)
         except BlockingIOError:
             self._timed_out(waiting_for, timeout)
         except ConnectionResetError:

@@ -1,9 +1,11 @@
-"""The reference server's adaptive polling before a blocking receive (busy_poll.py).
+"""Adaptive polling before a blocking receive (pytest_vfiouser/client/busy_poll.py),
+as the raw client and the reference server use it.
 
 Over real sockets: a poll catches bytes (and fds) that arrive within the
 window, burning CPU meanwhile; a closed window blocks and burns none; the
-window grows after short gaps and closes after long ones; and a server
-whose client talks rarely does not spin.
+window grows after short gaps and closes after long ones; a server whose
+client slows down stops spinning; the client's replies and timeouts are
+what they are without polling.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import threading
 import time
 
 import pytest
+from test_client_peer import client_and_peer
 from test_server_cli import run
 from test_server_support import RefServer
 
-from reference_server.busy_poll import GROW_START_NS, MIN_NS, BusyPoll
+from pytest_vfiouser import protocol as P
+from pytest_vfiouser.client import Timeout
+from pytest_vfiouser.client.busy_poll import GROW_START_NS, MIN_NS, BusyPoll
 
 ANC = socket.CMSG_SPACE(4 * 4)
 
@@ -115,6 +120,29 @@ def test_window_adjustment(window, waited, after):
     poll.window_ns = window
     poll._adjust(waited)
     assert poll.window_ns == after
+
+
+@pytest.mark.parametrize("poll_ns, polled", [(2_000_000_000, True), (0, False)])
+def test_client_reply_with_and_without_polling(poll_ns, polled):
+    with client_and_peer(busy_poll_ns=poll_ns) as (client, peer):
+        client.busy_poll.window_ns = poll_ns // 2
+        reply = P.encode_reply(0, P.Command.DEVICE_RESET)
+        t = send_later(peer.sock, 0.05, reply)
+        cpu, wall = time.process_time(), time.monotonic()
+        assert client.reset().ok
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        t.join()
+        assert wall >= 0.04
+        assert (cpu > wall / 4) == polled, (cpu, wall)
+
+
+def test_client_timeout_is_kept_while_polling():
+    with client_and_peer(timeout=0.2) as (client, peer):
+        client.busy_poll.window_ns = client.busy_poll.ceiling_ns
+        start = time.monotonic()
+        with pytest.raises(Timeout):
+            client.reset()
+        assert 0.19 <= time.monotonic() - start < 0.4
 
 
 def test_a_client_that_slows_down_does_not_make_the_server_spin(tmp_path):

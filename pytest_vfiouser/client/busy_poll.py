@@ -1,19 +1,21 @@
-"""Poll the socket briefly before blocking on it, for as long as it pays.
+"""Poll a socket briefly before blocking on it, for as long as it pays.
 
-Why: on a small VM a blocked process's vCPU halts, and waking it again
-(an inter-processor interrupt through the hypervisor) costs tens of
-microseconds, several times the server's own work on a register read. A
-server that is still polling when the next request lands skips that
+Used by the raw client (waiting for a reply) and by the reference server
+(waiting for the next request). Why: on a small VM a blocked process's vCPU
+halts, and waking it again (an inter-processor interrupt through the
+hypervisor) costs tens of microseconds, several times the Python work of a
+whole round trip. A side still polling when the bytes land skips that
 wakeup. SPDK's vfio-user target polls all the time; we poll only while
-recent gaps between requests say a poll would have caught the next one.
+recent waits say a poll would have caught the bytes.
 
 The window adapts as the kernel's haltpoll cpuidle governor does
 (drivers/cpuidle/governors/haltpoll.c): a wait that ended within the
 window costs nothing more; one longer than the window but within the
 ceiling grows the window (to GROW_START_NS, then doubling); one longer
-than the ceiling halves it. A client that talks rarely (a conformance
-test between its steps) soon gets a window of zero: no CPU is burnt.
-Each poll iteration yields the CPU, so a client that shares it runs.
+than the ceiling halves it. A peer that talks rarely (a conformance test
+between its steps, a server doing slow work) soon gets a window of zero:
+no CPU is burnt. Each poll iteration yields the CPU, so a peer that shares
+it runs.
 """
 
 from __future__ import annotations
