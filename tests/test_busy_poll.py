@@ -162,8 +162,9 @@ def test_a_client_that_slows_down_does_not_make_the_server_spin(tmp_path):
                 time.sleep(0.002)
             wall = time.monotonic() - start
             used = _cpu_seconds(srv.pid) - before
-        # A window that stayed open would poll about 1 ms in every 2.
-        assert used < wall / 10, f"server CPU {used:.3f}s over {wall:.3f}s"
+        # A window that stayed open would poll about 1 ms in every 2 (half the wall
+        # time); the work itself is a few percent.
+        assert used < wall / 5, f"server CPU {used:.3f}s over {wall:.3f}s"
     finally:
         srv.stop()
 
