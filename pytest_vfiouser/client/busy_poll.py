@@ -37,6 +37,8 @@ class BusyPoll:
     def __init__(self, ceiling_ns: int = CEILING_NS):
         self.ceiling_ns = ceiling_ns
         self.window_ns = 0 if ceiling_ns <= 0 else min(GROW_START_NS, ceiling_ns)
+        self.caught = 0  # receives a poll answered
+        self.blocked = 0  # receives that blocked
 
     def recvmsg_into(self, sock: socket.socket, buffers, ancbufsize: int, flags: int):
         """sock.recvmsg_into, polled for up to the window before it blocks."""
@@ -46,12 +48,16 @@ class BusyPoll:
             deadline = started + window
             while True:
                 try:
-                    return sock.recvmsg_into(buffers, ancbufsize, flags | _DONTWAIT)
+                    got = sock.recvmsg_into(buffers, ancbufsize, flags | _DONTWAIT)
                 except BlockingIOError:
                     pass
+                else:
+                    self.caught += 1
+                    return got
                 if _now() >= deadline:
                     break
                 _yield()
+        self.blocked += 1
         got = sock.recvmsg_into(buffers, ancbufsize, flags)
         self._adjust(_now() - started)
         return got
