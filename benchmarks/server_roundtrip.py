@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 sync.append(run_for(sync_step, args.seconds, 100))
                 piped.append(run_for(pipelined_step, args.seconds, DEPTH))
+            poll = c.busy_poll
+            print(f"client receives: {poll.caught} caught by polling, {poll.blocked} blocked")
     finally:
         target.cleanup()
     s, p = statistics.median(sync), statistics.median(piped)
