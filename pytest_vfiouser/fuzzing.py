@@ -946,7 +946,21 @@ def _same_failure(recorded: BaseException, raised: BaseException) -> bool:
 # ---------------------------------------------------------------- targets outside pytest
 
 
-class ProcessTarget:
+class _TargetAdapter:
+    """What both adapters forward to their ``target`` (target.Target / ExternalTarget)."""
+
+    @property
+    def alive(self) -> bool:
+        return self.target.alive
+
+    def snapshot(self):
+        return self.target.snapshot()
+
+    def note_connect(self) -> None:
+        pass
+
+
+class ProcessTarget(_TargetAdapter):
     """A server process in the shape of ``vfu_target``, for fuzzing outside the plugin
     (the benchmark, tests): started from a command template (see target.Target),
     restarted by ``fresh()``, its crashes reported like the plugin's."""
@@ -975,16 +989,6 @@ class ProcessTarget:
     def pid(self) -> int | None:
         return self.target.pid
 
-    @property
-    def alive(self) -> bool:
-        return self.target.alive
-
-    def snapshot(self):
-        return self.target.snapshot()
-
-    def note_connect(self) -> None:
-        pass
-
     def crash(self, wait: float = 0.0):
         from .targets import CrashInfo
 
@@ -996,7 +1000,7 @@ class ProcessTarget:
             self.target.cleanup()
 
 
-class SocketTarget:
+class SocketTarget(_TargetAdapter):
     """A server someone else runs, listening at ``socket_path`` (no pid: no fd counts,
     no crash detection beyond a refused connection)."""
 
@@ -1007,16 +1011,6 @@ class SocketTarget:
 
         self.target = ExternalTarget(socket_path, pid=pid)
         self.socket_path = str(socket_path)
-
-    @property
-    def alive(self) -> bool:
-        return self.target.alive
-
-    def snapshot(self):
-        return self.target.snapshot()
-
-    def note_connect(self) -> None:
-        pass
 
     def crash(self, wait: float = 0.0):
         return None

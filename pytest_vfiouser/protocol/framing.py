@@ -7,13 +7,9 @@ more) or above ``max_msg_size`` without allocating it.
 
 from __future__ import annotations
 
-import struct
-
 from .constants import HEADER_SIZE
 from .errors import CodecError
-from .header import Header
-
-_HEADER = struct.Struct("<HHIII")
+from .header import _HEADER, Header
 
 
 class MessageReader:
