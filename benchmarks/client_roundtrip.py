@@ -39,10 +39,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pytest_vfiouser import protocol as P  # noqa: E402
+from pytest_vfiouser import protocol as P
+from pytest_vfiouser._unix import BusyPoll
 from pytest_vfiouser.client import Client  # noqa: E402
-from pytest_vfiouser.client.busy_poll import BusyPoll  # noqa: E402
-from pytest_vfiouser.target import Target, TargetStartError  # noqa: E402
+from pytest_vfiouser.target import Target, TargetStartError
 
 HDR = struct.Struct("<HHIII")
 ACCESS = struct.Struct("<QII")
@@ -89,8 +89,11 @@ def serve_codec(conn: socket.socket) -> None:
             return
         if header.command == REGION_READ:
             req = P.decode(header.command, False, payload)
-            out = P.encode_reply(header.msg_id, header.command, P.RegionReadReply(
-                req.offset, req.region, req.count, bytes(req.count)).pack())
+            out = P.encode_reply(
+                header.msg_id,
+                header.command,
+                P.RegionReadReply(req.offset, req.region, req.count, bytes(req.count)).pack(),
+            )
         elif header.command == P.Command.VERSION:
             out = P.encode_reply(header.msg_id, header.command, version)
         elif header.no_reply:
@@ -104,8 +107,11 @@ def answer_raw(buf, start: int, caps: bytes) -> bytes:
     msg_id, command, size, flags, _ = HDR.unpack_from(buf, start)
     if command == REGION_READ:
         offset, region, count = ACCESS.unpack_from(buf, start + 16)
-        return (HDR.pack(msg_id, command, 32 + count, 1, 0)
-                + ACCESS.pack(offset, region, count) + bytes(count))
+        return (
+            HDR.pack(msg_id, command, 32 + count, 1, 0)
+            + ACCESS.pack(offset, region, count)
+            + bytes(count)
+        )
     if command == P.Command.VERSION:
         return HDR.pack(msg_id, command, 20 + len(caps), 1, 0) + struct.pack("<HH", 0, 0) + caps
     if flags & 0x10:
@@ -122,7 +128,7 @@ def serve_raw(conn: socket.socket) -> None:
         if start == end:
             start = end = 0
         elif len(buf) - end < 4096:
-            buf[:end - start] = buf[start:end]
+            buf[: end - start] = buf[start:end]
             start, end = 0, end - start
         n = conn.recv_into(view[end:])
         if not n:
@@ -165,6 +171,7 @@ def client_sync(c: Client, n: int, poll: BusyPoll):
         c.busy_poll = poll
         for _ in range(n):
             c.request(REGION_READ, payload)
+
     return step
 
 
@@ -174,6 +181,7 @@ def client_pipelined(c: Client, poll: BusyPoll):
     def step():
         c.busy_poll = poll
         c.pipeline(batch)
+
     return step
 
 
@@ -191,6 +199,7 @@ def bare_sync(sock: socket.socket, n: int):
             while len(data) < reply_size:
                 data += sock.recv(65536)
         ids[0] = msg_id
+
     return step
 
 
@@ -214,21 +223,32 @@ def bare_pipelined(sock: socket.socket):
                     break
                 pos += size
                 got += 1
+
     return step
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("target", nargs="?",
-                    help="a listening socket path, or a server command line with {socket}")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "target", nargs="?", help="a listening socket path, or a server command line with {socket}"
+    )
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
-    ap.add_argument("--seconds", type=float, default=0.05,
-                    help="duration of each measurement in a round (default 0.05)")
-    ap.add_argument("--responder-style", choices=("codec", "raw"), default="codec",
-                    help="the in-script responder: decode and encode with the project's "
-                         "codec, one message per read (codec, the default), or struct only, "
-                         "all messages a read brought at once (raw, the lightest server)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=0.05,
+        help="duration of each measurement in a round (default 0.05)",
+    )
+    ap.add_argument(
+        "--responder-style",
+        choices=("codec", "raw"),
+        default="codec",
+        help="the in-script responder: decode and encode with the project's "
+        "codec, one message per read (codec, the default), or struct only, "
+        "all messages a read brought at once (raw, the lightest server)",
+    )
     ap.add_argument("--responder", metavar="PATH", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.responder:
@@ -243,10 +263,19 @@ def main(argv: list[str] | None = None) -> int:
         # The server's output goes to a log file (Target), so that the figures
         # stay this script's last lines.
         command = args.target or shlex.join(
-            [sys.executable, os.path.abspath(__file__), "--responder", "{socket}",
-             "--responder-style", args.responder_style])
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--responder",
+                "{socket}",
+                "--responder-style",
+                args.responder_style,
+            ]
+        )
         target = Target(command)
-        print(f"server: {command if args.target else f'in-script responder ({args.responder_style})'}")
+        print(
+            f"server: {command if args.target else f'in-script responder ({args.responder_style})'}"
+        )
         try:
             target.start()
         except TargetStartError as e:
@@ -286,15 +315,20 @@ def measure(path: str, rounds: int, seconds: float) -> int:
     # compares like with like on a machine whose load changes; the median of
     # the per-round ratios is the figure.
     for name, r in rates.items():
-        print(f"{name:18s} median {statistics.median(r):9.0f}/s  best {max(r):9.0f}/s  "
-              f"worst {min(r):9.0f}/s")
+        print(
+            f"{name:18s} median {statistics.median(r):9.0f}/s  best {max(r):9.0f}/s  "
+            f"worst {min(r):9.0f}/s"
+        )
     ratios: dict[str, dict[str, float]] = {"blocking": {}, "client": {}}
     for who, kind in itertools.product(ratios, ("sync", "pipelined")):
-        per_round = [c / b for c, b in zip(rates[f"{who} {kind}"], rates[f"bare {kind}"],
-                                           strict=True)]
+        per_round = [
+            c / b for c, b in zip(rates[f"{who} {kind}"], rates[f"bare {kind}"], strict=True)
+        ]
         ratios[who][kind] = r = statistics.median(per_round)
-        print(f"{kind:9s} {who}/bare per round: median {r:.3f}  "
-              f"quartiles {' '.join(f'{q:.3f}' for q in statistics.quantiles(per_round))}")
+        print(
+            f"{kind:9s} {who}/bare per round: median {r:.3f}  "
+            f"quartiles {' '.join(f'{q:.3f}' for q in statistics.quantiles(per_round))}"
+        )
     for who, label in (("blocking", "client_blocking_vs_bare"), ("client", "client_vs_bare")):
         print(f"{label} sync={ratios[who]['sync']:.2f} pipelined={ratios[who]['pipelined']:.2f}")
     return 0

@@ -41,18 +41,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pytest_vfiouser import strategies as s  # noqa: E402
+from pytest_vfiouser import strategies as s
 from pytest_vfiouser.client import Client  # noqa: E402
-from pytest_vfiouser.device_model import discover  # noqa: E402
-from pytest_vfiouser.fuzzing import (  # noqa: E402
-    Fuzzer,
-    FuzzFailure,
-    Hang,
-    ProcessTarget,
-    SocketTarget,
-    TargetLost,
-)
-from pytest_vfiouser.profile import Profile  # noqa: E402
+from pytest_vfiouser.device import Profile, discover
+from pytest_vfiouser.fuzz import Fuzzer, FuzzFailure, Hang, ProcessTarget, SocketTarget, TargetLost
 
 BATCH = 16  # messages drawn per Hypothesis example
 MAX_REPRODUCERS = 5
@@ -61,16 +53,26 @@ MAX_REPRODUCERS = 5
 def corpus(device, spec: str, size: int, seed: int | None) -> list:
     """``size`` messages drawn from the strategies (a weighted mix)."""
     mix = st.one_of(
-        s.requests(device, spec), s.requests(device, spec),
-        s.mutated_requests(device, spec), s.mutated_requests(device, spec),
-        s.mutated_requests(device, spec), s.requests_with_fds(device, spec), s.garbage(),
+        s.requests(device, spec),
+        s.requests(device, spec),
+        s.mutated_requests(device, spec),
+        s.mutated_requests(device, spec),
+        s.mutated_requests(device, spec),
+        s.requests_with_fds(device, spec),
+        s.garbage(),
     )
     out: list = []
     examples = max(1, -(-size // BATCH))
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck),
-              report_multiple_bugs=False)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
     @given(st.lists(mix, min_size=BATCH, max_size=BATCH))
     def draw(batch):
         out.extend(batch)
@@ -98,12 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=100_000, help="messages to send (N)")
     where = ap.add_mutually_exclusive_group()
-    where.add_argument("--server", help="command template with {socket} (default: the "
-                       "embedded reference server)")
+    where.add_argument(
+        "--server", help="command template with {socket} (default: the embedded reference server)"
+    )
     where.add_argument("--socket", help="a server already listening there")
     ap.add_argument("--spec", default="0.9.1")
-    ap.add_argument("--corpus", type=int, default=None,
-                    help="messages in the corpus (default: N/8, at most 16384)")
+    ap.add_argument(
+        "--corpus",
+        type=int,
+        default=None,
+        help="messages in the corpus (default: N/8, at most 16384)",
+    )
     ap.add_argument("--seed", type=int, default=None, help="for the corpus and the replay")
     ap.add_argument("--timeout", type=float, default=2.0, help="seconds per answer")
     ap.add_argument("--repro-dir", default="reports/fuzz-repro")
@@ -112,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.socket:
         target = SocketTarget(args.socket)
     else:
-        command = args.server or [sys.executable, "-m", "reference_server",
-                                  "--socket-path={socket}", f"--spec={args.spec}"]
+        command = args.server or [
+            sys.executable,
+            "-m",
+            "reference_server",
+            "--socket-path={socket}",
+            f"--spec={args.spec}",
+        ]
         target = ProcessTarget(command)
     crashes = hangs = violations = 0
     reproducers: list[str] = []
@@ -128,12 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         size = args.corpus or max(BATCH, min(16384, args.messages // 8))
         items = corpus(device, args.spec, size, args.seed)
         generated = time.monotonic()
-        print(f"corpus: {len(items)} messages generated in {generated - started:.1f} s",
-              flush=True)
+        print(f"corpus: {len(items)} messages generated in {generated - started:.1f} s", flush=True)
 
         def new_fuzzer() -> Fuzzer:
-            return Fuzzer(target, spec=args.spec, timeout=args.timeout, capabilities=caps,
-                          device_info=device.info, repro_dir=args.repro_dir)
+            return Fuzzer(
+                target,
+                spec=args.spec,
+                timeout=args.timeout,
+                capabilities=caps,
+                device_info=device.info,
+                repro_dir=args.repro_dir,
+            )
 
         fuzzer = new_fuzzer()
         sent = 0
@@ -156,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             elif not isinstance(error, TargetLost):
                 violations += 1
             kind = "hang" if isinstance(error, Hang) else "crash" if crash else "failure"
-            print(f"{kind} after {sent + fuzzer.messages} messages: "
-                  f"{str(error).splitlines()[0]}", flush=True)
+            print(
+                f"{kind} after {sent + fuzzer.messages} messages: {str(error).splitlines()[0]}",
+                flush=True,
+            )
             if len(reproducers) < MAX_REPRODUCERS:
                 fuzzer.case_id = f"campaign-{kind}-{len(reproducers) + 1}"
                 fuzzer.final_error(error)  # writes the reproducer
@@ -178,11 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.monotonic() - started
         growth = fuzzer.fd_growth()
         replay = time.monotonic() - generated
-        print(f"replay: {sent} messages in {replay:.1f} s ({sent / replay:.0f}/s); "
-              f"{violations} property violations")
+        print(
+            f"replay: {sent} messages in {replay:.1f} s ({sent / replay:.0f}/s); "
+            f"{violations} property violations"
+        )
         rate = int(sent / elapsed) if elapsed > 0 else 0
-        print(f"fuzz messages={sent} rate={rate} crashes={crashes} hangs={hangs} "
-              f"fd_growth={growth if growth is not None else 'n/a'}")
+        print(
+            f"fuzz messages={sent} rate={rate} crashes={crashes} hangs={hangs} "
+            f"fd_growth={growth if growth is not None else 'n/a'}"
+        )
     finally:
         if isinstance(target, ProcessTarget):
             target.stop()

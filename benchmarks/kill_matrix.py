@@ -22,15 +22,22 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from reference_server import kill_matrix as km  # noqa: E402
+import kill_matrix as km
+
 from reference_server.faults import CATALOGUE  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 2)
-    ap.add_argument("--fault", action="append", default=[], choices=list(CATALOGUE),
-                    metavar="NAME", help="only these faults (repeatable)")
+    ap.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        choices=list(CATALOGUE),
+        metavar="NAME",
+        help="only these faults (repeatable)",
+    )
     ap.add_argument("--out", help="where the runs' reports go (kept)")
     ap.add_argument("--reports", default="reports", help="where the matrix goes")
     args = ap.parse_args(argv)
@@ -55,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         print("cases that kill no fault:", ", ".join(matrix["unkilled"]))
     if matrix["stale_unkillable"]:
         print("listed as unkillable but killing:", ", ".join(matrix["stale_unkillable"]))
-    print(f"{len(names) + 1} runs in {seconds:.0f} s with {args.workers} at a time; "
-          f"matrix: {jpath}, {mpath}")
+    print(
+        f"{len(names) + 1} runs in {seconds:.0f} s with {args.workers} at a time; "
+        f"matrix: {jpath}, {mpath}"
+    )
     if not args.out:
         shutil.rmtree(out, ignore_errors=True)
     print(km.figures_line(matrix))

@@ -29,10 +29,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from client_roundtrip import run_for  # noqa: E402  (beside this script: the same measuring loop)
 
+from pytest_vfiouser._unix import CEILING_NS
 from pytest_vfiouser.client import Client  # noqa: E402
-from pytest_vfiouser.client.busy_poll import CEILING_NS  # noqa: E402
 from pytest_vfiouser.protocol import Command, RegionRead  # noqa: E402
-from pytest_vfiouser.target import Target  # noqa: E402
+from pytest_vfiouser.target import Target
 
 DEPTH = 64
 REGION, OFFSET, COUNT = 0, 0x10, 4  # a BAR0 scratch register
@@ -43,10 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="per round and mode")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pin", action="store_true", help="run server and client on CPU 0")
-    ap.add_argument("--busy-poll-us", type=int, metavar="USEC",
-                    help="passed to the server (default: the server's own default)")
-    ap.add_argument("--client-blocking", action="store_true",
-                    help="the client blocks at once on every receive (no polling)")
+    ap.add_argument(
+        "--busy-poll-us",
+        type=int,
+        metavar="USEC",
+        help="passed to the server (default: the server's own default)",
+    )
+    ap.add_argument(
+        "--client-blocking",
+        action="store_true",
+        help="the client blocks at once on every receive (no polling)",
+    )
     args = ap.parse_args(argv)
     if args.pin:
         os.sched_setaffinity(0, {0})  # inherited by the server
@@ -57,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     target = Target(command)
     try:
         target.start()
-        with Client.connect(target.socket_path, timeout=10.0,
-                            busy_poll_ns=0 if args.client_blocking else CEILING_NS) as c:
+        with Client.connect(
+            target.socket_path, timeout=10.0, busy_poll_ns=0 if args.client_blocking else CEILING_NS
+        ) as c:
             c.negotiate()
             payload = RegionRead(OFFSET, REGION, COUNT).pack()
             batch = [(Command.REGION_READ, payload)] * DEPTH

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vfiouser.fuzzing import FUZZ_TIMEOUT, Fuzzer, account, fuzz_settings
-from pytest_vfiouser.options import DEFAULT_TIMEOUT
-from pytest_vfiouser.state import get_state
+from pytest_vfiouser.fuzz import FUZZ_TIMEOUT, Fuzzer, account, fuzz_settings
+from pytest_vfiouser.plugin import DEFAULT_TIMEOUT, get_state
 
 __all__ = ["end_of_run", "fuzz_for", "fuzzer", "negotiated_caps"]
 
@@ -49,12 +48,20 @@ def fuzzer(request, vfu_target, vfu_device, vfu_spec, vfu_observe):
     """A Fuzzer on the target (its counts go to the terminal summary)."""
     settings = get_state(request.config).settings
     if get_state(request.config).manager.persistent is False and not vfu_target.managed:
-        pytest.skip("the server exits after each client and is not one the suite starts "
-                    "(--vfu-socket): fuzzing needs new connections")
-    f = Fuzzer(vfu_target, spec=vfu_spec, timeout=_timeout(settings),
-               capabilities=negotiated_caps(vfu_device, vfu_spec),
-               device_info=vfu_device.info, case_id=_case_name(request.node),
-               repro_dir=settings.fuzz_dir, observe=vfu_observe)
+        pytest.skip(
+            "the server exits after each client and is not one the suite starts "
+            "(--vfu-socket): fuzzing needs new connections"
+        )
+    f = Fuzzer(
+        vfu_target,
+        spec=vfu_spec,
+        timeout=_timeout(settings),
+        capabilities=negotiated_caps(vfu_device, vfu_spec),
+        device_info=vfu_device.info,
+        case_id=_case_name(request.node),
+        repro_dir=settings.fuzz_dir,
+        observe=vfu_observe,
+    )
     yield f
     f.close()
     account(request.config, f)
@@ -71,12 +78,18 @@ def end_of_run(fuzzer: Fuzzer, device, observe) -> int | None:
     Returns the fd growth (None when unknown)."""
     growth = fuzzer.finish(device.info)
     if fuzzer.closes:
-        observe(f"the server closed the connection {fuzzer.closes} times on messages it could "
-                f"frame, instead of replying (first after: {fuzzer.first_close or 'a message'})")
+        observe(
+            f"the server closed the connection {fuzzer.closes} times on messages it could "
+            f"frame, instead of replying (first after: {fuzzer.first_close or 'a message'})"
+        )
     if fuzzer.exits:
-        observe(f"the server exited {len(fuzzer.exits)} times while fuzzed and was restarted "
-                f"(first: {fuzzer.exits[0]})")
+        observe(
+            f"the server exited {len(fuzzer.exits)} times while fuzzed and was restarted "
+            f"(first: {fuzzer.exits[0]})"
+        )
     if growth:
-        observe(f"after the fuzzing and with every client gone, the server holds {growth} more "
-                "open fds than before it (see fuzz/fds-released)")
+        observe(
+            f"after the fuzzing and with every client gone, the server holds {growth} more "
+            "open fds than before it (see fuzz/fds-released)"
+        )
     return growth

@@ -23,7 +23,8 @@ def assert_framed(client, after: str = "the previous message") -> None:
     """The connection still works: DEVICE_GET_INFO gets its full, correct reply."""
     reply = client.device_get_info()
     assert reply.ok and len(reply.payload) == DeviceInfo.SIZE, (
-        f"after {after}, DEVICE_GET_INFO got {reply!r}: the connection is no longer framed")
+        f"after {after}, DEVICE_GET_INFO got {reply!r}: the connection is no longer framed"
+    )
 
 
 def assert_new_connection_works(connect, after: str = "the previous message") -> None:
@@ -33,14 +34,15 @@ def assert_new_connection_works(connect, after: str = "the previous message") ->
         client = connect()
         client.negotiate()
     except (OSError, ConnectionClosed) as e:
-        raise AssertionError(f"after closing the connection on {after}, the server no "
-                             f"longer accepts connections: {e}") from e
+        raise AssertionError(
+            f"after closing the connection on {after}, the server no "
+            f"longer accepts connections: {e}"
+        ) from e
     assert_framed(client, after)
     client.close()
 
 
-def answer(client, msg_id: int, command: int, connect, what: str,
-           timeout: float = ROBUST_TIMEOUT):
+def answer(client, msg_id: int, command: int, connect, what: str, timeout: float = ROBUST_TIMEOUT):
     """The server's answer to ``what`` (sent as ``msg_id``): its Reply, or None if it
     closed the connection cleanly. Either way the connection (or a new one) is then
     checked to work. An error reply must be header-only; a success reply may be anything
@@ -50,42 +52,61 @@ def answer(client, msg_id: int, command: int, connect, what: str,
         reply = client.recv_reply(timeout=timeout)
     except ConnectionClosed as e:
         assert not e.partial_bytes, (
-            f"on {what}, the server closed the connection in the middle of a message ({e})")
+            f"on {what}, the server closed the connection in the middle of a message ({e})"
+        )
         assert_new_connection_works(connect, what)
         return None
     assert reply.is_reply, f"on {what}, the server sent {reply!r} instead of a reply"
     assert reply.msg_id == msg_id, (
-        f"the reply to {what} has msg_id {reply.msg_id}, not the command's {msg_id}")
+        f"the reply to {what} has msg_id {reply.msg_id}, not the command's {msg_id}"
+    )
     assert reply.command == command, (
-        f"the reply to {what} has command {command_name(reply.command)}, not {name}")
+        f"the reply to {what} has command {command_name(reply.command)}, not {name}"
+    )
     if not reply.ok:
         reply.close_fds()
         assert not reply.payload, (
             f"the error reply to {what} carries {len(reply.payload)} payload bytes; "
-            "an error reply must only include the reply header")
+            "an error reply must only include the reply header"
+        )
     assert_framed(client, what)
     return reply
 
 
-def refused(client, msg_id: int, command: int, connect, what: str, observe=None,
-            timeout: float = ROBUST_TIMEOUT):
+def refused(
+    client,
+    msg_id: int,
+    command: int,
+    connect,
+    what: str,
+    observe=None,
+    timeout: float = ROBUST_TIMEOUT,
+):
     """Assert the server refused ``what``: an error reply (returned) or a clean close
     (None; noted through ``observe`` when given)."""
     reply = answer(client, msg_id, command, connect, what, timeout)
     if reply is None:
         if observe is not None:
-            observe(f"the server closed the connection instead of replying with an error "
-                    f"to {what}")
+            observe(f"the server closed the connection instead of replying with an error to {what}")
         return None
     reply.close_fds()
     assert not reply.ok, (
         f"the server accepted {what}: {command_name(command)} succeeded "
-        f"({len(reply.payload)} payload bytes) where it should have been refused")
+        f"({len(reply.payload)} payload bytes) where it should have been refused"
+    )
     return reply
 
 
-def send_refused(client, command: int, payload: bytes, connect, what: str, observe=None,
-                 fds=(), timeout: float = ROBUST_TIMEOUT):
+def send_refused(
+    client,
+    command: int,
+    payload: bytes,
+    connect,
+    what: str,
+    observe=None,
+    fds=(),
+    timeout: float = ROBUST_TIMEOUT,
+):
     """Send ``payload`` (raw bytes) as ``command`` and assert it is refused (see refused)."""
     try:
         msg_id = client.send(command, payload, fds)
@@ -99,16 +120,27 @@ def send_refused(client, command: int, payload: bytes, connect, what: str, obser
 
 def accepted(reply, what: str):
     """Assert ``reply`` is a success reply; return it."""
-    assert reply.ok, (f"the server refused {what}: error reply with errno {reply.error}"
-                      if reply.error else f"the server refused {what} (error reply, errno 0)")
+    assert reply.ok, (
+        f"the server refused {what}: error reply with errno {reply.error}"
+        if reply.error
+        else f"the server refused {what} (error reply, errno 0)"
+    )
     return reply
 
 
-__all__ = ["ROBUST_TIMEOUT", "accepted", "answer", "assert_framed",
-           "assert_new_connection_works", "refused", "send_refused"]
+__all__ = [
+    "ROBUST_TIMEOUT",
+    "accepted",
+    "answer",
+    "assert_framed",
+    "assert_new_connection_works",
+    "refused",
+    "send_refused",
+]
 
 
 # -- server resources and eventfds (IRQ, disconnect and DMA modules)
+
 
 def server_max_msg_fds(client) -> int:
     """The most fds one message to the server may carry (its VERSION max_msg_fds, default 1)."""
@@ -149,8 +181,10 @@ __all__ += ["eventfd_value", "make_eventfd", "server_max_msg_fds", "wait_server_
 
 # -- messages the server may answer, drop, or close on (header and version modules)
 
-def answer_or_silence(client, msg_id: int, command: int, connect, what: str,
-                      timeout: float = ROBUST_TIMEOUT):
+
+def answer_or_silence(
+    client, msg_id: int, command: int, connect, what: str, timeout: float = ROBUST_TIMEOUT
+):
     """Like answer(), for a message the server may also drop without a reply, and on
     a connection not yet negotiated too: a probe request follows ``what`` at once
     (DEVICE_GET_INFO, or VERSION before negotiation) and must get its own reply,
@@ -164,8 +198,9 @@ def answer_or_silence(client, msg_id: int, command: int, connect, what: str,
     probe = Command.DEVICE_GET_INFO if negotiated else Command.VERSION
     probe_id = (msg_id + 1) & 0xFFFF
     try:
-        client.send(probe, DeviceInfo(DeviceInfo.SIZE) if negotiated else Version(0, 0),
-                    msg_id=probe_id)
+        client.send(
+            probe, DeviceInfo(DeviceInfo.SIZE) if negotiated else Version(0, 0), msg_id=probe_id
+        )
     except ConnectionClosed:
         pass  # closed after ``what``: what it sent before that is still read below
     reply = None
@@ -175,21 +210,26 @@ def answer_or_silence(client, msg_id: int, command: int, connect, what: str,
         if not (first.is_reply and first.msg_id == probe_id and first.command == probe):
             assert first.is_reply and first.msg_id == msg_id and first.command == command, (
                 f"after {what}, the server sent {first!r}: neither the reply to it (msg_id "
-                f"{msg_id}, {command_name(command)}) nor to the request that followed")
+                f"{msg_id}, {command_name(command)}) nor to the request that followed"
+            )
             assert first.ok or not first.payload, (
                 f"the error reply to {what} carries {len(first.payload)} payload bytes; "
-                "an error reply must only include the reply header")
+                "an error reply must only include the reply header"
+            )
             reply = first
             first = client.recv_message(timeout)
             first.close_fds()
         assert first.is_reply and first.msg_id == probe_id and first.command == probe, (
             f"after {what}, the server sent {first!r} where the reply to "
-            f"{command_name(probe)} msg_id {probe_id} was due: it is out of step")
+            f"{command_name(probe)} msg_id {probe_id} was due: it is out of step"
+        )
         assert not negotiated or (first.ok and len(first.payload) == DeviceInfo.SIZE), (
-            f"after {what}, DEVICE_GET_INFO got {first!r}: the connection is no longer framed")
+            f"after {what}, DEVICE_GET_INFO got {first!r}: the connection is no longer framed"
+        )
     except ConnectionClosed as e:
         assert not e.partial_bytes, (
-            f"on {what}, the server closed the connection in the middle of a message ({e})")
+            f"on {what}, the server closed the connection in the middle of a message ({e})"
+        )
         assert_new_connection_works(connect, what)
         return reply
     return reply if reply is not None else False

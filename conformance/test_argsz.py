@@ -37,8 +37,9 @@ BIG_ARGSZ = 0x10000
 _DMA_SIZE = 0x10000
 _addresses = itertools.count(0x1_0000_0000, 0x100_0000)  # a fresh DMA range for each mapping
 
-_DIRTY = pytest.param("dirty_pages", marks=[pytest.mark.revision("0.9.1"),
-                                             pytest.mark.requires("dirty_pages")])
+_DIRTY = pytest.param(
+    "dirty_pages", marks=[pytest.mark.revision("0.9.1"), pytest.mark.requires("dirty_pages")]
+)
 NAMES = ["device_get_info", "region_info", "region_io_fds", "irq_info", "dma_unmap", _DIRTY]
 # For cases that do not need the command to work (framing, refusals): no feature needed.
 _DIRTY_ANY = pytest.param("dirty_pages", marks=pytest.mark.revision("0.9.1"))
@@ -97,11 +98,15 @@ class Subject:
 
     def _map(self) -> tuple[int, int]:
         address = next(_addresses)
-        reply = self.client.request(Command.DMA_MAP, DmaMap(
-            DmaMap.SIZE, DmaMapFlags.READ | DmaMapFlags.WRITE, 0, address, _DMA_SIZE))
+        reply = self.client.request(
+            Command.DMA_MAP,
+            DmaMap(DmaMap.SIZE, DmaMapFlags.READ | DmaMapFlags.WRITE, 0, address, _DMA_SIZE),
+        )
         if not reply.ok:
-            pytest.skip(f"DMA_MAP without an fd failed (errno {reply.error}): nothing to "
-                        f"send {command_name(self.command)} for")
+            pytest.skip(
+                f"DMA_MAP without an fd failed (errno {reply.error}): nothing to "
+                f"send {command_name(self.command)} for"
+            )
         return address, _DMA_SIZE
 
     def payload(self, argsz: int) -> bytes:
@@ -122,8 +127,9 @@ class Subject:
         if caps is not None and caps.migration_pgsize:
             pgsize = caps.migration_pgsize
         bitmap = VfioBitmap(pgsize, bitmap_bytes(size, pgsize))
-        return DirtyPages(argsz, DirtyPagesFlags.GET_BITMAP,
-                          BitmapRange(address, size, bitmap)).pack()
+        return DirtyPages(
+            argsz, DirtyPagesFlags.GET_BITMAP, BitmapRange(address, size, bitmap)
+        ).pack()
 
     def send(self, argsz: int):
         reply = self.client.request(self.command, self.payload(argsz))
@@ -141,7 +147,8 @@ def _indexes(name: str, device) -> list[int]:
 
 def _reply_argsz(reply, what: str) -> int:
     assert len(reply.payload) >= 4, (
-        f"the {what} reply payload is {len(reply.payload)} bytes: too short to hold argsz")
+        f"the {what} reply payload is {len(reply.payload)} bytes: too short to hold argsz"
+    )
     return struct.unpack_from("<I", reply.payload)[0]
 
 
@@ -169,12 +176,15 @@ def test_reply_argsz_full_size(vfu_client, vfu_device, vfu_observe, name):
         argsz = _reply_argsz(reply, subject.what)
         checked.append(index)
         if name == "dma_unmap" and argsz == BIG_ARGSZ:
-            vfu_observe("the DMA_UNMAP reply echoes the request's argsz (the original DMA "
-                        "entry) rather than stating the size of its payload")
+            vfu_observe(
+                "the DMA_UNMAP reply echoes the request's argsz (the original DMA "
+                "entry) rather than stating the size of its payload"
+            )
             continue
         assert argsz == len(reply.payload), (
             f"the {subject.what} reply states argsz {argsz}, but its payload is "
-            f"{len(reply.payload)} bytes: argsz is the size needed for the full payload")
+            f"{len(reply.payload)} bytes: argsz is the size needed for the full payload"
+        )
     if not checked:
         pytest.skip(f"the server refused {command_name(_COMMANDS[name])} for every index")
 
@@ -199,7 +209,8 @@ def test_reply_within_request_argsz(vfu_client, vfu_device, name):
             reply = subject.send(argsz)
             assert not reply.ok or len(reply.payload) <= argsz, (
                 f"{subject.what} with argsz {argsz} got a {len(reply.payload)}-byte reply "
-                "payload: argsz is the maximum expected reply payload size")
+                "payload: argsz is the maximum expected reply payload size"
+            )
 
 
 # -- a request argsz too small for the full reply
@@ -214,18 +225,22 @@ def _subjects_with_more(name: str, client, device) -> list[Subject]:
     indexes = []
     for index in _indexes(name, device):
         reply = Subject(name, client, index).send(BIG_ARGSZ)
-        if reply.ok and len(reply.payload) > max(4, _FIXED[name]) and (
-                _reply_argsz(reply, name) > _FIXED[name]):
+        if (
+            reply.ok
+            and len(reply.payload) > max(4, _FIXED[name])
+            and (_reply_argsz(reply, name) > _FIXED[name])
+        ):
             indexes.append(index)
     if not indexes:
-        pytest.skip("device has no region with capabilities (a GET_REGION_INFO reply larger "
-                    "than 32 bytes)" if name == "region_info" else
-                    "no region has io fds (a GET_REGION_IO_FDS reply with sub-regions)")
+        pytest.skip(
+            "device has no region with capabilities (a GET_REGION_INFO reply larger than 32 bytes)"
+            if name == "region_info"
+            else "no region has io fds (a GET_REGION_IO_FDS reply with sub-regions)"
+        )
     return [Subject(name, client, index) for index in indexes]
 
 
-_MORE = ["region_info", pytest.param("region_io_fds", marks=pytest.mark.requires("io_fds")),
-         _DIRTY]
+_MORE = ["region_info", pytest.param("region_io_fds", marks=pytest.mark.requires("io_fds")), _DIRTY]
 
 
 @case("argsz/short-argsz-reply", MUST)
@@ -242,16 +257,20 @@ def test_short_argsz_reply(vfu_client, vfu_device, name):
     """
     for subject in _subjects_with_more(name, vfu_client, vfu_device):
         reply = subject.send(subject.fixed)
-        assert reply.ok, (f"{subject.what} with argsz {subject.fixed} (the fixed structure) "
-                          f"failed with errno {reply.error}: the reply should carry what fits "
-                          "and state the size needed")
+        assert reply.ok, (
+            f"{subject.what} with argsz {subject.fixed} (the fixed structure) "
+            f"failed with errno {reply.error}: the reply should carry what fits "
+            "and state the size needed"
+        )
         assert len(reply.payload) == subject.fixed, (
             f"{subject.what} with argsz {subject.fixed} got a {len(reply.payload)}-byte payload: "
-            f"the fixed {subject.fixed}-byte structure fits, the rest does not")
+            f"the fixed {subject.fixed}-byte structure fits, the rest does not"
+        )
         needed = _reply_argsz(reply, subject.what)
         assert needed > subject.fixed, (
             f"{subject.what} with argsz {subject.fixed} states argsz {needed}, but the full reply "
-            "is larger: argsz indicates the needed size")
+            "is larger: argsz indicates the needed size"
+        )
 
 
 @case("argsz/retry-with-stated-argsz", MUST)
@@ -271,26 +290,31 @@ def test_retry_with_stated_argsz(vfu_client, vfu_device, name):
         needed = _reply_argsz(short, subject.what)
         reply = vfu_client.request(subject.command, subject.payload(needed))
         try:
-            assert reply.ok, (f"{subject.what} with the stated argsz {needed} failed: errno "
-                              f"{reply.error}")
+            assert reply.ok, (
+                f"{subject.what} with the stated argsz {needed} failed: errno {reply.error}"
+            )
             assert len(reply.payload) == needed, (
                 f"{subject.what} with the stated argsz {needed} got a {len(reply.payload)}-byte "
-                "payload, not the full reply")
+                "payload, not the full reply"
+            )
             body = reply.body
             if name == "region_info":
                 assert body.flags & RegionFlags.CAPS and body.caps, (
-                    f"{subject.what} with the stated argsz {needed} has no capabilities")
+                    f"{subject.what} with the stated argsz {needed} has no capabilities"
+                )
             elif name == "dirty_pages":
                 assert body.range is not None and (
-                    len(body.bitmap_data) == body.range.bitmap.size), (
-                    f"{subject.what} with the stated argsz {needed} has no bitmap")
+                    len(body.bitmap_data) == body.range.bitmap.size
+                ), f"{subject.what} with the stated argsz {needed} has no bitmap"
             else:
                 assert body.count and len(body.sub_regions) == body.count, (
                     f"{subject.what} with the stated argsz {needed}: count {body.count}, "
-                    f"{len(body.sub_regions)} sub-regions")
+                    f"{len(body.sub_regions)} sub-regions"
+                )
                 assert reply.fd_count >= 1, (
                     f"{subject.what} with the stated argsz {needed} came without an fd: the "
-                    "reply will include at least one file descriptor")
+                    "reply will include at least one file descriptor"
+                )
         finally:
             reply.close_fds()
 
@@ -310,9 +334,14 @@ def test_below_fixed_refused(vfu_client, vfu_device, vfu_connect, vfu_observe, n
     subject = Subject(name, vfu_client, index)
     value = 0 if argsz == "zero" else subject.fixed - 1
     msg_id = vfu_client.send(subject.command, subject.payload(value))
-    refused(vfu_client, msg_id, subject.command, vfu_connect,
-            f"{subject.what} with argsz {value} (the fixed reply structure is "
-            f"{subject.fixed} bytes)", vfu_observe)
+    refused(
+        vfu_client,
+        msg_id,
+        subject.command,
+        vfu_connect,
+        f"{subject.what} with argsz {value} (the fixed reply structure is {subject.fixed} bytes)",
+        vfu_observe,
+    )
 
 
 # -- msg_size, not argsz, sizes the request
@@ -334,8 +363,10 @@ def test_large_argsz_not_read(vfu_client, vfu_device, vfu_connect, name):
     try:
         reply = answer_or_silence(vfu_client, msg_id, subject.command, vfu_connect, what)
     except Timeout as e:
-        pytest.fail(f"{what} and the DEVICE_GET_INFO after it got no reply ({e}): the server "
-                    "seems to wait for argsz bytes; msg_size defines the request size")
+        pytest.fail(
+            f"{what} and the DEVICE_GET_INFO after it got no reply ({e}): the server "
+            "seems to wait for argsz bytes; msg_size defines the request size"
+        )
     assert reply is not None, f"the server closed the connection on {what}"
     assert reply is not False, f"the server did not answer {what}"
 
@@ -361,14 +392,18 @@ def test_short_payload_framed(vfu_client, vfu_device, vfu_connect, vfu_observe, 
     msg_size field in the header, not the argsz field."
     """
     subject, payload = _short_payload(name, vfu_client, vfu_device, cut)
-    what = (f"{subject.what} with a {len(payload)}-byte payload (its structure is "
-            f"{len(subject.payload(subject.fixed))} bytes)")
+    what = (
+        f"{subject.what} with a {len(payload)}-byte payload (its structure is "
+        f"{len(subject.payload(subject.fixed))} bytes)"
+    )
     msg_id = vfu_client.send(subject.command, payload)
     try:
         reply = answer_or_silence(vfu_client, msg_id, subject.command, vfu_connect, what)
     except Timeout as e:
-        pytest.fail(f"after {what}, the DEVICE_GET_INFO that followed got no reply ({e}): the "
-                    "server read past msg_size into the next message")
+        pytest.fail(
+            f"after {what}, the DEVICE_GET_INFO that followed got no reply ({e}): the "
+            "server read past msg_size into the next message"
+        )
     if reply is None:
         vfu_observe(f"the server closed the connection on {what}")
 

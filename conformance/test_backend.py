@@ -20,7 +20,7 @@ import pytest
 
 from pytest_vfiouser import MAY, MUST, case
 from pytest_vfiouser.client import Client, ClientError
-from pytest_vfiouser.state import get_state
+from pytest_vfiouser.plugin import get_state
 from pytest_vfiouser.target import Target, TargetStartError, listening_inodes
 
 SOCKET_OPTION = "--socket-path={socket}"
@@ -35,8 +35,12 @@ def _with_option(args: list[str], option: str) -> list[str]:
     out: list[str] = []
     for arg in args:
         if _PLACEHOLDER.search(arg):
-            if _PLACEHOLDER.fullmatch(arg) and out and out[-1].startswith("-") and (
-                    "=" not in out[-1]):
+            if (
+                _PLACEHOLDER.fullmatch(arg)
+                and out
+                and out[-1].startswith("-")
+                and ("=" not in out[-1])
+            ):
                 out.pop()  # "--socket {socket}": the option goes too
             continue
         out.append(arg)
@@ -45,8 +49,9 @@ def _with_option(args: list[str], option: str) -> list[str]:
 
 def _shell_word(arg: str) -> str:
     """``arg`` quoted for /bin/sh, leaving the placeholders for Target to fill in."""
-    return "".join(p if _PLACEHOLDER.fullmatch(p) else shlex.quote(p)
-                   for p in _PLACEHOLDER.split(arg) if p)
+    return "".join(
+        p if _PLACEHOLDER.fullmatch(p) else shlex.quote(p) for p in _PLACEHOLDER.split(arg) if p
+    )
 
 
 @pytest.fixture
@@ -56,16 +61,19 @@ def backend(request, tmp_path, vfu_target):
     started ``Target``. Every program started is stopped at teardown."""
     template, env = vfu_target.template, vfu_target.env
     if template is None:
-        pytest.skip("needs the target's command line (--vfu-server): an external socket "
-                    "(--vfu-socket) cannot be started")
+        pytest.skip(
+            "needs the target's command line (--vfu-server): an external socket "
+            "(--vfu-socket) cannot be started"
+        )
     args = shlex.split(template) if isinstance(template, str) else list(template)
     started: list[Target] = []
 
     def start(option: str = SOCKET_OPTION, redirect: bool = False) -> Target:
         argv = _with_option(args, option)
         if redirect:
-            command = ("exec " + " ".join(_shell_word(a) for a in argv)
-                       + " </dev/null >/dev/null 2>&1")
+            command = (
+                "exec " + " ".join(_shell_word(a) for a in argv) + " </dev/null >/dev/null 2>&1"
+            )
             target = Target(command, env=env, shell=True, base_dir=tmp_path)
         else:
             target = Target(argv, env=env, base_dir=tmp_path)
@@ -78,7 +86,8 @@ def backend(request, tmp_path, vfu_target):
                 raise AssertionError(
                     f"the process started ({target.pid}) {target.exit_description()}, and "
                     f"process(es) {sorted(daemons)} listen on its socket: it daemonized "
-                    f"(killed them)\n  command: {target.command}") from e
+                    f"(killed them)\n  command: {target.command}"
+                ) from e
             raise AssertionError(f"the server program did not start with {option}:\n{e}") from e
         return target
 
@@ -105,7 +114,8 @@ def _not_crashed(target: Target) -> None:
     rc = target.poll()
     assert rc is None or rc >= 0, (
         f"the server was killed by {target.signal_name}: {target.describe()}\n"
-        f"{target.stderr_tail()}")
+        f"{target.stderr_tail()}"
+    )
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -180,15 +190,21 @@ def test_fd_option(backend, vfu_observe):
     socket, incompatible with --socket-path"
     """
     target = backend(FD_OPTION)
-    _serve_one(target, backend.timeout, f"started with {target.command!r} (an inherited "
-               "listening socket, as vhost-user backends take it)")
+    _serve_one(
+        target,
+        backend.timeout,
+        f"started with {target.command!r} (an inherited "
+        "listening socket, as vhost-user backends take it)",
+    )
     deadline = time.monotonic() + 0.5
     while target.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     if target.poll() is not None:
         _not_crashed(target)
-        vfu_observe(f"with --fd (a listening socket) the server served one client, then exited "
-                    f"(status {target.poll()})")
+        vfu_observe(
+            f"with --fd (a listening socket) the server served one client, then exited "
+            f"(status {target.poll()})"
+        )
         return
     _serve_one(target, backend.timeout, "after a first client on the --fd listening socket")
 
@@ -214,10 +230,12 @@ def test_sigterm(backend, state):
             client.close()
     assert target.sigterm_honoured, (
         f"the server did not exit within {SIGTERM_GRACE:g} s of SIGTERM ({state}); it was "
-        "killed with SIGKILL")
+        "killed with SIGKILL"
+    )
     rc = target.poll()
     assert rc is not None and (rc >= 0 or rc == -signal.SIGTERM), (
-        f"after SIGTERM the server {target.exit_description()}")
+        f"after SIGTERM the server {target.exit_description()}"
+    )
 
 
 @case("backend/no-daemonize", MUST)
@@ -236,12 +254,17 @@ def test_no_daemonize(backend):
         raise AssertionError(
             f"the process started ({target.pid}) {target.exit_description()} right after it "
             "started listening"
-            + (f", while process(es) {sorted(owners)} still listen on the socket: it "
-               "daemonized" if owners else ""))
+            + (
+                f", while process(es) {sorted(owners)} still listen on the socket: it daemonized"
+                if owners
+                else ""
+            )
+        )
     held = _socket_inodes(target.pid) & inodes
     assert held, (
         f"the process started ({target.pid}) runs, but does not hold the socket listening on "
-        f"{target.socket_path} (held by process(es) {sorted(_owners(inodes))})")
+        f"{target.socket_path} (held by process(es) {sorted(_owners(inodes))})"
+    )
 
 
 @case("backend/std-fds-redirected", MUST)
@@ -268,8 +291,10 @@ def test_std_fds_redirected(backend):
             time.sleep(0.1)
             assert target.poll() is None, (
                 f"with fds 0-2 on /dev/null, the server {target.exit_description()} while its "
-                "client was connected")
+                "client was connected"
+            )
     except (ClientError, OSError) as e:
         _not_crashed(target)
-        raise AssertionError(f"with fds 0-2 on /dev/null, the server did not serve a client: "
-                             f"{e}") from e
+        raise AssertionError(
+            f"with fds 0-2 on /dev/null, the server did not serve a client: {e}"
+        ) from e

@@ -71,8 +71,9 @@ def test_reset_flag_reset_works(vfu_client):
     if not info.flags & DeviceFlags.RESET:
         pytest.skip("the device does not set VFIO_DEVICE_FLAGS_RESET")
     reply = vfu_client.reset()
-    assert reply.ok, (f"the device sets VFIO_DEVICE_FLAGS_RESET but DEVICE_RESET failed "
-                      f"(errno {reply.error})")
+    assert reply.ok, (
+        f"the device sets VFIO_DEVICE_FLAGS_RESET but DEVICE_RESET failed (errno {reply.error})"
+    )
     assert reply.payload == b"", f"the DEVICE_RESET reply carries {len(reply.payload)} bytes"
 
 
@@ -88,6 +89,12 @@ def test_no_reset_flag_reset_refused(vfu_client, vfu_connect, vfu_observe):
     if info.flags & DeviceFlags.RESET:
         pytest.skip("the device sets VFIO_DEVICE_FLAGS_RESET")
     msg_id = vfu_client.send(Command.DEVICE_RESET)
-    refused(vfu_client, msg_id, Command.DEVICE_RESET, vfu_connect,
-            "DEVICE_RESET of a device without VFIO_DEVICE_FLAGS_RESET", vfu_observe,
-            timeout=None)
+    refused(
+        vfu_client,
+        msg_id,
+        Command.DEVICE_RESET,
+        vfu_connect,
+        "DEVICE_RESET of a device without VFIO_DEVICE_FLAGS_RESET",
+        vfu_observe,
+        timeout=None,
+    )

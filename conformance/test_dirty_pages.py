@@ -24,8 +24,11 @@ from pytest_vfiouser.protocol import (
     bitmap_bytes,
 )
 
-START, STOP, GET = (int(DirtyPagesFlags.START), int(DirtyPagesFlags.STOP),
-                    int(DirtyPagesFlags.GET_BITMAP))
+START, STOP, GET = (
+    int(DirtyPagesFlags.START),
+    int(DirtyPagesFlags.STOP),
+    int(DirtyPagesFlags.GET_BITMAP),
+)
 PROPOSED_PGSIZE = 4096
 BASE = 0x10000000  # client memory the cases map: PAGES pages of the negotiated size
 PAGES = 16
@@ -50,13 +53,18 @@ class Logging:
 @pytest.fixture
 def dp(vfu_connect, vfu_observe):
     client = vfu_connect()
-    caps = {"max_msg_fds": client.max_msg_fds, "max_data_xfer_size": client.max_data_xfer_size,
-            "migration": {"pgsize": PROPOSED_PGSIZE}}
+    caps = {
+        "max_msg_fds": client.max_msg_fds,
+        "max_data_xfer_size": client.max_data_xfer_size,
+        "migration": {"pgsize": PROPOSED_PGSIZE},
+    }
     client.negotiate(capabilities=caps)
     pgsize = client.server_caps.migration_pgsize
     if pgsize is None:
-        vfu_observe("the server did not answer the migration capability; the bitmaps are "
-                    f"asked for in the proposed page size {PROPOSED_PGSIZE}")
+        vfu_observe(
+            "the server did not answer the migration capability; the bitmaps are "
+            f"asked for in the proposed page size {PROPOSED_PGSIZE}"
+        )
         pgsize = PROPOSED_PGSIZE
     log = Logging(client, pgsize)
     fd = client.memory.create_memfd_region(BASE, log.size)
@@ -77,8 +85,10 @@ def _bits(data: bytes) -> set[int]:
 def _dma_write(vfu_hooks, client, address: int, length: int) -> None:
     result = vfu_hooks.trigger_dma(client, "write", address, length, 0)
     ok = getattr(result, "ok", True)
-    assert ok, (f"the device's DMA write of {length} bytes to {address:#x} failed "
-                f"({result!r}); the case cannot check dirty logging without it")
+    assert ok, (
+        f"the device's DMA write of {length} bytes to {address:#x} failed "
+        f"({result!r}); the case cannot check dirty logging without it"
+    )
 
 
 @case("dirty_pages/start-stop", MUST, requires=("dirty_pages",), revisions=("0.9.1",))
@@ -93,12 +103,16 @@ def test_start_stop(dp):
         reply = accepted(dp.client.dirty_pages(flags), f"DIRTY_PAGES {name}")
         assert reply.payload == b"", (
             f"the reply to {name} carries {len(reply.payload)} payload bytes; START and STOP "
-            "have no reply payload")
+            "have no reply payload"
+        )
 
 
 @case("dirty_pages/flags-exclusive", MUST, requires=("dirty_pages",), revisions=("0.9.1",))
-@pytest.mark.parametrize("flags", [START | STOP, START | GET, STOP | GET, START | STOP | GET],
-                         ids=["start+stop", "start+get", "stop+get", "all-three"])
+@pytest.mark.parametrize(
+    "flags",
+    [START | STOP, START | GET, STOP | GET, START | STOP | GET],
+    ids=["start+stop", "start+get", "stop+get", "all-three"],
+)
 def test_flags_exclusive(dp, vfu_connect, vfu_observe, flags):
     """Two or more of START, STOP and GET_BITMAP at once are refused.
 
@@ -107,14 +121,21 @@ def test_flags_exclusive(dp, vfu_connect, vfu_observe, flags):
     """
     payload = struct.pack("<II", 8, flags)
     if flags & GET:  # with the range GET_BITMAP would need, so that only flags are wrong
-        payload = (struct.pack("<II", 8 + 32 + dp.bsize, flags)
-                   + BitmapRange(BASE, dp.size, VfioBitmap(dp.pgsize, dp.bsize)).pack())
-    send_refused(dp.client, Command.DIRTY_PAGES, payload, vfu_connect,
-                 f"DIRTY_PAGES with flags {flags:#x}", vfu_observe)
+        payload = (
+            struct.pack("<II", 8 + 32 + dp.bsize, flags)
+            + BitmapRange(BASE, dp.size, VfioBitmap(dp.pgsize, dp.bsize)).pack()
+        )
+    send_refused(
+        dp.client,
+        Command.DIRTY_PAGES,
+        payload,
+        vfu_connect,
+        f"DIRTY_PAGES with flags {flags:#x}",
+        vfu_observe,
+    )
 
 
-@case("dirty_pages/get-bitmap-before-start", MUST, requires=("dirty_pages",),
-      revisions=("0.9.1",))
+@case("dirty_pages/get-bitmap-before-start", MUST, requires=("dirty_pages",), revisions=("0.9.1",))
 def test_get_bitmap_before_start(dp, vfu_connect, vfu_observe):
     """GET_BITMAP before logging was started is refused.
 
@@ -123,8 +144,9 @@ def test_get_bitmap_before_start(dp, vfu_connect, vfu_observe):
     """
     rng = BitmapRange(BASE, dp.size, VfioBitmap(dp.pgsize, dp.bsize))
     payload = struct.pack("<II", 8 + 32 + dp.bsize, GET) + rng.pack()
-    send_refused(dp.client, Command.DIRTY_PAGES, payload, vfu_connect,
-                 "GET_BITMAP before START", vfu_observe)
+    send_refused(
+        dp.client, Command.DIRTY_PAGES, payload, vfu_connect, "GET_BITMAP before START", vfu_observe
+    )
 
 
 def _check_bitmap_reply(reply, dp, iova: int, size: int, vfu_observe) -> bytes:
@@ -133,22 +155,27 @@ def _check_bitmap_reply(reply, dp, iova: int, size: int, vfu_observe) -> bytes:
     payload = reply.payload
     argsz, flags = struct.unpack_from("<II", payload)
     if len(payload) == 8 + 40 + bsize:
-        vfu_observe("the GET_BITMAP reply follows the table's 40-byte bitmap range (errata 4): "
-                    "the range at 8 with a 24-byte VFIO Bitmap, the bitmap at 48")
+        vfu_observe(
+            "the GET_BITMAP reply follows the table's 40-byte bitmap range (errata 4): "
+            "the range at 8 with a 24-byte VFIO Bitmap, the bitmap at 48"
+        )
         start = 48
     else:
         assert len(payload) == 8 + 32 + bsize, (
             f"the GET_BITMAP reply is {len(payload)} bytes; expected 8 + 32 (the bitmap range) "
-            f"+ {bsize} (one bit per {dp.pgsize}-byte page of {size:#x} bytes)")
+            f"+ {bsize} (one bit per {dp.pgsize}-byte page of {size:#x} bytes)"
+        )
         start = 40
     assert flags == GET, f"the reply's flags are {flags:#x}, not GET_BITMAP ({GET:#x})"
     assert argsz == len(payload), (
         f"the reply's argsz is {argsz}; it must be the size of the full reply payload "
-        f"({len(payload)})")
+        f"({len(payload)})"
+    )
     echoed = struct.unpack_from("<QQQQ", payload, 8)
     assert echoed == (iova, size, dp.pgsize, bsize), (
         f"the reply's bitmap range is (iova, size, pgsize, bitmap size) = "
-        f"{tuple(hex(v) for v in echoed)}, not the range of the request")
+        f"{tuple(hex(v) for v in echoed)}, not the range of the request"
+    )
     return payload[start:]
 
 
@@ -169,8 +196,12 @@ def test_get_bitmap_reply(dp, vfu_observe):
     _check_bitmap_reply(reply, dp, BASE, dp.size, vfu_observe)
 
 
-@case("dirty_pages/dma-writes-marked", MUST, requires=("dirty_pages", "dma_engine"),
-      revisions=("0.9.1",))
+@case(
+    "dirty_pages/dma-writes-marked",
+    MUST,
+    requires=("dirty_pages", "dma_engine"),
+    revisions=("0.9.1",),
+)
 def test_dma_writes_marked(dp, vfu_hooks, vfu_observe):
     """Pages the device wrote by DMA while logging are set in the bitmap.
 
@@ -183,11 +214,13 @@ def test_dma_writes_marked(dp, vfu_hooks, vfu_observe):
     bits = _bits(_check_bitmap_reply(reply, dp, BASE, dp.size, vfu_observe))
     assert {1, 2} <= bits, (
         f"the device wrote pages 1 and 2 of the range by DMA, but the bitmap marks pages "
-        f"{sorted(bits)}")
+        f"{sorted(bits)}"
+    )
 
 
-@case("dirty_pages/get-bitmap-unmapped-range", SHOULD, requires=("dirty_pages",),
-      revisions=("0.9.1",))
+@case(
+    "dirty_pages/get-bitmap-unmapped-range", SHOULD, requires=("dirty_pages",), revisions=("0.9.1",)
+)
 def test_get_bitmap_unmapped_range(dp, vfu_connect):
     """GET_BITMAP of a range no DMA_MAP covers: the server survives and stays framed.
 
@@ -200,20 +233,23 @@ def test_get_bitmap_unmapped_range(dp, vfu_connect):
     accepted(dp.client.dirty_pages(START), "DIRTY_PAGES START")
     far = BASE + 0x100000000
     rng = BitmapRange(far, dp.size, VfioBitmap(dp.pgsize, dp.bsize))
-    msg_id = dp.client.send(Command.DIRTY_PAGES,
-                            struct.pack("<II", 8 + 32 + dp.bsize, GET) + rng.pack())
-    answer(dp.client, msg_id, Command.DIRTY_PAGES, vfu_connect,
-           "GET_BITMAP of an unmapped range")
+    msg_id = dp.client.send(
+        Command.DIRTY_PAGES, struct.pack("<II", 8 + 32 + dp.bsize, GET) + rng.pack()
+    )
+    answer(dp.client, msg_id, Command.DIRTY_PAGES, vfu_connect, "GET_BITMAP of an unmapped range")
 
 
 def _unmap_with_bitmap(dp):
     bitmap = VfioBitmap(dp.pgsize, dp.bsize)
-    return dp.client.dma_unmap(BASE, dp.size, flags=DmaUnmapFlags.GET_DIRTY_BITMAP,
-                               bitmap=bitmap)
+    return dp.client.dma_unmap(BASE, dp.size, flags=DmaUnmapFlags.GET_DIRTY_BITMAP, bitmap=bitmap)
 
 
-@case("dirty_pages/unmap-bitmap-marks-dma", MUST, requires=("dirty_pages", "dma_engine"),
-      revisions=("0.9.1",))
+@case(
+    "dirty_pages/unmap-bitmap-marks-dma",
+    MUST,
+    requires=("dirty_pages", "dma_engine"),
+    revisions=("0.9.1",),
+)
 def test_unmap_bitmap_marks_dma(dp, vfu_hooks):
     """The bitmap DMA_UNMAP returns marks the pages the device wrote by DMA.
 
@@ -225,6 +261,7 @@ def test_unmap_bitmap_marks_dma(dp, vfu_hooks):
     accepted(dp.client.dirty_pages(START), "DIRTY_PAGES START")
     _dma_write(vfu_hooks, dp.client, BASE + 5 * dp.pgsize, 1)  # page 5
     reply = accepted(_unmap_with_bitmap(dp), "DMA_UNMAP with the dirty bitmap while logging")
-    bits = _bits(reply.payload[DmaUnmap.ENTRY_SIZE + 16:])
-    assert 5 in bits, (f"the device wrote page 5 of the mapping by DMA, but the bitmap marks "
-                       f"pages {sorted(bits)}")
+    bits = _bits(reply.payload[DmaUnmap.ENTRY_SIZE + 16 :])
+    assert 5 in bits, (
+        f"the device wrote page 5 of the mapping by DMA, but the bitmap marks pages {sorted(bits)}"
+    )

@@ -29,7 +29,7 @@ from ._support import (
 )
 
 SIZE = 0x4000
-EXIT_ALLOWED = ("the spec allows it: \"the server can automatically exit\"")
+EXIT_ALLOWED = 'the spec allows it: "the server can automatically exit"'
 _bases = itertools.count()
 
 
@@ -110,8 +110,11 @@ def test_dma_maps_gone(vfu_connect, vfu_target, baseline, base):
         pytest.skip(f"{_exited(vfu_target)} ({EXIT_ALLOWED})")
     for address in (base, base + SIZE):
         reply = client.dma_map(address, SIZE)
-        accepted(reply, f"DMA_MAP by a new client of [{address:#x}, +{SIZE:#x}), which the "
-                        "disconnected client had mapped (the old mapping was not removed)")
+        accepted(
+            reply,
+            f"DMA_MAP by a new client of [{address:#x}, +{SIZE:#x}), which the "
+            "disconnected client had mapped (the old mapping was not removed)",
+        )
 
 
 @case("disconnect/client-fds-closed", SHOULD)
@@ -131,8 +134,10 @@ def test_client_fds_closed(vfu_connect, vfu_target, vfu_device, vfu_observe, bas
     for i in range(2):
         address = base + i * SIZE
         fd = client.memory.create_memfd_region(address, SIZE)
-        accepted(client.dma_map(address, SIZE, fd=fd),
-                 f"DMA_MAP of [{address:#x}, +{SIZE:#x}) with a memfd")
+        accepted(
+            client.dma_map(address, SIZE, fd=fd),
+            f"DMA_MAP of [{address:#x}, +{SIZE:#x}) with a memfd",
+        )
         passed.append("a DMA memfd")
     info = _eventfd_irq(vfu_device)
     eventfds = []
@@ -141,9 +146,16 @@ def test_client_fds_closed(vfu_connect, vfu_target, vfu_device, vfu_observe, bas
             n = min(info.count, server_max_msg_fds(client))
             eventfds = [make_eventfd() for _ in range(n)]
             client.set_irqs(info.index, IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_TRIGGER, 0, 0)
-            accepted(client.set_irqs(info.index, IrqSetFlags.DATA_EVENTFD
-                                     | IrqSetFlags.ACTION_TRIGGER, 0, n, fds=eventfds),
-                     f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {info.index} with {n} eventfds")
+            accepted(
+                client.set_irqs(
+                    info.index,
+                    IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER,
+                    0,
+                    n,
+                    fds=eventfds,
+                ),
+                f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {info.index} with {n} eventfds",
+            )
             passed += ["an IRQ eventfd"] * n
         during = vfu_target.snapshot().fds
         alive = _disconnect(client, vfu_target, baseline)
@@ -158,7 +170,8 @@ def test_client_fds_closed(vfu_connect, vfu_target, vfu_device, vfu_observe, bas
         f"the server held {baseline} fds before the client connected, {during} while it was "
         f"connected (having been passed {len(passed)} fds: {', '.join(sorted(set(passed)))}), "
         f"and still {after} two seconds after it disconnected: passed file descriptors were "
-        "not closed")
+        "not closed"
+    )
 
 
 @case("disconnect/irq-eventfds-released", SHOULD, requires=("irq_trigger",))
@@ -179,14 +192,19 @@ def test_irq_eventfds_released(vfu_connect, vfu_target, vfu_device, vfu_hooks, b
     try:
         client.set_irqs(info.index, IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_TRIGGER, 0, 0)
         if info.flags & IrqInfoFlags.MASKABLE:
-            client.set_irqs(info.index, IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_UNMASK, 0,
-                            info.count)
-        accepted(client.set_irqs(info.index, IrqSetFlags.DATA_EVENTFD
-                                 | IrqSetFlags.ACTION_TRIGGER, 0, 1, fds=[fd]),
-                 f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of {info.index}.0")
+            client.set_irqs(
+                info.index, IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_UNMASK, 0, info.count
+            )
+        accepted(
+            client.set_irqs(
+                info.index, IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER, 0, 1, fds=[fd]
+            ),
+            f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of {info.index}.0",
+        )
         vfu_hooks.trigger_irq(client, info.index, 0)
         assert eventfd_value(fd, 1.0), (
-            f"interrupt {info.index}.0 did not signal its eventfd even before the disconnect")
+            f"interrupt {info.index}.0 did not signal its eventfd even before the disconnect"
+        )
         _disconnect(client, vfu_target, baseline)
         client = _next_client(vfu_connect, vfu_target)
         if client is None:
@@ -196,7 +214,8 @@ def test_irq_eventfds_released(vfu_connect, vfu_target, vfu_device, vfu_hooks, b
         vfu_hooks.trigger_irq(client, info.index, 0)
         assert not eventfd_value(fd, 0.2), (
             f"after its client disconnected, the server still signalled the eventfd that client "
-            f"had assigned to interrupt {info.index}.0")
+            f"had assigned to interrupt {info.index}.0"
+        )
     finally:
         os.close(fd)
 
@@ -215,17 +234,22 @@ def test_device_state_retained(vfu_connect, vfu_target, vfu_device, baseline):
     value = os.urandom(min(length, 8))
     client = vfu_connect()
     client.negotiate()
-    accepted(client.region_write(region, offset, value),
-             f"REGION_WRITE of region {region} [{offset:#x}, +{len(value)}] (a scratch range)")
+    accepted(
+        client.region_write(region, offset, value),
+        f"REGION_WRITE of region {region} [{offset:#x}, +{len(value)}] (a scratch range)",
+    )
     _disconnect(client, vfu_target, baseline)
     client = _next_client(vfu_connect, vfu_target)
     if client is None:
         pytest.skip(f"{_exited(vfu_target)} ({EXIT_ALLOWED})")
-    got = accepted(client.region_read(region, offset, len(value)),
-                   f"REGION_READ of region {region} [{offset:#x}, +{len(value)}]").body.data
+    got = accepted(
+        client.region_read(region, offset, len(value)),
+        f"REGION_READ of region {region} [{offset:#x}, +{len(value)}]",
+    ).body.data
     assert got == value, (
         f"region {region} at {offset:#x} held {value.hex()} when the client disconnected; a new "
-        f"client reads {got.hex()}: the device state was not retained")
+        f"client reads {got.hex()}: the device state was not retained"
+    )
 
 
 @case("disconnect/new-client-accepted", MAY)
@@ -251,16 +275,18 @@ def test_new_client_accepted(vfu_connect, vfu_target, vfu_observe, baseline):
 
 def _dma_map_head(payload_bytes: int) -> bytes:
     """A DMA_MAP header announcing the full 32-byte payload, and ``payload_bytes`` of it."""
-    payload = DmaMap(DmaMap.SIZE, DmaMapFlags.READ | DmaMapFlags.WRITE, 0, 0x50_0000_0000,
-                     SIZE).pack()
+    payload = DmaMap(
+        DmaMap.SIZE, DmaMapFlags.READ | DmaMapFlags.WRITE, 0, 0x50_0000_0000, SIZE
+    ).pack()
     header = struct.pack("<HHIII", 0x4242, Command.DMA_MAP, 16 + len(payload), 0, 0)
     return header + payload[:payload_bytes]
 
 
 PARTIAL = {
     "partial-header": lambda: struct.pack("<HHIII", 0x4242, Command.DEVICE_GET_INFO, 32, 0, 0)[:7],
-    "header-without-payload": lambda: struct.pack("<HHIII", 0x4242, Command.DEVICE_GET_INFO,
-                                                  32, 0, 0),
+    "header-without-payload": lambda: struct.pack(
+        "<HHIII", 0x4242, Command.DEVICE_GET_INFO, 32, 0, 0
+    ),
     "partial-payload": lambda: _dma_map_head(10),
 }
 
@@ -298,8 +324,7 @@ class _Abandon(Exception):
 
 
 @case("disconnect/abrupt-during-server-dma", MUST, requires=("dma_engine",))
-def test_abrupt_during_server_dma(vfu_connect, vfu_target, vfu_hooks, vfu_observe, baseline,
-                                  base):
+def test_abrupt_during_server_dma(vfu_connect, vfu_target, vfu_hooks, vfu_observe, baseline, base):
     """A client that disconnects while the server waits for its reply to DMA_READ leaves
     the server running (or exiting cleanly), and a new client is served.
 
@@ -329,5 +354,4 @@ def test_abrupt_during_server_dma(vfu_connect, vfu_target, vfu_hooks, vfu_observ
     if not alive:
         vfu_observe(f"{_exited(vfu_target)} while waiting for a DMA reply ({EXIT_ALLOWED})")
         return
-    assert_new_connection_works(vfu_connect, "a client disconnecting instead of answering "
-                                "DMA_READ")
+    assert_new_connection_works(vfu_connect, "a client disconnecting instead of answering DMA_READ")

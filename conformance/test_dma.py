@@ -52,21 +52,27 @@ def _map(client, address: int, size: int, what: str | None = None, **kwargs):
     accepted(reply, what or f"DMA_MAP of [{address:#x}, +{size:#x})")
     assert reply.payload == b"", (
         f"the DMA_MAP reply carries {len(reply.payload)} payload bytes; "
-        "there is no payload in the reply message")
+        "there is no payload in the reply message"
+    )
     return reply
 
 
 def _unmap(client, address: int, size: int, what: str | None = None):
-    return accepted(client.dma_unmap(address, size),
-                    what or f"DMA_UNMAP of the mapping [{address:#x}, +{size:#x})")
+    return accepted(
+        client.dma_unmap(address, size),
+        what or f"DMA_UNMAP of the mapping [{address:#x}, +{size:#x})",
+    )
 
 
 # ---------------------------------------------------------------- DMA_MAP
 
 
 @case("dma/map-without-fd", MUST)
-@pytest.mark.parametrize("flags", [RW, DmaMapFlags.READ, DmaMapFlags.WRITE],
-                         ids=["read-write", "read-only", "write-only"])
+@pytest.mark.parametrize(
+    "flags",
+    [RW, DmaMapFlags.READ, DmaMapFlags.WRITE],
+    ids=["read-write", "read-only", "write-only"],
+)
 def test_map_without_fd(vfu_client, base, flags):
     """DMA_MAP without a file descriptor succeeds, with a header-only reply.
 
@@ -114,10 +120,18 @@ def test_map_adjacent(vfu_client, base):
     client" (only "a command to map over an existing region" is refused).
     """
     _map(vfu_client, base + SIZE, SIZE)
-    _map(vfu_client, base + 2 * SIZE, SIZE, what="DMA_MAP of a region that starts where an "
-         "existing mapping ends")
-    _map(vfu_client, base, SIZE, what="DMA_MAP of a region that ends where an existing "
-         "mapping starts")
+    _map(
+        vfu_client,
+        base + 2 * SIZE,
+        SIZE,
+        what="DMA_MAP of a region that starts where an existing mapping ends",
+    )
+    _map(
+        vfu_client,
+        base,
+        SIZE,
+        what="DMA_MAP of a region that ends where an existing mapping starts",
+    )
 
 
 # The existing mapping is [base + 4 pages, +4 pages); (start, length) in pages.
@@ -145,19 +159,28 @@ def test_map_overlap_is_eexist(vfu_client, base, overlap, with_fd):
     address, size = base + start * PAGE, pages * PAGE
     fd = _memfd(size) if with_fd else None
     try:
-        reply = vfu_client.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, RW, 0, address, size),
-                                   () if fd is None else (fd,))
+        reply = vfu_client.request(
+            Command.DMA_MAP, DmaMap(DmaMap.SIZE, RW, 0, address, size), () if fd is None else (fd,)
+        )
     finally:
         if fd is not None:
             os.close(fd)
-    what = (f"DMA_MAP of [{address:#x}, +{size:#x}) ({overlap} the existing mapping "
-            f"[{existing:#x}, +{SIZE:#x}))")
+    what = (
+        f"DMA_MAP of [{address:#x}, +{size:#x}) ({overlap} the existing mapping "
+        f"[{existing:#x}, +{SIZE:#x}))"
+    )
     assert not reply.ok, f"the server accepted {what}; it must fail with EEXIST"
     assert reply.error == errno.EEXIST, (
-        f"the server refused {what} with errno {reply.error}; the spec requires EEXIST")
+        f"the server refused {what} with errno {reply.error}; the spec requires EEXIST"
+    )
     assert reply.payload == b"", "an error reply must only include the reply header"
-    _unmap(vfu_client, existing, SIZE, "DMA_UNMAP of the existing mapping after a refused "
-           "overlapping DMA_MAP (the refusal must leave it as it was)")
+    _unmap(
+        vfu_client,
+        existing,
+        SIZE,
+        "DMA_UNMAP of the existing mapping after a refused "
+        "overlapping DMA_MAP (the refusal must leave it as it was)",
+    )
 
 
 @case("dma/remap-after-unmap", MUST)
@@ -183,22 +206,38 @@ def _map_payload(argsz=DmaMap.SIZE, flags=RW, offset=0, address=None, size=SIZE)
 # name -> (payload maker taking base, what it is)
 _BAD_MAPS = {
     "size-zero": (lambda b: _map_payload(address=b, size=0), "a DMA_MAP of size 0"),
-    "past-2-64": (lambda b: _map_payload(address=_U64 - PAGE, size=2 * PAGE),
-                  "a DMA_MAP whose address + size passes 2**64"),
-    "flag-bit-2": (lambda b: _map_payload(flags=RW | 1 << 2, address=b),
-                   "a DMA_MAP with undefined flag bit 2"),
-    "flag-bit-31": (lambda b: _map_payload(flags=RW | 1 << 31, address=b),
-                    "a DMA_MAP with undefined flag bit 31"),
-    "offset-without-fd": (lambda b: _map_payload(offset=PAGE, address=b),
-                          "a DMA_MAP without an fd whose offset is not zero"),
-    "argsz-small": (lambda b: _map_payload(argsz=16, address=b),
-                    "a DMA_MAP whose argsz (16) is not the 32-byte structure size"),
-    "payload-24": (lambda b: _map_payload(address=b)[:24],
-                   "a DMA_MAP with a 24-byte payload (the structure is 32)"),
-    "payload-31": (lambda b: _map_payload(address=b)[:31],
-                   "a DMA_MAP with a 31-byte payload (the structure is 32)"),
-    "payload-40": (lambda b: _map_payload(address=b) + bytes(8),
-                   "a DMA_MAP with a 40-byte payload (the structure is 32)"),
+    "past-2-64": (
+        lambda b: _map_payload(address=_U64 - PAGE, size=2 * PAGE),
+        "a DMA_MAP whose address + size passes 2**64",
+    ),
+    "flag-bit-2": (
+        lambda b: _map_payload(flags=RW | 1 << 2, address=b),
+        "a DMA_MAP with undefined flag bit 2",
+    ),
+    "flag-bit-31": (
+        lambda b: _map_payload(flags=RW | 1 << 31, address=b),
+        "a DMA_MAP with undefined flag bit 31",
+    ),
+    "offset-without-fd": (
+        lambda b: _map_payload(offset=PAGE, address=b),
+        "a DMA_MAP without an fd whose offset is not zero",
+    ),
+    "argsz-small": (
+        lambda b: _map_payload(argsz=16, address=b),
+        "a DMA_MAP whose argsz (16) is not the 32-byte structure size",
+    ),
+    "payload-24": (
+        lambda b: _map_payload(address=b)[:24],
+        "a DMA_MAP with a 24-byte payload (the structure is 32)",
+    ),
+    "payload-31": (
+        lambda b: _map_payload(address=b)[:31],
+        "a DMA_MAP with a 31-byte payload (the structure is 32)",
+    ),
+    "payload-40": (
+        lambda b: _map_payload(address=b) + bytes(8),
+        "a DMA_MAP with a 40-byte payload (the structure is 32)",
+    ),
 }
 
 
@@ -216,8 +255,7 @@ def test_map_invalid_refused(vfu_client, vfu_connect, vfu_observe, base, bad):
     nothing is mapped: the valid DMA_MAP of the range succeeds.
     """
     make, what = _BAD_MAPS[bad]
-    reply = send_refused(vfu_client, Command.DMA_MAP, make(base), vfu_connect, what,
-                         vfu_observe)
+    reply = send_refused(vfu_client, Command.DMA_MAP, make(base), vfu_connect, what, vfu_observe)
     if reply is not None:
         _map(vfu_client, base, SIZE, what=f"DMA_MAP of the range after the refusal of {what}")
 
@@ -235,11 +273,15 @@ def test_map_fd_shorter_than_region(vfu_client, vfu_connect, vfu_observe, base):
         msg_id = vfu_client.send(Command.DMA_MAP, _map_payload(address=base), (fd,))
     finally:
         os.close(fd)
-    reply = answer(vfu_client, msg_id, Command.DMA_MAP, vfu_connect,
-                   f"a DMA_MAP of {SIZE} bytes backed by a {PAGE}-byte file")
+    reply = answer(
+        vfu_client,
+        msg_id,
+        Command.DMA_MAP,
+        vfu_connect,
+        f"a DMA_MAP of {SIZE} bytes backed by a {PAGE}-byte file",
+    )
     if reply is not None and reply.ok:
-        vfu_observe(f"the server accepted a DMA_MAP of {SIZE} bytes backed by a {PAGE}-byte "
-                    "file")
+        vfu_observe(f"the server accepted a DMA_MAP of {SIZE} bytes backed by a {PAGE}-byte file")
         _unmap(vfu_client, base, SIZE)
 
 
@@ -260,15 +302,20 @@ def test_unmap_reply_is_entry(vfu_client, base, with_fd):
     reply = _unmap(vfu_client, base, SIZE)
     assert reply.msg_size == 16 + DmaUnmap.ENTRY_SIZE and len(reply.payload) == 24, (
         f"the DMA_UNMAP reply is {reply.msg_size} bytes; without the dirty bitmap flag it "
-        "must be 16 + 24")
+        "must be 16 + 24"
+    )
     entry = DmaUnmap.unpack(reply.payload)
     assert (entry.address, entry.size) == (base, SIZE), (
         f"the DMA_UNMAP reply holds address {entry.address:#x} size {entry.size:#x}, not the "
-        f"request's {base:#x} {SIZE:#x}")
-    assert entry.flags == 0, f"the DMA_UNMAP reply holds flags {entry.flags:#x}, not the request's 0"
+        f"request's {base:#x} {SIZE:#x}"
+    )
+    assert entry.flags == 0, (
+        f"the DMA_UNMAP reply holds flags {entry.flags:#x}, not the request's 0"
+    )
     assert entry.argsz == DmaUnmap.ENTRY_SIZE, (
         f"the DMA_UNMAP reply holds argsz {entry.argsz}, not the request's "
-        f"{DmaUnmap.ENTRY_SIZE} (the full reply size)")
+        f"{DmaUnmap.ENTRY_SIZE} (the full reply size)"
+    )
 
 
 @case("dma/unmap-large-argsz", MUST)
@@ -281,15 +328,19 @@ def test_unmap_large_argsz(vfu_client, base):
     DMA entry in the request": either argsz is accepted.)
     """
     _map(vfu_client, base, SIZE)
-    reply = accepted(vfu_client.dma_unmap(base, SIZE, argsz=4096),
-                     "DMA_UNMAP with argsz 4096 of an existing mapping")
+    reply = accepted(
+        vfu_client.dma_unmap(base, SIZE, argsz=4096),
+        "DMA_UNMAP with argsz 4096 of an existing mapping",
+    )
     assert len(reply.payload) == DmaUnmap.ENTRY_SIZE, (
         f"the DMA_UNMAP reply payload is {len(reply.payload)} bytes; without the dirty "
-        "bitmap flag it is the 24-byte entry")
+        "bitmap flag it is the 24-byte entry"
+    )
     entry = DmaUnmap.unpack(reply.payload)
     assert entry.argsz in (DmaUnmap.ENTRY_SIZE, 4096), (
         f"the DMA_UNMAP reply holds argsz {entry.argsz}: neither the size needed (24) nor the "
-        "request's (4096)")
+        "request's (4096)"
+    )
     assert (entry.address, entry.size) == (base, SIZE)
 
 
@@ -303,11 +354,12 @@ def test_unmap_small_argsz(vfu_client, vfu_connect, vfu_observe, base):
     """
     _map(vfu_client, base, SIZE)
     msg_id = vfu_client.send(Command.DMA_UNMAP, DmaUnmap(8, 0, base, SIZE))
-    reply = answer(vfu_client, msg_id, Command.DMA_UNMAP, vfu_connect,
-                   "a DMA_UNMAP with argsz 8")
+    reply = answer(vfu_client, msg_id, Command.DMA_UNMAP, vfu_connect, "a DMA_UNMAP with argsz 8")
     if reply is not None and reply.ok:
-        vfu_observe(f"the server accepted a DMA_UNMAP with argsz 8 (reply payload "
-                    f"{len(reply.payload)} bytes)")
+        vfu_observe(
+            f"the server accepted a DMA_UNMAP with argsz 8 (reply payload "
+            f"{len(reply.payload)} bytes)"
+        )
 
 
 # (start, length) in pages relative to base; the mapping is [base + 4 pages, +4 pages).
@@ -332,12 +384,18 @@ def test_unmap_must_match(vfu_client, vfu_connect, vfu_observe, base, mismatch):
     _map(vfu_client, existing, SIZE)
     start, pages = _MISMATCHES[mismatch]
     address, size = base + start * PAGE, pages * PAGE
-    what = (f"a DMA_UNMAP of [{address:#x}, +{size:#x}) ({mismatch}; the mapping is "
-            f"[{existing:#x}, +{SIZE:#x}))")
+    what = (
+        f"a DMA_UNMAP of [{address:#x}, +{size:#x}) ({mismatch}; the mapping is "
+        f"[{existing:#x}, +{SIZE:#x}))"
+    )
     msg_id = vfu_client.send(Command.DMA_UNMAP, DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, address, size))
     if refused(vfu_client, msg_id, Command.DMA_UNMAP, vfu_connect, what, vfu_observe):
-        _unmap(vfu_client, existing, SIZE, f"DMA_UNMAP of the mapping after {what} was "
-               "refused (the refusal must leave it mapped)")
+        _unmap(
+            vfu_client,
+            existing,
+            SIZE,
+            f"DMA_UNMAP of the mapping after {what} was refused (the refusal must leave it mapped)",
+        )
 
 
 @case("dma/unmap-spanning-two-maps", MUST)
@@ -349,10 +407,15 @@ def test_unmap_spanning_two(vfu_client, vfu_connect, vfu_observe, base):
     """
     _map(vfu_client, base, SIZE)
     _map(vfu_client, base + SIZE, SIZE)
-    msg_id = vfu_client.send(Command.DMA_UNMAP,
-                             DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, base, 2 * SIZE))
-    if refused(vfu_client, msg_id, Command.DMA_UNMAP, vfu_connect,
-               "a DMA_UNMAP spanning two adjacent mappings", vfu_observe):
+    msg_id = vfu_client.send(Command.DMA_UNMAP, DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, base, 2 * SIZE))
+    if refused(
+        vfu_client,
+        msg_id,
+        Command.DMA_UNMAP,
+        vfu_connect,
+        "a DMA_UNMAP spanning two adjacent mappings",
+        vfu_observe,
+    ):
         _unmap(vfu_client, base, SIZE)
         _unmap(vfu_client, base + SIZE, SIZE)
 
@@ -367,8 +430,14 @@ def test_unmap_twice(vfu_client, vfu_connect, vfu_observe, base):
     _map(vfu_client, base, SIZE)
     _unmap(vfu_client, base, SIZE)
     msg_id = vfu_client.send(Command.DMA_UNMAP, DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, base, SIZE))
-    refused(vfu_client, msg_id, Command.DMA_UNMAP, vfu_connect,
-            "a second DMA_UNMAP of a mapping already unmapped", vfu_observe)
+    refused(
+        vfu_client,
+        msg_id,
+        Command.DMA_UNMAP,
+        vfu_connect,
+        "a second DMA_UNMAP of a mapping already unmapped",
+        vfu_observe,
+    )
 
 
 def _unmap_payload(base, flags=0, argsz=DmaUnmap.ENTRY_SIZE):
@@ -376,16 +445,26 @@ def _unmap_payload(base, flags=0, argsz=DmaUnmap.ENTRY_SIZE):
 
 
 _BAD_UNMAPS = {
-    "flag-bit-1": (lambda b: _unmap_payload(b, flags=1 << 1),
-                   "a DMA_UNMAP with undefined flag bit 1"),
-    "flag-bit-31": (lambda b: _unmap_payload(b, flags=1 << 31),
-                    "a DMA_UNMAP with undefined flag bit 31"),
-    "payload-16": (lambda b: _unmap_payload(b)[:16],
-                   "a DMA_UNMAP with a 16-byte payload (the entry is 24)"),
-    "payload-32": (lambda b: _unmap_payload(b) + bytes(8),
-                   "a DMA_UNMAP with a 32-byte payload (24 without the dirty bitmap flag)"),
-    "payload-40": (lambda b: _unmap_payload(b) + VfioBitmap(PAGE, 8).pack(),
-                   "a DMA_UNMAP with a VFIO Bitmap but without the dirty bitmap flag"),
+    "flag-bit-1": (
+        lambda b: _unmap_payload(b, flags=1 << 1),
+        "a DMA_UNMAP with undefined flag bit 1",
+    ),
+    "flag-bit-31": (
+        lambda b: _unmap_payload(b, flags=1 << 31),
+        "a DMA_UNMAP with undefined flag bit 31",
+    ),
+    "payload-16": (
+        lambda b: _unmap_payload(b)[:16],
+        "a DMA_UNMAP with a 16-byte payload (the entry is 24)",
+    ),
+    "payload-32": (
+        lambda b: _unmap_payload(b) + bytes(8),
+        "a DMA_UNMAP with a 32-byte payload (24 without the dirty bitmap flag)",
+    ),
+    "payload-40": (
+        lambda b: _unmap_payload(b) + VfioBitmap(PAGE, 8).pack(),
+        "a DMA_UNMAP with a VFIO Bitmap but without the dirty bitmap flag",
+    ),
 }
 
 
@@ -403,8 +482,12 @@ def test_unmap_invalid_refused(vfu_client, vfu_connect, vfu_observe, base, bad):
     _map(vfu_client, base, SIZE)
     make, what = _BAD_UNMAPS[bad]
     if send_refused(vfu_client, Command.DMA_UNMAP, make(base), vfu_connect, what, vfu_observe):
-        _unmap(vfu_client, base, SIZE, f"DMA_UNMAP of the mapping after {what} was refused "
-               "(the refusal must leave it mapped)")
+        _unmap(
+            vfu_client,
+            base,
+            SIZE,
+            f"DMA_UNMAP of the mapping after {what} was refused (the refusal must leave it mapped)",
+        )
 
 
 @case("dma/unmap-dirty-bitmap-logging-off", SHOULD, revisions=("0.9.1",))
@@ -418,12 +501,17 @@ def test_unmap_dirty_bitmap_while_logging_off(vfu_client, vfu_connect, vfu_obser
     """
     _map(vfu_client, base, SIZE)
     bitmap = VfioBitmap(PAGE, bitmap_bytes(SIZE, PAGE))
-    payload = DmaUnmap(DmaUnmap.ENTRY_SIZE + 16 + bitmap.size,
-                       DmaUnmapFlags.GET_DIRTY_BITMAP, base, SIZE, bitmap).pack()
+    payload = DmaUnmap(
+        DmaUnmap.ENTRY_SIZE + 16 + bitmap.size, DmaUnmapFlags.GET_DIRTY_BITMAP, base, SIZE, bitmap
+    ).pack()
     what = "a DMA_UNMAP with the dirty bitmap flag while dirty page logging is off"
     if send_refused(vfu_client, Command.DMA_UNMAP, payload, vfu_connect, what, vfu_observe):
-        _unmap(vfu_client, base, SIZE, f"DMA_UNMAP of the mapping after {what} was refused "
-               "(the refusal must leave it mapped)")
+        _unmap(
+            vfu_client,
+            base,
+            SIZE,
+            f"DMA_UNMAP of the mapping after {what} was refused (the refusal must leave it mapped)",
+        )
 
 
 @case("dma/unmap-dirty-bitmap", MUST, requires=("dirty_pages",), revisions=("0.9.1",))
@@ -439,26 +527,37 @@ def test_unmap_dirty_bitmap(vfu_connect, base):
     VFIO Bitmap if get dirty page bitmap is set)."
     """
     client = vfu_connect()
-    client.negotiate(capabilities={"max_msg_fds": client.max_msg_fds,
-                                   "max_data_xfer_size": client.max_data_xfer_size,
-                                   "migration": {"pgsize": PAGE}})
+    client.negotiate(
+        capabilities={
+            "max_msg_fds": client.max_msg_fds,
+            "max_data_xfer_size": client.max_data_xfer_size,
+            "migration": {"pgsize": PAGE},
+        }
+    )
     pgsize = client.server_caps.migration_pgsize or PAGE
     accepted(client.dirty_pages(DirtyPagesFlags.START), "DIRTY_PAGES START")
     try:
         _map(client, base, SIZE)
         bitmap = VfioBitmap(pgsize, bitmap_bytes(SIZE, pgsize))
-        reply = accepted(client.dma_unmap(base, SIZE, DmaUnmapFlags.GET_DIRTY_BITMAP, bitmap),
-                         "DMA_UNMAP with the dirty bitmap flag while dirty logging is on")
+        reply = accepted(
+            client.dma_unmap(base, SIZE, DmaUnmapFlags.GET_DIRTY_BITMAP, bitmap),
+            "DMA_UNMAP with the dirty bitmap flag while dirty logging is on",
+        )
         want = DmaUnmap.ENTRY_SIZE + 16 + bitmap.size
         assert len(reply.payload) == want, (
             f"the DMA_UNMAP reply payload is {len(reply.payload)} bytes; with the dirty "
-            f"bitmap flag it must be 24 + 16 + {bitmap.size} (the VFIO Bitmap size)")
+            f"bitmap flag it must be 24 + 16 + {bitmap.size} (the VFIO Bitmap size)"
+        )
         entry = DmaUnmap.unpack(reply.payload)
-        assert (entry.address, entry.size) == (base, SIZE), "the reply does not hold the original entry"
+        assert (entry.address, entry.size) == (base, SIZE), (
+            "the reply does not hold the original entry"
+        )
         assert entry.flags & DmaUnmapFlags.GET_DIRTY_BITMAP, (
-            f"the reply's flags {entry.flags:#x} are not the request's")
+            f"the reply's flags {entry.flags:#x} are not the request's"
+        )
         assert entry.bitmap == bitmap, (
-            f"the reply's VFIO Bitmap {entry.bitmap} is not the one sent, {bitmap}")
+            f"the reply's VFIO Bitmap {entry.bitmap} is not the one sent, {bitmap}"
+        )
         assert len(entry.bitmap_data) == bitmap.size
     finally:
         with contextlib.suppress(Exception):  # never hide the failure above

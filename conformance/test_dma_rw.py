@@ -42,8 +42,10 @@ def _dma(vfu_hooks, client, direction: str, address: int, length: int, expect_ok
     """Have the device DMA ``length`` bytes (device buffer offset 0); the hook's result.
 
     With ``expect_ok``, a failed DMA (an error reply from the hook) fails the case."""
-    what = (f"the device's DMA {direction} of [{address:#x}, +{length:#x}) "
-            f"({'client memory to device' if direction == 'read' else 'device to client memory'})")
+    what = (
+        f"the device's DMA {direction} of [{address:#x}, +{length:#x}) "
+        f"({'client memory to device' if direction == 'read' else 'device to client memory'})"
+    )
     try:
         result = vfu_hooks.trigger_dma(client, direction, address, length, 0)
     except ErrorReply as e:
@@ -51,7 +53,9 @@ def _dma(vfu_hooks, client, direction: str, address: int, length: int, expect_ok
             raise AssertionError(f"{what} failed: {e}") from e
         return e.reply
     if expect_ok and isinstance(result, Reply):
-        assert result.ok, f"{what} failed: the hook's request got an error reply, errno {result.error}"
+        assert result.ok, (
+            f"{what} failed: the hook's request got an error reply, errno {result.error}"
+        )
     return result
 
 
@@ -99,7 +103,8 @@ def test_requests_well_formed(vfu_client, vfu_hooks, base):
     for command, direction in ((Command.DMA_READ, "read"), (Command.DMA_WRITE, "write")):
         assert any(r.command == command for r in requests), (
             f"the device's DMA {direction} of memory mapped without an fd completed without a "
-            f"single {command_name(command)} request")
+            f"single {command_name(command)} request"
+        )
 
 
 @case("dma_rw/mapped-ranges-only", MUST, requires=("dma_engine",))
@@ -112,11 +117,15 @@ def test_mapped_ranges_only(vfu_client, vfu_hooks, base):
     """
     a, b = _two_maps(vfu_client, base)
     _, requests = _round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200)
-    outside = [_describe(r) for r in requests if r.address is not None and not any(
-        m <= r.address and r.address + r.count <= m + SIZE for m in (a, b))]
+    outside = [
+        _describe(r)
+        for r in requests
+        if r.address is not None
+        and not any(m <= r.address and r.address + r.count <= m + SIZE for m in (a, b))
+    ]
     assert not outside, (
-        f"requests outside the mappings [{a:#x}, +{SIZE:#x}) and [{b:#x}, +{SIZE:#x}): "
-        f"{outside}")
+        f"requests outside the mappings [{a:#x}, +{SIZE:#x}) and [{b:#x}, +{SIZE:#x}): {outside}"
+    )
 
 
 @case("dma_rw/data-moved", MUST, requires=("dma_engine",))
@@ -134,7 +143,8 @@ def test_data_moved(vfu_client, vfu_hooks, base):
     got = vfu_client.memory.read(b + 0x200, len(data))
     assert got == data, (
         "the data the device wrote back to client memory is not what it read: first "
-        f"difference at byte {next(i for i, (x, y) in enumerate(zip(got, data, strict=True)) if x != y)}")
+        f"difference at byte {next(i for i, (x, y) in enumerate(zip(got, data, strict=True)) if x != y)}"
+    )
 
 
 @case("dma_rw/max-data-xfer-size", MUST, requires=("dma_engine",))
@@ -154,10 +164,13 @@ def test_max_data_xfer_size(vfu_connect, vfu_hooks, base):
     length = 3 * SMALL_XFER + 0x200
     data, requests = _round_trip(vfu_hooks, client, a + 0x80, b + 0x40, length)
     big = [_describe(r) for r in requests if r.count is not None and r.count > SMALL_XFER]
-    assert not big, (f"the client negotiated max_data_xfer_size {SMALL_XFER}; the server sent "
-                     f"larger requests: {big}")
+    assert not big, (
+        f"the client negotiated max_data_xfer_size {SMALL_XFER}; the server sent "
+        f"larger requests: {big}"
+    )
     assert client.memory.read(b + 0x40, length) == data, (
-        "a transfer split into several requests did not move the data intact")
+        "a transfer split into several requests did not move the data intact"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -178,14 +191,19 @@ def test_fd_mapped(vfu_client, vfu_hooks, vfu_observe, base):
     a, b = base, base + 2 * SIZE
     for address in (a, b):
         fd = vfu_client.memory.create_memfd_region(address, SIZE)
-        accepted(vfu_client.dma_map(address, SIZE, fd=fd),
-                 f"DMA_MAP of [{address:#x}, +{SIZE:#x}) with a memfd")
+        accepted(
+            vfu_client.dma_map(address, SIZE, fd=fd),
+            f"DMA_MAP of [{address:#x}, +{SIZE:#x}) with a memfd",
+        )
     data, requests = _round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200, seed=3)
     assert vfu_client.memory.read(b + 0x200, len(data)) == data, (
-        "the data the device wrote back to fd-mapped client memory is not what it read")
+        "the data the device wrote back to fd-mapped client memory is not what it read"
+    )
     if requests:
-        vfu_observe(f"the server sent {len(requests)} DMA_READ/DMA_WRITE requests for memory "
-                    "the client mapped with a file descriptor, instead of accessing it directly")
+        vfu_observe(
+            f"the server sent {len(requests)} DMA_READ/DMA_WRITE requests for memory "
+            "the client mapped with a file descriptor, instead of accessing it directly"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +234,8 @@ def test_client_error_reply(vfu_client, vfu_connect, vfu_hooks, vfu_observe, bas
     assert_framed(vfu_client, "error replies to its DMA requests")
     data, _ = _round_trip(vfu_hooks, vfu_client, b, b + SIZE // 2, SIZE // 2, seed=5)
     assert vfu_client.memory.read(b + SIZE // 2, SIZE // 2) == data, (
-        "after the client refused DMA requests, a later DMA did not move the data intact")
+        "after the client refused DMA requests, a later DMA did not move the data intact"
+    )
 
 
 @case("dma_rw/none-after-unmap", MUST, requires=("dma_engine",))
@@ -234,10 +253,14 @@ def test_none_after_unmap(vfu_client, vfu_hooks, base):
     mark = len(vfu_client.dma_requests)
     for direction in ("read", "write"):
         _dma(vfu_hooks, vfu_client, direction, a, LENGTH, expect_ok=False)
-    touched = [_describe(r) for r in vfu_client.dma_requests[mark:]
-               if r.address is not None and r.address < a + SIZE and a < r.address + r.count]
+    touched = [
+        _describe(r)
+        for r in vfu_client.dma_requests[mark:]
+        if r.address is not None and r.address < a + SIZE and a < r.address + r.count
+    ]
     assert not touched, (
-        f"after DMA_UNMAP of [{a:#x}, +{SIZE:#x}) was answered, the server still sent {touched}")
+        f"after DMA_UNMAP of [{a:#x}, +{SIZE:#x}) was answered, the server still sent {touched}"
+    )
     assert_framed(vfu_client, "DMA attempts on unmapped memory")
 
 
@@ -257,8 +280,9 @@ def test_none_after_unmap_fd(vfu_client, vfu_hooks, base):
         os.ftruncate(fd, SIZE)
         view = mmap.mmap(fd, SIZE, mmap.MAP_SHARED)
         try:
-            accepted(vfu_client.dma_map(a, SIZE, fd=fd),
-                     f"DMA_MAP of [{a:#x}, +{SIZE:#x}) with a memfd")
+            accepted(
+                vfu_client.dma_map(a, SIZE, fd=fd), f"DMA_MAP of [{a:#x}, +{SIZE:#x}) with a memfd"
+            )
             data, _ = _round_trip(vfu_hooks, vfu_client, b, a, seed=7)
             assert view[:LENGTH] == data, "DMA to the fd-mapped memory did not arrive"
             view[:LENGTH] = bytes(LENGTH)
@@ -268,10 +292,13 @@ def test_none_after_unmap_fd(vfu_client, vfu_hooks, base):
             _dma(vfu_hooks, vfu_client, "write", a, LENGTH, expect_ok=False)
             assert view[:LENGTH] == bytes(LENGTH), (
                 "after DMA_UNMAP was answered, the server still wrote to the memory the file "
-                "descriptor maps")
-            touched = [_describe(r) for r in vfu_client.dma_requests[mark:]
-                       if r.address is not None and r.address < a + SIZE
-                       and a < r.address + r.count]
+                "descriptor maps"
+            )
+            touched = [
+                _describe(r)
+                for r in vfu_client.dma_requests[mark:]
+                if r.address is not None and r.address < a + SIZE and a < r.address + r.count
+            ]
             assert not touched, f"after DMA_UNMAP was answered, the server still sent {touched}"
         finally:
             view.close()

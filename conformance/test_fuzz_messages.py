@@ -19,7 +19,7 @@ import pytest
 
 from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser import strategies as s
-from pytest_vfiouser.fuzzing import FuzzFailure, run_examples
+from pytest_vfiouser.fuzz import FuzzFailure, run_examples
 from pytest_vfiouser.protocol import Command, RegionAccess
 
 from ._fuzz import end_of_run, fuzz_for, fuzzer  # noqa: F401  (fuzzer is a fixture)
@@ -46,8 +46,13 @@ def test_valid_requests(request, fuzzer, vfu_device, vfu_spec, vfu_observe):  # 
     both sides to validate input and prevent against denial of service scenarios, buffer
     overflow, etc."
     """
-    run_examples(fuzzer, s.transmissions(s.requests(vfu_device, vfu_spec), 3, split=False),
-                 fuzzer.transmit, fuzz_for(request, 0.8), _describe)
+    run_examples(
+        fuzzer,
+        s.transmissions(s.requests(vfu_device, vfu_spec), 3, split=False),
+        fuzzer.transmit,
+        fuzz_for(request, 0.8),
+        _describe,
+    )
     end_of_run(fuzzer, vfu_device, vfu_observe)
 
 
@@ -71,8 +76,13 @@ def test_mutated_requests(request, fuzzer, vfu_device, vfu_spec, vfu_observe):  
     both sides to validate input and prevent against denial of service scenarios, buffer
     overflow, etc."
     """
-    run_examples(fuzzer, s.transmissions(s.mutated_requests(vfu_device, vfu_spec), 3),
-                 fuzzer.transmit, fuzz_for(request, 1.25), _describe)
+    run_examples(
+        fuzzer,
+        s.transmissions(s.mutated_requests(vfu_device, vfu_spec), 3),
+        fuzzer.transmit,
+        fuzz_for(request, 1.25),
+        _describe,
+    )
     end_of_run(fuzzer, vfu_device, vfu_observe)
 
 
@@ -93,31 +103,39 @@ def test_garbage(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
     both sides to validate input and prevent against denial of service scenarios, buffer
     overflow, etc."
     """
-    run_examples(fuzzer, s.transmissions(s.garbage(), 2), fuzzer.transmit,
-                 fuzz_for(request, 0.6), _describe)
+    run_examples(
+        fuzzer, s.transmissions(s.garbage(), 2), fuzzer.transmit, fuzz_for(request, 0.6), _describe
+    )
     end_of_run(fuzzer, vfu_device, vfu_observe)
 
 
 def _check_known_good(vfu_device, frame, reply) -> None:
     what = frame.describe()
-    assert reply.ok, (f"{what}, sent in pieces, was refused ({reply!r}); sent whole it is "
-                      "granted: a message is what msg_size says, however it is written")
+    assert reply.ok, (
+        f"{what}, sent in pieces, was refused ({reply!r}); sent whole it is "
+        "granted: a message is what msg_size says, however it is written"
+    )
     body = reply.body
     if frame.command == Command.DEVICE_GET_INFO:
         assert body == vfu_device.info, f"{what}, sent in pieces, got {body}"
     elif frame.command == Command.DEVICE_GET_REGION_INFO:
         want = vfu_device.regions[body.index]
         assert (body.index, body.flags, body.size, body.offset) == (
-            want.index, want.flags, want.size, want.offset), (
-            f"{what}, sent in pieces, got {body}; sent whole: {want}")
+            want.index,
+            want.flags,
+            want.size,
+            want.offset,
+        ), f"{what}, sent in pieces, got {body}; sent whole: {want}"
     elif frame.command == Command.DEVICE_GET_IRQ_INFO:
         want = vfu_device.irqs[body.index]
         assert (body.index, body.flags, body.count) == (want.index, want.flags, want.count), (
-            f"{what}, sent in pieces, got {body}; sent whole: {want}")
+            f"{what}, sent in pieces, got {body}; sent whole: {want}"
+        )
     elif frame.command in (Command.REGION_READ, Command.REGION_WRITE):
-        sent = RegionAccess.unpack(frame.payload[:RegionAccess.SIZE])
+        sent = RegionAccess.unpack(frame.payload[: RegionAccess.SIZE])
         assert (body.offset, body.region, body.count) == (sent.offset, sent.region, sent.count), (
-            f"{what}, sent in pieces, was answered with {body}")
+            f"{what}, sent in pieces, was answered with {body}"
+        )
         if frame.command == Command.REGION_READ:
             assert len(body.data) == sent.count
 
@@ -134,18 +152,26 @@ def test_split_writes(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
     (Command Concurrency): "The server will process commands in the order they are
     received."
     """
+
     def body(tx):
         ending = fuzzer.transmit(tx)
         if ending != "framed":
             how = "closed the connection on" if ending == "closed" else f"found {ending}"
-            raise FuzzFailure(f"the server {how} requests it grants when they are sent "
-                              "whole; they came cut into several writes")
+            raise FuzzFailure(
+                f"the server {how} requests it grants when they are sent "
+                "whole; they came cut into several writes"
+            )
         assert len(fuzzer.replies) == len(tx.items), "every request must be answered"
         for frame, reply in fuzzer.replies:
             _check_known_good(vfu_device, frame, reply)
 
-    run_examples(fuzzer, s.transmissions(s.known_good_requests(vfu_device), 4, split=True),
-                 body, fuzz_for(request, 0.5), _describe)
+    run_examples(
+        fuzzer,
+        s.transmissions(s.known_good_requests(vfu_device), 4, split=True),
+        body,
+        fuzz_for(request, 0.5),
+        _describe,
+    )
     end_of_run(fuzzer, vfu_device, vfu_observe)
 
 
@@ -169,15 +195,26 @@ def test_version_handshake(request, fuzzer, vfu_device, vfu_observe):  # noqa: F
     fuzzer.negotiate = False
     fuzzer.fresh_connections = True
     fuzzer.probe = False
-    run_examples(fuzzer, s.transmissions(s.version_proposals(), 1, split=None),
-                 fuzzer.transmit, fuzz_for(request, 0.4), _describe)
+    run_examples(
+        fuzzer,
+        s.transmissions(s.version_proposals(), 1, split=None),
+        fuzzer.transmit,
+        fuzz_for(request, 0.4),
+        _describe,
+    )
     fuzzer.negotiate = True
     end_of_run(fuzzer, vfu_device, vfu_observe)
 
 
 @case("fuzz/fds-released", SHOULD)
-def test_fds_released(request, fuzzer, vfu_target, vfu_device, vfu_spec,  # noqa: F811
-                      vfu_observe):
+def test_fds_released(
+    request,
+    fuzzer,
+    vfu_target,
+    vfu_device,
+    vfu_spec,  # noqa: F811
+    vfu_observe,
+):
     """Requests that carry fds (DMA_MAP with a memfd, SET_IRQS with eventfds) and requests
     with fds where none belong or fewer than they need, fuzzed: once every client has
     disconnected, the server holds no more open fds than before.
@@ -191,8 +228,13 @@ def test_fds_released(request, fuzzer, vfu_target, vfu_device, vfu_spec,  # noqa
     """
     if fuzzer.fd_baseline is None:
         pytest.skip("needs the server's pid to count its fds (--vfu-server, not --vfu-socket)")
-    run_examples(fuzzer, s.transmissions(s.requests_with_fds(vfu_device, vfu_spec), 2),
-                 fuzzer.transmit, fuzz_for(request, 0.5), _describe)
+    run_examples(
+        fuzzer,
+        s.transmissions(s.requests_with_fds(vfu_device, vfu_spec), 2),
+        fuzzer.transmit,
+        fuzz_for(request, 0.5),
+        _describe,
+    )
     baseline = fuzzer.fd_baseline
     growth = end_of_run(fuzzer, vfu_device, lambda text: None)
     if growth is None:
@@ -201,4 +243,5 @@ def test_fds_released(request, fuzzer, vfu_target, vfu_device, vfu_spec,  # noqa
         f"after {fuzzer.examples} examples of requests with fds and every client gone, the "
         f"server holds {growth} more open fds than the {baseline} it had before: fds passed "
         "by a client must be closed when it disconnects (and those of refused requests "
-        "when they are refused)")
+        "when they are refused)"
+    )

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from pytest_vfiouser import MUST, SHOULD, case
-from pytest_vfiouser.fuzzing import FuzzFailure, run_machine
+from pytest_vfiouser.fuzz import FuzzFailure, run_machine
 from pytest_vfiouser.protocol import (
     V1_TABLE_STATES,
     V1_TRANSITIONS,
@@ -57,10 +57,16 @@ from ._support import eventfd_value, make_eventfd, server_max_msg_fds
 
 PAGE = 4096
 RW = int(DmaMapFlags.READ | DmaMapFlags.WRITE)
-NONE, BOOL, EVENTFD = (int(IrqSetFlags.DATA_NONE), int(IrqSetFlags.DATA_BOOL),
-                       int(IrqSetFlags.DATA_EVENTFD))
-MASK, UNMASK, TRIGGER = (int(IrqSetFlags.ACTION_MASK), int(IrqSetFlags.ACTION_UNMASK),
-                         int(IrqSetFlags.ACTION_TRIGGER))
+NONE, BOOL, EVENTFD = (
+    int(IrqSetFlags.DATA_NONE),
+    int(IrqSetFlags.DATA_BOOL),
+    int(IrqSetFlags.DATA_EVENTFD),
+)
+MASK, UNMASK, TRIGGER = (
+    int(IrqSetFlags.ACTION_MASK),
+    int(IrqSetFlags.ACTION_UNMASK),
+    int(IrqSetFlags.ACTION_TRIGGER),
+)
 SIGNAL_WAIT = 1.0  # seconds an eventfd that must be signalled gets
 WINDOW = 128  # bytes at each end of a scratch range that region accesses stay in
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
@@ -74,6 +80,7 @@ def _fail(text: str):
 def step(fn):
     """A rule body: skipped once the server died or hung (the run is over), and any
     failure recorded with the steps so far (for the report and the reproducer)."""
+
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         if self.fuzzer.fatal is not None:
@@ -83,6 +90,7 @@ def step(fn):
         except Exception as e:
             self.fuzzer._record(e, self, lambda m: m.describe())
             raise
+
     return wrapper
 
 
@@ -137,8 +145,12 @@ def _dma_machine(fz, with_reconnect: bool):
         def _overlaps(self, address: int, size: int) -> bool:
             return any(a < address + size and address < a + n for a, n in self.maps.items())
 
-        @rule(start=st.integers(0, 31), pages=st.integers(1, 8), with_fd=st.booleans(),
-              flags=st.sampled_from([RW, RW, int(DmaMapFlags.READ), int(DmaMapFlags.WRITE)]))
+        @rule(
+            start=st.integers(0, 31),
+            pages=st.integers(1, 8),
+            with_fd=st.booleans(),
+            flags=st.sampled_from([RW, RW, int(DmaMapFlags.READ), int(DmaMapFlags.WRITE)]),
+        )
         @step
         def map(self, start, pages, with_fd, flags):
             address, size = self._range(start, pages)
@@ -148,60 +160,82 @@ def _dma_machine(fz, with_reconnect: bool):
             if with_fd:
                 fds = [os.memfd_create("vfu-fuzz-dma", os.MFD_CLOEXEC)]
                 os.ftruncate(fds[0], size)
-            what = (f"DMA_MAP [{address:#x}, +{size:#x}) flags {flags} "
-                    f"{'with a memfd' if with_fd else 'without fd'}")
+            what = (
+                f"DMA_MAP [{address:#x}, +{size:#x}) flags {flags} "
+                f"{'with a memfd' if with_fd else 'without fd'}"
+            )
             try:
-                reply = self.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, flags, 0, address,
-                                                             size).pack(), fds, what)
+                reply = self.request(
+                    Command.DMA_MAP, DmaMap(DmaMap.SIZE, flags, 0, address, size).pack(), fds, what
+                )
             finally:
                 for fd in fds:
                     os.close(fd)
-            self.note_step(f"{what}: {_outcome(reply)}"
-                           f"{' (overlaps a mapping)' if overlap else ''}")
+            self.note_step(f"{what}: {_outcome(reply)}{' (overlaps a mapping)' if overlap else ''}")
             if overlap:
                 if reply is None:
-                    _fail(f"the server closed the connection on {what}, which overlaps a "
-                          f"mapping ({self._maps_text()}): a command to map over an existing "
-                          "region must be failed by the server with EEXIST")
+                    _fail(
+                        f"the server closed the connection on {what}, which overlaps a "
+                        f"mapping ({self._maps_text()}): a command to map over an existing "
+                        "region must be failed by the server with EEXIST"
+                    )
                 if reply.ok or reply.error != errno.EEXIST:
-                    _fail(f"{what} overlaps a mapping ({self._maps_text()}), but the server "
-                          f"answered {_outcome(reply)}: a command to map over an existing region "
-                          "must be failed by the server with EEXIST set in error field")
+                    _fail(
+                        f"{what} overlaps a mapping ({self._maps_text()}), but the server "
+                        f"answered {_outcome(reply)}: a command to map over an existing region "
+                        "must be failed by the server with EEXIST set in error field"
+                    )
                 return
             if reply is None or not reply.ok:
-                _fail(f"the server refused {what} ({_outcome(reply)}), which overlaps no mapping "
-                      f"({self._maps_text()})")
+                _fail(
+                    f"the server refused {what} ({_outcome(reply)}), which overlaps no mapping "
+                    f"({self._maps_text()})"
+                )
             self.maps[address] = size
 
         def _maps_text(self) -> str:
-            return ", ".join(f"[{a:#x}, +{n:#x})" for a, n in sorted(self.maps.items())) or \
-                "no mappings"
+            return (
+                ", ".join(f"[{a:#x}, +{n:#x})" for a, n in sorted(self.maps.items()))
+                or "no mappings"
+            )
 
         def _unmap(self, address: int, size: int) -> None:
             exact = self.maps.get(address) == size
             what = f"DMA_UNMAP [{address:#x}, +{size:#x})"
-            reply = self.request(Command.DMA_UNMAP, DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, address,
-                                                             size).pack(), (), what)
-            self.note_step(f"{what}: {_outcome(reply)}"
-                           f"{' (a mapping exactly)' if exact else ' (matches no mapping)'}")
+            reply = self.request(
+                Command.DMA_UNMAP, DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, address, size).pack(), (), what
+            )
+            self.note_step(
+                f"{what}: {_outcome(reply)}"
+                f"{' (a mapping exactly)' if exact else ' (matches no mapping)'}"
+            )
             if exact:
                 if reply is None or not reply.ok:
-                    _fail(f"the server refused {what} ({_outcome(reply)}), which matches the "
-                          f"mapping exactly ({self._maps_text()})")
-                entry = DmaUnmap.unpack(reply.payload[:DmaUnmap.ENTRY_SIZE]) \
-                    if len(reply.payload) >= DmaUnmap.ENTRY_SIZE else None
+                    _fail(
+                        f"the server refused {what} ({_outcome(reply)}), which matches the "
+                        f"mapping exactly ({self._maps_text()})"
+                    )
+                entry = (
+                    DmaUnmap.unpack(reply.payload[: DmaUnmap.ENTRY_SIZE])
+                    if len(reply.payload) >= DmaUnmap.ENTRY_SIZE
+                    else None
+                )
                 if entry is None or (entry.address, entry.size) != (address, size):
-                    _fail(f"the reply to {what} is {reply.payload.hex()}: the server responds "
-                          "with the original DMA entry in the request")
+                    _fail(
+                        f"the reply to {what} is {reply.payload.hex()}: the server responds "
+                        "with the original DMA entry in the request"
+                    )
                 del self.maps[address]
                 return
             if reply is None:  # refused by closing: the mappings of that connection are gone
                 self._new_window()
                 return
             if reply.ok:
-                _fail(f"the server accepted {what}, which matches no mapping exactly "
-                      f"({self._maps_text()}): the address and size of the DMA region being "
-                      "unmapped must match exactly a previous mapping")
+                _fail(
+                    f"the server accepted {what}, which matches no mapping exactly "
+                    f"({self._maps_text()}): the address and size of the DMA region being "
+                    "unmapped must match exactly a previous mapping"
+                )
 
         @rule(start=st.integers(0, 31), pages=st.integers(1, 8))
         @step
@@ -216,6 +250,7 @@ def _dma_machine(fz, with_reconnect: bool):
             self._unmap(address, self.maps[address])
 
         if with_reconnect:
+
             @rule()
             @step
             def reconnect(self):
@@ -226,13 +261,18 @@ def _dma_machine(fz, with_reconnect: bool):
                 self.maps = {}
                 self.note_step(f"new connection (the old one had {len(old)} mappings)")
                 for address, size in sorted(old.items()):
-                    what = f"DMA_MAP [{address:#x}, +{size:#x}) after the client that mapped it left"
-                    reply = self.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, RW, 0, address,
-                                                                 size).pack(), (), what)
+                    what = (
+                        f"DMA_MAP [{address:#x}, +{size:#x}) after the client that mapped it left"
+                    )
+                    reply = self.request(
+                        Command.DMA_MAP, DmaMap(DmaMap.SIZE, RW, 0, address, size).pack(), (), what
+                    )
                     self.note_step(f"{what}: {_outcome(reply)}")
                     if reply is None or not reply.ok:
-                        _fail(f"the server refused {what} ({_outcome(reply)}): on a client "
-                              "disconnection all client memory regions are unmapped")
+                        _fail(
+                            f"the server refused {what} ({_outcome(reply)}): on a client "
+                            "disconnection all client memory regions are unmapped"
+                        )
                     self.maps[address] = size
 
         def teardown(self):
@@ -240,8 +280,9 @@ def _dma_machine(fz, with_reconnect: bool):
                 return
             for address, size in list(self.maps.items()):
                 try:
-                    self.request(Command.DMA_UNMAP,
-                                 DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, address, size).pack())
+                    self.request(
+                        Command.DMA_UNMAP, DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, address, size).pack()
+                    )
                 except Exception:
                     return
 
@@ -283,8 +324,9 @@ def test_dma_map_model_reconnect(request, fuzzer, vfu_device, vfu_observe):  # n
 
 
 def _irq_machine(fz, device, hooks):
-    indexes = {i: q for i, q in sorted(device.irqs.items())
-               if q.count and q.flags & IrqInfoFlags.EVENTFD}
+    indexes = {
+        i: q for i, q in sorted(device.irqs.items()) if q.count and q.flags & IrqInfoFlags.EVENTFD
+    }
     maskable = {i for i, q in indexes.items() if q.flags & IrqInfoFlags.MASKABLE}
     names = sorted(indexes)
 
@@ -303,12 +345,16 @@ def _irq_machine(fz, device, hooks):
             for i, info in indexes.items():
                 self._set(i, NONE | TRIGGER, 0, 0, what=f"disable IRQ index {i}", must=True)
                 if i in maskable:
-                    self._set(i, NONE | UNMASK, 0, info.count, what=f"unmask IRQ index {i}",
-                              must=True)
+                    self._set(
+                        i, NONE | UNMASK, 0, info.count, what=f"unmask IRQ index {i}", must=True
+                    )
                 for s in range(info.count):
                     self.trig[i, s] = None
-                    self.masked[i, s] = False if i in maskable else \
-                        (None if info.flags & IrqInfoFlags.AUTOMASKED else False)
+                    self.masked[i, s] = (
+                        False
+                        if i in maskable
+                        else (None if info.flags & IrqInfoFlags.AUTOMASKED else False)
+                    )
                     self.pending[i, s] = False
                 # Every sub-index starts with an eventfd (so that a trigger has one to signal).
                 if info.flags & IrqInfoFlags.NORESIZE and info.count > self.max_fds:
@@ -317,16 +363,24 @@ def _irq_machine(fz, device, hooks):
                     count = min(self.max_fds, info.count - start)
                     new = [make_eventfd() for _ in range(count)]
                     self.fds += new
-                    self._set(i, EVENTFD | TRIGGER, start, count, new, must=True,
-                              what=f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {i} sub-indexes "
-                                   f"{start}..{start + count - 1} with {count} eventfds")
+                    self._set(
+                        i,
+                        EVENTFD | TRIGGER,
+                        start,
+                        count,
+                        new,
+                        must=True,
+                        what=f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {i} sub-indexes "
+                        f"{start}..{start + count - 1} with {count} eventfds",
+                    )
                     for s, fd in zip(range(start, start + count), new, strict=True):
                         self.trig[i, s] = fd
                         self.owner[fd] = (i, s)
 
         def _set(self, index, flags, start, count, fds=(), data=b"", what="", must=False):
-            payload = SetIrqs(SetIrqs.FIXED_SIZE + len(data), flags, index, start, count,
-                              data).pack()
+            payload = SetIrqs(
+                SetIrqs.FIXED_SIZE + len(data), flags, index, start, count, data
+            ).pack()
             reply = self.request(Command.DEVICE_SET_IRQS, payload, fds, what)
             if reply is None:
                 _fail(f"the server closed the connection on {what}, a valid SET_IRQS")
@@ -351,23 +405,29 @@ def _irq_machine(fz, device, hooks):
                     got[fd] = eventfd_value(fd)
             for key in sorted(expect):
                 if not got[self.trig[key]]:
-                    _fail(f"after {what}, the eventfd of IRQ {key[0]}.{key[1]} (assigned with "
-                          "DATA_EVENTFD|ACTION_TRIGGER, unmasked) was not signalled within "
-                          f"{SIGNAL_WAIT:g} s: the descriptors will be signalled when the action "
-                          "defined by the action flags occurs")
+                    _fail(
+                        f"after {what}, the eventfd of IRQ {key[0]}.{key[1]} (assigned with "
+                        "DATA_EVENTFD|ACTION_TRIGGER, unmasked) was not signalled within "
+                        f"{SIGNAL_WAIT:g} s: the descriptors will be signalled when the action "
+                        "defined by the action flags occurs"
+                    )
             maybe_fds = {self.trig[k]: k for k in maybe if self.trig.get(k) is not None}
             expect_fds = {self.trig[k] for k in expect}
             for fd, value in got.items():
                 if value and fd not in expect_fds and fd not in maybe_fds:
                     owner = self.owner.get(fd)
-                    where = (f"assigned to IRQ {owner[0]}.{owner[1]}" if owner else
-                             "no longer assigned (replaced, de-assigned or disabled)")
+                    where = (
+                        f"assigned to IRQ {owner[0]}.{owner[1]}"
+                        if owner
+                        else "no longer assigned (replaced, de-assigned or disabled)"
+                    )
                     state = ""
                     if owner is not None:
-                        state = (" and masked" if self.masked.get(owner) else
-                                 " and not triggered")
-                    _fail(f"after {what}, an eventfd {where}{state} was signalled: "
-                          "only the interrupts triggered (and not masked) signal theirs")
+                        state = " and masked" if self.masked.get(owner) else " and not triggered"
+                    _fail(
+                        f"after {what}, an eventfd {where}{state} was signalled: "
+                        "only the interrupts triggered (and not masked) signal theirs"
+                    )
             return {k for fd, k in maybe_fds.items() if got.get(fd)}
 
         def _fire(self, subs: list[tuple[int, int]], what: str) -> None:
@@ -401,13 +461,17 @@ def _irq_machine(fz, device, hooks):
             count = min(count, self.max_fds)
             new = [make_eventfd() for _ in range(count)]
             self.fds += new
-            what = (f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {index} sub-indexes "
-                    f"{start}..{start + count - 1} with {count} new eventfds")
+            what = (
+                f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {index} sub-indexes "
+                f"{start}..{start + count - 1} with {count} new eventfds"
+            )
             reply = self._set(index, EVENTFD | TRIGGER, start, count, new, what=what)
             subs = range(start, start + count)
-            noresize = indexes[index].flags & IrqInfoFlags.NORESIZE and any(
-                self.trig[index, s] is not None for s in range(indexes[index].count)) and any(
-                self.trig[index, s] is None for s in subs)
+            noresize = (
+                indexes[index].flags & IrqInfoFlags.NORESIZE
+                and any(self.trig[index, s] is not None for s in range(indexes[index].count))
+                and any(self.trig[index, s] is None for s in subs)
+            )
             self.note_step(f"{what}: {_outcome(reply)}")
             if not reply.ok:
                 if noresize:
@@ -425,8 +489,10 @@ def _irq_machine(fz, device, hooks):
         @step
         def deassign(self, index, data):
             start, count = self._span(data, index)
-            what = (f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {index} sub-indexes "
-                    f"{start}..{start + count - 1} without fds (de-assign)")
+            what = (
+                f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {index} sub-indexes "
+                f"{start}..{start + count - 1} without fds (de-assign)"
+            )
             reply = self._set(index, EVENTFD | TRIGGER, start, count, what=what, must=True)
             self.note_step(f"{what}: {_outcome(reply)}")
             for s in range(start, start + count):
@@ -455,8 +521,9 @@ def _irq_machine(fz, device, hooks):
         def _selected(self, data, index) -> tuple[int, int, int, bytes, list]:
             start, count = self._span(data, index)
             if data.draw(st.booleans(), label="with DATA_BOOL"):
-                bools = data.draw(st.lists(st.sampled_from([0, 1]), min_size=count,
-                                           max_size=count), label="bools")
+                bools = data.draw(
+                    st.lists(st.sampled_from([0, 1]), min_size=count, max_size=count), label="bools"
+                )
                 subs = [(index, start + k) for k, b in enumerate(bools) if b]
                 return BOOL, start, count, bytes(bools), subs
             return NONE, start, count, b"", [(index, s) for s in range(start, start + count)]
@@ -465,9 +532,11 @@ def _irq_machine(fz, device, hooks):
         @step
         def trigger(self, index, data):
             kind, start, count, bools, subs = self._selected(data, index)
-            what = (f"SET_IRQS {'DATA_BOOL' if kind == BOOL else 'DATA_NONE'}|ACTION_TRIGGER of "
-                    f"IRQ {index} sub-indexes {start}..{start + count - 1}"
-                    f"{f' bools {list(bools)}' if bools else ''} (a client trigger)")
+            what = (
+                f"SET_IRQS {'DATA_BOOL' if kind == BOOL else 'DATA_NONE'}|ACTION_TRIGGER of "
+                f"IRQ {index} sub-indexes {start}..{start + count - 1}"
+                f"{f' bools {list(bools)}' if bools else ''} (a client trigger)"
+            )
             reply = self._set(index, kind | TRIGGER, start, count, data=bools, what=what)
             self.note_step(f"{what}: {_outcome(reply)}")
             if not reply.ok:  # "Not all interrupt types support every combination"
@@ -476,6 +545,7 @@ def _irq_machine(fz, device, hooks):
             self._fire(subs, what)
 
         if "vfu_trigger_irq" in device.hooks:
+
             @rule(index=st.sampled_from(names), data=st.data())
             @step
             def device_interrupt(self, index, data):
@@ -486,16 +556,26 @@ def _irq_machine(fz, device, hooks):
                 self._fire([(index, sub)], what)
 
         if maskable:
+
             @rule(index=st.sampled_from(sorted(maskable)), data=st.data(), action=st.booleans())
             @step
             def mask_or_unmask(self, index, data, action):
                 kind, start, count, bools, subs = self._selected(data, index)
                 name = "ACTION_MASK" if action else "ACTION_UNMASK"
-                what = (f"SET_IRQS {'DATA_BOOL' if kind == BOOL else 'DATA_NONE'}|{name} of IRQ "
-                        f"{index} sub-indexes {start}..{start + count - 1}"
-                        f"{f' bools {list(bools)}' if bools else ''}")
-                reply = self._set(index, kind | (MASK if action else UNMASK), start, count,
-                                  data=bools, what=what, must=True)
+                what = (
+                    f"SET_IRQS {'DATA_BOOL' if kind == BOOL else 'DATA_NONE'}|{name} of IRQ "
+                    f"{index} sub-indexes {start}..{start + count - 1}"
+                    f"{f' bools {list(bools)}' if bools else ''}"
+                )
+                reply = self._set(
+                    index,
+                    kind | (MASK if action else UNMASK),
+                    start,
+                    count,
+                    data=bools,
+                    what=what,
+                    must=True,
+                )
                 self.note_step(f"{what}: {_outcome(reply)}")
                 if action:
                     for key in subs:
@@ -514,11 +594,16 @@ def _irq_machine(fz, device, hooks):
         @step
         def out_of_range(self, index, past):
             n = indexes[index].count
-            start, count, target = {"start": (n, 1, index), "count": (0, n + 1, index),
-                                    "index": (0, 1, device.num_irqs)}[past]
-            what = (f"SET_IRQS DATA_NONE|ACTION_TRIGGER of IRQ {target} start {start} count "
-                    f"{count} (past the end: IRQ {index} has {n} sub-indexes, the device "
-                    f"{device.num_irqs} IRQ types)")
+            start, count, target = {
+                "start": (n, 1, index),
+                "count": (0, n + 1, index),
+                "index": (0, 1, device.num_irqs),
+            }[past]
+            what = (
+                f"SET_IRQS DATA_NONE|ACTION_TRIGGER of IRQ {target} start {start} count "
+                f"{count} (past the end: IRQ {index} has {n} sub-indexes, the device "
+                f"{device.num_irqs} IRQ types)"
+            )
             payload = SetIrqs(SetIrqs.FIXED_SIZE, NONE | TRIGGER, target, start, count).pack()
             reply = self.request(Command.DEVICE_SET_IRQS, payload, (), what)
             self.note_step(f"{what}: {_outcome(reply)}")
@@ -539,11 +624,15 @@ def _irq_machine(fz, device, hooks):
             try:
                 if self.fuzzer.fatal is None and self.fuzzer.client is not None:
                     for i, info in indexes.items():
-                        self.request(Command.DEVICE_SET_IRQS, SetIrqs(
-                            SetIrqs.FIXED_SIZE, NONE | TRIGGER, i, 0, 0).pack())
+                        self.request(
+                            Command.DEVICE_SET_IRQS,
+                            SetIrqs(SetIrqs.FIXED_SIZE, NONE | TRIGGER, i, 0, 0).pack(),
+                        )
                         if i in maskable:
-                            self.request(Command.DEVICE_SET_IRQS, SetIrqs(
-                                SetIrqs.FIXED_SIZE, NONE | UNMASK, i, 0, info.count).pack())
+                            self.request(
+                                Command.DEVICE_SET_IRQS,
+                                SetIrqs(SetIrqs.FIXED_SIZE, NONE | UNMASK, i, 0, info.count).pack(),
+                            )
             except Exception:
                 pass
             finally:
@@ -584,11 +673,23 @@ def test_set_irqs_model(request, fuzzer, vfu_device, vfu_hooks, vfu_observe):  #
 
 # ------------------------------------------------------------------ migration (0.9.1)
 
-NAMES = {S.STOPPED: "stopped", S.RUNNING: "running", S.STOP_AND_COPY: "stop-and-copy",
-         S.PRE_COPY: "pre-copy", S.RESUMING: "resuming", S.INVALID_101: "invalid-101",
-         S.ERROR: "error-110", S.INVALID_111: "invalid-111"}
-BACK = {S.RUNNING: (), S.STOPPED: (S.RUNNING,), S.STOP_AND_COPY: (S.RUNNING,),
-        S.PRE_COPY: (S.STOP_AND_COPY, S.RUNNING), S.RESUMING: (S.RUNNING,)}
+NAMES = {
+    S.STOPPED: "stopped",
+    S.RUNNING: "running",
+    S.STOP_AND_COPY: "stop-and-copy",
+    S.PRE_COPY: "pre-copy",
+    S.RESUMING: "resuming",
+    S.INVALID_101: "invalid-101",
+    S.ERROR: "error-110",
+    S.INVALID_111: "invalid-111",
+}
+BACK = {
+    S.RUNNING: (),
+    S.STOPPED: (S.RUNNING,),
+    S.STOP_AND_COPY: (S.RUNNING,),
+    S.PRE_COPY: (S.STOP_AND_COPY, S.RUNNING),
+    S.RESUMING: (S.RUNNING,),
+}
 
 
 def _name(state: int) -> str:
@@ -598,16 +699,19 @@ def _name(state: int) -> str:
 def _migration_region(device) -> tuple[int, int] | None:
     for index, info in sorted(device.regions.items()):
         cap = info.cap(RegionTypeCap)
-        if cap is not None and (cap.type, cap.subtype) == (VFIO_REGION_TYPE_MIGRATION,
-                                                          VFIO_REGION_SUBTYPE_MIGRATION):
+        if cap is not None and (cap.type, cap.subtype) == (
+            VFIO_REGION_TYPE_MIGRATION,
+            VFIO_REGION_SUBTYPE_MIGRATION,
+        ):
             return index, info.size
     return None
 
 
 # ("valid", k): the k-th valid transition from the current state; ("any", v): value v.
 # (The strategy does not depend on the state, which a replay may find different.)
-_WALK_CHOICES = st.one_of(st.tuples(st.just("valid"), st.integers(0, 3)),
-                          st.tuples(st.just("any"), st.integers(0, 7)))
+_WALK_CHOICES = st.one_of(
+    st.tuples(st.just("valid"), st.integers(0, 3)), st.tuples(st.just("any"), st.integers(0, 7))
+)
 
 
 def _migration_machine(fz, index: int, size: int, covered: set):
@@ -618,15 +722,21 @@ def _migration_machine(fz, index: int, size: int, covered: set):
             super().__init__()
             self.state = self.read_state("device_state at the start of the run")
             if self.state != S.RUNNING and not self.walk_back():
-                _fail(f"device_state is {_name(self.state)} at the start of a run and valid "
-                      "transitions do not bring it back to running")
+                _fail(
+                    f"device_state is {_name(self.state)} at the start of a run and valid "
+                    "transitions do not bring it back to running"
+                )
 
         def read(self, offset: int, n: int, what: str) -> bytes:
-            reply = self.request(Command.REGION_READ, RegionRead(offset, index, n).pack(), (),
-                                 f"REGION_READ of {what}")
+            reply = self.request(
+                Command.REGION_READ,
+                RegionRead(offset, index, n).pack(),
+                (),
+                f"REGION_READ of {what}",
+            )
             if reply is None or not reply.ok:
                 _fail(f"REGION_READ of {what} failed ({_outcome(reply)})")
-            data = reply.payload[RegionAccess.SIZE:]
+            data = reply.payload[RegionAccess.SIZE :]
             if len(data) != n:
                 _fail(f"REGION_READ of {n} bytes of {what} returned {len(data)}")
             return data
@@ -635,9 +745,12 @@ def _migration_machine(fz, index: int, size: int, covered: set):
             return _U32.unpack(self.read(MigrationInfo.DEVICE_STATE, 4, what))[0]
 
         def write_state(self, value: int):
-            return self.request(Command.REGION_WRITE, RegionWrite(
-                MigrationInfo.DEVICE_STATE, index, 4, _U32.pack(value)).pack(), (),
-                f"REGION_WRITE of device_state {_name(value)}")
+            return self.request(
+                Command.REGION_WRITE,
+                RegionWrite(MigrationInfo.DEVICE_STATE, index, 4, _U32.pack(value)).pack(),
+                (),
+                f"REGION_WRITE of device_state {_name(value)}",
+            )
 
         def walk_back(self) -> bool:
             for target in BACK.get(self.state, (None,)):
@@ -669,25 +782,36 @@ def _migration_machine(fz, index: int, size: int, covered: set):
             self.note_step(f"{what}: {_outcome(reply)}, device_state now {_name(now)}")
             if to == frm:
                 if now != frm:
-                    _fail(f"after writing the current state {_name(frm)} again, device_state "
-                          f"reads {_name(now)}")
+                    _fail(
+                        f"after writing the current state {_name(frm)} again, device_state "
+                        f"reads {_name(now)}"
+                    )
             elif v1_transition_valid(frm, to):
-                if (frm, to) == (S.RESUMING, S.RUNNING) and not reply.ok and now in (
-                        S.RESUMING, S.ERROR):
+                if (
+                    (frm, to) == (S.RESUMING, S.RUNNING)
+                    and not reply.ok
+                    and now in (S.RESUMING, S.ERROR)
+                ):
                     pass  # refused with no migration data written: the state stays (or error)
                 else:
                     if not reply.ok:
-                        _fail(f"{what} is valid in the spec's table, but the server refused it "
-                              f"(errno {reply.error})")
+                        _fail(
+                            f"{what} is valid in the spec's table, but the server refused it "
+                            f"(errno {reply.error})"
+                        )
                     if now != to:
                         _fail(f"{what} succeeded, but device_state reads {_name(now)}")
             else:
                 if reply.ok:
-                    _fail(f"{what} is not in the spec's table of valid transitions, but the "
-                          f"server accepted it (device_state now {_name(now)})")
+                    _fail(
+                        f"{what} is not in the spec's table of valid transitions, but the "
+                        f"server accepted it (device_state now {_name(now)})"
+                    )
                 if now != frm:
-                    _fail(f"after refusing {what}, device_state reads {_name(now)}: the server "
-                          "must remain at the previous state")
+                    _fail(
+                        f"after refusing {what}, device_state reads {_name(now)}: the server "
+                        "must remain at the previous state"
+                    )
             self.state = now
 
         @precondition(lambda self: self.state in (S.PRE_COPY, S.STOP_AND_COPY))
@@ -700,8 +824,10 @@ def _migration_machine(fz, index: int, size: int, covered: set):
                 offset = _U64.unpack(self.read(MigrationInfo.DATA_OFFSET, 8, "data_offset"))[0]
                 n = _U64.unpack(self.read(MigrationInfo.DATA_SIZE, 8, "data_size"))[0]
                 if not MigrationInfo.SIZE <= offset or offset + n > size:
-                    _fail(f"data_offset {offset:#x} + data_size {n:#x} is not inside the "
-                          f"{size:#x}-byte migration region after its first 32 bytes")
+                    _fail(
+                        f"data_offset {offset:#x} + data_size {n:#x} is not inside the "
+                        f"{size:#x}-byte migration region after its first 32 bytes"
+                    )
                 # (a fixed strategy: the data size is the server's, a replay may differ)
                 part = (0, 1, n // 2, n)[data.draw(st.integers(0, 3), label="how much to read")]
                 if part:
@@ -709,8 +835,10 @@ def _migration_machine(fz, index: int, size: int, covered: set):
             now = self.read_state()
             self.note_step(f"saving loop: pending_bytes {pending}; device_state {_name(now)}")
             if now != self.state:
-                _fail(f"reading migration data in {_name(self.state)} changed device_state to "
-                      f"{_name(now)}")
+                _fail(
+                    f"reading migration data in {_name(self.state)} changed device_state to "
+                    f"{_name(now)}"
+                )
 
         def teardown(self):
             if self.fuzzer.fatal is None and self.fuzzer.client is not None:
@@ -757,7 +885,7 @@ def _sweep(fz, machine, covered: set) -> None:
     missing = sorted({(int(a), b) for a in V1_TABLE_STATES for b in range(8)} - covered)
     if not missing:
         return
-    from pytest_vfiouser.fuzzing import _run
+    from pytest_vfiouser.fuzz._engine import _run
 
     def sweep():
         m = machine()
@@ -769,11 +897,14 @@ def _sweep(fz, machine, covered: set) -> None:
                         continue  # refusal allowed there (resuming -> running): checked
                 m.transition(to=to)
                 if not m.walk_back():
-                    _fail(f"after {_name(frm)} -> {_name(to)}, valid transitions do not bring "
-                          f"device_state ({_name(m.state)}) back to running")
+                    _fail(
+                        f"after {_name(frm)} -> {_name(to)}, valid transitions do not bring "
+                        f"device_state ({_name(m.state)}) back to running"
+                    )
         except Exception as e:
             fz._record(e, m, lambda x: x.describe())
             raise
+
     _run(fz, sweep)
 
 
@@ -812,26 +943,36 @@ def _region_machine(fz, ranges: list[tuple[int, int, int]], xfer: int):
                 for at in sorted({0, max(0, length - WINDOW)}):
                     n = min(WINDOW, length - at)
                     what = f"REGION_WRITE of zeros to region {index} [{start + at:#x}, +{n:#x})"
-                    reply = self.request(Command.REGION_WRITE,
-                                         RegionWrite(start + at, index, n, bytes(n)).pack(), (),
-                                         what)
+                    reply = self.request(
+                        Command.REGION_WRITE,
+                        RegionWrite(start + at, index, n, bytes(n)).pack(),
+                        (),
+                        what,
+                    )
                     if reply is None or not reply.ok:
-                        _fail(f"the server refused {what} ({_outcome(reply)}), a write inside "
-                              "a scratch range of a writable region")
-                    self.known[rng][at:at + n] = b"\x01" * n
+                        _fail(
+                            f"the server refused {what} ({_outcome(reply)}), a write inside "
+                            "a scratch range of a writable region"
+                        )
+                    self.known[rng][at : at + n] = b"\x01" * n
 
         def _span(self, data, rng):
             """A few bytes at the start or the end of the range (WINDOW bytes each): accesses
             that overlap, so that reads check what writes did."""
             length = rng[2]
             most = min(length, 64, xfer)
-            count = data.draw(st.one_of(st.sampled_from([1, 2, 4, 8]),
-                                        st.integers(1, most)).filter(lambda n: n <= most),
-                              label="count")
+            count = data.draw(
+                st.one_of(st.sampled_from([1, 2, 4, 8]), st.integers(1, most)).filter(
+                    lambda n: n <= most
+                ),
+                label="count",
+            )
             near = min(length, WINDOW) - count
             far = max(0, length - WINDOW)
-            at = data.draw(st.one_of(st.integers(0, near), st.integers(far, length - count)),
-                           label="offset in range")
+            at = data.draw(
+                st.one_of(st.integers(0, near), st.integers(far, length - count)),
+                label="offset in range",
+            )
             return at, count
 
         @rule(rng=st.sampled_from(ranges), data=st.data(), no_reply=st.booleans())
@@ -849,13 +990,17 @@ def _region_machine(fz, ranges: list[tuple[int, int, int]], xfer: int):
                 reply = self.request(Command.REGION_WRITE, payload, (), what)
                 self.note_step(f"{what}: {_outcome(reply)}")
                 if reply is None or not reply.ok:
-                    _fail(f"the server refused {what} ({_outcome(reply)}), a write inside a "
-                          "scratch range of a writable region")
+                    _fail(
+                        f"the server refused {what} ({_outcome(reply)}), a write inside a "
+                        "scratch range of a writable region"
+                    )
                 if reply.payload != RegionAccess(start + at, index, count).pack():
-                    _fail(f"the reply to {what} is {reply.payload.hex()}: offset, region and "
-                          "count of the write, with no data")
-            self.data[rng][at:at + count] = value
-            self.known[rng][at:at + count] = b"\x01" * count
+                    _fail(
+                        f"the reply to {what} is {reply.payload.hex()}: offset, region and "
+                        "count of the write, with no data"
+                    )
+            self.data[rng][at : at + count] = value
+            self.known[rng][at : at + count] = b"\x01" * count
 
         @rule(rng=st.sampled_from(ranges), data=st.data())
         @step
@@ -863,23 +1008,30 @@ def _region_machine(fz, ranges: list[tuple[int, int, int]], xfer: int):
             index, start, _ = rng
             at, count = self._span(data, rng)
             what = f"REGION_READ of region {index} [{start + at:#x}, +{count:#x})"
-            reply = self.request(Command.REGION_READ, RegionRead(start + at, index, count).pack(),
-                                 (), what)
+            reply = self.request(
+                Command.REGION_READ, RegionRead(start + at, index, count).pack(), (), what
+            )
             self.note_step(f"{what}: {_outcome(reply)}")
             if reply is None or not reply.ok:
-                _fail(f"the server refused {what} ({_outcome(reply)}), a read inside a scratch "
-                      "range of a readable region")
-            head, got = reply.payload[:RegionAccess.SIZE], reply.payload[RegionAccess.SIZE:]
+                _fail(
+                    f"the server refused {what} ({_outcome(reply)}), a read inside a scratch "
+                    "range of a readable region"
+                )
+            head, got = reply.payload[: RegionAccess.SIZE], reply.payload[RegionAccess.SIZE :]
             if head != RegionAccess(start + at, index, count).pack() or len(got) != count:
-                _fail(f"the reply to {what} states {RegionAccess.unpack(head)} with "
-                      f"{len(got)} bytes: not the request's offset, region and count")
+                _fail(
+                    f"the reply to {what} states {RegionAccess.unpack(head)} with "
+                    f"{len(got)} bytes: not the request's offset, region and count"
+                )
             model, known = self.data[rng], self.known[rng]
             for k in range(count):
                 pos = at + k
                 if known[pos] and model[pos] != got[k]:
-                    _fail(f"{what} returned {got.hex()}, but byte {start + pos:#x} holds "
-                          f"{model[pos]:#04x} (what was last written there, or read before "
-                          f"without a write since): it read {got[k]:#04x}")
+                    _fail(
+                        f"{what} returned {got.hex()}, but byte {start + pos:#x} holds "
+                        f"{model[pos]:#04x} (what was last written there, or read before "
+                        f"without a write since): it read {got[k]:#04x}"
+                    )
                 model[pos], known[pos] = got[k], 1
 
     RegionMachine.fuzzer = fz
@@ -899,12 +1051,18 @@ def test_region_rw_model(request, fuzzer, vfu_device, vfu_observe):  # noqa: F81
     then subsequently issues a command without No_reply, the older command will have been
     processed before the reply to the younger command is sent by the server."
     """
-    ranges = [(i, off, n) for i, off, n in vfu_device.scratch_ranges()
-              if (r := vfu_device.region(i)) is not None
-              and r.flags & RegionFlags.READ and r.flags & RegionFlags.WRITE and n > 0]
+    ranges = [
+        (i, off, n)
+        for i, off, n in vfu_device.scratch_ranges()
+        if (r := vfu_device.region(i)) is not None
+        and r.flags & RegionFlags.READ
+        and r.flags & RegionFlags.WRITE
+        and n > 0
+    ]
     if not ranges:
-        pytest.skip("needs profile: scratch ranges (regions[].scratch) in readable and "
-                    "writable regions")
+        pytest.skip(
+            "needs profile: scratch ranges (regions[].scratch) in readable and writable regions"
+        )
     xfer = vfu_device.capabilities.max_data_xfer_size
     run_machine(fuzzer, _region_machine(fuzzer, ranges, xfer), fuzz_for(request, 0.05))
     end_of_run(fuzzer, vfu_device, vfu_observe)

@@ -47,7 +47,11 @@ _NO_INDEX = 0xFFFFFFFF  # a region / IRQ index no device has
 #    or None when it varies). Error requests are ones no device can grant.
 
 OK_REQUESTS = ["device_get_info", "region_info", "irq_info", "region_read"]
-ERROR_REQUESTS = ["region_info_no_such_region", "irq_info_no_such_irq", "region_read_no_such_region"]
+ERROR_REQUESTS = [
+    "region_info_no_such_region",
+    "irq_info_no_such_irq",
+    "region_read_no_such_region",
+]
 
 
 def _request(name: str, device) -> tuple[int, bytes, int | None]:
@@ -55,8 +59,9 @@ def _request(name: str, device) -> tuple[int, bytes, int | None]:
         return GET_INFO, DeviceInfo(DeviceInfo.SIZE).pack(), DeviceInfo.SIZE
     if name == "region_info":
         # A region without MMAP: its reply carries no fd.
-        index = next((i for i, r in sorted(device.regions.items())
-                      if not r.flags & RegionFlags.MMAP), 0)
+        index = next(
+            (i for i, r in sorted(device.regions.items()) if not r.flags & RegionFlags.MMAP), 0
+        )
         return Command.DEVICE_GET_REGION_INFO, RegionInfo(32, index=index).pack(), None
     if name == "irq_info":
         if not device.num_irqs:
@@ -86,9 +91,11 @@ def _recv(client, what: str):
         reply = client.recv_message(ROBUST_TIMEOUT)
     except Timeout as e:
         if e.partial_bytes >= HEADER_SIZE:
-            pytest.fail(f"the reply to {what} is incomplete: {e.partial_bytes} bytes came, "
-                        "fewer than its msg_size promises (Message size is the size of the "
-                        "entire message, including the header)")
+            pytest.fail(
+                f"the reply to {what} is incomplete: {e.partial_bytes} bytes came, "
+                "fewer than its msg_size promises (Message size is the size of the "
+                "entire message, including the header)"
+            )
         raise
     except MalformedReply as e:
         pytest.fail(f"the reply to {what} cannot be framed: {e}")
@@ -103,11 +110,15 @@ def _error_reply(client, name: str, device, vfu_connect, vfu_observe):
     msg_id = client.send(command, payload)
     reply = answer(client, msg_id, command, vfu_connect, _what(name))
     if reply is None:
-        vfu_observe(f"the server closed the connection on {_what(name)} instead of "
-                    "replying with an error: no error reply to check")
+        vfu_observe(
+            f"the server closed the connection on {_what(name)} instead of "
+            "replying with an error: no error reply to check"
+        )
     elif reply.ok:
-        vfu_observe(f"{_what(name)} succeeded ({len(reply.payload)} payload bytes) although "
-                    "no device has that index: no error reply to check")
+        vfu_observe(
+            f"{_what(name)} succeeded ({len(reply.payload)} payload bytes) although "
+            "no device has that index: no error reply to check"
+        )
         reply = None
     return reply
 
@@ -127,7 +138,8 @@ def test_reply_echoes_msg_id(vfu_client, msg_id):
     reply = _recv(vfu_client, f"DEVICE_GET_INFO msg_id {msg_id}")
     assert reply.msg_id == msg_id, (
         f"the reply to msg_id {msg_id} carries msg_id {reply.msg_id}: Message ID is "
-        "echoed in the command's reply message")
+        "echoed in the command's reply message"
+    )
 
 
 @case("header/reply-echoes-msg-id-on-error", MUST)
@@ -143,7 +155,8 @@ def test_error_reply_echoes_msg_id(vfu_client, msg_id):
     reply = _recv(vfu_client, f"GET_REGION_INFO of no region, msg_id {msg_id}")
     assert reply.msg_id == msg_id, (
         f"the error reply to msg_id {msg_id} carries msg_id {reply.msg_id}: Message ID is "
-        "echoed in the command's reply message")
+        "echoed in the command's reply message"
+    )
 
 
 @case("header/reply-echoes-command", MUST)
@@ -160,7 +173,8 @@ def test_reply_echoes_command(vfu_client, vfu_device, name):
     assert reply.msg_id == msg_id, f"the reply carries msg_id {reply.msg_id}, not {msg_id}"
     assert reply.command == command, (
         f"the reply to {command_name(command)} carries command {command_name(reply.command)}: "
-        "the command is also set in the reply header")
+        "the command is also set in the reply header"
+    )
 
 
 @case("header/reply-type", MUST)
@@ -177,7 +191,8 @@ def test_reply_type(vfu_client, vfu_device, name):
     reply = _recv(vfu_client, _what(name))
     assert reply.flags & TYPE_MASK == MsgType.REPLY, (
         f"the reply to {_what(name)} has flags {reply.flags:#x}: type "
-        f"{reply.flags & TYPE_MASK}, not Reply (1)")
+        f"{reply.flags & TYPE_MASK}, not Reply (1)"
+    )
 
 
 @case("header/reply-msg-size", MUST)
@@ -196,12 +211,15 @@ def test_reply_msg_size(vfu_client, vfu_device, name):
     if reply.ok and size is not None:
         assert reply.msg_size == HEADER_SIZE + size, (
             f"the {command_name(command)} reply has msg_size {reply.msg_size}; its payload is "
-            f"{size} bytes, so msg_size must be {HEADER_SIZE + size}")
+            f"{size} bytes, so msg_size must be {HEADER_SIZE + size}"
+        )
     try:
         vfu_client.expect_no_message(0.2)
     except ClientError as e:
-        pytest.fail(f"bytes followed the reply to {_what(name)} beyond its msg_size "
-                    f"{reply.msg_size} ({e}): msg_size must cover the entire message")
+        pytest.fail(
+            f"bytes followed the reply to {_what(name)} beyond its msg_size "
+            f"{reply.msg_size} ({e}): msg_size must cover the entire message"
+        )
 
 
 # -- error replies
@@ -220,7 +238,8 @@ def test_error_reply_header_only(vfu_client, vfu_device, vfu_connect, vfu_observ
         assert reply.flags & FLAG_ERROR
         assert reply.msg_size == HEADER_SIZE, (
             f"the error reply has msg_size {reply.msg_size}: an error reply must only "
-            "include the reply header (16 bytes)")
+            "include the reply header (16 bytes)"
+        )
 
 
 @case("header/error-field-valid", MUST)
@@ -237,7 +256,8 @@ def test_error_field_valid(vfu_client, vfu_device, vfu_connect, vfu_observe, nam
     if reply is not None:
         assert 0 <= reply.errno < 4096, (
             f"the error reply's error field is {reply.errno:#x}, which is no UNIX errno "
-            "(errno values are below 4096); it must be 0 or an errno")
+            "(errno values are below 4096); it must be 0 or an errno"
+        )
 
 
 @case("header/error-field-nonzero", MAY)
@@ -270,7 +290,8 @@ def test_no_reply_success(vfu_client):
     reply = _recv(vfu_client, "DEVICE_GET_INFO")
     assert reply.msg_id != silent, (
         f"the server replied ({reply.header.describe()}) to a DEVICE_GET_INFO sent with "
-        "No_reply: no reply is needed for it")
+        "No_reply: no reply is needed for it"
+    )
     assert reply.msg_id == probe and reply.ok
     _nothing_more(vfu_client, "a DEVICE_GET_INFO sent with No_reply")
 
@@ -279,8 +300,7 @@ def _nothing_more(client, what: str) -> None:
     try:
         client.expect_no_message(0.1)
     except ClientError as e:
-        pytest.fail(f"a message came after the last reply ({e}): the server answered "
-                    f"{what} late")
+        pytest.fail(f"a message came after the last reply ({e}): the server answered {what} late")
 
 
 @case("header/no-reply-failure", SHOULD)
@@ -303,7 +323,8 @@ def test_no_reply_failure(vfu_client, vfu_connect, vfu_observe):
         return
     assert reply.msg_id != silent, (
         f"the server replied ({reply.header.describe()}) to a failing GET_REGION_INFO sent "
-        "with No_reply: no reply is needed for it, error or not")
+        "with No_reply: no reply is needed for it, error or not"
+    )
     assert reply.msg_id == probe and reply.ok
     _nothing_more(vfu_client, "a failing command sent with No_reply")
 
@@ -322,14 +343,19 @@ def test_no_reply_processed_in_order(vfu_client, vfu_device):
     region, offset, length = first_scratch(vfu_device, most=64)
     first, last = os.urandom(length), os.urandom(length)
     for data in (first, last):
-        vfu_client.send(Command.REGION_WRITE, RegionWrite(offset, region, length, data),
-                        no_reply=True)
+        vfu_client.send(
+            Command.REGION_WRITE, RegionWrite(offset, region, length, data), no_reply=True
+        )
     reply = vfu_client.region_read(region, offset, length).check()
     assert reply.body.data == last, (
         f"REGION_READ of region {region} [{offset:#x}, +{length}) right after two REGION_WRITEs "
         "with No_reply did not return the second write's data: "
-        + ("it returned the first's, so they were processed out of order"
-           if reply.body.data == first else "they were not processed before the read's reply"))
+        + (
+            "it returned the first's, so they were processed out of order"
+            if reply.body.data == first
+            else "they were not processed before the read's reply"
+        )
+    )
 
 
 @case("header/pipeline-burst", MUST)
@@ -359,16 +385,20 @@ def test_pipeline_burst(vfu_client, vfu_device):
     try:
         replies = vfu_client.pipeline(requests, timeout=10.0)
     except ClientError as e:
-        pytest.fail(f"{len(requests)} pipelined commands did not get their replies in the "
-                    f"order sent: {e}")
+        pytest.fail(
+            f"{len(requests)} pipelined commands did not get their replies in the order sent: {e}"
+        )
     for n, (reply, (kind, index)) in enumerate(zip(replies, expect, strict=True)):
         assert reply.ok, f"pipelined command #{n} ({kind} {index}) failed: errno {reply.error}"
         if kind == "info":
             assert reply.body == vfu_device.info, f"pipelined DEVICE_GET_INFO #{n}: {reply.body}"
         else:  # both replies have index at offset 8
-            got = struct.unpack_from("<I", reply.payload, 8)[0] if len(reply.payload) >= 12 else None
+            got = (
+                struct.unpack_from("<I", reply.payload, 8)[0] if len(reply.payload) >= 12 else None
+            )
             assert got == index, (
-                f"pipelined {kind} info #{n} for index {index} answered index {got}")
+                f"pipelined {kind} info #{n} for index {index} answered index {got}"
+            )
 
 
 @case("header/msg-id-reused", MUST)
@@ -384,16 +414,19 @@ def test_msg_id_reused(vfu_client, vfu_device):
     sent = [(GET_INFO, DeviceInfo(DeviceInfo.SIZE))]
     if vfu_device.num_irqs:
         sent.append((Command.DEVICE_GET_IRQ_INFO, IrqInfo(IrqInfo.SIZE, index=0)))
-    sent += [(GET_INFO, DeviceInfo(DeviceInfo.SIZE)),
-             (Command.DEVICE_GET_REGION_INFO, RegionInfo(32, index=_NO_INDEX)),
-             (GET_INFO, DeviceInfo(DeviceInfo.SIZE))]
+    sent += [
+        (GET_INFO, DeviceInfo(DeviceInfo.SIZE)),
+        (Command.DEVICE_GET_REGION_INFO, RegionInfo(32, index=_NO_INDEX)),
+        (GET_INFO, DeviceInfo(DeviceInfo.SIZE)),
+    ]
     for command, payload in sent:
         vfu_client.send(command, payload, msg_id=msg_id)
     for n, (command, _) in enumerate(sent):
         reply = _recv(vfu_client, f"pipelined command #{n}")
         assert (reply.msg_id, reply.command) == (msg_id, command), (
             f"pipelined command #{n} ({command_name(command)}, msg_id {msg_id} like all the "
-            f"others) was answered by {reply.header.describe()}")
+            f"others) was answered by {reply.header.describe()}"
+        )
         if command == GET_INFO:
             assert reply.ok and reply.body == vfu_device.info
 
@@ -405,8 +438,8 @@ def _split(data: bytes, how: str) -> list[bytes]:
     if how == "header-then-body":
         return [data[:HEADER_SIZE], data[HEADER_SIZE:]]
     if how == "inside-header":
-        return [data[:7], data[7:HEADER_SIZE + 3], data[HEADER_SIZE + 3:]]
-    return [data[i:i + 1] for i in range(len(data))]
+        return [data[:7], data[7 : HEADER_SIZE + 3], data[HEADER_SIZE + 3 :]]
+    return [data[i : i + 1] for i in range(len(data))]
 
 
 @case("header/split-message", MUST)
@@ -434,8 +467,10 @@ def test_split_message(vfu_connect, vfu_device, message, how):
         time.sleep(0.002)
     reply = _recv(client, f"{command_name(command)} sent in pieces ({how})")
     assert (reply.msg_id, reply.command) == (msg_id, command), reply.header.describe()
-    assert reply.ok, (f"{command_name(command)} sent in pieces ({how}) failed with errno "
-                      f"{reply.error}; written at once it succeeds")
+    assert reply.ok, (
+        f"{command_name(command)} sent in pieces ({how}) failed with errno "
+        f"{reply.error}; written at once it succeeds"
+    )
     if message == "version":
         assert reply.payload[:2] == b"\0\0", f"VERSION 0.0 was answered with {reply.payload[:4]!r}"
     else:
@@ -456,14 +491,24 @@ def test_unknown_command(vfu_client, vfu_connect, vfu_observe, vfu_spec, which):
     be used on both sides to validate input"
     """
     if which == "other-revision":
-        command = max(c for r in COMMANDS_BY_REVISION.values() for c in r
-                      if c not in COMMANDS_BY_REVISION[vfu_spec])
+        command = max(
+            c
+            for r in COMMANDS_BY_REVISION.values()
+            for c in r
+            if c not in COMMANDS_BY_REVISION[vfu_spec]
+        )
     else:
         command = {"zero": 0, "nineteen": 19, "0x100": 0x100, "0xffff": 0xFFFF}[which]
     assert command not in COMMANDS_BY_REVISION[vfu_spec]
     msg_id = vfu_client.send(command, bytes(16))
-    refused(vfu_client, msg_id, command, vfu_connect,
-            f"command {command} (not in spec {vfu_spec})", vfu_observe)
+    refused(
+        vfu_client,
+        msg_id,
+        command,
+        vfu_connect,
+        f"command {command} (not in spec {vfu_spec})",
+        vfu_observe,
+    )
 
 
 @case("header/server-to-client-command", MUST)
@@ -478,8 +523,14 @@ def test_server_to_client_command(vfu_client, vfu_connect, vfu_observe, command)
     """
     data = bytes(4) if command == Command.DMA_WRITE else b""
     msg_id = vfu_client.send(command, struct.pack("<QQ", 0, 4) + data)
-    refused(vfu_client, msg_id, command, vfu_connect,
-            f"{command_name(command)} sent by the client", vfu_observe)
+    refused(
+        vfu_client,
+        msg_id,
+        command,
+        vfu_connect,
+        f"{command_name(command)} sent by the client",
+        vfu_observe,
+    )
 
 
 def _not_a_command(client, connect, observe, flags: int, what: str) -> None:
@@ -493,8 +544,8 @@ def _not_a_command(client, connect, observe, flags: int, what: str) -> None:
         observe(f"the server dropped {what} without a reply")
     else:
         assert not reply.ok, (
-            f"the server executed {what} as a command (success reply): only type 0 is a "
-            "command")
+            f"the server executed {what} as a command (success reply): only type 0 is a command"
+        )
 
 
 @case("header/type-undefined", MUST)
@@ -507,8 +558,13 @@ def test_type_undefined(vfu_client, vfu_connect, vfu_observe, msg_type):
     0x0) indicates a command message. Reply (value 0x1) indicates a reply
     message" (other values are not defined: robustness).
     """
-    _not_a_command(vfu_client, vfu_connect, vfu_observe, msg_type,
-                   f"a DEVICE_GET_INFO of message type {msg_type}")
+    _not_a_command(
+        vfu_client,
+        vfu_connect,
+        vfu_observe,
+        msg_type,
+        f"a DEVICE_GET_INFO of message type {msg_type}",
+    )
 
 
 @case("header/reply-sent-to-server", MUST)
@@ -520,8 +576,13 @@ def test_reply_sent_to_server(vfu_client, vfu_connect, vfu_observe):
     a previous command with the same message ID." (The server sent no command:
     the spec is silent; robustness.)
     """
-    _not_a_command(vfu_client, vfu_connect, vfu_observe, int(MsgType.REPLY),
-                   "a Reply-typed DEVICE_GET_INFO no request of the server's asked for")
+    _not_a_command(
+        vfu_client,
+        vfu_connect,
+        vfu_observe,
+        int(MsgType.REPLY),
+        "a Reply-typed DEVICE_GET_INFO no request of the server's asked for",
+    )
 
 
 @case("header/error-bit-on-command", MUST)
@@ -597,11 +658,15 @@ def test_msg_size_truncated(vfu_client, vfu_connect, sent):
     middle of a message: robustness.)
     """
     data = encode(9, GET_INFO, DeviceInfo(DeviceInfo.SIZE).pack())
-    cut = {"header-only": HEADER_SIZE, "part-of-body": HEADER_SIZE + 6,
-           "one-byte-short": len(data) - 1}[sent]
+    cut = {
+        "header-only": HEADER_SIZE,
+        "part-of-body": HEADER_SIZE + 6,
+        "one-byte-short": len(data) - 1,
+    }[sent]
     vfu_client.send_raw(data[:cut])
-    _after_garbage(vfu_client, vfu_connect, f"a DEVICE_GET_INFO cut after {cut} of its "
-                                            f"{len(data)} bytes")
+    _after_garbage(
+        vfu_client, vfu_connect, f"a DEVICE_GET_INFO cut after {cut} of its {len(data)} bytes"
+    )
 
 
 @case("header/msg-size-huge", MUST)

@@ -34,10 +34,14 @@ from ._support import (
 )
 
 NONE, BOOL, EVENTFD = IrqSetFlags.DATA_NONE, IrqSetFlags.DATA_BOOL, IrqSetFlags.DATA_EVENTFD
-MASK, UNMASK, TRIGGER = (IrqSetFlags.ACTION_MASK, IrqSetFlags.ACTION_UNMASK,
-                         IrqSetFlags.ACTION_TRIGGER)
-IRQ_INFO_DEFINED = int(IrqInfoFlags.EVENTFD | IrqInfoFlags.MASKABLE | IrqInfoFlags.AUTOMASKED
-                       | IrqInfoFlags.NORESIZE)
+MASK, UNMASK, TRIGGER = (
+    IrqSetFlags.ACTION_MASK,
+    IrqSetFlags.ACTION_UNMASK,
+    IrqSetFlags.ACTION_TRIGGER,
+)
+IRQ_INFO_DEFINED = int(
+    IrqInfoFlags.EVENTFD | IrqInfoFlags.MASKABLE | IrqInfoFlags.AUTOMASKED | IrqInfoFlags.NORESIZE
+)
 SIGNAL_WAIT = 1.0  # seconds an eventfd that should be signalled gets
 QUIET_WAIT = 0.05  # seconds eventfds that should stay quiet are given
 
@@ -88,8 +92,11 @@ def _assign(client, info, eventfds, limit: int | None = None) -> list[int]:
         pytest.skip("the server takes no fds (max_msg_fds 0)")
     fds = eventfds(n)
     reply = client.set_irqs(info.index, EVENTFD | TRIGGER, 0, n, fds=fds)
-    accepted(reply, f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {info.index} "
-                    f"sub-indexes 0..{n - 1} with {n} eventfds")
+    accepted(
+        reply,
+        f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {info.index} "
+        f"sub-indexes 0..{n - 1} with {n} eventfds",
+    )
     for fd in fds:
         eventfd_value(fd)
     return fds
@@ -154,7 +161,8 @@ def test_irq_info_argsz(vfu_client, vfu_irq_index):
     """
     reply = accepted(vfu_client.irq_info(vfu_irq_index), f"GET_IRQ_INFO of index {vfu_irq_index}")
     assert len(reply.payload) == IrqInfo.SIZE, (
-        f"the reply payload is {len(reply.payload)} bytes, not the 16-byte vfio_irq_info")
+        f"the reply payload is {len(reply.payload)} bytes, not the 16-byte vfio_irq_info"
+    )
     assert reply.body.argsz == IrqInfo.SIZE, f"the reply says argsz {reply.body.argsz}, not 16"
 
 
@@ -164,10 +172,12 @@ def test_irq_info_index(vfu_client, vfu_irq_index):
 
     Spec (VFIO_USER_DEVICE_GET_IRQ_INFO): "index is the index of IRQ type being queried"
     """
-    body = accepted(vfu_client.irq_info(vfu_irq_index),
-                    f"GET_IRQ_INFO of index {vfu_irq_index}").body
+    body = accepted(
+        vfu_client.irq_info(vfu_irq_index), f"GET_IRQ_INFO of index {vfu_irq_index}"
+    ).body
     assert body.index == vfu_irq_index, (
-        f"asked about IRQ index {vfu_irq_index}, the reply is about index {body.index}")
+        f"asked about IRQ index {vfu_irq_index}, the reply is about index {body.index}"
+    )
 
 
 @case("irq_info/defined-flags", MUST)
@@ -178,11 +188,13 @@ def test_irq_info_flags(vfu_client, vfu_irq_index):
     VFIO_IRQ_INFO_EVENTFD ... VFIO_IRQ_INFO_MASKABLE ... VFIO_IRQ_INFO_AUTOMASKED ...
     VFIO_IRQ_INFO_NORESIZE"
     """
-    body = accepted(vfu_client.irq_info(vfu_irq_index),
-                    f"GET_IRQ_INFO of index {vfu_irq_index}").body
+    body = accepted(
+        vfu_client.irq_info(vfu_irq_index), f"GET_IRQ_INFO of index {vfu_irq_index}"
+    ).body
     assert not body.flags & ~IRQ_INFO_DEFINED, (
         f"flags {body.flags:#x} of IRQ index {vfu_irq_index} set bits the spec does not "
-        f"define ({body.flags & ~IRQ_INFO_DEFINED:#x})")
+        f"define ({body.flags & ~IRQ_INFO_DEFINED:#x})"
+    )
 
 
 @case("irq_info/matches-profile", MUST)
@@ -197,11 +209,13 @@ def test_irq_info_matches_profile(vfu_client, vfu_device, vfu_irq_index, field):
     expected = getattr(profile, field) if profile is not None else None
     if expected is None:
         pytest.skip(f"needs profile: irqs[index={vfu_irq_index}].{field}")
-    body = accepted(vfu_client.irq_info(vfu_irq_index),
-                    f"GET_IRQ_INFO of index {vfu_irq_index}").body
+    body = accepted(
+        vfu_client.irq_info(vfu_irq_index), f"GET_IRQ_INFO of index {vfu_irq_index}"
+    ).body
     got = getattr(body, field)
     assert got == expected, (
-        f"IRQ index {vfu_irq_index} reports {field} {got:#x}, the profile expects {expected:#x}")
+        f"IRQ index {vfu_irq_index} reports {field} {got:#x}, the profile expects {expected:#x}"
+    )
 
 
 @case("irq_info/index-past-end", MUST)
@@ -213,9 +227,14 @@ def test_irq_info_past_end(vfu_client, vfu_connect, vfu_device, vfu_observe, pas
     error occurs, the reply message must only include the reply header."
     """
     index = past or vfu_device.num_irqs
-    send_refused(vfu_client, Command.DEVICE_GET_IRQ_INFO, IrqInfo(IrqInfo.SIZE, index=index).pack(),
-                 vfu_connect, f"GET_IRQ_INFO of IRQ index {index:#x} (num_irqs is "
-                 f"{vfu_device.num_irqs})", vfu_observe)
+    send_refused(
+        vfu_client,
+        Command.DEVICE_GET_IRQ_INFO,
+        IrqInfo(IrqInfo.SIZE, index=index).pack(),
+        vfu_connect,
+        f"GET_IRQ_INFO of IRQ index {index:#x} (num_irqs is {vfu_device.num_irqs})",
+        vfu_observe,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -239,16 +258,21 @@ def test_assign_eventfds(vfu_client, vfu_device, vfu_irq_index, eventfds):
     if n < 1:
         pytest.skip("the server takes no fds (max_msg_fds 0)")
     reply = vfu_client.set_irqs(info.index, EVENTFD | TRIGGER, 0, n, fds=eventfds(n))
-    accepted(reply, f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {info.index} sub-indexes "
-                    f"0..{n - 1} with {n} eventfds")
+    accepted(
+        reply,
+        f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {info.index} sub-indexes "
+        f"0..{n - 1} with {n} eventfds",
+    )
     assert not reply.payload and reply.msg_size == HEADER_SIZE, (
         f"the SET_IRQS reply carries {len(reply.payload)} payload bytes; there is no payload "
-        "in the reply")
+        "in the reply"
+    )
 
 
 @case("set_irqs/device-interrupt-signals-eventfd", MUST, requires=("irq_trigger",))
-def test_device_interrupt_signals_eventfd(vfu_client, vfu_device, vfu_hooks, vfu_irq_index,
-                                          eventfds):
+def test_device_interrupt_signals_eventfd(
+    vfu_client, vfu_device, vfu_hooks, vfu_irq_index, eventfds
+):
     """An interrupt the device raises signals the eventfd assigned to that sub-index, and
     no other.
 
@@ -260,11 +284,14 @@ def test_device_interrupt_signals_eventfd(vfu_client, vfu_device, vfu_hooks, vfu
     sub = len(fds) - 1
     vfu_hooks.trigger_irq(vfu_client, info.index, sub)
     got = _signals(fds, {sub})
-    assert got[sub], (f"the device raised interrupt {info.index}.{sub}, but its eventfd "
-                      "was not signalled")
+    assert got[sub], (
+        f"the device raised interrupt {info.index}.{sub}, but its eventfd was not signalled"
+    )
     others = {i: v for i, v in enumerate(got) if v and i != sub}
-    assert not others, (f"the device raised interrupt {info.index}.{sub}, but the eventfds "
-                        f"of sub-indexes {sorted(others)} were signalled too")
+    assert not others, (
+        f"the device raised interrupt {info.index}.{sub}, but the eventfds "
+        f"of sub-indexes {sorted(others)} were signalled too"
+    )
 
 
 @case("set_irqs/client-trigger-data-none", MUST)
@@ -282,15 +309,21 @@ def test_client_trigger_none(vfu_client, vfu_device, vfu_irq_index, eventfds):
     sub = len(fds) - 1
     reply = vfu_client.set_irqs(info.index, NONE | TRIGGER, sub, 1)
     if not reply.ok:
-        pytest.skip(f"the server refuses DATA_NONE|ACTION_TRIGGER on IRQ {info.index} (the spec "
-                    "allows it: \"Not all interrupt types support every combination of data "
-                    "and action flags.\")")
+        pytest.skip(
+            f"the server refuses DATA_NONE|ACTION_TRIGGER on IRQ {info.index} (the spec "
+            'allows it: "Not all interrupt types support every combination of data '
+            'and action flags.")'
+        )
     got = _signals(fds, {sub})
-    assert got[sub], (f"SET_IRQS DATA_NONE|ACTION_TRIGGER of {info.index}.{sub} succeeded, but "
-                      "its eventfd was not signalled")
+    assert got[sub], (
+        f"SET_IRQS DATA_NONE|ACTION_TRIGGER of {info.index}.{sub} succeeded, but "
+        "its eventfd was not signalled"
+    )
     others = sorted(i for i, v in enumerate(got) if v and i != sub)
-    assert not others, (f"SET_IRQS DATA_NONE|ACTION_TRIGGER of {info.index}.{sub} also "
-                        f"signalled sub-indexes {others}")
+    assert not others, (
+        f"SET_IRQS DATA_NONE|ACTION_TRIGGER of {info.index}.{sub} also "
+        f"signalled sub-indexes {others}"
+    )
 
 
 @case("set_irqs/client-trigger-data-bool", MUST)
@@ -306,23 +339,32 @@ def test_client_trigger_bool(vfu_client, vfu_device, vfu_irq_index, eventfds):
     n = len(fds)
     reply = vfu_client.set_irqs(info.index, BOOL | TRIGGER, 0, n, data=bytes(n))
     if not reply.ok:
-        pytest.skip(f"the server refuses DATA_BOOL|ACTION_TRIGGER on IRQ {info.index} (the spec "
-                    "allows it: \"Not all interrupt types support every combination of data "
-                    "and action flags.\")")
+        pytest.skip(
+            f"the server refuses DATA_BOOL|ACTION_TRIGGER on IRQ {info.index} (the spec "
+            'allows it: "Not all interrupt types support every combination of data '
+            'and action flags.")'
+        )
     got = _signals(fds, set())
     fired = sorted(i for i, v in enumerate(got) if v)
-    assert not fired, (f"DATA_BOOL|ACTION_TRIGGER with every boolean false signalled "
-                       f"sub-indexes {fired} of IRQ {info.index}")
+    assert not fired, (
+        f"DATA_BOOL|ACTION_TRIGGER with every boolean false signalled "
+        f"sub-indexes {fired} of IRQ {info.index}"
+    )
     sub = n - 1
     data = bytes(n - 1) + b"\x01"
-    accepted(vfu_client.set_irqs(info.index, BOOL | TRIGGER, 0, n, data=data),
-             f"DATA_BOOL|ACTION_TRIGGER of IRQ {info.index} with booleans {list(data)}")
+    accepted(
+        vfu_client.set_irqs(info.index, BOOL | TRIGGER, 0, n, data=data),
+        f"DATA_BOOL|ACTION_TRIGGER of IRQ {info.index} with booleans {list(data)}",
+    )
     got = _signals(fds, {sub})
-    assert got[sub], (f"DATA_BOOL|ACTION_TRIGGER with booleans {list(data)} did not signal "
-                      f"sub-index {sub}")
+    assert got[sub], (
+        f"DATA_BOOL|ACTION_TRIGGER with booleans {list(data)} did not signal sub-index {sub}"
+    )
     others = sorted(i for i, v in enumerate(got) if v and i != sub)
-    assert not others, (f"DATA_BOOL|ACTION_TRIGGER with booleans {list(data)} also signalled "
-                        f"sub-indexes {others}, whose boolean is false")
+    assert not others, (
+        f"DATA_BOOL|ACTION_TRIGGER with booleans {list(data)} also signalled "
+        f"sub-indexes {others}, whose boolean is false"
+    )
 
 
 @case("set_irqs/eventfd-deassign", MUST)
@@ -337,16 +379,20 @@ def test_deassign(vfu_client, vfu_device, vfu_hooks, vfu_irq_index, eventfds):
     sub = len(fds) - 1
     how = _fire(vfu_client, vfu_hooks, info.index, sub)
     assert _signals(fds, {sub})[sub], (
-        f"interrupt {info.index}.{sub} did not signal its eventfd even before the de-assign")
+        f"interrupt {info.index}.{sub} did not signal its eventfd even before the de-assign"
+    )
     _rearm(vfu_client, info, sub)
     reply = vfu_client.set_irqs(info.index, EVENTFD | TRIGGER, 0, len(fds))
-    accepted(reply, f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {info.index} without fds "
-                    "(de-assign)")
+    accepted(
+        reply, f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ {info.index} without fds (de-assign)"
+    )
     _fire(vfu_client, vfu_hooks, info.index, sub, how)
     got = _signals(fds, set())
     fired = sorted(i for i, v in enumerate(got) if v)
-    assert not fired, (f"after the de-assign, interrupt {info.index}.{sub} still signalled the "
-                       f"eventfds of sub-indexes {fired}")
+    assert not fired, (
+        f"after the de-assign, interrupt {info.index}.{sub} still signalled the "
+        f"eventfds of sub-indexes {fired}"
+    )
 
 
 @case("set_irqs/disable-index", MUST)
@@ -361,18 +407,24 @@ def test_disable_index(vfu_client, vfu_device, vfu_hooks, vfu_irq_index, eventfd
     sub = len(fds) - 1
     how = _fire(vfu_client, vfu_hooks, info.index, sub)
     assert _signals(fds, {sub})[sub], (
-        f"interrupt {info.index}.{sub} did not signal its eventfd even before the disable")
+        f"interrupt {info.index}.{sub} did not signal its eventfd even before the disable"
+    )
     _rearm(vfu_client, info, sub)
     reply = vfu_client.set_irqs(info.index, NONE | TRIGGER, 0, 0)
-    accepted(reply, f"SET_IRQS DATA_NONE|ACTION_TRIGGER count 0 start 0 of IRQ {info.index} "
-                    "(disable the index)")
+    accepted(
+        reply,
+        f"SET_IRQS DATA_NONE|ACTION_TRIGGER count 0 start 0 of IRQ {info.index} "
+        "(disable the index)",
+    )
     assert not reply.payload, "the SET_IRQS reply carries a payload; there is none"
     for s in range(len(fds)):
         _fire(vfu_client, vfu_hooks, info.index, s, how)
     got = _signals(fds, set())
     fired = sorted(i for i, v in enumerate(got) if v)
-    assert not fired, (f"after the index was disabled, the eventfds of sub-indexes {fired} of "
-                       f"IRQ {info.index} were still signalled")
+    assert not fired, (
+        f"after the index was disabled, the eventfds of sub-indexes {fired} of "
+        f"IRQ {info.index} were still signalled"
+    )
 
 
 @case("set_irqs/automasked-masks-itself", MUST)
@@ -392,11 +444,15 @@ def test_automasked(vfu_client, vfu_device, vfu_hooks, vfu_irq_index, eventfds):
     assert _signals(fds, {0})[0], f"interrupt {info.index}.0 did not signal its eventfd"
     _fire(vfu_client, vfu_hooks, info.index, 0, how)
     assert not _signals(fds, set())[0], (
-        f"IRQ {info.index} is AUTOMASKED, yet a second interrupt was signalled without UNMASK")
-    accepted(vfu_client.set_irqs(info.index, NONE | UNMASK, 0, 1),
-             f"SET_IRQS DATA_NONE|ACTION_UNMASK of {info.index}.0")
+        f"IRQ {info.index} is AUTOMASKED, yet a second interrupt was signalled without UNMASK"
+    )
+    accepted(
+        vfu_client.set_irqs(info.index, NONE | UNMASK, 0, 1),
+        f"SET_IRQS DATA_NONE|ACTION_UNMASK of {info.index}.0",
+    )
     assert _signalled_after_unmask(vfu_client, vfu_hooks, info, fds[0], how), (
-        f"after UNMASK, interrupt {info.index}.0 did not signal its eventfd")
+        f"after UNMASK, interrupt {info.index}.0 did not signal its eventfd"
+    )
 
 
 @case("set_irqs/mask-holds-interrupt", MUST)
@@ -410,15 +466,21 @@ def test_mask_holds_interrupt(vfu_client, vfu_device, vfu_hooks, vfu_irq_index, 
     """
     info = _irq(vfu_device, vfu_irq_index, eventfd=True, maskable=True)
     fds = _assign(vfu_client, info, eventfds, limit=1)
-    accepted(vfu_client.set_irqs(info.index, NONE | MASK, 0, 1),
-             f"SET_IRQS DATA_NONE|ACTION_MASK of {info.index}.0 (the index is MASKABLE)")
+    accepted(
+        vfu_client.set_irqs(info.index, NONE | MASK, 0, 1),
+        f"SET_IRQS DATA_NONE|ACTION_MASK of {info.index}.0 (the index is MASKABLE)",
+    )
     how = _fire(vfu_client, vfu_hooks, info.index, 0)
     assert not _signals(fds, set())[0], (
-        f"interrupt {info.index}.0 is masked, yet its eventfd was signalled")
-    accepted(vfu_client.set_irqs(info.index, NONE | UNMASK, 0, 1),
-             f"SET_IRQS DATA_NONE|ACTION_UNMASK of {info.index}.0")
+        f"interrupt {info.index}.0 is masked, yet its eventfd was signalled"
+    )
+    accepted(
+        vfu_client.set_irqs(info.index, NONE | UNMASK, 0, 1),
+        f"SET_IRQS DATA_NONE|ACTION_UNMASK of {info.index}.0",
+    )
     assert _signalled_after_unmask(vfu_client, vfu_hooks, info, fds[0], how), (
-        f"after UNMASK, interrupt {info.index}.0 was not signalled")
+        f"after UNMASK, interrupt {info.index}.0 was not signalled"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -430,59 +492,98 @@ _MUTEX = "the DATA and ACTION flags are each mutually exclusive"
 
 
 def _v(flags, start, count, data=b"", nfds=0, argsz=None):
-    return {"flags": int(flags), "start": start, "count": count, "data": data, "nfds": nfds,
-            "argsz": argsz}
+    return {
+        "flags": int(flags),
+        "start": start,
+        "count": count,
+        "data": data,
+        "nfds": nfds,
+        "argsz": argsz,
+    }
 
 
 BAD_REQUESTS = {
     "data-none-and-bool": (lambda n, m: _v(NONE | BOOL | TRIGGER, 0, 1, b"\x01"), _MUTEX),
     "data-none-and-eventfd": (lambda n, m: _v(NONE | EVENTFD | TRIGGER, 0, 1, nfds=1), _MUTEX),
-    "data-bool-and-eventfd": (lambda n, m: _v(BOOL | EVENTFD | TRIGGER, 0, 1, b"\x01", nfds=1),
-                              _MUTEX),
+    "data-bool-and-eventfd": (
+        lambda n, m: _v(BOOL | EVENTFD | TRIGGER, 0, 1, b"\x01", nfds=1),
+        _MUTEX,
+    ),
     "action-mask-and-trigger": (lambda n, m: _v(NONE | MASK | TRIGGER, 0, 1), _MUTEX),
-    "action-unmask-and-trigger": (lambda n, m: _v(EVENTFD | UNMASK | TRIGGER, 0, 1, nfds=1),
-                                  _MUTEX),
+    "action-unmask-and-trigger": (
+        lambda n, m: _v(EVENTFD | UNMASK | TRIGGER, 0, 1, nfds=1),
+        _MUTEX,
+    ),
     "no-data-flag": (lambda n, m: _v(TRIGGER, 0, 1), "there is no DATA flag"),
     "no-action-flag": (lambda n, m: _v(NONE, 0, 1), "there is no ACTION flag"),
     "no-action-flag-eventfd": (lambda n, m: _v(EVENTFD, 0, 1, nfds=1), "there is no ACTION flag"),
     "no-flags": (lambda n, m: _v(0, 0, 1), "there is neither a DATA nor an ACTION flag"),
-    "start-at-count": (lambda n, m: _v(EVENTFD | TRIGGER, n, 1, nfds=1),
-                       "start is past the index's sub-indexes"),
-    "range-past-count": (lambda n, m: _v(NONE | TRIGGER, 0, n + 1),
-                         "start + count is past the index's count"),
-    "bool-range-past-count": (lambda n, m: _v(BOOL | TRIGGER, 0, n + 1, bytes(n + 1)),
-                              "start + count is past the index's count"),
-    "start-overflows": (lambda n, m: _v(EVENTFD | TRIGGER, 0xFFFFFFFF, 1, nfds=1),
-                        "start + count overflows 32 bits"),
-    "count-overflows": (lambda n, m: _v(NONE | TRIGGER, 1, 0xFFFFFFFF),
-                        "start + count overflows 32 bits"),
-    "fewer-fds-than-count": (lambda n, m: _v(EVENTFD | TRIGGER, 0, 2, nfds=1) if n >= 2 else None,
-                             "it carries 1 eventfd for 2 sub-indexes"),
-    "more-fds-than-count": (lambda n, m: _v(EVENTFD | TRIGGER, 0, 1, nfds=2) if m >= 2 else None,
-                            "it carries 2 eventfds for 1 sub-index"),
-    "bool-data-short": (lambda n, m: _v(BOOL | TRIGGER, 0, n, bytes(n - 1)),
-                        "the DATA_BOOL array is shorter than count"),
-    "bool-data-long": (lambda n, m: _v(BOOL | TRIGGER, 0, n, bytes(n + 1)),
-                       "the DATA_BOOL array is longer than count"),
+    "start-at-count": (
+        lambda n, m: _v(EVENTFD | TRIGGER, n, 1, nfds=1),
+        "start is past the index's sub-indexes",
+    ),
+    "range-past-count": (
+        lambda n, m: _v(NONE | TRIGGER, 0, n + 1),
+        "start + count is past the index's count",
+    ),
+    "bool-range-past-count": (
+        lambda n, m: _v(BOOL | TRIGGER, 0, n + 1, bytes(n + 1)),
+        "start + count is past the index's count",
+    ),
+    "start-overflows": (
+        lambda n, m: _v(EVENTFD | TRIGGER, 0xFFFFFFFF, 1, nfds=1),
+        "start + count overflows 32 bits",
+    ),
+    "count-overflows": (
+        lambda n, m: _v(NONE | TRIGGER, 1, 0xFFFFFFFF),
+        "start + count overflows 32 bits",
+    ),
+    "fewer-fds-than-count": (
+        lambda n, m: _v(EVENTFD | TRIGGER, 0, 2, nfds=1) if n >= 2 else None,
+        "it carries 1 eventfd for 2 sub-indexes",
+    ),
+    "more-fds-than-count": (
+        lambda n, m: _v(EVENTFD | TRIGGER, 0, 1, nfds=2) if m >= 2 else None,
+        "it carries 2 eventfds for 1 sub-index",
+    ),
+    "bool-data-short": (
+        lambda n, m: _v(BOOL | TRIGGER, 0, n, bytes(n - 1)),
+        "the DATA_BOOL array is shorter than count",
+    ),
+    "bool-data-long": (
+        lambda n, m: _v(BOOL | TRIGGER, 0, n, bytes(n + 1)),
+        "the DATA_BOOL array is longer than count",
+    ),
 }
 # argsz must be the request payload size (a SHOULD: msg_size still frames the request).
 BAD_ARGSZ = {
-    "argsz-below-fixed-part": (lambda n, m: _v(EVENTFD | TRIGGER, 0, 1, nfds=1, argsz=16),
-                               "argsz 16 is below the 20-byte request"),
-    "argsz-above-payload": (lambda n, m: _v(EVENTFD | TRIGGER, 0, 1, nfds=1, argsz=24),
-                            "argsz 24 is above the 20-byte payload"),
-    "argsz-without-bool-data": (lambda n, m: _v(BOOL | TRIGGER, 0, n, bytes(n), argsz=20),
-                                "argsz 20 leaves out the DATA_BOOL array"),
+    "argsz-below-fixed-part": (
+        lambda n, m: _v(EVENTFD | TRIGGER, 0, 1, nfds=1, argsz=16),
+        "argsz 16 is below the 20-byte request",
+    ),
+    "argsz-above-payload": (
+        lambda n, m: _v(EVENTFD | TRIGGER, 0, 1, nfds=1, argsz=24),
+        "argsz 24 is above the 20-byte payload",
+    ),
+    "argsz-without-bool-data": (
+        lambda n, m: _v(BOOL | TRIGGER, 0, n, bytes(n), argsz=20),
+        "argsz 20 leaves out the DATA_BOOL array",
+    ),
 }
 # The spec does not say fds on these must be refused; they must not break anything.
 FDS_WITHOUT_EVENTFD = {
-    "fd-with-data-none": (lambda n, m: _v(NONE | TRIGGER, 0, 1, nfds=1),
-                          "an fd with DATA_NONE"),
-    "fd-with-data-bool": (lambda n, m: _v(BOOL | TRIGGER, 0, 1, b"\x00", nfds=1),
-                          "an fd with DATA_BOOL"),
+    "fd-with-data-none": (lambda n, m: _v(NONE | TRIGGER, 0, 1, nfds=1), "an fd with DATA_NONE"),
+    "fd-with-data-bool": (
+        lambda n, m: _v(BOOL | TRIGGER, 0, 1, b"\x00", nfds=1),
+        "an fd with DATA_BOOL",
+    ),
 }
-WITH_FDS = {name: v for table in (BAD_REQUESTS, BAD_ARGSZ, FDS_WITHOUT_EVENTFD)
-            for name, v in table.items() if v[0](4, 4)["nfds"]}
+WITH_FDS = {
+    name: v
+    for table in (BAD_REQUESTS, BAD_ARGSZ, FDS_WITHOUT_EVENTFD)
+    for name, v in table.items()
+    if v[0](4, 4)["nfds"]
+}
 
 
 def _bad_request(client, vfu_device, index, table, name, eventfds):
@@ -491,22 +592,28 @@ def _bad_request(client, vfu_device, index, table, name, eventfds):
     build, why = table[name]
     fields = build(info.count, server_max_msg_fds(client))
     if fields is None:
-        pytest.skip(f"{name} does not apply to IRQ index {index} (count {info.count}, server "
-                    f"max_msg_fds {server_max_msg_fds(client)})")
+        pytest.skip(
+            f"{name} does not apply to IRQ index {index} (count {info.count}, server "
+            f"max_msg_fds {server_max_msg_fds(client)})"
+        )
     _prepare(client, info)
-    payload = _set_irqs_payload(index, fields["flags"], fields["start"], fields["count"],
-                                fields["data"], fields["argsz"])
+    payload = _set_irqs_payload(
+        index, fields["flags"], fields["start"], fields["count"], fields["data"], fields["argsz"]
+    )
     fds = eventfds(fields["nfds"]) if fields["nfds"] else []
-    what = (f"SET_IRQS of IRQ {index} with flags {fields['flags']:#x}, start "
-            f"{fields['start']:#x}, count {fields['count']:#x}, {len(fields['data'])} data "
-            f"bytes, {len(fds)} fds ({why})")
+    what = (
+        f"SET_IRQS of IRQ {index} with flags {fields['flags']:#x}, start "
+        f"{fields['start']:#x}, count {fields['count']:#x}, {len(fields['data'])} data "
+        f"bytes, {len(fds)} fds ({why})"
+    )
     return payload, fds, what
 
 
 @case("set_irqs/refuse-invalid", MUST)
 @pytest.mark.parametrize("variant", sorted(BAD_REQUESTS))
-def test_refuse_invalid(vfu_client, vfu_connect, vfu_device, vfu_observe, vfu_irq_index,
-                        eventfds, variant):
+def test_refuse_invalid(
+    vfu_client, vfu_connect, vfu_device, vfu_observe, vfu_irq_index, eventfds, variant
+):
     """A SET_IRQS request whose flags, range, eventfds or DATA_BOOL array contradict each
     other or the index is refused (error reply, or the connection closed).
 
@@ -516,31 +623,37 @@ def test_refuse_invalid(vfu_client, vfu_connect, vfu_device, vfu_observe, vfu_ir
     whether the action is to be performed on the corresponding index."; (GET_IRQ_INFO):
     "count describes the number of interrupts of the queried type."
     """
-    payload, fds, what = _bad_request(vfu_client, vfu_device, vfu_irq_index, BAD_REQUESTS,
-                                      variant, eventfds)
-    send_refused(vfu_client, Command.DEVICE_SET_IRQS, payload, vfu_connect, what, vfu_observe,
-                 fds=fds)
+    payload, fds, what = _bad_request(
+        vfu_client, vfu_device, vfu_irq_index, BAD_REQUESTS, variant, eventfds
+    )
+    send_refused(
+        vfu_client, Command.DEVICE_SET_IRQS, payload, vfu_connect, what, vfu_observe, fds=fds
+    )
 
 
 @case("set_irqs/refuse-argsz-mismatch", SHOULD)
 @pytest.mark.parametrize("variant", sorted(BAD_ARGSZ))
-def test_refuse_argsz(vfu_client, vfu_connect, vfu_device, vfu_observe, vfu_irq_index,
-                      eventfds, variant):
+def test_refuse_argsz(
+    vfu_client, vfu_connect, vfu_device, vfu_observe, vfu_irq_index, eventfds, variant
+):
     """A SET_IRQS request whose argsz is not the size of its payload is refused.
 
     Spec (VFIO_USER_DEVICE_SET_IRQS): "argsz is the size of the VFIO IRQ set request
     payload, including any data field."
     """
-    payload, fds, what = _bad_request(vfu_client, vfu_device, vfu_irq_index, BAD_ARGSZ,
-                                      variant, eventfds)
-    send_refused(vfu_client, Command.DEVICE_SET_IRQS, payload, vfu_connect, what, vfu_observe,
-                 fds=fds)
+    payload, fds, what = _bad_request(
+        vfu_client, vfu_device, vfu_irq_index, BAD_ARGSZ, variant, eventfds
+    )
+    send_refused(
+        vfu_client, Command.DEVICE_SET_IRQS, payload, vfu_connect, what, vfu_observe, fds=fds
+    )
 
 
 @case("set_irqs/fds-without-data-eventfd", MUST)
 @pytest.mark.parametrize("variant", sorted(FDS_WITHOUT_EVENTFD))
-def test_fds_without_data_eventfd(vfu_client, vfu_connect, vfu_device, vfu_observe,
-                                  vfu_irq_index, eventfds, variant):
+def test_fds_without_data_eventfd(
+    vfu_client, vfu_connect, vfu_device, vfu_observe, vfu_irq_index, eventfds, variant
+):
     """Fds sent with DATA_NONE or DATA_BOOL are answered (either way) without harm.
 
     Spec (VFIO_USER_DEVICE_SET_IRQS): "VFIO_IRQ_SET_DATA_NONE indicates there is no data
@@ -548,8 +661,9 @@ def test_fds_without_data_eventfd(vfu_client, vfu_connect, vfu_device, vfu_obser
     (Security Considerations: "Standard tools and mechanisms should be used on both sides
     to validate input and prevent against denial of service scenarios").
     """
-    payload, fds, what = _bad_request(vfu_client, vfu_device, vfu_irq_index,
-                                      FDS_WITHOUT_EVENTFD, variant, eventfds)
+    payload, fds, what = _bad_request(
+        vfu_client, vfu_device, vfu_irq_index, FDS_WITHOUT_EVENTFD, variant, eventfds
+    )
     msg_id = vfu_client.send(Command.DEVICE_SET_IRQS, payload, fds)
     reply = answer(vfu_client, msg_id, Command.DEVICE_SET_IRQS, vfu_connect, what)
     if reply is None:
@@ -560,8 +674,9 @@ def test_fds_without_data_eventfd(vfu_client, vfu_connect, vfu_device, vfu_obser
 
 @case("set_irqs/refused-fds-closed", SHOULD)
 @pytest.mark.parametrize("variant", sorted(WITH_FDS))
-def test_refused_fds_closed(vfu_client, vfu_connect, vfu_target, vfu_device, vfu_irq_index,
-                            eventfds, variant):
+def test_refused_fds_closed(
+    vfu_client, vfu_connect, vfu_target, vfu_device, vfu_irq_index, eventfds, variant
+):
     """Eventfds that came with a SET_IRQS request the server does not keep are closed: its
     open fd count does not grow.
 
@@ -572,44 +687,56 @@ def test_refused_fds_closed(vfu_client, vfu_connect, vfu_target, vfu_device, vfu
     if vfu_target.snapshot().fds is None:
         pytest.skip("needs the server's pid to count its fds (--vfu-server, not --vfu-socket)")
     table = next(t for t in (BAD_REQUESTS, BAD_ARGSZ, FDS_WITHOUT_EVENTFD) if variant in t)
-    payload, fds, what = _bad_request(vfu_client, vfu_device, vfu_irq_index, table, variant,
-                                      eventfds)
+    payload, fds, what = _bad_request(
+        vfu_client, vfu_device, vfu_irq_index, table, variant, eventfds
+    )
     before = vfu_target.snapshot().fds
     msg_id = vfu_client.send(Command.DEVICE_SET_IRQS, payload, fds)
     answer(vfu_client, msg_id, Command.DEVICE_SET_IRQS, vfu_connect, what)  # either way
     after = wait_server_fds(vfu_target, before, timeout=0.5)
     assert after is None or after <= before, (
         f"after {what}, the server holds {after - before} more fds than before: the "
-        f"{len(fds)} eventfds it did not use were not closed")
+        f"{len(fds)} eventfds it did not use were not closed"
+    )
 
 
 @case("set_irqs/index-past-end", MUST)
 @pytest.mark.parametrize("past", [0, 0xFFFFFFFF], ids=["num_irqs", "u32-max"])
-def test_set_irqs_index_past_end(vfu_client, vfu_connect, vfu_device, vfu_observe, eventfds,
-                                 past):
+def test_set_irqs_index_past_end(vfu_client, vfu_connect, vfu_device, vfu_observe, eventfds, past):
     """SET_IRQS of an IRQ index the device does not have is refused.
 
     Spec (VFIO_USER_DEVICE_SET_IRQS): "index is the index of IRQ type being setup.";
     (VFIO_USER_DEVICE_GET_INFO): "num_irqs is the number of IRQs"
     """
     index = past or vfu_device.num_irqs
-    send_refused(vfu_client, Command.DEVICE_SET_IRQS,
-                 _set_irqs_payload(index, EVENTFD | TRIGGER, 0, 1), vfu_connect,
-                 f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ index {index:#x} (num_irqs "
-                 f"{vfu_device.num_irqs})", vfu_observe, fds=eventfds(1))
+    send_refused(
+        vfu_client,
+        Command.DEVICE_SET_IRQS,
+        _set_irqs_payload(index, EVENTFD | TRIGGER, 0, 1),
+        vfu_connect,
+        f"SET_IRQS DATA_EVENTFD|ACTION_TRIGGER of IRQ index {index:#x} (num_irqs "
+        f"{vfu_device.num_irqs})",
+        vfu_observe,
+        fds=eventfds(1),
+    )
 
 
 @case("set_irqs/mask-needs-maskable", SHOULD)
 @pytest.mark.parametrize("action", [MASK, UNMASK], ids=["mask", "unmask"])
-def test_mask_needs_maskable(vfu_client, vfu_connect, vfu_device, vfu_observe, vfu_irq_index,
-                             action):
+def test_mask_needs_maskable(
+    vfu_client, vfu_connect, vfu_device, vfu_observe, vfu_irq_index, action
+):
     """MASK and UNMASK are refused on an IRQ index without VFIO_IRQ_INFO_MASKABLE.
 
     Spec (VFIO_USER_DEVICE_GET_IRQ_INFO): "VFIO_IRQ_INFO_MASKABLE indicates that the IRQ
     type supports the MASK and UNMASK actions in a VFIO_USER_DEVICE_SET_IRQS message."
     """
     info = _irq(vfu_device, vfu_irq_index, maskable=False)
-    send_refused(vfu_client, Command.DEVICE_SET_IRQS,
-                 _set_irqs_payload(info.index, NONE | action, 0, 1), vfu_connect,
-                 f"SET_IRQS DATA_NONE|{action.name} of IRQ {info.index}, which is not "
-                 "MASKABLE", vfu_observe)
+    send_refused(
+        vfu_client,
+        Command.DEVICE_SET_IRQS,
+        _set_irqs_payload(info.index, NONE | action, 0, 1),
+        vfu_connect,
+        f"SET_IRQS DATA_NONE|{action.name} of IRQ {info.index}, which is not MASKABLE",
+        vfu_observe,
+    )

@@ -25,6 +25,7 @@ import pytest
 from conformance._support import accepted
 from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.client import Client, ClientError
+from pytest_vfiouser.plugin import get_state
 from pytest_vfiouser.protocol import (
     V1_TABLE_STATES,
     VFIO_REGION_SUBTYPE_MIGRATION,
@@ -37,23 +38,37 @@ from pytest_vfiouser.protocol import (
     v1_transition_valid,
 )
 from pytest_vfiouser.protocol import MigrationStateV1 as S
-from pytest_vfiouser.state import get_state
 from pytest_vfiouser.target import Target, TargetStartError
 
 REVS = ("0.9.1",)
 NEEDS = ("migration_v1",)
 PGSIZE = 4096
 STATE, RESERVED = MigrationInfo.DEVICE_STATE, MigrationInfo.RESERVED
-PENDING, DATA_OFFSET, DATA_SIZE = (MigrationInfo.PENDING_BYTES, MigrationInfo.DATA_OFFSET,
-                                   MigrationInfo.DATA_SIZE)
+PENDING, DATA_OFFSET, DATA_SIZE = (
+    MigrationInfo.PENDING_BYTES,
+    MigrationInfo.DATA_OFFSET,
+    MigrationInfo.DATA_SIZE,
+)
 MAX_ITERATIONS = 20000  # of the saving loop, before giving up on pending_bytes reaching 0
 MAX_BYTES = 512 << 20  # of migration data a case reads
 PRECOPY_CHUNKS = 64  # pre-copy iterations a migration makes before stop-and-copy
-NAMES = {S.STOPPED: "stopped", S.RUNNING: "running", S.STOP_AND_COPY: "stop-and-copy",
-         S.PRE_COPY: "pre-copy", S.RESUMING: "resuming", S.INVALID_101: "invalid-101",
-         S.ERROR: "error-110", S.INVALID_111: "invalid-111"}
-BACK = {S.RUNNING: (), S.STOPPED: (S.RUNNING,), S.STOP_AND_COPY: (S.RUNNING,),
-        S.PRE_COPY: (S.STOP_AND_COPY, S.RUNNING), S.RESUMING: (S.RUNNING,)}
+NAMES = {
+    S.STOPPED: "stopped",
+    S.RUNNING: "running",
+    S.STOP_AND_COPY: "stop-and-copy",
+    S.PRE_COPY: "pre-copy",
+    S.RESUMING: "resuming",
+    S.INVALID_101: "invalid-101",
+    S.ERROR: "error-110",
+    S.INVALID_111: "invalid-111",
+}
+BACK = {
+    S.RUNNING: (),
+    S.STOPPED: (S.RUNNING,),
+    S.STOP_AND_COPY: (S.RUNNING,),
+    S.PRE_COPY: (S.STOP_AND_COPY, S.RUNNING),
+    S.RESUMING: (S.RUNNING,),
+}
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
@@ -83,8 +98,10 @@ class Mig:
         before = self.state()
         accepted(self.set_state(value), f"the transition {_name(before)} -> {_name(value)}")
         now = self.state()
-        assert now == value, (f"after the transition {_name(before)} -> {_name(value)} "
-                              f"succeeded, device_state reads {_name(now)}")
+        assert now == value, (
+            f"after the transition {_name(before)} -> {_name(value)} "
+            f"succeeded, device_state reads {_name(now)}"
+        )
 
     def read64(self, offset: int, name: str) -> int:
         reply = accepted(self.c.region_read(self.index, offset, 8), f"REGION_READ of {name}")
@@ -98,10 +115,13 @@ class Mig:
         out = []
         for pos in range(0, size, self.xfer):
             n = min(self.xfer, size - pos)
-            reply = accepted(self.c.region_read(self.index, offset + pos, n),
-                             f"REGION_READ of migration data at {offset + pos:#x}")
+            reply = accepted(
+                self.c.region_read(self.index, offset + pos, n),
+                f"REGION_READ of migration data at {offset + pos:#x}",
+            )
             assert len(reply.body.data) == n, (
-                f"REGION_READ of {n} bytes of migration data returned {len(reply.body.data)}")
+                f"REGION_READ of {n} bytes of migration data returned {len(reply.body.data)}"
+            )
             out.append(reply.body.data)
         return out
 
@@ -111,26 +131,34 @@ class Mig:
         size = self.read64(DATA_SIZE, "data_size")
         assert MigrationInfo.SIZE <= offset, (
             f"data_offset {offset:#x} points into struct vfio_device_migration_info; "
-            "device data must be stored after it")
+            "device data must be stored after it"
+        )
         assert offset + size <= self.size, (
             f"data_offset {offset:#x} + data_size {size:#x} runs past the end of the "
-            f"{self.size:#x}-byte migration region")
+            f"{self.size:#x}-byte migration region"
+        )
         return offset, size
 
 
 def _migration_region(vfu_device) -> tuple[int, int]:
     for index, info in sorted(vfu_device.regions.items()):
         cap = info.cap(RegionTypeCap)
-        if cap is not None and (cap.type, cap.subtype) == (VFIO_REGION_TYPE_MIGRATION,
-                                                          VFIO_REGION_SUBTYPE_MIGRATION):
+        if cap is not None and (cap.type, cap.subtype) == (
+            VFIO_REGION_TYPE_MIGRATION,
+            VFIO_REGION_SUBTYPE_MIGRATION,
+        ):
             return index, info.size
     pytest.skip("device has no migration region")
 
 
 def _negotiate(client) -> None:
-    client.negotiate(capabilities={
-        "max_msg_fds": client.max_msg_fds, "max_data_xfer_size": client.max_data_xfer_size,
-        "migration": {"pgsize": PGSIZE}})
+    client.negotiate(
+        capabilities={
+            "max_msg_fds": client.max_msg_fds,
+            "max_data_xfer_size": client.max_data_xfer_size,
+            "migration": {"pgsize": PGSIZE},
+        }
+    )
 
 
 def _walk_back(m: Mig) -> bool:
@@ -161,7 +189,8 @@ def mig(vfu_connect, vfu_device, vfu_target):
         vfu_target.fresh()
         m = connect()
         assert m.state() == S.RUNNING, (
-            f"a brand-new server process reads device_state {_name(m.state())}, not running")
+            f"a brand-new server process reads device_state {_name(m.state())}, not running"
+        )
     yield m
     if not m.c.closed and _walk_back(m):
         return
@@ -179,8 +208,10 @@ def _second_server(request):
     (``vfu_target.template``; fresh() would replace the target, not add a second one)."""
     handle = request.getfixturevalue("vfu_target")
     if handle.template is None:
-        pytest.skip("needs a server the suite starts (--vfu-server), not --vfu-socket: a whole "
-                    "migration needs a second server process as the destination")
+        pytest.skip(
+            "needs a server the suite starts (--vfu-server), not --vfu-socket: a whole "
+            "migration needs a second server process as the destination"
+        )
     timeout = get_state(request.config).settings.timeout
     target = Target(handle.template, env=handle.env)
     try:
@@ -200,8 +231,8 @@ def _second_server(request):
             client.close()
         signal = target.signal_name if target.poll() is not None else None
         assert signal is None, (
-            f"the destination server process was killed by {signal}:\n"
-            f"{target.stderr_tail()}")
+            f"the destination server process was killed by {signal}:\n{target.stderr_tail()}"
+        )
     finally:
         for client in clients:
             client.close()
@@ -215,7 +246,8 @@ def _destination(connect, index: int) -> Mig:
     info = accepted(client.region_info(index, argsz=4096), "DEVICE_GET_REGION_INFO").body
     cap = info.cap(RegionTypeCap)
     assert cap is not None and (cap.type, cap.subtype) == (3, 1), (
-        f"region {index} of the second server process is not a migration region")
+        f"region {index} of the second server process is not a migration region"
+    )
     return Mig(client, index, info.size)
 
 
@@ -233,8 +265,9 @@ def _saving_chunks(src: Mig, limit: int | None = None):
         assert total <= MAX_BYTES, f"more than {MAX_BYTES} bytes of migration data"
         yield src.read_data(offset, size)
     if limit is None:
-        raise AssertionError(f"pending_bytes did not reach 0 in {MAX_ITERATIONS} iterations of "
-                             "stop-and-copy")
+        raise AssertionError(
+            f"pending_bytes did not reach 0 in {MAX_ITERATIONS} iterations of stop-and-copy"
+        )
 
 
 def _feed(dst: Mig, transactions: list[bytes]):
@@ -244,7 +277,8 @@ def _feed(dst: Mig, transactions: list[bytes]):
     n = sum(map(len, transactions))
     assert MigrationInfo.SIZE <= offset and offset + n <= dst.size, (
         f"the destination's data_offset {offset:#x} leaves no room for a {n:#x}-byte chunk in "
-        f"its {dst.size:#x}-byte migration region")
+        f"its {dst.size:#x}-byte migration region"
+    )
     pos = offset
     for t in transactions:
         reply = dst.c.region_write(dst.index, pos, t)
@@ -284,14 +318,20 @@ def _write_scratch(m: Mig, ranges) -> None:
     for region, offset, n in ranges:
         for pos in range(0, n, m.xfer):
             k = min(m.xfer, n - pos)
-            accepted(m.c.region_write(region, offset + pos, _pattern(region, offset + pos, k)),
-                     f"REGION_WRITE to scratch range {region}:{offset + pos:#x}")
+            accepted(
+                m.c.region_write(region, offset + pos, _pattern(region, offset + pos, k)),
+                f"REGION_WRITE to scratch range {region}:{offset + pos:#x}",
+            )
 
 
 def _read(m: Mig, region: int, offset: int, n: int) -> bytes:
-    return b"".join(accepted(m.c.region_read(region, offset + pos, min(m.xfer, n - pos)),
-                             f"REGION_READ of region {region}").body.data
-                    for pos in range(0, n, m.xfer))
+    return b"".join(
+        accepted(
+            m.c.region_read(region, offset + pos, min(m.xfer, n - pos)),
+            f"REGION_READ of region {region}",
+        ).body.data
+        for pos in range(0, n, m.xfer)
+    )
 
 
 # ---- the region and the capability
@@ -312,13 +352,16 @@ def test_region_layout(vfu_client, vfu_device):
     info = accepted(vfu_client.region_info(index, argsz=4096), "DEVICE_GET_REGION_INFO").body
     need = RegionFlags.READ | RegionFlags.WRITE | RegionFlags.CAPS
     assert info.flags & need == need, (
-        f"the migration region's flags {info.flags:#x} lack READ, WRITE or CAPS")
+        f"the migration region's flags {info.flags:#x} lack READ, WRITE or CAPS"
+    )
     assert info.size >= MigrationInfo.SIZE, (
         f"the migration region is {info.size} bytes, too small for the 32-byte "
-        "struct vfio_device_migration_info")
+        "struct vfio_device_migration_info"
+    )
     cap = info.cap(RegionTypeCap)
     assert cap is not None and cap.version == 1, (
-        f"the region type capability has version {cap.version if cap else None}, not 1")
+        f"the region type capability has version {cap.version if cap else None}, not 1"
+    )
 
 
 @case("migration/capability-with-region", MUST, requires=NEEDS, revisions=REVS)
@@ -337,22 +380,29 @@ def test_capability_with_region(vfu_connect):
     answered = {}
     for proposed in (1 << 30, PGSIZE):
         client = vfu_connect()
-        reply = accepted(client.request(Command.VERSION, Version.with_capabilities(
-            0, 0, migration={"pgsize": proposed})), "VERSION proposing migration").body
+        reply = accepted(
+            client.request(
+                Command.VERSION, Version.with_capabilities(0, 0, migration={"pgsize": proposed})
+            ),
+            "VERSION proposing migration",
+        ).body
         caps = reply.capabilities
         assert caps.migration is not None, (
             "the device has a migration region, but the VERSION reply has no migration "
-            "capability: the server says it does not support migration")
+            "capability: the server says it does not support migration"
+        )
         pgsize = caps.migration_pgsize
         assert isinstance(pgsize, int) and 0 < pgsize <= proposed, (
             f"the migration capability's pgsize is {pgsize!r}; with {proposed} proposed it "
-            "must be the smaller of the client's and the server's")
+            "must be the smaller of the client's and the server's"
+        )
         answered[proposed] = pgsize
         client.close()
     server = answered[1 << 30]  # the server's own page size
     assert answered[PGSIZE] == min(PGSIZE, server), (
         f"proposing {PGSIZE} got pgsize {answered[PGSIZE]}; the server's own is {server}, so "
-        f"the smaller is {min(PGSIZE, server)}")
+        f"the smaller is {min(PGSIZE, server)}"
+    )
 
 
 @case("migration/starts-running", MUST, requires=NEEDS, revisions=REVS)
@@ -374,8 +424,9 @@ def test_starts_running(vfu_target, vfu_connect, vfu_device):
 
 
 @case("migration/transition", MUST, requires=NEEDS, revisions=REVS)
-@pytest.mark.parametrize("to", [*V1_TABLE_STATES, S.INVALID_101, S.ERROR, S.INVALID_111],
-                         ids=lambda s: _name(s))
+@pytest.mark.parametrize(
+    "to", [*V1_TABLE_STATES, S.INVALID_101, S.ERROR, S.INVALID_111], ids=lambda s: _name(s)
+)
 @pytest.mark.parametrize("frm", V1_TABLE_STATES, ids=lambda s: _name(s))
 def test_transition(mig, vfu_observe, frm, to):
     """Transitions of the spec's table succeed and read back; all others (and the invalid
@@ -401,19 +452,26 @@ def test_transition(mig, vfu_observe, frm, to):
         return
     if v1_transition_valid(frm, to):
         if (frm, to) == (S.RESUMING, S.RUNNING) and not reply.ok and now == S.RESUMING:
-            vfu_observe("the server refused resuming -> running when no migration data was "
-                        "written (an error it may report; the state stayed resuming)")
+            vfu_observe(
+                "the server refused resuming -> running when no migration data was "
+                "written (an error it may report; the state stayed resuming)"
+            )
             return
-        assert reply.ok, (f"{what} is valid in the spec's table, but the server refused it "
-                          f"(errno {reply.error})")
+        assert reply.ok, (
+            f"{what} is valid in the spec's table, but the server refused it (errno {reply.error})"
+        )
         assert not reply.payload[16:], "the REGION_WRITE reply carries data"
         assert now == to, f"{what} succeeded, but device_state reads {_name(now)}"
     else:
-        assert not reply.ok, (f"{what} is not in the spec's table of valid transitions, but "
-                              f"the server accepted it (device_state now {_name(now)})")
+        assert not reply.ok, (
+            f"{what} is not in the spec's table of valid transitions, but "
+            f"the server accepted it (device_state now {_name(now)})"
+        )
         assert not reply.payload, "the error reply carries a payload"
-        assert now == frm, (f"after refusing {what}, device_state reads {_name(now)}; the "
-                            f"server must remain at the previous state")
+        assert now == frm, (
+            f"after refusing {what}, device_state reads {_name(now)}; the "
+            f"server must remain at the previous state"
+        )
 
 
 # ---- the fields
@@ -436,7 +494,8 @@ def test_pending_bytes_read_only(mig):
     after = mig.read64(PENDING, "pending_bytes")
     assert after == before, (
         f"after a write of {before + 0x10000} to the read-only pending_bytes it reads {after} "
-        f"(was {before})")
+        f"(was {before})"
+    )
     assert mig.state() == S.STOP_AND_COPY
 
 
@@ -473,7 +532,8 @@ def test_data_offset_read_only(mig):
     after = mig.read64(DATA_OFFSET, "data_offset")
     assert after == before, (
         f"after a write of {before + 8:#x} to the read-only data_offset it reads {after:#x} "
-        f"(was {before:#x})")
+        f"(was {before:#x})"
+    )
     assert mig.state() == S.RESUMING
 
 
@@ -486,8 +546,10 @@ def test_reserved_ignored(mig):
     """
     accepted(mig.c.region_read(mig.index, RESERVED, 4), "REGION_READ of reserved")
     reply = mig.c.region_write(mig.index, RESERVED, b"\xff\xff\xff\xff")
-    assert reply.ok, (f"the server refused a write to reserved (errno {reply.error}); any "
-                      "access to it must be ignored")
+    assert reply.ok, (
+        f"the server refused a write to reserved (errno {reply.error}); any "
+        "access to it must be ignored"
+    )
     assert mig.state() == S.RUNNING, "a write to reserved changed device_state"
 
 
@@ -567,11 +629,16 @@ def test_full_migration_scratch(request, mig, vfu_device, precopy):
             got = _read(dst, region, offset, n)
             assert got == _pattern(region, offset, n), (
                 f"after the migration, scratch range {region}:{offset:#x}+{n:#x} of the "
-                "destination does not hold what the source held")
+                "destination does not hold what the source held"
+            )
 
 
-@case("migration/full-migration-device-state", MUST, requires=(*NEEDS, "vfu_device_state"),
-      revisions=REVS)
+@case(
+    "migration/full-migration-device-state",
+    MUST,
+    requires=(*NEEDS, "vfu_device_state"),
+    revisions=REVS,
+)
 def test_full_migration_device_state(request, mig, vfu_device, vfu_hooks):
     """Migrated to a second server process, the device is in the source's state (the
     profile's vfu_device_state hook).
@@ -585,12 +652,14 @@ def test_full_migration_device_state(request, mig, vfu_device, vfu_hooks):
     with _second_server(request) as connect:
         dst = _destination(connect, mig.index)
         assert vfu_hooks.device_state(dst.c) != expected or not ranges, (
-            "the destination already held the source's state: the case could not tell")
+            "the destination already held the source's state: the case could not tell"
+        )
         _migrate(mig, dst)
         got = vfu_hooks.device_state(dst.c)
         assert got == expected, (
             "after the migration the destination's device state (vfu_device_state) differs "
-            f"from the source's ({len(got)} bytes against {len(expected)})")
+            f"from the source's ({len(got)} bytes against {len(expected)})"
+        )
 
 
 # ---- resuming from bad data
@@ -626,8 +695,10 @@ def test_resume_garbage_refused(request, vfu_device):
     with _second_server(request) as connect:
         dst = _destination(connect, index)
         refused = _feed_garbage(dst)
-        assert refused, ("the destination accepted 4096 bytes of garbage as migration data "
-                         "and went back to running")
+        assert refused, (
+            "the destination accepted 4096 bytes of garbage as migration data "
+            "and went back to running"
+        )
 
 
 def _truncated(mig: Mig) -> tuple[list[list[bytes]], str]:
@@ -638,7 +709,7 @@ def _truncated(mig: Mig) -> tuple[list[list[bytes]], str]:
     if len(chunks) > 1:
         return chunks[:-1], f"{len(chunks) - 1} of the {len(chunks)} chunks"
     data = b"".join(chunks[0])
-    return [[data[:len(data) // 2]]], "the first half of the only chunk"
+    return [[data[: len(data) // 2]]], "the first half of the only chunk"
 
 
 def _resume_truncated(dst: Mig, chunks: list[list[bytes]]) -> tuple[str | None, object]:
@@ -665,8 +736,10 @@ def test_resume_truncated_refused(request, mig):
     with _second_server(request) as connect:
         dst = _destination(connect, mig.index)
         refused, _ = _resume_truncated(dst, chunks)
-        assert refused, (f"the destination got {what} of the stop-and-copy data and went to "
-                         "running as if it had it all")
+        assert refused, (
+            f"the destination got {what} of the stop-and-copy data and went to "
+            "running as if it had it all"
+        )
 
 
 @case("migration/failed-resume-keeps-state", MUST, requires=NEEDS, revisions=REVS)
@@ -685,9 +758,12 @@ def test_failed_resume_keeps_state(request, mig, vfu_observe):
         refused, _ = _resume_truncated(dst, chunks)
         state = dst.state()
         if refused != "resuming -> running":
-            vfu_observe(f"after {what} of the data, the destination did not refuse resuming "
-                        f"-> running ({refused or 'nothing'} refused): nothing to check")
+            vfu_observe(
+                f"after {what} of the data, the destination did not refuse resuming "
+                f"-> running ({refused or 'nothing'} refused): nothing to check"
+            )
             return
         assert state in (S.RESUMING, S.ERROR), (
             f"resuming -> running failed, but device_state reads {_name(state)}; it must "
-            "remain resuming (or be the error state)")
+            "remain resuming (or be the error state)"
+        )

@@ -34,8 +34,10 @@ COMPARE = 4096  # bytes compared at each end of a mapped area
 
 def _info(client, index: int, argsz: int = BIG_ARGSZ):
     """The full GET_REGION_INFO reply of ``index``, fds closed."""
-    reply = accepted(client.region_info(index, argsz),
-                     f"DEVICE_GET_REGION_INFO of region {index} (below num_regions)")
+    reply = accepted(
+        client.region_info(index, argsz),
+        f"DEVICE_GET_REGION_INFO of region {index} (below num_regions)",
+    )
     reply.close_fds()
     return reply
 
@@ -43,8 +45,10 @@ def _info(client, index: int, argsz: int = BIG_ARGSZ):
 @contextlib.contextmanager
 def _info_with_fd(client, index: int):
     """(reply, fd) of ``index``: the first fd the reply carried (None if none); all closed after."""
-    reply = accepted(client.region_info(index, BIG_ARGSZ),
-                     f"DEVICE_GET_REGION_INFO of region {index} (below num_regions)")
+    reply = accepted(
+        client.region_info(index, BIG_ARGSZ),
+        f"DEVICE_GET_REGION_INFO of region {index} (below num_regions)",
+    )
     fds = reply.take_fds()
     try:
         yield reply, (fds[0] if fds else None)
@@ -73,12 +77,14 @@ def _prot(flags: int) -> int:
 
 def _mmap_area(fd: int, info: RegionInfo, area_offset: int, size: int) -> mmap.mmap:
     try:
-        return mmap.mmap(fd, size, mmap.MAP_SHARED, _prot(info.flags),
-                         offset=info.offset + area_offset)
+        return mmap.mmap(
+            fd, size, mmap.MAP_SHARED, _prot(info.flags), offset=info.offset + area_offset
+        )
     except (OSError, ValueError, OverflowError) as e:
         raise AssertionError(
             f"mmap() of region {info.index}'s fd at offset {info.offset:#x} + "
-            f"{area_offset:#x}, {size:#x} bytes, failed: {e}") from e
+            f"{area_offset:#x}, {size:#x} bytes, failed: {e}"
+        ) from e
 
 
 def _region_read(client, index: int, offset: int, count: int) -> bytes:
@@ -87,8 +93,9 @@ def _region_read(client, index: int, offset: int, count: int) -> bytes:
     out = bytearray()
     for pos in range(offset, offset + count, step):
         n = min(step, offset + count - pos)
-        reply = accepted(client.region_read(index, pos, n),
-                         f"REGION_READ of region {index} [{pos:#x}, +{n:#x})")
+        reply = accepted(
+            client.region_read(index, pos, n), f"REGION_READ of region {index} [{pos:#x}, +{n:#x})"
+        )
         out += reply.body.data
     return bytes(out)
 
@@ -112,7 +119,8 @@ def test_index_echoed(vfu_client, vfu_region_index):
     """
     info = _info(vfu_client, vfu_region_index).body
     assert info.index == vfu_region_index, (
-        f"the reply for region {vfu_region_index} states index {info.index}")
+        f"the reply for region {vfu_region_index} states index {info.index}"
+    )
 
 
 @case("region_info/flags-defined", MUST)
@@ -126,7 +134,8 @@ def test_flags_defined(vfu_client, vfu_region_index):
     info = _info(vfu_client, vfu_region_index).body
     assert not info.flags & ~_DEFINED_FLAGS, (
         f"region {vfu_region_index} flags {info.flags:#x} set undefined bits "
-        f"{info.flags & ~_DEFINED_FLAGS:#x}")
+        f"{info.flags & ~_DEFINED_FLAGS:#x}"
+    )
 
 
 @case("region_info/argsz-full", MUST)
@@ -143,15 +152,18 @@ def test_argsz_full(vfu_client, vfu_region_index):
     info = reply.body
     assert len(reply.payload) == info.argsz, (
         f"region {vfu_region_index}: the reply payload is {len(reply.payload)} bytes but "
-        f"states argsz {info.argsz} (the request allowed {BIG_ARGSZ})")
+        f"states argsz {info.argsz} (the request allowed {BIG_ARGSZ})"
+    )
     if info.flags & RegionFlags.CAPS:
         assert info.argsz > REGION_INFO_SIZE, (
             f"region {vfu_region_index} sets VFIO_REGION_INFO_FLAG_CAPS but argsz "
-            f"{info.argsz} leaves no room for capabilities")
+            f"{info.argsz} leaves no room for capabilities"
+        )
     else:
         assert info.argsz == REGION_INFO_SIZE, (
             f"region {vfu_region_index} has no VFIO_REGION_INFO_FLAG_CAPS, yet argsz is "
-            f"{info.argsz}, not the 32-byte structure")
+            f"{info.argsz}, not the 32-byte structure"
+        )
 
 
 @case("region_info/small-argsz", MUST)
@@ -165,17 +177,21 @@ def test_small_argsz(vfu_client, vfu_region_index):
     but the argsz field in the reply indicates the needed size"
     """
     full = _info(vfu_client, vfu_region_index).body
-    _need(full.argsz > REGION_INFO_SIZE,
-          f"region {vfu_region_index} has no capabilities: 32 bytes is its full reply")
+    _need(
+        full.argsz > REGION_INFO_SIZE,
+        f"region {vfu_region_index} has no capabilities: 32 bytes is its full reply",
+    )
     reply = _info(vfu_client, vfu_region_index, argsz=REGION_INFO_SIZE)
     assert len(reply.payload) == REGION_INFO_SIZE, (
         f"with argsz 32 the reply payload is {len(reply.payload)} bytes, more than the "
-        "requested maximum" if len(reply.payload) > REGION_INFO_SIZE else
-        f"with argsz 32 the reply payload is {len(reply.payload)} bytes")
+        "requested maximum"
+        if len(reply.payload) > REGION_INFO_SIZE
+        else f"with argsz 32 the reply payload is {len(reply.payload)} bytes"
+    )
     info = RegionInfo.unpack(reply.payload)
     assert info.argsz == full.argsz, (
-        f"with argsz 32 the reply states argsz {info.argsz}; the full reply needs "
-        f"{full.argsz}")
+        f"with argsz 32 the reply states argsz {info.argsz}; the full reply needs {full.argsz}"
+    )
     assert info.index == vfu_region_index
 
 
@@ -192,10 +208,12 @@ def test_mmap_offset_usable(vfu_client, vfu_region_index):
     assert info.size > 0, f"region {vfu_region_index} has the MMAP flag but size 0"
     assert info.offset % mmap.PAGESIZE == 0, (
         f"region {vfu_region_index}'s mmap offset {info.offset:#x} is not a multiple of "
-        f"the page size {mmap.PAGESIZE:#x}: mmap() cannot take it")
+        f"the page size {mmap.PAGESIZE:#x}: mmap() cannot take it"
+    )
     assert info.offset + info.size <= 1 << 63, (
         f"region {vfu_region_index}'s offset {info.offset:#x} + size {info.size:#x} "
-        "does not fit mmap()'s off_t")
+        "does not fit mmap()'s off_t"
+    )
 
 
 @case("region_info/matches-profile", MUST)
@@ -212,8 +230,8 @@ def test_matches_profile(vfu_client, vfu_device, vfu_region_index, field):
     info = _info(vfu_client, vfu_region_index).body
     got = getattr(info, field)
     assert got == expected, (
-        f"region {vfu_region_index} reports {field} {got:#x}, the profile expects "
-        f"{expected:#x}")
+        f"region {vfu_region_index} reports {field} {got:#x}, the profile expects {expected:#x}"
+    )
 
 
 @case("region_info/index-out-of-range", MUST)
@@ -226,9 +244,14 @@ def test_index_out_of_range(vfu_client, vfu_connect, vfu_observe, vfu_device, pa
     """
     index = 0xFFFFFFFF if past is None else vfu_device.num_regions + past
     msg_id = vfu_client.send(Command.DEVICE_GET_REGION_INFO, RegionInfo(BIG_ARGSZ, index=index))
-    refused(vfu_client, msg_id, Command.DEVICE_GET_REGION_INFO, vfu_connect,
-            f"GET_REGION_INFO of region {index} (num_regions is {vfu_device.num_regions})",
-            vfu_observe)
+    refused(
+        vfu_client,
+        msg_id,
+        Command.DEVICE_GET_REGION_INFO,
+        vfu_connect,
+        f"GET_REGION_INFO of region {index} (num_regions is {vfu_device.num_regions})",
+        vfu_observe,
+    )
 
 
 # ---------------------------------------------------------------- mmap
@@ -245,8 +268,8 @@ def test_mmap_fd(vfu_client, vfu_region_index):
     with _info_with_fd(vfu_client, vfu_region_index) as (reply, fd):
         _need(reply.body.flags & RegionFlags.MMAP, f"region {vfu_region_index} has no MMAP flag")
         assert fd is not None, (
-            f"region {vfu_region_index} has the MMAP flag but its reply carries no file "
-            "descriptor")
+            f"region {vfu_region_index} has the MMAP flag but its reply carries no file descriptor"
+        )
 
 
 @case("region_info/mmap-maps", MUST, requires=("mmap",))
@@ -284,9 +307,10 @@ def test_mmap_same_bytes(vfu_client, vfu_region_index):
             with _mmap_area(fd, info, area, size) as m:
                 for off, n in _windows(0, size):
                     wire = _region_read(vfu_client, vfu_region_index, area + off, n)
-                    assert m[off:off + n] == wire, (
+                    assert m[off : off + n] == wire, (
                         f"region {vfu_region_index} [{area + off:#x}, +{n:#x}): the mmap "
-                        "shows other bytes than REGION_READ returns")
+                        "shows other bytes than REGION_READ returns"
+                    )
 
 
 def _scratch_in_mapped(vfu_device, info: RegionInfo, limit: int = 64):
@@ -312,30 +336,38 @@ def test_mmap_writes_visible(vfu_client, vfu_device, vfu_region_index):
     with _info_with_fd(vfu_client, vfu_region_index) as (reply, fd):
         info = reply.body
         rw = RegionFlags.MMAP | RegionFlags.READ | RegionFlags.WRITE
-        _need(info.flags & rw == rw,
-              f"region {vfu_region_index} is not mmappable, readable and writable")
+        _need(
+            info.flags & rw == rw,
+            f"region {vfu_region_index} is not mmappable, readable and writable",
+        )
         found = _scratch_in_mapped(vfu_device, info)
-        _need(found is not None, f"needs profile: a scratch range of region "
-              f"{vfu_region_index} inside an mmappable area")
+        _need(
+            found is not None,
+            f"needs profile: a scratch range of region {vfu_region_index} inside an mmappable area",
+        )
         offset, n, area, area_size = found
         assert fd is not None, f"region {vfu_region_index}'s reply carries no file descriptor"
         with _mmap_area(fd, info, area, area_size) as m:
             at = offset - area
-            original = bytes(m[at:at + n])
+            original = bytes(m[at : at + n])
             try:
                 one = bytes((0xA5 ^ i) & 0xFF for i in range(n))
-                m[at:at + n] = one
+                m[at : at + n] = one
                 assert _region_read(vfu_client, vfu_region_index, offset, n) == one, (
                     f"region {vfu_region_index} [{offset:#x}, +{n:#x}): REGION_READ does not "
-                    "return what was written through the mmap")
+                    "return what was written through the mmap"
+                )
                 two = bytes((0x3C + 7 * i) & 0xFF for i in range(n))
-                accepted(vfu_client.region_write(vfu_region_index, offset, two),
-                         f"REGION_WRITE of region {vfu_region_index} [{offset:#x}, +{n:#x})")
-                assert bytes(m[at:at + n]) == two, (
+                accepted(
+                    vfu_client.region_write(vfu_region_index, offset, two),
+                    f"REGION_WRITE of region {vfu_region_index} [{offset:#x}, +{n:#x})",
+                )
+                assert bytes(m[at : at + n]) == two, (
                     f"region {vfu_region_index} [{offset:#x}, +{n:#x}): the mmap does not show "
-                    "what REGION_WRITE wrote")
+                    "what REGION_WRITE wrote"
+                )
             finally:
-                m[at:at + n] = original
+                m[at : at + n] = original
 
 
 # ---------------------------------------------------------------- capabilities
@@ -350,8 +382,9 @@ def _chain(payload: bytes, cap_offset: int) -> tuple[list[tuple[int, int, int, i
         if pos < REGION_INFO_SIZE:
             return out, f"a capability at offset {pos} overlaps the 32-byte region info"
         if pos + CAP_HEADER_SIZE > len(payload):
-            return out, (f"a capability header at offset {pos} lies outside the "
-                         f"{len(payload)}-byte reply")
+            return out, (
+                f"a capability header at offset {pos} lies outside the {len(payload)}-byte reply"
+            )
         seen.add(pos)
         cap_id, version, nxt = _CAP_HEADER.unpack_from(payload, pos)
         out.append((pos, cap_id, version, nxt))
@@ -375,25 +408,31 @@ def test_caps_chain(vfu_client, vfu_observe, vfu_region_index):
     _need(info.flags & RegionFlags.CAPS, f"region {vfu_region_index} has no CAPS flag")
     assert info.cap_offset >= REGION_INFO_SIZE, (
         f"region {vfu_region_index} sets CAPS but cap_offset is {info.cap_offset}, inside the "
-        "32-byte region info structure")
-    payload = reply.payload[:info.argsz]
+        "32-byte region info structure"
+    )
+    payload = reply.payload[: info.argsz]
     caps, problem = _chain(payload, info.cap_offset)
     assert not problem, f"region {vfu_region_index}: {problem}"
     ends = sorted(p for p, *_ in caps) + [len(payload)]
     for pos, cap_id, _version, nxt in caps:
         if nxt and nxt <= pos:
-            vfu_observe(f"region {vfu_region_index}: the capability at {pos} links backwards "
-                        f"to {nxt} (the spec does not forbid it; <linux/vfio.h> chains go "
-                        "forward)")
+            vfu_observe(
+                f"region {vfu_region_index}: the capability at {pos} links backwards "
+                f"to {nxt} (the spec does not forbid it; <linux/vfio.h> chains go "
+                "forward)"
+            )
         room = ends[ends.index(pos) + 1] - pos
-        need = {RegionCapId.SPARSE_MMAP: CAP_HEADER_SIZE + 8, RegionCapId.TYPE:
-                CAP_HEADER_SIZE + 8}.get(cap_id, CAP_HEADER_SIZE)
+        need = {
+            RegionCapId.SPARSE_MMAP: CAP_HEADER_SIZE + 8,
+            RegionCapId.TYPE: CAP_HEADER_SIZE + 8,
+        }.get(cap_id, CAP_HEADER_SIZE)
         if cap_id == RegionCapId.SPARSE_MMAP and room >= CAP_HEADER_SIZE + 4:
             (nr_areas,) = struct.unpack_from("<I", payload, pos + CAP_HEADER_SIZE)
             need += 16 * nr_areas
         assert need <= room, (
             f"region {vfu_region_index}: the capability id {cap_id} at offset {pos} needs "
-            f"{need} bytes, only {room} lie before the next capability or the end of argsz")
+            f"{need} bytes, only {room} lie before the next capability or the end of argsz"
+        )
 
 
 @case("region_info/sparse-mmap-cap", MUST, requires=("sparse_mmap",))
@@ -411,11 +450,13 @@ def test_sparse_mmap_cap(vfu_client, vfu_region_index):
     _need(sparse is not None, f"region {vfu_region_index} has no sparse mmap capability")
     assert sparse.version == 1, f"the sparse mmap capability has version {sparse.version}, not 1"
     assert info.flags & RegionFlags.MMAP, (
-        f"region {vfu_region_index} has a sparse mmap capability but no MMAP flag")
+        f"region {vfu_region_index} has a sparse mmap capability but no MMAP flag"
+    )
     for offset, size in sparse.areas:
         assert offset + size <= info.size, (
             f"region {vfu_region_index}: sparse mmap area [{offset:#x}, +{size:#x}) ends past "
-            f"the region's size {info.size:#x}")
+            f"the region's size {info.size:#x}"
+        )
 
 
 @case("region_info/sparse-areas-disjoint", MAY, requires=("sparse_mmap",))
@@ -433,7 +474,8 @@ def test_sparse_areas_disjoint(vfu_client, vfu_region_index):
     for (a_off, a_size), (b_off, _) in zip(areas, areas[1:], strict=False):
         assert a_off + a_size <= b_off, (
             f"region {vfu_region_index}: sparse mmap areas at {a_off:#x} (+{a_size:#x}) and "
-            f"{b_off:#x} overlap")
+            f"{b_off:#x} overlap"
+        )
 
 
 @case("region_info/type-cap", MUST, revisions=("0.9.1",))
@@ -449,26 +491,32 @@ def test_type_cap(vfu_client, vfu_region_index):
     cap = info.cap(RegionTypeCap)
     _need(cap is not None, f"region {vfu_region_index} has no region type capability")
     assert cap.version == 1, f"the region type capability has version {cap.version}, not 1"
-    assert (cap.type, cap.subtype) == (VFIO_REGION_TYPE_MIGRATION,
-                                       VFIO_REGION_SUBTYPE_MIGRATION), (
+    assert (cap.type, cap.subtype) == (VFIO_REGION_TYPE_MIGRATION, VFIO_REGION_SUBTYPE_MIGRATION), (
         f"region {vfu_region_index} has region type {cap.type}/{cap.subtype}; the only one "
-        "vfio-user supports is 3/1 (migration)")
+        "vfio-user supports is 3/1 (migration)"
+    )
 
 
 def _migration_view(vfu_connect):
     """(the server offers the migration capability, indexes of migration regions), asked on a
     connection that proposes migration."""
     client = vfu_connect()
-    client.negotiate(capabilities={"max_msg_fds": client.max_msg_fds,
-                                   "max_data_xfer_size": client.max_data_xfer_size,
-                                   "migration": {"pgsize": mmap.PAGESIZE}})
+    client.negotiate(
+        capabilities={
+            "max_msg_fds": client.max_msg_fds,
+            "max_data_xfer_size": client.max_data_xfer_size,
+            "migration": {"pgsize": mmap.PAGESIZE},
+        }
+    )
     offered = client.server_caps.migration is not None
     num_regions = accepted(client.device_get_info(), "DEVICE_GET_INFO").body.num_regions
     regions = []
     for index in range(num_regions):
         cap = _info(client, index).body.cap(RegionTypeCap)
-        if cap is not None and (cap.type, cap.subtype) == (VFIO_REGION_TYPE_MIGRATION,
-                                                           VFIO_REGION_SUBTYPE_MIGRATION):
+        if cap is not None and (cap.type, cap.subtype) == (
+            VFIO_REGION_TYPE_MIGRATION,
+            VFIO_REGION_SUBTYPE_MIGRATION,
+        ):
             regions.append(index)
     return offered, regions
 
@@ -484,8 +532,10 @@ def test_migration_cap_has_region(vfu_connect):
     """
     offered, regions = _migration_view(vfu_connect)
     _need(offered, "the server does not offer the migration capability")
-    assert regions, ("the server answers the migration capability but no region carries a "
-                     "region type capability 3/1 (VFIO_REGION_TYPE_MIGRATION)")
+    assert regions, (
+        "the server answers the migration capability but no region carries a "
+        "region type capability 3/1 (VFIO_REGION_TYPE_MIGRATION)"
+    )
 
 
 @case("region_info/migration-region-has-cap", SHOULD, revisions=("0.9.1",))
@@ -497,5 +547,7 @@ def test_migration_region_has_cap(vfu_connect):
     """
     offered, regions = _migration_view(vfu_connect)
     _need(bool(regions), "the device has no migration region")
-    assert offered, (f"region {regions[0]} is a migration region (type 3/1), but the server "
-                     "does not answer the migration capability the client proposed")
+    assert offered, (
+        f"region {regions[0]} is a migration region (type 3/1), but the server "
+        "does not answer the migration capability the client proposed"
+    )

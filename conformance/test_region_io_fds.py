@@ -29,8 +29,9 @@ HEAD = 16  # argsz, flags, index, count
 BIG_ARGSZ = 1 << 16
 _REQUEST = struct.Struct("<IIII")
 # Plain ints: ~ on an IntFlag complements within its members only (always 0 here).
-_IOEVENTFD_FLAGS = int(IoEventFdFlags.DATAMATCH | IoEventFdFlags.PIO
-                       | IoEventFdFlags.VIRTIO_CCW_NOTIFY)
+_IOEVENTFD_FLAGS = int(
+    IoEventFdFlags.DATAMATCH | IoEventFdFlags.PIO | IoEventFdFlags.VIRTIO_CCW_NOTIFY
+)
 _IOREGIONFD_FLAGS = int(IoRegionFdFlags.PIO | IoRegionFdFlags.POSTED_WRITES)
 
 
@@ -41,7 +42,8 @@ class IoFds:
         self.reply, self.fds, self.payload = reply, fds, reply.payload
         assert len(self.payload) >= HEAD, (
             f"the GET_REGION_IO_FDS reply payload is {len(self.payload)} bytes, shorter than "
-            "its 16-byte head")
+            "its 16-byte head"
+        )
         self.argsz, self.flags, self.index, self.count = _REQUEST.unpack_from(self.payload)
 
     def entries(self) -> list[IoFdSubRegion]:
@@ -51,9 +53,12 @@ class IoFds:
         size, rest = divmod(len(body), self.count)
         assert not rest and size >= IoFdSubRegion.SIZE, (
             f"{len(body)} bytes of sub-regions follow the head, which do not divide into "
-            f"count {self.count} entries of at least 40 bytes")
-        return [IoFdSubRegion.unpack(body[i * size:i * size + IoFdSubRegion.SIZE])
-                for i in range(self.count)]
+            f"count {self.count} entries of at least 40 bytes"
+        )
+        return [
+            IoFdSubRegion.unpack(body[i * size : i * size + IoFdSubRegion.SIZE])
+            for i in range(self.count)
+        ]
 
 
 @contextlib.contextmanager
@@ -65,8 +70,10 @@ def _io_fds(client, index: int, argsz: int = BIG_ARGSZ, need_entries: bool = Fal
     fds = reply.take_fds()
     try:
         if not reply.ok:
-            pytest.skip(f"the server refuses GET_REGION_IO_FDS of region {index} (errno "
-                        f"{reply.error}): it has no io fds to check")
+            pytest.skip(
+                f"the server refuses GET_REGION_IO_FDS of region {index} (errno "
+                f"{reply.error}): it has no io fds to check"
+            )
         got = IoFds(reply, fds)
         if need_entries and not got.count:
             pytest.skip(f"region {index} has no io fd sub-regions")
@@ -89,13 +96,14 @@ def test_reply_head(vfu_client, vfu_region_index):
     with _io_fds(vfu_client, vfu_region_index) as got:
         assert got.flags == 0, f"the reply's flags are {got.flags:#x}; they must be zero"
         assert got.index == vfu_region_index, (
-            f"the reply for region {vfu_region_index} states index {got.index}")
+            f"the reply for region {vfu_region_index} states index {got.index}"
+        )
         assert len(got.payload) == got.argsz, (
             f"the reply payload is {len(got.payload)} bytes but states argsz {got.argsz} "
-            f"(the request allowed {BIG_ARGSZ})")
+            f"(the request allowed {BIG_ARGSZ})"
+        )
         if got.count == 0:
-            assert got.argsz == HEAD, (
-                f"count is 0 but argsz is {got.argsz}, not the 16-byte head")
+            assert got.argsz == HEAD, f"count is 0 but argsz is {got.argsz}, not the 16-byte head"
         else:
             assert len(got.entries()) == got.count
 
@@ -110,12 +118,15 @@ def test_fds_received(vfu_client, vfu_region_index):
     "fd_index is the index in the ancillary data of the FD to use"
     """
     with _io_fds(vfu_client, vfu_region_index, need_entries=True) as got:
-        assert got.fds, (f"region {vfu_region_index}: the reply has {got.count} sub-regions "
-                         "but carries no file descriptor")
+        assert got.fds, (
+            f"region {vfu_region_index}: the reply has {got.count} sub-regions "
+            "but carries no file descriptor"
+        )
         for i, sub in enumerate(got.entries()):
             assert sub.fd_index < len(got.fds), (
                 f"region {vfu_region_index}: sub-region {i} has fd_index {sub.fd_index}, but "
-                f"the reply carries {len(got.fds)} fds")
+                f"the reply carries {len(got.fds)} fds"
+            )
 
 
 @case("region_io_fds/entry-types", MUST, requires=("io_fds",))
@@ -133,14 +144,17 @@ def test_entry_types(vfu_client, vfu_region_index):
         for i, sub in enumerate(got.entries()):
             where = f"region {vfu_region_index} sub-region {i}"
             assert sub.type in (IoFdType.IOEVENTFD, IoFdType.IOREGIONFD), (
-                f"{where} has type {sub.type}: neither ioeventfd (0) nor ioregionfd (1)")
+                f"{where} has type {sub.type}: neither ioeventfd (0) nor ioregionfd (1)"
+            )
             allowed = _IOEVENTFD_FLAGS if sub.type == IoFdType.IOEVENTFD else _IOREGIONFD_FLAGS
             assert not sub.flags & ~allowed, (
                 f"{where} ({IoFdType(sub.type).name.lower()}) has flags {sub.flags:#x}, with "
-                f"bits {sub.flags & ~allowed:#x} its type does not define")
+                f"bits {sub.flags & ~allowed:#x} its type does not define"
+            )
             if sub.type == IoFdType.IOREGIONFD and sub.size == 0:
                 assert sub.flags & IoRegionFdFlags.POSTED_WRITES, (
-                    f"{where} is an ioregionfd of size 0 without KVM_IOREGION_POSTED_WRITES")
+                    f"{where} is an ioregionfd of size 0 without KVM_IOREGION_POSTED_WRITES"
+                )
 
 
 @case("region_io_fds/ioeventfd-is-eventfd", MUST, requires=("io_fds",))
@@ -153,15 +167,17 @@ def test_ioeventfd_is_eventfd(vfu_client, vfu_region_index):
     requested ioeventfd via a KVM_IOEVENTFD ioctl()."
     """
     with _io_fds(vfu_client, vfu_region_index, need_entries=True) as got:
-        subs = [s for s in got.entries()
-                if s.type == IoFdType.IOEVENTFD and s.fd_index < len(got.fds)]
+        subs = [
+            s for s in got.entries() if s.type == IoFdType.IOEVENTFD and s.fd_index < len(got.fds)
+        ]
         if not subs:
             pytest.skip(f"region {vfu_region_index} has no ioeventfd sub-region")
         for sub in subs:
             kind = os.readlink(f"/proc/self/fd/{got.fds[sub.fd_index]}")
             assert kind == "anon_inode:[eventfd]", (
                 f"region {vfu_region_index}: the fd of the ioeventfd sub-region at "
-                f"{sub.offset:#x} is {kind!r}, not an eventfd")
+                f"{sub.offset:#x} is {kind!r}, not an eventfd"
+            )
 
 
 @case("region_io_fds/some-region", MUST, requires=("io_fds",))
@@ -181,7 +197,8 @@ def test_some_region(vfu_client, vfu_device):
             counts[index] = _REQUEST.unpack_from(reply.payload)[3]
     assert any(counts.values()), (
         "no region has io fd sub-regions (counts by region: "
-        f"{counts or 'every request refused'}), yet the device is said to have io fds")
+        f"{counts or 'every request refused'}), yet the device is said to have io fds"
+    )
 
 
 @case("region_io_fds/small-argsz", MUST, requires=("io_fds",))
@@ -198,9 +215,11 @@ def test_small_argsz(vfu_client, vfu_region_index):
     with _io_fds(vfu_client, vfu_region_index, argsz=HEAD) as got:
         assert len(got.payload) <= HEAD, (
             f"with argsz 16 the reply payload is {len(got.payload)} bytes, more than the "
-            "requested maximum")
+            "requested maximum"
+        )
         assert got.argsz == needed, (
-            f"with argsz 16 the reply states argsz {got.argsz}; the full reply needs {needed}")
+            f"with argsz 16 the reply states argsz {got.argsz}; the full reply needs {needed}"
+        )
         assert got.index == vfu_region_index
 
 
@@ -214,8 +233,11 @@ def _first_io_region(client, num_regions: int) -> int:
 
 
 @case("region_io_fds/request-fields-zero", SHOULD, requires=("io_fds",))
-@pytest.mark.parametrize("flags, count", [(1, 0), (1 << 31, 0), (0, 1), (0, 0xFFFFFFFF)],
-                         ids=["flags-bit-0", "flags-bit-31", "count-1", "count-u32-max"])
+@pytest.mark.parametrize(
+    "flags, count",
+    [(1, 0), (1 << 31, 0), (0, 1), (0, 0xFFFFFFFF)],
+    ids=["flags-bit-0", "flags-bit-31", "count-1", "count-u32-max"],
+)
 def test_request_fields_zero(vfu_client, vfu_connect, vfu_observe, vfu_device, flags, count):
     """A request with non-zero flags or count is refused.
 
@@ -225,11 +247,17 @@ def test_request_fields_zero(vfu_client, vfu_connect, vfu_observe, vfu_device, f
     be used on both sides to validate input".
     """
     index = _first_io_region(vfu_client, vfu_device.num_regions)
-    msg_id = vfu_client.send(Command.DEVICE_GET_REGION_IO_FDS,
-                             RegionIoFdsRequest(BIG_ARGSZ, flags, index, count))
-    refused(vfu_client, msg_id, Command.DEVICE_GET_REGION_IO_FDS, vfu_connect,
-            f"GET_REGION_IO_FDS of region {index} with flags {flags:#x} and count {count}",
-            vfu_observe)
+    msg_id = vfu_client.send(
+        Command.DEVICE_GET_REGION_IO_FDS, RegionIoFdsRequest(BIG_ARGSZ, flags, index, count)
+    )
+    refused(
+        vfu_client,
+        msg_id,
+        Command.DEVICE_GET_REGION_IO_FDS,
+        vfu_connect,
+        f"GET_REGION_IO_FDS of region {index} with flags {flags:#x} and count {count}",
+        vfu_observe,
+    )
 
 
 @case("region_io_fds/index-out-of-range", MUST, requires=("io_fds",))
@@ -242,11 +270,17 @@ def test_index_out_of_range(vfu_client, vfu_connect, vfu_observe, vfu_device, pa
     of memory region being queried")
     """
     index = 0xFFFFFFFF if past is None else vfu_device.num_regions + past
-    msg_id = vfu_client.send(Command.DEVICE_GET_REGION_IO_FDS,
-                             RegionIoFdsRequest(BIG_ARGSZ, 0, index, 0))
-    refused(vfu_client, msg_id, Command.DEVICE_GET_REGION_IO_FDS, vfu_connect,
-            f"GET_REGION_IO_FDS of region {index} (num_regions is {vfu_device.num_regions})",
-            vfu_observe)
+    msg_id = vfu_client.send(
+        Command.DEVICE_GET_REGION_IO_FDS, RegionIoFdsRequest(BIG_ARGSZ, 0, index, 0)
+    )
+    refused(
+        vfu_client,
+        msg_id,
+        Command.DEVICE_GET_REGION_IO_FDS,
+        vfu_connect,
+        f"GET_REGION_IO_FDS of region {index} (num_regions is {vfu_device.num_regions})",
+        vfu_observe,
+    )
 
 
 @case("region_io_fds/argsz-below-head", MUST, requires=("io_fds",))
@@ -258,12 +292,18 @@ def test_argsz_below_head(vfu_client, vfu_connect, vfu_observe, vfu_device):
     headers defined here." The spec is silent on a smaller one; robustness.
     """
     index = _first_io_region(vfu_client, vfu_device.num_regions)
-    msg_id = vfu_client.send(Command.DEVICE_GET_REGION_IO_FDS,
-                             RegionIoFdsRequest(8, 0, index, 0))
-    reply = answer(vfu_client, msg_id, Command.DEVICE_GET_REGION_IO_FDS, vfu_connect,
-                   f"GET_REGION_IO_FDS of region {index} with argsz 8")
+    msg_id = vfu_client.send(Command.DEVICE_GET_REGION_IO_FDS, RegionIoFdsRequest(8, 0, index, 0))
+    reply = answer(
+        vfu_client,
+        msg_id,
+        Command.DEVICE_GET_REGION_IO_FDS,
+        vfu_connect,
+        f"GET_REGION_IO_FDS of region {index} with argsz 8",
+    )
     if reply is not None:
         reply.close_fds()
         if reply.ok:
-            vfu_observe(f"the server answered GET_REGION_IO_FDS with argsz 8 with a "
-                        f"{len(reply.payload)}-byte payload")
+            vfu_observe(
+                f"the server answered GET_REGION_IO_FDS with argsz 8 with a "
+                f"{len(reply.payload)}-byte payload"
+            )

@@ -23,8 +23,10 @@ SAMPLE = 64  # bytes written in a scratch range
 def _region(vfu_device, index: int):
     info = vfu_device.region(index)
     if info is None:
-        pytest.skip(f"region {index} could not be queried: "
-                    f"{vfu_device.errors.get(f'region {index}', 'no GET_REGION_INFO reply')}")
+        pytest.skip(
+            f"region {index} could not be queried: "
+            f"{vfu_device.errors.get(f'region {index}', 'no GET_REGION_INFO reply')}"
+        )
     return info
 
 
@@ -47,11 +49,13 @@ def _read(client, index: int, offset: int, count: int) -> bytes:
     reply = accepted(client.region_read(index, offset, count), what)
     assert len(reply.payload) == RegionAccess.SIZE + count, (
         f"the reply to {what} has a {len(reply.payload)}-byte payload; it must be 16 + count "
-        f"({16 + count})")
+        f"({16 + count})"
+    )
     body = reply.body
     assert (body.offset, body.region, body.count) == (offset, index, count), (
         f"the reply to {what} states offset {body.offset:#x}, region {body.region}, count "
-        f"{body.count}: not the request's")
+        f"{body.count}: not the request's"
+    )
     return body.data
 
 
@@ -60,11 +64,13 @@ def _write(client, index: int, offset: int, data: bytes) -> None:
     reply = accepted(client.region_write(index, offset, data), what)
     assert len(reply.payload) == RegionAccess.SIZE, (
         f"the reply to {what} has a {len(reply.payload)}-byte payload; it is offset, region "
-        "and count (16 bytes), with no data")
+        "and count (16 bytes), with no data"
+    )
     body = RegionAccess.unpack(reply.payload)
     assert (body.offset, body.region, body.count) == (offset, index, len(data)), (
         f"the reply to {what} states offset {body.offset:#x}, region {body.region}, count "
-        f"{body.count}: not the request's")
+        f"{body.count}: not the request's"
+    )
 
 
 def _pattern(n: int, seed: int) -> bytes:
@@ -84,8 +90,10 @@ def test_read_reply(vfu_client, vfu_device, vfu_region_index):
     transferred. data is the data that was read from the device region."
     """
     info = _region(vfu_device, vfu_region_index)
-    _need(info.flags & RegionFlags.READ and info.size,
-          f"region {vfu_region_index} is not readable or has size 0")
+    _need(
+        info.flags & RegionFlags.READ and info.size,
+        f"region {vfu_region_index} is not readable or has size 0",
+    )
     n = min(ACCESS, info.size)
     _read(vfu_client, vfu_region_index, 0, n)
     _read(vfu_client, vfu_region_index, info.size - n, n)
@@ -124,7 +132,8 @@ def test_write_read_back(vfu_client, vfu_device, vfu_region_index):
             got = _read(vfu_client, vfu_region_index, at, size)
             assert got == data, (
                 f"region {vfu_region_index} scratch [{at:#x}, +{size:#x}): REGION_READ returns "
-                f"{got.hex()} after REGION_WRITE of {data.hex()}")
+                f"{got.hex()} after REGION_WRITE of {data.hex()}"
+            )
 
 
 @case("region_rw/mappable-serves-rw", MUST, requires=("mmap",))
@@ -136,8 +145,7 @@ def test_mappable_serves_rw(vfu_client, vfu_device, vfu_region_index):
     or device region has been shared as mappable."
     """
     info = _region(vfu_device, vfu_region_index)
-    _need(info.flags & RegionFlags.MMAP and info.size,
-          f"region {vfu_region_index} is not mappable")
+    _need(info.flags & RegionFlags.MMAP and info.size, f"region {vfu_region_index} is not mappable")
     if info.flags & RegionFlags.READ:
         n = min(ACCESS, info.size)
         for offset in sorted({0, (info.size // 2) & ~(ACCESS - 1), info.size - n}):
@@ -150,7 +158,8 @@ def test_mappable_serves_rw(vfu_client, vfu_device, vfu_region_index):
         if info.flags & RegionFlags.READ:
             assert _read(vfu_client, vfu_region_index, offset, len(data)) == data, (
                 f"region {vfu_region_index} [{offset:#x}, +{len(data):#x}): REGION_READ does "
-                "not return what REGION_WRITE wrote")
+                "not return what REGION_WRITE wrote"
+            )
 
 
 @case("region_rw/count-at-max", MUST)
@@ -186,7 +195,8 @@ def test_count_zero(vfu_client, vfu_connect, vfu_device, op):
     if reply is not None and reply.ok:
         assert len(reply.payload) == RegionAccess.SIZE, (
             f"the success reply to {what} has a {len(reply.payload)}-byte payload: count 0 "
-            "transfers no data")
+            "transfers no data"
+        )
 
 
 # ---------------------------------------------------------------- refusals
@@ -212,9 +222,15 @@ def test_count_above_max(vfu_client, vfu_connect, vfu_observe, vfu_device, op):
         index, offset, _ = first_scratch(vfu_device)
         command = Command.REGION_WRITE
         payload = RegionWrite(offset, index, count, bytes(count))
-    send_refused(vfu_client, command, payload.pack(), vfu_connect,
-                 f"a REGION_{op.upper()} of region {index} with count {count}, above the "
-                 f"server's max_data_xfer_size", vfu_observe)
+    send_refused(
+        vfu_client,
+        command,
+        payload.pack(),
+        vfu_connect,
+        f"a REGION_{op.upper()} of region {index} with count {count}, above the "
+        f"server's max_data_xfer_size",
+        vfu_observe,
+    )
 
 
 # (offset from the region's size or absolute, count): None offsets are absolute.
@@ -240,16 +256,20 @@ def test_out_of_bounds(vfu_client, vfu_connect, vfu_observe, vfu_device, op, whe
     flag = RegionFlags.READ if op == "read" else RegionFlags.WRITE
     info = _first_region(vfu_device, flag, prefer_scratch=op == "write")
     offset = absolute if absolute is not None else info.size + rel
-    what = (f"a REGION_{op.upper()} of region {info.index} [{offset:#x}, +{count:#x}) "
-            f"(the region is {info.size:#x} bytes)")
+    what = (
+        f"a REGION_{op.upper()} of region {info.index} [{offset:#x}, +{count:#x}) "
+        f"(the region is {info.size:#x} bytes)"
+    )
     if op == "read":
         payload = RegionRead(offset, info.index, count)
     else:
         inside = max(0, min(info.size - offset, count))
         data = bytes(count)
         if inside:  # write back what the region holds, in case the server accepts
-            _need(info.flags & RegionFlags.READ,
-                  f"region {info.index} is not readable: cannot write its own bytes back")
+            _need(
+                info.flags & RegionFlags.READ,
+                f"region {info.index} is not readable: cannot write its own bytes back",
+            )
             data = _read(vfu_client, info.index, offset, inside) + bytes(count - inside)
         payload = RegionWrite(offset, info.index, count, data)
     command = Command.REGION_READ if op == "read" else Command.REGION_WRITE
@@ -271,9 +291,14 @@ def test_unknown_region(vfu_client, vfu_connect, vfu_observe, vfu_device, op, pa
         command, payload = Command.REGION_READ, RegionRead(0, index, ACCESS)
     else:
         command, payload = Command.REGION_WRITE, RegionWrite(0, index, ACCESS, bytes(ACCESS))
-    send_refused(vfu_client, command, payload.pack(), vfu_connect,
-                 f"a REGION_{op.upper()} of region {index} (num_regions is "
-                 f"{vfu_device.num_regions})", vfu_observe)
+    send_refused(
+        vfu_client,
+        command,
+        payload.pack(),
+        vfu_connect,
+        f"a REGION_{op.upper()} of region {index} (num_regions is {vfu_device.num_regions})",
+        vfu_observe,
+    )
 
 
 _MISMATCHED = {
@@ -297,9 +322,14 @@ def test_write_count_mismatch(vfu_client, vfu_connect, vfu_observe, vfu_device, 
     _need(length >= 8, "needs profile: a scratch range of at least 8 bytes")
     count, size = _MISMATCHED[mismatch]
     payload = RegionAccess(offset, index, count).pack() + _pattern(size, 0x77)
-    send_refused(vfu_client, Command.REGION_WRITE, payload, vfu_connect,
-                 f"a REGION_WRITE of region {index} with count {count} and {size} data bytes",
-                 vfu_observe)
+    send_refused(
+        vfu_client,
+        Command.REGION_WRITE,
+        payload,
+        vfu_connect,
+        f"a REGION_WRITE of region {index} with count {count} and {size} data bytes",
+        vfu_observe,
+    )
 
 
 @case("region_rw/short-request", SHOULD)
@@ -313,8 +343,14 @@ def test_short_request(vfu_client, vfu_connect, vfu_observe, op):
     """
     command = Command.REGION_READ if op == "read" else Command.REGION_WRITE
     payload = RegionAccess(0, 0, 0).pack()[:12]
-    send_refused(vfu_client, command, payload, vfu_connect,
-                 f"a REGION_{op.upper()} with a 12-byte payload", vfu_observe)
+    send_refused(
+        vfu_client,
+        command,
+        payload,
+        vfu_connect,
+        f"a REGION_{op.upper()} with a 12-byte payload",
+        vfu_observe,
+    )
 
 
 @case("region_rw/read-not-readable", SHOULD)
@@ -325,13 +361,19 @@ def test_read_not_readable(vfu_client, vfu_connect, vfu_observe, vfu_device, vfu
     client read access to the region."
     """
     info = _region(vfu_device, vfu_region_index)
-    _need(info.size and not info.flags & RegionFlags.READ,
-          f"region {vfu_region_index} is readable or has size 0")
+    _need(
+        info.size and not info.flags & RegionFlags.READ,
+        f"region {vfu_region_index} is readable or has size 0",
+    )
     n = min(ACCESS, info.size)
-    send_refused(vfu_client, Command.REGION_READ,
-                 RegionRead(0, vfu_region_index, n).pack(), vfu_connect,
-                 f"a REGION_READ of region {vfu_region_index}, which lacks the READ flag",
-                 vfu_observe)
+    send_refused(
+        vfu_client,
+        Command.REGION_READ,
+        RegionRead(0, vfu_region_index, n).pack(),
+        vfu_connect,
+        f"a REGION_READ of region {vfu_region_index}, which lacks the READ flag",
+        vfu_observe,
+    )
 
 
 @case("region_rw/write-not-writable", SHOULD)
@@ -343,13 +385,17 @@ def test_write_not_writable(vfu_client, vfu_connect, vfu_observe, vfu_device, vf
     client write access to the region."
     """
     info = _region(vfu_device, vfu_region_index)
-    _need(info.size and not info.flags & RegionFlags.WRITE,
-          f"region {vfu_region_index} is writable or has size 0")
+    _need(
+        info.size and not info.flags & RegionFlags.WRITE,
+        f"region {vfu_region_index} is writable or has size 0",
+    )
     n = min(ACCESS, info.size)
-    data = (_read(vfu_client, vfu_region_index, 0, n) if info.flags & RegionFlags.READ
-            else bytes(n))
-    send_refused(vfu_client, Command.REGION_WRITE,
-                 RegionWrite(0, vfu_region_index, n, data).pack(), vfu_connect,
-                 f"a REGION_WRITE to region {vfu_region_index}, which lacks the WRITE flag",
-                 vfu_observe)
-
+    data = _read(vfu_client, vfu_region_index, 0, n) if info.flags & RegionFlags.READ else bytes(n)
+    send_refused(
+        vfu_client,
+        Command.REGION_WRITE,
+        RegionWrite(0, vfu_region_index, n, data).pack(),
+        vfu_connect,
+        f"a REGION_WRITE to region {vfu_region_index}, which lacks the WRITE flag",
+        vfu_observe,
+    )

@@ -48,7 +48,8 @@ def test_reply_header_only(vfu_client):
     reply = _reset(vfu_client)
     assert reply.command == Command.DEVICE_RESET
     assert not reply.payload and reply.msg_size == HEADER_SIZE, (
-        f"the DEVICE_RESET reply carries {len(reply.payload)} payload bytes; it has none")
+        f"the DEVICE_RESET reply carries {len(reply.payload)} payload bytes; it has none"
+    )
     assert_framed(vfu_client, "DEVICE_RESET")
 
 
@@ -75,22 +76,26 @@ def test_reset_values(vfu_client, vfu_device, vfu_region_index):
                 if part is None:
                     continue
                 start, n = part
-                old = data[start - offset:start - offset + n]
-                accepted(vfu_client.region_write(vfu_region_index, start, bytes(b ^ 0xA5 for b in old)),
-                         f"REGION_WRITE of region {vfu_region_index} [{start:#x}, +{n:#x}) "
-                         "(a scratch range)")
+                old = data[start - offset : start - offset + n]
+                accepted(
+                    vfu_client.region_write(vfu_region_index, start, bytes(b ^ 0xA5 for b in old)),
+                    f"REGION_WRITE of region {vfu_region_index} [{start:#x}, +{n:#x}) "
+                    "(a scratch range)",
+                )
                 changed.append((start, n))
     _reset(vfu_client)
     for offset, expected in values:
-        reply = accepted(vfu_client.region_read(vfu_region_index, offset, len(expected)),
-                         f"REGION_READ of region {vfu_region_index} [{offset:#x}, "
-                         f"+{len(expected):#x})")
+        reply = accepted(
+            vfu_client.region_read(vfu_region_index, offset, len(expected)),
+            f"REGION_READ of region {vfu_region_index} [{offset:#x}, +{len(expected):#x})",
+        )
         got = reply.body.data
         written = [c for c in changed if _overlap(c, (offset, len(expected)))]
         assert got == expected, (
             f"after DEVICE_RESET, region {vfu_region_index} holds {got.hex()} at {offset:#x}; "
             f"the profile's reset value is {expected.hex()}"
-            + (f" (the case had written {written} before the reset)" if written else ""))
+            + (f" (the case had written {written} before the reset)" if written else "")
+        )
 
 
 @case("reset/dma-map-survives", SHOULD, requires=("reset",))
@@ -109,9 +114,12 @@ def test_dma_map_survives(vfu_client, base):
     reply = vfu_client.dma_map(base, SIZE)
     assert not reply.ok, (
         f"after DEVICE_RESET, mapping [{base:#x}, +{SIZE:#x}) again succeeded: the reset "
-        "dropped the client's DMA mapping")
-    accepted(vfu_client.dma_unmap(base, SIZE),
-             f"DMA_UNMAP after DEVICE_RESET of the mapping [{base:#x}, +{SIZE:#x}) made before it")
+        "dropped the client's DMA mapping"
+    )
+    accepted(
+        vfu_client.dma_unmap(base, SIZE),
+        f"DMA_UNMAP after DEVICE_RESET of the mapping [{base:#x}, +{SIZE:#x}) made before it",
+    )
 
 
 @case("reset/dma-still-works", SHOULD, requires=("reset", "dma_engine"))
@@ -131,7 +139,10 @@ def test_dma_still_works(vfu_client, vfu_hooks, base):
     for direction, address in (("read", a), ("write", b)):
         result = vfu_hooks.trigger_dma(vfu_client, direction, address, len(data), 0)
         if hasattr(result, "ok"):
-            assert result.ok, (f"after DEVICE_RESET, the device's DMA {direction} of memory "
-                               f"mapped before it failed (errno {result.error})")
+            assert result.ok, (
+                f"after DEVICE_RESET, the device's DMA {direction} of memory "
+                f"mapped before it failed (errno {result.error})"
+            )
     assert vfu_client.memory.read(b, len(data)) == data, (
-        "after DEVICE_RESET, DMA through mappings made before it did not move the data intact")
+        "after DEVICE_RESET, DMA through mappings made before it did not move the data intact"
+    )

@@ -58,12 +58,17 @@ def _all_capabilities(spec: str) -> dict:
     """Every capability the revision defines, with sensible values."""
     if spec == "0.9.1":
         return {"max_msg_fds": 8, "max_data_xfer_size": 1048576, "migration": {"pgsize": 4096}}
-    return {"max_msg_fds": 8, "max_data_xfer_size": 1048576, "max_dma_maps": 1024,
-            "pgsizes": 4096, "write_multiple": True, "twin_socket": {"supported": True}}
+    return {
+        "max_msg_fds": 8,
+        "max_data_xfer_size": 1048576,
+        "max_dma_maps": 1024,
+        "pgsizes": 4096,
+        "write_multiple": True,
+        "twin_socket": {"supported": True},
+    }
 
 
-PROPOSALS = ["none", "empty-object", "no-capabilities", "max_msg_fds", "max_data_xfer_size",
-             "all"]
+PROPOSALS = ["none", "empty-object", "no-capabilities", "max_msg_fds", "max_data_xfer_size", "all"]
 
 
 def _proposal(name: str, spec: str) -> dict | None:
@@ -89,13 +94,14 @@ def _negotiated(client, obj: dict | None, what: str):
     reply.close_fds()
     assert reply.ok, f"the server refused {what}: error reply, errno {reply.error}"
     assert len(reply.payload) >= _MAJOR_MINOR.size, (
-        f"the VERSION reply has a {len(reply.payload)}-byte payload: major and minor need 4")
+        f"the VERSION reply has a {len(reply.payload)}-byte payload: major and minor need 4"
+    )
     return reply
 
 
 def _reply_object(reply) -> dict:
     """The reply's JSON object ({} when it has no version data); fails on bad JSON."""
-    data = reply.payload[_MAJOR_MINOR.size:]
+    data = reply.payload[_MAJOR_MINOR.size :]
     if not data:
         return {}
     try:
@@ -121,8 +127,9 @@ def _first(name: str, device) -> tuple[int, bytes]:
     if name == "region_info":
         return Command.DEVICE_GET_REGION_INFO, RegionInfo(32, index=0).pack()
     if name == "dma_map":
-        return Command.DMA_MAP, DmaMap(DmaMap.SIZE, DmaMapFlags.READ | DmaMapFlags.WRITE, 0,
-                                       _DMA_ADDRESS, _DMA_SIZE).pack()
+        return Command.DMA_MAP, DmaMap(
+            DmaMap.SIZE, DmaMapFlags.READ | DmaMapFlags.WRITE, 0, _DMA_ADDRESS, _DMA_SIZE
+        ).pack()
     raise ValueError(name)
 
 
@@ -177,8 +184,10 @@ def test_first_command_not_executed(vfu_connect, vfu_device, vfu_observe, name):
         data = check.region_read(region, offset, length).check().body.data
         assert data != early, f"{what} was executed: the region holds its data"
         if data != before:
-            vfu_observe("the scratch range did not keep what an earlier connection wrote: the "
-                        "device state is not retained across connections")
+            vfu_observe(
+                "the scratch range did not keep what an earlier connection wrote: the "
+                "device state is not retained across connections"
+            )
         return
     client = vfu_connect()
     command, payload = _first(name, vfu_device)
@@ -186,17 +195,21 @@ def test_first_command_not_executed(vfu_connect, vfu_device, vfu_observe, name):
     msg_id = client.send(command, payload)
     reply = answer_or_silence(client, msg_id, command, vfu_connect, what)
     if reply is None:
-        vfu_observe(f"the server closed the connection on {what}: the mapping, if any, went "
-                    "with it")
+        vfu_observe(
+            f"the server closed the connection on {what}: the mapping, if any, went with it"
+        )
         return
     assert reply is False or not reply.ok, f"the server executed {what} (success reply)"
     # The probe that answer_or_silence sent was VERSION: the connection is negotiated now.
     again = client.request(command, payload)
     assert again.error != errno.EEXIST, (
-        f"after negotiation, the same DMA_MAP fails with EEXIST: {what} created the mapping")
+        f"after negotiation, the same DMA_MAP fails with EEXIST: {what} created the mapping"
+    )
     if not again.ok:
-        pytest.skip(f"DMA_MAP after negotiation failed too (errno {again.error}): cannot tell "
-                    "whether the early one was executed")
+        pytest.skip(
+            f"DMA_MAP after negotiation failed too (errno {again.error}): cannot tell "
+            "whether the early one was executed"
+        )
 
 
 # -- version numbers
@@ -248,8 +261,10 @@ def test_unsupported_major(vfu_connect, vfu_observe, major):
     assert reply is not False, f"the server did not answer {what}"
     if reply is not None and reply.ok:
         got, _ = _MAJOR_MINOR.unpack_from(reply.payload.ljust(4, b"\0"))
-        assert got == major, (f"{what} was answered with major {got}: the major in the reply "
-                              "must be the same as proposed (refuse it instead)")
+        assert got == major, (
+            f"{what} was answered with major {got}: the major in the reply "
+            "must be the same as proposed (refuse it instead)"
+        )
         vfu_observe(f"the server accepted major {major}")
 
 
@@ -269,8 +284,10 @@ def test_reply_caps_subset(vfu_connect, vfu_spec, proposal):
     reply = _negotiated(vfu_connect(), obj, f"VERSION proposing {proposal}")
     proposed = set((obj or {}).get("capabilities") or {})
     extra = sorted(set(_reply_caps(reply)) - proposed)
-    assert not extra, (f"the VERSION reply states capabilities {extra}, which were not "
-                       f"proposed (proposed: {sorted(proposed) or 'none'})")
+    assert not extra, (
+        f"the VERSION reply states capabilities {extra}, which were not "
+        f"proposed (proposed: {sorted(proposed) or 'none'})"
+    )
 
 
 @case("version/reply-data-format", MUST)
@@ -283,9 +300,10 @@ def test_reply_data_format(vfu_connect, vfu_spec, proposal):
     terminating NUL). Optional." ... "The version data is an optional UTF-8
     encoded JSON byte array" ... "capabilities | object"
     """
-    reply = _negotiated(vfu_connect(), _proposal(proposal, vfu_spec),
-                        f"VERSION proposing {proposal}")
-    data = reply.payload[_MAJOR_MINOR.size:]
+    reply = _negotiated(
+        vfu_connect(), _proposal(proposal, vfu_spec), f"VERSION proposing {proposal}"
+    )
+    data = reply.payload[_MAJOR_MINOR.size :]
     if not data:
         return
     assert data.endswith(b"\0"), "the VERSION reply's version data is not NUL-terminated"
@@ -319,8 +337,11 @@ def test_reply_caps_types(vfu_connect, vfu_spec):
     transfer messages" ... "migration | object | Migration capability
     parameters" ... "pgsize | number | Page size of dirty pages bitmap"
     """
-    reply = _negotiated(vfu_connect(), {"capabilities": _all_capabilities(vfu_spec)},
-                        "VERSION proposing every capability")
+    reply = _negotiated(
+        vfu_connect(),
+        {"capabilities": _all_capabilities(vfu_spec)},
+        "VERSION proposing every capability",
+    )
     try:
         Capabilities(_reply_caps(reply)).validate()
     except CodecError as e:
@@ -337,17 +358,21 @@ def test_migration_pgsize(vfu_connect, pgsize):
     bitmap. The smallest between the client and the server is used."
     """
     caps = {"max_msg_fds": 1, "migration": {"pgsize": pgsize}}
-    reply = _negotiated(vfu_connect(), {"capabilities": caps},
-                        f"VERSION proposing migration pgsize {pgsize}")
+    reply = _negotiated(
+        vfu_connect(), {"capabilities": caps}, f"VERSION proposing migration pgsize {pgsize}"
+    )
     migration = _reply_caps(reply).get("migration")
     if migration is None:
         pytest.skip("the server does not offer the migration capability")
     assert isinstance(migration, dict), f"the reply's migration {migration!r} is not an object"
     got = migration.get("pgsize")
     assert isinstance(got, int) and not isinstance(got, bool) and got > 0 and not got & (got - 1), (
-        f"the reply's migration pgsize {got!r} is not a power of two")
-    assert got <= pgsize, (f"the reply's migration pgsize {got} is above the proposed {pgsize}: "
-                           "the smallest between the client and the server is used")
+        f"the reply's migration pgsize {got!r} is not a power of two"
+    )
+    assert got <= pgsize, (
+        f"the reply's migration pgsize {got} is above the proposed {pgsize}: "
+        "the smallest between the client and the server is used"
+    )
 
 
 @case("version/no-data-accepted", MUST)
@@ -364,8 +389,9 @@ def test_no_data_accepted(vfu_connect, vfu_spec, proposal):
 
 
 UNKNOWN = {
-    "unknown-capability": {"capabilities": {"max_msg_fds": 1,
-                                            "x-conformance-unknown": {"a": [1, 2.5, None]}}},
+    "unknown-capability": {
+        "capabilities": {"max_msg_fds": 1, "x-conformance-unknown": {"a": [1, 2.5, None]}}
+    },
     "unknown-top-level-key": {"capabilities": {"max_msg_fds": 1}, "x-conformance-unknown": 7},
     "unknown-only": {"capabilities": {"x-conformance-number": -1, "x-conformance-text": "x"}},
 }
@@ -412,15 +438,18 @@ ODD = {
     "nul-only": b"\0",
     "max_data_xfer_size-zero": _caps(max_data_xfer_size=0),
     "pgsize-zero": _caps(migration={"pgsize": 0}),
-    "deep-nesting": (b'{"capabilities":{"x-conformance-deep":' + b"[" * _DEEP + b"]" * _DEEP
-                     + b"}}\0"),
+    "deep-nesting": (
+        b'{"capabilities":{"x-conformance-deep":' + b"[" * _DEEP + b"]" * _DEEP + b"}}\0"
+    ),
 }
 _MIGRATION = ("migration-not-object", "pgsize-string", "pgsize-zero")  # 0.9.1 capabilities
 
 
 def _params(names):
-    return [pytest.param(n, marks=pytest.mark.revision("0.9.1")) if n in _MIGRATION else n
-            for n in names]
+    return [
+        pytest.param(n, marks=pytest.mark.revision("0.9.1")) if n in _MIGRATION else n
+        for n in names
+    ]
 
 
 @case("version/malformed-data-robust", MUST)
@@ -444,7 +473,8 @@ def test_malformed_data_robust(vfu_connect, vfu_observe, variant):
         vfu_observe(f"the server closed the connection on {what}")
     elif reply.ok:
         assert _MAJOR_MINOR.unpack_from(reply.payload.ljust(4, b"\0"))[0] == 0, (
-            f"the server accepted {what} with a reply whose major is not 0")
+            f"the server accepted {what} with a reply whose major is not 0"
+        )
         _reply_caps(reply)
 
 
@@ -516,15 +546,18 @@ def test_client_max_msg_fds(vfu_connect, vfu_device, proposal):
     assert reply.ok, f"the server refused VERSION proposing {proposal}: errno {reply.error}"
     for index in range(vfu_device.num_regions):
         for command, payload in (
-                (Command.DEVICE_GET_REGION_INFO, RegionInfo(4096, index=index)),
-                (Command.DEVICE_GET_REGION_IO_FDS, RegionIoFdsRequest(4096, index=index))):
+            (Command.DEVICE_GET_REGION_INFO, RegionInfo(4096, index=index)),
+            (Command.DEVICE_GET_REGION_IO_FDS, RegionIoFdsRequest(4096, index=index)),
+        ):
             reply = client.request(command, payload)
-            counts.append((f"{command_name(command)} of region {index}",
-                           reply.fd_count + reply.closed_fds))
+            counts.append(
+                (f"{command_name(command)} of region {index}", reply.fd_count + reply.closed_fds)
+            )
             reply.close_fds()
     over = [f"{what}: {n}" for what, n in counts if n > limit]
-    assert not over, (f"with max_msg_fds {limit} ({proposal}), replies carried more fds: "
-                      f"{', '.join(over)}")
+    assert not over, (
+        f"with max_msg_fds {limit} ({proposal}), replies carried more fds: {', '.join(over)}"
+    )
 
 
 def _excess_fds(client, device) -> tuple[bytes, int, int]:
@@ -532,8 +565,9 @@ def _excess_fds(client, device) -> tuple[bytes, int, int]:
     max_msg_fds: (payload, fd count, IRQ index)."""
     n = server_max_msg_fds(client) + 1
     if n > SCM_MAX_FD:
-        pytest.skip(f"the server's max_msg_fds {n - 1}: one more is above what one "
-                    "message can carry")
+        pytest.skip(
+            f"the server's max_msg_fds {n - 1}: one more is above what one message can carry"
+        )
     irqs = [i for i in device.irqs.values() if i.flags & IrqInfoFlags.EVENTFD and i.count]
     if not irqs:
         pytest.skip("device has no IRQ type with VFIO_IRQ_INFO_EVENTFD")
@@ -557,9 +591,15 @@ def test_excess_fds_refused(vfu_client, vfu_device, vfu_connect, vfu_observe):
     payload, n, index = _excess_fds(vfu_client, vfu_device)
     fds = [make_eventfd() for _ in range(n)]
     try:
-        send_refused(vfu_client, Command.DEVICE_SET_IRQS, payload, vfu_connect,
-                     f"SET_IRQS of IRQ type {index} with {n} eventfds (the server's "
-                     f"max_msg_fds is {n - 1})", vfu_observe, fds=fds)
+        send_refused(
+            vfu_client,
+            Command.DEVICE_SET_IRQS,
+            payload,
+            vfu_connect,
+            f"SET_IRQS of IRQ type {index} with {n} eventfds (the server's max_msg_fds is {n - 1})",
+            vfu_observe,
+            fds=fds,
+        )
     finally:
         for fd in fds:
             os.close(fd)
@@ -587,9 +627,11 @@ def test_excess_fds_closed(vfu_client, vfu_device, vfu_target, vfu_connect):
             os.close(fd)
     reply = answer(vfu_client, msg_id, Command.DEVICE_SET_IRQS, vfu_connect, what)
     if reply is not None and reply.ok:
-        pytest.skip(f"the server accepted {what}: the fds are in use (see "
-                    "version/excess-fds-refused)")
+        pytest.skip(
+            f"the server accepted {what}: the fds are in use (see version/excess-fds-refused)"
+        )
     after = wait_server_fds(vfu_target, before)
     assert after is None or after <= before, (
         f"the server had {before} fds open before {what} and {after} after refusing it: it "
-        "kept fds of a message it refused")
+        "kept fds of a message it refused"
+    )

@@ -12,20 +12,12 @@ __version__ = "0.1.0"
 
 __all__ = ["MAY", "MUST", "SHOULD", "Level", "__version__", "case", "observe"]
 
-_LAZY = {
-    "case": "markers",
-    "Level": "markers",
-    "MUST": "markers",
-    "SHOULD": "markers",
-    "MAY": "markers",
-    "observe": "fixtures",
-}
+_LAZY = frozenset({"case", "Level", "MUST", "SHOULD", "MAY", "observe"})  # from .plugin
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'pytest_vfiouser' has no attribute {name!r}")
-    from importlib import import_module
+    from importlib import import_module  # noqa: PLC0415  (lazy: see the docstring)
 
-    return getattr(import_module(f".{module}", __name__), name)
+    return getattr(import_module(".plugin", __name__), name)

@@ -39,12 +39,16 @@ DEFAULT_ARGS = (
     "--self-contained-html",
     "--junitxml=reports/junit.xml",
     "--vfu-json=reports/conformance.json",
-    "-o", "timeout=300",  # pytest-timeout: a backstop; replies are bounded by --vfu-timeout
-    "-o", "junit_suite_name=vfio-user-conformance",
-    "-o", "render_collapsed=passed,skipped",  # pytest-html: failures (and xfails) open
+    "-o",
+    "timeout=300",  # pytest-timeout: a backstop; replies are bounded by --vfu-timeout
+    "-o",
+    "junit_suite_name=vfio-user-conformance",
+    "-o",
+    "render_collapsed=passed,skipped",  # pytest-html: failures (and xfails) open
     "-rfE",
     # This module imported pytest_vfiouser before pytest could mark it for rewriting.
-    "-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning",
+    "-W",
+    "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning",
 )
 
 
@@ -58,11 +62,14 @@ class _Outcome:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from .state import get_state
+        from pytest_vfiouser.plugin import get_state
 
         config = session.config
-        self.ran = not (config.option.collectonly or getattr(config.option, "showfixtures", False)
-                        or getattr(config.option, "show_fixtures_per_test", False))
+        self.ran = not (
+            config.option.collectonly
+            or getattr(config.option, "showfixtures", False)
+            or getattr(config.option, "show_fixtures_per_test", False)
+        )
         try:
             records = get_state(session.config).records
         except RuntimeError:
@@ -80,15 +87,18 @@ def _suite_root() -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["compare"]:  # vfio-user-conformance compare A.json B.json ... (compare.py)
-        from .compare import main as compare
+        from pytest_vfiouser.report import compare_main as compare
 
         return compare(args[1:])
     base = [
-        "-c", os.devnull,  # no ini file of the current directory applies
+        "-c",
+        os.devnull,  # no ini file of the current directory applies
         f"--rootdir={_suite_root()}",
-        "-p", "no:cacheprovider",  # never write into the installed package
+        "-p",
+        "no:cacheprovider",  # never write into the installed package
         *DEFAULT_ARGS,
-        "--pyargs", "conformance",
+        "--pyargs",
+        "conformance",
     ]
     outcome = _Outcome()
     status = pytest.main(base + args, plugins=[outcome])

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-from pytest_vfiouser.client.busy_poll import CEILING_NS
+from pytest_vfiouser._unix import CEILING_NS
 
 from .errors import Terminate
 
@@ -51,24 +51,49 @@ def _err(text: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="A strict vfio-user server (reference "
-                                "device) for the pytest-vfiouser conformance suite.")
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="A strict vfio-user server (reference "
+        "device) for the pytest-vfiouser conformance suite.",
+    )
     p.add_argument("--socket-path", metavar="PATH", help="UNIX socket to create and listen on")
     p.add_argument("--fd", metavar="FDNUM", help="inherited listening UNIX socket")
-    p.add_argument("--device", metavar="FILE.toml", help="device description "
-                   "(see reference_server/device_config.py); default: the built-in device")
-    p.add_argument("--spec", default="0.9.1", metavar="REVISION",
-                   help="vfio-user revision to serve (only 0.9.1 for now)")
-    p.add_argument("--busy-poll-us", type=int, default=BUSY_POLL_US, metavar="USEC",
-                   help="poll a client's socket for up to USEC microseconds before blocking "
-                   "on it, adaptively (reference_server/busy_poll.py); 0: always block "
-                   f"(default {BUSY_POLL_US})")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="log every message, decoded, to stderr")
-    p.add_argument("--fault", action="append", default=[], metavar="NAME",
-                   help="inject a named defect (repeatable; see --list-faults)")
-    p.add_argument("--list-faults", action="store_true",
-                   help="print the fault catalogue, one line each, and exit")
+    p.add_argument(
+        "--device",
+        metavar="FILE.toml",
+        help="device description "
+        "(see reference_server/device_config.py); default: the built-in device",
+    )
+    p.add_argument(
+        "--spec",
+        default="0.9.1",
+        metavar="REVISION",
+        help="vfio-user revision to serve (only 0.9.1 for now)",
+    )
+    p.add_argument(
+        "--busy-poll-us",
+        type=int,
+        default=BUSY_POLL_US,
+        metavar="USEC",
+        help="poll a client's socket for up to USEC microseconds before blocking "
+        "on it, adaptively (reference_server/busy_poll.py); 0: always block "
+        f"(default {BUSY_POLL_US})",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="log every message, decoded, to stderr"
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="inject a named defect (repeatable; see --list-faults)",
+    )
+    p.add_argument(
+        "--list-faults",
+        action="store_true",
+        help="print the fault catalogue, one line each, and exit",
+    )
     return p
 
 
@@ -85,10 +110,12 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     _ensure_std_fds()
     from .server import install_signal_handlers
+
     install_signal_handlers()
     parser = _parser()
     args = parser.parse_args(argv)
     from . import faults
+
     if args.list_faults:
         print(faults.catalogue_text())
         return 0
@@ -111,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.busy_poll_us <= 1_000_000:
         parser.error(f"--busy-poll-us: {args.busy_poll_us} is not in 0..1000000")
     if args.spec not in SPECS:
-        parser.error(f"--spec: {args.spec!r} is not supported; this server implements "
-                     f"{', '.join(SPECS)}")
+        parser.error(
+            f"--spec: {args.spec!r} is not supported; this server implements {', '.join(SPECS)}"
+        )
     _setup_logging(args.verbose)
     try:
         return _run(args, fd, parser)
@@ -136,8 +164,10 @@ def _run(args, fd: int | None, parser: argparse.ArgumentParser) -> int:
     listener = made = None
     path = os.path.abspath(args.socket_path) if args.socket_path else None
     from .faults import FAULTS
+
     if "fd-ignored" in FAULTS and fd is not None:
         import tempfile
+
         path, fd = os.path.join(tempfile.gettempdir(), f"vfio-user-ref-{os.getpid()}.sock"), None
     try:
         try:
@@ -151,9 +181,11 @@ def _run(args, fd: int | None, parser: argparse.ArgumentParser) -> int:
             return 1
         if "daemonize" in FAULTS:
             from .server import daemonize
+
             daemonize()
-        server = Server(device, args.spec, trace=args.verbose,
-                        busy_poll_ns=args.busy_poll_us * 1000)
+        server = Server(
+            device, args.spec, trace=args.verbose, busy_poll_ns=args.busy_poll_us * 1000
+        )
         if not listening:
             log.info("serving the connected socket on fd %d", fd)
             server.serve_one(listener)

@@ -98,8 +98,9 @@ def _region(conn, index: int):
     if FAULTS and "index-wraps" in FAULTS:
         index %= conn.device.num_regions
     if index >= conn.device.num_regions:
-        raise VfioError(errno.EINVAL, f"no region {index} (the device has "
-                                      f"{conn.device.num_regions})")
+        raise VfioError(
+            errno.EINVAL, f"no region {index} (the device has {conn.device.num_regions})"
+        )
     return conn.device.regions[index]
 
 
@@ -114,8 +115,9 @@ def _sent_argsz(reply: bytes) -> bytes:
 def version(conn, payload: bytes, fds: list[int]) -> bytes:
     if conn.negotiated and "version-handling-lax" not in FAULTS:
         raise VfioError(errno.EINVAL, "VERSION was already negotiated")
-    reply, limits = negotiation.negotiate(payload, conn.settings, conn.revision,
-                                          conn.device.supports_migration)
+    reply, limits = negotiation.negotiate(
+        payload, conn.settings, conn.revision, conn.device.supports_migration
+    )
     conn.negotiated, conn.client = True, limits
     return reply
 
@@ -144,8 +146,11 @@ def dma_unmap(conn, payload: bytes, fds: list[int]) -> bytes:
         reply = dirty.unmap_with_bitmap(conn, req, len(payload))
         return _sent_argsz(reply) if "reply-argsz-wrong" in FAULTS else reply
     if len(payload) != DmaUnmap.ENTRY_SIZE and "payload-size-unchecked" not in FAULTS:
-        raise VfioError(errno.EINVAL, f"payload is {len(payload)} bytes, expected "
-                                      f"{DmaUnmap.ENTRY_SIZE} without the dirty bitmap flag")
+        raise VfioError(
+            errno.EINVAL,
+            f"payload is {len(payload)} bytes, expected "
+            f"{DmaUnmap.ENTRY_SIZE} without the dirty bitmap flag",
+        )
     if req.argsz > DmaUnmap.ENTRY_SIZE and "unmap-large-argsz-disconnect" in FAULTS:
         raise ClientGone(f"dropped: DMA_UNMAP argsz {req.argsz} is not {DmaUnmap.ENTRY_SIZE}")
     _argsz_at_least(req.argsz, DmaUnmap.ENTRY_SIZE)
@@ -174,7 +179,8 @@ def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     req = _decode(RegionInfo, payload)
     _argsz_at_least(req.argsz, REGION_INFO_SIZE)
     if (req.flags or req.cap_offset or req.size or req.offset) and (
-            "must-be-zero-unchecked" not in FAULTS):
+        "must-be-zero-unchecked" not in FAULTS
+    ):
         raise VfioError(errno.EINVAL, "flags, cap_offset, size and offset must be 0")
     region = _region(conn, req.index)
     flags, caps, fd = region.flags, region.caps, region.mmap_fd
@@ -186,8 +192,9 @@ def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
         caps = tuple(c for c in caps if c.id != RegionCapId.SPARSE_MMAP)
         fd = None
     flags = flags | int(RegionFlags.CAPS) if caps else flags & ~int(RegionFlags.CAPS)
-    info = RegionInfo(0, flags, req.index, REGION_INFO_SIZE if caps else 0, region.size,
-                      region.mmap_offset, caps)
+    info = RegionInfo(
+        0, flags, req.index, REGION_INFO_SIZE if caps else 0, region.size, region.mmap_offset, caps
+    )
     info.argsz = info.full_size()
     if FAULTS:
         _region_info_faults(info, region)
@@ -282,9 +289,12 @@ def device_get_irq_info(conn, payload: bytes, fds: list[int]) -> bytes:
         raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
     irq = conn.device.irqs.indexes[index]
     if FAULTS:
-        reply = IrqInfo(IrqInfo.SIZE, irq.flags | (1 << 31 if "flags-internal-bit" in FAULTS
-                                                   else 0),
-                        0 if "reply-index-zero" in FAULTS else req.index, irq.count).pack()
+        reply = IrqInfo(
+            IrqInfo.SIZE,
+            irq.flags | (1 << 31 if "flags-internal-bit" in FAULTS else 0),
+            0 if "reply-index-zero" in FAULTS else req.index,
+            irq.count,
+        ).pack()
         return _sent_argsz(reply) if "reply-argsz-wrong" in FAULTS else reply
     return IrqInfo(IrqInfo.SIZE, irq.flags, req.index, irq.count).pack()
 
@@ -295,7 +305,7 @@ def device_set_irqs(conn, payload: bytes, fds: list[int]) -> bytes:
         crash("abort")  # assert(nfds == 0 || data == DATA_EVENTFD)
     conn.device.irqs.set_irqs(req, len(payload), fds)
     if "set-irqs-minimal" in FAULTS:
-        return payload[:SetIrqs.FIXED_SIZE]
+        return payload[: SetIrqs.FIXED_SIZE]
     return b""
 
 
@@ -304,29 +314,30 @@ def _check_access(conn, offset: int, region_index: int, count: int, need: int, w
     if FAULTS:
         return _check_access_faulty(conn, offset, region_index, count, need, what)
     if region_index >= len(regions):
-        raise VfioError(errno.EINVAL, f"no region {region_index} (the device has "
-                                      f"{len(regions)})")
+        raise VfioError(errno.EINVAL, f"no region {region_index} (the device has {len(regions)})")
     region = regions[region_index]
     if count > conn.settings.max_data_xfer_size:
-        raise VfioError(errno.E2BIG, f"count {count} is above max_data_xfer_size "
-                                     f"{conn.settings.max_data_xfer_size}")
+        raise VfioError(
+            errno.E2BIG,
+            f"count {count} is above max_data_xfer_size {conn.settings.max_data_xfer_size}",
+        )
     if offset + count > region.size:
-        raise VfioError(errno.EINVAL, f"[{offset:#x}, +{count:#x}) is outside region "
-                                      f"{region_index} ({region.size:#x} bytes)")
+        raise VfioError(
+            errno.EINVAL,
+            f"[{offset:#x}, +{count:#x}) is outside region {region_index} ({region.size:#x} bytes)",
+        )
     if not region.flags & need:
         raise VfioError(errno.EPERM, f"region {region_index} is not {what}")
     return region
 
 
-def _check_access_faulty(conn, offset: int, region_index: int, count: int, need: int,
-                         what: str):
+def _check_access_faulty(conn, offset: int, region_index: int, count: int, need: int, what: str):
     """_check_access under the faults of faults.py."""
     regions = conn.device.regions
     if "index-wraps" in FAULTS:
         region_index %= len(regions)
     if region_index >= len(regions):
-        raise VfioError(errno.EINVAL, f"no region {region_index} (the device has "
-                                      f"{len(regions)})")
+        raise VfioError(errno.EINVAL, f"no region {region_index} (the device has {len(regions)})")
     region = regions[region_index]
     if "region-access-unchecked" in FAULTS:
         return region  # the index is all that is checked
@@ -334,8 +345,10 @@ def _check_access_faulty(conn, offset: int, region_index: int, count: int, need:
     if count > limit:
         raise VfioError(errno.E2BIG, f"count {count} is above max_data_xfer_size {limit}")
     if offset + count > region.size:
-        raise VfioError(errno.EINVAL, f"[{offset:#x}, +{count:#x}) is outside region "
-                                      f"{region_index} ({region.size:#x} bytes)")
+        raise VfioError(
+            errno.EINVAL,
+            f"[{offset:#x}, +{count:#x}) is outside region {region_index} ({region.size:#x} bytes)",
+        )
     if not region.flags & need:
         raise VfioError(errno.EPERM, f"region {region_index} is not {what}")
     return region
@@ -390,7 +403,7 @@ def region_write(conn, payload: bytes, fds: list[int]) -> bytes:
                 conn.stall()  # waits for the rest of the 16-byte head
             if "payload-size-unchecked" in FAULTS:  # count says how much data there is
                 head = RegionAccess.unpack(payload[:_ACCESS_SIZE].ljust(_ACCESS_SIZE, b"\0"))
-                data = payload[_ACCESS_SIZE:_ACCESS_SIZE + head.count].ljust(head.count, b"\0")
+                data = payload[_ACCESS_SIZE : _ACCESS_SIZE + head.count].ljust(head.count, b"\0")
                 return region_write(conn, head.pack() + data, fds)
         raise VfioError(errno.EINVAL, str(e)) from None
     region = _check_access(conn, req.offset, req.region, req.count, _WRITE, "writable")
@@ -405,7 +418,7 @@ def _region_write_faulty(payload: bytes, req, region) -> bytes:
     if "region-access-64bit" in FAULTS and region.kind == "registers":
         data = data[:8]  # one 64-bit store
     if "region-access-unchecked" in FAULTS:
-        data = data[:max(0, region.size - req.offset)]
+        data = data[: max(0, region.size - req.offset)]
         if data and region.flags & _WRITE:
             region.write(req.offset, data)
     elif data:

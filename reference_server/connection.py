@@ -26,7 +26,6 @@ the connection is closed.
 
 from __future__ import annotations
 
-import array
 import errno
 import logging
 import os
@@ -36,7 +35,7 @@ import struct
 import time
 from collections import deque
 
-from pytest_vfiouser.client.busy_poll import CEILING_NS, BusyPoll
+from pytest_vfiouser._unix import ANC_SPACE, CEILING_NS, BusyPoll, fds_of, rights
 from pytest_vfiouser.protocol import (
     FLAG_ERROR,
     FLAG_NO_REPLY,
@@ -68,7 +67,6 @@ from .negotiation import ClientLimits
 log = logging.getLogger("reference_server")
 
 RECV_SIZE = 256 * 1024
-ANC_SIZE = socket.CMSG_SPACE(253 * 4)  # SCM_MAX_FD fds: more cannot come in one sendmsg
 SEND_TIMEOUT = 10.0  # a client that stops reading its replies is dropped after this
 FLUSH_AT = 256 * 1024  # gathered reply bytes that force a send
 MAX_QUEUED = 4096  # commands held while waiting for a DMA reply
@@ -83,8 +81,14 @@ _NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
 
 
 class Connection:
-    def __init__(self, sock: socket.socket, device, revision: str, trace: bool = False,
-                 busy_poll_ns: int = CEILING_NS):
+    def __init__(
+        self,
+        sock: socket.socket,
+        device,
+        revision: str,
+        trace: bool = False,
+        busy_poll_ns: int = CEILING_NS,
+    ):
         self.sock = sock
         self.device = device
         self.settings = device.settings
@@ -97,8 +101,7 @@ class Connection:
         self.dma_map = DmaMapTable(self.settings.max_dma_maps)
         if "disconnect-cleanup-wrong" in FAULTS:  # the table outlives the connection
             self.dma_map = device.__dict__.setdefault("kept_dma_map", self.dma_map)
-        self.reader = MessageReader(HEADER_SIZE + 16 + self.settings.max_data_xfer_size
-                                    + MSG_SLACK)
+        self.reader = MessageReader(HEADER_SIZE + 16 + self.settings.max_data_xfer_size + MSG_SLACK)
         self._buf = bytearray(RECV_SIZE)
         self._view = memoryview(self._buf)
         self._fed = 0  # stream bytes received so far
@@ -111,8 +114,11 @@ class Connection:
         self._short_reads = 0  # fault split-message-single-recv
         self._poll = BusyPoll(busy_poll_ns)  # the receives' adaptive polling
         sec = int(SEND_TIMEOUT)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                        struct.pack("@ll", sec, int((SEND_TIMEOUT - sec) * 1e6)))
+        sock.setsockopt(
+            socket.SOL_SOCKET,
+            socket.SO_SNDTIMEO,
+            struct.pack("@ll", sec, int((SEND_TIMEOUT - sec) * 1e6)),
+        )
 
     # ---- the loop
 
@@ -146,8 +152,11 @@ class Connection:
                     self._short_reads = 0
                 return msg
             self._flush()
-            if FAULTS and "split-message-single-recv" in FAULTS and (
-                    self.reader.buffered or self.reader.pending_header):
+            if (
+                FAULTS
+                and "split-message-single-recv" in FAULTS
+                and (self.reader.buffered or self.reader.pending_header)
+            ):
                 # Part of a message is here: one recv() was all it got for the rest.
                 self._short_reads += 1
                 if self._short_reads > 1:
@@ -178,16 +187,12 @@ class Connection:
     def _recv(self) -> bool:
         """Read what is there (blocking); False at EOF."""
         try:
-            n, anc, mflags, _ = self._poll.recvmsg_into(self.sock, [self._buf], ANC_SIZE,
-                                                        socket.MSG_CMSG_CLOEXEC)
+            n, anc, mflags, _ = self._poll.recvmsg_into(
+                self.sock, [self._buf], ANC_SPACE, socket.MSG_CMSG_CLOEXEC
+            )
         except OSError as e:
             raise ClientGone(f"recv failed: {e}") from None
-        fds: list[int] = []
-        for level, ctype, cdata in anc:
-            if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(cdata[:len(cdata) - len(cdata) % a.itemsize])
-                fds.extend(a)
+        fds = fds_of(anc)
         truncated = bool(mflags & socket.MSG_CTRUNC)
         if n == 0:
             _close_all(fds)
@@ -243,16 +248,22 @@ class Connection:
         if len(fds) > self.settings.max_msg_fds and "max-msg-fds-ignored" not in FAULTS:
             if "refused-fds-leaked" in FAULTS:
                 fds.clear()  # the error path forgets them: never closed
-            raise VfioError(errno.EINVAL, f"{len(fds)} fds; the server takes at most "
-                                          f"{self.settings.max_msg_fds}")
+            raise VfioError(
+                errno.EINVAL,
+                f"{len(fds)} fds; the server takes at most {self.settings.max_msg_fds}",
+            )
         handler = self.dispatch.get(hdr.command)
         if handler is None:
             if "dispatch-table-wrong" in FAULTS and hdr.command > max(self.dispatch):
                 crash("segv")  # handlers[command] past the table's end
-            raise VfioError(errno.ENOSYS, f"command {hdr.command} is not in vfio-user "
-                                          f"{self.revision}")
-        if not self.negotiated and hdr.command != _VERSION and (
-                "version-handling-lax" not in FAULTS):
+            raise VfioError(
+                errno.ENOSYS, f"command {hdr.command} is not in vfio-user {self.revision}"
+            )
+        if (
+            not self.negotiated
+            and hdr.command != _VERSION
+            and ("version-handling-lax" not in FAULTS)
+        ):
             raise VfioError(errno.EINVAL, "VERSION must be negotiated first")
         return handler(self, payload, fds)
 
@@ -261,8 +272,9 @@ class Connection:
         drop the message silently (a late reply to a request we gave up on)."""
         flags = hdr.flags
         if flags & ~HEADER_FLAGS_DEFINED:
-            raise VfioError(errno.EINVAL, f"undefined header flag bits "
-                                          f"{flags & ~HEADER_FLAGS_DEFINED:#x}")
+            raise VfioError(
+                errno.EINVAL, f"undefined header flag bits {flags & ~HEADER_FLAGS_DEFINED:#x}"
+            )
         kind = flags & TYPE_MASK
         if kind == _REPLY:
             if (hdr.msg_id, hdr.command) in self._abandoned:
@@ -287,8 +299,15 @@ class Connection:
             if "error-reply-zeroed-header" in FAULTS:
                 self._send(Header(msg_id, 0, HEADER_SIZE, _FLAG_ERROR, 0).pack())
             elif "error-reply-payload" in FAULTS:
-                self._send(encode(msg_id, hdr.command, struct.pack("<I", result.errno),
-                                  _REPLY | _FLAG_ERROR, err))
+                self._send(
+                    encode(
+                        msg_id,
+                        hdr.command,
+                        struct.pack("<I", result.errno),
+                        _REPLY | _FLAG_ERROR,
+                        err,
+                    )
+                )
             else:
                 self._send(encode(msg_id, hdr.command, b"", _REPLY | _FLAG_ERROR, err))
         elif result.__class__ is bytes:
@@ -334,8 +353,7 @@ class Connection:
     def _sendall(self, data: bytes, fds=()) -> None:
         try:
             if fds:
-                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                sent = self.sock.sendmsg([data], anc, socket.MSG_NOSIGNAL)
+                sent = self.sock.sendmsg([data], rights(fds), socket.MSG_NOSIGNAL)
                 if sent < len(data):
                     self.sock.sendall(memoryview(data)[sent:], socket.MSG_NOSIGNAL)
             else:
@@ -356,8 +374,10 @@ class Connection:
         except CodecError as e:
             raise VfioError(errno.EIO, f"malformed DMA_READ reply: {e}") from None
         if r.address != address or r.count != count:
-            raise VfioError(errno.EIO, f"DMA_READ reply for {r.address:#x}+{r.count}, asked "
-                                       f"{address:#x}+{count}")
+            raise VfioError(
+                errno.EIO,
+                f"DMA_READ reply for {r.address:#x}+{r.count}, asked {address:#x}+{count}",
+            )
         return r.data
 
     def dma_write(self, address: int, data: bytes) -> None:
@@ -367,8 +387,10 @@ class Connection:
         except CodecError as e:
             raise VfioError(errno.EIO, f"malformed DMA_WRITE reply: {e}") from None
         if r.address != address or r.count != len(data):
-            raise VfioError(errno.EIO, f"DMA_WRITE reply for {r.address:#x}+{r.count}, asked "
-                                       f"{address:#x}+{len(data)}")
+            raise VfioError(
+                errno.EIO,
+                f"DMA_WRITE reply for {r.address:#x}+{r.count}, asked {address:#x}+{len(data)}",
+            )
 
     def _request(self, command: int, payload: bytes) -> bytes:
         """Send a request, wait for its reply; commands arriving meanwhile are queued."""
@@ -388,8 +410,9 @@ class Connection:
                     if len(self._abandoned) > 1024:
                         self._abandoned.clear()
                     self._abandoned.add((msg_id, command))
-                    raise VfioError(errno.ETIMEDOUT, f"no reply to {command_name(command)} "
-                                                     f"{msg_id}")
+                    raise VfioError(
+                        errno.ETIMEDOUT, f"no reply to {command_name(command)} {msg_id}"
+                    )
                 if not self._recv():
                     if "framing-unchecked" in FAULTS:
                         crash("abort")  # assert(idle) at EOF
@@ -401,14 +424,17 @@ class Connection:
                 if self.trace:
                     self._trace("<-", hdr, body)
                 if hdr.is_error:
-                    raise VfioError(hdr.error or errno.EIO,
-                                    f"the client refused {command_name(command)}: "
-                                    f"errno {hdr.error}")
+                    raise VfioError(
+                        hdr.error or errno.EIO,
+                        f"the client refused {command_name(command)}: errno {hdr.error}",
+                    )
                 return body
             if len(self._queue) >= MAX_QUEUED:
                 _close_all(fds)
-                raise ClientGone(f"dropped: over {MAX_QUEUED} commands sent while the server "
-                                 "waited for a DMA reply")
+                raise ClientGone(
+                    f"dropped: over {MAX_QUEUED} commands sent while the server "
+                    "waited for a DMA reply"
+                )
             self._queue.append(m)
 
     def _wait_readable(self, timeout: float) -> bool:

@@ -47,13 +47,21 @@ class Device:
         self.client: ClientLink | None = None
         self.regions: list[Region] = [
             AbsentRegion() if i == R.CONFIG_REGION else self._make_region(cfg.region(i))
-            for i in range(cfg.num_regions)]
+            for i in range(cfg.num_regions)
+        ]
         self.regions[R.CONFIG_REGION] = ConfigSpace(
-            {"vendor_id": cfg.vendor_id, "device_id": cfg.device_id, "revision": cfg.revision,
-             "class_code": cfg.class_code, "subsystem_vendor_id": cfg.subsystem_vendor_id,
-             "subsystem_id": cfg.subsystem_id},
-            [self.regions[i].size for i in range(6)], self.regions[6].size,
-            has_intx=cfg.irq(R.IRQ_INTX).count > 0)
+            {
+                "vendor_id": cfg.vendor_id,
+                "device_id": cfg.device_id,
+                "revision": cfg.revision,
+                "class_code": cfg.class_code,
+                "subsystem_vendor_id": cfg.subsystem_vendor_id,
+                "subsystem_id": cfg.subsystem_id,
+            },
+            [self.regions[i].size for i in range(6)],
+            self.regions[6].size,
+            has_intx=cfg.irq(R.IRQ_INTX).count > 0,
+        )
         self.irqs = Irqs([(cfg.irq(i).count, cfg.irq(i).flags) for i in range(R.NUM_IRQS)])
         ram = self.regions[cfg.dma_ram_region] if cfg.dma_ram_region >= 0 else None
         self.dma_engine = DmaEngine(ram)
@@ -65,9 +73,12 @@ class Device:
             self._registers_index = rc.index
             return self.registers
         if rc.kind == "ram":
-            flags = ((RegionFlags.READ if rc.read else 0) | (RegionFlags.WRITE if rc.write else 0)
-                     | (RegionFlags.MMAP if rc.mmap else 0)
-                     | (RegionFlags.CAPS if rc.sparse_mmap else 0))
+            flags = (
+                (RegionFlags.READ if rc.read else 0)
+                | (RegionFlags.WRITE if rc.write else 0)
+                | (RegionFlags.MMAP if rc.mmap else 0)
+                | (RegionFlags.CAPS if rc.sparse_mmap else 0)
+            )
             return RamRegion(f"region{rc.index}", rc.size, flags, rc.sparse_mmap)
         if rc.kind == "pattern":
             return PatternRegion(rc.size)
@@ -75,6 +86,7 @@ class Device:
             return SinkRegion(rc.size)
         if rc.kind == "migration":
             from .migration import MigrationRegion
+
             return MigrationRegion(self, rc.size)
         return AbsentRegion()
 
@@ -95,16 +107,21 @@ class Device:
     @property
     def supports_migration(self) -> bool:
         """A 0.9.1 migration region exists: VERSION then answers the migration capability."""
-        return any(isinstance(c, RegionTypeCap) and c.type == VFIO_REGION_TYPE_MIGRATION
-                   and c.subtype == VFIO_REGION_SUBTYPE_MIGRATION
-                   for r in self.regions for c in r.caps)
+        return any(
+            isinstance(c, RegionTypeCap)
+            and c.type == VFIO_REGION_TYPE_MIGRATION
+            and c.subtype == VFIO_REGION_SUBTYPE_MIGRATION
+            for r in self.regions
+            for c in r.caps
+        )
 
     def io_fds(self, index: int) -> list[tuple[IoFdSubRegion, int]]:
         """DEVICE_GET_REGION_IO_FDS sub-regions of a region, with their fds."""
         if self.registers is None or not self._ioeventfd or index != self._registers_index:
             return []
-        sub = IoFdSubRegion(offset=R.REG_NOTIFY, size=R.NOTIFY_SIZE, fd_index=0,
-                            type=IoFdType.IOEVENTFD)
+        sub = IoFdSubRegion(
+            offset=R.REG_NOTIFY, size=R.NOTIFY_SIZE, fd_index=0, type=IoFdType.IOEVENTFD
+        )
         return [(sub, self.registers.notify_fd)]
 
     # ---- the client connection
@@ -153,7 +170,7 @@ class Device:
         pos, blobs = len(_STATE_MAGIC), {}
         while pos < len(data):
             n = data[pos]
-            key = data[pos + 1:pos + 1 + n].decode("ascii", "replace")
+            key = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
             pos += 1 + n
             if pos + _LEN.size > len(data):
                 if partial:
@@ -165,7 +182,7 @@ class Device:
                 if partial:
                     break
                 raise ValueError(f"device state: {key!r} is truncated")
-            blobs[key] = data[pos:pos + size]
+            blobs[key] = data[pos : pos + size]
             pos += size
         parts = dict(self._state_parts())
         if partial:

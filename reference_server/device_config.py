@@ -61,8 +61,12 @@ class ConfigError(ValueError):
 
 
 KINDS = ("registers", "ram", "pattern", "sink", "migration", "absent")
-IRQ_FLAG_NAMES = {"eventfd": IrqInfoFlags.EVENTFD, "maskable": IrqInfoFlags.MASKABLE,
-                  "automasked": IrqInfoFlags.AUTOMASKED, "noresize": IrqInfoFlags.NORESIZE}
+IRQ_FLAG_NAMES = {
+    "eventfd": IrqInfoFlags.EVENTFD,
+    "maskable": IrqInfoFlags.MASKABLE,
+    "automasked": IrqInfoFlags.AUTOMASKED,
+    "noresize": IrqInfoFlags.NORESIZE,
+}
 _PAGE = 4096
 
 
@@ -126,17 +130,21 @@ def _flags(names) -> int:
 def default_config() -> DeviceConfig:
     rw = {"read": True, "write": True}
     regions = {
-        R.REGISTERS_REGION: RegionConfig(R.REGISTERS_REGION, "registers", R.REGISTERS_SIZE,
-                                         ioeventfd=True, **rw),
+        R.REGISTERS_REGION: RegionConfig(
+            R.REGISTERS_REGION, "registers", R.REGISTERS_SIZE, ioeventfd=True, **rw
+        ),
         R.RAM_REGION: RegionConfig(R.RAM_REGION, "ram", R.RAM_SIZE, mmap=True, **rw),
-        R.DMA_RAM_REGION: RegionConfig(R.DMA_RAM_REGION, "ram", R.DMA_RAM_SIZE, mmap=True,
-                                       sparse_mmap=R.DMA_RAM_SPARSE_AREAS, **rw),
-        R.READONLY_REGION: RegionConfig(R.READONLY_REGION, "pattern", R.READONLY_SIZE,
-                                        read=True),
-        R.WRITEONLY_REGION: RegionConfig(R.WRITEONLY_REGION, "sink", R.WRITEONLY_SIZE,
-                                         write=True),
-        R.MIGRATION_REGION: RegionConfig(R.MIGRATION_REGION, "migration", R.MIGRATION_SIZE,
-                                         **rw),
+        R.DMA_RAM_REGION: RegionConfig(
+            R.DMA_RAM_REGION,
+            "ram",
+            R.DMA_RAM_SIZE,
+            mmap=True,
+            sparse_mmap=R.DMA_RAM_SPARSE_AREAS,
+            **rw,
+        ),
+        R.READONLY_REGION: RegionConfig(R.READONLY_REGION, "pattern", R.READONLY_SIZE, read=True),
+        R.WRITEONLY_REGION: RegionConfig(R.WRITEONLY_REGION, "sink", R.WRITEONLY_SIZE, write=True),
+        R.MIGRATION_REGION: RegionConfig(R.MIGRATION_REGION, "migration", R.MIGRATION_SIZE, **rw),
     }
     irqs = {i: IrqConfig(i, count, _flags(names)) for i, (count, names) in R.DEFAULT_IRQS.items()}
     return DeviceConfig(regions=regions, irqs=irqs)
@@ -191,16 +199,21 @@ def parse(doc: dict) -> DeviceConfig:
     dev = _Table(top.get("device", dict, {}), "device")
     base = dev.get("base", str, "default")
     if base not in ("default", "empty"):
-        raise ConfigError(f"device.base: must be \"default\" or \"empty\", got {base!r}")
-    cfg = default_config() if base == "default" else DeviceConfig(regions={}, irqs={},
-                                                                  dma_ram_region=-1)
+        raise ConfigError(f'device.base: must be "default" or "empty", got {base!r}')
+    cfg = (
+        default_config()
+        if base == "default"
+        else DeviceConfig(regions={}, irqs={}, dma_ram_region=-1)
+    )
     server = ServerConfig(
         max_msg_fds=srv.int("max_msg_fds", R.DEFAULT_MAX_MSG_FDS, 1, 253),
-        max_data_xfer_size=srv.int("max_data_xfer_size", R.DEFAULT_MAX_DATA_XFER_SIZE,
-                                   4096, 64 << 20),
+        max_data_xfer_size=srv.int(
+            "max_data_xfer_size", R.DEFAULT_MAX_DATA_XFER_SIZE, 4096, 64 << 20
+        ),
         max_dma_maps=srv.int("max_dma_maps", R.DEFAULT_MAX_DMA_MAPS, 1, 1 << 20),
-        dma_reply_timeout=float(srv.get("dma_reply_timeout", (int, float),
-                                        R.DEFAULT_DMA_REPLY_TIMEOUT)),
+        dma_reply_timeout=float(
+            srv.get("dma_reply_timeout", (int, float), R.DEFAULT_DMA_REPLY_TIMEOUT)
+        ),
         migration_pgsize=srv.int("migration_pgsize", R.DEFAULT_MIGRATION_PGSIZE, 1, 1 << 30),
     )
     if not 0 < server.dma_reply_timeout <= 3600:
@@ -213,19 +226,24 @@ def parse(doc: dict) -> DeviceConfig:
         rc = _parse_region(_Table(raw, f"regions[{i}]"), num_regions)
         regions[rc.index] = rc
     if sum(r.kind == "registers" for r in regions.values()) > 1:
-        raise ConfigError("regions: at most one region can be \"registers\"")
+        raise ConfigError('regions: at most one region can be "registers"')
     if sum(r.kind == "migration" for r in regions.values()) > 1:
-        raise ConfigError("regions: at most one region can be \"migration\"")
+        raise ConfigError('regions: at most one region can be "migration"')
     irqs = dict(cfg.irqs)
     for i, raw in enumerate(top.get("irqs", list, [])):
         ic = _parse_irq(_Table(raw, f"irqs[{i}]"))
         irqs[ic.index] = ic
     dma_ram = dev.int("dma_ram_region", cfg.dma_ram_region, -1, num_regions - 1)
     if dma_ram >= 0 and (dma_ram not in regions or regions[dma_ram].kind != "ram"):
-        raise ConfigError(f"device.dma_ram_region: region {dma_ram} is not a \"ram\" region")
+        raise ConfigError(f'device.dma_ram_region: region {dma_ram} is not a "ram" region')
     cfg = replace(
-        cfg, server=server, regions=regions, irqs=irqs, num_regions=num_regions,
-        dma_ram_region=dma_ram, reset=dev.get("reset", bool, cfg.reset),
+        cfg,
+        server=server,
+        regions=regions,
+        irqs=irqs,
+        num_regions=num_regions,
+        dma_ram_region=dma_ram,
+        reset=dev.get("reset", bool, cfg.reset),
         vendor_id=dev.int("vendor_id", cfg.vendor_id, 0, 0xFFFF),
         device_id=dev.int("device_id", cfg.device_id, 0, 0xFFFF),
         subsystem_vendor_id=dev.int("subsystem_vendor_id", cfg.subsystem_vendor_id, 0, 0xFFFF),
@@ -248,11 +266,14 @@ def _parse_region(t: _Table, num_regions: int) -> RegionConfig:
     if kind not in KINDS:
         raise ConfigError(f"{t.key('kind')}: must be one of {', '.join(KINDS)}, got {kind!r}")
     if index >= 9 and kind not in ("absent", "migration"):
-        raise ConfigError(f"{t.key('kind')}: region {index} is reserved; only \"migration\" "
-                          "or \"absent\" fit")
+        raise ConfigError(
+            f'{t.key("kind")}: region {index} is reserved; only "migration" or "absent" fit'
+        )
     if index < 9 and kind == "migration":
-        raise ConfigError(f"{t.key('kind')}: region {index} is a standard PCI region; a "
-                          "migration region goes at index 9 or above")
+        raise ConfigError(
+            f"{t.key('kind')}: region {index} is a standard PCI region; a "
+            "migration region goes at index 9 or above"
+        )
     if kind == "absent":
         t.int("size", 0, 0, 0)
         t.done()
@@ -286,13 +307,18 @@ def _parse_region(t: _Table, num_regions: int) -> RegionConfig:
 def _parse_areas(raw: list, key: str, size: int) -> tuple[tuple[int, int], ...]:
     areas = []
     for i, a in enumerate(raw):
-        if (not isinstance(a, list) or len(a) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in a)):
+        if (
+            not isinstance(a, list)
+            or len(a) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in a)
+        ):
             raise ConfigError(f"{key}[{i}]: must be [offset, size] integers, got {a!r}")
         off, n = a
         if n <= 0 or off < 0 or off % _PAGE or n % _PAGE or off + n > size:
-            raise ConfigError(f"{key}[{i}]: [{off:#x}, {n:#x}] must be 4 KiB aligned, non-empty "
-                              f"and inside the {size:#x}-byte region")
+            raise ConfigError(
+                f"{key}[{i}]: [{off:#x}, {n:#x}] must be 4 KiB aligned, non-empty "
+                f"and inside the {size:#x}-byte region"
+            )
         areas.append((off, n))
     areas.sort()
     for (o1, n1), (o2, _) in zip(areas, areas[1:], strict=False):
@@ -309,8 +335,9 @@ def _parse_irq(t: _Table) -> IrqConfig:
     names = t.get("flags", list, [])
     for n in names:
         if n not in IRQ_FLAG_NAMES:
-            raise ConfigError(f"{t.key('flags')}: unknown flag {n!r}; known: "
-                              f"{', '.join(IRQ_FLAG_NAMES)}")
+            raise ConfigError(
+                f"{t.key('flags')}: unknown flag {n!r}; known: {', '.join(IRQ_FLAG_NAMES)}"
+            )
     flags = _flags(names)
     if flags & IrqInfoFlags.AUTOMASKED and not flags & IrqInfoFlags.MASKABLE:
         raise ConfigError(f"{t.key('flags')}: automasked needs maskable")

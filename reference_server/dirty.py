@@ -128,11 +128,16 @@ def _pgsize(conn) -> int:
 def _check_bitmap_size(conn, given: int, size: int, pgsize: int) -> None:
     need = bitmap_bytes(size, pgsize)
     if given < need:
-        raise VfioError(errno.EINVAL, f"bitmap size {given} is below the {need} bytes "
-                                      f"{size:#x} bytes of {pgsize}-byte pages need")
+        raise VfioError(
+            errno.EINVAL,
+            f"bitmap size {given} is below the {need} bytes "
+            f"{size:#x} bytes of {pgsize}-byte pages need",
+        )
     if given > conn.settings.max_data_xfer_size:
-        raise VfioError(errno.E2BIG, f"bitmap size {given} is above the server's limit "
-                                     f"{conn.settings.max_data_xfer_size}")
+        raise VfioError(
+            errno.E2BIG,
+            f"bitmap size {given} is above the server's limit {conn.settings.max_data_xfer_size}",
+        )
 
 
 def _covered(table, lo: int, hi: int) -> bool:
@@ -157,18 +162,24 @@ def dirty_pages(conn, payload: bytes, fds: list[int]) -> bytes:
     if "dirty-logging-always-on" in FAULTS:
         _always_logging(conn)
         if not flags & _GET:
-            return payload[:_HEAD.size]  # START/STOP (or anything): nothing to do
+            return payload[: _HEAD.size]  # START/STOP (or anything): nothing to do
         return _get_bitmap(conn, argsz, payload)
     if flags & ~_ALL:
         raise VfioError(errno.EINVAL, f"undefined flag bits {flags & ~_ALL:#x}")
     if flags.bit_count() != 1:
-        raise VfioError(errno.EINVAL, f"flags {flags:#x}: exactly one of START, STOP and "
-                                      "GET_BITMAP (they are mutually exclusive)")
+        raise VfioError(
+            errno.EINVAL,
+            f"flags {flags:#x}: exactly one of START, STOP and "
+            "GET_BITMAP (they are mutually exclusive)",
+        )
     if flags == _GET:
         return _get_bitmap(conn, argsz, payload)
     if len(payload) != _HEAD.size or argsz != _HEAD.size:
-        raise VfioError(errno.EINVAL, f"START/STOP take exactly the 8-byte structure with "
-                                      f"argsz 8 (got {len(payload)} bytes, argsz {argsz})")
+        raise VfioError(
+            errno.EINVAL,
+            f"START/STOP take exactly the 8-byte structure with "
+            f"argsz 8 (got {len(payload)} bytes, argsz {argsz})",
+        )
     table = conn.dma_map
     if flags == DirtyPagesFlags.START:
         if table.dirty is None:
@@ -188,28 +199,32 @@ def _always_logging(conn) -> None:
 
 def _wrong_size(reply: bytes, nbytes: int, need_bytes: int) -> bytes:
     """Fault dirty-bitmap-wrong: the bitmap has one byte per 8 pages, not whole u64s."""
-    return reply[:len(reply) - nbytes + need_bytes]
+    return reply[: len(reply) - nbytes + need_bytes]
 
 
 def _get_bitmap(conn, argsz: int, payload: bytes) -> bytes:
     if len(payload) != _RANGE_REQUEST:
-        raise VfioError(errno.EINVAL, f"GET_BITMAP payload is {len(payload)} bytes, expected "
-                                      f"{_RANGE_REQUEST} (8 + the 32-byte bitmap range)")
+        raise VfioError(
+            errno.EINVAL,
+            f"GET_BITMAP payload is {len(payload)} bytes, expected "
+            f"{_RANGE_REQUEST} (8 + the 32-byte bitmap range)",
+        )
     log = conn.dma_map.dirty
     if log is None:
         raise VfioError(errno.EINVAL, "GET_BITMAP while dirty page logging is off")
-    rng = BitmapRange.unpack(payload[_HEAD.size:])
+    rng = BitmapRange.unpack(payload[_HEAD.size :])
     if rng.bitmap.pgsize != log.pgsize:
-        raise VfioError(errno.EINVAL, f"bitmap pgsize {rng.bitmap.pgsize} is not the "
-                                      f"negotiated {log.pgsize}")
+        raise VfioError(
+            errno.EINVAL, f"bitmap pgsize {rng.bitmap.pgsize} is not the negotiated {log.pgsize}"
+        )
     check_range(rng.iova, rng.size)
     if not _covered(conn.dma_map, rng.iova, rng.iova + rng.size):
-        raise VfioError(errno.EINVAL, f"[{rng.iova:#x}, +{rng.size:#x}) is not wholly "
-                                      "DMA-mapped")
+        raise VfioError(errno.EINVAL, f"[{rng.iova:#x}, +{rng.size:#x}) is not wholly DMA-mapped")
     _check_bitmap_size(conn, rng.bitmap.size, rng.size, log.pgsize)
     if argsz < _RANGE_REQUEST and "argsz-ignored" not in FAULTS:
-        raise VfioError(errno.EINVAL, f"argsz {argsz} is below the {_RANGE_REQUEST}-byte "
-                                      "reply structure")
+        raise VfioError(
+            errno.EINVAL, f"argsz {argsz} is below the {_RANGE_REQUEST}-byte reply structure"
+        )
     full = _RANGE_REQUEST + rng.bitmap.size
     if argsz < full and "argsz-ignored" not in FAULTS:
         reply = DirtyPages(full, _GET, rng).pack()  # argsz says what is needed
@@ -234,15 +249,19 @@ def _sent_argsz(reply: bytes) -> bytes:
 def unmap_with_bitmap(conn, req: DmaUnmap, payload_size: int) -> bytes:
     """DMA_UNMAP with the dirty bitmap flag (commands.dma_unmap checked logging is on)."""
     if payload_size != _UNMAP_WITH_BITMAP or req.bitmap is None:
-        raise VfioError(errno.EINVAL, f"payload is {payload_size} bytes, expected "
-                                      f"{_UNMAP_WITH_BITMAP} (the entry and the VFIO Bitmap)")
+        raise VfioError(
+            errno.EINVAL,
+            f"payload is {payload_size} bytes, expected "
+            f"{_UNMAP_WITH_BITMAP} (the entry and the VFIO Bitmap)",
+        )
     if "dirty-logging-always-on" in FAULTS:
         _always_logging(conn)
     log = conn.dma_map.dirty
     check_range(req.address, req.size)
     if req.bitmap.pgsize != log.pgsize:
-        raise VfioError(errno.EINVAL, f"bitmap pgsize {req.bitmap.pgsize} is not the "
-                                      f"negotiated {log.pgsize}")
+        raise VfioError(
+            errno.EINVAL, f"bitmap pgsize {req.bitmap.pgsize} is not the negotiated {log.pgsize}"
+        )
     _check_bitmap_size(conn, req.bitmap.size, req.size, log.pgsize)
     full = _UNMAP_WITH_BITMAP + req.bitmap.size
     if req.argsz < full:

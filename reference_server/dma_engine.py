@@ -39,16 +39,20 @@ class DmaEngine:
     def __init__(self, ram: Region | None):
         self.ram = ram
 
-    def run(self, link: ClientLink | None, dev_offset: int, address: int, length: int,
-            direction: int) -> None:
+    def run(
+        self, link: ClientLink | None, dev_offset: int, address: int, length: int, direction: int
+    ) -> None:
         """One copy; raises VfioError (see registers.py for the errnos)."""
         if self.ram is None:
             raise VfioError(errno.ENODEV, "the device has no DMA RAM")
         if direction not in (registers.DMA_TO_CLIENT, registers.DMA_FROM_CLIENT):
             raise VfioError(errno.EINVAL, f"DMA direction {direction} is neither 0 nor 1")
         if dev_offset + length > self.ram.size:
-            raise VfioError(errno.EINVAL, f"device range {dev_offset:#x}+{length:#x} is outside "
-                                          f"the {self.ram.size:#x}-byte DMA RAM")
+            raise VfioError(
+                errno.EINVAL,
+                f"device range {dev_offset:#x}+{length:#x} is outside "
+                f"the {self.ram.size:#x}-byte DMA RAM",
+            )
         if length == 0:
             return
         if link is None:
@@ -77,7 +81,7 @@ class DmaEngine:
     def write_client_memory(link: ClientLink, segments, data: bytes) -> None:
         done = 0
         for m, pos, n in segments:
-            piece = data[done:done + n]
+            piece = data[done : done + n]
             if m.mem is not None:
                 m.write(pos, piece)
                 if "dirty-bitmap-wrong" in FAULTS:
@@ -87,6 +91,6 @@ class DmaEngine:
                 chunk = link.dma_chunk
                 base = 0 if "dma-access-wrong" in FAULTS else m.address
                 for off in range(0, n, chunk):
-                    link.dma_write(base + pos + off, piece[off:off + chunk])
+                    link.dma_write(base + pos + off, piece[off : off + chunk])
             link.dma_map.note_write(m.address + pos, n)
             done += n

@@ -57,19 +57,21 @@ class Mapping:
 
     def _check_file(self, pos: int, n: int) -> None:
         if os.fstat(self.fd).st_size < self.offset + pos + n:
-            raise VfioError(errno.EFAULT, f"the file behind DMA mapping {self.address:#x} "
-                                          "shrank below the mapping")
+            raise VfioError(
+                errno.EFAULT,
+                f"the file behind DMA mapping {self.address:#x} shrank below the mapping",
+            )
 
     def read(self, pos: int, n: int) -> bytes:
         """``n`` bytes at ``pos`` in this fd-backed mapping."""
         self._check_file(pos, n)
         start = self.delta + pos
-        return self.mem[start:start + n]
+        return self.mem[start : start + n]
 
     def write(self, pos: int, data: bytes) -> None:
         self._check_file(pos, len(data))
         start = self.delta + pos
-        self.mem[start:start + len(data)] = data
+        self.mem[start : start + len(data)] = data
 
 
 def check_range(address: int, size: int) -> None:
@@ -129,16 +131,16 @@ class DmaMapTable:
         if not stat.S_ISREG(st.st_mode):
             raise VfioError(errno.EINVAL, "fd is not a mappable file")
         if st.st_size < m.offset + m.size:
-            raise VfioError(errno.EINVAL, f"file is {st.st_size} bytes, the mapping needs "
-                                          f"{m.offset + m.size}")
+            raise VfioError(
+                errno.EINVAL, f"file is {st.st_size} bytes, the mapping needs {m.offset + m.size}"
+            )
         aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if m.flags & DmaMapFlags.WRITE else 0)
         share = mmap.MAP_PRIVATE if "dma-access-wrong" in FAULTS else mmap.MAP_SHARED
         if share == mmap.MAP_PRIVATE:
             prot |= mmap.PROT_WRITE  # a private copy is always writable
         try:
-            m.mem = mmap.mmap(fd, m.offset - aligned + m.size, share, prot,
-                              offset=aligned)
+            m.mem = mmap.mmap(fd, m.offset - aligned + m.size, share, prot, offset=aligned)
         except (OSError, ValueError, OverflowError) as e:
             raise VfioError(getattr(e, "errno", None) or errno.EINVAL, f"mmap: {e}") from None
         m.delta = m.offset - aligned
@@ -146,8 +148,11 @@ class DmaMapTable:
 
     def remove(self, address: int, size: int) -> Mapping:
         i = bisect.bisect_left(self._starts, address)
-        if FAULTS and "dma-table-keyed-by-address" in FAULTS and (
-                i < len(self._maps) and self._starts[i] == address):
+        if (
+            FAULTS
+            and "dma-table-keyed-by-address" in FAULTS
+            and (i < len(self._maps) and self._starts[i] == address)
+        ):
             size = self._maps[i].size  # maps.pop(address): the size is not compared
         if i == len(self._maps) or self._starts[i] != address or self._maps[i].size != size:
             raise VfioError(errno.ENOENT, f"no mapping is exactly [{address:#x}, +{size:#x})")
@@ -175,13 +180,17 @@ class DmaMapTable:
         i = bisect.bisect_right(self._starts, address) - 1
         pos, end = address, address + length
         while pos < end:
-            if i < 0 or i >= len(self._maps) or not (
-                    self._maps[i].address <= pos < self._maps[i].end):
+            if (
+                i < 0
+                or i >= len(self._maps)
+                or not (self._maps[i].address <= pos < self._maps[i].end)
+            ):
                 raise VfioError(errno.EFAULT, f"client address {pos:#x} is not DMA-mapped")
             m = self._maps[i]
             if not m.flags & need:
-                raise VfioError(errno.EPERM, f"mapping {m.address:#x} lacks the "
-                                             f"{DmaMapFlags(need).name} flag")
+                raise VfioError(
+                    errno.EPERM, f"mapping {m.address:#x} lacks the {DmaMapFlags(need).name} flag"
+                )
             n = min(end, m.end) - pos
             out.append((m, pos - m.address, n))
             pos += n

@@ -29,7 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FAIL, CRASH, HANG, NON_STRICT, INFORMATIONAL = (
-    "FAIL", "CRASH", "HANG", "NON-STRICT", "INFORMATIONAL")
+    "FAIL",
+    "CRASH",
+    "HANG",
+    "NON-STRICT",
+    "INFORMATIONAL",
+)
 MAX_DAEMON_SECONDS = 300
 
 # The faults given with --fault (filled once at startup by enable(); a set object
@@ -51,234 +56,381 @@ class Fault:
         return f"{self.name}: {self.description} (detected by: {where}){scope}"
 
 
-def _f(name: str, description: str, *detect: tuple[str, str], scope: tuple[str, ...] = (),
-       option: str = "--socket-path={socket}") -> Fault:
+def _f(
+    name: str,
+    description: str,
+    *detect: tuple[str, str],
+    scope: tuple[str, ...] = (),
+    option: str = "--socket-path={socket}",
+) -> Fault:
     groups: dict[str, list[str]] = {}
     for section, verdict in detect:
         groups.setdefault(section, []).append(verdict)
-    return Fault(name, description, tuple((s, tuple(v)) for s, v in groups.items()), scope,
-                 option)
+    return Fault(name, description, tuple((s, tuple(v)) for s, v in groups.items()), scope, option)
 
 
 _CATALOGUE = (
     # ---- header and framing (connection.py)
-    _f("error-reply-payload",
-       "error replies carry the errno as a 4-byte payload (msg_size 20)",
-       ("header", FAIL)),
-    _f("error-reply-zeroed-header",
-       "error replies are built from a zeroed header: only msg_id and the Error bit are set "
-       "(Type 0 = command, command 0, error 0)",
-       ("header", FAIL)),
-    _f("msg-id-8bit",
-       "replies echo only the low byte of the msg_id (kept in a u8)",
-       ("header", FAIL)),
-    _f("error-field-negative",
-       "the error field of error replies holds -errno (as a u32), kernel style",
-       ("header", FAIL)),
-    _f("header-flags-misread",
-       "only the Error bit of the flags is looked at: No_reply and the Type bits are ignored, "
-       "and a command with the Error bit or a nonzero error field is taken for an error reply "
-       "and dropped",
-       ("header", FAIL), ("header", NON_STRICT)),
-    _f("split-message-single-recv",
-       "the header and then the body are each read with a single recv(): a message split "
-       "across writes is a short read and the connection is closed",
-       ("header", FAIL)),
-    _f("dispatch-table-wrong",
-       "commands index a table without a bounds check (a number past its end: SIGSEGV), "
-       "DMA_READ/DMA_WRITE sent by the client are served, GET_REGION_IO_FDS is missing (ENOSYS)",
-       ("header", CRASH), ("header", FAIL), ("region_io_fds", FAIL)),
-    _f("framing-unchecked",
-       "msg_size is trusted: below 16 the body length underflows (SIGSEGV), above the limit "
-       "the allocation fails (abort); EOF in the middle of a message or of a DMA exchange "
-       "trips an assertion (abort)",
-       ("header", CRASH), ("disconnect", CRASH)),
+    _f(
+        "error-reply-payload",
+        "error replies carry the errno as a 4-byte payload (msg_size 20)",
+        ("header", FAIL),
+    ),
+    _f(
+        "error-reply-zeroed-header",
+        "error replies are built from a zeroed header: only msg_id and the Error bit are set "
+        "(Type 0 = command, command 0, error 0)",
+        ("header", FAIL),
+    ),
+    _f(
+        "msg-id-8bit",
+        "replies echo only the low byte of the msg_id (kept in a u8)",
+        ("header", FAIL),
+    ),
+    _f(
+        "error-field-negative",
+        "the error field of error replies holds -errno (as a u32), kernel style",
+        ("header", FAIL),
+    ),
+    _f(
+        "header-flags-misread",
+        "only the Error bit of the flags is looked at: No_reply and the Type bits are ignored, "
+        "and a command with the Error bit or a nonzero error field is taken for an error reply "
+        "and dropped",
+        ("header", FAIL),
+        ("header", NON_STRICT),
+    ),
+    _f(
+        "split-message-single-recv",
+        "the header and then the body are each read with a single recv(): a message split "
+        "across writes is a short read and the connection is closed",
+        ("header", FAIL),
+    ),
+    _f(
+        "dispatch-table-wrong",
+        "commands index a table without a bounds check (a number past its end: SIGSEGV), "
+        "DMA_READ/DMA_WRITE sent by the client are served, GET_REGION_IO_FDS is missing (ENOSYS)",
+        ("header", CRASH),
+        ("header", FAIL),
+        ("region_io_fds", FAIL),
+    ),
+    _f(
+        "framing-unchecked",
+        "msg_size is trusted: below 16 the body length underflows (SIGSEGV), above the limit "
+        "the allocation fails (abort); EOF in the middle of a message or of a DMA exchange "
+        "trips an assertion (abort)",
+        ("header", CRASH),
+        ("disconnect", CRASH),
+    ),
     # ---- VERSION (negotiation.py, commands.version)
-    _f("version-unchecked",
-       "VERSION answers the server's own version 1.1 whatever is proposed, any major accepted",
-       ("version", FAIL)),
-    _f("caps-not-negotiated",
-       "the reply's capabilities are the proposal overwritten with the server's own table: "
-       "capabilities not proposed are stated, unknown ones echoed, migration pgsize is the "
-       "server's own 64 KiB",
-       ("version", FAIL), ("version", NON_STRICT)),
-    _f("version-data-required",
-       "VERSION without version data, or without capabilities, is refused (EINVAL)",
-       ("version", FAIL)),
-    _f("version-json-truncated",
-       "the reply's version data is built in a 72-byte buffer: longer JSON is cut short "
-       "(invalid, no NUL)",
-       ("version", FAIL)),
-    _f("version-handling-lax",
-       "VERSION is optional: commands before it are served, a second VERSION renegotiates, "
-       "version data that does not parse is taken as no capabilities",
-       ("version", NON_STRICT)),
-    _f("max-msg-fds-ignored",
-       "max_msg_fds is ignored both ways: replies carry fds whatever the client's limit, and "
-       "the server's own stated limit (4) is not enforced",
-       ("version", FAIL), ("version", NON_STRICT)),
-    _f("refused-fds-leaked",
-       "the fds of a request refused for their number (above max_msg_fds, or not one per "
-       "SET_IRQS sub-index) are never closed",
-       ("version", FAIL), ("set_irqs", NON_STRICT)),
-    _f("migration-cap-missing",
-       "VERSION never answers the migration capability, although the device has a migration "
-       "region",
-       ("region_info", NON_STRICT), ("migration", FAIL)),
+    _f(
+        "version-unchecked",
+        "VERSION answers the server's own version 1.1 whatever is proposed, any major accepted",
+        ("version", FAIL),
+    ),
+    _f(
+        "caps-not-negotiated",
+        "the reply's capabilities are the proposal overwritten with the server's own table: "
+        "capabilities not proposed are stated, unknown ones echoed, migration pgsize is the "
+        "server's own 64 KiB",
+        ("version", FAIL),
+        ("version", NON_STRICT),
+    ),
+    _f(
+        "version-data-required",
+        "VERSION without version data, or without capabilities, is refused (EINVAL)",
+        ("version", FAIL),
+    ),
+    _f(
+        "version-json-truncated",
+        "the reply's version data is built in a 72-byte buffer: longer JSON is cut short "
+        "(invalid, no NUL)",
+        ("version", FAIL),
+    ),
+    _f(
+        "version-handling-lax",
+        "VERSION is optional: commands before it are served, a second VERSION renegotiates, "
+        "version data that does not parse is taken as no capabilities",
+        ("version", NON_STRICT),
+    ),
+    _f(
+        "max-msg-fds-ignored",
+        "max_msg_fds is ignored both ways: replies carry fds whatever the client's limit, and "
+        "the server's own stated limit (4) is not enforced",
+        ("version", FAIL),
+        ("version", NON_STRICT),
+    ),
+    _f(
+        "refused-fds-leaked",
+        "the fds of a request refused for their number (above max_msg_fds, or not one per "
+        "SET_IRQS sub-index) are never closed",
+        ("version", FAIL),
+        ("set_irqs", NON_STRICT),
+    ),
+    _f(
+        "migration-cap-missing",
+        "VERSION never answers the migration capability, although the device has a migration "
+        "region",
+        ("region_info", NON_STRICT),
+        ("migration", FAIL),
+    ),
     # ---- message sizes (commands.py, dirty.py)
-    _f("reply-argsz-wrong",
-       "a reply's argsz counts the bytes sent after the argsz field (sent - 4), not the size "
-       "of the full reply",
-       ("argsz", FAIL), ("device_info", FAIL), ("irq_info", FAIL)),
-    _f("argsz-ignored",
-       "the request's argsz is not looked at: every reply is the full reply (capabilities "
-       "not truncated), argsz below the fixed structure accepted",
-       ("argsz", FAIL), ("argsz", NON_STRICT)),
-    _f("unmap-large-argsz-disconnect",
-       "a DMA_UNMAP whose argsz is larger than the 24-byte entry is taken as a protocol "
-       "error: the connection is closed",
-       ("argsz", FAIL), ("dma", FAIL)),
-    _f("empty-payload-reads-next",
-       "a GET_IRQ_INFO without payload reads its 16 bytes from the stream: the next message "
-       "is consumed",
-       ("argsz", HANG)),
-    _f("payload-size-unchecked",
-       "payload sizes are not checked: short payloads are zero-padded, long ones cut, a "
-       "REGION_WRITE's data taken as count bytes",
-       ("argsz", NON_STRICT)),
+    _f(
+        "reply-argsz-wrong",
+        "a reply's argsz counts the bytes sent after the argsz field (sent - 4), not the size "
+        "of the full reply",
+        ("argsz", FAIL),
+        ("device_info", FAIL),
+        ("irq_info", FAIL),
+    ),
+    _f(
+        "argsz-ignored",
+        "the request's argsz is not looked at: every reply is the full reply (capabilities "
+        "not truncated), argsz below the fixed structure accepted",
+        ("argsz", FAIL),
+        ("argsz", NON_STRICT),
+    ),
+    _f(
+        "unmap-large-argsz-disconnect",
+        "a DMA_UNMAP whose argsz is larger than the 24-byte entry is taken as a protocol "
+        "error: the connection is closed",
+        ("argsz", FAIL),
+        ("dma", FAIL),
+    ),
+    _f(
+        "empty-payload-reads-next",
+        "a GET_IRQ_INFO without payload reads its 16 bytes from the stream: the next message "
+        "is consumed",
+        ("argsz", HANG),
+    ),
+    _f(
+        "payload-size-unchecked",
+        "payload sizes are not checked: short payloads are zero-padded, long ones cut, a "
+        "REGION_WRITE's data taken as count bytes",
+        ("argsz", NON_STRICT),
+    ),
     # ---- DMA_MAP / DMA_UNMAP (commands.py, dma_map.py)
-    _f("dma-map-reply-payload",
-       "the DMA_MAP reply echoes the 32-byte request",
-       ("dma", FAIL)),
-    _f("dma-table-keyed-by-address",
-       "the DMA map table is keyed by start address: overlapping maps are accepted (an "
-       "identical one replaces the old), DMA_UNMAP matches the address only",
-       ("dma", FAIL)),
-    _f("unmap-keeps-mapping",
-       "DMA_UNMAP replies success but leaves the mapping in place",
-       ("dma", FAIL), ("dma_rw", FAIL)),
+    _f("dma-map-reply-payload", "the DMA_MAP reply echoes the 32-byte request", ("dma", FAIL)),
+    _f(
+        "dma-table-keyed-by-address",
+        "the DMA map table is keyed by start address: overlapping maps are accepted (an "
+        "identical one replaces the old), DMA_UNMAP matches the address only",
+        ("dma", FAIL),
+    ),
+    _f(
+        "unmap-keeps-mapping",
+        "DMA_UNMAP replies success but leaves the mapping in place",
+        ("dma", FAIL),
+        ("dma_rw", FAIL),
+    ),
     # ---- device info, reset (commands.py, device.py)
-    _f("device-info-wrong",
-       "DEVICE_GET_INFO reports flags 0 (no PCI, no RESET) and num_regions 6 (the BARs only)",
-       ("device_info", FAIL)),
-    _f("reset-noop",
-       "DEVICE_RESET does nothing and replies with a 4-byte status payload",
-       ("reset", FAIL), ("device_info", FAIL)),
+    _f(
+        "device-info-wrong",
+        "DEVICE_GET_INFO reports flags 0 (no PCI, no RESET) and num_regions 6 (the BARs only)",
+        ("device_info", FAIL),
+    ),
+    _f(
+        "reset-noop",
+        "DEVICE_RESET does nothing and replies with a 4-byte status payload",
+        ("reset", FAIL),
+        ("device_info", FAIL),
+    ),
     # ---- region info and io fds (commands.py)
-    _f("reply-index-zero",
-       "the index of GET_REGION_INFO, GET_REGION_IO_FDS, GET_IRQ_INFO replies and the region "
-       "of REGION_READ/WRITE replies are left 0",
-       ("region_info", FAIL), ("irq_info", FAIL), ("region_rw", FAIL)),
-    _f("region-caps-wrong",
-       "region capabilities are built wrong: CAPS set on every region, sparse mmap areas "
-       "overlapping and past the end, the type capability at version 0",
-       ("region_info", FAIL), ("migration", FAIL)),
-    _f("mmap-offset-unaligned",
-       "the mmap offset of MMAP regions is their byte offset in the device file (0x40), not "
-       "page-aligned",
-       ("region_info", FAIL)),
-    _f("reply-fds-missing",
-       "replies that carry fds are sent without them: an MMAP region without its fd, io fd "
-       "sub-regions without theirs",
-       ("region_info", FAIL), ("region_io_fds", FAIL)),
-    _f("index-wraps",
-       "region and IRQ indexes are taken modulo the device's count instead of being checked",
-       ("region_info", FAIL), ("region_rw", FAIL), ("irq_info", FAIL), ("set_irqs", FAIL)),
-    _f("flags-internal-bit",
-       "an internal bit (1 << 31) leaks into the flags of GET_REGION_INFO, GET_IRQ_INFO and "
-       "GET_REGION_IO_FDS replies",
-       ("irq_info", FAIL), ("region_info", FAIL), ("region_io_fds", FAIL)),
-    _f("ioeventfd-not-eventfd",
-       "the ioeventfd sub-region is served with a pipe instead of an eventfd",
-       ("region_io_fds", FAIL)),
-    _f("must-be-zero-unchecked",
-       "request fields that must be zero (flags, count, ...) are not checked",
-       ("region_io_fds", NON_STRICT)),
+    _f(
+        "reply-index-zero",
+        "the index of GET_REGION_INFO, GET_REGION_IO_FDS, GET_IRQ_INFO replies and the region "
+        "of REGION_READ/WRITE replies are left 0",
+        ("region_info", FAIL),
+        ("irq_info", FAIL),
+        ("region_rw", FAIL),
+    ),
+    _f(
+        "region-caps-wrong",
+        "region capabilities are built wrong: CAPS set on every region, sparse mmap areas "
+        "overlapping and past the end, the type capability at version 0",
+        ("region_info", FAIL),
+        ("migration", FAIL),
+    ),
+    _f(
+        "mmap-offset-unaligned",
+        "the mmap offset of MMAP regions is their byte offset in the device file (0x40), not "
+        "page-aligned",
+        ("region_info", FAIL),
+    ),
+    _f(
+        "reply-fds-missing",
+        "replies that carry fds are sent without them: an MMAP region without its fd, io fd "
+        "sub-regions without theirs",
+        ("region_info", FAIL),
+        ("region_io_fds", FAIL),
+    ),
+    _f(
+        "index-wraps",
+        "region and IRQ indexes are taken modulo the device's count instead of being checked",
+        ("region_info", FAIL),
+        ("region_rw", FAIL),
+        ("irq_info", FAIL),
+        ("set_irqs", FAIL),
+    ),
+    _f(
+        "flags-internal-bit",
+        "an internal bit (1 << 31) leaks into the flags of GET_REGION_INFO, GET_IRQ_INFO and "
+        "GET_REGION_IO_FDS replies",
+        ("irq_info", FAIL),
+        ("region_info", FAIL),
+        ("region_io_fds", FAIL),
+    ),
+    _f(
+        "ioeventfd-not-eventfd",
+        "the ioeventfd sub-region is served with a pipe instead of an eventfd",
+        ("region_io_fds", FAIL),
+    ),
+    _f(
+        "must-be-zero-unchecked",
+        "request fields that must be zero (flags, count, ...) are not checked",
+        ("region_io_fds", NON_STRICT),
+    ),
     # ---- region access (commands.py)
-    _f("region-access-64bit",
-       "the register block (BAR0) is accessed in 64-bit words: REGION_READ data is padded to "
-       "whole 8-byte words, REGION_WRITE stores only its first 8 bytes",
-       ("region_rw", FAIL), ("header", FAIL)),
-    _f("region-access-unchecked",
-       "REGION_READ/WRITE check only the region index: count above max_data_xfer_size, "
-       "accesses past the region's end, READ/WRITE flags are not checked",
-       ("region_rw", FAIL), ("region_rw", NON_STRICT)),
-    _f("short-region-access-hang",
-       "a REGION_READ/WRITE shorter than its 16-byte head makes the server wait forever for "
-       "the rest",
-       ("region_rw", HANG)),
-    _f("xfer-limit-overstated",
-       "the server states max_data_xfer_size 65536 but refuses counts above 4096 (its buffer)",
-       ("region_rw", FAIL)),
+    _f(
+        "region-access-64bit",
+        "the register block (BAR0) is accessed in 64-bit words: REGION_READ data is padded to "
+        "whole 8-byte words, REGION_WRITE stores only its first 8 bytes",
+        ("region_rw", FAIL),
+        ("header", FAIL),
+    ),
+    _f(
+        "region-access-unchecked",
+        "REGION_READ/WRITE check only the region index: count above max_data_xfer_size, "
+        "accesses past the region's end, READ/WRITE flags are not checked",
+        ("region_rw", FAIL),
+        ("region_rw", NON_STRICT),
+    ),
+    _f(
+        "short-region-access-hang",
+        "a REGION_READ/WRITE shorter than its 16-byte head makes the server wait forever for "
+        "the rest",
+        ("region_rw", HANG),
+    ),
+    _f(
+        "xfer-limit-overstated",
+        "the server states max_data_xfer_size 65536 but refuses counts above 4096 (its buffer)",
+        ("region_rw", FAIL),
+    ),
     # ---- interrupts (irqs.py, commands.py)
-    _f("set-irqs-minimal",
-       "SET_IRQS only assigns: nothing is validated (flag combinations, argsz, DATA_BOOL "
-       "length, MASKABLE), de-assign and disable are ignored, the reply echoes the request's "
-       "head",
-       ("set_irqs", FAIL), ("set_irqs", NON_STRICT)),
-    _f("intx-not-signalled",
-       "INTx (IRQ index 0) interrupts are counted but their eventfd is never written",
-       ("set_irqs", FAIL)),
-    _f("unexpected-fds-abort",
-       "fds that come with a SET_IRQS without DATA_EVENTFD trip an assertion (abort)",
-       ("set_irqs", CRASH)),
+    _f(
+        "set-irqs-minimal",
+        "SET_IRQS only assigns: nothing is validated (flag combinations, argsz, DATA_BOOL "
+        "length, MASKABLE), de-assign and disable are ignored, the reply echoes the request's "
+        "head",
+        ("set_irqs", FAIL),
+        ("set_irqs", NON_STRICT),
+    ),
+    _f(
+        "intx-not-signalled",
+        "INTx (IRQ index 0) interrupts are counted but their eventfd is never written",
+        ("set_irqs", FAIL),
+    ),
+    _f(
+        "unexpected-fds-abort",
+        "fds that come with a SET_IRQS without DATA_EVENTFD trip an assertion (abort)",
+        ("set_irqs", CRASH),
+    ),
     # ---- the server's DMA (dma_engine.py, dma_map.py)
-    _f("dma-access-wrong",
-       "DMA_READ/DMA_WRITE carry the offset into the mapping instead of the client address, "
-       "fd-backed mappings are mapped MAP_PRIVATE",
-       ("dma_rw", FAIL)),
+    _f(
+        "dma-access-wrong",
+        "DMA_READ/DMA_WRITE carry the offset into the mapping instead of the client address, "
+        "fd-backed mappings are mapped MAP_PRIVATE",
+        ("dma_rw", FAIL),
+    ),
     # ---- disconnect (connection.py, device.py)
-    _f("disconnect-cleanup-wrong",
-       "on disconnect the server resets the device instead of releasing the client: its DMA "
-       "maps (and their fds) and IRQ eventfds stay",
-       ("disconnect", NON_STRICT)),
+    _f(
+        "disconnect-cleanup-wrong",
+        "on disconnect the server resets the device instead of releasing the client: its DMA "
+        "maps (and their fds) and IRQ eventfds stay",
+        ("disconnect", NON_STRICT),
+    ),
     # ---- migration (migration.py, device.py)
-    _f("migration-starts-stopped",
-       "device_state starts at 0 (stopped), not running",
-       ("migration", FAIL)),
-    _f("failed-transition-changes-state",
-       "device_state is stored before the transition is checked: a refused transition still "
-       "changes the state",
-       ("migration", FAIL)),
-    _f("migration-info-fields-wrong",
-       "the migration info's field table is wrong: pending_bytes and data_offset are "
-       "writable, reserved refused, each read of pending_bytes starts a new chunk",
-       ("migration", FAIL)),
-    _f("data-offset-past-region",
-       "data_offset points 2 KiB before the region's end: the data on offer runs past it",
-       ("migration", FAIL)),
-    _f("precopy-to-stopcopy-needs-drain",
-       "pre-copy -> stop-and-copy is refused (EBUSY) while a chunk is on offer",
-       ("migration", FAIL)),
-    _f("resume-data-lost",
-       "the destination keeps only the first 64 KiB of the device state (a fixed buffer), "
-       "checks no chunk and resumes with what it has",
-       ("migration", FAIL), ("migration", NON_STRICT)),
+    _f(
+        "migration-starts-stopped",
+        "device_state starts at 0 (stopped), not running",
+        ("migration", FAIL),
+    ),
+    _f(
+        "failed-transition-changes-state",
+        "device_state is stored before the transition is checked: a refused transition still "
+        "changes the state",
+        ("migration", FAIL),
+    ),
+    _f(
+        "migration-info-fields-wrong",
+        "the migration info's field table is wrong: pending_bytes and data_offset are "
+        "writable, reserved refused, each read of pending_bytes starts a new chunk",
+        ("migration", FAIL),
+    ),
+    _f(
+        "data-offset-past-region",
+        "data_offset points 2 KiB before the region's end: the data on offer runs past it",
+        ("migration", FAIL),
+    ),
+    _f(
+        "precopy-to-stopcopy-needs-drain",
+        "pre-copy -> stop-and-copy is refused (EBUSY) while a chunk is on offer",
+        ("migration", FAIL),
+    ),
+    _f(
+        "resume-data-lost",
+        "the destination keeps only the first 64 KiB of the device state (a fixed buffer), "
+        "checks no chunk and resumes with what it has",
+        ("migration", FAIL),
+        ("migration", NON_STRICT),
+    ),
     # ---- dirty page logging (dirty.py, dma_engine.py)
-    _f("dirty-logging-always-on",
-       "dirty logging is always on: START/STOP do nothing (replying with the request), flags "
-       "are not validated, bitmaps are served before START",
-       ("dirty_pages", FAIL), ("dma", NON_STRICT)),
-    _f("dirty-bitmap-wrong",
-       "dirty bitmaps are sized in bytes, not u64s, and writes through fd-backed mappings "
-       "are not logged",
-       ("dirty_pages", FAIL), ("dma", FAIL)),
+    _f(
+        "dirty-logging-always-on",
+        "dirty logging is always on: START/STOP do nothing (replying with the request), flags "
+        "are not validated, bitmaps are served before START",
+        ("dirty_pages", FAIL),
+        ("dma", NON_STRICT),
+    ),
+    _f(
+        "dirty-bitmap-wrong",
+        "dirty bitmaps are sized in bytes, not u64s, and writes through fd-backed mappings "
+        "are not logged",
+        ("dirty_pages", FAIL),
+        ("dma", FAIL),
+    ),
     # ---- the program (server.py, __main__.py): runs limited to the sections they affect
-    _f("exit-after-client",
-       "the server exits when its first client disconnects",
-       ("disconnect", INFORMATIONAL), scope=("disconnect",)),
-    _f("fd-ignored",
-       "--fd is accepted but ignored: the server listens on a socket path of its own",
-       ("backend", HANG), scope=("backend",)),
-    _f("daemonize",
-       "the server daemonizes (double fork; the process started exits once the copy listens)",
-       ("backend", FAIL), scope=("backend",)),
-    _f("sigterm-ignored-with-client",
-       "SIGTERM is acted on only between clients: with a client connected it is ignored",
-       ("backend", FAIL), scope=("backend",)),
-    _f("socket-path-unsupported",
-       "--socket-path is not accepted (only --fd)",
-       ("backend", FAIL), scope=("backend",), option="--fd={fd}"),
+    _f(
+        "exit-after-client",
+        "the server exits when its first client disconnects",
+        ("disconnect", INFORMATIONAL),
+        scope=("disconnect",),
+    ),
+    _f(
+        "fd-ignored",
+        "--fd is accepted but ignored: the server listens on a socket path of its own",
+        ("backend", HANG),
+        scope=("backend",),
+    ),
+    _f(
+        "daemonize",
+        "the server daemonizes (double fork; the process started exits once the copy listens)",
+        ("backend", FAIL),
+        scope=("backend",),
+    ),
+    _f(
+        "sigterm-ignored-with-client",
+        "SIGTERM is acted on only between clients: with a client connected it is ignored",
+        ("backend", FAIL),
+        scope=("backend",),
+    ),
+    _f(
+        "socket-path-unsupported",
+        "--socket-path is not accepted (only --fd)",
+        ("backend", FAIL),
+        scope=("backend",),
+        option="--fd={fd}",
+    ),
 )
 
 CATALOGUE: dict[str, Fault] = {f.name: f for f in _CATALOGUE}
@@ -288,8 +440,10 @@ def enable(names) -> None:
     """Turn faults on (at startup, before any client); ValueError for an unknown name."""
     unknown = sorted(set(names) - set(CATALOGUE))
     if unknown:
-        raise ValueError(f"unknown fault{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(unknown)}; the faults are: {', '.join(CATALOGUE)}")
+        raise ValueError(
+            f"unknown fault{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)}; the faults are: {', '.join(CATALOGUE)}"
+        )
     FAULTS.update(names)
 
 

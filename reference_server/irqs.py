@@ -154,8 +154,9 @@ class Irqs:
             if "set-irqs-minimal" in FAULTS:
                 return self._set_irqs_minimal(req, fds)
         if req.argsz != payload_size:
-            raise VfioError(errno.EINVAL, f"argsz {req.argsz} is not the payload size "
-                                          f"{payload_size}")
+            raise VfioError(
+                errno.EINVAL, f"argsz {req.argsz} is not the payload size {payload_size}"
+            )
         if req.flags & ~_ALL_SET_FLAGS:
             raise VfioError(errno.EINVAL, f"undefined flag bits {req.flags & ~_ALL_SET_FLAGS:#x}")
         data = req.flags & IRQ_SET_DATA_MASK
@@ -167,8 +168,9 @@ class Irqs:
         irq = self.indexes[req.index]
         if data == IrqSetFlags.DATA_BOOL:
             if len(req.data) != req.count:
-                raise VfioError(errno.EINVAL, f"DATA_BOOL needs {req.count} bytes of data, "
-                                              f"got {len(req.data)}")
+                raise VfioError(
+                    errno.EINVAL, f"DATA_BOOL needs {req.count} bytes of data, got {len(req.data)}"
+                )
         elif req.data:
             raise VfioError(errno.EINVAL, "data bytes without DATA_BOOL")
         if action != IrqSetFlags.ACTION_TRIGGER and not irq.maskable:
@@ -179,16 +181,22 @@ class Irqs:
                 return
             raise VfioError(errno.EINVAL, "count 0 is only for start 0 with DATA_NONE")
         if req.start >= irq.count or req.start + req.count > irq.count:
-            raise VfioError(errno.EINVAL, f"sub-indexes {req.start}+{req.count} exceed the "
-                                          f"{irq.count} of IRQ type {req.index}")
+            raise VfioError(
+                errno.EINVAL,
+                f"sub-indexes {req.start}+{req.count} exceed the "
+                f"{irq.count} of IRQ type {req.index}",
+            )
         subs = range(req.start, req.start + req.count)
         if data == IrqSetFlags.DATA_EVENTFD:
             self._assign(irq, action, subs, fds)
             return
         if data == IrqSetFlags.DATA_BOOL:
             subs = [s for s, b in zip(subs, req.data, strict=True) if b]
-        op = {IrqSetFlags.ACTION_TRIGGER: irq.fire, IrqSetFlags.ACTION_MASK: irq.mask,
-              IrqSetFlags.ACTION_UNMASK: irq.unmask}[action]
+        op = {
+            IrqSetFlags.ACTION_TRIGGER: irq.fire,
+            IrqSetFlags.ACTION_MASK: irq.mask,
+            IrqSetFlags.ACTION_UNMASK: irq.unmask,
+        }[action]
         for s in subs:
             op(s)
 
@@ -201,14 +209,20 @@ class Irqs:
         if req.count == 0:
             return  # "disable": nothing to do
         if req.start + req.count > irq.count:
-            raise VfioError(errno.EINVAL, f"sub-indexes {req.start}+{req.count} exceed the "
-                                          f"{irq.count} of IRQ type {req.index}")
+            raise VfioError(
+                errno.EINVAL,
+                f"sub-indexes {req.start}+{req.count} exceed the "
+                f"{irq.count} of IRQ type {req.index}",
+            )
         flags = req.flags
         data = flags & -flags & int(IRQ_SET_DATA_MASK) or int(IrqSetFlags.DATA_NONE)
-        action = (flags & int(IRQ_SET_ACTION_MASK))
+        action = flags & int(IRQ_SET_ACTION_MASK)
         action = action & -action or int(IrqSetFlags.ACTION_TRIGGER)
-        table = {IrqSetFlags.ACTION_TRIGGER: irq.trigger, IrqSetFlags.ACTION_MASK: irq.mask_fd,
-                 IrqSetFlags.ACTION_UNMASK: irq.unmask_fd}[action]
+        table = {
+            IrqSetFlags.ACTION_TRIGGER: irq.trigger,
+            IrqSetFlags.ACTION_MASK: irq.mask_fd,
+            IrqSetFlags.ACTION_UNMASK: irq.unmask_fd,
+        }[action]
         subs = range(req.start, req.start + req.count)
         if data == IrqSetFlags.DATA_EVENTFD:
             for s, fd in zip(subs, list(fds), strict=False):
@@ -218,8 +232,11 @@ class Irqs:
             return
         if data == IrqSetFlags.DATA_BOOL:
             subs = [s for s, b in zip(subs, req.data, strict=False) if b]
-        op = {IrqSetFlags.ACTION_TRIGGER: irq.fire, IrqSetFlags.ACTION_MASK: irq.mask,
-              IrqSetFlags.ACTION_UNMASK: irq.unmask}[action]
+        op = {
+            IrqSetFlags.ACTION_TRIGGER: irq.fire,
+            IrqSetFlags.ACTION_MASK: irq.mask,
+            IrqSetFlags.ACTION_UNMASK: irq.unmask,
+        }[action]
         for s in subs:
             op(s)
 
@@ -227,18 +244,28 @@ class Irqs:
         if fds and len(fds) != len(subs):
             if "refused-fds-leaked" in FAULTS:
                 fds.clear()  # the error path forgets them: never closed
-            raise VfioError(errno.EINVAL, f"DATA_EVENTFD for {len(subs)} sub-indexes came "
-                                          f"with {len(fds)} fds")
+            raise VfioError(
+                errno.EINVAL, f"DATA_EVENTFD for {len(subs)} sub-indexes came with {len(fds)} fds"
+            )
         for fd in fds:
             if not is_eventfd(fd):
                 raise VfioError(errno.EINVAL, f"fd {fd} is not an eventfd")
-        table = {IrqSetFlags.ACTION_TRIGGER: irq.trigger, IrqSetFlags.ACTION_MASK: irq.mask_fd,
-                 IrqSetFlags.ACTION_UNMASK: irq.unmask_fd}[action]
-        if (fds and action == IrqSetFlags.ACTION_TRIGGER and irq.flags & IrqInfoFlags.NORESIZE
-                and any(fd is not None for fd in irq.trigger)
-                and any(irq.trigger[s] is None for s in subs)):
-            raise VfioError(errno.EINVAL, f"IRQ type {irq.index} is NORESIZE: disable it before "
-                                          "enabling more sub-indexes")
+        table = {
+            IrqSetFlags.ACTION_TRIGGER: irq.trigger,
+            IrqSetFlags.ACTION_MASK: irq.mask_fd,
+            IrqSetFlags.ACTION_UNMASK: irq.unmask_fd,
+        }[action]
+        if (
+            fds
+            and action == IrqSetFlags.ACTION_TRIGGER
+            and irq.flags & IrqInfoFlags.NORESIZE
+            and any(fd is not None for fd in irq.trigger)
+            and any(irq.trigger[s] is None for s in subs)
+        ):
+            raise VfioError(
+                errno.EINVAL,
+                f"IRQ type {irq.index} is NORESIZE: disable it before enabling more sub-indexes",
+            )
         for i, s in enumerate(subs):
             _close(table[s])
             table[s] = fds[i] if fds else None

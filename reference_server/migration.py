@@ -107,15 +107,18 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _INFO = MigrationInfo.SIZE
 _STATE, _RESERVED = MigrationInfo.DEVICE_STATE, MigrationInfo.RESERVED
-_PENDING, _DOFF, _DSIZE = (MigrationInfo.PENDING_BYTES, MigrationInfo.DATA_OFFSET,
-                           MigrationInfo.DATA_SIZE)
+_PENDING, _DOFF, _DSIZE = (
+    MigrationInfo.PENDING_BYTES,
+    MigrationInfo.DATA_OFFSET,
+    MigrationInfo.DATA_SIZE,
+)
 _SAVING = (S.PRE_COPY, S.STOP_AND_COPY)
 
 
 def pieces(blob: bytes, kind: int, chunk_max: int) -> list[tuple[int, int, int, bytes]]:
     """``blob`` cut for chunks of at most ``chunk_max`` bytes: (kind, offset, total, piece)."""
     room = chunk_max - HEADER.size
-    return [(kind, off, len(blob), blob[off:off + room]) for off in range(0, len(blob), room)]
+    return [(kind, off, len(blob), blob[off : off + room]) for off in range(0, len(blob), room)]
 
 
 def chunk(seq: int, kind: int, offset: int, total: int, piece: bytes) -> bytes:
@@ -177,12 +180,16 @@ class MigrationRegion(Region):
             return  # not a transition: nothing to do
         if "failed-transition-changes-state" in FAULTS:
             self.state = new  # stored first; a refusal below leaves it
-        if ("precopy-to-stopcopy-needs-drain" in FAULTS and (old, new) == (
-                S.PRE_COPY, S.STOP_AND_COPY) and self._offered is not None):
+        if (
+            "precopy-to-stopcopy-needs-drain" in FAULTS
+            and (old, new) == (S.PRE_COPY, S.STOP_AND_COPY)
+            and self._offered is not None
+        ):
             raise VfioError(errno.EBUSY, "a pre-copy chunk is still on offer")
         if not v1_transition_valid(old, new):
-            raise VfioError(errno.EINVAL, f"device_state {old:03b} -> {new:#x} is not a valid "
-                                          "transition")
+            raise VfioError(
+                errno.EINVAL, f"device_state {old:03b} -> {new:#x} is not a valid transition"
+            )
         if old == S.RESUMING:
             self._resume()  # raises (and the state stays) when the data cannot be applied
         if new in (S.PRE_COPY, S.STOP_AND_COPY):
@@ -206,8 +213,11 @@ class MigrationRegion(Region):
         if self._next_seq == 0:
             return  # nothing came: the device runs on as it is
         if self._kind != FINAL or self._got != self._total:
-            what = ("only pre-copy data came" if self._kind != FINAL else
-                    f"{self._got} of the {self._total} bytes of the device state came")
+            what = (
+                "only pre-copy data came"
+                if self._kind != FINAL
+                else f"{self._got} of the {self._total} bytes of the device state came"
+            )
             raise VfioError(errno.EINVAL, f"incomplete migration data: {what}")
         try:
             self._device.load_state(bytes(self._final))
@@ -232,7 +242,7 @@ class MigrationRegion(Region):
         if self.state in _SAVING and self._offered is None and self._queue:
             data = chunk(self._seq, *self._queue.popleft())
             self._seq += 1
-            self._area[:len(data)] = data
+            self._area[: len(data)] = data
             self._offered = data
             self.data_size = len(data)
         if FAULTS:
@@ -249,19 +259,24 @@ class MigrationRegion(Region):
             self._take_unchecked(n)
             return
         if not HEADER.size <= n <= len(self._area):
-            raise VfioError(errno.EINVAL, f"data_size {n} is not the size of a chunk "
-                                          f"({HEADER.size}..{len(self._area)})")
+            raise VfioError(
+                errno.EINVAL,
+                f"data_size {n} is not the size of a chunk ({HEADER.size}..{len(self._area)})",
+            )
         data = bytes(self._area[:n])
         magic, seq, kind, off, total, crc, length = HEADER.unpack_from(data)
-        payload = data[HEADER.size:]
+        payload = data[HEADER.size :]
         if magic != MAGIC:
             raise VfioError(errno.EINVAL, "not migration data of this server (bad magic)")
         if length != len(payload) or length == 0:
-            raise VfioError(errno.EINVAL, f"data_size {n} does not match the chunk's length "
-                                          f"{HEADER.size} + {length}")
+            raise VfioError(
+                errno.EINVAL,
+                f"data_size {n} does not match the chunk's length {HEADER.size} + {length}",
+            )
         if seq != self._next_seq:
-            raise VfioError(errno.EINVAL, f"chunk {seq} came where chunk {self._next_seq} "
-                                          "was expected")
+            raise VfioError(
+                errno.EINVAL, f"chunk {seq} came where chunk {self._next_seq} was expected"
+            )
         if kind not in (PRECOPY, FINAL) or (kind == PRECOPY and self._kind == FINAL):
             raise VfioError(errno.EINVAL, f"chunk {seq} has kind {kind} after kind {self._kind}")
         first = kind != self._kind
@@ -282,13 +297,13 @@ class MigrationRegion(Region):
 
     def _take_unchecked(self, n: int) -> None:
         """Fault resume-data-lost: the payload of whatever came is appended, unchecked."""
-        data = bytes(self._area[:min(n, len(self._area))])
+        data = bytes(self._area[: min(n, len(self._area))])
         if len(data) >= HEADER.size:
             kind = HEADER.unpack_from(data)[2]
             if kind == FINAL:
                 if self._kind != FINAL:
                     self._final = bytearray()
-                self._final += data[HEADER.size:]
+                self._final += data[HEADER.size :]
             self._kind = kind
         self._next_seq += 1
         self.data_size = n
@@ -296,8 +311,7 @@ class MigrationRegion(Region):
     # ---- Region interface
 
     def _info_bytes(self) -> bytes:
-        return MigrationInfo(self.state, 0, self.pending_bytes, DATA_OFFSET,
-                             self.data_size).pack()
+        return MigrationInfo(self.state, 0, self.pending_bytes, DATA_OFFSET, self.data_size).pack()
 
     def read(self, offset: int, count: int) -> bytes:
         if (offset, count) == (_PENDING, 8):
@@ -307,12 +321,12 @@ class MigrationRegion(Region):
         end = offset + count
         out = bytearray()
         if offset < _INFO:
-            out += self._info_bytes()[offset:min(end, _INFO)]
+            out += self._info_bytes()[offset : min(end, _INFO)]
         if offset < DATA_OFFSET and end > _INFO:
             out += bytes(min(end, DATA_OFFSET) - max(offset, _INFO))
         if end > DATA_OFFSET:
             lo = max(offset, DATA_OFFSET) - DATA_OFFSET
-            out += self._area[lo:end - DATA_OFFSET]
+            out += self._area[lo : end - DATA_OFFSET]
         return bytes(out)
 
     def write(self, offset: int, data: bytes) -> None:
@@ -320,15 +334,17 @@ class MigrationRegion(Region):
         if offset >= DATA_OFFSET:
             if self.state != S.RESUMING:
                 raise VfioError(errno.EPERM, "the data area is written only while RESUMING")
-            self._area[offset - DATA_OFFSET:end - DATA_OFFSET] = data
+            self._area[offset - DATA_OFFSET : end - DATA_OFFSET] = data
             return
         if _RESERVED <= offset and end <= _RESERVED + 4:
             if "migration-info-fields-wrong" in FAULTS:
                 raise VfioError(errno.EINVAL, "reserved is not writable")
             return  # reserved: ignored
         if offset >= _INFO:
-            raise VfioError(errno.EINVAL, f"[{offset:#x}, {end:#x}) is outside the migration "
-                                          "info and the data area")
+            raise VfioError(
+                errno.EINVAL,
+                f"[{offset:#x}, {end:#x}) is outside the migration info and the data area",
+            )
         if (offset, len(data)) == (_STATE, 4):
             self._set_state(_U32.unpack(data)[0])
         elif (offset, len(data)) in ((_PENDING, 8), (_DOFF, 8)):
@@ -342,5 +358,8 @@ class MigrationRegion(Region):
                 raise VfioError(errno.EPERM, "data_size is written only while RESUMING")
             self._consume(_U64.unpack(data)[0])
         else:
-            raise VfioError(errno.EINVAL, f"a write of [{offset:#x}, {end:#x}) is not one "
-                                          "whole field of vfio_device_migration_info")
+            raise VfioError(
+                errno.EINVAL,
+                f"a write of [{offset:#x}, {end:#x}) is not one "
+                "whole field of vfio_device_migration_info",
+            )

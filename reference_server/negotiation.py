@@ -47,8 +47,9 @@ class ClientLimits:
     minor: int = 0
 
 
-def negotiate(payload: bytes, server: ServerConfig, revision: str,
-              supports_migration: bool) -> tuple[bytes, ClientLimits]:
+def negotiate(
+    payload: bytes, server: ServerConfig, revision: str, supports_migration: bool
+) -> tuple[bytes, ClientLimits]:
     try:
         req = Version.unpack(payload)
     except CodecError as e:
@@ -78,8 +79,9 @@ def negotiate(payload: bytes, server: ServerConfig, revision: str,
     return Version(MAJOR, minor, json).pack(), limits
 
 
-def _faulty(req: Version, json: dict | None, limits: ClientLimits,
-            supports_migration: bool) -> tuple[bytes, ClientLimits]:
+def _faulty(
+    req: Version, json: dict | None, limits: ClientLimits, supports_migration: bool
+) -> tuple[bytes, ClientLimits]:
     """The VERSION reply under the faults of faults.py."""
     major, minor = MAJOR, limits.minor
     if "version-unchecked" in FAULTS:
@@ -87,23 +89,26 @@ def _faulty(req: Version, json: dict | None, limits: ClientLimits,
     if json is not None:
         mine = json["capabilities"]
         if "caps-not-negotiated" in FAULTS:
-            mine = {**req.capabilities.raw, "max_msg_fds": mine.get("max_msg_fds", 16),
-                    "max_data_xfer_size": mine.get("max_data_xfer_size", 1 << 20)}
+            mine = {
+                **req.capabilities.raw,
+                "max_msg_fds": mine.get("max_msg_fds", 16),
+                "max_data_xfer_size": mine.get("max_data_xfer_size", 1 << 20),
+            }
             if supports_migration:
                 mine["migration"] = {"pgsize": 1 << 16}
                 if limits.migration_pgsize is not None:
-                    limits = ClientLimits(limits.max_msg_fds, limits.max_data_xfer_size,
-                                          1 << 16, limits.minor)
+                    limits = ClientLimits(
+                        limits.max_msg_fds, limits.max_data_xfer_size, 1 << 16, limits.minor
+                    )
         if "max-msg-fds-ignored" in FAULTS and "max_msg_fds" in mine:
             mine["max_msg_fds"] = 4
         if "xfer-limit-overstated" in FAULTS and "max_data_xfer_size" in mine:
             mine["max_data_xfer_size"] = 1 << 16
         if "migration-cap-missing" in FAULTS:
             mine.pop("migration", None)
-            limits = ClientLimits(limits.max_msg_fds, limits.max_data_xfer_size, None,
-                                  limits.minor)
+            limits = ClientLimits(limits.max_msg_fds, limits.max_data_xfer_size, None, limits.minor)
         json = {"capabilities": mine}
     reply = Version(major, minor, json).pack()
     if "version-json-truncated" in FAULTS and len(reply) > 4 + 72:
-        reply = reply[:4 + 72]  # what a 72-byte buffer holds: no closing brace, no NUL
+        reply = reply[: 4 + 72]  # what a 72-byte buffer holds: no closing brace, no NUL
     return reply, limits

@@ -45,7 +45,7 @@ class ConfigSpace(Region):
         self._img = bytearray(img)
 
     def read(self, offset: int, count: int) -> bytes:
-        return bytes(self._img[offset:offset + count])
+        return bytes(self._img[offset : offset + count])
 
     def write(self, offset: int, data: bytes) -> None:
         end = offset + len(data)

@@ -25,7 +25,9 @@ def pytest_vfu_trigger_irq(client, device, index: int, subindex: int):
     return True
 
 
-def pytest_vfu_trigger_dma(client, device, direction: str, address: int, length: int, device_offset: int):
+def pytest_vfu_trigger_dma(
+    client, device, direction: str, address: int, length: int, device_offset: int
+):
     """Program the DMA engine and ring its doorbell; returns the doorbell's REGION_WRITE reply.
 
     The reply comes once the copy is done (the client serves the server's
@@ -48,7 +50,10 @@ def pytest_vfu_trigger_dma(client, device, direction: str, address: int, length:
 def pytest_vfu_device_state(client, device):
     """BAR0's registers, both RAM regions and config space, concatenated."""
     parts = [client.region_read(R.REGISTERS_REGION, 0, R.REG_NOTIFY_COUNT + 4)]
-    for region, size in ((R.RAM_REGION, R.RAM_SIZE), (R.DMA_RAM_REGION, R.DMA_RAM_SIZE),
-                         (R.CONFIG_REGION, R.CONFIG_SIZE)):
+    for region, size in (
+        (R.RAM_REGION, R.RAM_SIZE),
+        (R.DMA_RAM_REGION, R.DMA_RAM_SIZE),
+        (R.CONFIG_REGION, R.CONFIG_SIZE),
+    ):
         parts.append(client.region_read(region, 0, size))
     return b"".join(reply.check().body.data for reply in parts)

@@ -65,15 +65,17 @@ class RamRegion(Region):
 
     kind = "ram"
 
-    def __init__(self, name: str, size: int, flags: int,
-                 sparse_areas: tuple[tuple[int, int], ...] = ()):
+    def __init__(
+        self, name: str, size: int, flags: int, sparse_areas: tuple[tuple[int, int], ...] = ()
+    ):
         self.size = size
         self.flags = int(flags)  # plain ints: IntFlag arithmetic is slow on the hot path
         fd = os.memfd_create(f"vfio-user-ref-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, size)
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
-                        fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            fcntl.fcntl(
+                fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+            )
             self.mem = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
@@ -85,10 +87,10 @@ class RamRegion(Region):
                 self.caps = (SparseMmapCap(tuple(sparse_areas)),)
 
     def read(self, offset: int, count: int) -> bytes:
-        return self.mem[offset:offset + count]
+        return self.mem[offset : offset + count]
 
     def write(self, offset: int, data: bytes) -> None:
-        self.mem[offset:offset + len(data)] = data
+        self.mem[offset : offset + len(data)] = data
 
     def save(self) -> bytes:
         return self.mem[:]
@@ -114,7 +116,7 @@ class PatternRegion(Region):
         self._data = registers.pattern_bytes(0, size)
 
     def read(self, offset: int, count: int) -> bytes:
-        return self._data[offset:offset + count]
+        return self._data[offset : offset + count]
 
 
 class SinkRegion(Region):

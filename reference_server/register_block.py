@@ -20,8 +20,13 @@ from .regions import Region
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_WRITABLE = ((R.REG_SCRATCH, 4 * R.SCRATCH_COUNT), (R.REG_DMA_DEV_OFFSET, 8),
-             (R.REG_DMA_CLIENT_ADDR, 8), (R.REG_DMA_LENGTH, 4), (R.REG_DMA_DIRECTION, 4))
+_WRITABLE = (
+    (R.REG_SCRATCH, 4 * R.SCRATCH_COUNT),
+    (R.REG_DMA_DEV_OFFSET, 8),
+    (R.REG_DMA_CLIENT_ADDR, 8),
+    (R.REG_DMA_LENGTH, 4),
+    (R.REG_DMA_DIRECTION, 4),
+)
 
 
 class RegisterBlock(Region):
@@ -34,7 +39,7 @@ class RegisterBlock(Region):
         self._regs = bytearray(size)
         mask = bytearray(size)
         for off, n in _WRITABLE:
-            mask[off:off + n] = b"\xff" * n
+            mask[off : off + n] = b"\xff" * n
         self._mask = bytes(mask)
         # The ioeventfd behind the NOTIFY doorbell (DEVICE_GET_REGION_IO_FDS).
         self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -61,7 +66,7 @@ class RegisterBlock(Region):
             # The client's eventfd writes are noticed when someone looks.
             self._notify_count += self._drain_notify()
             _U32.pack_into(self._regs, R.REG_NOTIFY_COUNT, self._notify_count & 0xFFFFFFFF)
-        return bytes(self._regs[offset:offset + count])
+        return bytes(self._regs[offset : offset + count])
 
     def write(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
@@ -115,4 +120,4 @@ def _written(offset: int, data: bytes, reg: int, width: int = 4) -> int | None:
     lo, hi = max(offset, reg), min(offset + len(data), reg + width)
     if lo >= hi:
         return None
-    return int.from_bytes(data[lo - offset:hi - offset], "little") << (8 * (lo - reg))
+    return int.from_bytes(data[lo - offset : hi - offset], "little") << (8 * (lo - reg))

@@ -16,7 +16,7 @@ import socket
 import stat
 import time
 
-from pytest_vfiouser.client.busy_poll import CEILING_NS
+from pytest_vfiouser._unix import CEILING_NS
 
 from .connection import Connection
 from .errors import Terminate
@@ -100,8 +100,7 @@ def inherited_socket(fd: int) -> tuple[socket.socket, bool]:
 
 
 class Server:
-    def __init__(self, device, revision: str, trace: bool = False,
-                 busy_poll_ns: int = CEILING_NS):
+    def __init__(self, device, revision: str, trace: bool = False, busy_poll_ns: int = CEILING_NS):
         self.device = device
         self.revision = revision
         self.trace = trace

@@ -32,9 +32,17 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE_PROFILE = REPO / "reference_server" / "profiles" / "default.toml"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
 
 _ROOT = Path(tempfile.mkdtemp(prefix="vfu-reports-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
@@ -45,7 +53,10 @@ def cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProc
     inner = () if args[:1] == ("compare",) else ("-p", "no:hypothesispytest")
     return subprocess.run(
         [sys.executable, "-m", "pytest_vfiouser.cli", *inner, *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -101,7 +112,9 @@ def reference_b_run() -> CliRun:
     assert '\nname = "reference"\n' in text
     text = text.replace('\nname = "reference"\n', '\nname = "reference-b"\n')
     profile.write_text(text + '\n[baseline]\n"device_info/reply-argsz" = "a test of the reports"\n')
-    return _run("reference-b", "--vfu-section", "device_info", "--vfu-profile", str(profile), expect=0)
+    return _run(
+        "reference-b", "--vfu-section", "device_info", "--vfu-profile", str(profile), expect=0
+    )
 
 
 @functools.cache
@@ -109,8 +122,16 @@ def failing_run() -> CliRun:
     directory = _ROOT / "script"
     directory.mkdir()
     server = script_server(directory, "--abort-on", "13")
-    return _run("failing", "--vfu-server", server, "--vfu-section", "device_info",
-                "--vfu-env", "PYTHONVERBOSE=1", expect=1)
+    return _run(
+        "failing",
+        "--vfu-server",
+        server,
+        "--vfu-section",
+        "device_info",
+        "--vfu-env",
+        "PYTHONVERBOSE=1",
+        expect=1,
+    )
 
 
 def differing(*runs: CliRun) -> set[str]:
@@ -124,9 +145,12 @@ def differing(*runs: CliRun) -> set[str]:
 def browser():
     """A headless Chromium (selenium); skips without chromium, chromedriver or selenium."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip(f"no {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
-                                    "(pip install '.[test]')")
+        pytest.skip(
+            f"no {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install chromium chromium-driver)"
+        )
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install '.[test]')"
+    )
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

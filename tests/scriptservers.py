@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, signal, socket, struct, sys, time
 path, flags = sys.argv[1], sys.argv[2:]
 def opt(name):
@@ -91,7 +91,7 @@ while True:
         os.abort()
     if "--once" in flags:
         sys.exit(0)
-'''
+"""
 
 
 def script_server(directory: Path, *flags: str, fd: bool = False) -> str:

@@ -23,8 +23,8 @@ from test_server_cli import run
 from test_server_support import RefServer
 
 from pytest_vfiouser import protocol as P
+from pytest_vfiouser._unix import GROW_START_NS, MIN_NS, BusyPoll
 from pytest_vfiouser.client import Timeout
-from pytest_vfiouser.client.busy_poll import GROW_START_NS, MIN_NS, BusyPoll
 
 ANC = socket.CMSG_SPACE(4 * 4)
 
@@ -33,6 +33,7 @@ def send_later(sock: socket.socket, delay: float, data: bytes, fds=()) -> thread
     def send():
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         sock.sendmsg([data], anc)
+
     t = threading.Timer(delay, send)
     t.start()
     return t
@@ -106,16 +107,19 @@ def test_a_long_wait_shrinks_the_window_to_closed(pair):
     assert GROW_START_NS // 4 >= MIN_NS > GROW_START_NS // 8
 
 
-@pytest.mark.parametrize("window, waited, after", [
-    (0, 30_000, GROW_START_NS),  # a gap a poll would have caught: open
-    (50_000, 80_000, 100_000),  # longer than the window, within the ceiling: double
-    (100_000, 150_000, 200_000),
-    (200_000, 199_000, 200_000),  # never beyond the ceiling
-    (100_000, 90_000, 100_000),  # within the window (the poll ran out just before): keep
-    (200_000, 250_000, 100_000),  # beyond the ceiling: halve
-    (12_000, 1_000_000, 0),  # halved below MIN_NS: closed
-    (0, 1_000_000, 0),
-])
+@pytest.mark.parametrize(
+    "window, waited, after",
+    [
+        (0, 30_000, GROW_START_NS),  # a gap a poll would have caught: open
+        (50_000, 80_000, 100_000),  # longer than the window, within the ceiling: double
+        (100_000, 150_000, 200_000),
+        (200_000, 199_000, 200_000),  # never beyond the ceiling
+        (100_000, 90_000, 100_000),  # within the window (the poll ran out just before): keep
+        (200_000, 250_000, 100_000),  # beyond the ceiling: halve
+        (12_000, 1_000_000, 0),  # halved below MIN_NS: closed
+        (0, 1_000_000, 0),
+    ],
+)
 def test_window_adjustment(window, waited, after):
     poll = BusyPoll(ceiling_ns=200_000)
     poll.window_ns = window
@@ -134,8 +138,7 @@ def test_client_reply_with_and_without_polling(poll_ns, polled):
         wall = time.monotonic() - wall
         t.join()
         assert wall >= 0.04
-        assert (client.busy_poll.caught, client.busy_poll.blocked) == (int(polled),
-                                                                       int(not polled))
+        assert (client.busy_poll.caught, client.busy_poll.blocked) == (int(polled), int(not polled))
 
 
 def test_client_timeout_is_kept_while_polling():

@@ -160,8 +160,9 @@ def test_negotiate_proposes_the_clients_capabilities():
         peer.send(P.encode_reply(0, C.VERSION, P.Version(0, 0, {"capabilities": caps}).pack()))
         reply = client.negotiate()
         _, proposed = peer.recv_decoded()
-        assert proposed == P.Version(0, 0, {"capabilities": {"max_msg_fds": 4,
-                                                             "max_data_xfer_size": 65536}})
+        assert proposed == P.Version(
+            0, 0, {"capabilities": {"max_msg_fds": 4, "max_data_xfer_size": 65536}}
+        )
         assert reply.ok and client.negotiated == P.Version(0, 0, {"capabilities": caps})
         assert client.server_caps.max_data_xfer_size == 4096
         assert client.server_caps.migration_pgsize == 4096
@@ -192,24 +193,42 @@ def test_negotiate_raises_malformed_on_bad_json(pair):
     assert info.value.field == "version data"
 
 
-@pytest.mark.parametrize("call, command, expected", [
-    (lambda c: c.region_info(7, argsz=64), C.DEVICE_GET_REGION_INFO, P.RegionInfo(64, index=7)),
-    (lambda c: c.irq_info(2), C.DEVICE_GET_IRQ_INFO, P.IrqInfo(16, index=2)),
-    (lambda c: c.region_io_fds(1, argsz=56), C.DEVICE_GET_REGION_IO_FDS,
-     P.RegionIoFdsRequest(56, index=1)),
-    (lambda c: c.set_irqs(1, 0x22, 0, 2, data=b"\x01\x00"), C.DEVICE_SET_IRQS,
-     P.SetIrqs(22, 0x22, 1, 0, 2, b"\x01\x00")),
-    (lambda c: c.region_read(3, 0x10, 4), C.REGION_READ, P.RegionRead(0x10, 3, 4)),
-    (lambda c: c.region_write(3, 0x10, b"abcd"), C.REGION_WRITE,
-     P.RegionWrite(0x10, 3, 4, b"abcd")),
-    (lambda c: c.dma_unmap(0x1000, 0x2000), C.DMA_UNMAP, P.DmaUnmap(24, 0, 0x1000, 0x2000)),
-    (lambda c: c.dma_unmap(0x1000, 0x2000, 1, P.VfioBitmap(4096, 8)), C.DMA_UNMAP,
-     P.DmaUnmap(48, 1, 0x1000, 0x2000, P.VfioBitmap(4096, 8))),
-    (lambda c: c.dirty_pages(P.DirtyPagesFlags.START), C.DIRTY_PAGES, P.DirtyPages(8, 1)),
-    (lambda c: c.dirty_pages(4, P.BitmapRange(0, 1 << 20, P.VfioBitmap(4096, 32))),
-     C.DIRTY_PAGES, P.DirtyPages(72, 4, P.BitmapRange(0, 1 << 20, P.VfioBitmap(4096, 32)))),
-    (lambda c: c.reset(), C.DEVICE_RESET, None),
-])
+@pytest.mark.parametrize(
+    "call, command, expected",
+    [
+        (lambda c: c.region_info(7, argsz=64), C.DEVICE_GET_REGION_INFO, P.RegionInfo(64, index=7)),
+        (lambda c: c.irq_info(2), C.DEVICE_GET_IRQ_INFO, P.IrqInfo(16, index=2)),
+        (
+            lambda c: c.region_io_fds(1, argsz=56),
+            C.DEVICE_GET_REGION_IO_FDS,
+            P.RegionIoFdsRequest(56, index=1),
+        ),
+        (
+            lambda c: c.set_irqs(1, 0x22, 0, 2, data=b"\x01\x00"),
+            C.DEVICE_SET_IRQS,
+            P.SetIrqs(22, 0x22, 1, 0, 2, b"\x01\x00"),
+        ),
+        (lambda c: c.region_read(3, 0x10, 4), C.REGION_READ, P.RegionRead(0x10, 3, 4)),
+        (
+            lambda c: c.region_write(3, 0x10, b"abcd"),
+            C.REGION_WRITE,
+            P.RegionWrite(0x10, 3, 4, b"abcd"),
+        ),
+        (lambda c: c.dma_unmap(0x1000, 0x2000), C.DMA_UNMAP, P.DmaUnmap(24, 0, 0x1000, 0x2000)),
+        (
+            lambda c: c.dma_unmap(0x1000, 0x2000, 1, P.VfioBitmap(4096, 8)),
+            C.DMA_UNMAP,
+            P.DmaUnmap(48, 1, 0x1000, 0x2000, P.VfioBitmap(4096, 8)),
+        ),
+        (lambda c: c.dirty_pages(P.DirtyPagesFlags.START), C.DIRTY_PAGES, P.DirtyPages(8, 1)),
+        (
+            lambda c: c.dirty_pages(4, P.BitmapRange(0, 1 << 20, P.VfioBitmap(4096, 32))),
+            C.DIRTY_PAGES,
+            P.DirtyPages(72, 4, P.BitmapRange(0, 1 << 20, P.VfioBitmap(4096, 32))),
+        ),
+        (lambda c: c.reset(), C.DEVICE_RESET, None),
+    ],
+)
 def test_typed_conveniences_send_what_the_spec_says(pair, call, command, expected):
     client, peer = pair
     peer.send(P.encode_error(0, command, errno.EINVAL))  # any reply will do
@@ -254,8 +273,12 @@ def test_fds_not_taken_are_closed_by_close_fds_or_close(pair):
     client, peer = pair
     for msg_id in range(2):
         efd = os.eventfd(0)
-        peer.send(P.encode_reply(msg_id, C.DEVICE_GET_REGION_IO_FDS,
-                                 P.RegionIoFdsReply(16, 0, 0, 0).pack()), [efd])
+        peer.send(
+            P.encode_reply(
+                msg_id, C.DEVICE_GET_REGION_IO_FDS, P.RegionIoFdsReply(16, 0, 0, 0).pack()
+            ),
+            [efd],
+        )
         os.close(efd)
     first = client.region_io_fds(0)
     second = client.region_io_fds(0)
@@ -268,8 +291,10 @@ def test_fds_not_taken_are_closed_by_close_fds_or_close(pair):
 def test_fds_beyond_max_msg_fds_are_closed():
     with client_and_peer(max_msg_fds=2) as (client, peer):
         efds = [os.eventfd(0) for _ in range(5)]
-        peer.send(P.encode_reply(0, C.DEVICE_GET_REGION_IO_FDS,
-                                 P.RegionIoFdsReply(16, 0, 0, 0).pack()), efds)
+        peer.send(
+            P.encode_reply(0, C.DEVICE_GET_REGION_IO_FDS, P.RegionIoFdsReply(16, 0, 0, 0).pack()),
+            efds,
+        )
         for fd in efds:
             os.close(fd)
         reply = client.region_io_fds(0)
@@ -286,8 +311,9 @@ def test_fds_arriving_with_two_pipelined_replies_go_to_the_right_one(pair):
     peer.send(P.encode_reply(0, C.DEVICE_RESET))
     peer.send(P.encode_reply(1, C.DEVICE_GET_REGION_INFO, P.RegionInfo(32).pack()), [efd])
     os.close(efd)
-    first, second = client.pipeline([(C.DEVICE_RESET, None), (C.DEVICE_GET_REGION_INFO,
-                                                              P.RegionInfo(32))])
+    first, second = client.pipeline(
+        [(C.DEVICE_RESET, None), (C.DEVICE_GET_REGION_INFO, P.RegionInfo(32))]
+    )
     assert first.fd_count == 0 and first.closed_fds == 0
     assert second.fd_count == 1
     os.close(second.fds[0])

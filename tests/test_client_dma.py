@@ -23,19 +23,19 @@ def test_memory_reads_and_writes_bytearray_regions():
     mem = ClientMemory()
     mem.add(0x1000, 0x100)
     mem.write(0x1010, b"abc")
-    assert mem.read(0x100f, 5) == b"\x00abc\x00"
+    assert mem.read(0x100F, 5) == b"\x00abc\x00"
     assert mem.read(0x1000, 0) == b""
 
 
 def test_memory_accesses_may_span_adjacent_regions():
     mem = ClientMemory()
     mem.add(0x2000, 0x10)
-    mem.add(0x1ff0, 0x10)
-    mem.write(0x1ffe, b"wxyz")
-    assert mem.read(0x1ffc, 8) == b"\x00\x00wxyz\x00\x00"
+    mem.add(0x1FF0, 0x10)
+    mem.write(0x1FFE, b"wxyz")
+    assert mem.read(0x1FFC, 8) == b"\x00\x00wxyz\x00\x00"
 
 
-@pytest.mark.parametrize("address, n", [(0xfff, 2), (0x1100, 1), (0x10ff, 2), (0, 1)])
+@pytest.mark.parametrize("address, n", [(0xFFF, 2), (0x1100, 1), (0x10FF, 2), (0, 1)])
 def test_memory_refuses_what_is_not_mapped(address, n):
     mem = ClientMemory()
     mem.add(0x1000, 0x100)
@@ -114,14 +114,19 @@ def test_dma_read_and_write_before_the_reply_fdless_region(pair):
 
     peer.recv()  # the REGION_READ request
     header, body = peer.recv_decoded()
-    assert header.msg_id == 100 and header.is_reply and body == P.DmaReadReply(0x1100, 10,
-                                                                                 b"guest data")
+    assert (
+        header.msg_id == 100
+        and header.is_reply
+        and body == P.DmaReadReply(0x1100, 10, b"guest data")
+    )
     header, payload, _ = peer.recv()
     assert header.msg_id == 101 and header.is_reply and len(payload) == 16  # errata 2
     assert P.DmaWriteReply.unpack(payload) == P.DmaWriteReply(0x1200, 6)
     assert client.memory.read(0x1200, 6) == b"device"
     assert [(r.command, r.address, r.count, r.ok) for r in client.dma_requests] == [
-        (C.DMA_READ, 0x1100, 10, True), (C.DMA_WRITE, 0x1200, 6, True)]
+        (C.DMA_READ, 0x1100, 10, True),
+        (C.DMA_WRITE, 0x1200, 6, True),
+    ]
 
 
 def test_memfd_region_is_visible_to_the_peer_through_the_passed_fd(pair):
@@ -154,7 +159,7 @@ def test_memfd_region_is_visible_to_the_peer_through_the_passed_fd(pair):
 def test_dma_outside_mapped_memory_is_refused_with_efault(pair):
     client, peer = pair
     client.memory.add(0x1000, 0x100)
-    peer.request(1, C.DMA_READ, P.DmaRead(0x10f0, 0x20))  # runs off the end
+    peer.request(1, C.DMA_READ, P.DmaRead(0x10F0, 0x20))  # runs off the end
     peer.request(2, C.DMA_WRITE, P.DmaWrite(0x9000, 1, b"x"))  # not mapped at all
     peer.send(P.encode_reply(0, C.DEVICE_RESET))
     client.reset().check()
@@ -162,9 +167,15 @@ def test_dma_outside_mapped_memory_is_refused_with_efault(pair):
     for msg_id in (1, 2):
         header, payload, _ = peer.recv()
         assert (header.msg_id, header.is_error, header.error, payload) == (
-            msg_id, True, errno.EFAULT, b"")
+            msg_id,
+            True,
+            errno.EFAULT,
+            b"",
+        )
     assert [(r.address, r.ok, r.errno) for r in client.dma_requests] == [
-        (0x10f0, False, errno.EFAULT), (0x9000, False, errno.EFAULT)]
+        (0x10F0, False, errno.EFAULT),
+        (0x9000, False, errno.EFAULT),
+    ]
     assert "not in mapped memory" in client.dma_requests[0].detail
 
 

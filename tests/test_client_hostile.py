@@ -64,7 +64,7 @@ def test_a_trickling_peer_cannot_stretch_the_deadline(pair):
         for i in range(len(message)):
             time.sleep(0.05)
             try:
-                peer.send(message[i:i + 1])
+                peer.send(message[i : i + 1])
             except OSError:  # the client gave up and closed
                 return
 
@@ -153,8 +153,7 @@ def test_msg_size_below_the_header_is_refused(pair):
 def test_a_message_at_the_limit_is_accepted():
     with client_and_peer(max_msg_size=200000) as (client, peer):
         data = b"z" * (200000 - 32)
-        peer.send(P.encode_reply(0, C.REGION_READ,
-                                 P.RegionReadReply(0, 0, len(data), data).pack()))
+        peer.send(P.encode_reply(0, C.REGION_READ, P.RegionReadReply(0, 0, len(data), data).pack()))
         assert client.region_read(0, 0, len(data)).body.data == data
         assert client.buffered == 0
 
@@ -202,8 +201,7 @@ def test_fd_flood_spread_over_many_messages(pair):
 def test_fds_of_a_message_never_completed_are_closed_at_close():
     with client_and_peer() as (client, peer):
         efd = os.eventfd(0)
-        peer.send(P.encode_reply(0, C.DEVICE_GET_REGION_INFO, P.RegionInfo(32).pack())[:20],
-                  [efd])
+        peer.send(P.encode_reply(0, C.DEVICE_GET_REGION_INFO, P.RegionInfo(32).pack())[:20], [efd])
         os.close(efd)
         with pytest.raises(Timeout) as info:
             client.recv_message(timeout=0.05)

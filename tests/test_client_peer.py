@@ -64,7 +64,7 @@ class Peer:
             for level, kind, cdata in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     arr = array.array("i")
-                    arr.frombytes(cdata[:len(cdata) - len(cdata) % 4])
+                    arr.frombytes(cdata[: len(cdata) - len(cdata) % 4])
                     fds.extend(arr)
         return data, fds
 
@@ -154,8 +154,10 @@ def responder(peer: Peer, count: int) -> None:
             os.close(fd)
         body = P.decode(header.command, False, payload)
         if header.command == P.Command.REGION_READ:
-            peer.reply(header, P.RegionReadReply(body.offset, body.region, body.count,
-                                                 b"\xab" * body.count))
+            peer.reply(
+                header,
+                P.RegionReadReply(body.offset, body.region, body.count, b"\xab" * body.count),
+            )
         elif not header.no_reply:
             peer.reply(header)
 

@@ -28,11 +28,13 @@ def test_pipeline_takes_bytes_none_and_fds(pair):
     efd = os.eventfd(0)
     try:
         with in_thread(responder, peer, 3):
-            replies = client.pipeline([
-                (C.REGION_READ, P.RegionRead(0, 1, 2).pack()),
-                (C.DEVICE_RESET, None),
-                (C.DEVICE_SET_IRQS, P.SetIrqs(20, 0x24, 0, 0, 1), [efd]),
-            ])
+            replies = client.pipeline(
+                [
+                    (C.REGION_READ, P.RegionRead(0, 1, 2).pack()),
+                    (C.DEVICE_RESET, None),
+                    (C.DEVICE_SET_IRQS, P.SetIrqs(20, 0x24, 0, 0, 1), [efd]),
+                ]
+            )
     finally:
         os.close(efd)
     assert [r.command for r in replies] == [C.REGION_READ, C.DEVICE_RESET, C.DEVICE_SET_IRQS]
@@ -58,12 +60,14 @@ def test_replies_out_of_order_raise_unexpected_reply(pair):
 
 def test_a_reply_split_across_receives_is_reassembled(pair):
     client, peer = pair
-    data = b"".join(P.encode_reply(i, C.REGION_READ, P.RegionReadReply(0, 0, 3, b"xyz").pack())
-                    for i in range(4))
+    data = b"".join(
+        P.encode_reply(i, C.REGION_READ, P.RegionReadReply(0, 0, 3, b"xyz").pack())
+        for i in range(4)
+    )
 
     def trickle():
         for i in range(0, len(data), 5):  # 5-byte pieces: headers split too
-            peer.send(data[i:i + 5])
+            peer.send(data[i : i + 5])
 
     with in_thread(trickle):
         replies = client.pipeline([(C.REGION_READ, P.RegionRead(0, 0, 3))] * 4)

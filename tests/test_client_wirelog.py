@@ -24,8 +24,9 @@ def test_log_records_both_directions_with_decoded_headers_and_payloads(pair):
     assert sent["payload"] == repr(P.DeviceInfo(16))
     assert bytes.fromhex(sent["raw"]) == P.encode(0, C.DEVICE_GET_INFO, P.DeviceInfo(16).pack())
     assert received["header"] == "DEVICE_GET_INFO reply id=0 size=32"
-    assert bytes.fromhex(received["raw"]) == P.encode_reply(0, C.DEVICE_GET_INFO,
-                                                            P.DeviceInfo(16, 1, 9, 5).pack())
+    assert bytes.fromhex(received["raw"]) == P.encode_reply(
+        0, C.DEVICE_GET_INFO, P.DeviceInfo(16, 1, 9, 5).pack()
+    )
     assert "num_regions=9" in received["payload"]
     assert (received["msg_id"], received["command"], received["flags"]) == (0, 4, 1)
     assert 0 <= sent["time"] <= received["time"]
@@ -72,7 +73,8 @@ def test_pipelined_messages_render_one_line_each(pair):
     client.pipeline([(C.DEVICE_RESET, None)] * 5)
     entries = client.wire_log.to_dicts()
     assert [(e["direction"], e["msg_id"]) for e in entries] == (
-        [("send", i) for i in range(5)] + [("recv", i) for i in range(5)])
+        [("send", i) for i in range(5)] + [("recv", i) for i in range(5)]
+    )
 
 
 def test_messages_split_across_receives_are_reframed():

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import os
 
+import kill_matrix as km
 import pytest
 
-from reference_server import kill_matrix as km
 from reference_server.faults import CATALOGUE
 
 pytestmark = pytest.mark.timeout(3600)  # a test may wait for runs queued before its own
@@ -53,8 +53,12 @@ def fault_runs(request, tmp_path_factory):
     shared = (base.parent if worker else base) / "fault-runs"  # one per session, all workers
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) if worker else 1
     unkillable = km.load_unkillable()
-    runner = km.Runner(shared, _needed(request.session), max(1, CONCURRENT // workers),
-                       km.excluded_sections(unkillable))
+    runner = km.Runner(
+        shared,
+        _needed(request.session),
+        max(1, CONCURRENT // workers),
+        km.excluded_sections(unkillable),
+    )
     runner.start()
     yield runner
     runner.close()
@@ -64,12 +68,15 @@ def _load(runner: km.Runner, name: str | None) -> km.Run:
     done = runner.result(name)
     path = runner.json_path(name)
     if not path.exists():
-        pytest.fail(f"the suite wrote no JSON report (exit status {done['status']}):\n"
-                    f"{done['output_tail']}")
+        pytest.fail(
+            f"the suite wrote no JSON report (exit status {done['status']}):\n{done['output_tail']}"
+        )
     run = km.Run.load(path, name, done["seconds"])
     if not run.cases or "error during collection" in done["output_tail"]:
-        pytest.fail(f"the suite did not run its cases (exit status {done['status']}):\n"
-                    f"{done['output_tail']}")
+        pytest.fail(
+            f"the suite did not run its cases (exit status {done['status']}):\n"
+            f"{done['output_tail']}"
+        )
     return run
 
 
@@ -97,8 +104,10 @@ def test_fault_detected(fault_runs, name):
         return
     expected = ", ".join(f"{s} {'/'.join(v)}" for s, v in fault.detect)
     shown = "\n".join(_line(c) for c in killed[:20]) or "(no case fails that passed without it)"
-    pytest.fail(f"fault {name} ({fault.description}) is not detected as expected ({expected}); "
-                f"the cases it kills:\n{shown}")
+    pytest.fail(
+        f"fault {name} ({fault.description}) is not detected as expected ({expected}); "
+        f"the cases it kills:\n{shown}"
+    )
 
 
 def test_kill_matrix(fault_runs, request):
@@ -110,7 +119,9 @@ def test_kill_matrix(fault_runs, request):
     assert not matrix["unkilled"], (
         "these conformance cases kill no fault and are not listed in "
         "conformance/unkillable.toml (add a fault that they catch, or list them with the "
-        "reason):\n" + "\n".join(matrix["unkilled"]))
+        "reason):\n" + "\n".join(matrix["unkilled"])
+    )
     assert not matrix["stale_unkillable"], (
         "listed in conformance/unkillable.toml, yet they kill a fault (remove them):\n"
-        + "\n".join(matrix["stale_unkillable"]))
+        + "\n".join(matrix["stale_unkillable"])
+    )

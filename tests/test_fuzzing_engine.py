@@ -16,12 +16,12 @@ import sys
 import pytest
 from hypothesis import strategies as st
 
-from pytest_vfiouser import fuzzing
+from pytest_vfiouser import fuzz as fuzzing
+from pytest_vfiouser.fuzz._engine import _chain
 from pytest_vfiouser import strategies as s
 from pytest_vfiouser.client import Client, Timeout
-from pytest_vfiouser.device_model import discover
-from pytest_vfiouser.fuzzing import Fuzzer, FuzzFailure, Hang, ProcessTarget, TargetLost
-from pytest_vfiouser.profile import Profile
+from pytest_vfiouser.device import Profile, discover
+from pytest_vfiouser.fuzz import Fuzzer, FuzzFailure, Hang, ProcessTarget, TargetLost
 from pytest_vfiouser.protocol import Command, DeviceInfo, DmaMap, RegionRead, encode
 
 SETTINGS = dict(max_examples=150)
@@ -29,8 +29,12 @@ SETTINGS = dict(max_examples=150)
 
 def faults() -> set[str]:
     """The fault names the reference server offers."""
-    out = subprocess.run([sys.executable, "-m", "reference_server", "--list-faults"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "reference_server", "--list-faults"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return {line.split(":", 1)[0] for line in out.stdout.splitlines() if ":" in line}
 
 
@@ -61,8 +65,13 @@ def _device(target):
 
 def _fuzzer(target, tmp_path, **kwargs) -> Fuzzer:
     kwargs.setdefault("timeout", 1.0)
-    return Fuzzer(target, device_info=_device(target).info, repro_dir=tmp_path / "repro",
-                  case_id="fuzz/test", **kwargs)
+    return Fuzzer(
+        target,
+        device_info=_device(target).info,
+        repro_dir=tmp_path / "repro",
+        case_id="fuzz/test",
+        **kwargs,
+    )
 
 
 def _tx(*raw: bytes, cuts=()) -> s.Transmission:
@@ -99,8 +108,12 @@ def test_endings_against_a_healthy_server(server, tmp_path):
 def test_run_examples_passes_on_the_reference_server(server, tmp_path):
     f = _fuzzer(server, tmp_path)
     device = _device(server)
-    fuzzing.run_examples(f, s.transmissions(s.mutated_requests(device), 3), f.transmit,
-                         fuzzing.fuzz_settings("ci", **SETTINGS))
+    fuzzing.run_examples(
+        f,
+        s.transmissions(s.mutated_requests(device), 3),
+        f.transmit,
+        fuzzing.fuzz_settings("ci", **SETTINGS),
+    )
     assert f.examples >= 150 and f.failure is None and f.fatal is None
     assert f.finish() == 0
 
@@ -110,16 +123,24 @@ def test_a_malformed_error_reply_is_shrunk_and_reproduced(server, tmp_path):
     f = _fuzzer(server, tmp_path)
     device = _device(server)
     with pytest.raises(FuzzFailure) as info:
-        fuzzing.run_examples(f, s.transmissions(s.requests(device), 3, split=False),
-                             f.transmit, fuzzing.fuzz_settings("ci", **SETTINGS))
+        fuzzing.run_examples(
+            f,
+            s.transmissions(s.requests(device), 3, split=False),
+            f.transmit,
+            fuzzing.fuzz_settings("ci", **SETTINGS),
+        )
     text = str(info.value)
     assert "the error reply to" in text and "must only include the reply header" in text
     assert "shrunk by Hypothesis" in text and "Its wire log" in text
     script = f.reproducer_path()
     assert script.exists() and str(script) in text
     # The reproducer replays the example against the server and shows the bad reply.
-    out = subprocess.run([sys.executable, "-I", str(script), server.socket_path,
-                          "--timeout", "3"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-I", str(script), server.socket_path, "--timeout", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert " reply id=" in out.stdout and "ERROR errno=" in out.stdout and "size=20" in out.stdout
 
@@ -129,8 +150,12 @@ def test_a_crash_stops_the_run_and_is_reported_as_found(server, tmp_path):
     f = _fuzzer(server, tmp_path)
     device = _device(server)
     with pytest.raises(TargetLost) as info:
-        fuzzing.run_examples(f, s.transmissions(s.mutated_requests(device, ops=["command"]), 1),
-                             f.transmit, fuzzing.fuzz_settings("ci", **SETTINGS))
+        fuzzing.run_examples(
+            f,
+            s.transmissions(s.mutated_requests(device, ops=["command"]), 1),
+            f.transmit,
+            fuzzing.fuzz_settings("ci", **SETTINGS),
+        )
     text = str(info.value)
     assert "the server crashed: server killed by SIG" in text
     assert "as found" in text and "[command=" in text
@@ -143,11 +168,13 @@ def test_a_hang_is_reported_with_the_clients_timeout(server, tmp_path):
     f = _fuzzer(server, tmp_path, timeout=0.5)
     short_read = encode(1, Command.REGION_READ, RegionRead(0x10, 0, 4).pack()[:8])
     with pytest.raises(Hang) as info:
-        fuzzing.run_examples(f, st.just(_tx(short_read)), f.transmit,
-                             fuzzing.fuzz_settings("ci", max_examples=5))
+        fuzzing.run_examples(
+            f, st.just(_tx(short_read)), f.transmit, fuzzing.fuzz_settings("ci", max_examples=5)
+        )
     assert isinstance(info.value.__cause__, Hang)
-    assert any(isinstance(e, Timeout) for e in fuzzing._chain(info.value)), \
+    assert any(isinstance(e, Timeout) for e in _chain(info.value)), (
         "a Timeout in the chain: the plugin's verdict is HANG"
+    )
     assert "REGION_READ" in str(info.value)
 
 
@@ -167,8 +194,15 @@ def test_stats_lines():
     stats = fuzzing.FuzzStats()
     assert stats.lines("ci") == []
     stats.add(100, 300, 0.5)
-    stats.merge({"examples": 100, "messages": 300, "seconds": 0.5, "cases": 1,
-                 "reproducers": ["reports/fuzz-repro/x.py"]})
+    stats.merge(
+        {
+            "examples": 100,
+            "messages": 300,
+            "seconds": 0.5,
+            "cases": 1,
+            "reproducers": ["reports/fuzz-repro/x.py"],
+        }
+    )
     lines = stats.lines("ci", workers=2)
     assert lines[0].startswith("fuzzing (ci): 2 cases, 200 examples, 600 messages in 1.0 s")
     assert "summed over 2 workers" in lines[0] and "(200 examples/s, 600 messages/s)" in lines[0]

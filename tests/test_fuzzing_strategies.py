@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_vfiouser import fuzzing
+from pytest_vfiouser import fuzz as fuzzing
 from pytest_vfiouser import strategies as s
-from pytest_vfiouser.device_model import DeviceModel
-from pytest_vfiouser.options import _reference_profile
+from pytest_vfiouser.device import DeviceModel
+from pytest_vfiouser.plugin._options import _reference_profile
 from pytest_vfiouser.protocol import (
     FLAG_ERROR,
     FLAG_NO_REPLY,
@@ -38,30 +38,51 @@ from pytest_vfiouser.protocol import (
     encode,
 )
 
-PROPS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                        HealthCheck.data_too_large])
+PROPS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
+)
 _U64 = 1 << 64
 
 
 @pytest.fixture(scope="module")
 def device() -> DeviceModel:
     """The reference device as discovery would describe it (no server needed)."""
-    regions = {0: (0x1000, 3), 1: (0x10000, 7), 2: (0x10000, 15), 3: (0x1000, 1),
-               4: (0x1000, 2), 5: (0, 0), 6: (0, 0), 7: (256, 3), 8: (0, 0), 9: (0x20000, 11)}
+    regions = {
+        0: (0x1000, 3),
+        1: (0x10000, 7),
+        2: (0x10000, 15),
+        3: (0x1000, 1),
+        4: (0x1000, 2),
+        5: (0, 0),
+        6: (0, 0),
+        7: (256, 3),
+        8: (0, 0),
+        9: (0x20000, 11),
+    }
     irqs = {0: (1, 7), 1: (4, 9), 2: (8, 3), 3: (1, 1), 4: (1, 1)}
     return DeviceModel(
-        spec="0.9.1", profile=_reference_profile(), info=DeviceInfo(16, 3, 10, 5),
-        regions={i: RegionInfo(32, flags, i, 0, size, i << 40) for i, (size, flags)
-                 in regions.items()},
+        spec="0.9.1",
+        profile=_reference_profile(),
+        info=DeviceInfo(16, 3, 10, 5),
+        regions={
+            i: RegionInfo(32, flags, i, 0, size, i << 40) for i, (size, flags) in regions.items()
+        },
         irqs={i: IrqInfo(16, flags, i, count) for i, (count, flags) in irqs.items()},
-        version=Version(0, 0, {"capabilities": {"max_msg_fds": 16,
-                                                "max_data_xfer_size": 1 << 20}}))
+        version=Version(0, 0, {"capabilities": {"max_msg_fds": 16, "max_data_xfer_size": 1 << 20}}),
+    )
 
 
 def _field(msg, name):
     at, width = s.REQUEST_FIELDS[msg.command][name]
-    return int.from_bytes(msg.payload[at:at + width], "little")
+    return int.from_bytes(msg.payload[at : at + width], "little")
 
 
 def test_requests_are_valid_requests(device):
@@ -78,8 +99,10 @@ def test_requests_are_valid_requests(device):
             flags, count = _field(msg, "flags"), _field(msg, "count")
             if flags & IrqSetFlags.DATA_BOOL and count <= s.MAX_DATA:
                 assert len(msg.payload) == 20 + count
-            assert msg.nfds == (min(count, s.MAX_FUZZ_FDS, 16)
-                                if flags & IrqSetFlags.DATA_EVENTFD else 0)
+            assert msg.nfds == (
+                min(count, s.MAX_FUZZ_FDS, 16) if flags & IrqSetFlags.DATA_EVENTFD else 0
+            )
+
     check()
 
 
@@ -90,6 +113,7 @@ def test_requests_cover_every_command_of_the_revision(device):
     @given(s.requests(device, "0.9.1"))
     def collect(msg):
         seen.add(msg.command)
+
     collect()
     assert seen == {int(c) for c in Command} - {1, 11, 12, 15, 16, 17, 18}  # all but VERSION
 
@@ -102,27 +126,37 @@ def test_requests_use_the_devices_edges(device):
     def collect(msg):
         indexes.add(_field(msg, "index"))
         offsets.add((_field(msg, "index"), _field(msg, "address")))
+
     collect()
     assert set(device.regions) <= indexes, "every region index of the device comes up"
     assert 10 in indexes or 11 in indexes, "indexes just past num_regions come up"
-    assert any(off == device.regions[i].size for i, off in offsets if i in device.regions), \
+    assert any(off == device.regions[i].size for i, off in offsets if i in device.regions), (
         "an offset at the end of a region comes up"
+    )
 
 
 CLAIMS = {
     "msg_size_short": lambda old, new: new.msg_size is not None and new.msg_size < old.true_size,
     "msg_size_long": lambda old, new: new.msg_size is not None and new.msg_size > old.true_size,
     "argsz": lambda old, new: _field(new, "argsz") != _field(old, "argsz"),
-    "flags_undefined": lambda old, new: _field(new, "flags")
-    & ~s.DEFINED_REQUEST_FLAGS.get(new.command, 0),
-    "index_past_end": lambda old, new: _field(new, "index") >= (
-        5 if new.command in (Command.DEVICE_GET_IRQ_INFO, Command.DEVICE_SET_IRQS) else 10),
-    "overflow": lambda old, new: (_field(new, "start") + max(_field(new, "count"), 1) >= 1 << 32
-                                  if new.command == Command.DEVICE_SET_IRQS else
-                                  _field(new, "address") + max(_field(new, "size"), 1) >= _U64),
+    "flags_undefined": lambda old, new: (
+        _field(new, "flags") & ~s.DEFINED_REQUEST_FLAGS.get(new.command, 0)
+    ),
+    "index_past_end": lambda old, new: (
+        _field(new, "index")
+        >= (5 if new.command in (Command.DEVICE_GET_IRQ_INFO, Command.DEVICE_SET_IRQS) else 10)
+    ),
+    "overflow": lambda old, new: (
+        _field(new, "start") + max(_field(new, "count"), 1) >= 1 << 32
+        if new.command == Command.DEVICE_SET_IRQS
+        else _field(new, "address") + max(_field(new, "size"), 1) >= _U64
+    ),
     "truncate": lambda old, new: len(new.payload) < len(old.payload) and new.msg_size is None,
-    "trailing": lambda old, new: new.payload.startswith(old.payload)
-    and len(new.payload) > len(old.payload) and new.msg_size is None,
+    "trailing": lambda old, new: (
+        new.payload.startswith(old.payload)
+        and len(new.payload) > len(old.payload)
+        and new.msg_size is None
+    ),
     "type": lambda old, new: new.flags & 0xF != 0,
     "header_flags": lambda old, new: new.flags & ~0x3F != 0,
     "error_bit": lambda old, new: bool(new.flags & FLAG_ERROR),
@@ -130,8 +164,10 @@ CLAIMS = {
     "no_reply": lambda old, new: bool(new.flags & FLAG_NO_REPLY) and new.command in s.DATA_REPLIES,
     "command": lambda old, new: new.command != old.command and new.command != Command.VERSION,
     "fds_extra": lambda old, new: new.nfds > old.nfds,
-    "fds_missing": lambda old, new: new.nfds < old.nfds or (
-        new.command == Command.DMA_MAP and new.nfds == 0 and _field(new, "offset") != 0),
+    "fds_missing": lambda old, new: (
+        new.nfds < old.nfds
+        or (new.command == Command.DMA_MAP and new.nfds == 0 and _field(new, "offset") != 0)
+    ),
     "bytes": lambda old, new: "damaged" in new.mutation,
 }
 
@@ -142,8 +178,12 @@ def test_every_mutation_has_a_claim():
 
 def _commands_for(op: str) -> list[int] | None:
     """The commands a mutation can apply to (None: any), so that few draws are filtered."""
-    fields = {"argsz": ("argsz",), "flags_undefined": ("flags",), "index_past_end": ("index",),
-              "overflow": ("size", "start")}.get(op)
+    fields = {
+        "argsz": ("argsz",),
+        "flags_undefined": ("flags",),
+        "index_past_end": ("index",),
+        "overflow": ("size", "start"),
+    }.get(op)
     if fields is not None:
         return [c for c, f in s.REQUEST_FIELDS.items() if any(n in f for n in fields)]
     if op == "fds_missing":
@@ -165,6 +205,7 @@ def test_mutation_does_what_it_says(device, op):
         new = s.mutate_request(data.draw, old, device, [op])
         assert new.mutation, "a mutated message says what was done to it"
         assert CLAIMS[op](old, new), f"{op}: {old.describe()} -> {new.describe()}"
+
     check()
 
 
@@ -181,6 +222,7 @@ def test_mutations_compose(device, first):
         for _ in range(3):
             msg = s.mutate_request(data.draw, msg, device)
         msg.encode()
+
     check()
 
 
@@ -190,11 +232,15 @@ def test_mutated_requests_are_damaged(device):
     def check(msg):
         assert msg.mutation
         msg.encode()  # always encodable, whatever was done to it
+
     check()
 
 
-@given(st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=4),
-       st.lists(st.integers(0, 3), max_size=4), st.lists(st.integers(0, 200), max_size=5))
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=4),
+    st.lists(st.integers(0, 3), max_size=4),
+    st.lists(st.integers(0, 200), max_size=5),
+)
 @PROPS
 def test_transmission_writes(chunks, nfds, cuts):
     items = tuple(s.RawBytes(c, nfds[i] if i < len(nfds) else 0) for i, c in enumerate(chunks))
@@ -218,6 +264,7 @@ def test_transmissions_cut_when_asked(device):
     @given(s.transmissions(s.known_good_requests(device), 3, split=True))
     def check(tx):
         assert len(tx.writes()) >= 2 or len(tx.stream()) <= 1
+
     check()
 
 
@@ -227,6 +274,7 @@ def test_garbage_and_version_proposals():
     def check(junk, version):
         assert isinstance(junk, s.RawBytes) and junk.data
         assert version.command == Command.VERSION
+
     check()
 
 
@@ -236,9 +284,11 @@ def test_known_good_requests_decode(device):
     def check(msg):
         body = decode(msg.command, False, msg.payload)
         if msg.command == Command.REGION_WRITE:
-            region, start, length = next(r for r in device.scratch_ranges()
-                                         if r[0] == body.region and r[1] <= body.offset)
+            region, start, length = next(
+                r for r in device.scratch_ranges() if r[0] == body.region and r[1] <= body.offset
+            )
             assert body.offset + body.count <= start + length
+
     check()
 
 
@@ -288,8 +338,11 @@ def test_plan_frames_shorter_msg_size_splits_the_rest_off():
 def test_frame_required():
     commands = frozenset({4, 5})
     frames, _, _ = fuzzing.plan_frames(
-        encode(1, 4, b"", 0) + encode(2, 4, b"", FLAG_NO_REPLY) + encode(3, 4, b"", 1)
-        + encode(4, 99, b"", 0))
+        encode(1, 4, b"", 0)
+        + encode(2, 4, b"", FLAG_NO_REPLY)
+        + encode(3, 4, b"", 1)
+        + encode(4, 99, b"", 0)
+    )
     assert [f.required(commands) for f in frames] == [True, False, False, False]
 
 
@@ -310,6 +363,7 @@ def test_profiles_do_not_touch_the_global_profile():
 
 def test_codec_error_is_the_only_decode_failure_of_mutations(device):
     """What the mutations make may not decode, but describing it never raises."""
+
     @PROPS
     @given(s.transmissions(s.mutated_requests(device), 3))
     def check(tx):
@@ -319,4 +373,5 @@ def test_codec_error_is_the_only_decode_failure_of_mutations(device):
                 decode(item.command, False, item.payload)
             except CodecError:
                 pass
+
     check()

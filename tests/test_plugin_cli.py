@@ -12,18 +12,23 @@ from pathlib import Path
 import pytest
 from scriptservers import run, script_server
 
-from pytest_vfiouser.profile import load_profile
+from pytest_vfiouser.device import load_profile
 from reference_server import registers as R
 
 pytest_plugins = ["pytester"]
 
-REFERENCE_PROFILE = Path(__file__).resolve().parents[1] / "reference_server" / "profiles" / "default.toml"
+REFERENCE_PROFILE = (
+    Path(__file__).resolve().parents[1] / "reference_server" / "profiles" / "default.toml"
+)
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -39,7 +44,11 @@ def test_cli_against_the_reference_server(tmp_path: Path):
     proc = cli(tmp_path, "--vfu-section", "device_info")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     reports = tmp_path / "reports"
-    assert {p.name for p in reports.iterdir()} >= {"conformance.html", "conformance.json", "junit.xml"}
+    assert {p.name for p in reports.iterdir()} >= {
+        "conformance.html",
+        "conformance.json",
+        "junit.xml",
+    }
     data = json.loads((reports / "conformance.json").read_text())
     assert data["run"]["profile"]["name"] == "reference"
     assert data["run"]["target"]["command"].split()[1:3] == ["-m", "reference_server"]
@@ -51,10 +60,19 @@ def test_cli_against_the_reference_server(tmp_path: Path):
 
 
 def test_cli_exit_status_failure_and_usage_error(tmp_path: Path):
-    proc = cli(tmp_path, "--vfu-server", script_server(tmp_path), "--vfu-section", "device_info",
-               "--vfu-json", "out.json")
+    proc = cli(
+        tmp_path,
+        "--vfu-server",
+        script_server(tmp_path),
+        "--vfu-section",
+        "device_info",
+        "--vfu-json",
+        "out.json",
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    verdicts = {c["case_id"]: c["verdict"] for c in json.loads((tmp_path / "out.json").read_text())["cases"]}
+    verdicts = {
+        c["case_id"]: c["verdict"] for c in json.loads((tmp_path / "out.json").read_text())["cases"]
+    }
     assert verdicts["device_info/pci-num-regions"] == "FAIL"  # the script server has 1 region
     proc = cli(tmp_path, "--vfu-timeout", "-1")
     assert proc.returncode == 4
@@ -64,14 +82,21 @@ def test_cli_exit_status_failure_and_usage_error(tmp_path: Path):
 def test_reference_profile_agrees_with_registers():
     profile = load_profile(REFERENCE_PROFILE)
     assert profile.device.num_regions == R.NUM_REGIONS and profile.device.num_irqs == R.NUM_IRQS
-    sizes = {R.REGISTERS_REGION: R.REGISTERS_SIZE, R.RAM_REGION: R.RAM_SIZE,
-             R.DMA_RAM_REGION: R.DMA_RAM_SIZE, R.READONLY_REGION: R.READONLY_SIZE,
-             R.WRITEONLY_REGION: R.WRITEONLY_SIZE, R.CONFIG_REGION: R.CONFIG_SIZE}
+    sizes = {
+        R.REGISTERS_REGION: R.REGISTERS_SIZE,
+        R.RAM_REGION: R.RAM_SIZE,
+        R.DMA_RAM_REGION: R.DMA_RAM_SIZE,
+        R.READONLY_REGION: R.READONLY_SIZE,
+        R.WRITEONLY_REGION: R.WRITEONLY_SIZE,
+        R.CONFIG_REGION: R.CONFIG_SIZE,
+    }
     for index, size in sizes.items():
         assert profile.regions[index].size == size
     assert profile.scratch_ranges(R.REGISTERS_REGION) == ((R.scratch(0), 4 * R.SCRATCH_COUNT),)
     assert dict(profile.regions[R.READONLY_REGION].reset_values)[0] == R.pattern_bytes(0, 4)
-    assert dict(profile.regions[R.REGISTERS_REGION].reset_values)[R.REG_ID][:4] == struct.pack("<I", R.ID_VALUE)
+    assert dict(profile.regions[R.REGISTERS_REGION].reset_values)[R.REG_ID][:4] == struct.pack(
+        "<I", R.ID_VALUE
+    )
     for index, (count, _) in R.DEFAULT_IRQS.items():
         assert profile.irqs[index].count == count
 
@@ -113,4 +138,6 @@ def test_reference_hooks_are_only_automatic_for_the_embedded_server(pytester: py
             print("IMPLS", len(hook.pytest_vfu_trigger_irq.get_hookimpls()))
     """)
     run(pytester, "-s").stdout.fnmatch_lines(["*IMPLS 1*"])
-    run(pytester, "-s", "--vfu-server", script_server(pytester.path)).stdout.fnmatch_lines(["*IMPLS 0*"])
+    run(pytester, "-s", "--vfu-server", script_server(pytester.path)).stdout.fnmatch_lines(
+        ["*IMPLS 0*"]
+    )

@@ -6,7 +6,7 @@ import pytest
 from scriptservers import run, script_server
 
 from pytest_vfiouser import MUST, SHOULD, case
-from pytest_vfiouser.markers import requirement_text
+from pytest_vfiouser.plugin import requirement_text
 
 pytest_plugins = ["pytester"]
 
@@ -30,26 +30,48 @@ BAD_PROFILE = '[device]\nnum_regions = "nine"\n'
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--vfu-spec", "1.0"], "*--vfu-spec: unknown spec revision '1.0'; use one of 0.9.1, 0.9.2*"),
+        (
+            ["--vfu-spec", "1.0"],
+            "*--vfu-spec: unknown spec revision '1.0'; use one of 0.9.1, 0.9.2*",
+        ),
         (["--vfu-timeout", "0"], "*--vfu-timeout: must be a positive number of seconds, got 0*"),
         (["--vfu-timeout", "-2"], "*--vfu-timeout: must be a positive number*"),
         (["--vfu-timeout", "soon"], "*--vfu-timeout: 'soon' is not a number of seconds*"),
-        (["--vfu-restart", "sometimes"], "*--vfu-restart: unknown policy 'sometimes'; use one of per-test*"),
+        (
+            ["--vfu-restart", "sometimes"],
+            "*--vfu-restart: unknown policy 'sometimes'; use one of per-test*",
+        ),
         (["--vfu-server", "srv --listen x"], "*--vfu-server: *has neither {socket} nor {fd}*"),
         (["--vfu-server", "srv {socket}", "--vfu-socket", "/tmp"], "*give one or the other*"),
         (["--vfu-env", "NOEQUALS"], "*--vfu-env: 'NOEQUALS' is not KEY=VALUE*"),
-        (["--vfu-socket", "/nonexistent/vfu.sock"], "*/nonexistent/vfu.sock does not exist; is the server running?*"),
-        (["--vfu-profile", "missing.toml"], "*--vfu-profile: invalid profile: *missing.toml: cannot read profile*"),
-        (["--vfu-profile", "bad.toml"], "*bad.toml: device.num_regions: expected an integer, got string*"),
+        (
+            ["--vfu-socket", "/nonexistent/vfu.sock"],
+            "*/nonexistent/vfu.sock does not exist; is the server running?*",
+        ),
+        (
+            ["--vfu-profile", "missing.toml"],
+            "*--vfu-profile: invalid profile: *missing.toml: cannot read profile*",
+        ),
+        (
+            ["--vfu-profile", "bad.toml"],
+            "*bad.toml: device.num_regions: expected an integer, got string*",
+        ),
         (["--vfu-profile", "v2.toml"], "*profile 'v2' is for spec 0.9.2, but --vfu-spec is 0.9.1*"),
         (["--vfu-profile", "mig2.toml"], "*enables migration_v2, which spec 0.9.1 does not have*"),
-        (["--vfu-section", "nope"], "*--vfu-section: unknown section 'nope'; known sections: alpha*"),
+        (
+            ["--vfu-section", "nope"],
+            "*--vfu-section: unknown section 'nope'; known sections: alpha*",
+        ),
     ],
 )
 def test_usage_errors(pytester: pytest.Pytester, args, message):
     pytester.makepyfile(CASE_FILE)
-    pytester.makefile(".toml", bad=BAD_PROFILE, v2='[profile]\nspec = "0.9.2"\n',
-                      mig2="[features]\nmigration_v2 = true\n")
+    pytester.makefile(
+        ".toml",
+        bad=BAD_PROFILE,
+        v2='[profile]\nspec = "0.9.2"\n',
+        mig2="[features]\nmigration_v2 = true\n",
+    )
     result = run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
@@ -69,13 +91,17 @@ def test_ini_options_and_command_line_precedence(pytester: pytest.Pytester, serv
 def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester):
     pytester.makepyfile(CASE_FILE)
     pytester.makeini("[pytest]\nvfu_timeout = 0\n")
-    result = run(pytester, )
+    result = run(
+        pytester,
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--vfu-timeout: must be a positive number*"])
 
 
 def test_markers_registered_for_strict_markers(pytester: pytest.Pytester, server):
-    pytester.makepyfile(CASE_FILE + """
+    pytester.makepyfile(
+        CASE_FILE
+        + """
 import pytest
 
 @pytest.mark.requirement("alpha/two")
@@ -84,11 +110,14 @@ import pytest
 @pytest.mark.requires("mmap")
 def test_two():
     pass
-""")
+"""
+    )
     result = run(pytester, "--strict-markers", "--vfu-server", server)
     result.assert_outcomes(passed=2)
     result = run(pytester, "--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.requirement(id)*", "@pytest.mark.requires(*features)*"])
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.requirement(id)*", "@pytest.mark.requires(*features)*"]
+    )
 
 
 def test_plugin_is_inert_for_plain_tests(pytester: pytest.Pytester):
@@ -115,7 +144,12 @@ def test_case_rejects_mistakes(args, kwargs, message):
 
 
 def test_case_applies_marks():
-    @case("header/reply-echoes-msg-id", SHOULD, requires=("mmap", "vfu_trigger_irq"), revisions=("0.9.2",))
+    @case(
+        "header/reply-echoes-msg-id",
+        SHOULD,
+        requires=("mmap", "vfu_trigger_irq"),
+        revisions=("0.9.2",),
+    )
     def f():
         """Replies echo the msg_id.
 
@@ -135,7 +169,7 @@ def test_case_applies_marks():
     }
     assert requirement_text(f) == (
         "Replies echo the msg_id.\n"
-        "Spec (Header): \"Message ID identifies the message, and is echoed in the command's reply message.\""
+        'Spec (Header): "Message ID identifies the message, and is echoed in the command\'s reply message."'
     )
 
 
@@ -181,5 +215,9 @@ def test_embedded_server_with_a_revision_it_does_not_serve(pytester: pytest.Pyte
     pytester.makepyfile(CASE_FILE)
     result = run(pytester, "--vfu-spec", "0.9.2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--vfu-spec: the embedded reference server implements spec "
-                                 "0.9.1 only; to test a 0.9.2 server, name it with --vfu-server*"])
+    result.stderr.fnmatch_lines(
+        [
+            "*--vfu-spec: the embedded reference server implements spec "
+            "0.9.1 only; to test a 0.9.2 server, name it with --vfu-server*"
+        ]
+    )

@@ -27,44 +27,61 @@ def test_after(vfu_client, vfu_target):
 
 
 def test_start_failure_is_an_error_with_a_helpful_message(pytester: pytest.Pytester):
-    pytester.makepyfile(RESET_CASES + RESET_CASES.replace("test_", "test_again_").split("MUST", 1)[1])
-    result = run(pytester, "--vfu-server", script_server(pytester.path, "--fail-start"), "--vfu-json=vfu.json")
+    pytester.makepyfile(
+        RESET_CASES + RESET_CASES.replace("test_", "test_again_").split("MUST", 1)[1]
+    )
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--fail-start"),
+        "--vfu-json=vfu.json",
+    )
     result.assert_outcomes(errors=4)
-    result.stdout.fnmatch_lines([
-        "*ERROR at setup of test_reset*",
-        "target failed to start: exited with status 3",
-        "  command: *scriptserver.py /*/vfu.sock --fail-start",
-        "  last lines of stderr*",
-        "    scriptserver: cannot open /dev/vfio-nothing: No such device",
-        "  hint: the server exited before listening*",
-        # After two failed starts the manager stops trying.
-        "*ERROR at setup of test_again_reset*",
-        "not starting the server again: it failed to start 2 times*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_reset*",
+            "target failed to start: exited with status 3",
+            "  command: *scriptserver.py /*/vfu.sock --fail-start",
+            "  last lines of stderr*",
+            "    scriptserver: cannot open /dev/vfio-nothing: No such device",
+            "  hint: the server exited before listening*",
+            # After two failed starts the manager stops trying.
+            "*ERROR at setup of test_again_reset*",
+            "not starting the server again: it failed to start 2 times*",
+        ]
+    )
     assert {c["verdict"] for c in load_json(pytester)["cases"]} == {"ERROR"}
 
 
 def test_missing_program_hint(pytester: pytest.Pytester):
     pytester.makepyfile(RESET_CASES)
     result = run(pytester, "--vfu-server", "/nonexistent/vfio-server --socket {socket}")
-    result.stdout.fnmatch_lines([
-        "cannot start target: *No such file or directory*",
-        "  hint: the program was not found*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "cannot start target: *No such file or directory*",
+            "  hint: the program was not found*",
+        ]
+    )
 
 
 def test_crash_mid_test(pytester: pytest.Pytester):
     pytester.makepyfile(RESET_CASES)
-    result = run(pytester, "--vfu-server", script_server(pytester.path, "--abort-on", "13"),
-                 "--vfu-json=vfu.json")
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--abort-on", "13"),
+        "--vfu-json=vfu.json",
+    )
     result.assert_outcomes(failed=1, passed=1)
-    result.stdout.fnmatch_lines([
-        "*- vfio-user server crash -*",
-        "server killed by SIGABRT*",
-        "  command: *scriptserver.py*",
-        "*- vfio-user wire log, connection 0 -*",
-        "*>> DEVICE_RESET command id=1*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*- vfio-user server crash -*",
+            "server killed by SIGABRT*",
+            "  command: *scriptserver.py*",
+            "*- vfio-user wire log, connection 0 -*",
+            "*>> DEVICE_RESET command id=1*",
+        ]
+    )
     cases = load_json(pytester)["by_name"]
     assert cases["test_reset"]["verdict"] == "CRASH"
     assert "SIGABRT" in cases["test_reset"]["message"]
@@ -73,8 +90,12 @@ def test_crash_mid_test(pytester: pytest.Pytester):
 
 def test_crash_after_the_test_closed_its_connection(pytester: pytest.Pytester):
     pytester.makepyfile(RESET_CASES)
-    result = run(pytester, "--vfu-server", script_server(pytester.path, "--abort-at-close"),
-                 "--vfu-json=vfu.json")
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--abort-at-close"),
+        "--vfu-json=vfu.json",
+    )
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_reset*", "*server killed by SIGABRT*"])
     cases = load_json(pytester)["by_name"]
@@ -84,10 +105,17 @@ def test_crash_after_the_test_closed_its_connection(pytester: pytest.Pytester):
 
 def test_hang(pytester: pytest.Pytester):
     pytester.makepyfile(RESET_CASES)
-    result = run(pytester, "--vfu-server", script_server(pytester.path, "--hang-on", "13"),
-                 "--vfu-timeout=0.3", "--vfu-json=vfu.json")
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--hang-on", "13"),
+        "--vfu-timeout=0.3",
+        "--vfu-json=vfu.json",
+    )
     result.assert_outcomes(failed=1, passed=1)
-    result.stdout.fnmatch_lines(["*Timeout: timed out after 0.300s waiting for the DEVICE_RESET reply*"])
+    result.stdout.fnmatch_lines(
+        ["*Timeout: timed out after 0.300s waiting for the DEVICE_RESET reply*"]
+    )
     data = load_json(pytester)
     assert data["by_name"]["test_reset"]["verdict"] == "HANG"
     assert data["by_name"]["test_after"]["verdict"] == "PASS"
@@ -96,15 +124,22 @@ def test_hang(pytester: pytest.Pytester):
 
 def test_server_that_exits_after_each_client(pytester: pytest.Pytester):
     pytester.makepyfile(RESET_CASES)
-    result = run(pytester, "--vfu-server", script_server(pytester.path, "--once"),
-                 "--vfu-restart=per-session", "--vfu-json=vfu.json")
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--once"),
+        "--vfu-restart=per-session",
+        "--vfu-json=vfu.json",
+    )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["note: the server does not persist across clients*"])
     assert load_json(pytester)["run"]["target"]["starts"] >= 3  # discovery, then one per test
 
 
 def test_sigterm_ignored_is_reported(pytester: pytest.Pytester):
-    pytester.makepyfile(RESET_CASES.split("@case", 2)[0] + "@case" + RESET_CASES.split("@case", 2)[2])
+    pytester.makepyfile(
+        RESET_CASES.split("@case", 2)[0] + "@case" + RESET_CASES.split("@case", 2)[2]
+    )
     result = run(pytester, "--vfu-server", script_server(pytester.path, "--ignore-term"))
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["SIGTERM honoured: NO (1 of 1 stops needed SIGKILL)"])
@@ -122,13 +157,20 @@ def test_device_discovery_failure(pytester: pytest.Pytester):
         def test_client(vfu_client):
             pass
     """)
-    result = run(pytester, "--vfu-server", script_server(pytester.path, "--error-on", "4"), "--vfu-json=vfu.json")
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--error-on", "4"),
+        "--vfu-json=vfu.json",
+    )
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines([
-        "*ERROR at setup of test_device*",
-        "device discovery failed: DEVICE_GET_INFO failed: errno 95 (*",
-        "note: device discovery failed: *",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_device*",
+            "device discovery failed: DEVICE_GET_INFO failed: errno 95 (*",
+            "note: device discovery failed: *",
+        ]
+    )
     assert load_json(pytester)["by_name"]["test_device"]["verdict"] == "ERROR"
 
 
@@ -147,7 +189,9 @@ def test_two(vfu_target, vfu_client):
 """
 
 
-@pytest.mark.parametrize("policy, distinct", [("per-test", 4), ("per-module", 2), ("per-session", 1)])
+@pytest.mark.parametrize(
+    "policy, distinct", [("per-test", 4), ("per-module", 2), ("per-session", 1)]
+)
 def test_restart_policies(pytester: pytest.Pytester, policy, distinct):
     pytester.makepyfile(test_a=PID_CASES.format(name="a"), test_b=PID_CASES.format(name="b"))
     result = run(pytester, "--vfu-server", script_server(pytester.path), f"--vfu-restart={policy}")
@@ -173,8 +217,14 @@ def test_fresh_env_resources_and_fd_placeholder(pytester: pytest.Pytester):
             c.negotiate()
             assert vfu_target.before.fds > 0 and vfu_target.snapshot().rss_bytes > 0
     """)
-    result = run(pytester, "--vfu-server", script_server(pytester.path, fd=True),
-                 "--vfu-env", "VFU_TEST=hello world", "--vfu-json=vfu.json")
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, fd=True),
+        "--vfu-env",
+        "VFU_TEST=hello world",
+        "--vfu-json=vfu.json",
+    )
     result.assert_outcomes(passed=1)
     resources = load_json(pytester)["by_name"]["test_fresh"]["resources"]
     assert set(resources) == {"vfu_fds_before", "vfu_fds_after", "vfu_rss_before", "vfu_rss_after"}
@@ -182,10 +232,15 @@ def test_fresh_env_resources_and_fd_placeholder(pytester: pytest.Pytester):
 
 
 def test_external_socket(pytester: pytest.Pytester):
-    pytester.makepyfile(RESET_CASES.split("@case", 2)[0] + "@case" + RESET_CASES.split("@case", 2)[2] + """
+    pytester.makepyfile(
+        RESET_CASES.split("@case", 2)[0]
+        + "@case"
+        + RESET_CASES.split("@case", 2)[2]
+        + """
 def test_no_fresh(vfu_target):
     vfu_target.fresh()
-""")
+"""
+    )
     script = pytester.path / "server.py"
     script.write_text(SCRIPT)
     path = str(pytester.path / "ext.sock")
@@ -196,8 +251,12 @@ def test_no_fresh(vfu_target):
             time.sleep(0.01)
         result = run(pytester, "--vfu-socket", path, "-rs")
         result.assert_outcomes(passed=1, skipped=1)
-        result.stdout.fnmatch_lines(["target: external server at */ext.sock",
-                                     "*needs a server the suite starts (--vfu-server)*"])
+        result.stdout.fnmatch_lines(
+            [
+                "target: external server at */ext.sock",
+                "*needs a server the suite starts (--vfu-server)*",
+            ]
+        )
         result.stdout.no_fnmatch_line("SIGTERM*")
         # The external server is still there: nobody stopped it.
         socket.socket(socket.AF_UNIX).connect(path)

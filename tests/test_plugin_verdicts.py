@@ -50,30 +50,42 @@ def server(pytester: pytest.Pytester) -> str:
 
 def test_verdict_mapping(pytester: pytest.Pytester, server):
     pytester.makepyfile(LEVEL_CASES)
-    result = run(pytester, "--vfu-server", server, "--vfu-json=vfu.json", "--junitxml=junit.xml", "-rxX")
+    result = run(
+        pytester, "--vfu-server", server, "--vfu-json=vfu.json", "--junitxml=junit.xml", "-rxX"
+    )
     result.assert_outcomes(passed=2, failed=1, xfailed=2, deselected=1)
-    result.stdout.fnmatch_lines([
-        "XFAIL *test_should_fail - NON-STRICT: AssertionError: reset refused",
-        "XFAIL *test_may_fail - INFORMATIONAL: AssertionError: reset refused",
-    ])
-    result.stdout.fnmatch_lines([
-        "section *PASS*FAIL*NON-STRICT*INFORMATIONAL",
-        "levels *1 *1 *1 *2",
-        "1 case(s) deselected: not in spec 0.9.1",
-        "result: FAILED (1 FAIL)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "XFAIL *test_should_fail - NON-STRICT: AssertionError: reset refused",
+            "XFAIL *test_may_fail - INFORMATIONAL: AssertionError: reset refused",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "section *PASS*FAIL*NON-STRICT*INFORMATIONAL",
+            "levels *1 *1 *1 *2",
+            "1 case(s) deselected: not in spec 0.9.1",
+            "result: FAILED (1 FAIL)",
+        ]
+    )
     data = load_json(pytester)
     verdicts = {name: c["verdict"] for name, c in data["by_name"].items()}
     assert verdicts == {
-        "test_must_pass": "PASS", "test_must_fail": "FAIL", "test_should_fail": "NON-STRICT",
-        "test_may_fail": "INFORMATIONAL", "test_observed": "INFORMATIONAL",
+        "test_must_pass": "PASS",
+        "test_must_fail": "FAIL",
+        "test_should_fail": "NON-STRICT",
+        "test_may_fail": "INFORMATIONAL",
+        "test_observed": "INFORMATIONAL",
     }
     observed = data["by_name"]["test_observed"]
     assert observed["observations"] == ["answered with ENOTSUP", "and said so quickly"]
     must = data["by_name"]["test_must_pass"]
     assert must["case_id"] == "levels/must-pass" and must["section"] == "levels"
     assert must["level"] == "MUST" and must["duration"] > 0
-    assert must["requirement"] == 'DEVICE_GET_INFO answers.\nSpec (DEVICE_GET_INFO): "the server answers"'
+    assert (
+        must["requirement"]
+        == 'DEVICE_GET_INFO answers.\nSpec (DEVICE_GET_INFO): "the server answers"'
+    )
     assert data["run"]["failed"] is True
     assert data["run"]["negotiated"]["capabilities"] == {"max_msg_fds": 8}
 
@@ -100,25 +112,41 @@ def test_strict_fails_shoulds(pytester: pytest.Pytester, server):
 
 def test_baseline_xfails_failures_and_lists_fixed(pytester: pytest.Pytester, server):
     pytester.makepyfile(LEVEL_CASES)
-    pytester.makefile(".toml", profile='''
+    pytester.makefile(
+        ".toml",
+        profile="""
 [baseline]
 "levels/must-fail" = "known bug #12"
 "levels/must-pass" = "was broken in 1.0"
 "levels/gone" = "case removed long ago"
-''')
-    result = run(pytester, "--vfu-server", server, "--vfu-profile", "profile.toml",
-                 "--vfu-json=vfu.json", "-rxX")
+""",
+    )
+    result = run(
+        pytester,
+        "--vfu-server",
+        server,
+        "--vfu-profile",
+        "profile.toml",
+        "--vfu-json=vfu.json",
+        "-rxX",
+    )
     result.assert_outcomes(passed=2, xfailed=3, deselected=1, warnings=1)
-    result.stdout.fnmatch_lines([
-        "*VfuWarning: profile 'profile': [[]baseline] entries that match no collected case: levels/gone",
-    ])
-    result.stdout.fnmatch_lines([
-        "FIXED (baselined or xfail, but passed: remove them from the baseline):",
-        "  levels/must-pass: passes, but is baselined: was broken in 1.0",
-        "[[]baseline] entries matching no collected case: levels/gone",
-        "result: passed*",
-    ])
-    result.stdout.fnmatch_lines(["XFAIL *test_must_fail - baseline: known bug #12 (was FAIL: *reset refused)"])
+    result.stdout.fnmatch_lines(
+        [
+            "*VfuWarning: profile 'profile': [[]baseline] entries that match no collected case: levels/gone",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "FIXED (baselined or xfail, but passed: remove them from the baseline):",
+            "  levels/must-pass: passes, but is baselined: was broken in 1.0",
+            "[[]baseline] entries matching no collected case: levels/gone",
+            "result: passed*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["XFAIL *test_must_fail - baseline: known bug #12 (was FAIL: *reset refused)"]
+    )
     cases = load_json(pytester)["by_name"]
     assert cases["test_must_fail"]["verdict"] == "BASELINE"
     assert cases["test_must_pass"]["verdict"] == "FIXED"
@@ -156,8 +184,13 @@ def pytest_vfu_trigger_irq(client, device, index, subindex):
 
 def test_requires_unimplemented(pytester: pytest.Pytester):
     pytester.makepyfile(REQUIRES_CASES)
-    result = run(pytester, "--vfu-server", script_server(pytester.path, "--no-mmap"),
-                 "--vfu-json=vfu.json", "-rs")
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--no-mmap"),
+        "--vfu-json=vfu.json",
+        "-rs",
+    )
     result.assert_outcomes(skipped=5)
     cases = load_json(pytester)["by_name"]
     assert {c["verdict"] for c in cases.values()} == {"UNIMPLEMENTED"}
@@ -175,7 +208,9 @@ def test_requires_from_profile_and_hooks(pytester: pytest.Pytester, server):
     pytester.makepyfile(REQUIRES_CASES)
     pytester.makeconftest(IRQ_HOOK)
     pytester.makefile(".toml", profile="[features]\nio_fds = false\nmmap = true\n")
-    result = run(pytester, "--vfu-server", server, "--vfu-profile=profile.toml", "--vfu-json=vfu.json")
+    result = run(
+        pytester, "--vfu-server", server, "--vfu-profile=profile.toml", "--vfu-json=vfu.json"
+    )
     result.assert_outcomes(passed=2, skipped=3)
     cases = load_json(pytester)["by_name"]
     assert cases["test_io_fds"]["message"] == "device has no io_fds"

@@ -24,18 +24,28 @@ def test_should_{n}(vfu_client):
 
 def test_two_workers(pytester: pytest.Pytester):
     pytester.makepyfile(**{f"test_{n}": CASES.format(n=n) for n in range(4)})
-    pytester.makepyfile(test_crash="""
+    pytester.makepyfile(
+        test_crash="""
         from pytest_vfiouser import case, MUST
 
         @case("c/crash", MUST)
         def test_crash(vfu_client):
             vfu_client.send(99)
             vfu_client.recv_reply()
-    """)
-    result = run(pytester, "-n", "2", "--vfu-server", script_server(pytester.path, "--abort-on", "99"),
-                 "--vfu-json=vfu.json")
+    """
+    )
+    result = run(
+        pytester,
+        "-n",
+        "2",
+        "--vfu-server",
+        script_server(pytester.path, "--abort-on", "99"),
+        "--vfu-json=vfu.json",
+    )
     result.assert_outcomes(passed=4, xfailed=4, failed=1)
-    result.stdout.fnmatch_lines(["SIGTERM honoured: yes (* of * stops)", "result: FAILED (1 CRASH)"])
+    result.stdout.fnmatch_lines(
+        ["SIGTERM honoured: yes (* of * stops)", "result: FAILED (1 CRASH)"]
+    )
     data = load_json(pytester)
     assert data["run"]["counts"] == {"PASS": 4, "NON-STRICT": 4, "CRASH": 1}
     assert data["run"]["negotiated"] is not None
@@ -53,4 +63,6 @@ def test_unknown_section_under_xdist_is_a_usage_error(pytester: pytest.Pytester)
     pytester.makepyfile(CASES.format(n=0))
     result = run(pytester, "-n", "2", "--vfu-section", "zzz")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(["ERROR: --vfu-section: unknown section 'zzz'; known sections: a, b"])
+    result.stdout.fnmatch_lines(
+        ["ERROR: --vfu-section: unknown section 'zzz'; known sections: a, b"]
+    )

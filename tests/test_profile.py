@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vfiouser import profile as profile_mod
-from pytest_vfiouser.profile import (
+from pytest_vfiouser.device import _profile as profile_mod
+from pytest_vfiouser.device import (
     DEVICE_FLAGS,
     FEATURES,
     IRQ_FLAGS,
@@ -181,7 +181,7 @@ def test_flag_bit_values_match_spec() -> None:
 
 def test_flag_bits_match_protocol_constants() -> None:
     # profile.py keeps its own tables (stdlib only); they must not drift from the codec.
-    constants = pytest.importorskip("pytest_vfiouser.protocol.constants")
+    constants = pytest.importorskip("pytest_vfiouser.protocol")
     for table, enum_cls in [
         (DEVICE_FLAGS, constants.DeviceFlags),
         (REGION_FLAGS, constants.RegionFlags),

@@ -78,8 +78,9 @@ class TestWholeMessages:
         reader.feed(DMA_MAP[20:])
         assert drain(reader) == [(p.Header(5, Command.DMA_MAP, 48), DMA_MAP[16:])]
 
-    @pytest.mark.parametrize("message", [VERSION, DMA_MAP, RESET], ids=["version", "dma_map",
-                                                                         "reset"])
+    @pytest.mark.parametrize(
+        "message", [VERSION, DMA_MAP, RESET], ids=["version", "dma_map", "reset"]
+    )
     def test_split_at_every_byte_boundary(self, message):
         for cut in range(len(message) + 1):
             reader = MessageReader(MiB)
@@ -98,7 +99,7 @@ class TestWholeMessages:
         reader = MessageReader(MiB)
         out = []
         for i in range(len(stream)):
-            reader.feed(stream[i:i + 1])
+            reader.feed(stream[i : i + 1])
             out += drain(reader)
         assert b"".join(h.pack() + b for h, b in out) == stream
 
@@ -193,7 +194,8 @@ class TestEncode:
     def test_encode(self):
         payload = b"\1\2\3\4"
         assert p.encode(0x0102, Command.REGION_WRITE, payload, p.FLAG_NO_REPLY) == (
-            raw_header(0x0102, 10, 20, 0x10) + payload)
+            raw_header(0x0102, 10, 20, 0x10) + payload
+        )
 
     def test_encode_defaults(self):
         assert p.encode(7, Command.DEVICE_RESET) == raw_header(7, 13, 16, 0, 0)

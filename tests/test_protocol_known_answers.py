@@ -27,14 +27,17 @@ def table(size: int, *rows: tuple[int, int, int | bytes]) -> bytes:
     owner: list[tuple | None] = [None] * size
     for row in rows:
         offset, length, value = row
-        raw = (value if isinstance(value, bytes)
-               else value.to_bytes(length, "little", signed=value < 0))
+        raw = (
+            value
+            if isinstance(value, bytes)
+            else value.to_bytes(length, "little", signed=value < 0)
+        )
         assert len(raw) == length, f"row {row}: value is {len(raw)} bytes"
         assert offset + length <= size, f"row {row} runs past {size} bytes"
         for i in range(offset, offset + length):
             assert owner[i] is None, f"rows {owner[i]} and {row} overlap at {i}"
             owner[i] = row
-        buf[offset:offset + length] = raw
+        buf[offset : offset + length] = raw
     missing = [i for i, o in enumerate(owner) if o is None]
     assert not missing, f"bytes {missing} are in no row"
     return bytes(buf)
@@ -42,8 +45,9 @@ def table(size: int, *rows: tuple[int, int, int | bytes]) -> bytes:
 
 def header(msg_id: int, command: int, msg_size: int, flags: int = 0, error: int = 0) -> bytes:
     # Header table: Message ID 0/2, Command 2/2, Message size 4/4, Flags 8/4, Error 12/4.
-    return table(16, (0, 2, msg_id), (2, 2, command), (4, 4, msg_size), (8, 4, flags),
-                 (12, 4, error))
+    return table(
+        16, (0, 2, msg_id), (2, 2, command), (4, 4, msg_size), (8, 4, flags), (12, 4, error)
+    )
 
 
 def both_ways(cls, data: bytes, obj):
@@ -52,8 +56,9 @@ def both_ways(cls, data: bytes, obj):
     return obj
 
 
-def whole_message(msg_id: int, command: Command, reply: bool, payload: bytes, obj,
-                  msg_size: int) -> None:
+def whole_message(
+    msg_id: int, command: Command, reply: bool, payload: bytes, obj, msg_size: int
+) -> None:
     """The message is 16 + payload bytes, encodes as the spec says, and reads back."""
     assert 16 + len(payload) == msg_size
     flags = p.MsgType.REPLY if reply else p.MsgType.COMMAND
@@ -72,30 +77,34 @@ def whole_message(msg_id: int, command: Command, reply: bool, payload: bytes, ob
 class TestHeader:
     def test_command(self):
         # msg_id 0x1234, command 1 (VERSION), msg_size 0x24, flags 0 (Command), error 0
-        wire = bytes.fromhex("3412" "0100" "24000000" "00000000" "00000000")
+        wire = bytes.fromhex("34120100240000000000000000000000")
         h = both_ways(p.Header, wire, p.Header(0x1234, Command.VERSION, 0x24, 0, 0))
-        assert (h.type, h.is_reply, h.no_reply, h.is_error) == (p.MsgType.COMMAND, False,
-                                                                False, False)
+        assert (h.type, h.is_reply, h.no_reply, h.is_error) == (
+            p.MsgType.COMMAND,
+            False,
+            False,
+            False,
+        )
         assert h.describe() == "VERSION command id=4660 size=36"
 
     def test_reply(self):
-        wire = bytes.fromhex("3412" "0200" "10000000" "01000000" "00000000")
+        wire = bytes.fromhex("34120200100000000100000000000000")
         h = both_ways(p.Header, wire, p.Header(0x1234, Command.DMA_MAP, 16, 1, 0))
-        assert (h.type, h.is_reply, h.no_reply, h.is_error) == (p.MsgType.REPLY, True,
-                                                                False, False)
+        assert (h.type, h.is_reply, h.no_reply, h.is_error) == (p.MsgType.REPLY, True, False, False)
 
     def test_no_reply(self):
         # Flags bit 4: No_reply
-        wire = bytes.fromhex("0700" "0a00" "14000000" "10000000" "00000000")
+        wire = bytes.fromhex("07000a00140000001000000000000000")
         h = both_ways(p.Header, wire, p.Header(7, Command.REGION_WRITE, 20, 0x10, 0))
         assert (h.type, h.no_reply, h.is_error) == (p.MsgType.COMMAND, True, False)
         assert h.describe() == "REGION_WRITE command id=7 size=20 no_reply"
 
     def test_error(self):
         # Flags bit 5: Error, with Reply; Error field 22 (EINVAL)
-        wire = bytes.fromhex("ffff" "0500" "10000000" "21000000" "16000000")
-        h = both_ways(p.Header, wire, p.Header(0xFFFF, Command.DEVICE_GET_REGION_INFO, 16,
-                                               0x21, 22))
+        wire = bytes.fromhex("ffff0500100000002100000016000000")
+        h = both_ways(
+            p.Header, wire, p.Header(0xFFFF, Command.DEVICE_GET_REGION_INFO, 16, 0x21, 22)
+        )
         assert (h.type, h.is_reply, h.is_error, h.error) == (p.MsgType.REPLY, True, True, 22)
         assert h.describe() == "DEVICE_GET_REGION_INFO reply id=65535 size=16 ERROR errno=22"
 
@@ -105,14 +114,16 @@ class TestHeader:
         assert h.is_error and h.error == 0
 
     def test_fields_at_their_offsets(self):
-        assert p.Header(0x0102, 0x0304, 0x05060708, 0x090A0B0C, 0x0D0E0F10).pack() == \
-            bytes.fromhex("0201" "0403" "08070605" "0c0b0a09" "100f0e0d")
+        assert p.Header(0x0102, 0x0304, 0x05060708, 0x090A0B0C, 0x0D0E0F10).pack() == bytes.fromhex(
+            "02010403080706050c0b0a09100f0e0d"
+        )
 
 
 # ---- VFIO_USER_VERSION
 
-VERSION_JSON = (b'{"capabilities":{"max_msg_fds":8,"max_data_xfer_size":1048576,'
-                b'"migration":{"pgsize":4096}}}')
+VERSION_JSON = (
+    b'{"capabilities":{"max_msg_fds":8,"max_data_xfer_size":1048576,"migration":{"pgsize":4096}}}'
+)
 
 
 class TestVersion:
@@ -121,11 +132,27 @@ class TestVersion:
         # "(including terminating NUL)"
         n = len(VERSION_JSON) + 1
         payload = table(4 + n, (0, 2, 0), (2, 2, 1), (4, n, VERSION_JSON + b"\0"))
-        v = both_ways(p.Version, payload, p.Version(0, 1, {"capabilities": {
-            "max_msg_fds": 8, "max_data_xfer_size": 1048576, "migration": {"pgsize": 4096}}}))
+        v = both_ways(
+            p.Version,
+            payload,
+            p.Version(
+                0,
+                1,
+                {
+                    "capabilities": {
+                        "max_msg_fds": 8,
+                        "max_data_xfer_size": 1048576,
+                        "migration": {"pgsize": 4096},
+                    }
+                },
+            ),
+        )
         caps = v.capabilities
         assert (caps.max_msg_fds, caps.max_data_xfer_size, caps.migration_pgsize) == (
-            8, 1048576, 4096)
+            8,
+            1048576,
+            4096,
+        )
         whole_message(1, Command.VERSION, False, payload, v, 16 + 4 + n)
         whole_message(1, Command.VERSION, True, payload, v, 16 + 4 + n)
 
@@ -139,12 +166,23 @@ class TestVersion:
         both_ways(p.Version, table(4, (0, 2, 0), (2, 2, 2)), p.Version(0, 2, None))
 
     def test_0_9_2_capabilities(self):
-        text = (b'{"capabilities":{"max_dma_maps":1024,"pgsizes":4096,'
-                b'"twin_socket":{"supported":true},"write_multiple":true}}\0')
+        text = (
+            b'{"capabilities":{"max_dma_maps":1024,"pgsizes":4096,'
+            b'"twin_socket":{"supported":true},"write_multiple":true}}\0'
+        )
         payload = table(4 + len(text), (0, 2, 0), (2, 2, 2), (4, len(text), text))
-        v = both_ways(p.Version, payload, p.Version.with_capabilities(
-            0, 2, max_dma_maps=1024, pgsizes=4096, twin_socket={"supported": True},
-            write_multiple=True))
+        v = both_ways(
+            p.Version,
+            payload,
+            p.Version.with_capabilities(
+                0,
+                2,
+                max_dma_maps=1024,
+                pgsizes=4096,
+                twin_socket={"supported": True},
+                write_multiple=True,
+            ),
+        )
         assert (v.capabilities.max_dma_maps, v.capabilities.write_multiple) == (1024, True)
         assert v.capabilities.twin_socket == {"supported": True}
 
@@ -155,10 +193,14 @@ class TestVersion:
 def test_dma_map():
     # DMA_MAP Request table: argsz 0/4, flags 4/4, offset 8/8, address 16/8, size 24/8.
     # "This structure is 32 bytes in size, so the message size is 16 + 32 bytes."
-    payload = table(32, (0, 4, 32), (4, 4, 0b11), (8, 8, 0x1000), (16, 8, 0xC0000000),
-                    (24, 8, 0x40000000))
-    m = both_ways(p.DmaMap, payload, p.DmaMap(32, p.DmaMapFlags.READ | p.DmaMapFlags.WRITE,
-                                               0x1000, 0xC0000000, 0x40000000))
+    payload = table(
+        32, (0, 4, 32), (4, 4, 0b11), (8, 8, 0x1000), (16, 8, 0xC0000000), (24, 8, 0x40000000)
+    )
+    m = both_ways(
+        p.DmaMap,
+        payload,
+        p.DmaMap(32, p.DmaMapFlags.READ | p.DmaMapFlags.WRITE, 0x1000, 0xC0000000, 0x40000000),
+    )
     whole_message(2, Command.DMA_MAP, False, payload, m, 16 + 32)
     whole_message(2, Command.DMA_MAP, True, b"", None, 16)  # "no payload in the reply"
 
@@ -176,21 +218,45 @@ class TestDmaUnmap:
         # "If set, the size of the total request message is: 16 + 24 + 16."
         # VFIO Bitmap Format table, after the entry (at 24): pgsize 0/8, size 8/8.
         bitmap_size = 0x40000000 // 4096 // 8
-        payload = table(40, (0, 4, 24 + 16 + bitmap_size), (4, 4, 1), (8, 8, 0xC0000000),
-                        (16, 8, 0x40000000), (24 + 0, 8, 4096), (24 + 8, 8, bitmap_size))
-        u = both_ways(p.DmaUnmap, payload, p.DmaUnmap(
-            24 + 16 + bitmap_size, p.DmaUnmapFlags.GET_DIRTY_BITMAP, 0xC0000000, 0x40000000,
-            p.VfioBitmap(4096, bitmap_size)))
+        payload = table(
+            40,
+            (0, 4, 24 + 16 + bitmap_size),
+            (4, 4, 1),
+            (8, 8, 0xC0000000),
+            (16, 8, 0x40000000),
+            (24 + 0, 8, 4096),
+            (24 + 8, 8, bitmap_size),
+        )
+        u = both_ways(
+            p.DmaUnmap,
+            payload,
+            p.DmaUnmap(
+                24 + 16 + bitmap_size,
+                p.DmaUnmapFlags.GET_DIRTY_BITMAP,
+                0xC0000000,
+                0x40000000,
+                p.VfioBitmap(4096, bitmap_size),
+            ),
+        )
         whole_message(3, Command.DMA_UNMAP, False, payload, u, 16 + 24 + 16)
 
     def test_reply_with_bitmap(self):
         # "16 + 24 + (16 + size in VFIO Bitmap if get dirty page bitmap is set)":
         # 16 pages of 4 KiB, 2 bitmap bytes, pages 0, 9 and 15 dirty.
         bits = bytes([0b00000001, 0b10000010])
-        payload = table(42, (0, 4, 42), (4, 4, 1), (8, 8, 0x100000), (16, 8, 0x10000),
-                        (24 + 0, 8, 4096), (24 + 8, 8, 2), (40, 2, bits))
-        u = both_ways(p.DmaUnmap, payload, p.DmaUnmap(42, 1, 0x100000, 0x10000,
-                                                       p.VfioBitmap(4096, 2), bits))
+        payload = table(
+            42,
+            (0, 4, 42),
+            (4, 4, 1),
+            (8, 8, 0x100000),
+            (16, 8, 0x10000),
+            (24 + 0, 8, 4096),
+            (24 + 8, 8, 2),
+            (40, 2, bits),
+        )
+        u = both_ways(
+            p.DmaUnmap, payload, p.DmaUnmap(42, 1, 0x100000, 0x10000, p.VfioBitmap(4096, 2), bits)
+        )
         whole_message(3, Command.DMA_UNMAP, True, payload, u, 16 + 24 + 16 + 2)
 
 
@@ -204,8 +270,9 @@ def test_device_get_info():
     r = both_ways(p.DeviceInfo, request, p.DeviceInfo(16))
     whole_message(4, Command.DEVICE_GET_INFO, False, request, r, 32)
     reply = table(16, (0, 4, 16), (4, 4, 0b11), (8, 4, 9), (12, 4, 5))
-    r = both_ways(p.DeviceInfo, reply,
-                  p.DeviceInfo(16, p.DeviceFlags.RESET | p.DeviceFlags.PCI, 9, 5))
+    r = both_ways(
+        p.DeviceInfo, reply, p.DeviceInfo(16, p.DeviceFlags.RESET | p.DeviceFlags.PCI, 9, 5)
+    )
     whole_message(4, Command.DEVICE_GET_INFO, True, reply, r, 32)
 
 
@@ -216,8 +283,9 @@ def test_device_get_irq_info():
     whole_message(5, Command.DEVICE_GET_IRQ_INFO, False, request, r, 32)
     # flags: bit 0 EVENTFD, bit 3 NORESIZE
     reply = table(16, (0, 4, 16), (4, 4, 0b1001), (8, 4, 2), (12, 4, 2048))
-    r = both_ways(p.IrqInfo, reply, p.IrqInfo(
-        16, p.IrqInfoFlags.EVENTFD | p.IrqInfoFlags.NORESIZE, 2, 2048))
+    r = both_ways(
+        p.IrqInfo, reply, p.IrqInfo(16, p.IrqInfoFlags.EVENTFD | p.IrqInfoFlags.NORESIZE, 2, 2048)
+    )
     whole_message(5, Command.DEVICE_GET_IRQ_INFO, True, reply, r, 32)
 
 
@@ -225,10 +293,20 @@ def test_device_set_irqs_data_bool():
     # DEVICE_SET_IRQS Request table: argsz 0/4, flags 4/4, index 8/4, start 12/4,
     # count 16/4, data 20/variable. flags: bit 1 DATA_BOOL, bit 5 ACTION_TRIGGER.
     # "argsz is the size of the VFIO IRQ set request payload, including any data".
-    payload = table(23, (0, 4, 23), (4, 4, 0b100010), (8, 4, p.PciIrq.MSIX), (12, 4, 4),
-                    (16, 4, 3), (20, 3, b"\x01\x00\x01"))
-    r = both_ways(p.SetIrqs, payload, p.SetIrqs(
-        23, p.IrqSetFlags.DATA_BOOL | p.IrqSetFlags.ACTION_TRIGGER, 2, 4, 3, b"\1\0\1"))
+    payload = table(
+        23,
+        (0, 4, 23),
+        (4, 4, 0b100010),
+        (8, 4, p.PciIrq.MSIX),
+        (12, 4, 4),
+        (16, 4, 3),
+        (20, 3, b"\x01\x00\x01"),
+    )
+    r = both_ways(
+        p.SetIrqs,
+        payload,
+        p.SetIrqs(23, p.IrqSetFlags.DATA_BOOL | p.IrqSetFlags.ACTION_TRIGGER, 2, 4, 3, b"\1\0\1"),
+    )
     assert r.bools == [True, False, True]
     whole_message(6, Command.DEVICE_SET_IRQS, False, payload, r, 16 + 23)
     whole_message(6, Command.DEVICE_SET_IRQS, True, b"", None, 16)
@@ -246,8 +324,7 @@ def test_device_set_irqs_data_none():
 def test_region_info_request():
     # DEVICE_GET_REGION_INFO Request table: argsz 0/4, flags 4/4, index 8/4,
     # cap_offset 12/4, size 16/8, offset 24/8.
-    payload = table(32, (0, 4, 0x100), (4, 4, 0), (8, 4, 2), (12, 4, 0), (16, 8, 0),
-                    (24, 8, 0))
+    payload = table(32, (0, 4, 0x100), (4, 4, 0), (8, 4, 2), (12, 4, 0), (16, 8, 0), (24, 8, 0))
     r = both_ways(p.RegionInfo, payload, p.RegionInfo(0x100, index=2))
     whole_message(7, Command.DEVICE_GET_REGION_INFO, False, payload, r, 48)
 
@@ -263,19 +340,43 @@ def test_region_info_reply_with_sparse_mmap_and_type_caps():
     type_body = type_cap + 8
     payload = table(
         96,
-        (0, 4, 96), (4, 4, 0b1111), (8, 4, 0), (12, 4, 32), (16, 8, 0x4000), (24, 8, 0),
-        (sparse + 0, 2, 1), (sparse + 2, 2, 1), (sparse + 4, 4, type_cap),
-        (sparse_body + 0, 4, 2), (sparse_body + 4, 4, 0),
-        (sparse_body + 8, 8, 0x0000), (sparse_body + 16, 8, 0x1000),
-        (sparse_body + 24, 8, 0x3000), (sparse_body + 32, 8, 0x1000),
-        (type_cap + 0, 2, 2), (type_cap + 2, 2, 1), (type_cap + 4, 4, 0),
-        (type_body + 0, 4, 3), (type_body + 4, 4, 1),
+        (0, 4, 96),
+        (4, 4, 0b1111),
+        (8, 4, 0),
+        (12, 4, 32),
+        (16, 8, 0x4000),
+        (24, 8, 0),
+        (sparse + 0, 2, 1),
+        (sparse + 2, 2, 1),
+        (sparse + 4, 4, type_cap),
+        (sparse_body + 0, 4, 2),
+        (sparse_body + 4, 4, 0),
+        (sparse_body + 8, 8, 0x0000),
+        (sparse_body + 16, 8, 0x1000),
+        (sparse_body + 24, 8, 0x3000),
+        (sparse_body + 32, 8, 0x1000),
+        (type_cap + 0, 2, 2),
+        (type_cap + 2, 2, 1),
+        (type_cap + 4, 4, 0),
+        (type_body + 0, 4, 3),
+        (type_body + 4, 4, 1),
     )
-    info = both_ways(p.RegionInfo, payload, p.RegionInfo(
-        96, p.RegionFlags.READ | p.RegionFlags.WRITE | p.RegionFlags.MMAP | p.RegionFlags.CAPS,
-        0, 32, 0x4000, 0,
-        (p.SparseMmapCap(((0, 0x1000), (0x3000, 0x1000))),
-         p.RegionTypeCap(p.VFIO_REGION_TYPE_MIGRATION, p.VFIO_REGION_SUBTYPE_MIGRATION))))
+    info = both_ways(
+        p.RegionInfo,
+        payload,
+        p.RegionInfo(
+            96,
+            p.RegionFlags.READ | p.RegionFlags.WRITE | p.RegionFlags.MMAP | p.RegionFlags.CAPS,
+            0,
+            32,
+            0x4000,
+            0,
+            (
+                p.SparseMmapCap(((0, 0x1000), (0x3000, 0x1000))),
+                p.RegionTypeCap(p.VFIO_REGION_TYPE_MIGRATION, p.VFIO_REGION_SUBTYPE_MIGRATION),
+            ),
+        ),
+    )
     assert p.RegionInfo.unpack(payload).cap_offsets == (32, 80)
     assert info.full_size() == 96
     assert info.cap(p.RegionTypeCap) == p.RegionTypeCap(3, 1)
@@ -284,8 +385,9 @@ def test_region_info_reply_with_sparse_mmap_and_type_caps():
 
 def test_region_info_reply_cut_short_by_argsz():
     # argsz 96 needed, the client allowed 32: the structure alone, caps not included.
-    payload = table(32, (0, 4, 96), (4, 4, 0b1000), (8, 4, 9), (12, 4, 32), (16, 8, 0x1000),
-                    (24, 8, 0))
+    payload = table(
+        32, (0, 4, 96), (4, 4, 0b1000), (8, 4, 9), (12, 4, 32), (16, 8, 0x1000), (24, 8, 0)
+    )
     info = p.RegionInfo.unpack(payload)
     assert info == p.RegionInfo(96, p.RegionFlags.CAPS, 9, 32, 0x1000, 0)
     assert info.caps == ()
@@ -304,9 +406,15 @@ def test_region_io_fds_request():
 def _ioeventfd(base: int, offset: int, size: int, fd_index: int, flags: int, datamatch: int):
     # Sub-Region IO FD info format (ioeventfd): offset 0/8, size 8/8, fd_index 16/4,
     # type 20/4, flags 24/4, padding 28/4, datamatch 32/8.
-    return [(base + 0, 8, offset), (base + 8, 8, size), (base + 16, 4, fd_index),
-            (base + 20, 4, p.IoFdType.IOEVENTFD), (base + 24, 4, flags), (base + 28, 4, 0),
-            (base + 32, 8, datamatch)]
+    return [
+        (base + 0, 8, offset),
+        (base + 8, 8, size),
+        (base + 16, 4, fd_index),
+        (base + 20, 4, p.IoFdType.IOEVENTFD),
+        (base + 24, 4, flags),
+        (base + 28, 4, 0),
+        (base + 32, 8, datamatch),
+    ]
 
 
 @pytest.mark.parametrize("entry_size", [40, 48])
@@ -316,16 +424,29 @@ def test_region_io_fds_reply_two_ioeventfds(entry_size):
     # relied on", so also entries of 48 with 8 bytes of padding each.
     argsz = 16 + 2 * entry_size
     pad = entry_size - 40
-    rows = [(0, 4, argsz), (4, 4, 0), (8, 4, 2), (12, 4, 2),
-            *_ioeventfd(16, 0x100, 4, 0, p.IoEventFdFlags.DATAMATCH, 0xAB),
-            *_ioeventfd(16 + entry_size, 0x200, 8, 1, 0, 0)]
+    rows = [
+        (0, 4, argsz),
+        (4, 4, 0),
+        (8, 4, 2),
+        (12, 4, 2),
+        *_ioeventfd(16, 0x100, 4, 0, p.IoEventFdFlags.DATAMATCH, 0xAB),
+        *_ioeventfd(16 + entry_size, 0x200, 8, 1, 0, 0),
+    ]
     if pad:
         rows += [(16 + 40, pad, 0), (16 + entry_size + 40, pad, 0)]
     payload = table(argsz, *rows)
-    reply = both_ways(p.RegionIoFdsReply, payload, p.RegionIoFdsReply(
-        argsz, 0, 2, 2,
-        (p.IoFdSubRegion(0x100, 4, 0, 0, 1, 0, 0xAB), p.IoFdSubRegion(0x200, 8, 1, 0, 0, 0, 0)),
-        entry_size))
+    reply = both_ways(
+        p.RegionIoFdsReply,
+        payload,
+        p.RegionIoFdsReply(
+            argsz,
+            0,
+            2,
+            2,
+            (p.IoFdSubRegion(0x100, 4, 0, 0, 1, 0, 0xAB), p.IoFdSubRegion(0x200, 8, 1, 0, 0, 0, 0)),
+            entry_size,
+        ),
+    )
     assert reply.sub_regions[0].datamatch == 0xAB
     whole_message(8, Command.DEVICE_GET_REGION_IO_FDS, True, payload, reply, 16 + argsz)
 
@@ -338,11 +459,17 @@ def test_region_io_fds_reply_head_only():
 
 def test_ioregionfd_entry():
     # Sub-Region IO FD info format (ioregionfd): as ioeventfd, user_data at 32/8.
-    payload = table(40, (0, 8, 0), (8, 8, 0), (16, 4, 3), (20, 4, p.IoFdType.IOREGIONFD),
-                    (24, 4, p.IoRegionFdFlags.POSTED_WRITES), (28, 4, 0),
-                    (32, 8, 0x1122334455667788))
-    sub = both_ways(p.IoFdSubRegion, payload, p.IoFdSubRegion(0, 0, 3, 1, 2, 0,
-                                                              0x1122334455667788))
+    payload = table(
+        40,
+        (0, 8, 0),
+        (8, 8, 0),
+        (16, 4, 3),
+        (20, 4, p.IoFdType.IOREGIONFD),
+        (24, 4, p.IoRegionFdFlags.POSTED_WRITES),
+        (28, 4, 0),
+        (32, 8, 0x1122334455667788),
+    )
+    sub = both_ways(p.IoFdSubRegion, payload, p.IoFdSubRegion(0, 0, 3, 1, 2, 0, 0x1122334455667788))
     assert sub.user_data == 0x1122334455667788
 
 
@@ -381,8 +508,9 @@ def test_dma_read():
     whole_message(11, Command.DMA_READ, False, request, r, 32)
     # Reply table: address 0/8, count 8/8, data 16/variable.
     reply = table(24, (0, 8, 0xC0001000), (8, 8, 8), (16, 8, 0x0123456789ABCDEF))
-    r = both_ways(p.DmaReadReply, reply, p.DmaReadReply(
-        0xC0001000, 8, bytes.fromhex("efcdab8967452301")))
+    r = both_ways(
+        p.DmaReadReply, reply, p.DmaReadReply(0xC0001000, 8, bytes.fromhex("efcdab8967452301"))
+    )
     whole_message(11, Command.DMA_READ, True, reply, r, 40)
 
 
@@ -429,23 +557,45 @@ class TestDirtyPages:
         # VFIO Bitmap Range Format at 8: iova 0/8, size 8/8, bitmap 16/... -- errata 4:
         # the bitmap is the 16-byte VFIO Bitmap (pgsize 0/8, size 8/8): 8 + 32 bytes.
         rng = 8
-        payload = table(40, (0, 4, 8 + 32 + 8), (4, 4, 0b100),
-                        (rng + 0, 8, 0x100000), (rng + 8, 8, 64 * 4096),
-                        (rng + 16 + 0, 8, 4096), (rng + 16 + 8, 8, 8))
-        d = both_ways(p.DirtyPages, payload, p.DirtyPages(
-            48, p.DirtyPagesFlags.GET_BITMAP,
-            p.BitmapRange(0x100000, 64 * 4096, p.VfioBitmap(4096, 8))))
+        payload = table(
+            40,
+            (0, 4, 8 + 32 + 8),
+            (4, 4, 0b100),
+            (rng + 0, 8, 0x100000),
+            (rng + 8, 8, 64 * 4096),
+            (rng + 16 + 0, 8, 4096),
+            (rng + 16 + 8, 8, 8),
+        )
+        d = both_ways(
+            p.DirtyPages,
+            payload,
+            p.DirtyPages(
+                48,
+                p.DirtyPagesFlags.GET_BITMAP,
+                p.BitmapRange(0x100000, 64 * 4096, p.VfioBitmap(4096, 8)),
+            ),
+        )
         whole_message(14, Command.DIRTY_PAGES, False, payload, d, 16 + 8 + 32)
 
     def test_get_bitmap_reply(self):
         # Reply: argsz, flags, the range, then the bitmap -- at payload offset 40
         # (errata 4), not 48. 64 pages, pages 1 and 63 dirty.
         bitmap = (1 << 1 | 1 << 63).to_bytes(8, "little")
-        payload = table(48, (0, 4, 48), (4, 4, 0b100),
-                        (8 + 0, 8, 0x100000), (8 + 8, 8, 64 * 4096),
-                        (8 + 16 + 0, 8, 4096), (8 + 16 + 8, 8, 8), (40, 8, bitmap))
-        d = both_ways(p.DirtyPages, payload, p.DirtyPages(
-            48, 4, p.BitmapRange(0x100000, 64 * 4096, p.VfioBitmap(4096, 8)), bitmap))
+        payload = table(
+            48,
+            (0, 4, 48),
+            (4, 4, 0b100),
+            (8 + 0, 8, 0x100000),
+            (8 + 8, 8, 64 * 4096),
+            (8 + 16 + 0, 8, 4096),
+            (8 + 16 + 8, 8, 8),
+            (40, 8, bitmap),
+        )
+        d = both_ways(
+            p.DirtyPages,
+            payload,
+            p.DirtyPages(48, 4, p.BitmapRange(0x100000, 64 * 4096, p.VfioBitmap(4096, 8)), bitmap),
+        )
         whole_message(14, Command.DIRTY_PAGES, True, payload, d, 16 + 48)
         assert p.bitmap_bytes(64 * 4096, 4096) == 8
 
@@ -463,12 +613,19 @@ def test_bitmap_bytes_rounds_up_to_u64s():
 def test_migration_info():
     # VFIO Device Migration Info table: device_state 0/4, reserved 4/4,
     # pending_bytes 8/8, data_offset 16/8, data_size 24/8.
-    payload = table(32, (0, 4, 0b011), (4, 4, 0), (8, 8, 0x10000), (16, 8, 0x1000),
-                    (24, 8, 0x800))
-    m = both_ways(p.MigrationInfo, payload, p.MigrationInfo(
-        p.MigrationStateV1.PRE_COPY, 0, 0x10000, 0x1000, 0x800))
-    assert (p.MigrationInfo.DEVICE_STATE, p.MigrationInfo.RESERVED, p.MigrationInfo.PENDING_BYTES,
-            p.MigrationInfo.DATA_OFFSET, p.MigrationInfo.DATA_SIZE) == (0, 4, 8, 16, 24)
+    payload = table(32, (0, 4, 0b011), (4, 4, 0), (8, 8, 0x10000), (16, 8, 0x1000), (24, 8, 0x800))
+    m = both_ways(
+        p.MigrationInfo,
+        payload,
+        p.MigrationInfo(p.MigrationStateV1.PRE_COPY, 0, 0x10000, 0x1000, 0x800),
+    )
+    assert (
+        p.MigrationInfo.DEVICE_STATE,
+        p.MigrationInfo.RESERVED,
+        p.MigrationInfo.PENDING_BYTES,
+        p.MigrationInfo.DATA_OFFSET,
+        p.MigrationInfo.DATA_SIZE,
+    ) == (0, 4, 8, 16, 24)
     assert p.MigrationStateBits.RUNNING | p.MigrationStateBits.SAVING == m.device_state
     # Read through REGION_READ of the migration region at offset 0:
     reply = table(48, (0, 8, 0), (8, 4, 9), (12, 4, 32), (16, 32, payload))
@@ -483,14 +640,28 @@ def test_region_write_multi():
     # Request table: wr_cnt 0/8, wrs 8/variable. Single Device Write Format:
     # offset 0/8, region 8/4, count 12/4, data 16/8.
     w0, w1 = 8, 8 + 24
-    payload = table(8 + 2 * 24, (0, 8, 2),
-                    (w0 + 0, 8, 0x3000), (w0 + 8, 4, 0), (w0 + 12, 4, 4),
-                    (w0 + 16, 8, b"\x01\x00\x00\x00\x00\x00\x00\x00"),
-                    (w1 + 0, 8, 0x3008), (w1 + 8, 4, 0), (w1 + 12, 4, 8),
-                    (w1 + 16, 8, 0x1122334455667788))
-    r = both_ways(p.RegionWriteMulti, payload, p.RegionWriteMulti((
-        p.SingleWrite.of(0x3000, 0, b"\1\0\0\0"),
-        p.SingleWrite(0x3008, 0, 8, bytes.fromhex("8877665544332211")))))
+    payload = table(
+        8 + 2 * 24,
+        (0, 8, 2),
+        (w0 + 0, 8, 0x3000),
+        (w0 + 8, 4, 0),
+        (w0 + 12, 4, 4),
+        (w0 + 16, 8, b"\x01\x00\x00\x00\x00\x00\x00\x00"),
+        (w1 + 0, 8, 0x3008),
+        (w1 + 8, 4, 0),
+        (w1 + 12, 4, 8),
+        (w1 + 16, 8, 0x1122334455667788),
+    )
+    r = both_ways(
+        p.RegionWriteMulti,
+        payload,
+        p.RegionWriteMulti(
+            (
+                p.SingleWrite.of(0x3000, 0, b"\1\0\0\0"),
+                p.SingleWrite(0x3008, 0, 8, bytes.fromhex("8877665544332211")),
+            )
+        ),
+    )
     whole_message(15, Command.REGION_WRITE_MULTI, False, payload, r, 16 + 56)
     # Reply table: wr_cnt 0/8.
     reply = table(8, (0, 8, 2))
@@ -514,9 +685,15 @@ class TestDeviceFeature:
         whole_message(16, Command.DEVICE_FEATURE, False, request, r, 24)
         # Reply data: flags 0/8 (bit 0 STOP_COPY, 1 P2P, 2 PRE_COPY).
         reply = table(16, (0, 4, 16), (4, 4, GET | 1), (8 + 0, 8, 0b101))
-        r = both_ways(p.DeviceFeature, reply, p.DeviceFeature(
-            16, GET | 1, p.FeatureMigration(
-                p.MigrationFlags.STOP_COPY | p.MigrationFlags.PRE_COPY).pack()))
+        r = both_ways(
+            p.DeviceFeature,
+            reply,
+            p.DeviceFeature(
+                16,
+                GET | 1,
+                p.FeatureMigration(p.MigrationFlags.STOP_COPY | p.MigrationFlags.PRE_COPY).pack(),
+            ),
+        )
         assert p.FeatureMigration.unpack(r.data).flags == 0b101
         whole_message(16, Command.DEVICE_FEATURE, True, reply, r, 32)
 
@@ -524,10 +701,14 @@ class TestDeviceFeature:
         # VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (2) data: device_state 0/4, data_fd 4/4.
         # STOP_COPY is 3; data_fd is unused in vfio-user (-1 here).
         payload = table(16, (0, 4, 16), (4, 4, SET | 2), (8 + 0, 4, 3), (8 + 4, 4, -1))
-        data = both_ways(p.FeatureMigDeviceState, payload[8:],
-                         p.FeatureMigDeviceState(p.MigState.STOP_COPY, -1))
-        r = both_ways(p.DeviceFeature, payload, p.DeviceFeature(
-            16, SET | p.Feature.MIG_DEVICE_STATE, data.pack()))
+        data = both_ways(
+            p.FeatureMigDeviceState, payload[8:], p.FeatureMigDeviceState(p.MigState.STOP_COPY, -1)
+        )
+        r = both_ways(
+            p.DeviceFeature,
+            payload,
+            p.DeviceFeature(16, SET | p.Feature.MIG_DEVICE_STATE, data.pack()),
+        )
         assert (r.feature, r.set) == (p.Feature.MIG_DEVICE_STATE, True)
         # "The reply payload must be the same as the request payload for setting."
         whole_message(16, Command.DEVICE_FEATURE, False, payload, r, 32)
@@ -537,31 +718,50 @@ class TestDeviceFeature:
         payload = table(16, (0, 4, 16), (4, 4, GET | 2), (8 + 0, 4, 2), (8 + 4, 4, 0))
         r = p.DeviceFeature.unpack(payload)
         assert p.FeatureMigDeviceState.unpack(r.data) == p.FeatureMigDeviceState(
-            p.MigState.RUNNING, 0)
+            p.MigState.RUNNING, 0
+        )
 
     def test_probe(self):
         payload = table(8, (0, 4, 8), (4, 4, PROBE | SET | 6))
         r = both_ways(p.DeviceFeature, payload, p.DeviceFeature(8, PROBE | SET | 6))
-        assert (r.feature, r.probe, r.set, r.get) == (p.Feature.DMA_LOGGING_START, True,
-                                                      True, False)
+        assert (r.feature, r.probe, r.set, r.get) == (
+            p.Feature.DMA_LOGGING_START,
+            True,
+            True,
+            False,
+        )
 
     def test_dma_logging_start(self):
         # DMA_LOGGING_START (6) SET data: page_size 0/8, num_ranges 8/4, reserved 12/4,
         # ranges 16/variable, each iova 0/8, length 8/8.
         d = 8  # the data field of DEVICE_FEATURE
-        payload = table(8 + 16 + 2 * 16, (0, 4, 56), (4, 4, SET | 6),
-                        (d + 0, 8, 4096), (d + 8, 4, 2), (d + 12, 4, 0),
-                        (d + 16 + 0, 8, 0), (d + 16 + 8, 8, 0xA0000),
-                        (d + 32 + 0, 8, 0x100000), (d + 32 + 8, 8, 0x7FF00000))
-        ctl = both_ways(p.DmaLoggingControl, payload[d:], p.DmaLoggingControl.of(
-            4096, ((0, 0xA0000), (0x100000, 0x7FF00000))))
+        payload = table(
+            8 + 16 + 2 * 16,
+            (0, 4, 56),
+            (4, 4, SET | 6),
+            (d + 0, 8, 4096),
+            (d + 8, 4, 2),
+            (d + 12, 4, 0),
+            (d + 16 + 0, 8, 0),
+            (d + 16 + 8, 8, 0xA0000),
+            (d + 32 + 0, 8, 0x100000),
+            (d + 32 + 8, 8, 0x7FF00000),
+        )
+        ctl = both_ways(
+            p.DmaLoggingControl,
+            payload[d:],
+            p.DmaLoggingControl.of(4096, ((0, 0xA0000), (0x100000, 0x7FF00000))),
+        )
         r = both_ways(p.DeviceFeature, payload, p.DeviceFeature(56, SET | 6, ctl.pack()))
         whole_message(16, Command.DEVICE_FEATURE, False, payload, r, 16 + 56)
 
     def test_dma_logging_start_all_writes(self):
         # "A value of zero indicates that all writes should be logged."
-        both_ways(p.DmaLoggingControl, table(16, (0, 8, 4096), (8, 4, 0), (12, 4, 0)),
-                  p.DmaLoggingControl(4096, 0))
+        both_ways(
+            p.DmaLoggingControl,
+            table(16, (0, 8, 4096), (8, 4, 0), (12, 4, 0)),
+            p.DmaLoggingControl(4096, 0),
+        )
 
     def test_dma_logging_stop(self):
         payload = table(8, (0, 4, 8), (4, 4, SET | 7))
@@ -572,15 +772,27 @@ class TestDeviceFeature:
         # in the reply the bitmap follows at 24, u64s. Errata 8: bit n is page n
         # from iova -- 64 pages, pages 0 and 3 dirty: 0b1001.
         d = 8
-        request = table(8 + 24, (0, 4, 8 + 24 + 8), (4, 4, GET | 8),
-                        (d + 0, 8, 0x100000), (d + 8, 8, 64 * 4096), (d + 16, 8, 4096))
+        request = table(
+            8 + 24,
+            (0, 4, 8 + 24 + 8),
+            (4, 4, GET | 8),
+            (d + 0, 8, 0x100000),
+            (d + 8, 8, 64 * 4096),
+            (d + 16, 8, 4096),
+        )
         rep = p.DmaLoggingReport(0x100000, 64 * 4096, 4096)
         both_ways(p.DmaLoggingReport, request[d:], rep)
         r = both_ways(p.DeviceFeature, request, p.DeviceFeature(40, GET | 8, rep.pack()))
         whole_message(16, Command.DEVICE_FEATURE, False, request, r, 16 + 32)
-        reply = table(8 + 32, (0, 4, 40), (4, 4, GET | 8),
-                      (d + 0, 8, 0x100000), (d + 8, 8, 64 * 4096), (d + 16, 8, 4096),
-                      (d + 24, 8, 0b1001))
+        reply = table(
+            8 + 32,
+            (0, 4, 40),
+            (4, 4, GET | 8),
+            (d + 0, 8, 0x100000),
+            (d + 8, 8, 64 * 4096),
+            (d + 16, 8, 4096),
+            (d + 24, 8, 0b1001),
+        )
         rep = p.DmaLoggingReport(0x100000, 64 * 4096, 4096, (0b1001).to_bytes(8, "little"))
         both_ways(p.DmaLoggingReport, reply[d:], rep)
         r = both_ways(p.DeviceFeature, reply, p.DeviceFeature(40, GET | 8, rep.pack()))
@@ -616,12 +828,25 @@ def test_mig_data_write():
 def test_command_numbers():
     # Commands table (0.9.1), and 0.9.2's: 14 is gone, 15-18 are new.
     assert {c.name: c.value for c in Command} == {
-        "VERSION": 1, "DMA_MAP": 2, "DMA_UNMAP": 3, "DEVICE_GET_INFO": 4,
-        "DEVICE_GET_REGION_INFO": 5, "DEVICE_GET_REGION_IO_FDS": 6,
-        "DEVICE_GET_IRQ_INFO": 7, "DEVICE_SET_IRQS": 8, "REGION_READ": 9,
-        "REGION_WRITE": 10, "DMA_READ": 11, "DMA_WRITE": 12, "DEVICE_RESET": 13,
-        "DIRTY_PAGES": 14, "REGION_WRITE_MULTI": 15, "DEVICE_FEATURE": 16,
-        "MIG_DATA_READ": 17, "MIG_DATA_WRITE": 18}
+        "VERSION": 1,
+        "DMA_MAP": 2,
+        "DMA_UNMAP": 3,
+        "DEVICE_GET_INFO": 4,
+        "DEVICE_GET_REGION_INFO": 5,
+        "DEVICE_GET_REGION_IO_FDS": 6,
+        "DEVICE_GET_IRQ_INFO": 7,
+        "DEVICE_SET_IRQS": 8,
+        "REGION_READ": 9,
+        "REGION_WRITE": 10,
+        "DMA_READ": 11,
+        "DMA_WRITE": 12,
+        "DEVICE_RESET": 13,
+        "DIRTY_PAGES": 14,
+        "REGION_WRITE_MULTI": 15,
+        "DEVICE_FEATURE": 16,
+        "MIG_DATA_READ": 17,
+        "MIG_DATA_WRITE": 18,
+    }
     assert p.COMMANDS_BY_REVISION["0.9.1"] == frozenset(range(1, 15))
     assert p.COMMANDS_BY_REVISION["0.9.2"] == frozenset(range(1, 14)) | {15, 16, 17, 18}
     assert p.SERVER_TO_CLIENT == {Command.DMA_READ, Command.DMA_WRITE}

@@ -41,8 +41,13 @@ Pre-copy          0       0          1          -        0
 Resuming          0       1          0          0        -
 """
 
-V1_BY_NAME = {"Stopped": V1.STOPPED, "Running": V1.RUNNING, "Stop-and-copy": V1.STOP_AND_COPY,
-              "Pre-copy": V1.PRE_COPY, "Resuming": V1.RESUMING}
+V1_BY_NAME = {
+    "Stopped": V1.STOPPED,
+    "Running": V1.RUNNING,
+    "Stop-and-copy": V1.STOP_AND_COPY,
+    "Pre-copy": V1.PRE_COPY,
+    "Resuming": V1.RESUMING,
+}
 
 
 def _parse_v1_table() -> set[tuple[int, int]]:
@@ -117,8 +122,9 @@ STOP -> STOP_COPY
 PRE_COPY -> STOP_COPY
 STOP -> RESUMING
 """
-SPEC_ARCS = {(S[a], S[b]) for a, _, b in
-             (line.split() for line in V2_DIRECT_ARCS.strip().splitlines())}
+SPEC_ARCS = {
+    (S[a], S[b]) for a, _, b in (line.split() for line in V2_DIRECT_ARCS.strip().splitlines())
+}
 SAVING_GROUP = {S.PRE_COPY, S.STOP_COPY}
 USED_STATES = {S.STOP, S.RUNNING, S.STOP_COPY, S.RESUMING, S.PRE_COPY}
 
@@ -212,7 +218,9 @@ EXPECTED_V2_PATHS = {
 }
 
 
-@pytest.mark.parametrize("pair", list(EXPECTED_V2_PATHS), ids=lambda pr: f"{pr[0].name}->{pr[1].name}")
+@pytest.mark.parametrize(
+    "pair", list(EXPECTED_V2_PATHS), ids=lambda pr: f"{pr[0].name}->{pr[1].name}"
+)
 def test_v2_path_written_out(pair):
     assert p.v2_path(*pair) == EXPECTED_V2_PATHS[pair]
 

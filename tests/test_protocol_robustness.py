@@ -87,9 +87,11 @@ def decode_or_codec_error(command: int, reply: bool, data: bytes):
         assert cls.unpack(decoded.pack()) == decoded
 
 
-@pytest.mark.parametrize("command, reply", DIRECTIONS,
-                         ids=[f"{p.command_name(c)}-{'reply' if r else 'request'}"
-                              for c, r in DIRECTIONS])
+@pytest.mark.parametrize(
+    "command, reply",
+    DIRECTIONS,
+    ids=[f"{p.command_name(c)}-{'reply' if r else 'request'}" for c, r in DIRECTIONS],
+)
 @settings(PROPS, max_examples=40)  # each unpack is fuzzed above; this is dispatch
 @given(data=st.data())
 def test_decode_of_hostile_bytes_raises_only_codec_error(command, reply, data):
@@ -105,9 +107,10 @@ def test_decode_of_unknown_command_is_codec_error(command, reply):
         assert info.value.field == "command"
 
 
-@pytest.mark.parametrize("command, reply", [
-    (c, r) for c, r in DIRECTIONS
-    if (p.REPLY_TYPES if r else p.REQUEST_TYPES)[c] is None])
+@pytest.mark.parametrize(
+    "command, reply",
+    [(c, r) for c, r in DIRECTIONS if (p.REPLY_TYPES if r else p.REQUEST_TYPES)[c] is None],
+)
 def test_decode_of_bytes_where_no_payload_belongs(command, reply):
     assert p.decode(command, reply, b"") is None
     with pytest.raises(CodecError):
@@ -122,6 +125,7 @@ def test_decode_dirty_pages_reply_empty_for_start_and_stop():
 
 # ---- hand-made hostile inputs
 
+
 def rejects(cls, data: bytes, field: str | None = None) -> CodecError:
     with pytest.raises(CodecError) as info:
         cls.unpack(data)
@@ -130,8 +134,9 @@ def rejects(cls, data: bytes, field: str | None = None) -> CodecError:
     return info.value
 
 
-def rejects_cheaply(cls, data: bytes, max_peak: int = 256 * 1024,
-                    max_seconds: float = 1.0) -> CodecError:
+def rejects_cheaply(
+    cls, data: bytes, max_peak: int = 256 * 1024, max_seconds: float = 1.0
+) -> CodecError:
     """CodecError, with tracemalloc's peak below ``max_peak`` bytes, quickly."""
     tracemalloc.start()
     start = time.perf_counter()
@@ -174,8 +179,13 @@ class TestRegionInfoChains:
         assert "loop" in rejects(p.RegionInfo, data, "next").detail
 
     def test_two_cap_loop(self):
-        data = (region_info_head(32) + cap_header(2, 48) + struct.pack("<II", 3, 1)
-                + cap_header(0x55, 32) + b"\0" * 8)
+        data = (
+            region_info_head(32)
+            + cap_header(2, 48)
+            + struct.pack("<II", 3, 1)
+            + cap_header(0x55, 32)
+            + b"\0" * 8
+        )
         assert "loop" in rejects(p.RegionInfo, data, "next").detail
 
     @pytest.mark.parametrize("next_", [8, 31, 0x60, 0xFFFFFFFF])
@@ -233,8 +243,13 @@ class TestRegionInfoChains:
 
     def test_forward_chain_with_a_gap(self):
         """Bytes between one capability and the next belong to the first."""
-        data = (region_info_head(32) + cap_header(0x55, 48) + b"\xaa" * 8
-                + cap_header(2, 0) + struct.pack("<II", 3, 1))
+        data = (
+            region_info_head(32)
+            + cap_header(0x55, 48)
+            + b"\xaa" * 8
+            + cap_header(2, 0)
+            + struct.pack("<II", 3, 1)
+        )
         info = p.RegionInfo.unpack(data)
         assert info.caps == (p.UnknownCap(0x55, b"\xaa" * 8), p.RegionTypeCap(3, 1))
 
@@ -258,15 +273,19 @@ class TestCounts:
         head = struct.pack("<IIII", 16 + 2 * 32, 0, 0, 2)
         rejects(p.RegionIoFdsReply, head + b"\0" * 64, "count")
 
-    @pytest.mark.parametrize("cls, head", [
-        (p.RegionReadReply, struct.pack("<QII", 0, 0, 0xFFFFFFFF)),
-        (p.RegionWrite, struct.pack("<QII", 0, 0, 0xFFFFFFFF)),
-        (p.DmaReadReply, struct.pack("<QQ", 0, 2**64 - 1)),
-        (p.DmaWrite, struct.pack("<QQ", 0, 2**64 - 1)),
-        (p.MigDataReadReply, struct.pack("<II", 0, 0xFFFFFFFF)),
-        (p.MigDataWrite, struct.pack("<II", 0, 0xFFFFFFFF)),
-        (p.DmaLoggingControl, struct.pack("<QII", 4096, 0xFFFFFFFF, 0)),
-    ], ids=lambda x: x.__name__ if isinstance(x, type) else "")
+    @pytest.mark.parametrize(
+        "cls, head",
+        [
+            (p.RegionReadReply, struct.pack("<QII", 0, 0, 0xFFFFFFFF)),
+            (p.RegionWrite, struct.pack("<QII", 0, 0, 0xFFFFFFFF)),
+            (p.DmaReadReply, struct.pack("<QQ", 0, 2**64 - 1)),
+            (p.DmaWrite, struct.pack("<QQ", 0, 2**64 - 1)),
+            (p.MigDataReadReply, struct.pack("<II", 0, 0xFFFFFFFF)),
+            (p.MigDataWrite, struct.pack("<II", 0, 0xFFFFFFFF)),
+            (p.DmaLoggingControl, struct.pack("<QII", 4096, 0xFFFFFFFF, 0)),
+        ],
+        ids=lambda x: x.__name__ if isinstance(x, type) else "",
+    )
     def test_count_larger_than_the_data(self, cls, head):
         rejects_cheaply(cls, head + b"\0" * 32)
 
@@ -297,11 +316,15 @@ def version_bytes(text: bytes, major: int = 0, minor: int = 1) -> bytes:
 
 
 class TestVersionData:
-    @pytest.mark.parametrize("text", [
-        b"\xff\xfe{}\0",
-        b'{"capabilities":{"x":"\xc3"}}\0',
-        b'{"a":"\xed\xa0\x80"}\0',  # a UTF-8 encoded surrogate
-    ], ids=["bom16", "truncated-seq", "surrogate"])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            b"\xff\xfe{}\0",
+            b'{"capabilities":{"x":"\xc3"}}\0',
+            b'{"a":"\xed\xa0\x80"}\0',  # a UTF-8 encoded surrogate
+        ],
+        ids=["bom16", "truncated-seq", "surrogate"],
+    )
     def test_invalid_utf8(self, text):
         assert "UTF-8" in rejects(p.Version, version_bytes(text), "version data").detail
 
@@ -332,15 +355,20 @@ class TestVersionData:
 
     def test_largest_double_is_kept(self):
         assert p.Version.unpack(version_bytes(b'{"x":1.7976931348623157e308}\0')).json == {
-            "x": 1.7976931348623157e308}
+            "x": 1.7976931348623157e308
+        }
 
     @pytest.mark.parametrize("opener, closer", [(b"[", b"]"), (b'{"a":', b"}")])
     def test_nested_100000_deep(self, opener, closer):
-        rejects_cheaply(p.Version, version_bytes(opener * 100000 + b"\0"),
-                        max_peak=64 << 20, max_seconds=5)
-        rejects_cheaply(p.Version,
-                        version_bytes(b'{"x":' + opener * 100000 + closer * 100000 + b"}\0"),
-                        max_peak=64 << 20, max_seconds=5)
+        rejects_cheaply(
+            p.Version, version_bytes(opener * 100000 + b"\0"), max_peak=64 << 20, max_seconds=5
+        )
+        rejects_cheaply(
+            p.Version,
+            version_bytes(b'{"x":' + opener * 100000 + closer * 100000 + b"}\0"),
+            max_peak=64 << 20,
+            max_seconds=5,
+        )
 
     @pytest.mark.parametrize("digits", [5000, 100000])
     def test_huge_integer_strings(self, digits):
@@ -354,7 +382,8 @@ class TestVersionData:
         err = rejects(p.Version, version_bytes(b'{"capabilities":{"pgsizes":' + big + b"}}\0"))
         assert err.field == "capabilities.pgsizes"
         assert p.Version.unpack(version_bytes(b'{"vendor":' + big + b"}\0")).json == {
-            "vendor": 10**4000}
+            "vendor": 10**4000
+        }
 
     @pytest.mark.parametrize("text", [b"1.5", b"4096.0", b"-1", b"true", b'"8"'])
     def test_non_integer_numbers_in_capabilities(self, text):
@@ -402,9 +431,9 @@ def _chain(step: int) -> bytes:
     buf[32:36] = struct.pack("<HH", 0x55, 1)
     for pos in range(32, SIZE - 8, step):
         nxt = pos + step if pos + step + 8 <= SIZE else 0
-        buf[pos + 4:pos + 8] = struct.pack("<I", nxt)
+        buf[pos + 4 : pos + 8] = struct.pack("<I", nxt)
         if step >= 8 and nxt:
-            buf[nxt:nxt + 4] = struct.pack("<HH", 0x55, 1)
+            buf[nxt : nxt + 4] = struct.pack("<HH", 0x55, 1)
     return bytes(buf)
 
 
@@ -416,20 +445,37 @@ def _json_array(item: bytes) -> bytes:
 WORST_CASES = {
     "region_info_chain_step8": (p.RegionInfo, lambda: _chain(8)),
     "region_info_chain_step4": (p.RegionInfo, lambda: _chain(4)),
-    "sparse_mmap_areas": (p.RegionInfo, lambda: region_info_head(32) + cap_header(1, 0)
-                          + struct.pack("<II", (SIZE - 48) // 16, 0)
-                          + b"\xff" * 16 * ((SIZE - 48) // 16)),
-    "region_write_multi": (p.RegionWriteMulti, lambda: struct.pack("<Q", SIZE // 24) + (
-        struct.pack("<QII", 2**40, 70000, 70000) + b"\xff" * 8) * (SIZE // 24)),
-    "region_io_fds_entries": (p.RegionIoFdsReply, lambda: struct.pack(
-        "<IIII", 0, 0, 0, SIZE // 40) + b"\xff" * 40 * (SIZE // 40)),
-    "dma_logging_ranges": (p.DmaLoggingControl, lambda: struct.pack(
-        "<QII", 0, SIZE // 16, 0) + b"\xff" * 16 * (SIZE // 16)),
+    "sparse_mmap_areas": (
+        p.RegionInfo,
+        lambda: (
+            region_info_head(32)
+            + cap_header(1, 0)
+            + struct.pack("<II", (SIZE - 48) // 16, 0)
+            + b"\xff" * 16 * ((SIZE - 48) // 16)
+        ),
+    ),
+    "region_write_multi": (
+        p.RegionWriteMulti,
+        lambda: (
+            struct.pack("<Q", SIZE // 24)
+            + (struct.pack("<QII", 2**40, 70000, 70000) + b"\xff" * 8) * (SIZE // 24)
+        ),
+    ),
+    "region_io_fds_entries": (
+        p.RegionIoFdsReply,
+        lambda: struct.pack("<IIII", 0, 0, 0, SIZE // 40) + b"\xff" * 40 * (SIZE // 40),
+    ),
+    "dma_logging_ranges": (
+        p.DmaLoggingControl,
+        lambda: struct.pack("<QII", 0, SIZE // 16, 0) + b"\xff" * 16 * (SIZE // 16),
+    ),
     "json_empty_lists": (p.Version, lambda: _json_array(b"[]")),
     "json_empty_objects": (p.Version, lambda: _json_array(b"{}")),
     "json_floats": (p.Version, lambda: _json_array(b"1.5")),
-    "json_keys": (p.Version, lambda: version_bytes(
-        b"{" + b",".join(b'"%d":0' % i for i in range(SIZE // 9)) + b"}\0")),
+    "json_keys": (
+        p.Version,
+        lambda: version_bytes(b"{" + b",".join(b'"%d":0' % i for i in range(SIZE // 9)) + b"}\0"),
+    ),
 }
 
 

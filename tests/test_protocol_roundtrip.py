@@ -115,8 +115,9 @@ def test_expected_sizes_cover_every_payload_class():
     assert set(EXPECTED_SIZE) == set(s.PAYLOAD_STRATEGIES)
 
 
-@pytest.mark.parametrize("cls", sorted(s.PAYLOAD_STRATEGIES, key=lambda c: c.__name__),
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", sorted(s.PAYLOAD_STRATEGIES, key=lambda c: c.__name__), ids=lambda c: c.__name__
+)
 @PROPS
 @given(data=st.data())
 def test_every_payload_roundtrips(cls, data):
@@ -146,10 +147,19 @@ def test_version_capabilities_and_unknown_keys_kept(version):
 
 
 def test_version_unknown_keys_kept_at_every_level():
-    v = p.Version(0, 1, {"capabilities": {"max_msg_fds": 4, "future": {"x": [1, 2.5, None]},
-                                           "migration": {"pgsize": 4096, "vendor": "y"},
-                                           "twin_socket": {"supported": True, "new": 1}},
-                         "top_level_extension": True})
+    v = p.Version(
+        0,
+        1,
+        {
+            "capabilities": {
+                "max_msg_fds": 4,
+                "future": {"x": [1, 2.5, None]},
+                "migration": {"pgsize": 4096, "vendor": "y"},
+                "twin_socket": {"supported": True, "new": 1},
+            },
+            "top_level_extension": True,
+        },
+    )
     assert_roundtrip(v)
 
 
@@ -187,7 +197,8 @@ def test_region_info_chains_of_several_caps(info):
     assert back.cap_offsets[0] == info.cap_offset
     # pack lays the chain out back to back, each next pointing past its cap.
     assert list(back.cap_offsets[1:]) == [
-        o + c.size for o, c in zip(back.cap_offsets, info.caps[:-1], strict=False)]
+        o + c.size for o, c in zip(back.cap_offsets, info.caps[:-1], strict=False)
+    ]
 
 
 @SHAPES

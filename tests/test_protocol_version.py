@@ -26,17 +26,29 @@ def version_bytes(text: bytes) -> bytes:
 
 
 class TestDefaults:
-    @pytest.mark.parametrize("caps", [
-        Capabilities(),
-        Capabilities({}),
-        Version(0, 1).capabilities,
-        Version(0, 1, {}).capabilities,
-        Version(0, 1, {"other": 1}).capabilities,
-        Version.unpack(b"\0\0\1\0").capabilities,
-        Version.unpack(version_bytes(b"{}")).capabilities,
-        Version.unpack(version_bytes(b'{"capabilities":{}}')).capabilities,
-    ], ids=["bare", "empty", "no-json", "empty-json", "other-keys", "wire-no-data",
-            "wire-empty-object", "wire-empty-capabilities"])
+    @pytest.mark.parametrize(
+        "caps",
+        [
+            Capabilities(),
+            Capabilities({}),
+            Version(0, 1).capabilities,
+            Version(0, 1, {}).capabilities,
+            Version(0, 1, {"other": 1}).capabilities,
+            Version.unpack(b"\0\0\1\0").capabilities,
+            Version.unpack(version_bytes(b"{}")).capabilities,
+            Version.unpack(version_bytes(b'{"capabilities":{}}')).capabilities,
+        ],
+        ids=[
+            "bare",
+            "empty",
+            "no-json",
+            "empty-json",
+            "other-keys",
+            "wire-no-data",
+            "wire-empty-object",
+            "wire-empty-capabilities",
+        ],
+    )
     def test_absent_capabilities_read_as_defaults(self, caps):
         assert caps.max_msg_fds == 1
         assert caps.max_data_xfer_size == 1048576
@@ -48,17 +60,33 @@ class TestDefaults:
         caps.validate()
 
     def test_constants(self):
-        assert (p.DEFAULT_MAX_MSG_FDS, p.DEFAULT_MAX_DATA_XFER_SIZE, p.DEFAULT_MAX_DMA_MAPS,
-                p.DEFAULT_PGSIZES) == (1, 1048576, 65535, 4096)
+        assert (
+            p.DEFAULT_MAX_MSG_FDS,
+            p.DEFAULT_MAX_DATA_XFER_SIZE,
+            p.DEFAULT_MAX_DMA_MAPS,
+            p.DEFAULT_PGSIZES,
+        ) == (1, 1048576, 65535, 4096)
 
     def test_stated_values_read_back(self):
-        caps = Capabilities({"max_msg_fds": 0, "max_data_xfer_size": 4096, "max_dma_maps": 1,
-                             "pgsizes": 0x1000 | 0x200000, "write_multiple": True,
-                             "migration": {"pgsize": 65536},
-                             "twin_socket": {"supported": True, "fd_index": 0}})
+        caps = Capabilities(
+            {
+                "max_msg_fds": 0,
+                "max_data_xfer_size": 4096,
+                "max_dma_maps": 1,
+                "pgsizes": 0x1000 | 0x200000,
+                "write_multiple": True,
+                "migration": {"pgsize": 65536},
+                "twin_socket": {"supported": True, "fd_index": 0},
+            }
+        )
         caps.validate()
-        assert (caps.max_msg_fds, caps.max_data_xfer_size, caps.max_dma_maps, caps.pgsizes,
-                caps.write_multiple) == (0, 4096, 1, 0x201000, True)
+        assert (
+            caps.max_msg_fds,
+            caps.max_data_xfer_size,
+            caps.max_dma_maps,
+            caps.pgsizes,
+            caps.write_multiple,
+        ) == (0, 4096, 1, 0x201000, True)
         assert caps.migration == {"pgsize": 65536} and caps.migration_pgsize == 65536
         assert caps.twin_socket == {"supported": True, "fd_index": 0}
 
@@ -71,24 +99,50 @@ class TestDefaults:
 # (key path, wrong value): each must be refused by validate() and by unpack.
 WRONG = [
     # numbers: not integers, bool-as-int, negative, beyond u64
-    ("max_msg_fds", "8"), ("max_msg_fds", 8.0), ("max_msg_fds", None), ("max_msg_fds", [8]),
-    ("max_msg_fds", True), ("max_msg_fds", False), ("max_msg_fds", -1),
+    ("max_msg_fds", "8"),
+    ("max_msg_fds", 8.0),
+    ("max_msg_fds", None),
+    ("max_msg_fds", [8]),
+    ("max_msg_fds", True),
+    ("max_msg_fds", False),
+    ("max_msg_fds", -1),
     ("max_msg_fds", U64_MAX + 1),
-    ("max_data_xfer_size", 0), ("max_data_xfer_size", -4096), ("max_data_xfer_size", True),
-    ("max_data_xfer_size", "1048576"), ("max_data_xfer_size", 1048576.5),
-    ("max_dma_maps", -1), ("max_dma_maps", True), ("max_dma_maps", {}),
-    ("pgsizes", 0), ("pgsizes", -4096), ("pgsizes", True), ("pgsizes", 4096.0),
+    ("max_data_xfer_size", 0),
+    ("max_data_xfer_size", -4096),
+    ("max_data_xfer_size", True),
+    ("max_data_xfer_size", "1048576"),
+    ("max_data_xfer_size", 1048576.5),
+    ("max_dma_maps", -1),
+    ("max_dma_maps", True),
+    ("max_dma_maps", {}),
+    ("pgsizes", 0),
+    ("pgsizes", -4096),
+    ("pgsizes", True),
+    ("pgsizes", 4096.0),
     ("pgsizes", U64_MAX + 1),
     # objects
-    ("migration", []), ("migration", 4096), ("migration", True), ("migration", None),
-    ("migration.pgsize", 4095), ("migration.pgsize", 3), ("migration.pgsize", 0),
-    ("migration.pgsize", -4096), ("migration.pgsize", True), ("migration.pgsize", "4096"),
+    ("migration", []),
+    ("migration", 4096),
+    ("migration", True),
+    ("migration", None),
+    ("migration.pgsize", 4095),
+    ("migration.pgsize", 3),
+    ("migration.pgsize", 0),
+    ("migration.pgsize", -4096),
+    ("migration.pgsize", True),
+    ("migration.pgsize", "4096"),
     ("migration.pgsize", 1 << 64),
-    ("twin_socket", True), ("twin_socket", []), ("twin_socket.supported", 1),
-    ("twin_socket.supported", "true"), ("twin_socket.fd_index", -1),
-    ("twin_socket.fd_index", True), ("twin_socket.fd_index", 0.0),
+    ("twin_socket", True),
+    ("twin_socket", []),
+    ("twin_socket.supported", 1),
+    ("twin_socket.supported", "true"),
+    ("twin_socket.fd_index", -1),
+    ("twin_socket.fd_index", True),
+    ("twin_socket.fd_index", 0.0),
     # booleans
-    ("write_multiple", 1), ("write_multiple", "true"), ("write_multiple", None),
+    ("write_multiple", 1),
+    ("write_multiple", "true"),
+    ("write_multiple", None),
 ]
 
 
@@ -117,11 +171,18 @@ def test_unpack_refuses(path, value):
 
 # Edge values that are right.
 RIGHT = [
-    ("max_msg_fds", 0), ("max_msg_fds", U64_MAX), ("max_data_xfer_size", 1),
-    ("max_data_xfer_size", U64_MAX), ("max_dma_maps", 0), ("pgsizes", 1),
+    ("max_msg_fds", 0),
+    ("max_msg_fds", U64_MAX),
+    ("max_data_xfer_size", 1),
+    ("max_data_xfer_size", U64_MAX),
+    ("max_dma_maps", 0),
+    ("pgsizes", 1),
     ("pgsizes", 0x1000 | 0x200000 | 0x40000000),  # or'ed together: not one power of two
-    ("migration.pgsize", 1), ("migration.pgsize", 1 << 63), ("twin_socket.supported", False),
-    ("twin_socket.fd_index", 0), ("write_multiple", False),
+    ("migration.pgsize", 1),
+    ("migration.pgsize", 1 << 63),
+    ("twin_socket.supported", False),
+    ("twin_socket.fd_index", 0),
+    ("write_multiple", False),
 ]
 
 

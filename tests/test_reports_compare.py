@@ -18,7 +18,7 @@ from reports_support import (  # noqa: F401 (browser: a fixture)
     reference_run,
 )
 
-from pytest_vfiouser import compare
+from pytest_vfiouser.report import _compare as compare
 
 
 class _Matrix(HTMLParser):
@@ -32,7 +32,10 @@ class _Matrix(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "tr" and "data-case" in attrs:
-            self._row = self.rows[attrs["data-case"]] = {"class": attrs["class"].split(), "links": []}
+            self._row = self.rows[attrs["data-case"]] = {
+                "class": attrs["class"].split(),
+                "links": [],
+            }
         elif tag == "a" and self._row is not None:
             self._row["links"].append(attrs["href"])
 
@@ -52,7 +55,11 @@ def run_compare(tmp_path: Path, *runs, extra=()) -> tuple[str, _Matrix, Path]:
 
 def text_differing(stdout: str) -> set[str]:
     """The case ids listed under "differing cases:" (after its header line)."""
-    lines = stdout.split("differing cases:\n", 1)[1].splitlines()[1:] if "differing cases:" in stdout else []
+    lines = (
+        stdout.split("differing cases:\n", 1)[1].splitlines()[1:]
+        if "differing cases:" in stdout
+        else []
+    )
     return {line.split()[0] for line in lines if line.startswith("  ")}
 
 
@@ -66,7 +73,9 @@ def test_two_profiles_of_the_reference_server(tmp_path: Path):
     assert set(matrix.rows) == {c["id"] for c in a.data["cases"]}
     assert f"{len(matrix.rows)} cases, 1 differ" in stdout
     assert re.search(r"^  device_info +8 +1$", stdout, re.M), stdout
-    assert re.search(r"^  A  reference  ", stdout, re.M) and re.search(r"^  B  reference-b  ", stdout, re.M)
+    assert re.search(r"^  A  reference  ", stdout, re.M) and re.search(
+        r"^  B  reference-b  ", stdout, re.M
+    )
     # Differences first; every cell links to the case in its implementation's report.
     assert next(iter(matrix.rows)) == "device_info/reply-argsz"
     for case, row in matrix.rows.items():
@@ -95,12 +104,17 @@ def test_comparison_links_open_the_case(browser, tmp_path: Path):  # noqa: F811
     browser.get(out.as_uri())
     assert browser.find_element("id", "n-differ").text == str(len(differing(a, f)))
     cell = browser.find_element(
-        "css selector", 'tr[data-case="device_info/pci-num-regions"] td[data-verdict="FAIL"] a')
+        "css selector", 'tr[data-case="device_info/pci-num-regions"] td[data-verdict="FAIL"] a'
+    )
     cell.click()
     assert browser.current_url.startswith(f.html_path.as_uri())
     target = browser.find_element("id", "device_info/pci-num-regions")
-    assert target.find_element("xpath", "./ancestor::tbody").find_element(
-        "css selector", ".col-verdict").text == "FAIL"
+    assert (
+        target.find_element("xpath", "./ancestor::tbody")
+        .find_element("css selector", ".col-verdict")
+        .text
+        == "FAIL"
+    )
 
 
 def test_names_are_disambiguated(tmp_path: Path):

@@ -51,7 +51,9 @@ def test_failures_stay_small_inline():
     assert per_case < 5_000, f"{len(text)} bytes for {len(run.data['cases'])} cases"
     # The stable anchors: one id a case, its case id with parametrization.
     for case in run.data["cases"]:
-        assert text.count(f'id=\\&#34;{html.escape(case["anchor"], quote=False)}\\&#34;') == 1, case["anchor"]
+        assert text.count(f"id=\\&#34;{html.escape(case['anchor'], quote=False)}\\&#34;") == 1, (
+            case["anchor"]
+        )
 
 
 @pytest.mark.parametrize("get_run", [reference_run, failing_run], ids=["reference", "failing"])
@@ -66,8 +68,10 @@ def test_summary_matrix_and_run_facts(browser, get_run):  # noqa: F811
         assert shown.pop("total") == sum(counts.values())
         assert {v: n for v, n in shown.items() if n} == counts, section
         assert {"PASS", "FAIL"} <= set(shown)
-    facts = {row.get_attribute("data-fact"): row.text
-             for row in browser.find_elements("css selector", "#vfu-run tr")}
+    facts = {
+        row.get_attribute("data-fact"): row.text
+        for row in browser.find_elements("css selector", "#vfu-run tr")
+    }
     info = run.data["run"]
     assert info["profile"]["name"] in facts["profile"]
     assert facts["spec revision"].endswith(info["spec"])
@@ -75,8 +79,10 @@ def test_summary_matrix_and_run_facts(browser, get_run):  # noqa: F811
     assert "max_msg_fds" in facts["server capabilities"]
     assert info["target"]["command"] in facts["command"]
     assert ("FAILED" if info["failed"] else "passed") in facts["result"]
-    headers = [th.get_attribute("data-column-type")
-               for th in browser.find_elements("css selector", "#results-table-head th.sortable")]
+    headers = [
+        th.get_attribute("data-column-type")
+        for th in browser.find_elements("css selector", "#results-table-head th.sortable")
+    ]
     assert headers[:5] == ["result", "verdict", "caseid", "section", "level"]
 
 
@@ -94,8 +100,10 @@ def test_failing_row_expanded_with_its_logs(browser):  # noqa: F811
     assert " ".join(case["requirement"].split()) in " ".join(requirement.split())
     assert row.find_element("css selector", ".vfu-msg").text.startswith("FAIL: AssertionError")
     assert ">> DEVICE_GET_INFO command" in row.find_element("css selector", ".vfu-excerpt").text
-    links = {a.get_attribute("data-log"): a.get_attribute("href")
-             for a in row.find_elements("css selector", "td.col-links a")}
+    links = {
+        a.get_attribute("data-log"): a.get_attribute("href")
+        for a in row.find_elements("css selector", "td.col-links a")
+    }
     assert set(links) == {"wire_log", "reproducer", "stderr", "log"}
     browser.get(links["wire_log"])  # follow the link: the file, with decoded messages and hex
     wire = browser.find_element("tag name", "body").text
@@ -126,15 +134,31 @@ def test_anchor_opens_a_collapsed_row(browser):  # noqa: F811
     assert row.find_element("css selector", ".vfu-req").text.startswith("Requirement:")
     assert browser.execute_script(
         "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight;",
-        cell)
+        cell,
+    )
 
 
 def test_level_and_verdict_columns_sort(browser):  # noqa: F811
     run = failing_run()
     browser.get(run.html_path.as_uri())
-    for column, rank in (("level", _LEVEL_RANK.get),
-                         ("verdict", ["PASS", "FIXED", "UNIMPLEMENTED", "INFORMATIONAL", "BASELINE",
-                                      "NON-STRICT", "ERROR", "FAIL", "HANG", "CRASH"].index)):
+    for column, rank in (
+        ("level", _LEVEL_RANK.get),
+        (
+            "verdict",
+            [
+                "PASS",
+                "FIXED",
+                "UNIMPLEMENTED",
+                "INFORMATIONAL",
+                "BASELINE",
+                "NON-STRICT",
+                "ERROR",
+                "FAIL",
+                "HANG",
+                "CRASH",
+            ].index,
+        ),
+    ):
         browser.find_element("css selector", f'th[data-column-type="{column}"]').click()
         ranks = [rank(td.text) for td in browser.find_elements("css selector", f"td.col-{column}")]
         assert len(set(ranks)) > 1 and ranks in (sorted(ranks), sorted(ranks, reverse=True)), ranks

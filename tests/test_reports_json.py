@@ -14,13 +14,20 @@ from reports_support import REPO, failing_run, reference_run
 from scriptservers import run, script_server
 
 import pytest_vfiouser
-from pytest_vfiouser.jsonreport import SCHEMA_VERSION, schema
+from pytest_vfiouser.report import SCHEMA_VERSION, schema
 
 jsonschema = pytest.importorskip("jsonschema", reason="pip install '.[test]'")
 
 pytest_plugins = ["pytester"]
 
-CASE_PROPERTIES = ("vfu_verdict", "vfu_id", "vfu_case", "vfu_section", "vfu_level", "vfu_requirement")
+CASE_PROPERTIES = (
+    "vfu_verdict",
+    "vfu_id",
+    "vfu_case",
+    "vfu_section",
+    "vfu_level",
+    "vfu_requirement",
+)
 
 
 def validate(data: dict) -> None:
@@ -31,7 +38,7 @@ def validate(data: dict) -> None:
 
 def test_schema_is_valid_and_in_the_package():
     jsonschema.Draft202012Validator.check_schema(schema())
-    path = Path(pytest_vfiouser.__file__).parent / "schema" / "conformance.schema.json"
+    path = Path(pytest_vfiouser.__file__).parent / "report" / "schema" / "conformance.schema.json"
     assert path.is_file()
     # hatch puts every file under a listed package directory into the wheel.
     assert '"pytest_vfiouser"' in (REPO / "pyproject.toml").read_text()
@@ -58,7 +65,9 @@ def test_report_matches_schema_and_its_own_summary(get_run):
     for c in cases:
         by_section.setdefault(c["section"], Counter())[c["verdict"]] += 1
     assert data["summary"]["sections"] == {s: dict(v) for s, v in by_section.items()}
-    assert data["summary"]["verdicts"] == dict(Counter(c["verdict"] for c in cases)) == info["counts"]
+    assert (
+        data["summary"]["verdicts"] == dict(Counter(c["verdict"] for c in cases)) == info["counts"]
+    )
     assert data["summary"]["cases"] == len(cases)
     assert all(not c["artifacts"] for c in cases if c["verdict"] in ("PASS", "UNIMPLEMENTED"))
 
@@ -70,8 +79,10 @@ def test_failing_cases_link_their_logs():
     verdicts = {c["id"]: c["verdict"] for c in data["cases"]}
     assert verdicts["device_info/pci-num-regions"] == "FAIL"  # 1 region, not 9
     assert verdicts["device_info/no-reset-flag-reset-refused"] == "CRASH"  # --abort-on 13
-    for case_id, command in (("device_info/pci-num-regions", "DEVICE_GET_INFO"),
-                             ("device_info/no-reset-flag-reset-refused", "DEVICE_RESET")):
+    for case_id, command in (
+        ("device_info/pci-num-regions", "DEVICE_GET_INFO"),
+        ("device_info/no-reset-flag-reset-refused", "DEVICE_RESET"),
+    ):
         artifacts = run_.case(case_id)["artifacts"]
         assert set(artifacts) == {"wire_log", "reproducer", "stderr", "log"}, artifacts
         files = {name: run_.reports / rel for name, rel in artifacts.items()}
@@ -84,7 +95,9 @@ def test_failing_cases_link_their_logs():
         assert "import" in files["stderr"].read_text()  # PYTHONVERBOSE's lines
         log = files["log"].read_text()
         assert log.startswith("==== conformance/test_device_info.py::") and "Error" in log
-    crash_log = (run_.reports / run_.case("device_info/no-reset-flag-reset-refused")["artifacts"]["log"])
+    crash_log = (
+        run_.reports / run_.case("device_info/no-reset-flag-reset-refused")["artifacts"]["log"]
+    )
     assert "SIGABRT" in crash_log.read_text()
 
 
@@ -100,9 +113,16 @@ def test_junit_properties_on_every_case():
             assert not missing, (tc.get("name"), missing)
             case = cases[tc.get("name")]
             assert props["vfu_verdict"] == case["verdict"] and props["vfu_id"] == case["id"]
-            assert props["vfu_section"] == "device_info" and props["vfu_requirement"] == case["requirement"]
-            outcomes[next((child.tag for child in tc if child.tag in ("skipped", "failure", "error")),
-                          "passed")] += 1
+            assert (
+                props["vfu_section"] == "device_info"
+                and props["vfu_requirement"] == case["requirement"]
+            )
+            outcomes[
+                next(
+                    (child.tag for child in tc if child.tag in ("skipped", "failure", "error")),
+                    "passed",
+                )
+            ] += 1
             if "wire_log" in case["artifacts"]:
                 assert (run_.junit_path.parent / props["vfu_wire_log"]).is_file()
             else:
@@ -146,6 +166,8 @@ def test_plain_pytest_json_and_its_logs(pytester: pytest.Pytester):
     assert cases["dev/info"]["artifacts"] == {}
     # The next run empties the logs directory first: nothing stale is left.
     pytester.makepyfile(FAILING_CASES.replace("== 9", "== 1"))
-    run(pytester, "--vfu-server", server, "--vfu-json=out/vfu.json").assert_outcomes(passed=2, xfailed=1)
+    run(pytester, "--vfu-server", server, "--vfu-json=out/vfu.json").assert_outcomes(
+        passed=2, xfailed=1
+    )
     assert not wire.exists()
     assert (pytester.path / "out" / "vfu-logs" / "dev" / "ten-regions" / "wire.txt").is_file()

@@ -8,8 +8,8 @@ import sys
 
 from test_server_support import RefServer
 
+from pytest_vfiouser.fuzz import conversation_steps, write_reproducer
 from pytest_vfiouser.protocol import Command, DmaMapFlags, IrqSetFlags, PciIrq
-from pytest_vfiouser.reproducer import conversation_steps, write_reproducer
 
 
 def _record(server: RefServer) -> list[dict]:
@@ -20,8 +20,9 @@ def _record(server: RefServer) -> list[dict]:
         client.dma_map(0x10000, 0x2000, DmaMapFlags.READ | DmaMapFlags.WRITE, fd=memfd).check()
         efd = os.eventfd(0)
         try:
-            client.set_irqs(PciIrq.MSIX, IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER,
-                            0, 1, fds=[efd]).check()
+            client.set_irqs(
+                PciIrq.MSIX, IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER, 0, 1, fds=[efd]
+            ).check()
         finally:
             os.close(efd)
         assert not client.region_read(99, 0, 4).ok  # an error reply
@@ -49,9 +50,15 @@ def test_reproducer_replays_against_a_server(tmp_path):
     server = RefServer(tmp_path)
     try:
         log = _record(server)
-        script = write_reproducer(tmp_path / "repro.py", [log, log[:2]], "two connections\nof a test")
-        proc = subprocess.run([sys.executable, "-I", str(script), server.path, "--timeout", "3"],
-                              capture_output=True, text=True, timeout=60)
+        script = write_reproducer(
+            tmp_path / "repro.py", [log, log[:2]], "two connections\nof a test"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-I", str(script), server.path, "--timeout", "3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         server.stop()
     out = proc.stdout

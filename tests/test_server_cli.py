@@ -19,18 +19,27 @@ from reference_server import registers as R
 
 
 def run(*args, timeout=10, **kw):
-    return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, **kw)
+    return subprocess.run(
+        [*SERVER, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("args, needle", [
-    ((), "exactly one of --socket-path"),
-    (("--socket-path=/tmp/x.sock", "--fd=3"), "exactly one of --socket-path"),
-    (("--fd=abc",), "not a file descriptor number"),
-    (("--fd=-1",), "not a file descriptor number"),
-    (("--socket-path=/tmp/x.sock", "--spec", "0.9.2"), "'0.9.2' is not supported"),
-    (("--socket-path=/tmp/x.sock", "--bogus"), "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ((), "exactly one of --socket-path"),
+        (("--socket-path=/tmp/x.sock", "--fd=3"), "exactly one of --socket-path"),
+        (("--fd=abc",), "not a file descriptor number"),
+        (("--fd=-1",), "not a file descriptor number"),
+        (("--socket-path=/tmp/x.sock", "--spec", "0.9.2"), "'0.9.2' is not supported"),
+        (("--socket-path=/tmp/x.sock", "--bogus"), "unrecognized arguments"),
+    ],
+)
 def test_usage_errors(args, needle):
     r = run(*args)
     assert r.returncode == 2, r
@@ -44,7 +53,7 @@ def test_help():
 
 def test_device_file_errors(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text("[[regions]]\nindex = 1\nkind = \"ram\"\nsize = 1000\n")
+    bad.write_text('[[regions]]\nindex = 1\nkind = "ram"\nsize = 1000\n')
     r = run(f"--socket-path={tmp_path}/s.sock", f"--device={bad}")
     assert r.returncode == 2 and "regions[0].size" in r.stderr and "power of two" in r.stderr
     bad.write_text("not toml [")
@@ -94,8 +103,12 @@ def test_sigint_also_terminates(tmp_path):
 def test_listens_quickly(tmp_path):
     path = str(tmp_path / "s.sock")
     t0 = time.monotonic()
-    proc = subprocess.Popen([*SERVER, f"--socket-path={path}"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*SERVER, f"--socket-path={path}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert wait_listening(path, 5.0, lambda: proc.poll() is None)
         assert time.monotonic() - t0 < 1.0
@@ -125,8 +138,13 @@ def test_inherited_listening_fd(tmp_path):
     listener.bind(path)
     listener.listen(4)
     fd = listener.fileno()
-    proc = subprocess.Popen([*SERVER, f"--fd={fd}"], pass_fds=[fd], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*SERVER, f"--fd={fd}"],
+        pass_fds=[fd],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     listener.close()
     try:
         for _ in range(2):  # one client after another
@@ -142,9 +160,13 @@ def test_inherited_listening_fd(tmp_path):
 
 def test_inherited_connected_fd_is_served_then_exit():
     ours, theirs = socket.socketpair()
-    proc = subprocess.Popen([*SERVER, f"--fd={theirs.fileno()}"], pass_fds=[theirs.fileno()],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*SERVER, f"--fd={theirs.fileno()}"],
+        pass_fds=[theirs.fileno()],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     theirs.close()
     c = Client(ours, timeout=5)
     try:
@@ -172,9 +194,11 @@ def test_std_fds_closed_or_null(tmp_path):
     path = str(tmp_path / "s.sock")
     r, w = os.pipe()
     os.close(r)  # writes to stderr fail with EPIPE
-    code = ("import os, sys, runpy; os.close(0); os.close(1); "
-            "sys.argv = ['reference_server', '--socket-path=' + sys.argv[1], '-v']; "
-            "runpy.run_module('reference_server', run_name='__main__')")
+    code = (
+        "import os, sys, runpy; os.close(0); os.close(1); "
+        "sys.argv = ['reference_server', '--socket-path=' + sys.argv[1], '-v']; "
+        "runpy.run_module('reference_server', run_name='__main__')"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, path], stderr=w)
     os.close(w)
     try:

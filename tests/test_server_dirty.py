@@ -22,8 +22,11 @@ from pytest_vfiouser.protocol import (
 from reference_server import registers as R
 from reference_server.dirty import DirtyLog
 
-START, STOP, GET = (int(DirtyPagesFlags.START), int(DirtyPagesFlags.STOP),
-                    int(DirtyPagesFlags.GET_BITMAP))
+START, STOP, GET = (
+    int(DirtyPagesFlags.START),
+    int(DirtyPagesFlags.STOP),
+    int(DirtyPagesFlags.GET_BITMAP),
+)
 PAGE = 4096
 BASE = 0x100000
 SIZE = 0x10000  # 16 pages: a bitmap of one u64, 8 bytes
@@ -85,8 +88,9 @@ def test_start_stop_have_no_reply_payload(c):
         assert r.payload == b""
 
 
-@pytest.mark.parametrize("flags", [0, START | STOP, START | GET, STOP | GET, 7, 8, 1 << 31,
-                                   START | 8])
+@pytest.mark.parametrize(
+    "flags", [0, START | STOP, START | GET, STOP | GET, 7, 8, 1 << 31, START | 8]
+)
 def test_flags_are_exclusive_and_defined(c, flags):
     r = dirty(c, flags, b"" if not flags & GET else b"\0" * 32, argsz=8 if not flags & GET else 40)
     assert r.error == errno.EINVAL and not r.payload
@@ -94,8 +98,9 @@ def test_flags_are_exclusive_and_defined(c, flags):
 
 
 @pytest.mark.parametrize("flags", [START, STOP])
-@pytest.mark.parametrize("argsz, extra", [(7, b""), (16, b""), (40, b""), (8, b"\0"),
-                                          (40, b"\0" * 32)])
+@pytest.mark.parametrize(
+    "argsz, extra", [(7, b""), (16, b""), (40, b""), (8, b"\0"), (40, b"\0" * 32)]
+)
 def test_start_stop_take_exactly_the_structure(c, flags, argsz, extra):
     assert dirty(c, flags, extra, argsz).error == errno.EINVAL
 
@@ -180,13 +185,16 @@ def test_logging_belongs_to_the_connection(ref_server):  # noqa: F811
         assert get(c).error == errno.EINVAL
 
 
-@pytest.mark.parametrize("iova, size, err", [
-    (BASE, 0, errno.EINVAL),
-    (2**64 - PAGE, 2 * PAGE, errno.EINVAL),
-    (BASE - PAGE, SIZE, errno.EINVAL),  # starts before the mapping
-    (BASE, SIZE + PAGE, errno.EINVAL),  # runs past it
-    (0x900000, PAGE, errno.EINVAL),  # nothing mapped there
-])
+@pytest.mark.parametrize(
+    "iova, size, err",
+    [
+        (BASE, 0, errno.EINVAL),
+        (2**64 - PAGE, 2 * PAGE, errno.EINVAL),
+        (BASE - PAGE, SIZE, errno.EINVAL),  # starts before the mapping
+        (BASE, SIZE + PAGE, errno.EINVAL),  # runs past it
+        (0x900000, PAGE, errno.EINVAL),  # nothing mapped there
+    ],
+)
 def test_range_must_be_mapped(c, iova, size, err):
     dirty(c, START).check()
     assert get(c, iova, size, bsize=8).error == err
@@ -273,14 +281,17 @@ def test_unmap_with_bitmap_refused_while_logging_is_off(c):
     c.dma_unmap(BASE, SIZE).check()  # still mapped
 
 
-@pytest.mark.parametrize("kwargs, err", [
-    ({"pgsize": 8192}, errno.EINVAL),
-    ({"bsize": 7}, errno.EINVAL),
-    ({"bsize": (1 << 20) + 8}, errno.E2BIG),
-    ({"argsz": 47}, errno.EINVAL),
-    ({"argsz": 24}, errno.EINVAL),
-    ({"size": SIZE - PAGE}, errno.ENOENT),
-])
+@pytest.mark.parametrize(
+    "kwargs, err",
+    [
+        ({"pgsize": 8192}, errno.EINVAL),
+        ({"bsize": 7}, errno.EINVAL),
+        ({"bsize": (1 << 20) + 8}, errno.E2BIG),
+        ({"argsz": 47}, errno.EINVAL),
+        ({"argsz": 24}, errno.EINVAL),
+        ({"size": SIZE - PAGE}, errno.ENOENT),
+    ],
+)
 def test_unmap_with_bitmap_refused(c, kwargs, err):
     dirty(c, START).check()
     assert unmap(c, **kwargs).error == err
@@ -291,8 +302,9 @@ def test_unmap_with_flag_but_no_bitmap(c):
     dirty(c, START).check()
     r = c.request(Command.DMA_UNMAP, DmaUnmap(24, 1, BASE, SIZE).pack())
     assert r.error == errno.EINVAL
-    r = c.request(Command.DMA_UNMAP, DmaUnmap(56, 1, BASE, SIZE, VfioBitmap(PAGE, 8),
-                                              bytes(8)).pack())  # bitmap data in the request
+    r = c.request(
+        Command.DMA_UNMAP, DmaUnmap(56, 1, BASE, SIZE, VfioBitmap(PAGE, 8), bytes(8)).pack()
+    )  # bitmap data in the request
     assert r.error == errno.EINVAL
     c.dma_unmap(BASE, SIZE).check()
 

@@ -41,9 +41,16 @@ def test_map_unmap(c):
     assert r.body == DmaUnmap(24, 0, 0x10000, 0x4000)
 
 
-@pytest.mark.parametrize("address, size", [
-    (0x10000, 0x1000), (0x10000, 0x4000), (0xF000, 0x2000), (0x13FFF, 1), (0x8000, 0x10000),
-])
+@pytest.mark.parametrize(
+    "address, size",
+    [
+        (0x10000, 0x1000),
+        (0x10000, 0x4000),
+        (0xF000, 0x2000),
+        (0x13FFF, 1),
+        (0x8000, 0x10000),
+    ],
+)
 def test_overlap_is_eexist(c, address, size):
     c.dma_map(0x10000, 0x4000).check()
     r = c.request(Command.DMA_MAP, DmaMap(32, RW, 0, address, size))
@@ -52,16 +59,19 @@ def test_overlap_is_eexist(c, address, size):
     c.dma_map(0xF000, 0x1000).check()
 
 
-@pytest.mark.parametrize("payload", [
-    DmaMap(32, RW, 0, 0x1000, 0).pack(),  # size 0
-    DmaMap(32, RW, 0, 2**64 - 0x1000, 0x2000).pack(),  # past 2**64
-    DmaMap(32, 4, 0, 0x1000, 0x1000).pack(),  # undefined flag
-    DmaMap(32, RW, 0x1000, 0x1000, 0x1000).pack(),  # offset without fd
-    DmaMap(31, RW, 0, 0x1000, 0x1000).pack(),  # argsz
-    DmaMap(48, RW, 0, 0x1000, 0x1000).pack(),
-    DmaMap(32, RW, 0, 0x1000, 0x1000).pack()[:31],
-    DmaMap(32, RW, 0, 0x1000, 0x1000).pack() + b"\0",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        DmaMap(32, RW, 0, 0x1000, 0).pack(),  # size 0
+        DmaMap(32, RW, 0, 2**64 - 0x1000, 0x2000).pack(),  # past 2**64
+        DmaMap(32, 4, 0, 0x1000, 0x1000).pack(),  # undefined flag
+        DmaMap(32, RW, 0x1000, 0x1000, 0x1000).pack(),  # offset without fd
+        DmaMap(31, RW, 0, 0x1000, 0x1000).pack(),  # argsz
+        DmaMap(48, RW, 0, 0x1000, 0x1000).pack(),
+        DmaMap(32, RW, 0, 0x1000, 0x1000).pack()[:31],
+        DmaMap(32, RW, 0, 0x1000, 0x1000).pack() + b"\0",
+    ],
+)
 def test_map_refused(c, payload):
     r = c.request(Command.DMA_MAP, payload)
     assert r.error == errno.EINVAL and not r.payload
@@ -77,15 +87,18 @@ def test_unmap_must_match_exactly(c, address, size):
     assert c.dma_unmap(address, size).error == errno.ENOENT
 
 
-@pytest.mark.parametrize("payload, err", [
-    (DmaUnmap(24, 1, 0x10000, 0x4000).pack(), errno.EINVAL),  # dirty bitmap: logging is off
-    (DmaUnmap(24, 2, 0x10000, 0x4000).pack(), errno.EINVAL),
-    (DmaUnmap(23, 0, 0x10000, 0x4000).pack(), errno.EINVAL),
-    (DmaUnmap(24, 0, 0x10000, 0).pack(), errno.EINVAL),
-    (DmaUnmap(24, 0, 2**64 - 1, 2).pack(), errno.EINVAL),
-    (DmaUnmap(24, 0, 0x10000, 0x4000).pack() + b"\0" * 16, errno.EINVAL),
-    (DmaUnmap(24, 0, 0x10000, 0x4000).pack()[:23], errno.EINVAL),
-])
+@pytest.mark.parametrize(
+    "payload, err",
+    [
+        (DmaUnmap(24, 1, 0x10000, 0x4000).pack(), errno.EINVAL),  # dirty bitmap: logging is off
+        (DmaUnmap(24, 2, 0x10000, 0x4000).pack(), errno.EINVAL),
+        (DmaUnmap(23, 0, 0x10000, 0x4000).pack(), errno.EINVAL),
+        (DmaUnmap(24, 0, 0x10000, 0).pack(), errno.EINVAL),
+        (DmaUnmap(24, 0, 2**64 - 1, 2).pack(), errno.EINVAL),
+        (DmaUnmap(24, 0, 0x10000, 0x4000).pack() + b"\0" * 16, errno.EINVAL),
+        (DmaUnmap(24, 0, 0x10000, 0x4000).pack()[:23], errno.EINVAL),
+    ],
+)
 def test_unmap_refused(c, payload, err):
     c.dma_map(0x10000, 0x4000).check()
     assert c.request(Command.DMA_UNMAP, payload).error == err
@@ -200,8 +213,9 @@ def test_dma_from_client(c, with_fd):
 
 
 def test_dma_is_chunked_to_the_clients_max_data_xfer_size(ref_server):  # noqa: F811
-    with ref_server.connect(capabilities={"max_data_xfer_size": 4096},
-                            max_data_xfer_size=4096) as c:
+    with ref_server.connect(
+        capabilities={"max_data_xfer_size": 4096}, max_data_xfer_size=4096
+    ) as c:
         c.dma_map(0x300000, 0x8000).check()
         c.memory.write(0x300000, PATTERN * 2)
         dma(c, 0, 0x300000, 0x6000, R.DMA_FROM_CLIENT).check()
@@ -223,15 +237,18 @@ def test_dma_across_adjacent_mappings(c):
     assert c.memory.read(0x400800, 0x1000) == PATTERN[:0x1000]
 
 
-@pytest.mark.parametrize("dev_offset, address, length, direction, err", [
-    (0, 0x500000, 0x3000, R.DMA_TO_CLIENT, errno.EFAULT),  # runs past the mappings
-    (0, 0x4FF000, 0x10, R.DMA_TO_CLIENT, errno.EFAULT),  # before it
-    (0, 0x900000, 0x10, R.DMA_FROM_CLIENT, errno.EFAULT),  # nowhere
-    (0xFFF0, 0x500000, 0x20, R.DMA_TO_CLIENT, errno.EINVAL),  # past the DMA RAM
-    (0, 0x500000, 0x10, 2, errno.EINVAL),  # direction
-    (0, 0x501000, 0x10, R.DMA_FROM_CLIENT, errno.EPERM),  # write-only mapping
-    (0, 0x501000, 0x10, R.DMA_TO_CLIENT, None),  # ... can be written
-])
+@pytest.mark.parametrize(
+    "dev_offset, address, length, direction, err",
+    [
+        (0, 0x500000, 0x3000, R.DMA_TO_CLIENT, errno.EFAULT),  # runs past the mappings
+        (0, 0x4FF000, 0x10, R.DMA_TO_CLIENT, errno.EFAULT),  # before it
+        (0, 0x900000, 0x10, R.DMA_FROM_CLIENT, errno.EFAULT),  # nowhere
+        (0xFFF0, 0x500000, 0x20, R.DMA_TO_CLIENT, errno.EINVAL),  # past the DMA RAM
+        (0, 0x500000, 0x10, 2, errno.EINVAL),  # direction
+        (0, 0x501000, 0x10, R.DMA_FROM_CLIENT, errno.EPERM),  # write-only mapping
+        (0, 0x501000, 0x10, R.DMA_TO_CLIENT, None),  # ... can be written
+    ],
+)
 def test_dma_errors(c, dev_offset, address, length, direction, err):
     c.dma_map(0x500000, 0x1000).check()
     c.dma_map(0x501000, 0x1000, flags=2).check()
@@ -273,9 +290,11 @@ def test_commands_pipelined_during_dma_are_served_after_it(c):
     write32(c, R.REG_DMA_LENGTH, 10).check()
     write32(c, R.REG_DMA_DIRECTION, R.DMA_FROM_CLIENT).check()
     count = read32(c, R.REG_DMA_COUNT)
-    ids = [c.send(Command.REGION_WRITE, RegionWrite(R.REG_DMA_DOORBELL, 0, 4, b"\1\0\0\0")),
-           c.send(Command.REGION_READ, RegionRead(R.REG_DMA_COUNT, 0, 4)),
-           c.send(Command.REGION_READ, RegionRead(0x2000, R.DMA_RAM_REGION, 10))]
+    ids = [
+        c.send(Command.REGION_WRITE, RegionWrite(R.REG_DMA_DOORBELL, 0, 4, b"\1\0\0\0")),
+        c.send(Command.REGION_READ, RegionRead(R.REG_DMA_COUNT, 0, 4)),
+        c.send(Command.REGION_READ, RegionRead(0x2000, R.DMA_RAM_REGION, 10)),
+    ]
     replies = [c.recv_reply(i) for i in ids]  # serves the server's DMA_READ meanwhile
     assert replies[0].ok
     assert int.from_bytes(replies[1].check().body.data, "little") == count + 1
@@ -293,8 +312,7 @@ def test_dma_reply_timeout_and_late_reply(tmp_path):
                 write64(c, reg, value).check()
             write32(c, R.REG_DMA_LENGTH, 8).check()
             write32(c, R.REG_DMA_DIRECTION, R.DMA_FROM_CLIENT).check()
-            bell = c.send(Command.REGION_WRITE, RegionWrite(R.REG_DMA_DOORBELL, 0, 4,
-                                                           b"\1\0\0\0"))
+            bell = c.send(Command.REGION_WRITE, RegionWrite(R.REG_DMA_DOORBELL, 0, 4, b"\1\0\0\0"))
             req = c.recv_message()  # the DMA_READ, left unanswered
             assert req.command == Command.DMA_READ and not req.is_reply
             assert c.recv_reply(bell).error == errno.ETIMEDOUT

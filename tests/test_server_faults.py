@@ -31,8 +31,9 @@ NO_SUCH_REGION = 0xFFFF
 
 
 def run(*args, timeout=10):
-    return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*SERVER, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 @pytest.fixture
@@ -112,8 +113,7 @@ def test_enable_refuses_unknown_names():
 
 
 def _error_request(client: Client, msg_id: int) -> None:
-    client.send(Command.DEVICE_GET_REGION_INFO, RegionInfo(32, index=NO_SUCH_REGION),
-                msg_id=msg_id)
+    client.send(Command.DEVICE_GET_REGION_INFO, RegionInfo(32, index=NO_SUCH_REGION), msg_id=msg_id)
 
 
 def test_msg_id_8bit(server):
@@ -132,8 +132,11 @@ def test_error_reply_payload(server):
     _error_request(c, 7)
     reply = c.recv_message(5.0)
     assert reply.flags & FLAG_ERROR and reply.flags & TYPE_MASK == MsgType.REPLY
-    assert (reply.msg_id, reply.command, reply.errno) == (7, Command.DEVICE_GET_REGION_INFO,
-                                                          errno.EINVAL)
+    assert (reply.msg_id, reply.command, reply.errno) == (
+        7,
+        Command.DEVICE_GET_REGION_INFO,
+        errno.EINVAL,
+    )
     assert reply.msg_size == HEADER_SIZE + 4 and reply.payload == errno.EINVAL.to_bytes(4, "little")
     c.close()
 
@@ -187,9 +190,12 @@ def test_daemonize_leaves_no_process_behind(tmp_path):
     from pytest_vfiouser.target import listening_inodes, wait_listening
 
     path = str(tmp_path / "d.sock")
-    proc = subprocess.Popen([*SERVER, f"--socket-path={path}", "--fault", "daemonize"],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*SERVER, f"--socket-path={path}", "--fault", "daemonize"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert wait_listening(path, 10.0)
         assert proc.wait(5) == 0  # the process started is gone ...
@@ -206,12 +212,12 @@ def test_daemonize_leaves_no_process_behind(tmp_path):
 
 
 def test_kill_rules():
-    from reference_server.kill_matrix import kills
+    from kill_matrix import kills
 
     assert kills("PASS", "FAIL") and kills("PASS", "NON-STRICT") and kills("PASS", "INFORMATIONAL")
     assert kills("UNIMPLEMENTED", "FAIL") and kills("INFORMATIONAL", "CRASH")
-    assert not kills("INFORMATIONAL", "INFORMATIONAL") and not kills("UNIMPLEMENTED",
-                                                                      "INFORMATIONAL")
+    assert not kills("INFORMATIONAL", "INFORMATIONAL") and not kills(
+        "UNIMPLEMENTED", "INFORMATIONAL"
+    )
     assert not kills("PASS", "UNIMPLEMENTED") and not kills("PASS", "PASS")
     assert not kills(None, "FAIL") and not kills("PASS", None)
-

@@ -30,20 +30,34 @@ def test_device_get_info(client):  # noqa: F811
     assert client.device_get_info(argsz=1000).check().body.argsz == 16
 
 
-@pytest.mark.parametrize("payload", [
-    DeviceInfo(15).pack(), DeviceInfo(16, flags=1).pack(), DeviceInfo(16, num_regions=1).pack(),
-    DeviceInfo(16, num_irqs=1).pack(), DeviceInfo(16).pack()[:15], DeviceInfo(16).pack() + b"\0",
-    b"",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        DeviceInfo(15).pack(),
+        DeviceInfo(16, flags=1).pack(),
+        DeviceInfo(16, num_regions=1).pack(),
+        DeviceInfo(16, num_irqs=1).pack(),
+        DeviceInfo(16).pack()[:15],
+        DeviceInfo(16).pack() + b"\0",
+        b"",
+    ],
+)
 def test_device_get_info_errors(client, payload):  # noqa: F811
     r = client.request(Command.DEVICE_GET_INFO, payload)
     assert r.error == EINVAL and not r.payload
 
 
 EXPECTED_REGIONS = {  # index: (flags, size, fd)
-    0: (3, 0x1000, False), 1: (7, 0x10000, True), 2: (15, 0x10000, True), 3: (1, 0x1000, False),
-    4: (2, 0x1000, False), 5: (0, 0, False), 6: (0, 0, False), 7: (3, 256, False),
-    8: (0, 0, False), 9: (11, R.MIGRATION_SIZE, False),
+    0: (3, 0x1000, False),
+    1: (7, 0x10000, True),
+    2: (15, 0x10000, True),
+    3: (1, 0x1000, False),
+    4: (2, 0x1000, False),
+    5: (0, 0, False),
+    6: (0, 0, False),
+    7: (3, 256, False),
+    8: (0, 0, False),
+    9: (11, R.MIGRATION_SIZE, False),
 }
 
 
@@ -80,13 +94,21 @@ def test_region_info_small_argsz_gets_fixed_part_and_needed_size(client):  # noq
     assert len(r.payload) == 80 and r.body.cap_offset == 32
 
 
-@pytest.mark.parametrize("payload", [
-    RegionInfo(31, index=0).pack(), RegionInfo(0, index=0).pack(),
-    RegionInfo(32, index=10).pack(), RegionInfo(32, index=0xFFFFFFFF).pack(),
-    RegionInfo(32, flags=1).pack(), RegionInfo(32, cap_offset=32).pack(),
-    RegionInfo(32, size=1).pack(), RegionInfo(32, offset=1).pack(),
-    RegionInfo(32).pack()[:31], RegionInfo(32).pack() + b"\0" * 8,
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        RegionInfo(31, index=0).pack(),
+        RegionInfo(0, index=0).pack(),
+        RegionInfo(32, index=10).pack(),
+        RegionInfo(32, index=0xFFFFFFFF).pack(),
+        RegionInfo(32, flags=1).pack(),
+        RegionInfo(32, cap_offset=32).pack(),
+        RegionInfo(32, size=1).pack(),
+        RegionInfo(32, offset=1).pack(),
+        RegionInfo(32).pack()[:31],
+        RegionInfo(32).pack() + b"\0" * 8,
+    ],
+)
 def test_region_info_errors(client, payload):  # noqa: F811
     r = client.request(Command.DEVICE_GET_REGION_INFO, payload)
     assert r.error == EINVAL and not r.payload and r.fd_count == 0
@@ -101,10 +123,17 @@ def test_irq_info(client, index):  # noqa: F811
     assert (info.argsz, info.index, (info.flags, info.count)) == (16, index, EXPECTED_IRQS[index])
 
 
-@pytest.mark.parametrize("payload", [
-    IrqInfo(16, index=5).pack(), IrqInfo(15, index=0).pack(), IrqInfo(16, flags=1).pack(),
-    IrqInfo(16, count=1).pack(), IrqInfo(16).pack()[:12], IrqInfo(16).pack() + b"\0",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        IrqInfo(16, index=5).pack(),
+        IrqInfo(15, index=0).pack(),
+        IrqInfo(16, flags=1).pack(),
+        IrqInfo(16, count=1).pack(),
+        IrqInfo(16).pack()[:12],
+        IrqInfo(16).pack() + b"\0",
+    ],
+)
 def test_irq_info_errors(client, payload):  # noqa: F811
     assert client.request(Command.DEVICE_GET_IRQ_INFO, payload).error == EINVAL
 
@@ -140,11 +169,17 @@ def test_region_io_fds_other_regions_have_none(client, index):  # noqa: F811
     assert (r.body.argsz, r.body.count, r.fd_count) == (16, 0, 0)
 
 
-@pytest.mark.parametrize("payload", [
-    RegionIoFdsRequest(16, flags=1).pack(), RegionIoFdsRequest(64, count=1).pack(),
-    RegionIoFdsRequest(15).pack(), RegionIoFdsRequest(64, index=10).pack(),
-    RegionIoFdsRequest(64).pack()[:15], RegionIoFdsRequest(64).pack() + b"\0",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        RegionIoFdsRequest(16, flags=1).pack(),
+        RegionIoFdsRequest(64, count=1).pack(),
+        RegionIoFdsRequest(15).pack(),
+        RegionIoFdsRequest(64, index=10).pack(),
+        RegionIoFdsRequest(64).pack()[:15],
+        RegionIoFdsRequest(64).pack() + b"\0",
+    ],
+)
 def test_region_io_fds_errors(client, payload):  # noqa: F811
     r = client.request(Command.DEVICE_GET_REGION_IO_FDS, payload)
     assert r.error == EINVAL and r.fd_count == 0
@@ -161,8 +196,9 @@ def test_config_space(client):  # noqa: F811
     assert read32(client, 0, region=7) == R.VENDOR_ID | R.DEVICE_ID << 16
 
 
-@pytest.mark.parametrize("bar, size", [(0, 0x1000), (1, 0x10000), (2, 0x10000), (3, 0x1000),
-                                       (4, 0x1000), (5, 0)])
+@pytest.mark.parametrize(
+    "bar, size", [(0, 0x1000), (1, 0x10000), (2, 0x10000), (3, 0x1000), (4, 0x1000), (5, 0)]
+)
 def test_bar_sizing(client, bar, size):  # noqa: F811
     off = 0x10 + 4 * bar
     write32(client, off, 0xFFFFFFFF, region=7).check()

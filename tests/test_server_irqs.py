@@ -13,8 +13,11 @@ from pytest_vfiouser.protocol import Command, IrqSetFlags, SetIrqs
 from reference_server import registers as R
 
 NONE, BOOL, EVENTFD = IrqSetFlags.DATA_NONE, IrqSetFlags.DATA_BOOL, IrqSetFlags.DATA_EVENTFD
-MASK, UNMASK, TRIGGER = (IrqSetFlags.ACTION_MASK, IrqSetFlags.ACTION_UNMASK,
-                         IrqSetFlags.ACTION_TRIGGER)
+MASK, UNMASK, TRIGGER = (
+    IrqSetFlags.ACTION_MASK,
+    IrqSetFlags.ACTION_UNMASK,
+    IrqSetFlags.ACTION_TRIGGER,
+)
 INTX, MSI, MSIX, ERR, REQ = range(5)
 
 
@@ -26,6 +29,7 @@ def efds():
         fds = [eventfd() for _ in range(n)]
         made.extend(fds)
         return fds
+
     yield make
     for fd in made:
         os.close(fd)
@@ -146,25 +150,28 @@ def test_noresize(c, efds):
     c.set_irqs(MSI, EVENTFD | TRIGGER, 0, 4, fds=[x, y, z, w]).check()
 
 
-@pytest.mark.parametrize("index, flags, start, count, data, nfds", [
-    (MSIX, NONE | BOOL | TRIGGER, 0, 1, b"", 0),  # two DATA bits
-    (MSIX, NONE, 0, 1, b"", 0),  # no ACTION
-    (MSIX, NONE | MASK | UNMASK, 0, 1, b"", 0),  # two ACTION bits
-    (MSIX, NONE | TRIGGER | 0x40, 0, 1, b"", 0),  # undefined bit
-    (5, NONE | TRIGGER, 0, 1, b"", 0),  # no such index
-    (MSIX, NONE | TRIGGER, 8, 1, b"", 0),  # start past the end
-    (MSIX, NONE | TRIGGER, 7, 2, b"", 0),
-    (MSIX, NONE | TRIGGER, 0xFFFFFFFF, 2, b"", 0),
-    (MSIX, NONE | TRIGGER, 1, 0, b"", 0),  # count 0 needs start 0
-    (MSIX, BOOL | TRIGGER, 0, 0, b"", 0),  # ... and DATA_NONE
-    (MSIX, BOOL | TRIGGER, 0, 2, b"\x01", 0),  # short bool data
-    (MSIX, BOOL | TRIGGER, 0, 1, b"\x01\x01", 0),
-    (MSIX, NONE | TRIGGER, 0, 1, b"\x01", 0),  # data without DATA_BOOL
-    (MSI, NONE | MASK, 0, 1, b"", 0),  # MSI is not MASKABLE
-    (ERR, EVENTFD | UNMASK, 0, 1, b"", 1),
-    (MSIX, EVENTFD | TRIGGER, 0, 2, b"", 1),  # fd count != count
-    (MSIX, EVENTFD | TRIGGER, 0, 1, b"", 2),
-])
+@pytest.mark.parametrize(
+    "index, flags, start, count, data, nfds",
+    [
+        (MSIX, NONE | BOOL | TRIGGER, 0, 1, b"", 0),  # two DATA bits
+        (MSIX, NONE, 0, 1, b"", 0),  # no ACTION
+        (MSIX, NONE | MASK | UNMASK, 0, 1, b"", 0),  # two ACTION bits
+        (MSIX, NONE | TRIGGER | 0x40, 0, 1, b"", 0),  # undefined bit
+        (5, NONE | TRIGGER, 0, 1, b"", 0),  # no such index
+        (MSIX, NONE | TRIGGER, 8, 1, b"", 0),  # start past the end
+        (MSIX, NONE | TRIGGER, 7, 2, b"", 0),
+        (MSIX, NONE | TRIGGER, 0xFFFFFFFF, 2, b"", 0),
+        (MSIX, NONE | TRIGGER, 1, 0, b"", 0),  # count 0 needs start 0
+        (MSIX, BOOL | TRIGGER, 0, 0, b"", 0),  # ... and DATA_NONE
+        (MSIX, BOOL | TRIGGER, 0, 2, b"\x01", 0),  # short bool data
+        (MSIX, BOOL | TRIGGER, 0, 1, b"\x01\x01", 0),
+        (MSIX, NONE | TRIGGER, 0, 1, b"\x01", 0),  # data without DATA_BOOL
+        (MSI, NONE | MASK, 0, 1, b"", 0),  # MSI is not MASKABLE
+        (ERR, EVENTFD | UNMASK, 0, 1, b"", 1),
+        (MSIX, EVENTFD | TRIGGER, 0, 2, b"", 1),  # fd count != count
+        (MSIX, EVENTFD | TRIGGER, 0, 1, b"", 2),
+    ],
+)
 def test_refused(c, efds, ref_server, index, flags, start, count, data, nfds):  # noqa: F811
     before = ref_server.fds()
     r = c.set_irqs(index, flags, start, count, fds=efds(nfds), data=data)
@@ -193,14 +200,20 @@ def test_non_eventfd_fd_is_refused_and_closed(c, ref_server):  # noqa: F811
 def test_too_many_fds_for_the_server(c, efds, ref_server):  # noqa: F811
     before = ref_server.fds()
     fds = efds(R.DEFAULT_MAX_MSG_FDS + 1)
-    r = c.request(Command.DEVICE_SET_IRQS,
-                  SetIrqs(20, EVENTFD | TRIGGER, MSIX, 0, len(fds)), fds)
+    r = c.request(Command.DEVICE_SET_IRQS, SetIrqs(20, EVENTFD | TRIGGER, MSIX, 0, len(fds)), fds)
     assert r.error == errno.EINVAL
     assert ref_server.fds() == before
 
 
-@pytest.mark.parametrize("value", [R.irq_trigger_value(5, 0), R.irq_trigger_value(MSIX, 8),
-                                   R.irq_trigger_value(INTX, 1), 0xFFFFFFFF])
+@pytest.mark.parametrize(
+    "value",
+    [
+        R.irq_trigger_value(5, 0),
+        R.irq_trigger_value(MSIX, 8),
+        R.irq_trigger_value(INTX, 1),
+        0xFFFFFFFF,
+    ],
+)
 def test_trigger_register_refuses_missing_interrupts(c, value):
     r = write32(c, R.REG_IRQ_TRIGGER, value)
     assert r.error == errno.EINVAL

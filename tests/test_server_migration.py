@@ -69,8 +69,12 @@ def read_chunks(c, piece: int | None = None) -> list[list[bytes]]:
         size = field(c, MigrationInfo.DATA_SIZE)
         assert size and M.DATA_OFFSET <= offset and offset + size <= R.MIGRATION_SIZE
         step = piece or size
-        chunks.append([c.region_read(MIG, offset + o, min(step, size - o)).check().body.data
-                       for o in range(0, size, step)])
+        chunks.append(
+            [
+                c.region_read(MIG, offset + o, min(step, size - o)).check().body.data
+                for o in range(0, size, step)
+            ]
+        )
         assert len(chunks) < 100
     return chunks
 
@@ -134,9 +138,15 @@ def test_region_info(client):  # noqa: F811
     assert info.caps == (RegionTypeCap(3, 1),) and info.argsz == 48
 
 
-@pytest.mark.parametrize("proposed, answered", [
-    ({"pgsize": 4096}, 4096), ({"pgsize": 512}, 512), ({"pgsize": 1 << 16}, 4096), ({}, 4096),
-])
+@pytest.mark.parametrize(
+    "proposed, answered",
+    [
+        ({"pgsize": 4096}, 4096),
+        ({"pgsize": 512}, 512),
+        ({"pgsize": 1 << 16}, 4096),
+        ({}, 4096),
+    ],
+)
 def test_migration_capability_pgsize_is_the_smaller(ref_server, proposed, answered):  # noqa: F811
     with ref_server.connect(negotiate=False) as c:
         v = c.request(Command.VERSION, Version.with_capabilities(0, 0, migration=proposed))
@@ -153,8 +163,13 @@ def test_migration_not_echoed_without_migration_region(tmp_path):
     srv = RefServer(tmp_path, f"--device={dev}")
     try:
         with srv.connect(negotiate=False) as c:
-            v = c.request(Command.VERSION, Version.with_capabilities(
-                0, 0, migration={"pgsize": 4096})).check().body
+            v = (
+                c.request(
+                    Command.VERSION, Version.with_capabilities(0, 0, migration={"pgsize": 4096})
+                )
+                .check()
+                .body
+            )
             assert "migration" not in v.json["capabilities"]
             assert c.region_info(MIG).check().body.size == 0
     finally:
@@ -174,8 +189,9 @@ def test_device_state_starts_running(tmp_path):
 # ---- transitions
 
 
-@pytest.mark.parametrize("target", [*V1_TABLE_STATES, S.INVALID_101, S.ERROR, S.INVALID_111,
-                                    8, 0x81, 0xFFFFFFFF])
+@pytest.mark.parametrize(
+    "target", [*V1_TABLE_STATES, S.INVALID_101, S.ERROR, S.INVALID_111, 8, 0x81, 0xFFFFFFFF]
+)
 @pytest.mark.parametrize("start", V1_TABLE_STATES)
 def test_transition(mc, start, target):
     reach(mc, start)
@@ -191,8 +207,18 @@ def test_transition(mc, start, target):
 
 def test_walk_every_valid_transition(mc):
     # A path through every arc of the table, reading back each state.
-    path = [S.STOPPED, S.RUNNING, S.STOP_AND_COPY, S.STOPPED, S.RUNNING, S.PRE_COPY,
-            S.STOP_AND_COPY, S.RUNNING, S.RESUMING, S.RUNNING]
+    path = [
+        S.STOPPED,
+        S.RUNNING,
+        S.STOP_AND_COPY,
+        S.STOPPED,
+        S.RUNNING,
+        S.PRE_COPY,
+        S.STOP_AND_COPY,
+        S.RUNNING,
+        S.RESUMING,
+        S.RUNNING,
+    ]
     cur = S.RUNNING
     for s in path:
         assert v1_transition_valid(cur, s)
@@ -243,18 +269,21 @@ def test_reserved_is_ignored(mc, offset, data):
     assert state(mc) == S.RUNNING
 
 
-@pytest.mark.parametrize("offset, data, err", [
-    (0, b"\1\0", errno.EINVAL),  # half of device_state
-    (0, b"\1\0\0\0\0\0\0\0", errno.EINVAL),  # device_state and reserved
-    (2, b"\0\0\0\0", errno.EINVAL),
-    (8, b"\0" * 4, errno.EINVAL),  # half of pending_bytes
-    (24, b"\0" * 4, errno.EINVAL),
-    (20, b"\0" * 8, errno.EINVAL),
-    (0, b"\0" * 32, errno.EINVAL),  # the whole structure
-    (32, b"\0" * 4, errno.EINVAL),  # the gap
-    (M.DATA_OFFSET - 4, b"\0" * 8, errno.EINVAL),  # gap and data area
-    (M.DATA_OFFSET, b"\0" * 8, errno.EPERM),  # the data area, not resuming
-])
+@pytest.mark.parametrize(
+    "offset, data, err",
+    [
+        (0, b"\1\0", errno.EINVAL),  # half of device_state
+        (0, b"\1\0\0\0\0\0\0\0", errno.EINVAL),  # device_state and reserved
+        (2, b"\0\0\0\0", errno.EINVAL),
+        (8, b"\0" * 4, errno.EINVAL),  # half of pending_bytes
+        (24, b"\0" * 4, errno.EINVAL),
+        (20, b"\0" * 8, errno.EINVAL),
+        (0, b"\0" * 32, errno.EINVAL),  # the whole structure
+        (32, b"\0" * 4, errno.EINVAL),  # the gap
+        (M.DATA_OFFSET - 4, b"\0" * 8, errno.EINVAL),  # gap and data area
+        (M.DATA_OFFSET, b"\0" * 8, errno.EPERM),  # the data area, not resuming
+    ],
+)
 def test_bad_writes(mc, offset, data, err):
     assert mc.region_write(MIG, offset, data).error == err
     assert state(mc) == S.RUNNING
@@ -292,9 +321,14 @@ def test_precopy_and_stop_and_copy_loop(mc):
         assert 0 < size <= M.CHUNK_MAX
         chunk = mc.region_read(MIG, M.DATA_OFFSET, size).check().body.data
         magic, seq, kind, off, total, crc, length = header(chunk)
-        assert (magic, seq, kind, total, length) == (M.MAGIC, len(seen), M.PRECOPY, blob_size,
-                                                     size - M.HEADER.size)
-        assert off == sum(h[6] for h in seen) and zlib.crc32(chunk[M.HEADER.size:]) == crc
+        assert (magic, seq, kind, total, length) == (
+            M.MAGIC,
+            len(seen),
+            M.PRECOPY,
+            blob_size,
+            size - M.HEADER.size,
+        )
+        assert off == sum(h[6] for h in seen) and zlib.crc32(chunk[M.HEADER.size :]) == crc
         seen.append(header(chunk))
         new = field(mc, MigrationInfo.PENDING_BYTES)
         assert new == pending - size
@@ -360,12 +394,15 @@ def pair(tmp_path):
         assert "Traceback" not in srv.log()
 
 
-@pytest.mark.parametrize("precopy, piece", [(True, None), (False, None), (True, 4096),
-                                            (True, 1000)])
+@pytest.mark.parametrize(
+    "precopy, piece", [(True, None), (False, None), (True, 4096), (True, 1000)]
+)
 def test_full_migration(pair, precopy, piece):
     src, dst = pair
-    with src.connect(capabilities=MIGRATION_CAPS) as s, dst.connect(
-            capabilities=MIGRATION_CAPS) as d:
+    with (
+        src.connect(capabilities=MIGRATION_CAPS) as s,
+        dst.connect(capabilities=MIGRATION_CAPS) as d,
+    ):
         _dirty_up(s, 0x5A)
         before = _device_state(s)
         assert before != _device_state(d)
@@ -377,12 +414,12 @@ def test_full_migration(pair, precopy, piece):
         # The interrupt mask came along: MSI-X 3 is masked, so a trigger is held pending.
         fd = eventfd()
         try:
-            d.set_irqs(R.IRQ_MSIX, IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER, 3, 1,
-                       [fd]).check()
+            d.set_irqs(
+                R.IRQ_MSIX, IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER, 3, 1, [fd]
+            ).check()
             write32(d, R.REG_IRQ_TRIGGER, R.irq_trigger_value(R.IRQ_MSIX, 3)).check()
             assert eventfd_value(fd) == 0
-            d.set_irqs(R.IRQ_MSIX, IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_UNMASK, 3,
-                       1).check()
+            d.set_irqs(R.IRQ_MSIX, IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_UNMASK, 3, 1).check()
             assert eventfd_value(fd) == 1
         finally:
             os.close(fd)
@@ -438,19 +475,18 @@ def test_resume_with_chunk_order_and_sizes(mc, stream):
     assert field(mc, MigrationInfo.DATA_SIZE) == len(chunks[0])
     # Pre-copy data only: incomplete.
     assert set_state(mc, S.RUNNING).error == errno.EINVAL and state(mc) == S.RESUMING
-    for chunk in chunks[1:first_final + 1]:
+    for chunk in chunks[1 : first_final + 1]:
         write_chunk(mc, [chunk]).check()
     # Part of the device state: incomplete, and nothing applied.
     assert set_state(mc, S.RUNNING).error == errno.EINVAL and state(mc) == S.RESUMING
     assert _device_state(mc) == before
-    for chunk in chunks[first_final + 1:]:
+    for chunk in chunks[first_final + 1 :]:
         write_chunk(mc, [chunk]).check()
     set_state(mc, S.RUNNING).check()
     assert _device_state(mc) == expected
 
 
-@pytest.mark.parametrize("damage", ["magic", "crc", "length", "kind", "offset", "total",
-                                    "short"])
+@pytest.mark.parametrize("damage", ["magic", "crc", "length", "kind", "offset", "total", "short"])
 def test_damaged_chunk_is_refused_and_not_consumed(mc, stream, damage):
     chunks, _, _ = stream
     chunk = bytearray(chunks[0])
@@ -460,12 +496,13 @@ def test_damaged_chunk_is_refused_and_not_consumed(mc, stream, damage):
     elif damage == "crc":
         chunk[-1] ^= 0x80
     elif damage == "short":
-        chunk = chunk[:M.HEADER.size - 1]
+        chunk = chunk[: M.HEADER.size - 1]
     else:
         i = {"length": 6, "kind": 2, "offset": 3, "total": 4}[damage]
-        fields[i] = {"length": fields[6] - 1, "kind": 5, "offset": 8,
-                     "total": fields[6] - 1}[damage]  # total: the chunk runs past it
-        chunk[:M.HEADER.size] = M.HEADER.pack(*fields)
+        fields[i] = {"length": fields[6] - 1, "kind": 5, "offset": 8, "total": fields[6] - 1}[
+            damage
+        ]  # total: the chunk runs past it
+        chunk[: M.HEADER.size] = M.HEADER.pack(*fields)
     set_state(mc, S.RESUMING).check()
     _resume_refused(mc, bytes(chunk))
     write_chunk(mc, [chunks[0]]).check()  # the damaged one was not consumed
@@ -474,11 +511,11 @@ def test_damaged_chunk_is_refused_and_not_consumed(mc, stream, damage):
 def test_precopy_after_final_is_refused(mc, stream):
     chunks, first_final, _ = stream
     set_state(mc, S.RESUMING).check()
-    for chunk in chunks[:first_final + 1]:
+    for chunk in chunks[: first_final + 1]:
         write_chunk(mc, [chunk]).check()
     bad = bytearray(chunks[0])
     magic, seq, kind, off, total, crc, length = header(bad)
-    bad[:M.HEADER.size] = M.HEADER.pack(magic, first_final + 1, kind, off, total, crc, length)
+    bad[: M.HEADER.size] = M.HEADER.pack(magic, first_final + 1, kind, off, total, crc, length)
     _resume_refused(mc, bytes(bad))
 
 
@@ -518,19 +555,27 @@ def test_device_config_migration_kind():
         assert d.regions[9].chunk_max == 0x3000
     finally:
         d.close()
-    cfg = parse({"device": {"num_regions": 12},
-                 "regions": [{"index": 9, "kind": "absent"},
-                             {"index": 11, "kind": "migration"}]})
+    cfg = parse(
+        {
+            "device": {"num_regions": 12},
+            "regions": [{"index": 9, "kind": "absent"}, {"index": 11, "kind": "migration"}],
+        }
+    )
     assert cfg.region(11).size == R.MIGRATION_SIZE
 
 
-@pytest.mark.parametrize("doc, key", [
-    ({"regions": [{"index": 1, "kind": "migration"}]}, "regions[0].kind: region 1"),
-    ({"regions": [{"index": 9, "kind": "migration", "size": 0x1000}]}, "regions[0].size"),
-    ({"regions": [{"index": 9, "kind": "migration", "read": False}]}, "regions[0].read"),
-    ({"device": {"num_regions": 11}, "regions": [{"index": 10, "kind": "migration"}]},
-     "regions: at most one"),
-])
+@pytest.mark.parametrize(
+    "doc, key",
+    [
+        ({"regions": [{"index": 1, "kind": "migration"}]}, "regions[0].kind: region 1"),
+        ({"regions": [{"index": 9, "kind": "migration", "size": 0x1000}]}, "regions[0].size"),
+        ({"regions": [{"index": 9, "kind": "migration", "read": False}]}, "regions[0].read"),
+        (
+            {"device": {"num_regions": 11}, "regions": [{"index": 10, "kind": "migration"}]},
+            "regions: at most one",
+        ),
+    ],
+)
 def test_device_config_migration_errors(doc, key):
     with pytest.raises(ConfigError) as e:
         parse(doc)

@@ -29,12 +29,20 @@ def caps_json(caps) -> bytes:
 
 
 def test_echoes_only_proposed_capabilities_with_server_values(raw):
-    r = raw.request(Command.VERSION, Version.with_capabilities(
-        0, 0, max_msg_fds=3, max_data_xfer_size=4096, something_new={"x": 1}))
+    r = raw.request(
+        Command.VERSION,
+        Version.with_capabilities(
+            0, 0, max_msg_fds=3, max_data_xfer_size=4096, something_new={"x": 1}
+        ),
+    )
     v = r.check().body
     assert (v.major, v.minor) == (0, 0)
-    assert v.json == {"capabilities": {"max_msg_fds": R.DEFAULT_MAX_MSG_FDS,
-                                       "max_data_xfer_size": R.DEFAULT_MAX_DATA_XFER_SIZE}}
+    assert v.json == {
+        "capabilities": {
+            "max_msg_fds": R.DEFAULT_MAX_MSG_FDS,
+            "max_data_xfer_size": R.DEFAULT_MAX_DATA_XFER_SIZE,
+        }
+    }
 
 
 def test_subset_and_empty_capabilities(raw):
@@ -64,24 +72,27 @@ def test_other_major_is_refused_then_retry_works(raw):
     assert raw.request(Command.VERSION, Version(0, 0, None)).ok
 
 
-@pytest.mark.parametrize("text", [
-    b'{"capabilities": {}}',  # no NUL
-    b'{"capabilities": {}\0',  # invalid JSON
-    b"[1, 2]\0",  # not an object
-    b'"x"\0',
-    b'{"capabilities": []}\0',
-    b'{"capabilities": {"max_msg_fds": "8"}}\0',
-    b'{"capabilities": {"max_msg_fds": -1}}\0',
-    b'{"capabilities": {"max_msg_fds": 1.5}}\0',
-    b'{"capabilities": {"max_msg_fds": true}}\0',
-    b'{"capabilities": {"max_data_xfer_size": 0}}\0',
-    b'{"capabilities": {"max_data_xfer_size": 18446744073709551616}}\0',
-    b'{"capabilities": {"migration": 4096}}\0',
-    b'{"capabilities": {"migration": {"pgsize": 3000}}}\0',
-    b'{"a": 1}\0{"b": 2}\0',  # NUL inside
-    b"\xff\xfe\0",  # not UTF-8
-    b"[" * 100000 + b"\0",  # deep nesting
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"capabilities": {}}',  # no NUL
+        b'{"capabilities": {}\0',  # invalid JSON
+        b"[1, 2]\0",  # not an object
+        b'"x"\0',
+        b'{"capabilities": []}\0',
+        b'{"capabilities": {"max_msg_fds": "8"}}\0',
+        b'{"capabilities": {"max_msg_fds": -1}}\0',
+        b'{"capabilities": {"max_msg_fds": 1.5}}\0',
+        b'{"capabilities": {"max_msg_fds": true}}\0',
+        b'{"capabilities": {"max_data_xfer_size": 0}}\0',
+        b'{"capabilities": {"max_data_xfer_size": 18446744073709551616}}\0',
+        b'{"capabilities": {"migration": 4096}}\0',
+        b'{"capabilities": {"migration": {"pgsize": 3000}}}\0',
+        b'{"a": 1}\0{"b": 2}\0',  # NUL inside
+        b"\xff\xfe\0",  # not UTF-8
+        b"[" * 100000 + b"\0",  # deep nesting
+    ],
+)
 def test_malformed_version_data(raw, text):
     r = raw.request(Command.VERSION, version_payload(text=text))
     assert r.error == errno.EINVAL and not r.payload

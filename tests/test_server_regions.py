@@ -72,28 +72,34 @@ def test_sink_region_takes_writes_refuses_reads(client):  # noqa: F811
     assert client.region_read(R.WRITEONLY_REGION, 0, 4).error == errno.EPERM
 
 
-@pytest.mark.parametrize("region, offset, count, err", [
-    (R.RAM_REGION, R.RAM_SIZE - 3, 4, errno.EINVAL),
-    (R.RAM_REGION, R.RAM_SIZE, 1, errno.EINVAL),
-    (R.RAM_REGION, 2**64 - 1, 2, errno.EINVAL),
-    (R.RAM_REGION, 0, MAX + 1, errno.E2BIG),
-    (R.RAM_REGION, 0, 0xFFFFFFFF, errno.E2BIG),
-    (5, 0, 4, errno.EINVAL),  # absent: size 0
-    (8, 0, 1, errno.EINVAL),  # absent (VGA)
-    (10, 0, 4, errno.EINVAL),
-    (0xFFFFFFFF, 0, 4, errno.EINVAL),
-])
+@pytest.mark.parametrize(
+    "region, offset, count, err",
+    [
+        (R.RAM_REGION, R.RAM_SIZE - 3, 4, errno.EINVAL),
+        (R.RAM_REGION, R.RAM_SIZE, 1, errno.EINVAL),
+        (R.RAM_REGION, 2**64 - 1, 2, errno.EINVAL),
+        (R.RAM_REGION, 0, MAX + 1, errno.E2BIG),
+        (R.RAM_REGION, 0, 0xFFFFFFFF, errno.E2BIG),
+        (5, 0, 4, errno.EINVAL),  # absent: size 0
+        (8, 0, 1, errno.EINVAL),  # absent (VGA)
+        (10, 0, 4, errno.EINVAL),
+        (0xFFFFFFFF, 0, 4, errno.EINVAL),
+    ],
+)
 def test_read_errors(client, region, offset, count, err):  # noqa: F811
     r = client.request(Command.REGION_READ, RegionRead(offset, region, count))
     assert r.error == err and not r.payload
 
 
-@pytest.mark.parametrize("region, offset, count, err", [
-    (R.RAM_REGION, R.RAM_SIZE - 3, 4, errno.EINVAL),
-    (R.RAM_REGION, 2**64 - 2, 4, errno.EINVAL),
-    (5, 0, 4, errno.EINVAL),
-    (10, 0, 4, errno.EINVAL),
-])
+@pytest.mark.parametrize(
+    "region, offset, count, err",
+    [
+        (R.RAM_REGION, R.RAM_SIZE - 3, 4, errno.EINVAL),
+        (R.RAM_REGION, 2**64 - 2, 4, errno.EINVAL),
+        (5, 0, 4, errno.EINVAL),
+        (10, 0, 4, errno.EINVAL),
+    ],
+)
 def test_write_errors(client, region, offset, count, err):  # noqa: F811
     r = client.request(Command.REGION_WRITE, RegionWrite(offset, region, count, b"\0" * count))
     assert r.error == err and not r.payload
@@ -105,17 +111,26 @@ def test_write_above_max_data_xfer_size(client):  # noqa: F811
     assert client.region_read(R.RAM_REGION, 0, 4).ok
 
 
-@pytest.mark.parametrize("payload", [
-    RegionRead(0, 1, 4).pack()[:15], RegionRead(0, 1, 4).pack() + b"\0", b"",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        RegionRead(0, 1, 4).pack()[:15],
+        RegionRead(0, 1, 4).pack() + b"\0",
+        b"",
+    ],
+)
 def test_read_malformed(client, payload):  # noqa: F811
     assert client.request(Command.REGION_READ, payload).error == errno.EINVAL
 
 
-@pytest.mark.parametrize("payload", [
-    RegionRead(0, 1, 4).pack() + b"abc", RegionRead(0, 1, 2).pack() + b"abc",
-    RegionRead(0, 1, 4).pack()[:12],
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        RegionRead(0, 1, 4).pack() + b"abc",
+        RegionRead(0, 1, 2).pack() + b"abc",
+        RegionRead(0, 1, 4).pack()[:12],
+    ],
+)
 def test_write_count_mismatch(client, payload):  # noqa: F811
     assert client.request(Command.REGION_WRITE, payload).error == errno.EINVAL
 
@@ -128,7 +143,8 @@ def test_registers(client):  # noqa: F811
     for n in range(R.SCRATCH_COUNT):
         write32(client, R.scratch(n), 0x1000 + n).check()
     assert [read32(client, R.scratch(n)) for n in range(R.SCRATCH_COUNT)] == [
-        0x1000 + n for n in range(R.SCRATCH_COUNT)]
+        0x1000 + n for n in range(R.SCRATCH_COUNT)
+    ]
     # Any size and alignment works like memory.
     client.region_write(0, R.scratch(0) + 1, b"\xaa\xbb").check()
     assert read32(client, R.scratch(0)) == 0x00BBAA00
@@ -159,8 +175,7 @@ def test_state_survives_reconnect(ref_server):  # noqa: F811
 
 
 def test_no_reply_commands_are_processed_silently(client):  # noqa: F811
-    client.send(Command.REGION_WRITE, RegionWrite(R.scratch(1), 0, 4, b"\x11\0\0\0"),
-                no_reply=True)
+    client.send(Command.REGION_WRITE, RegionWrite(R.scratch(1), 0, 4, b"\x11\0\0\0"), no_reply=True)
     client.send(Command.REGION_READ, RegionRead(0, 99, 4), no_reply=True)  # fails: no reply
     client.send(Command.DIRTY_PAGES, b"", no_reply=True)
     assert read32(client, R.scratch(1)) == 0x11  # the first reply to arrive is this one
@@ -168,9 +183,12 @@ def test_no_reply_commands_are_processed_silently(client):  # noqa: F811
 
 
 def test_pipelined_requests_are_answered_in_order(client):  # noqa: F811
-    reqs = [(Command.REGION_WRITE, RegionWrite(R.scratch(2), 0, 4, i.to_bytes(4, "little")))
-            if i % 2 else (Command.REGION_READ, RegionRead(R.scratch(2), 0, 4))
-            for i in range(1, 200)]
+    reqs = [
+        (Command.REGION_WRITE, RegionWrite(R.scratch(2), 0, 4, i.to_bytes(4, "little")))
+        if i % 2
+        else (Command.REGION_READ, RegionRead(R.scratch(2), 0, 4))
+        for i in range(1, 200)
+    ]
     replies = client.pipeline(reqs)
     for i, r in zip(range(1, 200), replies, strict=True):
         r.check()

@@ -62,26 +62,44 @@ NASTY = [
     ("GET_INFO empty", msg(Command.DEVICE_GET_INFO), EINVAL),
     ("GET_INFO 15 bytes", msg(Command.DEVICE_GET_INFO, b"\x10" + b"\0" * 14), EINVAL),
     ("GET_INFO argsz 0", msg(Command.DEVICE_GET_INFO, DeviceInfo(0).pack()), EINVAL),
-    ("REGION_INFO index 2**32-1", msg(Command.DEVICE_GET_REGION_INFO,
-                                      RegionInfo(32, index=0xFFFFFFFF).pack()), EINVAL),
+    (
+        "REGION_INFO index 2**32-1",
+        msg(Command.DEVICE_GET_REGION_INFO, RegionInfo(32, index=0xFFFFFFFF).pack()),
+        EINVAL,
+    ),
     ("IRQ_INFO huge", msg(Command.DEVICE_GET_IRQ_INFO, IrqInfo(16).pack() * 100), EINVAL),
-    ("REGION_READ count 2**32-1", msg(Command.REGION_READ,
-                                      RegionRead(0, 1, 0xFFFFFFFF).pack()), errno.E2BIG),
-    ("REGION_READ offset 2**64-1", msg(Command.REGION_READ,
-                                       RegionRead(2**64 - 1, 1, 1).pack()), EINVAL),
-    ("REGION_WRITE count > data", msg(Command.REGION_WRITE,
-                                      RegionRead(0, 1, 100).pack() + b"x"), EINVAL),
+    (
+        "REGION_READ count 2**32-1",
+        msg(Command.REGION_READ, RegionRead(0, 1, 0xFFFFFFFF).pack()),
+        errno.E2BIG,
+    ),
+    (
+        "REGION_READ offset 2**64-1",
+        msg(Command.REGION_READ, RegionRead(2**64 - 1, 1, 1).pack()),
+        EINVAL,
+    ),
+    (
+        "REGION_WRITE count > data",
+        msg(Command.REGION_WRITE, RegionRead(0, 1, 100).pack() + b"x"),
+        EINVAL,
+    ),
     ("DMA_MAP all ones", msg(Command.DMA_MAP, b"\xff" * 32), EINVAL),
     ("DMA_MAP short", msg(Command.DMA_MAP, b"\x20"), EINVAL),
-    ("DMA_UNMAP unknown", msg(Command.DMA_UNMAP, struct.pack("<IIQQ", 24, 0, 1 << 40, 4096)),
-     errno.ENOENT),
+    (
+        "DMA_UNMAP unknown",
+        msg(Command.DMA_UNMAP, struct.pack("<IIQQ", 24, 0, 1 << 40, 4096)),
+        errno.ENOENT,
+    ),
     ("SET_IRQS garbage", msg(Command.DEVICE_SET_IRQS, bytes(range(37))), EINVAL),
     ("SET_IRQS all ones", msg(Command.DEVICE_SET_IRQS, b"\xff" * 20), EINVAL),
     ("RESET with payload", msg(Command.DEVICE_RESET, b"\0"), EINVAL),
     ("VERSION again", msg(Command.VERSION, b"\0\0\0\0"), EINVAL),
     ("VERSION garbage", msg(Command.VERSION, b"\0\0\0\0{{{\0"), EINVAL),
-    ("IO_FDS flags", msg(Command.DEVICE_GET_REGION_IO_FDS, struct.pack("<IIII", 64, 1, 0, 0)),
-     EINVAL),
+    (
+        "IO_FDS flags",
+        msg(Command.DEVICE_GET_REGION_IO_FDS, struct.pack("<IIII", 64, 1, 0, 0)),
+        EINVAL,
+    ),
 ]
 
 
@@ -121,12 +139,17 @@ def test_fd_arrives_with_the_second_half(client):  # noqa: F811
     client.send_raw(raw[10:30], fds=[fd])
     client.send_raw(raw[30:])
     client.recv_reply(9).check()
-    write = [(R.REG_DMA_DEV_OFFSET, 0), (R.REG_DMA_CLIENT_ADDR, 0x1000000),
-             (R.REG_DMA_LENGTH, 5), (R.REG_DMA_DIRECTION, R.DMA_FROM_CLIENT),
-             (R.REG_DMA_DOORBELL, 1)]
+    write = [
+        (R.REG_DMA_DEV_OFFSET, 0),
+        (R.REG_DMA_CLIENT_ADDR, 0x1000000),
+        (R.REG_DMA_LENGTH, 5),
+        (R.REG_DMA_DIRECTION, R.DMA_FROM_CLIENT),
+        (R.REG_DMA_DOORBELL, 1),
+    ]
     for reg, value in write:
-        client.region_write(0, reg, value.to_bytes(8 if reg in (0x80, 0x88) else 4,
-                                                  "little")).check()
+        client.region_write(
+            0, reg, value.to_bytes(8 if reg in (0x80, 0x88) else 4, "little")
+        ).check()
     assert not client.dma_requests  # it went through the fd, so the fd was attached right
     assert client.region_read(R.DMA_RAM_REGION, 0, 5).check().body.data == b"split"
     client.dma_unmap(0x1000000, 0x1000).check()

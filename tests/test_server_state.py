@@ -38,48 +38,96 @@ def test_default_config_is_the_documented_device():
     assert cfg.region(5).kind == "absent"
 
 
-@pytest.mark.parametrize("doc, key", [
-    ({"bogus": {}}, "bogus: unknown key"),
-    ({"server": {"max_msg_fds": 0}}, "server.max_msg_fds"),
-    ({"server": {"max_msg_fds": True}}, "server.max_msg_fds: must be int"),
-    ({"server": {"max_data_xfer_size": 100}}, "server.max_data_xfer_size"),
-    ({"server": {"dma_reply_timeout": 0}}, "server.dma_reply_timeout"),
-    ({"server": {"migration_pgsize": 3000}}, "server.migration_pgsize"),
-    ({"server": {"typo": 1}}, "server.typo: unknown key"),
-    ({"device": {"base": "full"}}, "device.base"),
-    ({"device": {"vendor_id": 0x10000}}, "device.vendor_id"),
-    ({"device": {"num_regions": 8}}, "device.num_regions"),
-    ({"device": {"dma_ram_region": 3}}, "device.dma_ram_region"),
-    ({"device": {"reset": 1}}, "device.reset: must be bool"),
-    ({"regions": [{"kind": "ram", "size": 4096}]}, "regions[0].index: missing"),
-    ({"regions": [{"index": 7, "kind": "ram", "size": 4096}]}, "regions[0].index: 7 is the PCI"),
-    ({"regions": [{"index": 10, "kind": "ram", "size": 4096}]}, "regions[0].index"),
-    ({"regions": [{"index": 9, "kind": "ram", "size": 4096}]}, "regions[0].kind: region 9"),
-    ({"regions": [{"index": 1, "kind": "rom", "size": 4096}]}, "regions[0].kind"),
-    ({"regions": [{"index": 1, "kind": "ram"}]}, "regions[0].size: missing"),
-    ({"regions": [{"index": 1, "kind": "ram", "size": 6000}]}, "regions[0].size"),
-    ({"regions": [{"index": 1, "kind": "registers", "size": 4096}]}, "at most one"),
-    ({"regions": [{"index": 1, "kind": "registers", "size": 2048}]}, "regions[0].size"),
-    ({"regions": [{"index": 1, "kind": "absent", "size": 4096}]}, "regions[0].size"),
-    ({"regions": [{"index": 1, "kind": "pattern", "size": 4096, "mmap": True}]},
-     "regions[0].mmap: unknown key"),
-    ({"regions": [{"index": 1, "kind": "ram", "size": 8192, "sparse_mmap": [[0, 4096]]}]},
-     "regions[0].sparse_mmap: needs mmap"),
-    ({"regions": [{"index": 1, "kind": "ram", "size": 8192, "mmap": True,
-                   "sparse_mmap": [[0, 4096], [0, 8192]]}]}, "overlap"),
-    ({"regions": [{"index": 1, "kind": "ram", "size": 8192, "mmap": True,
-                   "sparse_mmap": [[100, 4096]]}]}, "regions[0].sparse_mmap[0]"),
-    ({"regions": [{"index": 1, "kind": "ram", "size": 8192, "mmap": True,
-                   "sparse_mmap": [[4096, 8192]]}]}, "regions[0].sparse_mmap[0]"),
-    ({"regions": {"index": 1}}, "regions: must be list"),
-    ({"irqs": [{"index": 5, "count": 1}]}, "irqs[0].index"),
-    ({"irqs": [{"count": 1}]}, "irqs[0].index: missing"),
-    ({"irqs": [{"index": 0, "count": 1, "flags": ["edge"]}]}, "irqs[0].flags: unknown flag"),
-    ({"irqs": [{"index": 0, "count": 1, "flags": ["eventfd", "automasked"]}]},
-     "automasked needs maskable"),
-    ({"irqs": [{"index": 0, "count": 0, "flags": ["eventfd"]}]}, "count 0"),
-    ({"irqs": [{"index": 0, "count": 4096}]}, "irqs[0].count"),
-])
+@pytest.mark.parametrize(
+    "doc, key",
+    [
+        ({"bogus": {}}, "bogus: unknown key"),
+        ({"server": {"max_msg_fds": 0}}, "server.max_msg_fds"),
+        ({"server": {"max_msg_fds": True}}, "server.max_msg_fds: must be int"),
+        ({"server": {"max_data_xfer_size": 100}}, "server.max_data_xfer_size"),
+        ({"server": {"dma_reply_timeout": 0}}, "server.dma_reply_timeout"),
+        ({"server": {"migration_pgsize": 3000}}, "server.migration_pgsize"),
+        ({"server": {"typo": 1}}, "server.typo: unknown key"),
+        ({"device": {"base": "full"}}, "device.base"),
+        ({"device": {"vendor_id": 0x10000}}, "device.vendor_id"),
+        ({"device": {"num_regions": 8}}, "device.num_regions"),
+        ({"device": {"dma_ram_region": 3}}, "device.dma_ram_region"),
+        ({"device": {"reset": 1}}, "device.reset: must be bool"),
+        ({"regions": [{"kind": "ram", "size": 4096}]}, "regions[0].index: missing"),
+        (
+            {"regions": [{"index": 7, "kind": "ram", "size": 4096}]},
+            "regions[0].index: 7 is the PCI",
+        ),
+        ({"regions": [{"index": 10, "kind": "ram", "size": 4096}]}, "regions[0].index"),
+        ({"regions": [{"index": 9, "kind": "ram", "size": 4096}]}, "regions[0].kind: region 9"),
+        ({"regions": [{"index": 1, "kind": "rom", "size": 4096}]}, "regions[0].kind"),
+        ({"regions": [{"index": 1, "kind": "ram"}]}, "regions[0].size: missing"),
+        ({"regions": [{"index": 1, "kind": "ram", "size": 6000}]}, "regions[0].size"),
+        ({"regions": [{"index": 1, "kind": "registers", "size": 4096}]}, "at most one"),
+        ({"regions": [{"index": 1, "kind": "registers", "size": 2048}]}, "regions[0].size"),
+        ({"regions": [{"index": 1, "kind": "absent", "size": 4096}]}, "regions[0].size"),
+        (
+            {"regions": [{"index": 1, "kind": "pattern", "size": 4096, "mmap": True}]},
+            "regions[0].mmap: unknown key",
+        ),
+        (
+            {"regions": [{"index": 1, "kind": "ram", "size": 8192, "sparse_mmap": [[0, 4096]]}]},
+            "regions[0].sparse_mmap: needs mmap",
+        ),
+        (
+            {
+                "regions": [
+                    {
+                        "index": 1,
+                        "kind": "ram",
+                        "size": 8192,
+                        "mmap": True,
+                        "sparse_mmap": [[0, 4096], [0, 8192]],
+                    }
+                ]
+            },
+            "overlap",
+        ),
+        (
+            {
+                "regions": [
+                    {
+                        "index": 1,
+                        "kind": "ram",
+                        "size": 8192,
+                        "mmap": True,
+                        "sparse_mmap": [[100, 4096]],
+                    }
+                ]
+            },
+            "regions[0].sparse_mmap[0]",
+        ),
+        (
+            {
+                "regions": [
+                    {
+                        "index": 1,
+                        "kind": "ram",
+                        "size": 8192,
+                        "mmap": True,
+                        "sparse_mmap": [[4096, 8192]],
+                    }
+                ]
+            },
+            "regions[0].sparse_mmap[0]",
+        ),
+        ({"regions": {"index": 1}}, "regions: must be list"),
+        ({"irqs": [{"index": 5, "count": 1}]}, "irqs[0].index"),
+        ({"irqs": [{"count": 1}]}, "irqs[0].index: missing"),
+        ({"irqs": [{"index": 0, "count": 1, "flags": ["edge"]}]}, "irqs[0].flags: unknown flag"),
+        (
+            {"irqs": [{"index": 0, "count": 1, "flags": ["eventfd", "automasked"]}]},
+            "automasked needs maskable",
+        ),
+        ({"irqs": [{"index": 0, "count": 0, "flags": ["eventfd"]}]}, "count 0"),
+        ({"irqs": [{"index": 0, "count": 4096}]}, "irqs[0].count"),
+    ],
+)
 def test_config_errors_name_the_key(doc, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         parse(doc)
@@ -87,8 +135,10 @@ def test_config_errors_name_the_key(doc, key):
 
 def test_config_overlays_and_empty_base(tmp_path):
     f = tmp_path / "d.toml"
-    f.write_text('[device]\nbase = "empty"\n[[regions]]\nindex = 0\nkind = "registers"\n'
-                 'size = 8192\nioeventfd = false\n')
+    f.write_text(
+        '[device]\nbase = "empty"\n[[regions]]\nindex = 0\nkind = "registers"\n'
+        "size = 8192\nioeventfd = false\n"
+    )
     cfg = load(str(f))
     assert cfg.dma_ram_region == -1 and set(cfg.regions) == {0} and not cfg.irqs
     d = Device(cfg)
@@ -120,10 +170,16 @@ def test_save_and_load_state(device):
         other.close()
 
 
-@pytest.mark.parametrize("damage", [
-    lambda b: b[:-1], lambda b: b"XXXXXXXX" + b[8:], lambda b: b + b"\0",
-    lambda b: b[:30], lambda b: b"",
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[:-1],
+        lambda b: b"XXXXXXXX" + b[8:],
+        lambda b: b + b"\0",
+        lambda b: b[:30],
+        lambda b: b"",
+    ],
+)
 def test_load_state_refuses_damage_and_changes_nothing(device, damage):
     good = device.save_state()
     other = Device()
@@ -182,8 +238,10 @@ def test_dma_map_table_unit():
     t.add(0x1000, 0x1000, 3, 0, None)
     t.add(0x2000, 0x1000, 1, 0, None)
     segs = t.segments(0x1800, 0x1000, 1)
-    assert [(m.address, pos, n) for m, pos, n in segs] == [(0x1000, 0x800, 0x800),
-                                                            (0x2000, 0, 0x800)]
+    assert [(m.address, pos, n) for m, pos, n in segs] == [
+        (0x1000, 0x800, 0x800),
+        (0x2000, 0, 0x800),
+    ]
     with pytest.raises(VfioError) as e:
         t.segments(0x1800, 0x1000, 2)
     assert e.value.errno == errno.EPERM

@@ -31,9 +31,12 @@ class RefServer:
         self.path = str(self.tmp / f"{name}.sock")
         self.log_path = self.tmp / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([*SERVER, f"--socket-path={self.path}", *args],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self._log)
+        self.proc = subprocess.Popen(
+            [*SERVER, f"--socket-path={self.path}", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
         if not wait_listening(self.path, 10.0, lambda: self.proc.poll() is None):
             self.stop()
             raise RuntimeError(f"reference server did not listen: {self.log()}")
@@ -49,8 +52,7 @@ class RefServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def connect(self, negotiate: bool = True, capabilities: dict | None = None,
-                **kwargs) -> Client:
+    def connect(self, negotiate: bool = True, capabilities: dict | None = None, **kwargs) -> Client:
         c = Client.connect(self.path, timeout=5.0, **kwargs)
         if negotiate:
             c.negotiate(capabilities=capabilities)

@@ -9,21 +9,26 @@
 replies by msg_id (``recv_reply``, ``request``, ``pipeline``), serves the
 server's DMA_READ/DMA_WRITE from ``ClientMemory`` while it waits, bounds every
 wait, and records every message in a ``WireLog``.
+
+May import: ``protocol`` and ``_unix``.
 """
 
-from .client import DEFAULT_MAX_MSG_SIZE, Client, DmaRequest
-from .connection import SCM_MAX_FD, Connection
-from .errors import (
-                     ClientError,
-                     ConnectionClosed,
-                     ErrorReply,
-                     MalformedReply,
-                     Timeout,
-                     UnexpectedReply,
+from pytest_vfiouser._unix import SCM_MAX_FD
+
+from ._client import DEFAULT_MAX_MSG_SIZE, Client, DmaRequest
+from ._connection import Connection
+from ._errors import (
+    ClientError,
+    ConnectionClosed,
+    ErrorReply,
+    MalformedReply,
+    Timeout,
+    UnexpectedReply,
+    errno_text,
 )
-from .memory import ClientMemory, DmaFault, Region
-from .reply import Reply
-from .wirelog import WireLog
+from ._memory import ClientMemory, DmaFault, Region
+from ._reply import Reply
+from ._wirelog import WireLog
 
 __all__ = [
     "DEFAULT_MAX_MSG_SIZE",
@@ -42,4 +47,5 @@ __all__ = [
     "Timeout",
     "UnexpectedReply",
     "WireLog",
+    "errno_text",
 ]

@@ -1,0 +1,21 @@
+"""UNIX socket helpers shared by the raw client and the reference server.
+
+* ``busy_poll``: adaptive polling before a blocking receive (``BusyPoll``).
+* ``scm_rights``: fds passed with SCM_RIGHTS (``rights``, ``fds_of``, ``SCM_MAX_FD``).
+
+May import: the standard library only.
+"""
+
+from .busy_poll import CEILING_NS, GROW_START_NS, MIN_NS, BusyPoll
+from .scm_rights import ANC_SPACE, SCM_MAX_FD, fds_of, rights
+
+__all__ = [
+    "ANC_SPACE",
+    "CEILING_NS",
+    "GROW_START_NS",
+    "MIN_NS",
+    "SCM_MAX_FD",
+    "BusyPoll",
+    "fds_of",
+    "rights",
+]

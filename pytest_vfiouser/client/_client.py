@@ -1,0 +1,461 @@
+"""The raw vfio-user client: message ids, replies, server DMA requests, typed commands.
+
+It does what a test tells it and nothing more: no retries, no validation of
+what is sent (tests send wrong things on purpose), and every wait bounded.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from typing import NamedTuple
+
+from pytest_vfiouser._unix import CEILING_NS
+from pytest_vfiouser.protocol import (
+    FLAG_NO_REPLY,
+    TYPE_MASK,
+    BitmapRange,
+    CodecError,
+    Command,
+    DeviceInfo,
+    DirtyPages,
+    DmaMap,
+    DmaMapFlags,
+    DmaRead,
+    DmaReadReply,
+    DmaUnmap,
+    DmaWrite,
+    DmaWriteReply,
+    IrqInfo,
+    MsgType,
+    Payload,
+    RegionInfo,
+    RegionIoFdsRequest,
+    RegionRead,
+    RegionWrite,
+    SetIrqs,
+    Version,
+    VfioBitmap,
+    command_name,
+    encode_error,
+    encode_reply,
+)
+
+from ._connection import Connection
+from ._errors import Timeout, UnexpectedReply, awaited
+from ._memory import ClientMemory, DmaFault
+from ._reply import Reply
+from ._wirelog import SENT_RAW, WireLog
+
+_HDR_PACK = struct.Struct("<HHIII").pack
+_REPLY = int(MsgType.REPLY)
+_COMMAND = int(MsgType.COMMAND)
+_DMA_READ = int(Command.DMA_READ)
+_DMA_WRITE = int(Command.DMA_WRITE)
+# Replies that may carry fds: VERSION (0.9.2 twin socket), REGION_INFO (an
+# mmappable region), REGION_IO_FDS. Fds on any other message are closed.
+_FD_REPLIES = frozenset(
+    {Command.VERSION, Command.DEVICE_GET_REGION_INFO, Command.DEVICE_GET_REGION_IO_FDS}
+)
+DEFAULT_MAX_MSG_SIZE = 16 << 20
+
+
+class DmaRequest(NamedTuple):
+    """A DMA_READ or DMA_WRITE the server sent, and how the client answered."""
+
+    command: int
+    address: int | None  # None when the request did not decode
+    count: int | None
+    ok: bool
+    errno: int  # the errno of the error reply, 0 when served
+    msg_id: int
+    detail: str = ""
+
+
+class Client(Connection):
+    """One connection to a vfio-user server (not thread-safe: one thread drives it).
+
+    See the package docstring for the API. ``memory`` (closed with the client)
+    is what the server's DMA requests are served from.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        timeout: float = 5.0,
+        max_msg_size: int | None = None,
+        max_data_xfer_size: int = 1048576,
+        max_msg_fds: int = 16,
+        wire_log: WireLog | None = None,
+        memory: ClientMemory | None = None,
+        busy_poll_ns: int = CEILING_NS,
+    ):
+        if max_msg_size is None:
+            max_msg_size = max(DEFAULT_MAX_MSG_SIZE, max_data_xfer_size + 4096)
+        super().__init__(sock, timeout, max_msg_size, wire_log, busy_poll_ns)
+        self.max_data_xfer_size = max_data_xfer_size
+        self.max_msg_fds = max_msg_fds
+        self.memory = memory if memory is not None else ClientMemory()
+        self.next_msg_id = 0
+        self.negotiated: Version | None = None
+        self.server_caps = None  # protocol.Capabilities once negotiated
+        self.dma_requests: list[DmaRequest] = []
+        self.stray_fds = 0  # fds closed because they came on a message that should carry none
+        self.closed = False
+
+    @classmethod
+    def connect(cls, path: str, timeout: float = 5.0, **kwargs) -> Client:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            return cls(sock, timeout, **kwargs)
+        except BaseException:
+            sock.close()
+            raise
+
+    def close(self) -> None:
+        """Close the socket, fds received and not taken, and memfds the client created."""
+        if not self.closed:
+            self.closed = True
+            super().close()
+            self.memory.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- sending
+
+    def send(
+        self,
+        command: int,
+        payload: Payload | bytes | None = None,
+        fds=(),
+        flags: int = 0,
+        msg_id: int | None = None,
+        no_reply: bool = False,
+        error: int = 0,
+    ) -> int:
+        """One message in one sendmsg; returns its msg_id (the next u16 if None)."""
+        if msg_id is None:
+            msg_id = self.next_msg_id
+            self.next_msg_id = (msg_id + 1) & 0xFFFF
+        if payload.__class__ is not bytes:
+            payload = _as_bytes(payload)
+        if no_reply:
+            flags |= FLAG_NO_REPLY
+        self.send_bytes(_HDR_PACK(msg_id, command, 16 + len(payload), flags, error) + payload, fds)
+        return msg_id
+
+    def send_raw(self, data: bytes, fds=()) -> None:
+        """Exactly ``data`` (any bytes: part of a message, several, garbage) in one sendmsg."""
+        self.send_bytes(bytes(data), fds, SENT_RAW)
+
+    # -- receiving
+
+    def recv_reply(
+        self, msg_id: int | None = None, timeout: float | None = None, command: int | None = None
+    ) -> Reply:
+        """The next reply, serving DMA_READ/DMA_WRITE requests that come first.
+
+        UnexpectedReply if it is not for ``msg_id``/``command`` (when given), or if
+        the server sends any other command.
+        """
+        while True:
+            reply = self._accept(self.recv_frame(timeout, (msg_id, command)), msg_id, command)
+            if reply is not None:
+                return reply
+
+    def _accept(self, frame: tuple, msg_id: int | None, command: int | None) -> Reply | None:
+        """The Reply a frame is, if it is the one awaited; None for a DMA request
+        (served here); UnexpectedReply for anything else."""
+        hdr, payload, fds = frame
+        kind = hdr[3] & TYPE_MASK
+        if kind == _REPLY:
+            reply = Reply(hdr, payload) if fds is None else self._reply(hdr, payload, fds)
+            if (msg_id is not None and hdr[0] != msg_id) or (
+                command is not None and hdr[1] != command
+            ):
+                raise UnexpectedReply(f"expected {awaited((msg_id, command))}", reply)
+            return reply
+        if kind == _COMMAND and (hdr[1] == _DMA_READ or hdr[1] == _DMA_WRITE):
+            self._serve_dma(hdr, payload, fds)
+            return None
+        raise UnexpectedReply(
+            "the server sent a message that is neither a reply nor DMA_READ/DMA_WRITE",
+            self._reply(hdr, payload, fds),
+        )
+
+    def recv_message(self, timeout: float | None = None) -> Reply:
+        """The next message of any kind, as it came (DMA requests are not served, and
+        every fd that came with it is handed over)."""
+        hdr, payload, fds = self.recv_frame(timeout, "a message")
+        return Reply.with_fds(hdr, payload, fds, self.owned_fds) if fds else Reply(hdr, payload)
+
+    def request(
+        self,
+        command: int,
+        payload: Payload | bytes | None = None,
+        fds=(),
+        msg_id: int | None = None,
+        timeout: float | None = None,
+        flags: int = 0,
+    ) -> Reply:
+        """Send, then the reply to it (matched by msg_id and command)."""
+        # send() inlined: this is the synchronous hot path.
+        if msg_id is None:
+            msg_id = self.next_msg_id
+            self.next_msg_id = (msg_id + 1) & 0xFFFF
+        if payload.__class__ is not bytes:
+            payload = _as_bytes(payload)
+        frame = self.exchange(
+            _HDR_PACK(msg_id, command, 16 + len(payload), flags, 0) + payload,
+            fds,
+            timeout,
+            (msg_id, command),
+        )
+        hdr = frame[0]
+        if (
+            hdr[0] == msg_id
+            and hdr[1] == command
+            and hdr[3] & TYPE_MASK == _REPLY
+            and (frame[2] is None)
+        ):
+            return Reply(hdr, frame[1])  # what _accept would make, checked inline
+        reply = self._accept(frame, msg_id, command)
+        return reply if reply is not None else self.recv_reply(msg_id, timeout, command)
+
+    def pipeline(self, requests, timeout: float | None = None) -> list[Reply]:
+        """Send every (command, payload[, fds]) then collect the replies, in order.
+
+        Each request is its own sendmsg, with fresh msg_ids; replies must come in
+        the same order (UnexpectedReply otherwise). DMA requests in between are
+        served. The server may stop reading while its replies are unread, so keep
+        a batch within the socket buffers (a few hundred small messages).
+        """
+        sent = []
+        frames = []
+        msg_id = self.next_msg_id
+        for item in requests:
+            command, payload = item[0], item[1]
+            if len(item) > 2 and item[2]:  # with fds: sent on their own, in order
+                self.send_many(frames)
+                frames = []
+                self.next_msg_id = msg_id
+                sent.append((self.send(command, payload, item[2]), command))
+                msg_id = self.next_msg_id
+                continue
+            if payload.__class__ is not bytes:
+                payload = _as_bytes(payload)
+            frames.append(_HDR_PACK(msg_id, command, 16 + len(payload), 0, 0) + payload)
+            sent.append((msg_id, command))
+            msg_id = (msg_id + 1) & 0xFFFF
+        self.next_msg_id = msg_id
+        self.send_many(frames)
+        replies: list[Reply] = []
+        while len(replies) < len(sent):
+            # Replies already received are framed in one tight loop; the general
+            # path waits, serves DMA requests, and raises on anything unexpected.
+            self.take_buffered_replies(sent, replies, Reply)
+            if len(replies) < len(sent):
+                msg_id, command = sent[len(replies)]
+                replies.append(self.recv_reply(msg_id, timeout, command))
+        return replies
+
+    def expect_no_message(self, timeout: float) -> None:
+        """Wait ``timeout`` seconds; UnexpectedReply if any byte arrives meanwhile."""
+        try:
+            hdr, payload, fds = self.recv_frame(timeout, "silence")
+        except Timeout as e:
+            if e.partial_bytes:
+                raise UnexpectedReply(
+                    f"{e.partial_bytes} bytes of a message arrived where none was expected"
+                ) from None
+            return
+        raise UnexpectedReply(
+            "a message arrived where none was expected", self._reply(hdr, payload, fds)
+        )
+
+    def _reply(self, hdr: tuple, payload: bytes, fds: list[int] | None) -> Reply:
+        """A Reply with the fds it may carry; the others are closed and counted."""
+        closed = 0
+        if fds:
+            allowed = self.max_msg_fds if _may_carry_fds(hdr) else 0
+            if len(fds) > allowed:
+                extra, fds = fds[allowed:], fds[:allowed] or None
+                closed = self._close_stray(extra, hdr)
+        return Reply.with_fds(hdr, payload, fds, self.owned_fds, closed)
+
+    def _close_stray(self, fds: list[int], hdr: tuple) -> int:
+        self.close_fds(fds)
+        self.stray_fds += len(fds)
+        limit = f"at most {self.max_msg_fds}" if _may_carry_fds(hdr) else "none"
+        self.wire_log.note(
+            f"closed {len(fds)} fds that came with {command_name(hdr[1])} "
+            f"msg_id {hdr[0]}, which may carry {limit}"
+        )
+        return len(fds)
+
+    # -- serving the server's DMA requests from self.memory
+
+    def _serve_dma(self, hdr: tuple, payload: bytes, fds: list[int] | None) -> None:
+        msg_id, command, _, flags, _ = hdr
+        if fds:
+            self._close_stray(fds, hdr)
+        address = count = None
+        err, detail, out = 0, "", b""
+        try:
+            req = (DmaRead if command == _DMA_READ else DmaWrite).unpack(payload)
+            address, count = req.address, req.count
+            if count > self.max_data_xfer_size:
+                err, detail = (
+                    errno.E2BIG,
+                    (f"count {count} is above max_data_xfer_size {self.max_data_xfer_size}"),
+                )
+            elif command == _DMA_READ:
+                out = DmaReadReply(address, count, self.memory.read(address, count)).pack()
+            else:
+                self.memory.write(address, req.data)
+                out = DmaWriteReply(address, count).pack()  # the 16-byte form (errata 2)
+        except CodecError as e:
+            err, detail = errno.EINVAL, str(e)
+        except DmaFault as e:
+            err, detail = e.errno, str(e)
+        self.dma_requests.append(DmaRequest(command, address, count, not err, err, msg_id, detail))
+        if detail:
+            self.wire_log.note(f"refused {command_name(command)} msg_id {msg_id}: {detail}")
+        if not flags & FLAG_NO_REPLY:
+            self.send_bytes(
+                encode_error(msg_id, command, err) if err else encode_reply(msg_id, command, out)
+            )
+
+    # -- negotiation
+
+    def negotiate(
+        self,
+        major: int = 0,
+        minor: int = 0,
+        capabilities: dict | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        """VERSION: propose ``capabilities`` (default: this client's max_msg_fds and
+        max_data_xfer_size; ``{}`` sends no version data at all). ErrorReply on an
+        error reply, MalformedReply if the reply does not decode."""
+        if capabilities is None:
+            capabilities = {
+                "max_msg_fds": self.max_msg_fds,
+                "max_data_xfer_size": self.max_data_xfer_size,
+            }
+        version = Version(major, minor, {"capabilities": capabilities} if capabilities else None)
+        reply = self.request(Command.VERSION, version, timeout=timeout).check()
+        self.negotiated = reply.body
+        self.server_caps = self.negotiated.capabilities
+        return reply
+
+    # -- typed conveniences: they return the Reply, error or not (Reply.check() raises)
+
+    def device_get_info(self, argsz: int = DeviceInfo.SIZE) -> Reply:
+        return self.request(Command.DEVICE_GET_INFO, DeviceInfo(argsz))
+
+    def region_info(self, index: int, argsz: int = 32) -> Reply:
+        return self.request(Command.DEVICE_GET_REGION_INFO, RegionInfo(argsz, index=index))
+
+    def irq_info(self, index: int, argsz: int = IrqInfo.SIZE) -> Reply:
+        return self.request(Command.DEVICE_GET_IRQ_INFO, IrqInfo(argsz, index=index))
+
+    def region_io_fds(self, index: int, argsz: int = 4096) -> Reply:
+        return self.request(
+            Command.DEVICE_GET_REGION_IO_FDS, RegionIoFdsRequest(argsz, index=index)
+        )
+
+    def set_irqs(
+        self,
+        index: int,
+        flags: int,
+        start: int,
+        count: int,
+        fds=(),
+        data: bytes = b"",
+        argsz: int | None = None,
+    ) -> Reply:
+        if argsz is None:
+            argsz = SetIrqs.FIXED_SIZE + len(data)
+        return self.request(
+            Command.DEVICE_SET_IRQS, SetIrqs(argsz, flags, index, start, count, data), fds
+        )
+
+    def region_read(self, region: int, offset: int, count: int) -> Reply:
+        return self.request(Command.REGION_READ, RegionRead(offset, region, count))
+
+    def region_write(self, region: int, offset: int, data: bytes) -> Reply:
+        return self.request(Command.REGION_WRITE, RegionWrite(offset, region, len(data), data))
+
+    def dma_map(
+        self,
+        address: int,
+        size: int,
+        flags: int = DmaMapFlags.READ | DmaMapFlags.WRITE,
+        fd: int | None = None,
+        offset: int = 0,
+        argsz: int = DmaMap.SIZE,
+    ) -> Reply:
+        """DMA_MAP; on success the region joins self.memory (unless already there,
+        e.g. made by memory.create_memfd_region)."""
+        reply = self.request(
+            Command.DMA_MAP,
+            DmaMap(argsz, flags, offset, address, size),
+            () if fd is None else (fd,),
+        )
+        if reply.ok and self.memory.find(address, size) is None:
+            try:
+                self.memory.add(address, size, fd, offset, flags)
+            except (OSError, ValueError) as e:
+                # The server accepted a map the client cannot model (an fd that does
+                # not mmap, an overlap): DMA there will be refused.
+                self.wire_log.note(f"DMA_MAP {address:#x}+{size:#x} not modelled: {e}")
+        return reply
+
+    def dma_unmap(
+        self,
+        address: int,
+        size: int,
+        flags: int = 0,
+        bitmap: VfioBitmap | None = None,
+        argsz: int | None = None,
+    ) -> Reply:
+        """DMA_UNMAP; on success the region leaves self.memory."""
+        if argsz is None:
+            argsz = DmaUnmap.ENTRY_SIZE + (16 + bitmap.size if bitmap is not None else 0)
+        reply = self.request(Command.DMA_UNMAP, DmaUnmap(argsz, flags, address, size, bitmap))
+        if reply.ok and self.memory.find(address, size) is not None:
+            self.memory.remove(address, size)
+        return reply
+
+    def reset(self) -> Reply:
+        return self.request(Command.DEVICE_RESET)
+
+    def dirty_pages(
+        self, flags: int, range: BitmapRange | None = None, argsz: int | None = None
+    ) -> Reply:
+        if argsz is None:
+            argsz = DirtyPages.FIXED_SIZE + (
+                BitmapRange.SIZE + range.bitmap.size if range is not None else 0
+            )
+        return self.request(Command.DIRTY_PAGES, DirtyPages(argsz, flags, range))
+
+
+def _may_carry_fds(hdr: tuple) -> bool:
+    return hdr[1] in _FD_REPLIES and hdr[3] & TYPE_MASK == _REPLY
+
+
+def _as_bytes(payload) -> bytes:
+    """A payload as sent: None is empty, a codec Payload is packed, bytes-likes copied."""
+    if payload is None:
+        return b""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    return payload.pack()

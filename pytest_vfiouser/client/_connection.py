@@ -1,0 +1,453 @@
+"""The socket: one sendmsg per message, framed receives, fds, timeouts.
+
+Design notes (this is the hot path of every test and of the benchmark):
+
+* The socket stays in blocking mode and waits are bounded by SO_RCVTIMEO and
+  SO_SNDTIMEO, so a receive is one syscall (Python's own socket timeouts poll
+  before every call). The deadline of a whole message is enforced by
+  shortening SO_RCVTIMEO when a message arrives in pieces.
+* Before a receive blocks, the socket is polled for as long as recent waits
+  say a reply is near (busy_poll.py: at most ``busy_poll_ns``, 0.2 ms by
+  default, adaptive): a blocked process's vCPU halts, and its wakeup costs
+  more than a whole round trip's work. A wait may so outlast its timeout by
+  up to that much.
+* Receives go into one preallocated buffer with recvmsg_into (always with
+  room for fds, so that fds a server should not send are seen and counted,
+  not silently dropped by the kernel); several pipelined messages are framed
+  out of one receive. Only the payload is copied out.
+* Linux delivers SCM_RIGHTS with the first read of the skb they were sent
+  with and ends that read there, so fds belong to the message holding the
+  last byte of the receive that brought them. They are kept, with that
+  stream offset, until the message is framed.
+* A msg_size below 16 or above max_msg_size is refused before anything is
+  allocated for it, and leaves the stream unframeable: the connection is
+  then broken and every later receive raises again.
+* The wire log gets one entry per send and one per receive (see wirelog.py).
+* Constants used per message are plain ints: enum arithmetic is slow.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import time
+from collections import deque
+
+from pytest_vfiouser._unix import ANC_SPACE, CEILING_NS, BusyPoll, fds_of, rights
+from pytest_vfiouser.protocol import HEADER_SIZE, CodecError, Header, check_msg_size
+
+from ._errors import ClientError, ConnectionClosed, MalformedReply, Timeout
+from ._wirelog import RECEIVED, SENT, SENT_BATCH, WireLog, describe
+
+_HDR_UNPACK = struct.Struct("<HHIII").unpack_from
+_now = time.monotonic
+_TIMEVAL = struct.Struct("@ll")
+_CMSG_SPACE = ANC_SPACE
+_BUF_SIZE = 1 << 16
+_LOG_BIG = WireLog.BIG
+_MSG_NOSIGNAL = int(getattr(socket, "MSG_NOSIGNAL", 0))
+_RECV_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
+
+
+class Connection:
+    def __init__(
+        self,
+        sock: socket.socket,
+        timeout: float = 5.0,
+        max_msg_size: int = 16 << 20,
+        wire_log: WireLog | None = None,
+        busy_poll_ns: int = CEILING_NS,
+    ):
+        sock.settimeout(None)  # blocking: see the module docstring
+        self.sock = sock
+        self.timeout = timeout
+        self.max_msg_size = max_msg_size
+        self.wire_log = wire_log if wire_log is not None else WireLog()
+        self.owned_fds: set[int] = set()  # received fds no caller has taken yet
+        self.ctrunc = 0  # receives where the kernel dropped fds for lack of room
+        self.broken: ClientError | None = None
+        self._buf = bytearray(_BUF_SIZE)
+        self._view = memoryview(self._buf)
+        self._start = 0  # first unframed byte in _buf
+        self._end = 0  # end of received bytes in _buf
+        self._stream = 0  # bytes received so far: the stream offset of _buf[_end]
+        self._pending_fds: deque[tuple[int, list[int]]] = deque()
+        self._sock_send = sock.send
+        self.busy_poll = BusyPoll(busy_poll_ns)  # BusyPoll(0): receives always block
+        self._rcvtimeo = -1.0
+        self._set_rcvtimeo(timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
+
+    def _set_rcvtimeo(self, seconds: float) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+        self._rcvtimeo = seconds
+
+    # -- sending
+
+    def send_bytes(self, data: bytes, fds=(), kind: str = SENT) -> None:
+        """``data`` in one sendmsg, with ``fds`` as SCM_RIGHTS."""
+        t = _now()
+        log = self.wire_log
+        if log.enabled:  # logged first: an attempt that fails shows too
+            log.append((log.next_seq(), t, kind, data, len(fds), 0))
+            if len(data) > _LOG_BIG:
+                log.account(len(data))
+        try:
+            if fds:
+                n = self.sock.sendmsg([data], rights(fds), _MSG_NOSIGNAL)
+            else:
+                n = self._sock_send(data, _MSG_NOSIGNAL)
+            if n != len(data):  # the fds went with the first byte
+                self._send_rest(data, n, t)
+        except BlockingIOError:
+            raise Timeout(f"the peer to accept {_what(data)}", self.timeout) from None
+        except (BrokenPipeError, ConnectionResetError):
+            self._peer_gone(data)
+
+    def _send_rest(self, data: bytes, n: int, started: float) -> None:
+        """After a short write (a full socket buffer), the rest of ``data``, all of it
+        within the timeout counted from ``started``; BlockingIOError if not."""
+        view = memoryview(data)[n:]
+        try:
+            while view:
+                remaining = started + self.timeout - _now()
+                if remaining <= 0:
+                    raise BlockingIOError
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(remaining))
+                view = view[self.sock.send(view, _MSG_NOSIGNAL) :]
+        finally:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+
+    def send_many(self, frames: list[bytes]) -> None:
+        """Each of ``frames`` in its own sendmsg (a pipeline's requests); one log entry."""
+        send = self._sock_send
+        t = _now()
+        total = 0
+        data = b""
+        try:
+            for data in frames:
+                n = send(data, _MSG_NOSIGNAL)
+                if n != len(data):  # the wait for this one was at most one timeout
+                    self._send_rest(data, n, _now())
+                total += len(data)
+        except BlockingIOError:
+            raise Timeout(f"the peer to accept {_what(data)}", self.timeout) from None
+        except (BrokenPipeError, ConnectionResetError):
+            self._peer_gone(data)
+        finally:
+            log = self.wire_log
+            if log.enabled and frames:
+                sent = frames if data is frames[-1] else frames[: frames.index(data) + 1]
+                log.append((log.next_seq(), t, SENT_BATCH, sent, 0, 0))
+                if total > _LOG_BIG:
+                    log.account(total)
+
+    # -- receiving
+
+    def exchange(self, data: bytes, fds, timeout: float | None, waiting_for) -> tuple:
+        """Send ``data`` (one message), then receive the next message: a round trip.
+
+        Everything the receive needs is ready before the send (the log entry is
+        written first), so that recvmsg follows the send at once. Measured: work
+        between the two lets the peer the send woke preempt this process on a
+        shared CPU, which costs microseconds more than the work itself.
+        """
+        # _end 0: nothing buffered (a broken stream always leaves bytes there).
+        if fds or self._end:
+            self.send_bytes(data, fds)
+            return self.recv_frame(timeout, waiting_for)
+        if timeout is None:
+            timeout = self.timeout
+        now = _now()
+        deadline = now + timeout
+        log = self.wire_log
+        if log.enabled:
+            log.append((log.next_seq(), now, SENT, data, 0, 0))
+            if len(data) > _LOG_BIG:
+                log.account(len(data))
+        if timeout != self._rcvtimeo:  # changed by a per-call timeout or a partial receive
+            self._set_rcvtimeo(timeout)
+        iov = [self._view]
+        try:
+            n = self._sock_send(data, _MSG_NOSIGNAL)
+            if n != len(data):
+                self._send_rest(data, n, now)
+        except BlockingIOError:
+            raise Timeout(f"the peer to accept {_what(data)}", self.timeout) from None
+        except (BrokenPipeError, ConnectionResetError):
+            self._peer_gone(data)
+        if n != len(data):  # a short write took a while: the reply may be in already
+            return self._frame_until(deadline, timeout, waiting_for)
+        try:
+            n, anc, flags, _ = self.busy_poll.recvmsg_into(self.sock, iov, _CMSG_SPACE, _RECV_FLAGS)
+        except BlockingIOError:
+            self._timed_out(waiting_for, timeout)
+        except ConnectionResetError:
+            n, anc, flags = 0, None, 0
+        if n >= HEADER_SIZE and not anc and not flags & _MSG_CTRUNC:
+            hdr = _HDR_UNPACK(self._buf, 0)
+            if hdr[2] == n and n <= self.max_msg_size:
+                # The common case, one whole message and nothing else: what
+                # _received, _frame_until and _take do, without the calls.
+                self._stream += n
+                payload = self._view[HEADER_SIZE:n].tobytes() if n > HEADER_SIZE else b""
+                if log.enabled:  # the header tuple stands for the bytes: no copy
+                    log.append((log.next_seq(), _now(), RECEIVED, payload, 0, hdr))
+                    if n > _LOG_BIG:
+                        log.account(n)
+                return hdr, payload, None
+        self._received(n, anc, flags, waiting_for)
+        return self._frame_until(deadline, timeout, waiting_for)
+
+    def recv_frame(self, timeout: float | None, waiting_for) -> tuple:
+        """The next message: (header tuple, payload, fds or None).
+
+        ``waiting_for`` names what is awaited, for the exceptions: a string, or
+        (msg_id, command) to format only if needed.
+        """
+        start = self._start
+        if self._end - start >= HEADER_SIZE:
+            # Already buffered (pipelined replies): no syscall, no clock.
+            hdr = _HDR_UNPACK(self._buf, start)
+            size = hdr[2]
+            if HEADER_SIZE <= size <= self.max_msg_size and self._end - start >= size:
+                return self._take(hdr, start, size)
+        if timeout is None:
+            timeout = self.timeout
+        return self._frame_until(_now() + timeout, timeout, waiting_for)
+
+    def _frame_until(self, deadline: float, timeout: float, waiting_for) -> tuple:
+        if self.broken is not None:
+            raise self.broken
+        while True:
+            start = self._start
+            end = self._end
+            need = HEADER_SIZE
+            if end - start >= HEADER_SIZE:
+                hdr = _HDR_UNPACK(self._buf, start)
+                size = hdr[2]
+                if size < HEADER_SIZE or size > self.max_msg_size:
+                    self._refuse(hdr)
+                if end - start >= size:
+                    return self._take(hdr, start, size)
+                need = size
+            if start + need > len(self._buf):
+                self._make_room(need)
+            self._receive(deadline, timeout, waiting_for)
+
+    def _receive(self, deadline: float, timeout: float, waiting_for) -> None:
+        """One recvmsg into the buffer after _end, or Timeout/ConnectionClosed."""
+        remaining = deadline - _now()
+        if remaining <= 0:
+            self._timed_out(waiting_for, timeout)
+        # Keep the kernel's timeout within the deadline, without a syscall per receive.
+        if remaining > self._rcvtimeo or remaining < self._rcvtimeo - 0.01:
+            self._set_rcvtimeo(remaining)
+        try:
+            n, anc, flags, _ = self.busy_poll.recvmsg_into(
+                self.sock, [self._view[self._end :]], _CMSG_SPACE, _RECV_FLAGS
+            )
+        except BlockingIOError:
+            self._timed_out(waiting_for, timeout)
+        except ConnectionResetError:
+            n, anc, flags = 0, None, 0
+        self._received(n, anc, flags, waiting_for)
+
+    def _received(self, n: int, anc, flags: int, waiting_for) -> None:
+        """Account for ``n`` bytes just received at _end (0: the peer closed)."""
+        start, end = self._start, self._end
+        nfds = self._ancillary(anc, flags, n) if anc or flags & _MSG_CTRUNC else 0
+        if n == 0:
+            partial = end - start
+            header = Header(*_HDR_UNPACK(self._buf, start)) if partial >= 16 else None
+            self.wire_log.note(
+                f"the peer closed the connection ({partial} bytes of a message had arrived)"
+            )
+            raise ConnectionClosed(waiting_for, partial, header)
+        self._end = end + n
+        self._stream += n
+        log = self.wire_log
+        if log.enabled:
+            lead = self._lead(end - start, n) if end != start else 0
+            log.append(
+                (log.next_seq(), _now(), RECEIVED, self._view[end : end + n].tobytes(), nfds, lead)
+            )
+            if n > _LOG_BIG:
+                log.account(n)
+
+    def _lead(self, before: int, n: int) -> int:
+        """How many of the ``n`` bytes just received (after ``before`` unframed ones)
+        finish a message begun earlier: for the wire log."""
+        if before + n < HEADER_SIZE:
+            return n
+        size = _HDR_UNPACK(self._buf, self._start)[2]
+        return min(n, max(0, size - before)) if size >= HEADER_SIZE else n
+
+    def _peer_gone(self, data: bytes):
+        """A send found the peer gone: take in what it sent before closing (without
+        waiting), so that it can still be read with recv_message() and the like,
+        and raise ConnectionClosed with the count of bytes not yet framed."""
+        self.wire_log.note("the peer closed the connection before accepting a message")
+        try:
+            while True:
+                if self._end == len(self._buf):
+                    self._make_room(len(self._buf) + _BUF_SIZE)
+                n, anc, flags, _ = self.sock.recvmsg_into(
+                    [self._view[self._end :]], _CMSG_SPACE, _RECV_FLAGS | socket.MSG_DONTWAIT
+                )
+                if n == 0:
+                    break
+                self._received(n, anc, flags, "")
+        except OSError:
+            pass
+        partial = self._end - self._start
+        header = Header(*_HDR_UNPACK(self._buf, self._start)) if partial >= HEADER_SIZE else None
+        raise ConnectionClosed(f"the peer to accept {_what(data)}", partial, header) from None
+
+    def _timed_out(self, waiting_for, timeout: float):
+        partial = self._end - self._start
+        err = Timeout(waiting_for, timeout, partial)
+        self.wire_log.note(str(err))
+        raise err
+
+    def _take(self, hdr: tuple, start: int, size: int) -> tuple:
+        end = start + size
+        payload = self._view[start + HEADER_SIZE : end].tobytes() if size > HEADER_SIZE else b""
+        fds = self._claim_fds(self._stream - (self._end - end)) if self._pending_fds else None
+        if end == self._end:
+            self._start = self._end = 0
+            if len(self._buf) > _BUF_SIZE:
+                self._shrink_buffer()
+        else:
+            self._start = end
+        return hdr, payload, fds
+
+    def take_buffered_replies(self, expected: list[tuple[int, int]], replies: list, make) -> None:
+        """Frame replies already buffered, as long as each is the plain reply (no fds)
+        to the next (msg_id, command) of ``expected``; append ``make(hdr, payload)``.
+
+        The pipelining fast path: what _take does, for a run of messages, without
+        a call per message. Anything else is left to recv_frame.
+        """
+        buf, view = self._buf, self._view
+        start, end = self._start, self._end
+        i = len(replies)
+        limit = self.max_msg_size
+        while i < len(expected) and end - start >= HEADER_SIZE and not self._pending_fds:
+            hdr = _HDR_UNPACK(buf, start)
+            size = hdr[2]
+            msg_id, command = expected[i]
+            if (
+                size < HEADER_SIZE
+                or size > limit
+                or end - start < size
+                or hdr[3] & 0xF != 1
+                or hdr[0] != msg_id
+                or hdr[1] != command
+            ):
+                break
+            replies.append(make(hdr, view[start + HEADER_SIZE : start + size].tobytes()))
+            start += size
+            i += 1
+        if start == end:
+            start = end = 0
+        self._start, self._end = start, end
+
+    # -- fds
+
+    def _ancillary(self, anc: list | None, flags: int, n: int) -> int:
+        """Keep the fds of a receive; their count."""
+        if flags & _MSG_CTRUNC:
+            self.ctrunc += 1
+            self.wire_log.note("the kernel dropped fds: no room for them (MSG_CTRUNC)")
+        # The fds belong to the message holding the last byte of this receive.
+        return self._keep_fds(anc, self._stream + max(n, 1) - 1) if anc else 0
+
+    def _keep_fds(self, anc: list, offset: int) -> int:
+        fds = fds_of(anc)
+        self.owned_fds.update(fds)
+        if fds:
+            self._pending_fds.append((offset, fds))
+        return len(fds)
+
+    def _claim_fds(self, stream_end: int) -> list[int] | None:
+        """The fds that arrived with bytes before stream offset ``stream_end``."""
+        fds: list[int] = []
+        pending = self._pending_fds
+        while pending and pending[0][0] < stream_end:
+            fds.extend(pending.popleft()[1])
+        return fds or None
+
+    def close_fds(self, fds) -> None:
+        """Close fds the connection still owns (ones a caller took are left alone)."""
+        for fd in fds:
+            if fd in self.owned_fds:
+                self.owned_fds.discard(fd)
+                os.close(fd)
+
+    # -- the buffer
+
+    def _refuse(self, hdr: tuple) -> None:
+        header = Header(*hdr)
+        try:
+            check_msg_size(header, self.max_msg_size)
+        except CodecError as e:
+            self.broken = MalformedReply.wrap(e, header)
+        else:  # not reached: the caller saw the size out of bounds
+            self.broken = MalformedReply("header", "msg_size", "out of bounds", header)
+        self.wire_log.note(f"unframeable stream: {self.broken}")
+        raise self.broken
+
+    def _make_room(self, need: int) -> None:
+        """Move unframed bytes to the front; grow the buffer (up to max_msg_size,
+        checked by the caller) if one message needs more."""
+        avail = self._end - self._start
+        if need > len(self._buf):
+            buf = bytearray(max(need, _BUF_SIZE))
+            buf[:avail] = self._view[self._start : self._end]
+            self._view.release()
+            self._buf, self._view = buf, memoryview(buf)
+        else:
+            # Through a copy: the ranges may overlap.
+            self._buf[:avail] = self._buf[self._start : self._end]
+        self._start, self._end = 0, avail
+
+    def _shrink_buffer(self) -> None:
+        """Drop a buffer grown for one large message, once it is empty."""
+        self._view.release()
+        self._buf = bytearray(_BUF_SIZE)
+        self._view = memoryview(self._buf)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet framed into a message."""
+        return self._end - self._start
+
+    # -- teardown
+
+    def close(self) -> None:
+        """Close the socket and every received fd no caller took."""
+        for _, fds in self._pending_fds:
+            self.owned_fds.update(fds)
+        self._pending_fds.clear()
+        for fd in self.owned_fds:
+            try:
+                os.close(fd)
+            except OSError as e:
+                if e.errno != errno.EBADF:
+                    raise
+        self.owned_fds.clear()
+        self.sock.close()
+
+
+def _timeval(seconds: float) -> bytes:
+    # 0 would mean "wait forever" to the kernel: the shortest real wait instead.
+    usec = max(1, round(seconds * 1e6))
+    return _TIMEVAL.pack(usec // 1000000, usec % 1000000)
+
+
+def _what(data: bytes) -> str:
+    return describe(data)["header"] if len(data) >= HEADER_SIZE else f"{len(data)} raw bytes"

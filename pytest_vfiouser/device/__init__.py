@@ -1,0 +1,55 @@
+"""What the device under test is: its profile, and the model the cases read.
+
+* ``_profile``: device profiles (TOML), their schema and validation (``Profile``,
+  ``load_profile``, ``ProfileError``).
+* ``_model``: ``discover()`` asks the server what it is; ``DeviceModel`` merges
+  that with the profile (features, scratch ranges, expectations).
+
+May import: ``protocol`` and ``client``.
+"""
+
+from pytest_vfiouser.protocol import FEATURE_REVISIONS, FEATURES
+
+from ._model import (
+    DISCOVERABLE,
+    FEATURE_HOOKS,
+    DeviceModel,
+    DiscoveryError,
+    discover,
+    missing_hook,
+    resolve_feature,
+)
+from ._profile import (
+    DEVICE_FLAGS,
+    IRQ_FLAGS,
+    REGION_FLAGS,
+    DeviceExpectation,
+    IrqProfile,
+    Profile,
+    ProfileError,
+    RegionProfile,
+    load_profile,
+    parse_profile,
+)
+
+__all__ = [
+    "DEVICE_FLAGS",
+    "DISCOVERABLE",
+    "FEATURES",
+    "FEATURE_HOOKS",
+    "FEATURE_REVISIONS",
+    "IRQ_FLAGS",
+    "REGION_FLAGS",
+    "DeviceExpectation",
+    "DeviceModel",
+    "DiscoveryError",
+    "IrqProfile",
+    "Profile",
+    "ProfileError",
+    "RegionProfile",
+    "discover",
+    "load_profile",
+    "missing_hook",
+    "parse_profile",
+    "resolve_feature",
+]

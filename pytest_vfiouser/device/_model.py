@@ -1,0 +1,235 @@
+"""What the device is: what the server reports, merged with what the profile says.
+
+``discover()`` asks the server once (VERSION, DEVICE_GET_INFO, every
+region's GET_REGION_INFO with its capabilities, every IRQ's GET_IRQ_INFO);
+``DeviceModel`` adds the profile's expectations, scratch ranges and
+features.  ``resolve_feature()`` decides whether the device has a feature:
+
+1. features of the other spec revision: no;
+2. the profile's word, if it says;
+3. else what discovery shows (mmap: a region with the MMAP flag;
+   sparse_mmap: a sparse mmap capability; migration_v1: a region with type
+   capability 3/1; reset: the reset flag; write_multiple / twin_socket: the
+   server's VERSION capabilities);
+4. irq_trigger / dma_engine: a plugin implementing the hook that does it;
+5. otherwise nobody can tell: the case needs the profile to say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pytest_vfiouser.protocol import (
+    VFIO_REGION_SUBTYPE_MIGRATION,
+    VFIO_REGION_TYPE_MIGRATION,
+    Capabilities,
+    DeviceFlags,
+    DeviceInfo,
+    IrqInfo,
+    RegionFlags,
+    RegionInfo,
+    RegionTypeCap,
+    SparseMmapCap,
+    Version,
+)
+
+from ._profile import FEATURE_REVISIONS, IrqProfile, Profile, RegionProfile
+
+__all__ = [
+    "DISCOVERABLE",
+    "DeviceModel",
+    "DiscoveryError",
+    "FEATURE_HOOKS",
+    "discover",
+    "resolve_feature",
+]
+
+# Features the suite can only exercise through a hook.
+FEATURE_HOOKS = {"irq_trigger": "vfu_trigger_irq", "dma_engine": "vfu_trigger_dma"}
+DISCOVERABLE = frozenset(
+    {"mmap", "sparse_mmap", "reset", "migration_v1", "write_multiple", "twin_socket"}
+)
+_MAX_REGION_INFO = 1 << 16
+
+
+class DiscoveryError(Exception):
+    """The server did not answer the discovery requests well enough to describe the device."""
+
+
+@dataclass
+class DeviceModel:
+    """The device as discovered, plus the profile.  See the module docstring."""
+
+    spec: str
+    profile: Profile
+    info: DeviceInfo
+    regions: dict[int, RegionInfo] = field(default_factory=dict)
+    irqs: dict[int, IrqInfo] = field(default_factory=dict)
+    version: Version | None = None  # the server's VERSION reply
+    errors: dict[str, str] = field(default_factory=dict)  # "region 8" -> what went wrong
+    hooks: frozenset[str] = frozenset()  # hook names some plugin implements
+
+    # -- what the server said
+    @property
+    def flags(self) -> int:
+        return self.info.flags
+
+    @property
+    def num_regions(self) -> int:
+        return self.info.num_regions
+
+    @property
+    def num_irqs(self) -> int:
+        return self.info.num_irqs
+
+    @property
+    def is_pci(self) -> bool:
+        return bool(self.info.flags & DeviceFlags.PCI)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.version.capabilities if self.version is not None else Capabilities()
+
+    def region(self, index: int) -> RegionInfo | None:
+        return self.regions.get(index)
+
+    def irq(self, index: int) -> IrqInfo | None:
+        return self.irqs.get(index)
+
+    def regions_with(self, flags: int) -> list[RegionInfo]:
+        """Regions whose flags include all of ``flags`` (e.g. RegionFlags.READ | WRITE)."""
+        return [r for r in self.regions.values() if r.flags & flags == flags and r.size]
+
+    # -- what the profile says
+    @property
+    def expected(self):
+        """The profile's expected DEVICE_GET_INFO values (fields None when unchecked)."""
+        return self.profile.device
+
+    def region_profile(self, index: int) -> RegionProfile | None:
+        return self.profile.regions.get(index)
+
+    def irq_profile(self, index: int) -> IrqProfile | None:
+        return self.profile.irqs.get(index)
+
+    def scratch(self, region: int) -> tuple[tuple[int, int], ...]:
+        """(offset, length) ranges of ``region`` that tests may write."""
+        return self.profile.scratch_ranges(region)
+
+    def scratch_ranges(self) -> list[tuple[int, int, int]]:
+        """Every scratch range as (region, offset, length)."""
+        return [
+            (i, off, n) for i in self.profile.regions for off, n in self.profile.scratch_ranges(i)
+        ]
+
+    # -- features
+    def has(self, feature: str) -> bool | None:
+        """True/False, or None when neither the profile nor discovery can tell."""
+        return resolve_feature(feature, self.spec, self.profile, self.hooks, self)[0]
+
+    def missing(self, feature: str) -> str | None:
+        """Why a case needing ``feature`` cannot run, or None if it can."""
+        return resolve_feature(feature, self.spec, self.profile, self.hooks, self)[1]
+
+    def negotiated(self) -> dict | None:
+        """JSON-able version and capabilities, for reports."""
+        if self.version is None:
+            return None
+        return {
+            "major": self.version.major,
+            "minor": self.version.minor,
+            "capabilities": dict(self.version.capabilities.raw),
+        }
+
+
+def resolve_feature(
+    name: str,
+    spec: str,
+    profile: Profile,
+    hooks: Iterable[str],
+    model: DeviceModel | None,
+) -> tuple[bool | None, str | None]:
+    """(has it, why a case needing it cannot run).  ``name`` may be a hook name."""
+    hooks = frozenset(hooks)
+    if name.startswith("vfu_"):
+        return (True, None) if name in hooks else (False, missing_hook(name))
+    if spec not in FEATURE_REVISIONS.get(name, frozenset({spec})):
+        return False, f"{name} does not exist in spec {spec}"
+    hook = FEATURE_HOOKS.get(name)
+    said = profile.has_feature(name)
+    if said is False:
+        return False, f"device has no {name}"
+    if hook is not None and hook not in hooks:
+        return None, missing_hook(hook)
+    if said is True or hook is not None:
+        return True, None
+    if name not in DISCOVERABLE:
+        return None, f"needs profile: {name}"
+    if model is None:
+        return None, f"needs profile: {name} (device discovery failed)"
+    found = _discovered(name, model)
+    return found, None if found else f"device has no {name}"
+
+
+def missing_hook(name: str) -> str:
+    """The UNIMPLEMENTED reason of a case needing hook ``name`` that nobody implements."""
+    return f"needs profile hook {name} (a plugin implementing pytest_{name})"
+
+
+def _discovered(name: str, m: DeviceModel) -> bool:
+    regions = m.regions.values()
+    if name == "mmap":
+        return any(r.flags & RegionFlags.MMAP for r in regions)
+    if name == "sparse_mmap":
+        return any(r.cap(SparseMmapCap) is not None for r in regions)
+    if name == "migration_v1":
+        return any(
+            (c := r.cap(RegionTypeCap)) is not None
+            and (c.type, c.subtype) == (VFIO_REGION_TYPE_MIGRATION, VFIO_REGION_SUBTYPE_MIGRATION)
+            for r in regions
+        )
+    if name == "reset":
+        return bool(m.flags & DeviceFlags.RESET)
+    if name == "write_multiple":
+        return bool(m.capabilities.write_multiple)
+    if name == "twin_socket":
+        twin = m.capabilities.twin_socket
+        return bool(twin and twin.get("supported"))
+    raise ValueError(name)
+
+
+def discover(client, *, spec: str, profile: Profile, hooks: Iterable[str] = ()) -> DeviceModel:
+    """Ask a connected client's server everything about the device; negotiates first.
+
+    Raises DiscoveryError when VERSION or DEVICE_GET_INFO fail; a region or
+    IRQ that cannot be queried is noted in ``errors`` and left out.
+    Client exceptions (Timeout, ConnectionClosed) pass through.
+    """
+    from pytest_vfiouser.client import ErrorReply, MalformedReply
+
+    try:
+        if client.negotiated is None:
+            client.negotiate()
+        reply = client.device_get_info().check()
+        info = reply.body
+    except (ErrorReply, MalformedReply) as e:
+        raise DiscoveryError(str(e)) from e
+    model = DeviceModel(spec, profile, info, version=client.negotiated, hooks=frozenset(hooks))
+    for index in range(min(info.num_regions, 256)):
+        try:
+            reply = client.region_info(index).check()
+            body = reply.body
+            if body.argsz > 32 and not body.caps:
+                reply = client.region_info(index, argsz=min(body.argsz, _MAX_REGION_INFO)).check()
+                body = reply.body
+            reply.close_fds()
+            model.regions[index] = body
+        except (ErrorReply, MalformedReply) as e:
+            model.errors[f"region {index}"] = str(e)
+    for index in range(min(info.num_irqs, 256)):
+        try:
+            model.irqs[index] = client.irq_info(index).check().body
+        except (ErrorReply, MalformedReply) as e:
+            model.errors[f"irq {index}"] = str(e)
+    return model

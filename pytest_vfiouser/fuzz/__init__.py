@@ -1,0 +1,61 @@
+"""Fuzzing a vfio-user server, and reproducers of what it finds.
+
+* ``_engine``: the Hypothesis settings profiles (``ci``, ``campaign``), the
+  ``Fuzzer`` (one reused connection, the properties every example must keep),
+  how the server frames what was sent (``plan_frames``), the runners of
+  examples and state machines, and the run's counters.
+* ``_reproducer``: a conversation from wire logs as a standalone
+  standard-library script (``write_reproducer``); the reports use it too.
+
+May import: ``protocol``, ``client``, ``target``, ``device`` and ``strategies``.
+"""
+
+from ._engine import (
+    DEFAULT_FUZZ_MODE,
+    FUZZ_MODES,
+    FUZZ_TIMEOUT,
+    Frame,
+    Fuzzer,
+    FuzzFailure,
+    FuzzStats,
+    Hang,
+    ProcessTarget,
+    SocketTarget,
+    TargetLost,
+    account,
+    fuzz_settings,
+    merge_worker_output,
+    plan_frames,
+    run_examples,
+    run_machine,
+    stats,
+    summary_lines,
+    worker_output,
+)
+from ._reproducer import conversation_steps, reproducer_script, write_reproducer
+
+__all__ = [
+    "DEFAULT_FUZZ_MODE",
+    "FUZZ_MODES",
+    "FUZZ_TIMEOUT",
+    "Frame",
+    "FuzzFailure",
+    "FuzzStats",
+    "Fuzzer",
+    "Hang",
+    "ProcessTarget",
+    "SocketTarget",
+    "TargetLost",
+    "account",
+    "conversation_steps",
+    "fuzz_settings",
+    "merge_worker_output",
+    "plan_frames",
+    "reproducer_script",
+    "run_examples",
+    "run_machine",
+    "stats",
+    "summary_lines",
+    "worker_output",
+    "write_reproducer",
+]

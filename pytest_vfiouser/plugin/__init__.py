@@ -1,0 +1,211 @@
+"""pytest-vfiouser's hooks.  The work is done in the modules named in each hook.
+
+The package's rooms: ``_options`` (command-line and ini options, ``Settings``),
+``_state`` (the run's shared state), ``_fixtures`` (what cases use),
+``_markers`` (``case()`` and the markers), ``_selection`` (revision, section,
+baseline), ``_device_params`` (parametrization over the device),
+``_hookspecs`` (the implementer's hooks), ``_judge`` (outcomes to verdicts),
+``_artifacts`` (log files of cases that did not pass).
+
+May import: every package of the suite but ``cli``; the reference server only
+by name (its hook module, for the embedded target).
+
+Loaded through the ``pytest11`` entry point, so it is active in every pytest
+run of an environment where the package is installed; it stays inert (no
+server is started, nothing is printed) unless a test is a conformance case
+or uses a ``vfu_*`` fixture.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from pytest_vfiouser import fuzz, report
+from pytest_vfiouser.target import TargetManager
+
+from . import (
+    _artifacts,
+    _device_params,
+    _fixtures,
+    _hookspecs,
+    _judge,
+    _markers,
+    _options,
+    _selection,
+)
+from ._fixtures import observe
+from ._markers import MAY, MUST, SHOULD, Level, case, requirement_text
+from ._options import DEFAULT_TIMEOUT, Settings
+from ._state import RunState, get_state, set_state
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAY",
+    "MUST",
+    "SHOULD",
+    "Level",
+    "RunState",
+    "Settings",
+    "case",
+    "get_state",
+    "observe",
+    "requirement_text",
+]
+
+_FIXTURES_PLUGIN = "vfiouser-fixtures"
+_REFERENCE_HOOKS_PLUGIN = "vfiouser-reference-hooks"
+_REFERENCE_HOOKS = "reference_server.pytest_hooks"
+_RECORDS_PLUGIN = "vfiouser-records"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--vfu-* options and their ini keys (options.py)."""
+    _options.register(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """pytest_vfu_trigger_irq, pytest_vfu_trigger_dma, pytest_vfu_device_state (hookspecs.py)."""
+    pluginmanager.add_hookspecs(_hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register markers, validate the options (UsageError), set up the run state."""
+    _markers.register(config)
+    if getattr(config.option, "help", False):
+        return
+    settings = Settings.from_config(config)
+    state = RunState(config, settings, TargetManager(settings))
+    set_state(config, state)
+    _artifacts.configure(config, settings.json_path)  # the logs directory of the reports
+    # Its pytest_runtest_logreport collects the final verdicts (on the xdist
+    # controller: from the workers' reports).
+    config.pluginmanager.register(state.records, _RECORDS_PLUGIN)
+    if not config.pluginmanager.has_plugin(_FIXTURES_PLUGIN):
+        config.pluginmanager.register(_fixtures, _FIXTURES_PLUGIN)
+        config.pluginmanager.register(_device_params, "vfiouser-device-params")
+    if getattr(config.option, "htmlpath", None) and config.pluginmanager.has_plugin("html"):
+        config.pluginmanager.register(report.HtmlReport(config, state), "vfiouser-html")
+    if settings.profile.hooks:
+        _register_once(config, _import_hooks(settings.profile), settings.profile.hooks)
+    if settings.embedded:  # whatever the profile: the embedded device's hooks, by name
+        try:
+            hooks = importlib.import_module(_REFERENCE_HOOKS)
+        except ImportError:
+            pass
+        else:
+            _register_once(config, hooks, _REFERENCE_HOOKS_PLUGIN)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """The target, spec and profile, when some --vfu option was given."""
+    state = _state(config)
+    if state is None or not state.settings.explicit:
+        return None
+    s = state.settings
+    return [
+        f"vfio-user: {state.manager.describe()}; spec {s.spec}; profile {s.profile.name}; "
+        f"restart {s.restart}; timeout {s.timeout:g} s{'; strict' if s.strict else ''}"
+    ]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect other revisions and sections; check --vfu-section and the baseline (selection.py)."""
+    state = _state(config)
+    if state is not None:
+        _selection.select(config, items, state)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Turn each phase's outcome into a verdict (verdicts.py); wire logs and log files of failures (artifacts.py)."""
+    outcome = yield
+    state = _state(item.config)
+    if state is None:
+        return
+    phase_report = outcome.get_result()
+    _judge.judge(item, call, phase_report, state)
+    _artifacts.after_phase(item, phase_report)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the servers; hand the bookkeeping to the xdist controller, or write the JSON report."""
+    state = _state(session.config)
+    if state is None:
+        return
+    state.manager.stop_all()
+    mine = state.manager.summary()
+    mine["negotiated"] = state.negotiated()
+    mine["deselected_by_revision"] = state.deselected_by_revision
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["vfu_targets"] = mine
+        workeroutput["vfu_usage_error"] = state.usage_error
+        workeroutput["vfu_fuzz"] = fuzz.worker_output(session.config)
+        return
+    if state.usage_error is not None:
+        session.config.get_terminal_writer().line(f"ERROR: {state.usage_error}", red=True)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        return
+    if state.manager.starts or mine["notes"] or mine["negotiated"] or not state.target_summaries:
+        state.target_summaries.append(mine)
+    if state.settings.json_path is not None:
+        report.write_json(
+            state.settings.json_path, state, report.combine_targets(state.target_summaries)
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist: receive a worker's target bookkeeping (and a usage error it found)."""
+    state = _state(node.config)
+    output = getattr(node, "workeroutput", None) or {}
+    if state is not None and output.get("vfu_targets"):
+        state.target_summaries.append(output["vfu_targets"])
+    if state is not None and output.get("vfu_usage_error"):
+        state.usage_error = output["vfu_usage_error"]
+    if state is not None:
+        fuzz.merge_worker_output(node.config, output.get("vfu_fuzz"))
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The verdict table (summary.py), when any case ran."""
+    state = _state(config)
+    if state is None or not state.records.cases:
+        return
+    terminalreporter.section("vfio-user conformance")
+    for line in report.summary_lines(state, report.combine_targets(state.target_summaries)):
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop any server still running (idempotent)."""
+    state = _state(config)
+    if state is not None:
+        state.manager.stop_all()
+
+
+def _register_once(config: pytest.Config, module, name: str) -> None:
+    """Register a hook module unless it already is (under any name: -p, a profile, embedded)."""
+    if not config.pluginmanager.is_registered(module) and not config.pluginmanager.has_plugin(name):
+        config.pluginmanager.register(module, name)
+
+
+def _import_hooks(profile):
+    """The module a profile names in ``[profile] hooks``; a usage error if it does not import."""
+    try:
+        return importlib.import_module(profile.hooks)
+    except Exception as e:
+        raise pytest.UsageError(
+            f"{profile.path or profile.name}: profile.hooks: cannot import {profile.hooks!r}: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+
+
+def _state(config: pytest.Config) -> RunState | None:
+    try:
+        return get_state(config)
+    except RuntimeError:
+        return None

@@ -1,0 +1,136 @@
+"""Writing the log files of a case that did not pass (the paths are report/'s).
+
+Called from pytest_runtest_makereport after the verdict: see
+``pytest_vfiouser.report`` for the layout of the logs directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_vfiouser.fuzz import write_reproducer
+from pytest_vfiouser.report import (
+    MARKER,
+    STDERR_LINES,
+    WIRE_MESSAGES,
+    case_key,
+    junit_path,
+    logs_dir,
+    relative,
+    safe_relpath,
+)
+
+from ._fixtures import connection_logs, wire_log_sections
+from ._judge import HANDLE_KEY
+
+__all__ = ["after_phase", "configure"]
+
+_LOGS_KEY = pytest.StashKey["Path | None"]()
+_WRITTEN_KEY = pytest.StashKey[dict]()
+
+
+def configure(config: pytest.Config, json_path: Path | None) -> None:
+    """Decide the logs directory; empty it (once, in the controlling process)."""
+    directory = logs_dir(config, json_path)
+    config.stash[_LOGS_KEY] = directory
+    if directory is None or hasattr(config, "workerinput"):
+        return
+    collecting = config.option.collectonly or getattr(config.option, "help", False)
+    if directory.is_dir() and (directory / MARKER).exists() and not collecting:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def after_phase(item: pytest.Item, report: pytest.TestReport) -> None:
+    """From pytest_runtest_makereport (after the verdict): write the logs of a phase that did not pass.
+
+    Adds the wire log sections to a failed call (for the terminal), and at
+    teardown puts the paths written into ``report.vfu["artifacts"]`` and the
+    case key (and wire log) into the JUnit properties.
+    """
+
+    data = getattr(report, "vfu", None)
+    if data is None:
+        return
+    did_not_pass = report.failed or (report.skipped and hasattr(report, "wasxfail"))
+    if report.when == "call" and did_not_pass:
+        report.sections.extend(wire_log_sections(item))
+    key = case_key(data.get("case_id"), item.nodeid)
+    written = item.stash.setdefault(_WRITTEN_KEY, {})
+    directory = item.config.stash.get(_LOGS_KEY, None)
+    if did_not_pass and directory is not None:
+        try:
+            _write(item, report, data, key, directory / safe_relpath(key), written)
+        except OSError as e:
+            report.sections.append(("vfio-user logs", f"could not write the logs of {key}: {e}"))
+    data["artifacts"] = dict(written)
+    if report.when == "teardown":
+        props = [("vfu_id", key)]
+        junit = junit_path(item.config)
+        if junit is not None and "wire_log" in written:
+            props.append(("vfu_wire_log", relative(written["wire_log"], junit.parent)))
+        report.user_properties.extend(props)
+
+
+def _write(item, report, data: dict, key: str, directory: Path, written: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    root = item.config.stash.get(_LOGS_KEY, None)
+    if root is not None and not (root / MARKER).exists():
+        (root / MARKER).write_text("written by pytest-vfiouser; emptied at the start of each run\n")
+    verdict = data.get("verdict") or report.outcome
+    message = (data.get("message") or "").strip()
+    title = f"pytest-vfiouser: {key} ({item.nodeid})\n{verdict}" + (
+        f": {message.splitlines()[0][:300]}" if message else ""
+    )
+
+    logs = connection_logs(item)
+    if logs:
+        chunks = [
+            f"# {title.splitlines()[0]}\n# {verdict}: one section a connection; "
+            "'>>' sent by the suite, '<<' received from the server\n"
+        ]
+        for n, log in enumerate(logs):
+            try:
+                text = log.render(last=WIRE_MESSAGES)
+            except Exception as e:  # never let a log hide the real failure
+                text = f"(wire log unavailable: {e})"
+            chunks.append(f"\n== connection {n}\n{text}\n")
+        path = directory / "wire.txt"
+        path.write_text("".join(chunks))
+        written["wire_log"] = str(path)
+        try:
+            conversations = [log.to_dicts()[-WIRE_MESSAGES:] for log in logs]
+            written["reproducer"] = str(
+                write_reproducer(directory / "repro.py", conversations, title)
+            )
+        except Exception as e:  # pragma: no cover - a log that does not decode
+            report.sections.append(("vfio-user logs", f"no reproducer for {key}: {e}"))
+
+    handle = item.stash.get(HANDLE_KEY, None)
+    tail = ""
+    if handle is not None:
+        try:
+            tail = handle.stderr_tail(STDERR_LINES)
+        except OSError:
+            tail = ""
+    if tail:
+        path = directory / "stderr.txt"
+        path.write_text(
+            f"# the last {STDERR_LINES} lines (at most) of the stderr of "
+            f"{handle.command or handle.describe()}\n# after {item.nodeid} ({report.when})\n"
+            + tail
+            + "\n"
+        )
+        written["stderr"] = str(path)
+
+    text = [f"==== {item.nodeid}: {report.when} {report.outcome} ({verdict})"]
+    if report.longreprtext:
+        text.append(report.longreprtext)
+    text += [f"---- {header}\n{content}" for header, content in report.sections]
+    path = directory / "log.txt"
+    mode = "a" if "log" in written else "w"
+    with open(path, mode, encoding="utf-8") as f:
+        f.write("\n".join(text) + "\n\n")
+    written["log"] = str(path)

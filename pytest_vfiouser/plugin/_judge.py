@@ -1,0 +1,273 @@
+"""Verdicts: the one place that turns pytest outcomes into conformance verdicts.
+
+``judge()`` is called from pytest_runtest_makereport for every phase of a
+test that is a case (or uses a ``vfu_*`` fixture).  How verdicts map onto
+pytest outcomes:
+
+=============  =======================================  ==================
+verdict        when                                     pytest outcome
+=============  =======================================  ==================
+PASS           the case passed                          passed
+FAIL           a MUST (or unlevelled test) not met;     failed
+               a SHOULD not met under --vfu-strict
+NON-STRICT     a SHOULD not met                         xfailed "NON-STRICT: ..."
+INFORMATIONAL  a MAY not met; or a passing case that     xfailed "INFORMATIONAL: ..."
+               recorded observations (vfu_observe)      (passed, for observations)
+UNIMPLEMENTED  the device lacks a required feature or   skipped (reason)
+               hook, or the case skipped itself
+CRASH          the server was killed by a signal        failed (error if at teardown)
+HANG           a reply did not come in time             failed
+BASELINE       a failure the profile's [baseline]       xfailed "baseline: reason"
+               expects
+FIXED          a baselined case that passed             passed
+ERROR          setup/teardown trouble: the server did   error
+               not start, discovery failed, a fixture
+               raised
+=============  =======================================  ==================
+
+FAIL, CRASH, HANG and ERROR fail the run; nothing else does.  The final
+verdict of a test (the worst of its phases) goes into
+``report.user_properties`` of its teardown report (so JUnit XML carries it)
+and, as a dict, into ``report.vfu`` of every phase report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from pytest_vfiouser.verdict import FAILING, VERDICTS, Verdict
+
+from ._markers import SHOULD, CaseInfo, Level, case_info
+
+__all__ = [
+    "BASELINE",
+    "CRASH",
+    "ERROR",
+    "FAIL",
+    "FAILING",
+    "FIXED",
+    "HANG",
+    "INFORMATIONAL",
+    "NON_STRICT",
+    "PASS",
+    "UNIMPLEMENTED",
+    "VERDICTS",
+    "judge",
+]
+
+# The verdicts by name, for the judge's own reading (the vocabulary is verdict.py's).
+PASS, FAIL, NON_STRICT, INFORMATIONAL = (
+    Verdict.PASS,
+    Verdict.FAIL,
+    Verdict.NON_STRICT,
+    Verdict.INFORMATIONAL,
+)
+UNIMPLEMENTED, CRASH, HANG = Verdict.UNIMPLEMENTED, Verdict.CRASH, Verdict.HANG
+BASELINE, FIXED, ERROR = Verdict.BASELINE, Verdict.FIXED, Verdict.ERROR
+_MESSAGE_LIMIT = 2000
+
+HANDLE_KEY = pytest.StashKey["object"]()  # the item's TargetHandle (set by vfu_target)
+OBSERVATIONS_KEY = pytest.StashKey[list]()  # texts recorded by vfu_observe
+_JUDGEMENT_KEY = pytest.StashKey["_Judgement"]()
+
+
+@dataclass
+class _Judgement:
+    info: CaseInfo
+    verdict: str | None = None
+    message: str = ""
+
+    def add(self, verdict: str, message: str) -> None:
+        if self.verdict is None or Verdict(verdict).rank > Verdict(self.verdict).rank:
+            self.verdict, self.message = verdict, message
+
+
+def relevant(item: pytest.Item) -> bool:
+    """Whether the item gets a verdict: a case, or a test using a vfu_* fixture."""
+    if item.get_closest_marker("requirement") is not None:
+        return True
+    return any(name.startswith("vfu_") for name in getattr(item, "fixturenames", ()))
+
+
+def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, state) -> None:
+    """Set the verdict of one phase report (and the final one at teardown)."""
+    j = item.stash.get(_JUDGEMENT_KEY, None)
+    if j is None:
+        if not relevant(item):
+            return
+        j = item.stash[_JUDGEMENT_KEY] = _Judgement(case_info(item))
+    settings = state.settings
+    baseline = settings.profile.baseline_reason(j.info.case_id) if j.info.case_id else None
+    handle = item.stash.get(HANDLE_KEY, None)
+    observations = item.stash.get(OBSERVATIONS_KEY, [])
+
+    verdict = None
+    if report.failed and report.when in ("setup", "call"):
+        verdict, message = _failure(call.excinfo, handle, j.info, settings.strict, report)
+        if baseline is not None and verdict != ERROR:
+            verdict, message = (
+                BASELINE,
+                f"baseline: {baseline} (was {verdict}: {_first_line(message)})",
+            )
+        if verdict in (NON_STRICT, INFORMATIONAL, BASELINE):
+            report.outcome = "skipped"
+            report.wasxfail = (
+                message if verdict == BASELINE else f"{verdict}: {_first_line(message)}"
+            )
+    elif report.failed:  # teardown
+        from pytest_vfiouser.target import TargetCrashed
+
+        exc = call.excinfo.value if call.excinfo else None
+        if isinstance(exc, TargetCrashed):
+            verdict, message = CRASH, str(exc)
+            report.longrepr = f"{item.nodeid}: {message}"
+        else:
+            verdict, message = ERROR, _exc_message(call.excinfo)
+    elif report.skipped and report.when != "teardown":
+        if hasattr(report, "wasxfail"):
+            verdict, message = BASELINE, report.wasxfail or "xfail"
+        else:
+            verdict, message = UNIMPLEMENTED, _skip_reason(report)
+    elif report.when == "call":  # passed
+        if hasattr(report, "wasxfail"):
+            verdict, message = FIXED, f"unexpectedly passed (xfail: {report.wasxfail})"
+        elif baseline is not None:
+            verdict, message = FIXED, f"passes, but is baselined: {baseline}"
+        elif observations:
+            verdict, message = INFORMATIONAL, "; ".join(observations)
+        else:
+            verdict, message = PASS, ""
+    if verdict is not None:
+        j.add(verdict, message[:_MESSAGE_LIMIT])
+
+    if report.when == "teardown":
+        _finish(item, j, report, handle, observations)
+    else:
+        report.vfu = _as_dict(j, verdict, message if verdict else "", observations, None)
+
+
+def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[str, str]:
+    """Classify a failed setup or call."""
+    from pytest_vfiouser.device import DiscoveryError
+    from pytest_vfiouser.target import DEATH_WAIT, TargetUnavailable
+
+    exc = excinfo.value if excinfo is not None else None
+    if isinstance(exc, (TargetUnavailable, DiscoveryError)):
+        report.longrepr = str(exc)  # the message says it all; the traceback is ours
+        return ERROR, str(exc)
+    if _is_hang(exc):
+        if handle is not None:
+            handle.hung = True
+        message = _exc_message(excinfo)
+        tail = handle.stderr_tail(10) if handle is not None else ""
+        if tail:
+            report.sections.append(("vfio-user server stderr (last lines)", tail))
+        return HANG, f"no reply in time: {message}"
+    crash = None
+    if handle is not None and not handle.crash_reported:
+        crash = handle.crash(wait=DEATH_WAIT if _is_disconnect(exc) else 0.0)
+    if crash is not None:
+        handle.crash_reported = True
+        report.sections.append(("vfio-user server crash", crash.message()))
+        return CRASH, crash.message()
+    message = _exc_message(excinfo)
+    if report.when == "setup":
+        return ERROR, message
+    if info.level is None or info.level is Level.MUST:
+        return FAIL, message
+    if info.level is SHOULD:
+        return (FAIL if strict else NON_STRICT), message
+    return INFORMATIONAL, message
+
+
+def _finish(item, j: _Judgement, report, handle, observations: list[str]) -> None:
+    resources = handle.resources() if handle is not None else {}
+    verdict = j.verdict or PASS
+    j.verdict = verdict
+    info = j.info
+    props = [("vfu_verdict", str(verdict))]
+    if info.case_id:
+        props += [
+            ("vfu_case", info.case_id),
+            ("vfu_section", info.section or ""),
+            ("vfu_level", str(info.level) if info.level else ""),
+        ]
+        if info.revisions:
+            props.append(("vfu_revision", " ".join(info.revisions)))
+    if info.requirement:
+        props.append(("vfu_requirement", info.requirement))
+    if j.message:
+        props.append(("vfu_message", j.message))
+    props += [("vfu_observation", text) for text in observations]
+    props += sorted(resources.items())
+    item.user_properties.extend(props)
+    report.user_properties.extend(props)
+    report.vfu = _as_dict(j, verdict, j.message, observations, resources)
+
+
+def _as_dict(j: _Judgement, verdict, message, observations, resources) -> dict:
+    info = j.info
+    return {  # plain data: it crosses from xdist workers to the controller
+        "verdict": str(verdict) if verdict else None,
+        "case_id": info.case_id,
+        "section": info.section,
+        "level": str(info.level) if info.level else None,
+        "revisions": list(info.revisions),
+        "requirement": info.requirement,
+        "message": message,
+        "observations": list(observations),
+        "resources": resources,
+    }
+
+
+def _chain(exc):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _is_hang(exc) -> bool:
+    try:
+        from pytest_vfiouser.client import Timeout
+    except ImportError:  # pragma: no cover - the client is part of the package
+        Timeout = ()
+    for e in _chain(exc):
+        if isinstance(e, Timeout):
+            return True
+        if isinstance(e, pytest.fail.Exception) and "pytest-timeout" in str(e):
+            return True
+    return False
+
+
+def _is_disconnect(exc) -> bool:
+    try:
+        from pytest_vfiouser.client import ConnectionClosed
+    except ImportError:  # pragma: no cover
+        ConnectionClosed = ()
+    return any(isinstance(e, (ConnectionClosed, ConnectionError)) for e in _chain(exc))
+
+
+def _exc_message(excinfo) -> str:
+    if excinfo is None:
+        return ""
+    try:
+        return excinfo.exconly().strip()
+    except Exception:  # pragma: no cover - a broken __str__
+        return excinfo.typename
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        return reason[len("Skipped: ") :] if reason.startswith("Skipped: ") else reason
+    return str(longrepr or "skipped")

@@ -1,0 +1,341 @@
+"""Command-line and ini options, and their validation into ``Settings``.
+
+Every option is also an ini option (``vfu_server``, ``vfu_socket``, ...); the
+command line wins.  Everything is checked in pytest_configure, before any
+test runs: a wrong value is a ``pytest.UsageError`` whose message says what
+is wrong and what would be right.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pytest_vfiouser.device import Profile, ProfileError, load_profile
+from pytest_vfiouser.fuzz import DEFAULT_FUZZ_MODE as DEFAULT_FUZZ
+from pytest_vfiouser.fuzz import FUZZ_MODES
+from pytest_vfiouser.protocol import DEFAULT_REVISION, REVISIONS
+
+__all__ = ["DEFAULT_TIMEOUT", "RESTART_POLICIES", "Settings", "register"]
+
+# Revisions the embedded reference server serves (reference_server --spec).
+REFERENCE_SPECS = ("0.9.1",)
+DEFAULT_TIMEOUT = 5.0
+RESTART_POLICIES = ("per-test", "per-module", "per-session")
+DEFAULT_FUZZ_DIR = "reports/fuzz-repro"
+DEFAULT_RESTART = "per-module"
+
+# (option, ini name, ini type, help)
+_OPTIONS = (
+    (
+        "--vfu-server",
+        "vfu_server",
+        "string",
+        'command line of the vfio-user server under test; "{socket}" is replaced by a socket '
+        'path for it to listen on, "{fd}" by the number of a listening socket it inherits '
+        "(default: the embedded reference server)",
+    ),
+    (
+        "--vfu-socket",
+        "vfu_socket",
+        "string",
+        "socket of an already running server to test (no process management; "
+        "excludes --vfu-server)",
+    ),
+    ("--vfu-profile", "vfu_profile", "string", "device profile (TOML) of the server under test"),
+    (
+        "--vfu-spec",
+        "vfu_spec",
+        "string",
+        f"spec revision to test against: {' or '.join(REVISIONS)} (default {DEFAULT_REVISION})",
+    ),
+    (
+        "--vfu-timeout",
+        "vfu_timeout",
+        "string",
+        f"seconds to wait for each reply (default {DEFAULT_TIMEOUT:g})",
+    ),
+    (
+        "--vfu-restart",
+        "vfu_restart",
+        "string",
+        f"when to start a fresh server: {', '.join(RESTART_POLICIES)} (default {DEFAULT_RESTART}); "
+        "a server that crashed, hung or exited is always replaced",
+    ),
+    ("--vfu-json", "vfu_json", "string", "write a JSON report of the verdicts to this path"),
+    (
+        "--vfu-fuzz",
+        "vfu_fuzz",
+        "string",
+        f"effort of the fuzz cases: {' or '.join(FUZZ_MODES)} (default {DEFAULT_FUZZ}: bounded "
+        "and repeatable; campaign: many random examples)",
+    ),
+    (
+        "--vfu-fuzz-dir",
+        "vfu_fuzz_dir",
+        "string",
+        f"directory for reproducers of failing fuzz examples (default {DEFAULT_FUZZ_DIR})",
+    ),
+)
+
+
+def register(parser: pytest.Parser) -> None:
+    """Add the options to the "vfio-user" group and as ini keys."""
+    group = parser.getgroup("vfio-user", "vfio-user conformance")
+    for opt, ini, initype, text in _OPTIONS:
+        group.addoption(opt, dest=ini, default=None, metavar=opt[6:].upper(), help=text)
+        parser.addini(ini, text, type=initype, default=None)
+    group.addoption(
+        "--vfu-strict",
+        dest="vfu_strict",
+        action="store_true",
+        default=None,
+        help="SHOULD requirements not met fail the run (default: reported as NON-STRICT)",
+    )
+    parser.addini(
+        "vfu_strict", "SHOULD requirements not met fail the run", type="bool", default=False
+    )
+    group.addoption(
+        "--vfu-section",
+        dest="vfu_section",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run only the cases of this spec section (repeatable)",
+    )
+    parser.addini("vfu_section", "run only these spec sections", type="args", default=[])
+    group.addoption(
+        "--vfu-env",
+        dest="vfu_env",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="environment variable for the server (repeatable)",
+    )
+    parser.addini(
+        "vfu_env", "KEY=VALUE environment of the server, one a line", type="linelist", default=[]
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated options."""
+
+    server: tuple[str, ...] | str | None  # the command template; None with --vfu-socket
+    socket: str | None
+    embedded: bool  # the target is the embedded reference server
+    profile: Profile
+    spec: str
+    strict: bool
+    timeout: float
+    restart: str
+    sections: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    json_path: Path | None = None
+    explicit: bool = False  # some vfu option was given (command line or ini)
+    fuzz: str = DEFAULT_FUZZ  # the fuzz cases' settings profile (fuzzing.py)
+    fuzz_dir: Path | None = None  # reproducers of failing fuzz examples
+
+    @property
+    def command_text(self) -> str:
+        if self.server is None:
+            return ""
+        return self.server if isinstance(self.server, str) else shlex.join(self.server)
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        """Read and check every option; raise pytest.UsageError on the first bad one."""
+        get = _Getter(config)
+        spec = get.value("vfu_spec") or DEFAULT_REVISION
+        if spec not in REVISIONS:
+            raise _usage(
+                "--vfu-spec", f"unknown spec revision {spec!r}; use one of {', '.join(REVISIONS)}"
+            )
+
+        server = get.value("vfu_server")
+        sock = get.value("vfu_socket")
+        if server is not None and sock is not None:
+            raise _usage(
+                "--vfu-server/--vfu-socket",
+                "give one or the other: --vfu-server starts the server, "
+                "--vfu-socket connects to one that is already running",
+            )
+        if server is not None:
+            server = server.strip()
+            if not server:
+                raise _usage("--vfu-server", "the command is empty")
+            if "{socket}" not in server and "{fd}" not in server:
+                raise _usage(
+                    "--vfu-server",
+                    f"the command {server!r} has neither {{socket}} nor {{fd}} in it; the suite "
+                    "must tell the server where to listen, e.g. "
+                    '--vfu-server "my-server --socket-path={socket}"',
+                )
+            try:
+                shlex.split(server)
+            except ValueError as e:
+                raise _usage(
+                    "--vfu-server", f"cannot split {server!r} into arguments: {e}"
+                ) from None
+        if sock is not None:
+            sock = str(get.path("vfu_socket", sock))
+            if not os.path.exists(sock):
+                raise _usage("--vfu-socket", f"{sock} does not exist; is the server running?")
+        embedded = server is None and sock is None
+        if embedded and spec not in REFERENCE_SPECS:
+            raise _usage(
+                "--vfu-spec",
+                f"the embedded reference server implements spec {', '.join(REFERENCE_SPECS)} "
+                f"only; to test a {spec} server, name it with --vfu-server or --vfu-socket",
+            )
+        command: tuple[str, ...] | str | None = server
+        if embedded:
+            command = (
+                sys.executable,
+                "-m",
+                "reference_server",
+                "--socket-path={socket}",
+                f"--spec={spec}",
+            )
+
+        timeout_text = get.value("vfu_timeout")
+        timeout = DEFAULT_TIMEOUT
+        if timeout_text is not None:
+            try:
+                timeout = float(timeout_text)
+            except ValueError:
+                raise _usage(
+                    "--vfu-timeout", f"{timeout_text!r} is not a number of seconds"
+                ) from None
+            if not timeout > 0 or timeout == float("inf"):
+                raise _usage(
+                    "--vfu-timeout", f"must be a positive number of seconds, got {timeout_text}"
+                )
+
+        restart = get.value("vfu_restart") or DEFAULT_RESTART
+        if restart not in RESTART_POLICIES:
+            raise _usage(
+                "--vfu-restart",
+                f"unknown policy {restart!r}; use one of {', '.join(RESTART_POLICIES)}",
+            )
+
+        env = {}
+        for item in get.listing("vfu_env"):
+            key, sep, value = item.partition("=")
+            if not sep or not key or any(c.isspace() for c in key):
+                raise _usage("--vfu-env", f"{item!r} is not KEY=VALUE")
+            env[key] = value
+
+        profile_text = get.value("vfu_profile")
+        if profile_text is not None:
+            try:
+                profile = load_profile(get.path("vfu_profile", profile_text))
+            except ProfileError as e:
+                raise _usage("--vfu-profile", f"invalid profile: {e}") from None
+        elif embedded:
+            profile = _reference_profile()
+        else:
+            profile = Profile.empty()
+        if profile.spec is not None and profile.spec != spec:
+            raise _usage(
+                "--vfu-profile",
+                f"the profile {profile.name!r} is for spec {profile.spec}, but --vfu-spec is {spec}",
+            )
+        conflicts = profile.spec_conflicts(spec)
+        if conflicts:
+            raise _usage(
+                "--vfu-profile",
+                f"the profile {profile.name!r} enables {', '.join(conflicts)}, which spec {spec} "
+                "does not have",
+            )
+
+        fuzz = get.value("vfu_fuzz") or DEFAULT_FUZZ
+        if fuzz not in FUZZ_MODES:
+            raise _usage(
+                "--vfu-fuzz", f"unknown fuzz effort {fuzz!r}; use one of {', '.join(FUZZ_MODES)}"
+            )
+        fuzz_dir_text = get.value("vfu_fuzz_dir")
+        if fuzz_dir_text is not None and not fuzz_dir_text.strip():
+            raise _usage("--vfu-fuzz-dir", "the directory is empty")
+
+        json_text = get.value("vfu_json")
+        return cls(
+            server=command,
+            socket=sock,
+            embedded=embedded,
+            profile=profile,
+            spec=spec,
+            strict=get.flag("vfu_strict"),
+            timeout=timeout,
+            restart=restart,
+            sections=tuple(dict.fromkeys(get.listing("vfu_section"))),
+            env=env,
+            json_path=get.path("vfu_json", json_text) if json_text else None,
+            explicit=get.explicit,
+            fuzz=fuzz,
+            fuzz_dir=get.path("vfu_fuzz_dir", fuzz_dir_text or DEFAULT_FUZZ_DIR),
+        )
+
+
+def _usage(option: str, text: str) -> pytest.UsageError:
+    return pytest.UsageError(f"{option}: {text}")
+
+
+def _reference_profile() -> Profile:
+    """The embedded reference server's own profile (empty if it is not there yet)."""
+    try:
+        from importlib.resources import files
+
+        resource = files("reference_server").joinpath("profiles").joinpath("default.toml")
+        if resource.is_file():
+            return load_profile(Path(str(resource)))
+    except (ImportError, ProfileError, OSError, TypeError):
+        pass
+    return Profile.empty()
+
+
+class _Getter:
+    """Command line first, then ini; relative paths from where each was given."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.explicit = False
+        self._from_ini: set[str] = set()
+
+    def value(self, name: str) -> str | None:
+        value = getattr(self.config.option, name, None)
+        if value is None:
+            value = self.config.getini(name)
+            if value in (None, ""):
+                return None
+            self._from_ini.add(name)
+        self.explicit = True
+        return str(value)
+
+    def flag(self, name: str) -> bool:
+        value = getattr(self.config.option, name, None)
+        if value is None:
+            value = bool(self.config.getini(name))
+        self.explicit |= value
+        return bool(value)
+
+    def listing(self, name: str) -> list[str]:
+        value = getattr(self.config.option, name, None)
+        if value is None:
+            value = self.config.getini(name) or []
+        value = [v.strip() for v in value if v.strip()]
+        self.explicit |= bool(value)
+        return value
+
+    def path(self, name: str, text: str) -> Path:
+        path = Path(os.path.expanduser(text))
+        if path.is_absolute():
+            return path
+        if name in self._from_ini and self.config.inipath is not None:
+            return self.config.inipath.parent / path
+        return self.config.invocation_params.dir / path

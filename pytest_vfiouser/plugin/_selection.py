@@ -1,0 +1,66 @@
+"""Which collected cases run: spec revision, --vfu-section, and the baseline check."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from ._markers import case_marks
+
+__all__ = ["VfuWarning", "select"]
+
+
+class VfuWarning(pytest.PytestWarning):
+    """A problem with the vfio-user suite's configuration that does not stop the run."""
+
+
+def select(config: pytest.Config, items: list[pytest.Item], state) -> None:
+    """Deselect cases of another revision or of unselected sections (in place).
+
+    Raises pytest.UsageError for a --vfu-section that names no section of
+    the collected cases (on an xdist worker: records it in state.usage_error).
+    """
+    settings = state.settings
+    marks = [case_marks(item) for item in items]
+    known = sorted({section for _, section, _ in marks if section})
+    unknown = [s for s in settings.sections if s not in known]
+    if unknown:
+        message = (
+            f"--vfu-section: unknown section {', '.join(map(repr, unknown))}; "
+            f"known sections: {', '.join(known) or '(none: no conformance case was collected)'}"
+        )
+        if not hasattr(config, "workerinput"):
+            raise pytest.UsageError(message)
+        # An xdist worker cannot stop the run with a usage error: it runs
+        # nothing and the controller reports the error (plugin.py).
+        state.usage_error = message
+        config.hook.pytest_deselected(items=list(items))
+        items[:] = []
+        return
+    keep, drop = [], []
+    by_revision = 0
+    for item, (_, section, revisions) in zip(items, marks, strict=True):
+        if revisions and settings.spec not in revisions:
+            by_revision += 1
+            drop.append(item)
+        elif settings.sections and section not in settings.sections:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    state.deselected_by_revision = by_revision
+
+    case_ids = {case_id for case_id, _, _ in marks if case_id}
+    stale = tuple(sorted(b for b in settings.profile.baseline if b not in case_ids))
+    state.unknown_baselines = stale
+    if stale:
+        warnings.warn(
+            VfuWarning(
+                f"profile {settings.profile.name!r}: [baseline] entries that match no collected "
+                f"case: {', '.join(stale)}"
+            ),
+            stacklevel=1,
+        )

@@ -1,0 +1,108 @@
+"""The per-run state the hooks and fixtures share, kept in ``config.stash``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from pytest_vfiouser.device import DeviceModel, DiscoveryError, discover
+from pytest_vfiouser.report import Records
+from pytest_vfiouser.target import TargetHandle, TargetManager
+
+from ._options import Settings
+
+__all__ = ["RunState", "get_state"]
+
+
+@dataclass
+class RunState:
+    config: pytest.Config
+    settings: Settings
+    manager: TargetManager
+    records: Records = field(default_factory=Records)
+    started_at: float = field(default_factory=time.time)
+    # Bookkeeping of every pytest process that managed targets (xdist workers
+    # send theirs to the controller): TargetManager.summary() dicts.
+    target_summaries: list[dict] = field(default_factory=list)
+    deselected_by_revision: int = 0
+    unknown_baselines: tuple[str, ...] = ()
+    usage_error: str | None = None  # found by an xdist worker, reported by the controller
+    _device: DeviceModel | None = None
+    _discovery_error: str | None = None
+
+    @property
+    def hook_names(self) -> frozenset[str]:
+        """Names of the vfu_* hooks some plugin implements."""
+        from ._hookspecs import HOOK_NAMES, hook_attr
+
+        hook = self.config.pluginmanager.hook
+        return frozenset(n for n in HOOK_NAMES if getattr(hook, hook_attr(n)).get_hookimpls())
+
+    def device(self, handle: TargetHandle) -> DeviceModel:
+        """The device model, discovered once (on ``handle``'s server) and cached.
+
+        Raises DiscoveryError (also cached) if the server cannot describe it.
+        A server that exits, crashes or hangs during discovery is replaced, so
+        the test still gets a fresh one.
+        """
+        if self._device is None and self._discovery_error is None:
+            self._discover(handle)
+        if self._discovery_error is not None:
+            raise DiscoveryError(self._discovery_error)
+        return self._device
+
+    def _discover(self, handle: TargetHandle) -> None:
+        from pytest_vfiouser.client import Client, ClientError
+
+        manager = self.manager
+        t = handle.target
+        before = t.snapshot().fds
+        client = None
+        try:
+            client = Client.connect(t.socket_path, timeout=self.settings.timeout)
+            self._device = discover(
+                client,
+                spec=self.settings.spec,
+                profile=self.settings.profile,
+                hooks=self.hook_names,
+            )
+        except DiscoveryError as e:
+            self._discovery_error = f"device discovery failed: {e}"
+        except (ClientError, OSError) as e:
+            self._discovery_error = f"device discovery failed: {type(e).__name__}: {e}"
+        finally:
+            if client is not None:
+                client.close()
+        manager.settle(t, before)
+        crash = manager.crash_of(t, wait=0.2 if self._discovery_error else 0.0)
+        if crash is not None:
+            manager.notes.append("the server crashed during device discovery: " + crash.message())
+            self._discovery_error = (
+                self._discovery_error or ""
+            ) + f" (server killed by {crash.signal})"
+        elif t.poll() is not None and self._discovery_error is None:
+            manager.note_nonpersistent(t.poll())
+        if self._discovery_error is not None:
+            manager.notes.append(self._discovery_error)
+        if t.poll() is not None or (self._discovery_error and "Timeout" in self._discovery_error):
+            if handle.managed:
+                manager.replace(handle)
+
+    def negotiated(self) -> dict | None:
+        return self._device.negotiated() if self._device is not None else None
+
+
+_KEY = pytest.StashKey[RunState]()
+
+
+def set_state(config: pytest.Config, state: RunState) -> None:
+    config.stash[_KEY] = state
+
+
+def get_state(config: pytest.Config) -> RunState:
+    try:
+        return config.stash[_KEY]
+    except KeyError:
+        raise RuntimeError("the vfiouser plugin is not configured") from None

@@ -1,0 +1,78 @@
+"""What a run leaves behind: case records, the terminal summary, JSON, HTML, compare.
+
+* ``_records``: ``CaseRecord`` (one judged case, as every report reads it) and
+  ``Records`` (the run's, collected from the teardown reports).
+* ``_artifacts``: the stable case key, HTML anchors, where reports and the
+  per-case log files go.
+* ``_summary``: the terminal summary (verdicts by section, what was tested).
+* ``_json``: the JSON report and its schema (``schema/conformance.schema.json``).
+* ``_html``: pytest-html hooks (columns, the verdict matrix, log links).
+* ``_compare``: ``vfio-user-conformance compare``, several runs side by side.
+
+May import: ``verdict``, ``protocol`` and ``fuzz`` (the run state is passed in,
+never imported from the plugin).
+"""
+
+from ._artifacts import (
+    MARKER,
+    STDERR_LINES,
+    WIRE_MESSAGES,
+    anchor,
+    case_key,
+    html_path,
+    junit_path,
+    logs_dir,
+    relative,
+    safe_relpath,
+)
+from ._compare import (
+    Comparison,
+    ReportError,
+    Run,
+    compare,
+    load,
+    name_runs,
+    render_html,
+    render_text,
+)
+from ._compare import main as compare_main
+from ._html import HtmlReport
+from ._json import FORMAT, SCHEMA_VERSION, schema
+from ._json import build as build_json
+from ._json import write as write_json
+from ._records import CaseRecord, Records
+from ._summary import combine_targets, sigterm_text
+from ._summary import lines as summary_lines
+
+__all__ = [
+    "FORMAT",
+    "MARKER",
+    "SCHEMA_VERSION",
+    "STDERR_LINES",
+    "WIRE_MESSAGES",
+    "CaseRecord",
+    "Comparison",
+    "HtmlReport",
+    "Records",
+    "ReportError",
+    "Run",
+    "anchor",
+    "build_json",
+    "case_key",
+    "combine_targets",
+    "compare",
+    "compare_main",
+    "html_path",
+    "junit_path",
+    "load",
+    "logs_dir",
+    "name_runs",
+    "relative",
+    "render_html",
+    "render_text",
+    "safe_relpath",
+    "schema",
+    "sigterm_text",
+    "summary_lines",
+    "write_json",
+]

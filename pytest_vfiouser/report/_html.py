@@ -1,0 +1,436 @@
+"""The HTML report: pytest-html 4, with the suite's verdicts (registered when --html is used).
+
+* Columns Verdict, Case, Section and Level (sortable: verdicts by severity,
+  levels MUST, SHOULD, MAY) beside pytest-html's Result, Test, Duration, Links.
+* At the top, above pytest-html's summary: a matrix of spec sections by
+  verdict (``table#vfu-matrix``, cells ``td[data-verdict]`` in rows
+  ``tr[data-section]``) and what was tested (``table#vfu-run``): the target's
+  command, negotiated version and capabilities, profile, spec revision, suite
+  version, start time.
+* Each row's details: the requirement the case checks; for a case that did
+  not pass, the verdict's message, links to its log files (wire log,
+  reproducer, server stderr, full pytest text; artifacts.py writes them
+  beside the report) and a short excerpt of the wire log, instead of the
+  whole logs inline: the report stays small however many cases fail.
+* A stable anchor per case: its Case cell has ``id="<case key>"``
+  (``conformance.html#dma/map-overlap-eexist``, ``...#region_info/mmap-fd[region0]``);
+  opening such a link expands the row and scrolls to it.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from pytest_vfiouser import __version__
+from pytest_vfiouser.verdict import FAILING, VERDICTS, Verdict
+
+from ._artifacts import case_key, html_path, junit_path, relative
+
+FAIL, PASS = Verdict.FAIL, Verdict.PASS
+
+__all__ = ["HtmlReport", "href"]
+
+# Severity order for sorting the Verdict column (worst first when sorted descending).
+_VERDICT_RANK = {
+    v: i
+    for i, v in enumerate(
+        (
+            "PASS",
+            "FIXED",
+            "UNIMPLEMENTED",
+            "INFORMATIONAL",
+            "BASELINE",
+            "NON-STRICT",
+            "ERROR",
+            "FAIL",
+            "HANG",
+            "CRASH",
+        )
+    )
+}
+_LEVEL_RANK = {"MUST": 1, "SHOULD": 2, "MAY": 3}
+_ARTIFACT_LABELS = (
+    ("wire_log", "wire log"),
+    ("reproducer", "repro.py"),
+    ("stderr", "stderr"),
+    ("log", "full log"),
+)
+LOG_LIMIT = 1200  # characters of each inline log part (its end is kept; the whole: log.txt)
+MESSAGE_LIMIT = 600
+TITLE_LIMIT = 120
+EXCERPT_LINES = 6  # decoded wire log lines, per connection
+EXCERPT_WIDTH = 160
+_WIRE_SECTION = "vfio-user wire log, connection"
+_NO_LOG = "No log output captured."
+
+
+def href(path: str) -> str:
+    """A relative path as an href (each segment percent-encoded)."""
+    return quote(path, safe="/")
+
+
+class HtmlReport:
+    """pytest-html hook implementations; one instance per run (registered by the plugin)."""
+
+    def __init__(self, config: pytest.Config, state):
+        self.config = config
+        self.state = state  # the plugin's RunState: settings, records, target summaries
+        path = html_path(config)
+        self.directory = path.parent if path is not None else Path.cwd()
+        self.final: dict[str, dict] = {}  # nodeid -> report.vfu of its teardown (final verdict)
+        self.anchored: set[str] = set()
+        self.requirements: dict[str, str] = {}  # case id -> requirement text (once: rows share it)
+
+    # -- bookkeeping: runs before pytest-html's own (trylast) logreport, which makes the rows
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "vfu", None)
+        if report.when == "teardown" and data:
+            self.final[report.nodeid] = data
+            if data.get("case_id") and data.get("requirement"):
+                self.requirements.setdefault(data["case_id"], data["requirement"])
+
+    def _data(self, report) -> tuple[dict, dict]:
+        phase = getattr(report, "vfu", None) or {}
+        return phase, self.final.get(report.nodeid, phase)
+
+    # -- pytest-html hooks
+    def pytest_html_report_title(self, report) -> None:
+        profile = self.state.settings.profile.name
+        report.title = (
+            "vfio-user conformance report"
+            if profile in ("none", "unnamed")
+            else f"vfio-user conformance: {profile}"
+        )
+
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        cells[1:1] = [
+            '<th class="sortable" data-column-type="verdict">Verdict</th>',
+            '<th class="sortable" data-column-type="caseid">Case</th>',
+            '<th class="sortable" data-column-type="section">Section</th>',
+            '<th class="sortable" data-column-type="level">Level</th>',
+        ]
+
+    def pytest_html_results_table_row(self, report, cells: list[str]) -> None:
+        phase, final = self._data(report)
+        verdict = (
+            phase.get("verdict") or (final.get("verdict") if report.when == "call" else "") or ""
+        )
+        case_id = final.get("case_id")
+        key = case_key(case_id, report.nodeid) if final else ""
+        id_attr = ""
+        # The anchor goes on the first row pytest-html shows (passed setup/teardown rows are not).
+        shown = report.when in ("call", "collect") or report.outcome != "passed"
+        if case_id and shown and report.nodeid not in self.anchored:
+            self.anchored.add(report.nodeid)
+            id_attr = f' id="{escape(key)}"'
+        message = phase.get("message") or (
+            final.get("message") if verdict == final.get("verdict") else ""
+        )
+        # One line: pytest-html reads a cell's sort value with a regular expression without DOTALL.
+        title = escape(_clip(" ".join((message or "").split()), TITLE_LIMIT))
+        title = f' title="{title}"' if title else ""
+        level = final.get("level") or ""
+        # Sorting uses the cell's inner HTML: a leading comment orders it.
+        rank = f"<!--{_VERDICT_RANK[verdict]}-->" if verdict in _VERDICT_RANK else ""
+        cells[1:1] = [
+            f'<td class="col-verdict"{title}>{rank}{escape(verdict)}</td>',  # colour: the script
+            f'<td class="col-caseid"{id_attr}>{escape(key if case_id else "")}</td>',
+            f'<td class="col-section">{escape(final.get("section") or "")}</td>',
+            f'<td class="col-level">{f"<!--{_LEVEL_RANK[level]}-->" if level in _LEVEL_RANK else ""}{escape(level)}</td>',
+        ]
+        links = self._links(final.get("artifacts") or {})
+        if links and cells[-1].endswith("</td>"):
+            cells[-1] = cells[-1][: -len("</td>")] + links + "</td>"
+
+    def pytest_html_results_table_html(self, report, data: list[str]) -> None:
+        """The row's details (``data``: pytest-html's escaped log parts, joined into the log box)."""
+        phase, final = self._data(report)
+        if not final:
+            return
+        artifacts = final.get("artifacts") or {}
+        verdict = phase.get("verdict") or final.get("verdict") or ""
+        # The requirement is not repeated here: the page's script shows it from
+        # one table (#vfu-requirements) in every row of the case.
+        detail = []
+        if final.get("requirement") and not final.get("case_id"):
+            detail.append(
+                '<div class="vfu-req"><span class="vfu-label">Requirement:</span> '
+                + _lines(final["requirement"])
+                + "</div>"
+            )
+        message = phase.get("message") or ""
+        if verdict and verdict != PASS and message:
+            detail.append(
+                f'<div class="vfu-msg"><span class="vfu-label vfu-v-{escape(verdict)}">'
+                f"{escape(verdict)}:</span> {_lines(_clip(message, MESSAGE_LIMIT))}</div>"
+            )
+        # The links to the log files are in the Links column; the wire log's also here.
+        excerpt = _wire_excerpt(report) if verdict != PASS else ""
+        if excerpt:
+            wire = artifacts.get("wire_log")
+            whole = (
+                f'; <a class="vfu-log" target="_blank" data-log="wire_log" href="'
+                f'{escape(href(relative(wire, self.directory)))}">the whole wire log</a>, with hex'
+                if wire
+                else ""
+            )
+            detail.append(
+                f'<div class="vfu-label">Wire log (its last messages{whole}):</div>'
+                f'<pre class="vfu-excerpt">\n{escape(excerpt)}\n</pre>'
+            )
+        log_href = relative(artifacts["log"], self.directory) if artifacts.get("log") else None
+        longrepr = escape(report.longreprtext) + "\n" if report.longreprtext else None
+        keep = []
+        for part in data:
+            if part == _NO_LOG and detail:
+                continue
+            if part == longrepr and message and verdict != PASS:
+                if report.skipped and not hasattr(report, "wasxfail"):
+                    continue  # the skip reason: the message above
+                # The message above says what failed; the traceback is in log.txt.
+                keep.append(_traceback_stub(part, log_href))
+                continue
+            if _WIRE_SECTION in part[:120] and "wire_log" in artifacts:
+                continue  # the excerpt above and the wire.txt file replace it
+            keep.append(_clip_log(part, log_href))
+        data[:] = ([f'<div class="vfu-detail">{"".join(detail)}</div>'] if detail else []) + keep
+
+    def pytest_html_results_summary(
+        self, prefix: list, summary: list, postfix: list, session
+    ) -> None:
+        from ._summary import combine_targets
+
+        state = self.state
+        requirements = json.dumps(self.requirements, sort_keys=True, separators=(",", ":"))
+        prefix.append(
+            _STYLE
+            + '<script type="application/json" id="vfu-requirements">'
+            + requirements.replace("<", "\\u003c")
+            + "</script>"
+            + _SCRIPT
+            + self._summary(state, combine_targets(state.target_summaries))
+        )
+
+    # -- parts
+    def _links(self, artifacts: dict) -> str:
+        out = []
+        for name, label in _ARTIFACT_LABELS:
+            if artifacts.get(name):
+                path = href(relative(artifacts[name], self.directory))
+                out.append(
+                    f'<a class="vfu-log" target="_blank" href="{escape(path)}" data-log="{name}">{label}</a>'
+                )
+        return " ".join(out)
+
+    def _summary(self, state, targets: dict) -> str:
+        from ._summary import sigterm_text
+
+        records = state.records
+        sections = records.by_section()
+        total = records.counts()
+        columns = [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
+        head = "".join(f'<th class="vfu-v-{v}">{v}</th>' for v in columns)
+        rows = []
+        for name, counts in [*sections.items(), ("total", total)]:
+            cells = "".join(
+                f'<td data-verdict="{v}"{" class=vfu-zero" if not counts.get(v) else ""}>'
+                f"{counts.get(v, 0)}</td>"
+                for v in columns
+            )
+            css = ' class="vfu-total"' if name == "total" else ""
+            rows.append(
+                f'<tr data-section="{escape(name)}"{css}><th>{escape(name)}</th>{cells}'
+                f'<td data-verdict="total">{sum(counts.values())}</td></tr>'
+            )
+        matrix = (
+            f'<table id="vfu-matrix" class="vfu-matrix"><thead><tr><th>section</th>{head}'
+            f"<th>total</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+
+        settings = state.settings
+        profile = settings.profile
+        failing = {v: n for v, n in sorted(total.items()) if v in FAILING}
+        result = (
+            ("FAILED (" + ", ".join(f"{n} {v}" for v, n in failing.items()) + ")")
+            if failing
+            else f"passed (no {', '.join(sorted(FAILING))} among {len(records.cases)} cases)"
+        )
+        negotiated = targets.get("negotiated")
+        import datetime as _dt
+
+        started = _dt.datetime.fromtimestamp(state.started_at, _dt.timezone.utc).isoformat(
+            timespec="seconds"
+        )
+        facts = [
+            (
+                "result",
+                f'<span class="vfu-v-{"FAIL" if failing else "PASS"}">{escape(result)}</span>',
+            ),
+            ("target", escape(targets.get("target") or state.manager.describe())),
+            (
+                "command",
+                f"<code>{escape(targets.get('command') or settings.command_text or '')}</code>",
+            ),
+            (
+                "profile",
+                escape(profile.name)
+                + (f" (<code>{escape(str(profile.path))}</code>)" if profile.path else ""),
+            ),
+            ("spec revision", escape(settings.spec)),
+            (
+                "negotiated version",
+                escape(f"{negotiated['major']}.{negotiated['minor']}") if negotiated else "(none)",
+            ),
+            (
+                "server capabilities",
+                f"<code>{escape(json.dumps(negotiated.get('capabilities'), sort_keys=True))}</code>"
+                if negotiated
+                else "(none)",
+            ),
+            ("suite", f"pytest-vfiouser {escape(__version__)}"),
+            ("started", escape(started)),
+            (
+                "settings",
+                escape(
+                    f"restart {settings.restart}; timeout {settings.timeout:g} s"
+                    f"{'; strict' if settings.strict else ''}"
+                    + (f"; sections {', '.join(settings.sections)}" if settings.sections else "")
+                ),
+            ),
+        ]
+        if settings.socket is None:
+            facts.append(("SIGTERM", escape(sigterm_text(targets.get("sigterm", {})))))
+        notes = ([targets["persistence_note"]] if targets.get("persistence_note") else []) + list(
+            targets.get("notes", [])
+        )
+        for note in notes:
+            facts.append(("note", escape(note.splitlines()[0])))
+        reports = []
+        if settings.json_path is not None:
+            reports.append(
+                f'<a href="{escape(href(relative(settings.json_path, self.directory)))}">JSON</a>'
+            )
+        junit = junit_path(self.config)
+        if junit is not None:
+            reports.append(
+                f'<a href="{escape(href(relative(junit, self.directory)))}">JUnit XML</a>'
+            )
+        if reports:
+            facts.append(("other reports", " · ".join(reports)))
+        run = "".join(
+            f'<tr data-fact="{escape(k)}"><th>{escape(k)}</th><td>{v}</td></tr>' for k, v in facts
+        )
+        return (
+            f'<div class="vfu-summary"><h2>Verdicts by spec section</h2>{matrix}'
+            f'<h2>What was tested</h2><table id="vfu-run" class="vfu-run">{run}</table></div>'
+        )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _lines(text: str) -> str:
+    return "<br>".join(escape(line) for line in text.splitlines())
+
+
+def _clip_log(part: str, log_href: str | None) -> str:
+    """Keep the end of a long (escaped) log part, cut at a line start."""
+    if len(part) <= LOG_LIMIT:
+        return part
+    cut = part.find("\n", len(part) - LOG_LIMIT)
+    cut = cut + 1 if cut >= 0 else len(part) - LOG_LIMIT
+    where = (
+        f' <a class="vfu-log" target="_blank" href="{escape(href(log_href))}">full log</a>'
+        if log_href
+        else ""
+    )
+    return (
+        f'<span class="vfu-cut">[{cut} characters before this point omitted;{where}]</span>\n'
+        + part[cut:]
+    )
+
+
+def _traceback_stub(part: str, log_href: str | None) -> str:
+    """The last line of an (escaped) traceback (where it failed), and a link to all of it."""
+    lines = [line for line in part.splitlines() if line.strip()]
+    link = (
+        f'<a class="vfu-log" target="_blank" href="{escape(href(log_href))}">full log</a>'
+        if log_href
+        else "not kept"
+    )
+    return (
+        f'<span class="vfu-cut">[traceback ({len(lines)} lines): {link}]</span>\n'
+        + (lines[-1] if lines else "")
+        + "\n"
+    )
+
+
+def _wire_excerpt(report) -> str:
+    """The last decoded lines (no hex) of each connection's wire log section."""
+    out = []
+    for header, content in getattr(report, "sections", ()):
+        if not header.startswith(_WIRE_SECTION):
+            continue
+        lines = [line for line in content.splitlines() if line and not line.startswith(" ")]
+        out.append(
+            f"-- {header[len('vfio-user wire log, ') :]}"
+            + (f" (last {EXCERPT_LINES} of {len(lines)})" if len(lines) > EXCERPT_LINES else "")
+        )
+        out += [_clip(line, EXCERPT_WIDTH) for line in lines[-EXCERPT_LINES:]]
+    return "\n".join(out)
+
+
+_STYLE = """<style>
+.vfu-summary{color:black;margin-bottom:12px}
+.vfu-summary h2{margin:12px 0 6px}
+.vfu-matrix,.vfu-run{border-collapse:collapse;margin-bottom:8px}
+.vfu-matrix th,.vfu-matrix td,.vfu-run th,.vfu-run td{border:1px solid #ddd;padding:3px 8px}
+.vfu-matrix td{text-align:right}
+.vfu-matrix th{text-align:left}
+.vfu-matrix td.vfu-zero{color:#bbb}
+.vfu-matrix tr.vfu-total{font-weight:bold;border-top:2px solid #999}
+.vfu-run th{text-align:left;font-weight:normal;color:#666;vertical-align:top}
+.vfu-v-PASS,.vfu-v-FIXED{color:green}
+.vfu-v-FAIL,.vfu-v-CRASH,.vfu-v-HANG,.vfu-v-ERROR{color:#c00;font-weight:bold}
+.vfu-v-NON-STRICT,.vfu-v-BASELINE{color:#c60}
+.vfu-v-INFORMATIONAL{color:#36c}
+.vfu-v-UNIMPLEMENTED{color:#888}
+.vfu-detail{white-space:normal;font-family:Helvetica,Arial,sans-serif;font-size:12px;margin:0 0 8px}
+.vfu-detail>div{margin:2px 0}
+.vfu-req{white-space:pre-line;font-family:Helvetica,Arial,sans-serif;color:black;margin:4px 0}
+.vfu-label{font-weight:bold}
+.vfu-excerpt{white-space:pre-wrap;background:#f6f6f6;margin:2px 0;padding:4px;font-size:11px}
+a.vfu-log{color:#36c;margin-right:6px}
+.vfu-cut{color:#666}
+td.col-caseid:target{outline:2px solid #36c}
+</style>"""
+
+# The requirement of each row's case (from #vfu-requirements), added whenever pytest-html
+# (re)draws the table; opening report.html#<case key> expands that row and scrolls to it.
+_SCRIPT = """<script>
+(function(){
+var REQ=null;
+function reqs(){if(REQ===null){var e=document.getElementById('vfu-requirements');REQ=e?JSON.parse(e.textContent):{}}return REQ}
+function fill(root){if(!root.querySelectorAll)return;
+root.querySelectorAll('tbody.results-table-row').forEach(function(tb){
+var v=tb.querySelector('td.col-verdict');if(v&&v.textContent)v.classList.add('vfu-v-'+v.textContent);
+if(tb.querySelector('.vfu-req'))return;var c=tb.querySelector('td.col-caseid');if(!c)return;
+var t=reqs()[c.textContent.replace(/\\[.*$/,'')];var x=tb.querySelector('td.extra');if(!t||!x)return;
+var d=document.createElement('div');d.className='vfu-req';d.innerHTML='<span class="vfu-label">Requirement:</span> ';
+d.appendChild(document.createTextNode(t));x.insertBefore(d,x.firstChild)})}
+new MutationObserver(function(ms){ms.forEach(function(m){m.addedNodes.forEach(fill)})})
+.observe(document.documentElement,{childList:true,subtree:true});
+function go(){var id=location.hash.slice(1);if(!id)return;try{id=decodeURIComponent(id)}catch(e){}
+var el=document.getElementById(id);if(!el)return;var body=el.closest('tbody');
+var extras=body&&body.querySelector('.extras-row');
+if(extras&&extras.classList.contains('hidden'))el.click();
+setTimeout(function(){var t=document.getElementById(id);if(t)t.scrollIntoView({block:'center'})},0)}
+window.addEventListener('DOMContentLoaded',go);window.addEventListener('hashchange',go);
+})();
+</script>"""

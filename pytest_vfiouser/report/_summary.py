@@ -1,0 +1,117 @@
+"""The terminal summary: verdicts per spec section, then what was tested and how it went."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pytest_vfiouser.verdict import FAILING, VERDICTS, Verdict
+
+FAIL, FIXED, PASS = Verdict.FAIL, Verdict.FIXED, Verdict.PASS
+
+__all__ = ["combine_targets", "lines"]
+
+
+def combine_targets(summaries: list[dict]) -> dict:
+    """One summary from those of every pytest process (xdist workers)."""
+    out: dict = {
+        "target": None,
+        "command": None,
+        "starts": 0,
+        "sigterm": {"honoured": 0, "killed": 0},
+        "persistence_note": None,
+        "notes": [],
+        "negotiated": None,
+        "deselected_by_revision": 0,
+    }
+    for s in summaries:
+        for key in ("target", "command", "persistence_note", "negotiated"):
+            if out[key] is None and s.get(key) is not None:
+                out[key] = s[key]
+        out["starts"] += s.get("starts", 0)
+        for key in ("honoured", "killed"):
+            out["sigterm"][key] += s.get("sigterm", {}).get(key, 0)
+        out["notes"] += [n for n in s.get("notes", []) if n not in out["notes"]]
+        out["deselected_by_revision"] = max(
+            out["deselected_by_revision"], s.get("deselected_by_revision", 0)
+        )
+    return out
+
+
+def sigterm_text(sigterm: dict) -> str:
+    honoured, killed = sigterm.get("honoured", 0), sigterm.get("killed", 0)
+    total = honoured + killed
+    if not total:
+        return "SIGTERM honoured: n/a (the suite stopped no running server)"
+    if not killed:
+        return f"SIGTERM honoured: yes ({honoured} of {total} stops)"
+    return f"SIGTERM honoured: NO ({killed} of {total} stops needed SIGKILL)"
+
+
+def lines(state, targets: dict) -> list[str]:
+    """The summary text, one string a line."""
+    records = state.records
+    sections = records.by_section()
+    total = records.counts()
+    columns = [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
+    width = max([len("section"), len("total")] + [len(s) for s in sections])
+    out = ["  ".join([f"{'section':<{width}}"] + [f"{v:>{max(len(v), 3)}}" for v in columns])]
+    rows = list(sections.items()) + [("total", total)]
+    for name, counts in rows:
+        if name == "total":
+            out.append("-" * len(out[0]))
+        out.append(
+            "  ".join(
+                [f"{name:<{width}}"] + [f"{_cell(counts, v):>{max(len(v), 3)}}" for v in columns]
+            )
+        )
+    settings = state.settings
+    out.append("")
+    out.append(f"target: {targets.get('target') or state.manager.describe()}")
+    profile = settings.profile
+    where = f" ({profile.path})" if profile.path else ""
+    out.append(
+        f"spec {settings.spec}; profile {profile.name}{where}; restart {settings.restart}; "
+        f"timeout {settings.timeout:g} s{'; strict' if settings.strict else ''}"
+    )
+    negotiated = targets.get("negotiated")
+    if negotiated:
+        out.append(
+            f"negotiated version {negotiated['major']}.{negotiated['minor']}, "
+            f"server capabilities {negotiated['capabilities']}"
+        )
+    if settings.socket is None:
+        out.append(sigterm_text(targets.get("sigterm", {})))
+    if targets.get("persistence_note"):
+        out.append(f"note: {targets['persistence_note']}")
+    for note in targets.get("notes", []):
+        out.append(f"note: {note.splitlines()[0]}")
+    if targets.get("deselected_by_revision"):
+        out.append(
+            f"{targets['deselected_by_revision']} case(s) deselected: not in spec {settings.spec}"
+        )
+    from pytest_vfiouser.fuzz import summary_lines as fuzz_lines
+
+    out += fuzz_lines(getattr(state, "config", None), settings.fuzz)
+    fixed = records.with_verdict(FIXED)
+    if fixed:
+        out.append("FIXED (baselined or xfail, but passed: remove them from the baseline):")
+        out += [f"  {c.case_id or c.nodeid}: {c.message}" for c in fixed]
+    if state.unknown_baselines:
+        out.append(
+            "[baseline] entries matching no collected case: " + ", ".join(state.unknown_baselines)
+        )
+    failing = Counter(c.verdict for c in records.cases if c.verdict in FAILING)
+    if failing:
+        out.append(
+            "result: FAILED (" + ", ".join(f"{n} {v}" for v, n in sorted(failing.items())) + ")"
+        )
+    else:
+        out.append(
+            f"result: passed (no {', '.join(sorted(FAILING))} among {len(records.cases)} cases)"
+        )
+    return out
+
+
+def _cell(counts: Counter, verdict: str) -> str:
+    n = counts.get(verdict, 0)
+    return str(n) if n else "."

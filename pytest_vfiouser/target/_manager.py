@@ -1,0 +1,433 @@
+"""The per-session target manager: which server process each test talks to.
+
+One ``TargetManager`` per pytest process (so one per pytest-xdist worker).
+Each test that uses ``vfu_target`` gets a ``TargetHandle`` from
+``acquire()`` and gives it back with ``release()``.  The restart policy
+decides when a fresh server is started (per-test, per-module, per-session);
+independently of it, a server that crashed, hung, exited or stopped
+listening is replaced before the next test.
+
+Bookkeeping kept for the summary: every start, every stop and whether
+SIGTERM was honoured, the note that the server does not persist across
+clients, crashes during device discovery.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Protocol
+
+from ._process import (
+    ExternalTarget,
+    ResourceSnapshot,
+    Target,
+    TargetStartError,
+    is_exiting,
+    is_listening,
+)
+
+__all__ = [
+    "DEATH_WAIT",
+    "CrashInfo",
+    "TargetCrashed",
+    "TargetHandle",
+    "TargetManager",
+    "TargetSettings",
+    "TargetUnavailable",
+]
+
+
+class TargetSettings(Protocol):
+    """What the manager reads of the run's settings (the plugin's ``Settings`` has it)."""
+
+    server: tuple[str, ...] | str | None  # the command-line template, {socket}/{fd} not filled in
+    socket: str | None  # --vfu-socket: a server somebody else runs
+    env: dict[str, str]
+    restart: str  # per-test | per-module | per-session
+    embedded: bool  # the server is the embedded reference server
+    command_text: str
+
+
+# After a test closed its connections, how long to wait for the server to
+# release what they used (fd count back to where it was) or to exit.
+SETTLE_SECONDS = 0.5
+# The first time a client closed, how long to watch whether the server exits.
+PROBE_SECONDS = 0.1
+# After a connection broke, how long a dying server gets to be reaped.
+DEATH_WAIT = 1.0
+# How long a server the kernel shows exiting (or dumping core) is waited for.
+DYING_WAIT = 10.0
+# Consecutive failed starts after which the manager stops trying.
+MAX_START_FAILURES = 2
+
+
+class TargetUnavailable(Exception):
+    """The target could not be started (or must not be, after repeated failures)."""
+
+
+class TargetCrashed(Exception):
+    """Raised at a test's teardown when the server was killed by a signal after the test."""
+
+
+@dataclass(frozen=True)
+class CrashInfo:
+    """A server killed by a signal."""
+
+    signal: str
+    core_note: str | None
+    stderr_tail: str
+    command: str
+    stderr_path: str = ""
+
+    @classmethod
+    def of(cls, t: Target, wait: float = 0.0) -> CrashInfo | None:
+        """What killed ``t``, if a signal did (waiting up to ``wait`` s for it to die)."""
+        rc = t.wait(wait) if wait else t.poll()
+        if rc is None or rc >= 0:
+            return None
+        return cls(
+            signal=t.signal_name or f"signal {-rc}",
+            core_note=t.core_note(),
+            stderr_tail=t.stderr_tail(),
+            command=t.command or "",
+            stderr_path=str(t.stderr_path),
+        )
+
+    def message(self) -> str:
+        lines = [
+            f"server killed by {self.signal}" + (f" ({self.core_note})" if self.core_note else "")
+        ]
+        lines.append(f"  command: {self.command}")
+        if self.stderr_tail:
+            lines.append(f"  last lines of its stderr ({self.stderr_path}):")
+            lines.extend("    " + line for line in self.stderr_tail.splitlines())
+        else:
+            lines.append("  stderr: (empty)")
+        return "\n".join(lines)
+
+
+class TargetHandle:
+    """What the ``vfu_target`` fixture gives a test: the server it talks to."""
+
+    def __init__(self, manager: TargetManager, target: Target | ExternalTarget):
+        self._manager = manager
+        self.target = target
+        self.before: ResourceSnapshot | None = None  # before the test's first connection
+        self.after: ResourceSnapshot | None = None  # after its connections closed
+        self.connected = False
+        self.hung = False  # a reply timed out: replace the server after the test
+        self.crash_reported = False
+
+    # -- what tests read
+    @property
+    def socket_path(self) -> str:
+        return self.target.socket_path
+
+    @property
+    def pid(self) -> int | None:
+        return self.target.pid
+
+    @property
+    def command(self) -> str | None:
+        return self.target.command
+
+    @property
+    def template(self):
+        """The server's command-line template ({socket}/{fd} not filled in), as given
+        with --vfu-server (or the embedded default); None for --vfu-socket."""
+        return self._manager.settings.server if self.managed else None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The extra environment the server is started with (--vfu-env)."""
+        return dict(self._manager.settings.env)
+
+    @property
+    def alive(self) -> bool:
+        return self.target.alive
+
+    @property
+    def managed(self) -> bool:
+        """Whether the suite started this server (else: --vfu-socket)."""
+        return isinstance(self.target, Target)
+
+    def snapshot(self) -> ResourceSnapshot:
+        """The server's open fd count and RSS now (None where unknown)."""
+        return self.target.snapshot()
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return self.target.stderr_tail(lines)
+
+    def describe(self) -> str:
+        return self.target.describe()
+
+    def fresh(self) -> TargetHandle:
+        """Replace the server by a brand-new process (for tests that need one).
+
+        Close your connections first.  Skips the test (UNIMPLEMENTED) when the
+        server is not one the suite starts.
+        """
+        if not self.managed:
+            import pytest
+
+            pytest.skip("needs a server the suite starts (--vfu-server), not --vfu-socket")
+        self._manager.replace(self)
+        self.before = self.after = None
+        self.connected = False
+        return self
+
+    restart = fresh
+
+    # -- used by the fixtures and the verdicts
+    def note_connect(self) -> None:
+        """Called before each connection the test makes."""
+        if not self.connected:
+            self.connected = True
+            self.before = self.target.snapshot()
+
+    def crash(self, wait: float = 0.0) -> CrashInfo | None:
+        """CrashInfo if the server was killed by a signal (waiting up to ``wait`` s for it to die)."""
+        return self._manager.crash_of(self.target, wait)
+
+    def resources(self) -> dict[str, int]:
+        out = {}
+        for when, snap in (("before", self.before), ("after", self.after)):
+            if snap is not None:
+                if snap.fds is not None:
+                    out[f"vfu_fds_{when}"] = snap.fds
+                if snap.rss_bytes is not None:
+                    out[f"vfu_rss_{when}"] = snap.rss_bytes
+        return out
+
+
+class TargetManager:
+    """Starts, hands out, replaces and stops the servers of one pytest process."""
+
+    def __init__(self, settings: TargetSettings):
+        self.settings = settings
+        # Where the servers' directories (socket, logs) go; the fixtures set it
+        # to a directory under pytest's basetemp, which pytest rotates.
+        self.base_dir: str | None = None
+        self.current: Target | ExternalTarget | None = None
+        self._key: str | None = None
+        self._ours_stopped: weakref.WeakSet = weakref.WeakSet()  # targets we signalled
+        self.starts = 0
+        self.stops: list[bool | None] = []  # sigterm_honoured of each stop of a live server
+        self.persistence_note: str | None = None
+        self.persistent: bool | None = None  # does the server outlive its clients?
+        self.notes: list[str] = []
+        self.commands: list[str] = []
+        self._start_failures = 0
+        self._last_start_error: str | None = None
+
+    # -- describing
+    def describe(self) -> str:
+        if self.settings.socket is not None:
+            return f"external server at {self.settings.socket}"
+        text = self.settings.command_text
+        if self.settings.embedded:
+            text = f"embedded reference server ({text})"
+        return text
+
+    def summary(self) -> dict:
+        """JSON-able bookkeeping for the terminal summary and the JSON report."""
+        return {
+            "target": self.describe(),
+            "command": self.commands[0] if self.commands else self.settings.command_text or None,
+            "starts": self.starts,
+            "sigterm": {
+                "honoured": sum(1 for s in self.stops if s),
+                "killed": sum(1 for s in self.stops if s is False),
+            },
+            "persistence_note": self.persistence_note,
+            "notes": list(self.notes),
+        }
+
+    # -- handing out
+    def key_for(self, nodeid: str, module: str) -> str:
+        if self.settings.restart == "per-test":
+            return nodeid
+        if self.settings.restart == "per-module":
+            return module
+        return ""
+
+    def acquire(self, key: str) -> TargetHandle:
+        """The target for a test; starts one if there is none usable."""
+        t = self.current
+        if t is not None and (key != self._key or not self._usable(t)):
+            self._retire(t)
+        if self.current is None:
+            self._start()
+        self._key = key
+        return TargetHandle(self, self.current)
+
+    def release(self, handle: TargetHandle) -> CrashInfo | None:
+        """After a test: take the after-snapshot, look at the process, retire it if needed.
+
+        Returns CrashInfo if the server was killed by a signal and the test's
+        verdict does not say so yet.
+        """
+        t = handle.target
+        if handle.connected:
+            self.settle(t, handle.before.fds if handle.before else None)
+            handle.after = t.snapshot()
+        crash = None
+        rc = t.poll()
+        if rc is not None:
+            crash = self.crash_of(t)
+            if crash is not None and handle.crash_reported:
+                crash = None
+            if crash is None and rc >= 0 and handle.connected and not handle.crash_reported:
+                self.note_nonpersistent(rc)
+        if crash is not None:
+            handle.crash_reported = True
+        if rc is not None or handle.hung or self.settings.restart == "per-test":
+            if t is self.current:
+                self._retire(t)
+        return crash
+
+    def replace(self, handle: TargetHandle) -> None:
+        """Give ``handle`` a brand-new process."""
+        if handle.target is self.current:
+            self._retire(handle.target)
+        self._start()
+        handle.target = self.current
+
+    def note_nonpersistent(self, returncode: int) -> None:
+        self.persistent = False
+        if self.persistence_note is None:
+            self.persistence_note = (
+                f"the server does not persist across clients: it exited (status {returncode}) "
+                "after a client disconnected; each such test got a fresh server"
+            )
+
+    def stop_all(self) -> None:
+        """At session end: stop the server (SIGTERM, then SIGKILL)."""
+        if self.current is not None:
+            self._retire(self.current)
+
+    # -- watching
+    def settle(self, t: Target | ExternalTarget, fds_before: int | None) -> None:
+        """After a client closed: wait (briefly) until the server let go of it, or exited.
+
+        The first time, also watch for PROBE_SECONDS whether the server exits
+        after a client (some serve one client and quit); once it has been seen
+        to, wait for that exit every time, so the next test finds it gone.
+        """
+        if not isinstance(t, Target):
+            return
+        deadline = time.monotonic() + SETTLE_SECONDS
+        if self.persistent is not False:
+            while t.poll() is None and time.monotonic() < deadline:
+                fds = t.fd_count()
+                if fds_before is None or fds is None or fds <= fds_before:
+                    break
+                time.sleep(0.002)
+            if self.persistent is None and t.poll() is None:
+                deadline = min(deadline, time.monotonic() + PROBE_SECONDS)
+            else:
+                deadline = 0.0
+        while t.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        # Its fds may be gone while it still dumps core or exits: the verdict must see how.
+        dying_until = time.monotonic() + DYING_WAIT
+        while t.poll() is None and is_exiting(t.pid) and time.monotonic() < dying_until:
+            time.sleep(0.005)
+        if self.persistent is None and t.poll() is None:
+            self.persistent = True
+
+    def crash_of(self, t: Target | ExternalTarget, wait: float = 0.0) -> CrashInfo | None:
+        if not isinstance(t, Target) or t in self._ours_stopped:
+            return None
+        crash = CrashInfo.of(t, wait)
+        return None if t in self._ours_stopped else crash  # stopped by us while waiting
+
+    def _usable(self, t: Target | ExternalTarget) -> bool:
+        if not isinstance(t, Target):
+            return True
+        if t.poll() is not None:
+            return False
+        return is_listening(t.socket_path)
+
+    # -- starting and stopping
+    def _start(self) -> None:
+        if self.settings.socket is not None:
+            t = ExternalTarget(self.settings.socket)
+            try:
+                t.start(timeout=0.0)
+            except TargetStartError as e:
+                raise TargetUnavailable(
+                    f"{e}\n  hint: start the server before the suite, or use --vfu-server"
+                ) from None
+            self.current = t
+            return
+        if self._start_failures >= MAX_START_FAILURES:
+            raise TargetUnavailable(
+                f"not starting the server again: it failed to start {self._start_failures} times; "
+                f"the last error was:\n{self._last_start_error}"
+            )
+        t = Target(self.settings.server, env=self.settings.env, base_dir=self.base_dir)
+        try:
+            t.start()
+        except TargetStartError as e:
+            t.stop()  # keeps its directory: the message points at the stderr log
+            self._start_failures += 1
+            self._last_start_error = _with_hints(str(e), e.returncode, self.settings)
+            raise TargetUnavailable(self._last_start_error) from None
+        except OSError as e:
+            t.cleanup()
+            self._start_failures += 1
+            self._last_start_error = f"cannot start the server: {e}\n  command: {t.command}"
+            raise TargetUnavailable(self._last_start_error) from None
+        self._start_failures = 0
+        self.starts += 1
+        if t.command and t.command not in self.commands:
+            self.commands.append(t.command)
+        self.current = t
+
+    def _retire(self, t: Target | ExternalTarget) -> None:
+        """Stop ``t`` (if it is still running) and forget it.
+
+        The directory with its logs is removed, unless it crashed (the crash
+        message names its stderr log).
+        """
+        if isinstance(t, Target):
+            was_running = t.poll() is None
+            if was_running:
+                self._ours_stopped.add(t)
+            t.stop()
+            if was_running:
+                self.stops.append(t.sigterm_honoured)
+            if self.crash_of(t) is None:
+                t.cleanup()
+        if t is self.current:
+            self.current = None
+            self._key = None
+
+
+def _with_hints(message: str, returncode: int | None, settings: TargetSettings) -> str:
+    """target.py's message plus what to try."""
+    hints = []
+    if returncode == 127 or "No such file" in message:
+        hints.append(
+            "the program was not found: check the command, use an absolute path or fix PATH"
+        )
+    elif returncode == 126 or "Permission denied" in message:
+        hints.append("the program is not executable (chmod +x?)")
+    elif "not listening" in message:
+        hints.append(
+            "the server runs but nothing listens on the socket path: does the command pass "
+            "{socket} where the server takes its socket path? ({fd} passes a listening socket "
+            "instead)"
+        )
+    elif returncode is not None:
+        hints.append("the server exited before listening; its stderr (above) usually says why")
+    if settings.embedded:
+        hints.append(
+            "this is the embedded reference server: run `python -m reference_server --help`"
+        )
+    else:
+        hints.append("try the command by hand, with a socket path in place of {socket}")
+    return message + "".join(f"\n  hint: {h}" for h in hints)

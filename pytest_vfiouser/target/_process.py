@@ -1,0 +1,642 @@
+"""Start, watch and stop the vfio-user server under test (the "target").
+
+The target is a program that listens on a UNIX socket.  Its command line is a
+template with a ``{socket}`` placeholder (we choose the path and the program
+binds it) and/or an ``{fd}`` placeholder (we bind and listen ourselves, and pass
+the listening socket down as that file descriptor number).
+
+Readiness is detected by reading /proc/net/unix, never by connecting: many
+servers serve a single client and exit, so a probing connection would use them
+up.  Every wait has a timeout.  Standard library only, Linux only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_STARTUP_TIMEOUT",
+    "ExternalTarget",
+    "ResourceSnapshot",
+    "Target",
+    "TargetStartError",
+    "fd_count",
+    "is_listening",
+    "listening_inodes",
+    "rss_bytes",
+    "wait_listening",
+]
+
+DEFAULT_STARTUP_TIMEOUT = 10.0
+
+# sun_path is 108 bytes including the terminating NUL.
+_SUN_PATH_MAX = 107
+# Set in the Flags column of /proc/net/unix once listen() has been called.
+_SO_ACCEPTCON = 0x00010000
+# After SIGKILL the process can still be stuck in uninterruptible sleep; give up
+# waiting after this long rather than hang the test session.
+_KILL_WAIT = 5.0
+# How long an {fd} target must stay alive to count as started.
+_FD_SETTLE = 0.05
+
+_counter = itertools.count(1)
+
+
+class TargetStartError(RuntimeError):
+    """The target exited, or did not listen in time, during start()."""
+
+    def __init__(self, message: str, *, command: str, returncode: int | None, stderr_tail: str):
+        super().__init__(message)
+        self.command = command
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+@dataclass(frozen=True)
+class ResourceSnapshot:
+    """Resource readings of the target process; None where unavailable."""
+
+    fds: int | None
+    rss_bytes: int | None
+    taken_at: float  # time.monotonic(): subtract two snapshots for an interval
+
+
+# --------------------------------------------------------------------------
+# /proc readings, usable on their own
+
+
+def listening_inodes(path: str | os.PathLike[str]) -> set[int]:
+    """Socket inodes listening on `path`, from one read of /proc/net/unix.
+
+    The path must be spelled as the server bound it (we always hand out
+    absolute paths).  Abstract sockets appear with a leading "@".
+    """
+    want = os.fsencode(path)
+    found = set()
+    with open("/proc/net/unix", "rb") as f:
+        next(f, None)  # header: Num RefCount Protocol Flags Type St Inode Path
+        for line in f:
+            # The path is the last column and may itself contain spaces.
+            fields = line.rstrip(b"\n").split(None, 7)
+            if len(fields) < 8 or fields[7] != want:
+                continue
+            if int(fields[3], 16) & _SO_ACCEPTCON:
+                found.add(int(fields[6]))
+    return found
+
+
+def is_listening(path: str | os.PathLike[str]) -> bool:
+    """Whether some socket is listening on `path` (no connection is made)."""
+    return bool(listening_inodes(path))
+
+
+def wait_listening(
+    path: str | os.PathLike[str],
+    timeout: float,
+    alive: Callable[[], bool] | None = None,
+    *,
+    exclude: Iterable[int] = (),
+) -> bool:
+    """Poll /proc/net/unix until something listens on `path`.
+
+    Returns True once listening; False if `timeout` seconds pass or `alive()`
+    returns False first.  Socket inodes in `exclude` (listeners that existed
+    before the server started) do not count.
+    """
+    exclude = set(exclude)
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        if listening_inodes(path) - exclude:
+            return True
+        if alive is not None and not alive():
+            # It may have listened and exited between the two checks; one more
+            # look costs nothing and gives the clearer outcome.
+            return bool(listening_inodes(path) - exclude)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.05)  # fast start, then don't hammer /proc
+
+
+def fd_count(pid: int | None) -> int | None:
+    """Number of open file descriptors of `pid`, or None if it is gone."""
+    if pid is None:
+        return None
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """Resident set size of `pid` in bytes (VmRSS), or None if it is gone."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None  # zombies and kernel threads have no VmRSS line
+
+
+_PF_EXITING = 0x00000004  # <linux/sched.h>: set when do_exit() begins
+_PF_DUMPCORE = 0x00000200  # set while the kernel writes a core dump
+
+
+def is_exiting(pid: int | None) -> bool:
+    """Whether `pid` is on its way out: exiting, dumping core, or a zombie.
+
+    A server killed by a signal can have closed its fds (or be writing a
+    core) while it still counts as running; /proc/PID/stat tells it apart.
+    """
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return True  # gone already
+    fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) "
+    state, flags = fields[0], int(fields[6])
+    return state in (b"Z", b"X") or bool(flags & (_PF_EXITING | _PF_DUMPCORE))
+
+
+def _tail(path: Path | None, lines: int) -> str:
+    """Last `lines` lines of a log file ("" if there is none)."""
+    if path is None or lines <= 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))  # a chatty server must not cost us much
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+# --------------------------------------------------------------------------
+# Targets
+
+
+class _BaseTarget:
+    """The interface the plugin relies on; both target kinds provide it."""
+
+    socket_path: str
+    command: str | None = None
+    sigterm_honoured: bool | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    def poll(self) -> int | None:
+        return None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    @property
+    def alive(self) -> bool:
+        return self.poll() is None
+
+    def stop(self, grace: float = 3.0) -> int | None:
+        return None
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return ""
+
+    def fd_count(self) -> int | None:
+        return fd_count(self.pid) if self.alive else None
+
+    def rss_bytes(self) -> int | None:
+        return rss_bytes(self.pid) if self.alive else None
+
+    def snapshot(self) -> ResourceSnapshot:
+        return ResourceSnapshot(self.fd_count(), self.rss_bytes(), time.monotonic())
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class Target(_BaseTarget):
+    """A server process we start, watch and stop.
+
+    `command` is a template: a string (split with shlex, or given to /bin/sh if
+    `shell=True`) or a list of arguments.  `{socket}` is replaced by the socket
+    path, `{fd}` by the number of a listening socket bound to that path.  The
+    per-target directory (socket, stdout.log, stderr.log) is made under
+    `base_dir` (default: the system temp dir), falling back to /tmp when the
+    socket path would exceed the AF_UNIX limit.  It is kept after stop() so the
+    logs can still be read; cleanup() removes it.
+    """
+
+    def __init__(
+        self,
+        command: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        shell: bool = False,
+        cwd: str | os.PathLike[str] | None = None,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        base_dir: str | os.PathLike[str] | None = None,
+    ):
+        text = command if isinstance(command, str) else " ".join(command)
+        if "{socket}" not in text and "{fd}" not in text:
+            raise ValueError(
+                f"target command {text!r} has neither a {{socket}} nor an {{fd}} placeholder; "
+                "the server must be told where to listen, e.g. 'my-server --socket {socket}'"
+            )
+        if shell and not isinstance(command, str):
+            raise ValueError("shell=True needs the target command as a single string")
+        self._template = command
+        self._display = text
+        self._shell = shell
+        self._use_fd = "{fd}" in text
+        self.env = {k: str(v) for k, v in (env or {}).items()}
+        self.cwd = Path(cwd) if cwd is not None else None
+        self.startup_timeout = startup_timeout
+
+        self.run_dir = self._make_run_dir(base_dir)
+        self.socket_path = str(self.run_dir / "vfu.sock")
+        self.stdout_path = self.run_dir / "stdout.log"
+        self.stderr_path = self.run_dir / "stderr.log"
+
+        self.command: str | None = None  # the expanded command line, set by start()
+        self.sigterm_honoured: bool | None = None
+        self._proc: subprocess.Popen | None = None
+        self._status: int | None = None  # raw wait status, for WCOREDUMP
+        self._started_at: float | None = None  # wall clock, to date core files
+        self._core_dir: Path | None = None
+        self._stopped = False
+
+    @staticmethod
+    def _make_run_dir(base_dir: str | os.PathLike[str] | None) -> Path:
+        # pid + counter in the name makes it readable; mkdtemp makes it unique
+        # even across pytest-xdist workers and reruns.
+        prefix = f"vfu-{os.getpid()}-{next(_counter)}-"
+        room = _SUN_PATH_MAX - len("/vfu.sock") - len(prefix) - 8  # mkdtemp adds 8 chars
+        for base in (base_dir or tempfile.gettempdir(), "/tmp"):
+            base = os.path.abspath(base)
+            if len(os.fsencode(base)) + 1 <= room:
+                return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        raise ValueError(
+            f"no directory short enough for a UNIX socket path (tried {base_dir!r}, /tmp)"
+        )
+
+    # -- starting ----------------------------------------------------------
+
+    def _expand(self, fd: int | None) -> str | list[str]:
+        def sub(s: str, quote: Callable[[str], str]) -> str:
+            s = s.replace("{socket}", quote(self.socket_path))
+            return s.replace("{fd}", str(fd)) if fd is not None else s
+
+        if self._shell:
+            return sub(self._template, shlex.quote)
+        args = (
+            shlex.split(self._template) if isinstance(self._template, str) else list(self._template)
+        )
+        return [sub(a, str) for a in args]
+
+    def start(self) -> Target:
+        """Start the server and wait until it listens; raise TargetStartError if not."""
+        if self._proc is not None:
+            raise RuntimeError(f"target already started: {self.describe()}")
+        # A leftover socket file would make the server's bind() fail with EADDRINUSE.
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        # Listeners on this path that predate us (an unlinked socket still shows
+        # in /proc/net/unix) must not be mistaken for our server.
+        stale = listening_inodes(self.socket_path)
+
+        listener = None
+        if self._use_fd:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                listener.bind(self.socket_path)
+                listener.listen(16)
+            except OSError:
+                listener.close()
+                raise
+        args = self._expand(listener.fileno() if listener else None)
+        self.command = args if isinstance(args, str) else shlex.join(args)
+
+        self._started_at = time.time()
+        self._core_dir = (self.cwd or Path.cwd()).absolute()
+        try:
+            with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+                self._proc = subprocess.Popen(
+                    args,
+                    shell=self._shell,
+                    # A pipe we hold open: servers that treat stdin EOF as "quit"
+                    # (or read a console) behave as under an interactive shell.
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=err,
+                    cwd=self.cwd,
+                    env={**os.environ, **self.env},
+                    pass_fds=(listener.fileno(),) if listener else (),
+                    # Own process group, so stop() also reaches children of a
+                    # shell wrapper, and a Ctrl-C aimed at pytest doesn't kill
+                    # the server before teardown can look at it.
+                    start_new_session=True,
+                )
+        except OSError as e:
+            self._stopped = True
+            raise TargetStartError(
+                f"cannot start target: {e}\n  command: {self.command}",
+                command=self.command,
+                returncode=None,
+                stderr_tail="",
+            ) from e
+        finally:
+            if listener is not None:
+                listener.close()  # the child has its own copy now
+
+        if self._use_fd:
+            time.sleep(_FD_SETTLE)  # already listening; just see it doesn't die at once
+            ready = self.poll() is None
+        else:
+            ready = wait_listening(
+                self.socket_path,
+                self.startup_timeout,
+                alive=lambda: self.poll() is None,
+                exclude=stale,
+            )
+        if not ready:
+            self._fail_start()
+        return self
+
+    def _fail_start(self) -> None:
+        if self.poll() is None:
+            how = f"still running, not listening on {self.socket_path} after {self.startup_timeout:g} s; killed it"
+        else:
+            how = self.exit_description()
+        self.stop(grace=0)
+        tail = self.stderr_tail()
+        raise TargetStartError(
+            f"target failed to start: {how}\n  command: {self.command}\n"
+            + (
+                f"  last lines of stderr ({self.stderr_path}):\n" + _indent(tail)
+                if tail
+                else "  stderr: (empty)"
+            ),
+            command=self.command or "",
+            returncode=self.returncode,
+            stderr_tail=tail,
+        )
+
+    def __enter__(self) -> Target:
+        if self._proc is None:
+            self.start()
+        return self
+
+    # -- watching ----------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self.poll() is None
+
+    def poll(self) -> int | None:
+        """None while running (or not started), else the exit status.
+
+        Like Popen.returncode: the exit code, or -N if killed by signal N.
+        """
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.returncode is not None:
+            return proc.returncode
+        # Reap it ourselves: Popen keeps only the return code, and we want the
+        # raw wait status for the core-dump flag.
+        try:
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            return proc.poll()  # reaped behind our back (SIGCHLD ignored?); no raw status
+        if pid == 0:
+            return None
+        self._status = status
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return proc.returncode
+
+    def _wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while (rc := self.poll()) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return rc
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to `timeout` seconds for exit; the exit status, or None if still running."""
+        return self._wait(timeout)
+
+    @property
+    def termsig(self) -> int | None:
+        """The number of the signal that killed the process, if one did."""
+        rc = self.poll()
+        return -rc if rc is not None and rc < 0 else None
+
+    @property
+    def signal_name(self) -> str | None:
+        """E.g. "SIGSEGV" if the process was killed by a signal, else None."""
+        signum = self.termsig
+        return _signal_name(signum) if signum is not None else None
+
+    @property
+    def core_dumped(self) -> bool | None:
+        """None while running; else whether the kernel says it dumped core, or a fresh core file exists."""
+        if self.poll() is None:
+            return None
+        if self._status is not None and os.WIFSIGNALED(self._status) and os.WCOREDUMP(self._status):
+            return True
+        return bool(self.core_files())
+
+    def core_files(self) -> list[Path]:
+        """core / core.PID files in the target's working directory written since it started."""
+        if self.pid is None or self._core_dir is None or self._started_at is None:
+            return []
+        found = []
+        for name in ("core", f"core.{self.pid}"):
+            p = self._core_dir / name
+            try:
+                if p.is_file() and p.stat().st_mtime >= self._started_at - 1:
+                    found.append(p)
+            except OSError:
+                pass
+        return found
+
+    def core_note(self) -> str | None:
+        """A human note about a core dump, or None.  Informational only."""
+        if not self.core_dumped:
+            return None
+        files = self.core_files()
+        if files:
+            return "core dumped: " + ", ".join(map(str, files))
+        try:
+            pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+        except OSError:
+            pattern = "?"
+        return f"core dumped (kernel core_pattern: {pattern!r})"
+
+    def exit_description(self) -> str:
+        """E.g. "running", "exited with status 3", "killed by SIGSEGV (core dumped)"."""
+        rc = self.poll()
+        if self._proc is None:
+            return "not started"
+        if rc is None:
+            return "running"
+        if rc >= 0:
+            return f"exited with status {rc}"
+        core = " (core dumped)" if self.core_dumped else ""
+        return f"killed by {self.signal_name}{core}"
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return _tail(self.stderr_path, lines)
+
+    def stdout_tail(self, lines: int = 20) -> str:
+        return _tail(self.stdout_path, lines)
+
+    def describe(self) -> str:
+        pid = f"pid {self.pid}, " if self.pid is not None else ""
+        return f"{self.command or self._display} ({pid}{self.exit_description()}, socket {self.socket_path})"
+
+    # -- stopping ----------------------------------------------------------
+
+    def _signal_group(self, signum: int) -> None:
+        # Only called while the leader is unreaped, so its pid (= the group id)
+        # cannot have been reused by an unrelated process.
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # the leader left its group (setsid); signal it alone
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float = 3.0) -> int | None:
+        """SIGTERM, wait up to `grace` s, then SIGKILL.  Idempotent.
+
+        Returns the exit status (None only if even SIGKILL did not end it in time).
+        """
+        if self._stopped:
+            return self.poll()
+        self._stopped = True
+        proc = self._proc
+        if proc is not None:
+            if self.poll() is None:
+                self._signal_group(signal.SIGTERM)
+                if self._wait(grace) is not None:
+                    self.sigterm_honoured = True
+                else:
+                    self.sigterm_honoured = False
+                    self._signal_group(signal.SIGKILL)
+                    self._wait(_KILL_WAIT)
+            if self.poll() is not None:
+                # Sweep up what a wrapper shell or a forking server left behind.
+                # killpg only: the leader is reaped, its pid may be reused, but
+                # a group id is not reused while any member lives.
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if proc.stdin is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        return self.poll()
+
+    def cleanup(self) -> None:
+        """stop(), then remove the per-target directory and its logs."""
+        self.stop()
+        shutil.rmtree(self.run_dir, ignore_errors=True)  # made by mkdtemp: ours alone
+
+
+class ExternalTarget(_BaseTarget):
+    """A server someone else started, listening at `socket_path`.
+
+    No process management: poll() is always None and stop() does nothing.
+    With `pid`, fd_count()/rss_bytes()/alive read /proc for that process.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        *,
+        pid: int | None = None,
+        command: str | None = None,
+    ):
+        self.socket_path = os.fspath(socket_path)
+        self._pid = pid
+        self.command = command
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def alive(self) -> bool:
+        return self._pid is None or os.path.exists(f"/proc/{self._pid}")
+
+    def start(self, timeout: float = 0.0) -> ExternalTarget:
+        """Optionally wait up to `timeout` s for the socket to listen; TargetStartError if not."""
+        if not wait_listening(self.socket_path, timeout, alive=lambda: self.alive):
+            raise TargetStartError(
+                f"no server listening on {self.socket_path}"
+                + (f" after {timeout:g} s" if timeout else "")
+                + (f" (pid {self._pid} is gone)" if not self.alive else ""),
+                command=self.command or "",
+                returncode=None,
+                stderr_tail="",
+            )
+        return self
+
+    def describe(self) -> str:
+        pid = f", pid {self._pid}" if self._pid is not None else ""
+        cmd = f" ({self.command})" if self.command else ""
+        return f"external server at {self.socket_path}{pid}{cmd}"
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

@@ -1,0 +1,546 @@
+"""The kill matrix: the conformance suite run against the reference server with each fault.
+
+A *run* is one ``vfio-user-conformance`` subprocess against
+
+    <python> -m reference_server --socket-path={socket} --fault NAME
+
+with the reference profile (so its hooks are loaded), the suite's JSON report
+written where we say. The fault-free run is the same command without
+``--fault``. From the runs:
+
+* a case (one nodeid) **kills** a fault when its verdict under the fault is
+  worse than without it: failing (FAIL, CRASH, HANG, ERROR, NON-STRICT) where
+  it was not, or INFORMATIONAL where it was PASS. A case id (parametrized
+  cases count once) kills a fault when any of its nodeids does.
+* a fault is **detected** when a case that kills it shows one of the verdicts
+  the catalogue expects (``faults.Fault.detect``) in the expected section.
+
+Every case id must kill at least one fault, or be listed, with the reason, in
+``conformance/unkillable.toml`` (``"section/*"`` entries name whole sections
+that the fault runs leave out). ``build()`` makes the matrix, ``write()``
+writes ``kill-matrix.json`` and ``kill-matrix.md``; ``Runner`` runs the
+faults concurrently and, through claim files in a shared directory, at most
+once across pytest-xdist workers. Used by tests/test_faults.py and
+benchmarks/kill_matrix.py.
+
+Runs use ``--vfu-restart per-session`` (a crashed or hung server is replaced
+anyway), ``--vfu-timeout 2`` and a private bytecode cache
+(PYTHONPYCACHEPREFIX): about 14 s each on a small machine.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reference_server.faults import CATALOGUE, Fault
+
+FAILING = frozenset({"FAIL", "CRASH", "HANG", "ERROR", "NON-STRICT"})
+MARKS = {
+    "FAIL": "F",
+    "CRASH": "C",
+    "HANG": "H",
+    "ERROR": "E",
+    "NON-STRICT": "N",
+    "INFORMATIONAL": "I",
+}
+_RANK = {
+    "PASS": 0,
+    "FIXED": 0,
+    "UNIMPLEMENTED": 0,
+    "BASELINE": 1,
+    "INFORMATIONAL": 1,
+    "NON-STRICT": 2,
+    "ERROR": 3,
+    "FAIL": 4,
+    "HANG": 5,
+    "CRASH": 6,
+}
+TIMEOUT = 2.0  # --vfu-timeout of the runs
+RUN_LIMIT = 600.0  # seconds a run may take before it is killed
+CLEAN = "(fault-free)"
+
+
+def profile_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "reference_server" / "profiles" / "default.toml"
+
+
+def unkillable_path() -> Path:
+    import conformance
+
+    return Path(conformance.__file__).resolve().parent / "unkillable.toml"
+
+
+def load_unkillable(path: Path | None = None) -> dict[str, str]:
+    """Case id (or ``section/*``) -> reason."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    path = path or unkillable_path()
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def excluded_sections(unkillable: dict[str, str]) -> list[str]:
+    """Sections the fault runs leave out (``"section/*"`` entries)."""
+    return sorted(k[:-2] for k in unkillable if k.endswith("/*"))
+
+
+def kills(clean: str | None, faulty: str | None) -> bool:
+    """Whether a case's verdict under a fault is worse than without it."""
+    if clean is None or faulty is None:
+        return False
+    if faulty in FAILING:
+        return clean not in FAILING
+    return faulty == "INFORMATIONAL" and clean == "PASS"
+
+
+# ---------------------------------------------------------------- running
+
+
+def conformance_command() -> list[str]:
+    """vfio-user-conformance of this Python (the console script, else the module)."""
+    script = Path(sys.executable).parent / "vfio-user-conformance"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "pytest_vfiouser.cli"]
+
+
+def server_command(fault: str | None) -> str:
+    option = CATALOGUE[fault].option if fault else "--socket-path={socket}"
+    words = [sys.executable, "-m", "reference_server", option]
+    if fault:
+        words += ["--fault", fault]
+    return shlex.join(words)
+
+
+def run_args(fault: str | None, out: Path, excluded: Iterable[str] = ()) -> list[str]:
+    """The vfio-user-conformance arguments of one run (reports under ``out``)."""
+    name = fault or "fault-free"
+    args = [
+        "--vfu-server",
+        server_command(fault),
+        "--vfu-profile",
+        str(profile_path()),
+        "--vfu-json",
+        str(out / f"{name}.json"),
+        "--vfu-timeout",
+        f"{TIMEOUT:g}",
+        "--vfu-restart",
+        "per-session",
+        f"--html={out / 'html' / f'{name}.html'}",
+        f"--junitxml={out / 'junit' / f'{name}.xml'}",
+        "-p",
+        "no:randomly",
+        "-q",
+        "--no-header",
+        "--tb=no",  # tracebacks: seconds a run
+    ]
+    for section in CATALOGUE[fault].scope if fault else ():
+        args += ["--vfu-section", section]
+    excluded = list(excluded)
+    if excluded:  # a section's cases live in its own modules: conformance/test_<section>*.py
+        args += ["-k", " and ".join(f"not test_{s}" for s in excluded)]
+    return args
+
+
+def run_env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the cache below spares ~2 s a run
+    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    return env
+
+
+def run_one(
+    fault: str | None, out: Path, excluded: Iterable[str] = (), stop: threading.Event | None = None
+) -> dict:
+    """Run the suite with ``fault`` (None: fault-free); writes ``<name>.json`` and
+    ``<name>.done`` (exit status, seconds, output tail) under ``out``; returns the latter."""
+    name = fault or "fault-free"
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work" / name
+    work.mkdir(parents=True, exist_ok=True)
+    command = conformance_command() + run_args(fault, out, excluded)
+    start = time.monotonic()
+    with open(work / "output.txt", "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=work,
+            env=run_env(out / "pycache"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        status = None
+        while status is None:
+            try:
+                status = proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                if (stop is not None and stop.is_set()) or time.monotonic() - start > RUN_LIMIT:
+                    _kill_group(proc)
+                    status = proc.wait()
+    seconds = round(time.monotonic() - start, 2)
+    tail = (work / "output.txt").read_bytes()[-4000:].decode("utf-8", "replace")
+    done = {
+        "fault": fault,
+        "status": status,
+        "seconds": seconds,
+        "command": command,
+        "output_tail": tail,
+    }
+    tmp = out / f"{name}.done.tmp"
+    tmp.write_text(json.dumps(done, indent=1))
+    os.replace(tmp, out / f"{name}.done")
+    return done
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class Runner:
+    """Runs faults (and the fault-free suite) into ``out``, each at most once across the
+    processes that share ``out`` (claim files), ``workers`` at a time in this process."""
+
+    def __init__(
+        self, out: Path, names: list[str | None], workers: int = 2, excluded: Iterable[str] = ()
+    ):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.names = list(names)
+        self.workers = max(1, workers)
+        self.excluded = list(excluded)
+        self.stop = threading.Event()  # kill the runs in progress
+        self.draining = threading.Event()  # claim nothing more
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _file(name: str | None) -> str:
+        return name or "fault-free"
+
+    def _claim(self, name: str | None) -> bool:
+        try:
+            fd = os.open(
+                self.out / f"{self._file(name)}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY
+            )
+        except FileExistsError:
+            return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+
+    def _loop(self) -> None:
+        for name in self.names:
+            if self.stop.is_set() or self.draining.is_set():
+                return
+            if self._claim(name):
+                run_one(name, self.out, self.excluded, self.stop)
+
+    def start(self) -> Runner:
+        """Work through ``names`` in the background."""
+        with self._lock:
+            if not self._threads:
+                for i in range(self.workers):
+                    t = threading.Thread(target=self._loop, name=f"fault-runs-{i}", daemon=True)
+                    t.start()
+                    self._threads.append(t)
+        return self
+
+    def result(self, name: str | None, timeout: float = 3600.0) -> dict:
+        """The ``.done`` record of ``name``: run here if nobody claimed it, else waited for."""
+        done = self.out / f"{self._file(name)}.done"
+        if not done.exists() and self._claim(name):
+            run_one(name, self.out, self.excluded, self.stop)
+        deadline = time.monotonic() + timeout
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no result for {self._file(name)} after {timeout:g} s")
+            time.sleep(0.2)
+        return json.loads(done.read_text())
+
+    def json_path(self, name: str | None) -> Path:
+        return self.out / f"{self._file(name)}.json"
+
+    def close(self, kill: bool = False) -> None:
+        """Claim nothing more; let the runs in progress finish (another pytest-xdist worker
+        may be waiting for them), or kill them."""
+        self.draining.set()
+        if kill:
+            self.stop.set()
+        for t in self._threads:
+            t.join()
+
+
+# ---------------------------------------------------------------- the matrix
+
+
+@dataclass
+class CaseRun:
+    nodeid: str
+    case_id: str
+    section: str
+    level: str | None
+    verdict: str
+    message: str = ""
+
+
+@dataclass
+class Run:
+    fault: str | None
+    cases: dict[str, CaseRun] = field(default_factory=dict)  # by nodeid
+    seconds: float | None = None
+
+    @classmethod
+    def load(cls, path: Path, fault: str | None, seconds: float | None = None) -> Run:
+        data = json.loads(Path(path).read_text())
+        run = cls(fault, seconds=seconds)
+        for c in data["cases"]:
+            if c.get("case_id"):
+                run.cases[c["nodeid"]] = CaseRun(
+                    c["nodeid"],
+                    c["case_id"],
+                    c.get("section") or "",
+                    c.get("level"),
+                    c["verdict"],
+                    c.get("message") or "",
+                )
+        return run
+
+
+def killing(clean: Run, run: Run) -> list[CaseRun]:
+    """The cases (nodeids) of ``run`` that kill its fault."""
+    out = []
+    for nodeid, c in run.cases.items():
+        base = clean.cases.get(nodeid)
+        if base is not None and kills(base.verdict, c.verdict):  # else: not in the fault-free run
+            out.append(c)
+    return out
+
+
+def evidence(fault: Fault, killed: list[CaseRun]) -> list[CaseRun]:
+    """The killing cases that show a verdict ``fault.detect`` expects, in its section."""
+    expected = {(s, v) for s, vs in fault.detect for v in vs}
+    return [c for c in killed if (c.section, c.verdict) in expected]
+
+
+def build(
+    clean: Run,
+    runs: dict[str, Run],
+    unkillable: dict[str, str],
+    catalogue: dict[str, Fault] = CATALOGUE,
+) -> dict:
+    """The matrix, figures and findings as one JSON-able dict."""
+    cases: dict[str, dict] = {}
+    by_case: dict[str, list[CaseRun]] = {}
+    for c in clean.cases.values():
+        by_case.setdefault(c.case_id, []).append(c)
+        cases.setdefault(
+            c.case_id, {"section": c.section, "level": c.level, "clean": Counter(), "kills": {}}
+        )["clean"][c.verdict] += 1
+    excluded = excluded_sections(unkillable)
+    faults = {}
+    for name, fault in catalogue.items():
+        run = runs.get(name)
+        entry = {
+            "description": fault.description,
+            "detect": [[s, list(v)] for s, v in fault.detect],
+            "scope": list(fault.scope),
+            "ran": run is not None,
+            "seconds": run.seconds if run else None,
+            "detected": False,
+            "evidence": [],
+            "killed": 0,
+            "verdicts": {},
+        }
+        faults[name] = entry
+        if run is None:
+            continue
+        entry["verdicts"] = dict(sorted(Counter(c.verdict for c in run.cases.values()).items()))
+        killed = killing(clean, run)
+        for c in killed:
+            kill = cases[c.case_id]["kills"]
+            if _RANK.get(c.verdict, 0) > _RANK.get(kill.get(name, "PASS"), 0):
+                kill[name] = c.verdict
+        shown = evidence(fault, killed)
+        entry["evidence"] = [f"{c.nodeid}: {c.verdict}" for c in shown[:5]]
+        entry["detected"] = bool(shown)
+        entry["killed"] = sum(1 for info in cases.values() if name in info["kills"])
+    unkilled, listed, stale = [], {}, []
+    for case_id, info in cases.items():
+        reason = _reason(case_id, unkillable)
+        if info["kills"]:
+            if reason is not None and not any(case_id.startswith(s + "/") for s in excluded):
+                stale.append(case_id)
+        elif reason is not None:
+            listed[case_id] = reason
+        else:
+            unkilled.append(case_id)
+    n_killing = sum(1 for info in cases.values() if info["kills"])
+    killing_own = sum(
+        1 for info in cases.values() if any(v != "ERROR" for v in info["kills"].values())
+    )
+    detected = sum(1 for f in faults.values() if f["detected"])
+    for info in cases.values():
+        info["clean"] = dict(info["clean"])
+    return {
+        "format": "pytest-vfiouser-kill-matrix/1",
+        "kills": "a case kills a fault when its verdict under the fault is failing (FAIL, "
+        "CRASH, HANG, ERROR, NON-STRICT) where it was not, or INFORMATIONAL where "
+        "it was PASS; a parametrized case kills it when any parametrization does",
+        "figures": {
+            "faults": len(faults),
+            "faults_detected": detected,
+            "cases": len(cases),
+            "cases_killing": n_killing,
+            "cases_killing_not_only_by_error": killing_own,
+            "cases_listed_unkillable": len(listed),
+            "cases_unkilled": len(unkilled),
+        },
+        "excluded_sections": {s: unkillable[s + "/*"] for s in excluded},
+        "clean_seconds": clean.seconds,
+        "faults": faults,
+        "cases": cases,
+        "unkillable": listed,
+        "unkilled": sorted(unkilled),
+        "stale_unkillable": sorted(stale),
+        "undetected": sorted(n for n, f in faults.items() if f["ran"] and not f["detected"]),
+    }
+
+
+def _reason(case_id: str, unkillable: dict[str, str]) -> str | None:
+    if case_id in unkillable:
+        return unkillable[case_id]
+    for pattern, reason in unkillable.items():
+        if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(case_id, pattern):
+            return reason
+    return None
+
+
+def figures_line(matrix: dict) -> str:
+    f = matrix["figures"]
+    return (
+        f"faults_detected={f['faults_detected']}/{f['faults']} "
+        f"cases_killing={f['cases_killing']}/{f['cases']}"
+    )
+
+
+def write(matrix: dict, directory: Path) -> tuple[Path, Path]:
+    """``kill-matrix.json`` and ``kill-matrix.md`` under ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    jpath, mpath = directory / "kill-matrix.json", directory / "kill-matrix.md"
+    for path, text in ((jpath, json.dumps(matrix, indent=1) + "\n"), (mpath, markdown(matrix))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return jpath, mpath
+
+
+def markdown(matrix: dict) -> str:
+    f = matrix["figures"]
+    faults = list(matrix["faults"])
+    abbrev = {name: f"f{i + 1}" for i, name in enumerate(faults)}
+    out = [
+        "# Kill matrix: conformance cases by reference-server fault",
+        "",
+        f"Faults detected: **{f['faults_detected']}/{f['faults']}**; cases that kill at "
+        f"least one fault: **{f['cases_killing']}/{f['cases']}** "
+        f"({f['cases_killing_not_only_by_error']} by their own verdict, not only by a "
+        f"setup ERROR); listed as unkillable: {f['cases_listed_unkillable']}; unkilled "
+        f"and unlisted: {f['cases_unkilled']}.",
+        "",
+        f"A case *kills* a fault: {matrix['kills']}. Marks: F FAIL, C CRASH, H HANG, "
+        "E ERROR, N NON-STRICT, I INFORMATIONAL; - not run (the fault's run is limited "
+        "to other sections).",
+        "",
+    ]
+    if matrix["excluded_sections"]:
+        out += [
+            "Sections the fault runs leave out: "
+            + "; ".join(f"`{s}` ({r})" for s, r in matrix["excluded_sections"].items()),
+            "",
+        ]
+    out += [
+        "## Faults",
+        "",
+        "| # | fault | detected | cases killed | s | description |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, info in matrix["faults"].items():
+        det = "yes" if info["detected"] else ("not run" if not info["ran"] else "**NO**")
+        scope = f" (runs: {', '.join(info['scope'])})" if info["scope"] else ""
+        out.append(
+            f"| {abbrev[name]} | `{name}` | {det} | {info['killed']} | "
+            f"{info['seconds'] if info['seconds'] is not None else ''} | "
+            f"{info['description']}{scope} |"
+        )
+    head = "| case | level | " + " | ".join(abbrev[n] for n in faults) + " | killed by |"
+    out += ["", "## Cases by fault", "", head, "|" + " --- |" * (len(faults) + 3)]
+    by_section: dict[str, list[str]] = {}
+    for case_id, info in matrix["cases"].items():
+        by_section.setdefault(info["section"], []).append(case_id)
+    for section in sorted(by_section):
+        out.append(f"| **{section}** |" + " |" * (len(faults) + 2))
+        for case_id in sorted(by_section[section]):
+            info = matrix["cases"][case_id]
+            cells = []
+            for name in faults:
+                fault = matrix["faults"][name]
+                if name in info["kills"]:
+                    cells.append(MARKS.get(info["kills"][name], "?"))
+                elif not fault["ran"] or (fault["scope"] and section not in fault["scope"]):
+                    cells.append("-")
+                else:
+                    cells.append("")
+            n = len(info["kills"])
+            note = (
+                str(n)
+                if n
+                else (
+                    "unkillable: " + matrix["unkillable"][case_id]
+                    if case_id in matrix["unkillable"]
+                    else "**nothing**"
+                )
+            )
+            out.append(
+                f"| `{case_id}` | {info['level'] or ''} | " + " | ".join(cells) + f" | {note} |"
+            )
+    if matrix["unkilled"]:
+        out += ["", "## Cases that kill no fault (and are not listed)", ""]
+        out += [f"- `{c}`" for c in matrix["unkilled"]]
+    if matrix["undetected"]:
+        out += ["", "## Faults no case detects as expected", ""]
+        out += [f"- `{n}`" for n in matrix["undetected"]]
+    return "\n".join(out) + "\n"
+
+
+def collect(runner: Runner, names: list[str]) -> tuple[Run, dict[str, Run]]:
+    """Wait for (or run) the fault-free run and every fault's; load them."""
+    done = runner.result(None)
+    clean = Run.load(runner.json_path(None), None, done["seconds"])
+    runs = {}
+    for name in names:
+        done = runner.result(name)
+        path = runner.json_path(name)
+        if path.exists():
+            runs[name] = Run.load(path, name, done["seconds"])
+    return clean, runs
