@@ -39,12 +39,14 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import seed as hypothesis_seed  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from pytest_vfiouser import strategies as s
 from pytest_vfiouser.client import Client  # noqa: E402
 from pytest_vfiouser.device import Profile, discover
-from pytest_vfiouser.fuzz import Fuzzer, FuzzFailure, Hang, ProcessTarget, SocketTarget, TargetLost
+from pytest_vfiouser.fuzz import Fuzzer, FuzzFailure, Hang, TargetLost
+from pytest_vfiouser.target import TargetManager
 
 BATCH = 16  # messages drawn per Hypothesis example
 MAX_REPRODUCERS = 5
@@ -78,8 +80,6 @@ def corpus(device, spec: str, size: int, seed: int | None) -> list:
         out.extend(batch)
 
     if seed is not None:
-        from hypothesis import seed as hypothesis_seed
-
         draw = hypothesis_seed(seed)(draw)
     draw()
     return out[:size] if len(out) >= size else out
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.socket:
-        target = SocketTarget(args.socket)
+        manager = TargetManager.standalone(socket=args.socket)
     else:
         command = args.server or [
             sys.executable,
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             "--socket-path={socket}",
             f"--spec={args.spec}",
         ]
-        target = ProcessTarget(command)
+        manager = TargetManager.standalone(command)
+    target = manager.acquire("")  # what the plugin's vfu_target gives a case
     crashes = hangs = violations = 0
     reproducers: list[str] = []
     try:
@@ -207,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             f"fd_growth={growth if growth is not None else 'n/a'}"
         )
     finally:
-        if isinstance(target, ProcessTarget):
-            target.stop()
+        manager.stop_all()
     return 0 if not (crashes or hangs or violations) else 1
 
 

@@ -28,6 +28,10 @@ from pathlib import Path
 
 import pytest
 
+import conformance
+from pytest_vfiouser.plugin import get_state
+from pytest_vfiouser.report import compare_main
+
 __all__ = ["DEFAULT_ARGS", "main"]
 
 EXIT_OK = 0
@@ -62,8 +66,6 @@ class _Outcome:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from pytest_vfiouser.plugin import get_state
-
         config = session.config
         self.ran = not (
             config.option.collectonly
@@ -79,17 +81,13 @@ class _Outcome:
 
 
 def _suite_root() -> Path:
-    import conformance
-
     return Path(conformance.__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["compare"]:  # vfio-user-conformance compare A.json B.json ... (compare.py)
-        from pytest_vfiouser.report import compare_main as compare
-
-        return compare(args[1:])
+        return compare_main(args[1:])
     base = [
         "-c",
         os.devnull,  # no ini file of the current directory applies

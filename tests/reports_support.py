@@ -151,7 +151,7 @@ def browser():
     webdriver = pytest.importorskip(
         "selenium.webdriver", reason="selenium is not installed (pip install '.[test]')"
     )
-    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415  (after the importorskip)
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

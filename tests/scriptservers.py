@@ -1,7 +1,8 @@
 """Tiny scripted vfio-user servers for the plugin's tests.
 
 ``script_server(tmp_path, *flags)`` writes the script and returns a
-``--vfu-server`` command line (``fd=True``: with ``{fd}`` instead of ``{socket}``).  The server answers VERSION, DEVICE_GET_INFO
+``--vfu-server`` command line (``fd=True``: with ``{fd}`` instead of ``{socket}``).
+The server answers VERSION, DEVICE_GET_INFO
 (PCI, 1 region, 1 IRQ), GET_REGION_INFO and GET_IRQ_INFO; any other command
 gets an ENOTSUP error reply, unless a flag says otherwise:
 
@@ -17,6 +18,7 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -115,8 +117,6 @@ def run(pytester, *args, subprocess: bool = False):
 
 def load_json(pytester, name: str = "vfu.json") -> dict:
     """The --vfu-json report of an inner run, with cases by test name."""
-    import json
-
     data = json.loads((pytester.path / name).read_text())
     data["by_name"] = {c["nodeid"].split("::", 1)[1]: c for c in data["cases"]}
     return data

@@ -17,12 +17,13 @@ import pytest
 from hypothesis import strategies as st
 
 from pytest_vfiouser import fuzz as fuzzing
-from pytest_vfiouser.fuzz._engine import _chain
 from pytest_vfiouser import strategies as s
 from pytest_vfiouser.client import Client, Timeout
 from pytest_vfiouser.device import Profile, discover
-from pytest_vfiouser.fuzz import Fuzzer, FuzzFailure, Hang, ProcessTarget, TargetLost
+from pytest_vfiouser.fuzz import Fuzzer, FuzzFailure, Hang, TargetLost
+from pytest_vfiouser.fuzz._engine import _chain
 from pytest_vfiouser.protocol import Command, DeviceInfo, DmaMap, RegionRead, encode
+from pytest_vfiouser.target import TargetManager
 
 SETTINGS = dict(max_examples=150)
 
@@ -47,15 +48,15 @@ def server_command(fault: str | None = None) -> list[str]:
     return command
 
 
-def _start(tmp_path, fault: str | None = None) -> ProcessTarget:
-    return ProcessTarget(server_command(fault), base_dir=str(tmp_path))
-
-
 @pytest.fixture
 def server(request, tmp_path):
-    target = _start(tmp_path, getattr(request, "param", None))
-    yield target
-    target.stop()
+    """The reference server (with the fault of the parametrization) as the plugin's
+    vfu_target gives it: a TargetHandle."""
+    manager = TargetManager.standalone(
+        server_command(getattr(request, "param", None)), base_dir=str(tmp_path)
+    )
+    yield manager.acquire("")
+    manager.stop_all()
 
 
 def _device(target):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vfiouser.device import _profile as profile_mod
 from pytest_vfiouser.device import (
     DEVICE_FLAGS,
     FEATURES,
@@ -23,6 +22,7 @@ from pytest_vfiouser.device import (
     load_profile,
     parse_profile,
 )
+from pytest_vfiouser.device import _profile as profile_mod
 
 EXAMPLE = Path(profile_mod.__file__).parent / "profiles" / "example.toml"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pytest_vfiouser.target import (
     ResourceSnapshot,
     Target,
     TargetStartError,
+    is_exiting,
     is_listening,
     wait_listening,
 )
@@ -67,7 +69,8 @@ SERVER = textwrap.dedent(
     print("hello stdout", flush=True)
     print("hello stderr", file=sys.stderr, flush=True)
     s = listener()
-    serve(s, crash={"segv": signal.SIGSEGV, "abort": signal.SIGABRT, "core": signal.SIGSEGV}.get(mode))
+    crash = {"segv": signal.SIGSEGV, "abort": signal.SIGABRT, "core": signal.SIGSEGV}
+    serve(s, crash=crash.get(mode))
     """
 )
 
@@ -239,8 +242,6 @@ def test_death_by_signal_after_client(make, srv, mode, name):
 
 
 def test_core_dump_is_noted(make, srv, tmp_path):
-    import resource
-
     pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
     if resource.getrlimit(resource.RLIMIT_CORE)[1] == 0 or pattern.startswith("|"):
         pytest.skip(f"core dumps not written to files here (core_pattern {pattern!r})")
@@ -332,8 +333,6 @@ def test_wait_listening_standalone(tmp_path):
 
 def test_is_exiting_tells_a_dying_process(tmp_path):
     """A live process is not exiting; a zombie (dead, not yet reaped) is."""
-    from pytest_vfiouser.target import is_exiting
-
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         assert not is_exiting(proc.pid)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pytest_vfiouser.client import ErrorReply, MalformedReply
 from pytest_vfiouser.protocol import (
     VFIO_REGION_SUBTYPE_MIGRATION,
     VFIO_REGION_TYPE_MIGRATION,
@@ -206,8 +207,6 @@ def discover(client, *, spec: str, profile: Profile, hooks: Iterable[str] = ()) 
     IRQ that cannot be queried is noted in ``errors`` and left out.
     Client exceptions (Timeout, ConnectionClosed) pass through.
     """
-    from pytest_vfiouser.client import ErrorReply, MalformedReply
-
     try:
         if client.negotiated is None:
             client.negotiate()

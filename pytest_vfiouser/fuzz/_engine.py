@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import event as _hypothesis_event
+from hypothesis.stateful import run_state_machine_as_test
 
 from pytest_vfiouser.client import (
     Client,
@@ -71,8 +72,6 @@ __all__ = [
     "FuzzStats",
     "Fuzzer",
     "Hang",
-    "ProcessTarget",
-    "SocketTarget",
     "TargetLost",
     "fuzz_settings",
     "plan_frames",
@@ -458,7 +457,7 @@ class Fuzzer:
             raise TargetLost(f"the server crashed: {crash.message()}")
         if self.target.alive:
             raise TargetLost(f"the server is running, but {what}")
-        if not getattr(self.target, "managed", False):
+        if not self.target.managed:
             raise TargetLost(f"the server is gone: {what}")
         self.exits.append(what)
         self.restarts += 1
@@ -1081,79 +1080,6 @@ def _same_failure(recorded: BaseException, raised: BaseException) -> bool:
 # ---------------------------------------------------------------- targets outside pytest
 
 
-class _TargetAdapter:
-    """What both adapters forward to their ``target`` (target.Target / ExternalTarget)."""
-
-    @property
-    def alive(self) -> bool:
-        return self.target.alive
-
-    def snapshot(self):
-        return self.target.snapshot()
-
-    def note_connect(self) -> None:
-        pass
-
-
-class ProcessTarget(_TargetAdapter):
-    """A server process in the shape of ``vfu_target``, for fuzzing outside the plugin
-    (the benchmark, tests): started from a command template (see target.Target),
-    restarted by ``fresh()``, its crashes reported like the plugin's."""
-
-    managed = True
-
-    def __init__(self, command, **kwargs):
-        self._command = command
-        self._kwargs = kwargs
-        self.target = None
-        self.crashed: list[str] = []  # messages of crashes seen (a replaced process)
-        self.fresh()
-
-    def fresh(self) -> ProcessTarget:
-        from pytest_vfiouser.target import Target
-
-        self.stop()
-        self.target = Target(self._command, **self._kwargs).start()
-        return self
-
-    @property
-    def socket_path(self) -> str:
-        return self.target.socket_path
-
-    @property
-    def pid(self) -> int | None:
-        return self.target.pid
-
-    def crash(self, wait: float = 0.0):
-        from pytest_vfiouser.target import CrashInfo
-
-        return CrashInfo.of(self.target, wait)
-
-    def stop(self) -> None:
-        if self.target is not None:
-            self.target.stop(grace=1.0)
-            self.target.cleanup()
-
-
-class SocketTarget(_TargetAdapter):
-    """A server someone else runs, listening at ``socket_path`` (no pid: no fd counts,
-    no crash detection beyond a refused connection)."""
-
-    managed = False
-
-    def __init__(self, socket_path: str, pid: int | None = None):
-        from pytest_vfiouser.target import ExternalTarget
-
-        self.target = ExternalTarget(socket_path, pid=pid)
-        self.socket_path = str(socket_path)
-
-    def crash(self, wait: float = 0.0):
-        return None
-
-    def fresh(self):
-        raise TargetLost("the server is not one this run started: it cannot be restarted")
-
-
 # ---------------------------------------------------------------- running Hypothesis
 
 
@@ -1162,7 +1088,6 @@ def run_examples(
 ) -> None:
     """Run ``body(example)`` for the examples of ``strategy`` under ``fuzz`` settings;
     on failure raise ``fuzzer.final_error`` (the example, its wire log, a reproducer)."""
-    from hypothesis import given
 
     @fuzz
     @given(strategy)
@@ -1175,8 +1100,6 @@ def run_examples(
 def run_machine(fuzzer: Fuzzer, machine: type, fuzz: settings) -> None:
     """Run a RuleBasedStateMachine whose instances use ``fuzzer`` (each run one example:
     its __init__ calls ``fuzzer.begin``)."""
-    from hypothesis.stateful import run_state_machine_as_test
-
     _run(fuzzer, lambda: run_state_machine_as_test(machine, settings=fuzz))
 
 

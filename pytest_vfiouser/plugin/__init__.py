@@ -112,7 +112,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect other revisions and sections; check --vfu-section and the baseline (selection.py)."""
+    """Deselect other revisions and sections; check --vfu-section and the baseline."""
     state = _state(config)
     if state is not None:
         _selection.select(config, items, state)
@@ -120,7 +120,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Turn each phase's outcome into a verdict (verdicts.py); wire logs and log files of failures (artifacts.py)."""
+    """Each phase's outcome to a verdict (_judge); the log files of failures (_artifacts)."""
     outcome = yield
     state = _state(item.config)
     if state is None:

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from pytest_vfiouser.client import Client, ClientError
 from pytest_vfiouser.device import DeviceModel, DiscoveryError, discover
 from pytest_vfiouser.report import Records
 from pytest_vfiouser.target import TargetHandle, TargetManager
 
+from ._hookspecs import HOOK_NAMES, hook_attr
 from ._options import Settings
 
 __all__ = ["RunState", "get_state"]
@@ -35,8 +37,6 @@ class RunState:
     @property
     def hook_names(self) -> frozenset[str]:
         """Names of the vfu_* hooks some plugin implements."""
-        from ._hookspecs import HOOK_NAMES, hook_attr
-
         hook = self.config.pluginmanager.hook
         return frozenset(n for n in HOOK_NAMES if getattr(hook, hook_attr(n)).get_hookimpls())
 
@@ -54,41 +54,26 @@ class RunState:
         return self._device
 
     def _discover(self, handle: TargetHandle) -> None:
-        from pytest_vfiouser.client import Client, ClientError
+        def use() -> str | None:
+            client = None
+            try:
+                client = Client.connect(handle.socket_path, timeout=self.settings.timeout)
+                self._device = discover(
+                    client,
+                    spec=self.settings.spec,
+                    profile=self.settings.profile,
+                    hooks=self.hook_names,
+                )
+            except DiscoveryError as e:
+                return f"device discovery failed: {e}"
+            except (ClientError, OSError) as e:
+                return f"device discovery failed: {type(e).__name__}: {e}"
+            finally:
+                if client is not None:
+                    client.close()
+            return None
 
-        manager = self.manager
-        t = handle.target
-        before = t.snapshot().fds
-        client = None
-        try:
-            client = Client.connect(t.socket_path, timeout=self.settings.timeout)
-            self._device = discover(
-                client,
-                spec=self.settings.spec,
-                profile=self.settings.profile,
-                hooks=self.hook_names,
-            )
-        except DiscoveryError as e:
-            self._discovery_error = f"device discovery failed: {e}"
-        except (ClientError, OSError) as e:
-            self._discovery_error = f"device discovery failed: {type(e).__name__}: {e}"
-        finally:
-            if client is not None:
-                client.close()
-        manager.settle(t, before)
-        crash = manager.crash_of(t, wait=0.2 if self._discovery_error else 0.0)
-        if crash is not None:
-            manager.notes.append("the server crashed during device discovery: " + crash.message())
-            self._discovery_error = (
-                self._discovery_error or ""
-            ) + f" (server killed by {crash.signal})"
-        elif t.poll() is not None and self._discovery_error is None:
-            manager.note_nonpersistent(t.poll())
-        if self._discovery_error is not None:
-            manager.notes.append(self._discovery_error)
-        if t.poll() is not None or (self._discovery_error and "Timeout" in self._discovery_error):
-            if handle.managed:
-                manager.replace(handle)
+        self._discovery_error = self.manager.use_once(handle, "device discovery", use)
 
     def negotiated(self) -> dict | None:
         return self._device.negotiated() if self._device is not None else None

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+import pytest
 
 from ._process import (
     ExternalTarget,
@@ -25,7 +28,6 @@ from ._process import (
     Target,
     TargetStartError,
     is_exiting,
-    is_listening,
 )
 
 __all__ = [
@@ -82,7 +84,7 @@ class CrashInfo:
     stderr_path: str = ""
 
     @classmethod
-    def of(cls, t: Target, wait: float = 0.0) -> CrashInfo | None:
+    def of(cls, t: Target | ExternalTarget, wait: float = 0.0) -> CrashInfo | None:
         """What killed ``t``, if a signal did (waiting up to ``wait`` s for it to die)."""
         rc = t.wait(wait) if wait else t.poll()
         if rc is None or rc >= 0:
@@ -151,7 +153,7 @@ class TargetHandle:
     @property
     def managed(self) -> bool:
         """Whether the suite started this server (else: --vfu-socket)."""
-        return isinstance(self.target, Target)
+        return self.target.managed
 
     def snapshot(self) -> ResourceSnapshot:
         """The server's open fd count and RSS now (None where unknown)."""
@@ -170,8 +172,6 @@ class TargetHandle:
         server is not one the suite starts.
         """
         if not self.managed:
-            import pytest
-
             pytest.skip("needs a server the suite starts (--vfu-server), not --vfu-socket")
         self._manager.replace(self)
         self.before = self.after = None
@@ -188,7 +188,7 @@ class TargetHandle:
             self.before = self.target.snapshot()
 
     def crash(self, wait: float = 0.0) -> CrashInfo | None:
-        """CrashInfo if the server was killed by a signal (waiting up to ``wait`` s for it to die)."""
+        """CrashInfo if a signal killed the server (waiting up to ``wait`` s for it to die)."""
         return self._manager.crash_of(self.target, wait)
 
     def resources(self) -> dict[str, int]:
@@ -204,6 +204,24 @@ class TargetHandle:
 
 class TargetManager:
     """Starts, hands out, replaces and stops the servers of one pytest process."""
+
+    @classmethod
+    def standalone(
+        cls,
+        command: tuple[str, ...] | str | None = None,
+        *,
+        socket: str | None = None,
+        env: dict[str, str] | None = None,
+        base_dir: str | None = None,
+    ) -> TargetManager:
+        """A manager outside a pytest run (the fuzz benchmark, the project's tests): one
+        server from ``command`` (a template with {socket} or {fd}), or the one listening
+        at ``socket``. ``acquire("")`` hands it out; ``stop_all()`` stops it."""
+        if (command is None) == (socket is None):
+            raise ValueError("give a command or a socket, not both")
+        manager = cls(_Standalone(command, socket, dict(env or {})))
+        manager.base_dir = base_dir
+        return manager
 
     def __init__(self, settings: TargetSettings):
         self.settings = settings
@@ -256,7 +274,7 @@ class TargetManager:
     def acquire(self, key: str) -> TargetHandle:
         """The target for a test; starts one if there is none usable."""
         t = self.current
-        if t is not None and (key != self._key or not self._usable(t)):
+        if t is not None and (key != self._key or not t.usable()):
             self._retire(t)
         if self.current is None:
             self._start()
@@ -315,8 +333,9 @@ class TargetManager:
         The first time, also watch for PROBE_SECONDS whether the server exits
         after a client (some serve one client and quit); once it has been seen
         to, wait for that exit every time, so the next test finds it gone.
+        A server somebody else runs is not ours to wait for.
         """
-        if not isinstance(t, Target):
+        if not t.managed:
             return
         deadline = time.monotonic() + SETTLE_SECONDS
         if self.persistent is not False:
@@ -339,17 +358,34 @@ class TargetManager:
             self.persistent = True
 
     def crash_of(self, t: Target | ExternalTarget, wait: float = 0.0) -> CrashInfo | None:
-        if not isinstance(t, Target) or t in self._ours_stopped:
+        if t in self._ours_stopped:
             return None
         crash = CrashInfo.of(t, wait)
         return None if t in self._ours_stopped else crash  # stopped by us while waiting
 
-    def _usable(self, t: Target | ExternalTarget) -> bool:
-        if not isinstance(t, Target):
-            return True
-        if t.poll() is not None:
-            return False
-        return is_listening(t.socket_path)
+    def use_once(
+        self, handle: TargetHandle, what: str, use: Callable[[], str | None]
+    ) -> str | None:
+        """Run ``use()``, which talks to the handle's server outside any test (device
+        discovery), and keep the books as a test's release would: wait for the server to
+        settle, note a crash or an exit after the client, and give the handle a fresh
+        server when this one is gone or hung. ``use`` returns an error text or None;
+        the result is that text, with the crash said, or None."""
+        t = handle.target
+        before = t.snapshot().fds
+        error = use()
+        self.settle(t, before)
+        crash = self.crash_of(t, wait=0.2 if error else 0.0)
+        if crash is not None:
+            self.notes.append(f"the server crashed during {what}: " + crash.message())
+            error = (error or "") + f" (server killed by {crash.signal})"
+        elif t.poll() is not None and error is None:
+            self.note_nonpersistent(t.poll())
+        if error is not None:
+            self.notes.append(error)
+        if (t.poll() is not None or (error and "Timeout" in error)) and handle.managed:
+            self.replace(handle)
+        return error
 
     # -- starting and stopping
     def _start(self) -> None:
@@ -393,7 +429,7 @@ class TargetManager:
         The directory with its logs is removed, unless it crashed (the crash
         message names its stderr log).
         """
-        if isinstance(t, Target):
+        if t.managed:  # a server of ours is stopped; somebody else's keeps running
             was_running = t.poll() is None
             if was_running:
                 self._ours_stopped.add(t)
@@ -405,6 +441,23 @@ class TargetManager:
         if t is self.current:
             self.current = None
             self._key = None
+
+
+@dataclass(frozen=True)
+class _Standalone:
+    """TargetSettings of a standalone manager: one server for the whole session."""
+
+    server: tuple[str, ...] | str | None
+    socket: str | None
+    env: dict[str, str]
+    restart: str = "per-session"
+    embedded: bool = False
+
+    @property
+    def command_text(self) -> str:
+        if self.server is None:
+            return ""
+        return self.server if isinstance(self.server, str) else " ".join(self.server)
 
 
 def _with_hints(message: str, returncode: int | None, settings: TargetSettings) -> str:

@@ -203,11 +203,20 @@ def _signal_name(signum: int) -> str:
 
 
 class _BaseTarget:
-    """The interface the plugin relies on; both target kinds provide it."""
+    """The interface the plugin relies on; both target kinds provide it.
+
+    What only a process of ours has (waiting for its exit, a signal that
+    killed it, a directory to clean up) is a no-op here, so that the manager
+    treats both kinds alike; ``managed`` says which kind it is where the
+    difference is the point (a server somebody else runs cannot be restarted).
+    """
 
     socket_path: str
     command: str | None = None
     sigterm_honoured: bool | None = None
+    managed = False  # started (and so stopped, restarted, watched) by the suite
+    signal_name: str | None = None  # what killed it, for a process of ours
+    stderr_path = ""
 
     @property
     def pid(self) -> int | None:
@@ -225,6 +234,19 @@ class _BaseTarget:
         return self.poll() is None
 
     def stop(self, grace: float = 3.0) -> int | None:
+        return None
+
+    def wait(self, timeout: float) -> int | None:
+        return self.poll()
+
+    def cleanup(self) -> None:
+        """Remove what the suite made for this target (nothing, unless it started it)."""
+
+    def usable(self) -> bool:
+        """Whether a test may be handed this target (a server of ours: running, listening)."""
+        return True
+
+    def core_note(self) -> str | None:
         return None
 
     def stderr_tail(self, lines: int = 20) -> str:
@@ -260,6 +282,8 @@ class Target(_BaseTarget):
     socket path would exceed the AF_UNIX limit.  It is kept after stop() so the
     logs can still be read; cleanup() removes it.
     """
+
+    managed = True
 
     def __init__(
         self,
@@ -401,7 +425,10 @@ class Target(_BaseTarget):
 
     def _fail_start(self) -> None:
         if self.poll() is None:
-            how = f"still running, not listening on {self.socket_path} after {self.startup_timeout:g} s; killed it"
+            how = (
+                f"still running, not listening on {self.socket_path} "
+                f"after {self.startup_timeout:g} s; killed it"
+            )
         else:
             how = self.exit_description()
         self.stop(grace=0)
@@ -479,7 +506,8 @@ class Target(_BaseTarget):
 
     @property
     def core_dumped(self) -> bool | None:
-        """None while running; else whether the kernel says it dumped core, or a fresh core file exists."""
+        """None while running; else whether the kernel says it dumped core, or a fresh core
+        file exists."""
         if self.poll() is None:
             return None
         if self._status is not None and os.WIFSIGNALED(self._status) and os.WCOREDUMP(self._status):
@@ -533,7 +561,8 @@ class Target(_BaseTarget):
 
     def describe(self) -> str:
         pid = f"pid {self.pid}, " if self.pid is not None else ""
-        return f"{self.command or self._display} ({pid}{self.exit_description()}, socket {self.socket_path})"
+        where = f"{pid}{self.exit_description()}, socket {self.socket_path}"
+        return f"{self.command or self._display} ({where})"
 
     # -- stopping ----------------------------------------------------------
 
@@ -586,6 +615,9 @@ class Target(_BaseTarget):
         except FileNotFoundError:
             pass
         return self.poll()
+
+    def usable(self) -> bool:
+        return self.poll() is None and is_listening(self.socket_path)
 
     def cleanup(self) -> None:
         """stop(), then remove the per-target directory and its logs."""
