@@ -67,7 +67,18 @@ from ._dirty import BitmapRange, DirtyPages, bitmap_bytes
 from ._dma import DmaMap, DmaRead, DmaReadReply, DmaUnmap, DmaWrite, DmaWriteReply, VfioBitmap
 from ._errors import CodecError
 from ._framing import MessageReader, check_msg_size
-from ._header import Header, encode, encode_error, encode_reply
+from ._header import (
+    COMMAND,
+    ERROR,
+    FLAGS,
+    HEADER_STRUCT,
+    MSG_ID,
+    MSG_SIZE,
+    Header,
+    encode,
+    encode_error,
+    encode_reply,
+)
 from ._messages import REPLY_TYPES, REQUEST_TYPES, decode, payload_type
 from ._migration import (
     V1_TABLE_STATES,
@@ -141,6 +152,12 @@ __all__ = [
     "FeatureMigration",
     "HEADER_FLAGS_DEFINED",
     "HEADER_SIZE",
+    "HEADER_STRUCT",
+    "MSG_ID",
+    "COMMAND",
+    "MSG_SIZE",
+    "FLAGS",
+    "ERROR",
     "Header",
     "IRQ_SET_ACTION_MASK",
     "IRQ_SET_DATA_MASK",

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from ._constants import FLAG_ERROR, FLAG_NO_REPLY, HEADER_SIZE, TYPE_MASK, MsgType, command_name
 from ._errors import CodecError
 
-_HEADER = struct.Struct("<HHIII")
+# The header's layout, stated once: msg_id, command, msg_size, flags, error.
+# Hot paths (client, wire log, fuzzing) pack and unpack with it directly.
+HEADER_STRUCT = struct.Struct("<HHIII")
+assert HEADER_STRUCT.size == HEADER_SIZE
+# Positions in the unpacked tuple, for code that skips building a Header.
+MSG_ID, COMMAND, MSG_SIZE, FLAGS, ERROR = range(5)
+_HEADER = HEADER_STRUCT
 
 
 @dataclass(slots=True)
