@@ -1,4 +1,5 @@
-"""What the fuzz modules share: the ``fuzzer`` fixture and the end-of-run checks.
+"""What the fuzz modules share: capabilities, settings and the end-of-run checks
+(the ``fuzzer`` fixture is in conftest.py).
 
 The fuzzer (pytest_vfiouser.fuzzing.Fuzzer) keeps one connection across a
 case's examples, checks every answer, and turns a failing example into an
@@ -9,12 +10,9 @@ runs many more random examples than the default ``ci`` effort.
 
 from __future__ import annotations
 
-import pytest
+from pytest_vfiouser.fuzz import Fuzzer, fuzz_settings
 
-from pytest_vfiouser.fuzz import FUZZ_TIMEOUT, Fuzzer, account, fuzz_settings
-from pytest_vfiouser.plugin import DEFAULT_TIMEOUT, get_state
-
-__all__ = ["end_of_run", "fuzz_for", "fuzzer", "negotiated_caps"]
+__all__ = ["case_name", "end_of_run", "fuzz_for", "negotiated_caps"]
 
 PGSIZE = 4096
 
@@ -29,47 +27,16 @@ def negotiated_caps(device, spec: str) -> dict:
     return caps
 
 
-def _timeout(settings) -> float:
-    """A short wait (the fuzz timeout), unless the user asked for a longer one."""
-    if settings.timeout > DEFAULT_TIMEOUT:
-        return settings.timeout
-    return min(FUZZ_TIMEOUT, settings.timeout)
-
-
-def _case_name(node) -> str:
+def case_name(node) -> str:
     mark = node.get_closest_marker("requirement")
     name = mark.args[0] if mark else node.name
     callspec = getattr(node, "callspec", None)
     return f"{name}-{callspec.id}" if callspec is not None else name
 
 
-@pytest.fixture
-def fuzzer(request, vfu_target, vfu_device, vfu_spec, vfu_observe):
-    """A Fuzzer on the target (its counts go to the terminal summary)."""
-    settings = get_state(request.config).settings
-    if get_state(request.config).manager.persistent is False and not vfu_target.managed:
-        pytest.skip(
-            "the server exits after each client and is not one the suite starts "
-            "(--vfu-socket): fuzzing needs new connections"
-        )
-    f = Fuzzer(
-        vfu_target,
-        spec=vfu_spec,
-        timeout=_timeout(settings),
-        capabilities=negotiated_caps(vfu_device, vfu_spec),
-        device_info=vfu_device.info,
-        case_id=_case_name(request.node),
-        repro_dir=settings.fuzz_dir,
-        observe=vfu_observe,
-    )
-    yield f
-    f.close()
-    account(request.config, f)
-
-
 def fuzz_for(request, share: float = 1.0, **overrides):
     """The Hypothesis settings of a fuzz case (--vfu-fuzz: ci or campaign)."""
-    return fuzz_settings(get_state(request.config).settings.fuzz, share, **overrides)
+    return fuzz_settings(request.getfixturevalue("vfu_settings").fuzz, share, **overrides)
 
 
 def end_of_run(fuzzer: Fuzzer, device, observe) -> int | None:

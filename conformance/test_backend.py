@@ -20,7 +20,6 @@ import pytest
 
 from pytest_vfiouser import MAY, MUST, case
 from pytest_vfiouser.client import Client, ClientError
-from pytest_vfiouser.plugin import get_state
 from pytest_vfiouser.target import Target, TargetStartError, listening_inodes
 
 SOCKET_OPTION = "--socket-path={socket}"
@@ -55,7 +54,7 @@ def _shell_word(arg: str) -> str:
 
 
 @pytest.fixture
-def backend(request, tmp_path, vfu_target):
+def backend(vfu_settings, tmp_path, vfu_target):
     """``backend(option, redirect=False)``: start the server program with ``option`` as its
     socket argument (optionally with fds 0-2 on /dev/null) and wait until it listens; a
     started ``Target``. Every program started is stopped at teardown."""
@@ -91,7 +90,7 @@ def backend(request, tmp_path, vfu_target):
             raise AssertionError(f"the server program did not start with {option}:\n{e}") from e
         return target
 
-    start.timeout = get_state(request.config).settings.timeout
+    start.timeout = vfu_settings.timeout
     yield start
     for target in started:
         inodes = listening_inodes(target.socket_path)

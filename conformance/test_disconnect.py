@@ -49,7 +49,7 @@ def _disconnect(client, vfu_target, baseline: int | None) -> bool:
     """Close ``client`` and wait until the server has let go of it; whether it still runs."""
     client.close()
     if baseline is not None:
-        wait_server_fds(vfu_target, baseline)
+        wait_server_fds(vfu_target, baseline, client.timeout)
     else:
         time.sleep(0.5)
     deadline = time.monotonic() + 0.1  # a server on its way out

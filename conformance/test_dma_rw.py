@@ -141,9 +141,10 @@ def test_data_moved(vfu_client, vfu_hooks, base):
     refused = [f"{_describe(r)}: {r.detail}" for r in requests if not r.ok]
     assert not refused, f"the client had to refuse requests: {refused}"
     got = vfu_client.memory.read(b + 0x200, len(data))
+    first = next((i for i, (x, y) in enumerate(zip(got, data, strict=True)) if x != y), None)
     assert got == data, (
         "the data the device wrote back to client memory is not what it read: first "
-        f"difference at byte {next(i for i, (x, y) in enumerate(zip(got, data, strict=True)) if x != y)}"
+        f"difference at byte {first}"
     )
 
 

@@ -22,7 +22,7 @@ from pytest_vfiouser import strategies as s
 from pytest_vfiouser.fuzz import FuzzFailure, run_examples
 from pytest_vfiouser.protocol import Command, RegionAccess
 
-from ._fuzz import end_of_run, fuzz_for, fuzzer  # noqa: F401  (fuzzer is a fixture)
+from ._fuzz import end_of_run, fuzz_for
 
 
 def _describe(tx) -> str:
@@ -30,7 +30,7 @@ def _describe(tx) -> str:
 
 
 @case("fuzz/valid-requests", MUST)
-def test_valid_requests(request, fuzzer, vfu_device, vfu_spec, vfu_observe):  # noqa: F811
+def test_valid_requests(request, fuzzer, vfu_device, vfu_spec, vfu_observe):
     """Requests of every command the client sends, well framed, with every field across
     its range and weighted to the edges (0, 1, maxima, powers of two, the device's region
     sizes, IRQ counts and index counts), 1-3 pipelined: each is answered with a
@@ -57,7 +57,7 @@ def test_valid_requests(request, fuzzer, vfu_device, vfu_spec, vfu_observe):  # 
 
 
 @case("fuzz/mutated-requests", MUST)
-def test_mutated_requests(request, fuzzer, vfu_device, vfu_spec, vfu_observe):  # noqa: F811
+def test_mutated_requests(request, fuzzer, vfu_device, vfu_spec, vfu_observe):
     """Valid requests damaged the ways that matter to a parser (msg_size shorter or
     longer than what follows, argsz off by a little or a lot,
     undefined flag bits, indexes past the end, offset + count past 2**64, truncated
@@ -87,7 +87,7 @@ def test_mutated_requests(request, fuzzer, vfu_device, vfu_spec, vfu_observe):  
 
 
 @case("fuzz/garbage", MUST)
-def test_garbage(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
+def test_garbage(request, fuzzer, vfu_device, vfu_observe):
     """Bytes that are no message (random bytes, random headers with any msg_size,
     framed junk of any command and flags): the server answers what it can
     frame with well-formed replies, or closes the connection; it does not crash or hang,
@@ -141,7 +141,7 @@ def _check_known_good(vfu_device, frame, reply) -> None:
 
 
 @case("fuzz/split-writes", MUST)
-def test_split_writes(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
+def test_split_writes(request, fuzzer, vfu_device, vfu_observe):
     """Requests the device grants (DEVICE_GET_INFO, GET_REGION_INFO and GET_IRQ_INFO of its
     indexes, REGION_READ of readable regions, REGION_WRITE of scratch ranges), 1-4 back to
     back and cut into several writes at any byte: each gets the reply it gets when sent
@@ -176,7 +176,7 @@ def test_split_writes(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
 
 
 @case("fuzz/version-handshake", MUST)
-def test_version_handshake(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
+def test_version_handshake(request, fuzzer, vfu_device, vfu_observe):
     """Hostile VERSION proposals on new connections (any major and minor; version data
     that is valid JSON, unknown keys, wrong types and ranges, unterminated, not UTF-8,
     nested 100000 deep, huge numbers; damaged framing): each is answered with a
@@ -212,7 +212,7 @@ def test_fds_released(
     fuzzer,
     vfu_target,
     vfu_device,
-    vfu_spec,  # noqa: F811
+    vfu_spec,
     vfu_observe,
 ):
     """Requests that carry fds (DMA_MAP with a memfd, SET_IRQS with eventfds) and requests

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from pytest_vfiouser import MUST, SHOULD, case
-from pytest_vfiouser.fuzz import FuzzFailure, run_machine
+from pytest_vfiouser.fuzz import FuzzFailure, run_machine, run_with
 from pytest_vfiouser.protocol import (
     V1_TABLE_STATES,
     V1_TRANSITIONS,
@@ -52,8 +52,8 @@ from pytest_vfiouser.protocol import (
 )
 from pytest_vfiouser.protocol import MigrationStateV1 as S
 
-from ._fuzz import end_of_run, fuzz_for, fuzzer  # noqa: F401  (fuzzer is a fixture)
-from ._support import eventfd_value, make_eventfd, server_max_msg_fds
+from ._fuzz import end_of_run, fuzz_for
+from ._support import SIGNAL_WAIT, eventfd_value, make_eventfd, server_max_msg_fds
 
 PAGE = 4096
 RW = int(DmaMapFlags.READ | DmaMapFlags.WRITE)
@@ -67,7 +67,6 @@ MASK, UNMASK, TRIGGER = (
     int(IrqSetFlags.ACTION_UNMASK),
     int(IrqSetFlags.ACTION_TRIGGER),
 )
-SIGNAL_WAIT = 1.0  # seconds an eventfd that must be signalled gets
 WINDOW = 128  # bytes at each end of a scratch range that region accesses stay in
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 _windows = itertools.count()
@@ -88,7 +87,7 @@ def step(fn):
         try:
             return fn(self, *args, **kwargs)
         except Exception as e:
-            self.fuzzer._record(e, self, lambda m: m.describe())
+            self.fuzzer.record(e, self, lambda m: m.describe())
             raise
 
     return wrapper
@@ -291,7 +290,7 @@ def _dma_machine(fz, with_reconnect: bool):
 
 
 @case("fuzz/dma-map-model", MUST)
-def test_dma_map_model(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
+def test_dma_map_model(request, fuzzer, vfu_device, vfu_observe):
     """Random sequences of DMA_MAP (with and without an fd) and DMA_UNMAP over a small
     window of client addresses agree with a model of the mapped ranges: a map over an
     existing mapping fails with EEXIST, a map of free addresses succeeds, an unmap that
@@ -308,7 +307,7 @@ def test_dma_map_model(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
 
 
 @case("fuzz/dma-map-model-reconnect", SHOULD)
-def test_dma_map_model_reconnect(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
+def test_dma_map_model_reconnect(request, fuzzer, vfu_device, vfu_observe):
     """The DMA model with reconnections: after a client leaves, a new client finds no
     mapping of it (every range the old client had mapped maps again without EEXIST).
 
@@ -645,7 +644,7 @@ def _irq_machine(fz, device, hooks):
 
 
 @case("fuzz/set-irqs-model", MUST)
-def test_set_irqs_model(request, fuzzer, vfu_device, vfu_hooks, vfu_observe):  # noqa: F811
+def test_set_irqs_model(request, fuzzer, vfu_device, vfu_hooks, vfu_observe):
     """Random sequences of SET_IRQS on the device's IRQ indexes (assign eventfds to
     sub-indexes, de-assign, disable an index, trigger from the client with DATA_NONE or
     DATA_BOOL, mask and unmask MASKABLE indexes, ranges past the end) agree with a model:
@@ -852,7 +851,7 @@ def _migration_machine(fz, index: int, size: int, covered: set):
 
 
 @case("fuzz/migration-v1-model", MUST, requires=("migration_v1",), revisions=("0.9.1",))
-def test_migration_v1_model(request, fuzzer, vfu_target, vfu_device, vfu_observe):  # noqa: F811
+def test_migration_v1_model(request, fuzzer, vfu_target, vfu_device, vfu_observe):
     """Random walks over device_state (every value 0-7 written in every state reached,
     with iterations of the saving loop in pre-copy and stop-and-copy) agree with the spec's
     table: valid transitions succeed and read back, all others fail and leave the state
@@ -885,7 +884,6 @@ def _sweep(fz, machine, covered: set) -> None:
     missing = sorted({(int(a), b) for a in V1_TABLE_STATES for b in range(8)} - covered)
     if not missing:
         return
-    from pytest_vfiouser.fuzz._engine import _run
 
     def sweep():
         m = machine()
@@ -902,10 +900,10 @@ def _sweep(fz, machine, covered: set) -> None:
                         f"device_state ({_name(m.state)}) back to running"
                     )
         except Exception as e:
-            fz._record(e, m, lambda x: x.describe())
+            fz.record(e, m, lambda x: x.describe())
             raise
 
-    _run(fz, sweep)
+    run_with(fz, sweep)
 
 
 def _restore_running(fz, target, index: int) -> None:
@@ -1039,7 +1037,7 @@ def _region_machine(fz, ranges: list[tuple[int, int, int]], xfer: int):
 
 
 @case("fuzz/region-rw-model", MUST)
-def test_region_rw_model(request, fuzzer, vfu_device, vfu_observe):  # noqa: F811
+def test_region_rw_model(request, fuzzer, vfu_device, vfu_observe):
     """Random REGION_WRITE (some with No_reply) and REGION_READ inside the profile's scratch
     ranges agree with a byte model: a read returns what was last written to each byte (and
     a byte not written since it was read reads the same); replies state the request's

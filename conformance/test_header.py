@@ -31,7 +31,6 @@ from pytest_vfiouser.protocol import (
 )
 
 from ._support import (
-    ROBUST_TIMEOUT,
     answer,
     answer_or_silence,
     assert_new_connection_works,
@@ -88,7 +87,7 @@ def _what(name: str) -> str:
 def _recv(client, what: str):
     """The next message, with framing trouble turned into spec-worded failures."""
     try:
-        reply = client.recv_message(ROBUST_TIMEOUT)
+        reply = client.recv_message()
     except Timeout as e:
         if e.partial_bytes >= HEADER_SIZE:
             pytest.fail(
@@ -383,7 +382,7 @@ def test_pipeline_burst(vfu_client, vfu_device):
             requests.append((GET_INFO, DeviceInfo(DeviceInfo.SIZE)))
             expect.append(("info", None))
     try:
-        replies = vfu_client.pipeline(requests, timeout=10.0)
+        replies = vfu_client.pipeline(requests)
     except ClientError as e:
         pytest.fail(
             f"{len(requests)} pipelined commands did not get their replies in the order sent: {e}"

@@ -25,7 +25,6 @@ import pytest
 from conformance._support import accepted
 from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.client import Client, ClientError
-from pytest_vfiouser.plugin import get_state
 from pytest_vfiouser.protocol import (
     V1_TABLE_STATES,
     VFIO_REGION_SUBTYPE_MIGRATION,
@@ -212,7 +211,7 @@ def _second_server(request):
             "needs a server the suite starts (--vfu-server), not --vfu-socket: a whole "
             "migration needs a second server process as the destination"
         )
-    timeout = get_state(request.config).settings.timeout
+    timeout = request.getfixturevalue("vfu_settings").timeout
     target = Target(handle.template, env=handle.env)
     try:
         target.start()

@@ -630,7 +630,7 @@ def test_excess_fds_closed(vfu_client, vfu_device, vfu_target, vfu_connect):
         pytest.skip(
             f"the server accepted {what}: the fds are in use (see version/excess-fds-refused)"
         )
-    after = wait_server_fds(vfu_target, before)
+    after = wait_server_fds(vfu_target, before, vfu_client.timeout)
     assert after is None or after <= before, (
         f"the server had {before} fds open before {what} and {after} after refusing it: it "
         "kept fds of a message it refused"

@@ -9,6 +9,7 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --abort-on N     os.abort() on command N (a crash: SIGABRT)
   --hang-on N      never reply to command N (and stop reading)
   --error-on N     an error reply (errno 95) to command N
+  --delay-errors S sleep S seconds before each error reply (slow, but correct)
   --once           exit(0) after the first client disconnects
   --abort-at-close os.abort() when a client that sent DEVICE_RESET disconnects
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
@@ -26,17 +27,20 @@ from pathlib import Path
 SCRIPT = r"""
 import json, os, signal, socket, struct, sys, time
 path, flags = sys.argv[1], sys.argv[2:]
-def opt(name):
-    return int(flags[flags.index(name) + 1]) if name in flags else None
+def opt(name, kind=int):
+    return kind(flags[flags.index(name) + 1]) if name in flags else None
 if "--fail-start" in flags:
     sys.stderr.write("scriptserver: cannot open /dev/vfio-nothing: No such device\n")
     sys.exit(3)
 if "--ignore-term" in flags:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 abort_on, hang_on, error_on = opt("--abort-on"), opt("--hang-on"), opt("--error-on")
+delay_errors = opt("--delay-errors", float)
 HDR = struct.Struct("<HHIII")
 def reply(conn, msg_id, cmd, payload=b"", error=0):
     flags = 1 | (0x20 if error else 0)
+    if error and delay_errors:
+        time.sleep(delay_errors)
     conn.sendall(HDR.pack(msg_id, cmd, 16 + len(payload), flags, error) + payload)
 def recv_exact(conn, n):
     buf = b""

@@ -46,10 +46,20 @@ ALLOWED: dict[str, frozenset[str]] = {
     "": frozenset({"plugin"}),  # the package root: the names cases import, lazily
 }
 REFERENCE_SERVER_ALLOWED = frozenset({"protocol", "_unix"})
+# The cases use the suite's public API (case, MUST, the vfu_* fixtures) and its
+# tools, never the plugin's insides: what they need from a run comes as fixtures.
+CASES_ALLOWED = frozenset(
+    {"", "verdict", "protocol", "client", "target", "device", "fuzz", "strategies"}
+)
+OUTSIDE = {"reference_server": REFERENCE_SERVER_ALLOWED, "conformance": CASES_ALLOWED}
 
 
 def _modules() -> list[Path]:
-    return sorted((ROOT / SUITE).rglob("*.py")) + sorted((ROOT / "reference_server").rglob("*.py"))
+    return [
+        *sorted((ROOT / SUITE).rglob("*.py")),
+        *sorted((ROOT / "reference_server").rglob("*.py")),
+        *sorted((ROOT / "conformance").rglob("*.py")),
+    ]
 
 
 def _name(path: Path) -> str:
@@ -88,7 +98,8 @@ def _package(module: str) -> str | None:
 
 def _violations(path: Path, text: str | None = None) -> list[str]:
     me = _name(path)
-    mine = "reference_server" if me.startswith("reference_server") else _package(me)
+    mine = next((o for o in OUTSIDE if me.startswith(o)), None)
+    mine = mine or _package(me)
     out = []
     for line, module, names in _imports(path, path.read_text() if text is None else text):
         where = f"{path.relative_to(ROOT)}:{line}"
@@ -98,14 +109,16 @@ def _violations(path: Path, text: str | None = None) -> list[str]:
         theirs = _package(module)
         if theirs is None:
             continue
-        if theirs == "" and names:  # ``from pytest_vfiouser import plugin``: the named packages
+        if theirs == "" and names and mine == "conformance":  # case, MUST: the root's API
+            targets = [(n if n in ALLOWED else "") for n in names]
+        elif theirs == "" and names:  # ``from pytest_vfiouser import plugin``: the packages
             targets = [(n if n != "__version__" else "") for n in names]
         else:
             targets = [theirs]
         for target in targets:
             if target == mine:
                 continue
-            allowed = REFERENCE_SERVER_ALLOWED if mine == "reference_server" else ALLOWED[mine]
+            allowed = OUTSIDE[mine] if mine in OUTSIDE else ALLOWED[mine]
             if target and target not in allowed:
                 out.append(
                     f"{where}: {mine or SUITE} imports {target} ({module}), against the layers"
@@ -150,6 +163,14 @@ def test_the_check_catches_what_it_forbids(where, text, complaint):
     """Each rule can fail: an import that breaks it is reported."""
     found = _violations(ROOT / SUITE / where, text)
     assert any(complaint in v for v in found), found
+
+
+def test_cases_do_not_reach_into_the_plugin():
+    found = _violations(
+        ROOT / "conformance" / "_probe.py",
+        "from pytest_vfiouser.plugin import get_state\nfrom pytest_vfiouser import MUST, case",
+    )
+    assert len(found) == 1 and "plugin" in found[0], found
 
 
 def test_the_reference_server_imports_only_the_codec_and_socket_helpers():

@@ -141,3 +141,29 @@ def test_reference_hooks_are_only_automatic_for_the_embedded_server(pytester: py
     run(pytester, "-s", "--vfu-server", script_server(pytester.path)).stdout.fnmatch_lines(
         ["*IMPLS 0*"]
     )
+
+
+@pytest.mark.parametrize(
+    "timeout, verdict", [("30", "PASS"), ("1", "HANG")], ids=["timeout-above-delay", "below"]
+)
+def test_every_wait_is_the_vfu_timeout(tmp_path: Path, timeout, verdict):
+    """A server that takes 2.5 s to refuse something (slow, not wrong) passes when
+    --vfu-timeout allows for it (no case waits less than the timeout it was given), and
+    hangs when the timeout is shorter than the delay."""
+    proc = cli(
+        tmp_path,
+        "--vfu-server",
+        script_server(tmp_path, "--delay-errors", "2.5"),
+        "--vfu-timeout",
+        timeout,
+        "--vfu-section",
+        "region_info",
+        "-k",
+        "test_index_out_of_range and u32",
+        "--vfu-json",
+        "out.json",
+    )
+    cases = json.loads((tmp_path / "out.json").read_text())["cases"]
+    assert [(c["case_id"], c["verdict"]) for c in cases] == [
+        ("region_info/index-out-of-range", verdict)
+    ], proc.stdout + proc.stderr

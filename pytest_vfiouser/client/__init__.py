@@ -16,7 +16,7 @@ May import: ``protocol`` and ``_unix``.
 from pytest_vfiouser._unix import SCM_MAX_FD
 
 from ._client import DEFAULT_MAX_MSG_SIZE, Client, DmaRequest
-from ._connection import Connection
+from ._connection import DEFAULT_TIMEOUT, Connection
 from ._errors import (
     ClientError,
     ConnectionClosed,
@@ -32,6 +32,7 @@ from ._wirelog import WireLog
 
 __all__ = [
     "DEFAULT_MAX_MSG_SIZE",
+    "DEFAULT_TIMEOUT",
     "SCM_MAX_FD",
     "Client",
     "ClientError",

@@ -42,7 +42,7 @@ from pytest_vfiouser.protocol import (
     encode_reply,
 )
 
-from ._connection import Connection
+from ._connection import DEFAULT_TIMEOUT, Connection
 from ._errors import Timeout, UnexpectedReply, awaited
 from ._memory import ClientMemory, DmaFault
 from ._reply import Reply
@@ -83,7 +83,7 @@ class Client(Connection):
     def __init__(
         self,
         sock: socket.socket,
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
         max_msg_size: int | None = None,
         max_data_xfer_size: int = 1048576,
         max_msg_fds: int = 16,
@@ -105,7 +105,7 @@ class Client(Connection):
         self.closed = False
 
     @classmethod
-    def connect(cls, path: str, timeout: float = 5.0, **kwargs) -> Client:
+    def connect(cls, path: str, timeout: float = DEFAULT_TIMEOUT, **kwargs) -> Client:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)

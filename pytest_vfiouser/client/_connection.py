@@ -47,6 +47,7 @@ _TIMEVAL = struct.Struct("@ll")
 _CMSG_SPACE = ANC_SPACE
 _BUF_SIZE = 1 << 16
 _LOG_BIG = WireLog.BIG
+DEFAULT_TIMEOUT = 5.0  # seconds any wait for the peer may take, unless told otherwise
 _MSG_NOSIGNAL = int(getattr(socket, "MSG_NOSIGNAL", 0))
 _RECV_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
 _MSG_CTRUNC = int(socket.MSG_CTRUNC)
@@ -56,7 +57,7 @@ class Connection:
     def __init__(
         self,
         sock: socket.socket,
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
         max_msg_size: int = 16 << 20,
         wire_log: WireLog | None = None,
         busy_poll_ns: int = CEILING_NS,

@@ -15,9 +15,10 @@ Entries are ``(seq, time, kind, data, nfds, lead)``; ``lead`` (receives only)
 counts the bytes at the start of ``data`` that continue a message begun in an
 earlier receive, so that rendering can start framing after older entries
 were evicted. A receive that brought exactly one message may be logged as
-its payload with ``lead`` the header tuple (saving a copy on the hot path). The log keeps the last ``max_messages`` entries (the deque's
-maxlen, enforced in C) and about ``max_bytes``: only entries above BIG bytes
-are accounted, smaller ones being bounded by the entry count.
+its payload with ``lead`` the header tuple (saving a copy on the hot path).
+The log keeps the last ``max_messages`` entries (the deque's maxlen, enforced
+in C) and about ``max_bytes``: only entries above BIG bytes are accounted,
+smaller ones being bounded by the entry count.
 """
 
 from __future__ import annotations

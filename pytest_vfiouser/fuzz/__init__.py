@@ -13,7 +13,6 @@ May import: ``protocol``, ``client``, ``target``, ``device`` and ``strategies``.
 from ._engine import (
     DEFAULT_FUZZ_MODE,
     FUZZ_MODES,
-    FUZZ_TIMEOUT,
     Frame,
     Fuzzer,
     FuzzFailure,
@@ -26,6 +25,7 @@ from ._engine import (
     plan_frames,
     run_examples,
     run_machine,
+    run_with,
     stats,
     summary_lines,
     worker_output,
@@ -35,7 +35,6 @@ from ._reproducer import conversation_steps, reproducer_script, write_reproducer
 __all__ = [
     "DEFAULT_FUZZ_MODE",
     "FUZZ_MODES",
-    "FUZZ_TIMEOUT",
     "Frame",
     "FuzzFailure",
     "FuzzStats",
@@ -50,6 +49,7 @@ __all__ = [
     "reproducer_script",
     "run_examples",
     "run_machine",
+    "run_with",
     "stats",
     "summary_lines",
     "worker_output",

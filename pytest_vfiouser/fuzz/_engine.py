@@ -43,6 +43,7 @@ from hypothesis import event as _hypothesis_event
 from hypothesis.stateful import run_state_machine_as_test
 
 from pytest_vfiouser.client import (
+    DEFAULT_TIMEOUT,
     Client,
     ClientError,
     ConnectionClosed,
@@ -85,7 +86,6 @@ __all__ = [
 PROFILES = {"ci": "vfu-fuzz-ci", "campaign": "vfu-fuzz-campaign"}
 FUZZ_MODES = tuple(PROFILES)
 DEFAULT_FUZZ_MODE = "ci"
-FUZZ_TIMEOUT = 2.0  # seconds an answer to one example may take
 QUIET = 0.25  # seconds to wait for a close after bytes the server cannot frame
 SETTLE = 1.0  # seconds the server gets to release fds after the last client closed
 # A message whose msg_size promises more than was sent is completed with zero
@@ -371,7 +371,7 @@ class Fuzzer:
         target,
         *,
         spec: str = "0.9.1",
-        timeout: float = FUZZ_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
         negotiate: bool = True,
         capabilities: dict | None = None,
         device_info: DeviceInfo | None = None,
@@ -539,10 +539,12 @@ class Fuzzer:
         try:
             body(value)
         except BaseException as e:
-            self._record(e, value, describe)
+            self.record(e, value, describe)
             raise
 
-    def _record(self, e: BaseException, value, describe: Callable | None) -> None:
+    def record(self, e: BaseException, value, describe: Callable | None) -> None:
+        """Keep ``e`` raised by the example ``value`` (described by ``describe``) with its
+        conversations, for the final error and the reproducer."""
         if not isinstance(e, Exception):
             return
         text = describe(value) if describe is not None else _describe(value)
@@ -1094,16 +1096,18 @@ def run_examples(
     def fuzz_examples(value):
         fuzzer.example(body, value, describe)
 
-    _run(fuzzer, fuzz_examples)
+    run_with(fuzzer, fuzz_examples)
 
 
 def run_machine(fuzzer: Fuzzer, machine: type, fuzz: settings) -> None:
     """Run a RuleBasedStateMachine whose instances use ``fuzzer`` (each run one example:
     its __init__ calls ``fuzzer.begin``)."""
-    _run(fuzzer, lambda: run_state_machine_as_test(machine, settings=fuzz))
+    run_with(fuzzer, lambda: run_state_machine_as_test(machine, settings=fuzz))
 
 
-def _run(fuzzer: Fuzzer, fn: Callable[[], None]) -> None:
+def run_with(fuzzer: Fuzzer, fn: Callable[[], None]) -> None:
+    """Run ``fn`` (examples over ``fuzzer``), its failure turned into the fuzzer's final
+    error (with the wire log and reproducer of the failing example)."""
     start = time.monotonic()
     try:
         fn()

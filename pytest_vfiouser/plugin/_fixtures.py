@@ -11,6 +11,8 @@
   the profile (``has(feature)``, ``scratch(region)``, ``expected``, ...).
 * ``vfu_spec``     the spec revision under test ("0.9.1" or "0.9.2").
 * ``vfu_profile``  the ``Profile``.
+* ``vfu_settings`` the run's validated options (``Settings``): ``timeout`` (every
+  wait for the server, from --vfu-timeout), ``fuzz``, ``fuzz_dir``, ``strict``...
 * ``vfu_observe``  ``vfu_observe(text)`` records an observation (INFORMATIONAL).
 * ``vfu_hooks``    calls the implementer's hooks, skipping (UNIMPLEMENTED)
   when none is implemented: ``trigger_irq``, ``trigger_dma``, ``device_state``.
@@ -34,6 +36,7 @@ from pytest_vfiouser.target import TargetCrashed, TargetHandle
 
 from ._hookspecs import hook_attr
 from ._judge import HANDLE_KEY, OBSERVATIONS_KEY
+from ._options import Settings
 from ._state import get_state
 
 __all__ = ["observe"]
@@ -81,6 +84,12 @@ def _vfu_case(request: pytest.FixtureRequest):
 def vfu_spec(request: pytest.FixtureRequest) -> str:
     """The spec revision under test."""
     return get_state(request.config).settings.spec
+
+
+@pytest.fixture
+def vfu_settings(request: pytest.FixtureRequest) -> Settings:
+    """The run's validated options (read only)."""
+    return get_state(request.config).settings
 
 
 @pytest.fixture

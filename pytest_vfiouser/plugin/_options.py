@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vfiouser.client import DEFAULT_TIMEOUT
 from pytest_vfiouser.device import Profile, ProfileError, load_profile
 from pytest_vfiouser.fuzz import DEFAULT_FUZZ_MODE as DEFAULT_FUZZ
 from pytest_vfiouser.fuzz import FUZZ_MODES
@@ -25,7 +26,6 @@ __all__ = ["DEFAULT_TIMEOUT", "RESTART_POLICIES", "Settings", "register"]
 
 # Revisions the embedded reference server serves (reference_server --spec).
 REFERENCE_SPECS = ("0.9.1",)
-DEFAULT_TIMEOUT = 5.0
 RESTART_POLICIES = ("per-test", "per-module", "per-session")
 DEFAULT_FUZZ_DIR = "reports/fuzz-repro"
 DEFAULT_RESTART = "per-module"

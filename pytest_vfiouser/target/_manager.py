@@ -124,6 +124,11 @@ class TargetHandle:
 
     # -- what tests read
     @property
+    def persistent(self) -> bool | None:
+        """Whether the server outlives its clients (None until the suite knows)."""
+        return self._manager.persistent
+
+    @property
     def socket_path(self) -> str:
         return self.target.socket_path
 

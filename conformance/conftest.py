@@ -1,0 +1,33 @@
+"""Fixtures the conformance modules share beyond the plugin's ``vfu_*`` ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_vfiouser.fuzz import Fuzzer, account
+
+from ._fuzz import case_name, negotiated_caps
+
+
+@pytest.fixture
+def fuzzer(request, vfu_settings, vfu_target, vfu_device, vfu_spec, vfu_observe):
+    """A Fuzzer on the target (its counts go to the terminal summary); every wait for
+    an answer is --vfu-timeout, as for any other case."""
+    if vfu_target.persistent is False and not vfu_target.managed:
+        pytest.skip(
+            "the server exits after each client and is not one the suite starts "
+            "(--vfu-socket): fuzzing needs new connections"
+        )
+    f = Fuzzer(
+        vfu_target,
+        spec=vfu_spec,
+        timeout=vfu_settings.timeout,
+        capabilities=negotiated_caps(vfu_device, vfu_spec),
+        device_info=vfu_device.info,
+        case_id=case_name(request.node),
+        repro_dir=vfu_settings.fuzz_dir,
+        observe=vfu_observe,
+    )
+    yield f
+    f.close()
+    account(request.config, f)
