@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import errno
 import socket
-import struct
 from typing import NamedTuple
 
 from pytest_vfiouser._unix import CEILING_NS
 from pytest_vfiouser.protocol import (
+    COMMAND,
     FLAG_NO_REPLY,
+    FLAGS,
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    MSG_ID,
     TYPE_MASK,
     BitmapRange,
     CodecError,
@@ -48,7 +52,7 @@ from ._memory import ClientMemory, DmaFault
 from ._reply import Reply
 from ._wirelog import SENT_RAW, WireLog
 
-_HDR_PACK = struct.Struct("<HHIII").pack
+_HDR_PACK = HEADER_STRUCT.pack
 _REPLY = int(MsgType.REPLY)
 _COMMAND = int(MsgType.COMMAND)
 _DMA_READ = int(Command.DMA_READ)
@@ -148,7 +152,9 @@ class Client(Connection):
             payload = _as_bytes(payload)
         if no_reply:
             flags |= FLAG_NO_REPLY
-        self.send_bytes(_HDR_PACK(msg_id, command, 16 + len(payload), flags, error) + payload, fds)
+        self.send_bytes(
+            _HDR_PACK(msg_id, command, HEADER_SIZE + len(payload), flags, error) + payload, fds
+        )
         return msg_id
 
     def send_raw(self, data: bytes, fds=()) -> None:
@@ -174,15 +180,15 @@ class Client(Connection):
         """The Reply a frame is, if it is the one awaited; None for a DMA request
         (served here); UnexpectedReply for anything else."""
         hdr, payload, fds = frame
-        kind = hdr[3] & TYPE_MASK
+        kind = hdr[FLAGS] & TYPE_MASK
         if kind == _REPLY:
             reply = Reply(hdr, payload) if fds is None else self._reply(hdr, payload, fds)
-            if (msg_id is not None and hdr[0] != msg_id) or (
-                command is not None and hdr[1] != command
+            if (msg_id is not None and hdr[MSG_ID] != msg_id) or (
+                command is not None and hdr[COMMAND] != command
             ):
                 raise UnexpectedReply(f"expected {awaited((msg_id, command))}", reply)
             return reply
-        if kind == _COMMAND and (hdr[1] == _DMA_READ or hdr[1] == _DMA_WRITE):
+        if kind == _COMMAND and (hdr[COMMAND] == _DMA_READ or hdr[COMMAND] == _DMA_WRITE):
             self._serve_dma(hdr, payload, fds)
             return None
         raise UnexpectedReply(
@@ -213,16 +219,16 @@ class Client(Connection):
         if payload.__class__ is not bytes:
             payload = _as_bytes(payload)
         frame = self.exchange(
-            _HDR_PACK(msg_id, command, 16 + len(payload), flags, 0) + payload,
+            _HDR_PACK(msg_id, command, HEADER_SIZE + len(payload), flags, 0) + payload,
             fds,
             timeout,
             (msg_id, command),
         )
         hdr = frame[0]
         if (
-            hdr[0] == msg_id
-            and hdr[1] == command
-            and hdr[3] & TYPE_MASK == _REPLY
+            hdr[MSG_ID] == msg_id
+            and hdr[COMMAND] == command
+            and hdr[FLAGS] & TYPE_MASK == _REPLY
             and (frame[2] is None)
         ):
             return Reply(hdr, frame[1])  # what _accept would make, checked inline
@@ -251,7 +257,7 @@ class Client(Connection):
                 continue
             if payload.__class__ is not bytes:
                 payload = _as_bytes(payload)
-            frames.append(_HDR_PACK(msg_id, command, 16 + len(payload), 0, 0) + payload)
+            frames.append(_HDR_PACK(msg_id, command, HEADER_SIZE + len(payload), 0, 0) + payload)
             sent.append((msg_id, command))
             msg_id = (msg_id + 1) & 0xFFFF
         self.next_msg_id = msg_id
@@ -295,8 +301,8 @@ class Client(Connection):
         self.stray_fds += len(fds)
         limit = f"at most {self.max_msg_fds}" if _may_carry_fds(hdr) else "none"
         self.wire_log.note(
-            f"closed {len(fds)} fds that came with {command_name(hdr[1])} "
-            f"msg_id {hdr[0]}, which may carry {limit}"
+            f"closed {len(fds)} fds that came with {command_name(hdr[COMMAND])} "
+            f"msg_id {hdr[MSG_ID]}, which may carry {limit}"
         )
         return len(fds)
 
@@ -449,7 +455,7 @@ class Client(Connection):
 
 
 def _may_carry_fds(hdr: tuple) -> bool:
-    return hdr[1] in _FD_REPLIES and hdr[3] & TYPE_MASK == _REPLY
+    return hdr[COMMAND] in _FD_REPLIES and hdr[FLAGS] & TYPE_MASK == _REPLY
 
 
 def _as_bytes(payload) -> bytes:

@@ -36,13 +36,26 @@ import time
 from collections import deque
 
 from pytest_vfiouser._unix import ANC_SPACE, CEILING_NS, BusyPoll, fds_of, rights
-from pytest_vfiouser.protocol import HEADER_SIZE, CodecError, Header, check_msg_size
+from pytest_vfiouser.protocol import (
+    COMMAND,
+    FLAGS,
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    MSG_ID,
+    MSG_SIZE,
+    TYPE_MASK,
+    CodecError,
+    Header,
+    MsgType,
+    check_msg_size,
+)
 
 from ._errors import ClientError, ConnectionClosed, MalformedReply, Timeout
 from ._wirelog import RECEIVED, SENT, SENT_BATCH, WireLog, describe
 
-_HDR_UNPACK = struct.Struct("<HHIII").unpack_from
+_HDR_UNPACK = HEADER_STRUCT.unpack_from
 _now = time.monotonic
+_REPLY = int(MsgType.REPLY)
 _TIMEVAL = struct.Struct("@ll")
 _CMSG_SPACE = ANC_SPACE
 _BUF_SIZE = 1 << 16
@@ -190,7 +203,7 @@ class Connection:
             n, anc, flags = 0, None, 0
         if n >= HEADER_SIZE and not anc and not flags & _MSG_CTRUNC:
             hdr = _HDR_UNPACK(self._buf, 0)
-            if hdr[2] == n and n <= self.max_msg_size:
+            if hdr[MSG_SIZE] == n and n <= self.max_msg_size:
                 # The common case, one whole message and nothing else: what
                 # _received, _frame_until and _take do, without the calls.
                 self._stream += n
@@ -213,7 +226,7 @@ class Connection:
         if self._end - start >= HEADER_SIZE:
             # Already buffered (pipelined replies): no syscall, no clock.
             hdr = _HDR_UNPACK(self._buf, start)
-            size = hdr[2]
+            size = hdr[MSG_SIZE]
             if HEADER_SIZE <= size <= self.max_msg_size and self._end - start >= size:
                 return self._take(hdr, start, size)
         if timeout is None:
@@ -229,7 +242,7 @@ class Connection:
             need = HEADER_SIZE
             if end - start >= HEADER_SIZE:
                 hdr = _HDR_UNPACK(self._buf, start)
-                size = hdr[2]
+                size = hdr[MSG_SIZE]
                 if size < HEADER_SIZE or size > self.max_msg_size:
                     self._refuse(hdr)
                 if end - start >= size:
@@ -263,7 +276,7 @@ class Connection:
         nfds = self._ancillary(anc, flags, n) if anc or flags & _MSG_CTRUNC else 0
         if n == 0:
             partial = end - start
-            header = Header(*_HDR_UNPACK(self._buf, start)) if partial >= 16 else None
+            header = Header(*_HDR_UNPACK(self._buf, start)) if partial >= HEADER_SIZE else None
             self.wire_log.note(
                 f"the peer closed the connection ({partial} bytes of a message had arrived)"
             )
@@ -339,15 +352,15 @@ class Connection:
         limit = self.max_msg_size
         while i < len(expected) and end - start >= HEADER_SIZE and not self._pending_fds:
             hdr = _HDR_UNPACK(buf, start)
-            size = hdr[2]
+            size = hdr[MSG_SIZE]
             msg_id, command = expected[i]
             if (
                 size < HEADER_SIZE
                 or size > limit
                 or end - start < size
-                or hdr[3] & 0xF != 1
-                or hdr[0] != msg_id
-                or hdr[1] != command
+                or hdr[FLAGS] & TYPE_MASK != _REPLY
+                or hdr[MSG_ID] != msg_id
+                or hdr[COMMAND] != command
             ):
                 break
             replies.append(make(hdr, view[start + HEADER_SIZE : start + size].tobytes()))

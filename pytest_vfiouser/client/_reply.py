@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 
 from pytest_vfiouser.protocol import (
+    COMMAND,
+    ERROR,
     FLAG_ERROR,
     FLAG_NO_REPLY,
+    FLAGS,
+    MSG_ID,
+    MSG_SIZE,
     TYPE_MASK,
     CodecError,
     Header,
@@ -45,12 +50,12 @@ class Reply:
         """A message with fds: ``owned`` is the client's set of fds it still owns."""
         return _ReplyWithFds(hdr, payload, fds, owned, closed_fds)
 
-    msg_id = property(lambda self: self.hdr[0])
-    command = property(lambda self: self.hdr[1])
-    msg_size = property(lambda self: self.hdr[2])
-    flags = property(lambda self: self.hdr[3])
+    msg_id = property(lambda self: self.hdr[MSG_ID])
+    command = property(lambda self: self.hdr[COMMAND])
+    msg_size = property(lambda self: self.hdr[MSG_SIZE])
+    flags = property(lambda self: self.hdr[FLAGS])
     # The header's error field, whatever the flags say (``error`` is 0 unless flagged).
-    errno = property(lambda self: self.hdr[4])
+    errno = property(lambda self: self.hdr[ERROR])
 
     @property
     def header(self) -> Header:
@@ -58,25 +63,25 @@ class Reply:
 
     @property
     def is_reply(self) -> bool:
-        return self.hdr[3] & TYPE_MASK == MsgType.REPLY
+        return self.hdr[FLAGS] & TYPE_MASK == MsgType.REPLY
 
     @property
     def no_reply(self) -> bool:
-        return bool(self.hdr[3] & FLAG_NO_REPLY)
+        return bool(self.hdr[FLAGS] & FLAG_NO_REPLY)
 
     @property
     def ok(self) -> bool:
-        return not self.hdr[3] & FLAG_ERROR
+        return not self.hdr[FLAGS] & FLAG_ERROR
 
     @property
     def error(self) -> int:
         """The errno of an error reply (may be 0: the spec makes it optional), else 0."""
-        return self.hdr[4] if self.hdr[3] & FLAG_ERROR else 0
+        return self.hdr[ERROR] if self.hdr[FLAGS] & FLAG_ERROR else 0
 
     def check(self) -> Reply:
         """Self, or ErrorReply if the Error flag is set."""
-        if self.hdr[3] & FLAG_ERROR:
-            raise ErrorReply(self.hdr[4], self.hdr[1], self)
+        if self.hdr[FLAGS] & FLAG_ERROR:
+            raise ErrorReply(self.hdr[ERROR], self.hdr[COMMAND], self)
         return self
 
     @property
@@ -89,11 +94,11 @@ class Reply:
             return self._body
         except AttributeError:  # not decoded yet
             pass
-        if self.hdr[3] & FLAG_ERROR and not self.payload:
+        if self.hdr[FLAGS] & FLAG_ERROR and not self.payload:
             self._body = None
         else:
             try:
-                self._body = decode(self.hdr[1], self.is_reply, self.payload)
+                self._body = decode(self.hdr[COMMAND], self.is_reply, self.payload)
             except CodecError as e:
                 raise MalformedReply.wrap(e, self.header) from e
         return self._body

@@ -24,13 +24,18 @@ smaller ones being bounded by the entry count.
 from __future__ import annotations
 
 import itertools
-import struct
 import time
 from collections import deque
 
-from pytest_vfiouser.protocol import HEADER_SIZE, CodecError, Header, decode
+from pytest_vfiouser.protocol import (
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    MSG_SIZE,
+    CodecError,
+    Header,
+    decode,
+)
 
-_HEADER = struct.Struct("<HHIII")
 _now = time.monotonic
 
 # Entry kinds; the rendered directions are "send", "recv" and "note".
@@ -114,7 +119,7 @@ class WireLog:
                 out.append({**base, "direction": NOTE, "note": data})
             elif kind == RECEIVED:
                 if isinstance(lead, tuple):  # a whole message: header tuple and payload
-                    data, lead = _HEADER.pack(*lead) + data, 0
+                    data, lead = HEADER_STRUCT.pack(*lead) + data, 0
                 for raw, fds, item in receiving.feed(data, nfds, lead):
                     out.append(
                         {**base, "direction": RECEIVED, "fds": fds, "raw": raw.hex(), **item}
@@ -194,7 +199,7 @@ class _Reframer:
         self.pending += chunk
         self.fds += nfds
         while len(self.pending) >= HEADER_SIZE:
-            size = _HEADER.unpack_from(self.pending)[2]
+            size = HEADER_STRUCT.unpack_from(self.pending)[MSG_SIZE]
             if size < HEADER_SIZE:
                 self.broken = True
                 raw, self.pending = bytes(self.pending), bytearray()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from pytest_vfiouser.protocol import (
     Command,
     DeviceInfo,
     Header,
+    MessageReader,
     command_name,
     decode,
 )
@@ -94,7 +94,6 @@ SETTLE = 1.0  # seconds the server gets to release fds after the last client clo
 PAD_LIMIT = (1 << 20) + (1 << 16)
 # Replies of at most this many bytes may be left unread while more is sent.
 UNREAD_LIMIT = 64 << 10
-_HEADER = struct.Struct("<HHIII")
 _PROBE = int(Command.DEVICE_GET_INFO)
 _PROBE_PAYLOAD = DeviceInfo(DeviceInfo.SIZE).pack()
 
@@ -317,29 +316,33 @@ def plan_frames(stream: bytes, pad_limit: int = PAD_LIMIT) -> tuple[list[Frame],
     promises more than ``pad_limit`` bytes. A partial header is completed with
     zero bytes, and so is a message shorter than its msg_size (up to the limit).
     """
+    # The codec's framer, fed zero bytes wherever the server would wait for more.
+    reader = MessageReader(max_msg_size=1 << 32)  # any u32: pad_limit is judged here
+    reader.feed(stream)
     frames: list[Frame] = []
     pad = 0
-    pos = 0
-
-    def span(a: int, b: int) -> bytes:
-        got = stream[a:b]
-        return got + bytes(b - a - len(got))
-
-    while pos < len(stream) + pad:
-        avail = len(stream) + pad - pos
-        if avail < HEADER_SIZE:
-            pad += HEADER_SIZE - avail
-            continue
-        msg_id, command, size, flags, _ = _HEADER.unpack(span(pos, pos + HEADER_SIZE))
-        if size < HEADER_SIZE:
+    while True:
+        try:
+            message = reader.next_message()
+        except CodecError:  # msg_size below the header size
             return frames, pad, "unframeable"
-        if size > avail:
-            if size > pad_limit:
-                return frames, pad, "oversized"
-            pad += size - avail
-        frames.append(Frame(msg_id, command, flags, size, span(pos + HEADER_SIZE, pos + size)))
-        pos += size
-    return frames, pad, "framed"
+        if message is not None:
+            header, payload = message
+            frames.append(
+                Frame(header.msg_id, header.command, header.flags, header.msg_size, payload)
+            )
+            continue
+        pending = reader.pending_header
+        if pending is None and not reader.buffered:
+            return frames, pad, "framed"
+        if pending is None:
+            need = HEADER_SIZE - reader.buffered
+        elif pending.msg_size > pad_limit:
+            return frames, pad, "oversized"
+        else:
+            need = pending.msg_size - HEADER_SIZE - reader.buffered
+        reader.feed(bytes(need))
+        pad += need
 
 
 # ---------------------------------------------------------------- the engine
