@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import itertools
 import os
-import struct
 import time
 
 import pytest
 
 from pytest_vfiouser import MAY, MUST, SHOULD, case
 from pytest_vfiouser.client import ConnectionClosed, Timeout
-from pytest_vfiouser.protocol import Command, DmaMap, DmaMapFlags, IrqInfoFlags, IrqSetFlags
+from pytest_vfiouser.protocol import (
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    Command,
+    DmaMap,
+    DmaMapFlags,
+    IrqInfoFlags,
+    IrqSetFlags,
+)
 
 from ._support import (
     accepted,
@@ -278,15 +285,13 @@ def _dma_map_head(payload_bytes: int) -> bytes:
     payload = DmaMap(
         DmaMap.SIZE, DmaMapFlags.READ | DmaMapFlags.WRITE, 0, 0x50_0000_0000, SIZE
     ).pack()
-    header = struct.pack("<HHIII", 0x4242, Command.DMA_MAP, 16 + len(payload), 0, 0)
+    header = HEADER_STRUCT.pack(0x4242, Command.DMA_MAP, HEADER_SIZE + len(payload), 0, 0)
     return header + payload[:payload_bytes]
 
 
 PARTIAL = {
-    "partial-header": lambda: struct.pack("<HHIII", 0x4242, Command.DEVICE_GET_INFO, 32, 0, 0)[:7],
-    "header-without-payload": lambda: struct.pack(
-        "<HHIII", 0x4242, Command.DEVICE_GET_INFO, 32, 0, 0
-    ),
+    "partial-header": lambda: HEADER_STRUCT.pack(0x4242, Command.DEVICE_GET_INFO, 32, 0, 0)[:7],
+    "header-without-payload": lambda: HEADER_STRUCT.pack(0x4242, Command.DEVICE_GET_INFO, 32, 0, 0),
     "partial-payload": lambda: _dma_map_head(10),
 }
 

@@ -16,6 +16,7 @@ from pytest_vfiouser.protocol import (
     COMMANDS_BY_REVISION,
     FLAG_ERROR,
     HEADER_SIZE,
+    HEADER_STRUCT,
     TYPE_MASK,
     Command,
     DeviceInfo,
@@ -38,7 +39,6 @@ from ._support import (
     refused,
 )
 
-_HDR = struct.Struct("<HHIII")
 GET_INFO = Command.DEVICE_GET_INFO
 _NO_INDEX = 0xFFFFFFFF  # a region / IRQ index no device has
 
@@ -642,7 +642,7 @@ def test_msg_size_below_header(vfu_client, vfu_connect, msg_size):
     including the header." (A smaller value cannot be framed; the spec is
     silent on it: robustness.)
     """
-    vfu_client.send_raw(_HDR.pack(7, GET_INFO, msg_size, 0, 0) + DeviceInfo(16).pack())
+    vfu_client.send_raw(HEADER_STRUCT.pack(7, GET_INFO, msg_size, 0, 0) + DeviceInfo(16).pack())
     _after_garbage(vfu_client, vfu_connect, f"a header with msg_size {msg_size}")
 
 
@@ -679,5 +679,5 @@ def test_msg_size_huge(vfu_client, vfu_connect, msg_size):
     mechanisms should be used on both sides to validate input and prevent
     against denial of service scenarios, buffer overflow, etc." (robustness)
     """
-    vfu_client.send_raw(_HDR.pack(11, GET_INFO, msg_size, 0, 0) + DeviceInfo(16).pack())
+    vfu_client.send_raw(HEADER_STRUCT.pack(11, GET_INFO, msg_size, 0, 0) + DeviceInfo(16).pack())
     _after_garbage(vfu_client, vfu_connect, f"a header with msg_size {msg_size:#x}")
