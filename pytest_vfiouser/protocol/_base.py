@@ -1,8 +1,12 @@
 """The machinery shared by every payload: fixed little-endian layouts.
 
-A payload class is a dataclass whose leading fields follow a ``struct``
-layout (``_layout``); classes with a variable part override ``pack`` and
-``unpack`` and use ``_split`` to take the fixed part off the front.
+A payload class is a frozen dataclass that states its layout once, in its
+class line: ``class DmaMap(Payload, layout="IIQQQ", size="SIZE")``. The
+struct (little-endian), the names of the fields it packs (the leading
+annotations, one per item of the layout) and the size constant (``SIZE``,
+``FIXED_SIZE``...: the layout's size) derive from it. Classes with a variable
+part override ``pack`` and ``unpack`` and use ``_split`` to take the fixed
+part off the front.
 """
 
 from __future__ import annotations
@@ -20,6 +24,23 @@ class Payload:
     NAME: ClassVar[str] = "payload"
     _layout: ClassVar[struct.Struct] = struct.Struct("<")
     _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, layout: str | None = None, size: str | None = None, **kw):
+        super().__init_subclass__(**kw)
+        if layout is None:  # inherited, or dataclass(slots=True) re-creating the class
+            return
+        cls._layout = struct.Struct("<" + layout)
+        count = len(cls._layout.unpack(bytes(cls._layout.size)))
+        names = [
+            name
+            for name, kind in cls.__dict__.get("__annotations__", {}).items()
+            if not str(kind).startswith("ClassVar")
+        ]
+        if len(names) < count:
+            raise TypeError(f"{cls.__name__}: layout {layout!r} has {count} items, {names}")
+        cls._fields = tuple(names[:count])
+        if size is not None:
+            setattr(cls, size, cls._layout.size)
 
     def _pack_fixed(self) -> bytes:
         try:

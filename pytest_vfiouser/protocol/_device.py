@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ._base import Payload, TrailingData
 from ._errors import CodecError
 
 
 @dataclass(slots=True)
-class DeviceInfo(Payload):
+class DeviceInfo(Payload, layout="IIII", size="SIZE"):
     """Request and reply (16 bytes); in a request all but argsz must be zero."""
 
     NAME = "DEVICE_GET_INFO"
-    SIZE: ClassVar[int] = 16
-    _layout = struct.Struct("<IIII")
-    _fields = ("argsz", "flags", "num_regions", "num_irqs")
     argsz: int
     flags: int = 0
     num_regions: int = 0
@@ -25,13 +20,10 @@ class DeviceInfo(Payload):
 
 
 @dataclass(slots=True)
-class IrqInfo(Payload):
+class IrqInfo(Payload, layout="IIII", size="SIZE"):
     """Request and reply (16 bytes)."""
 
     NAME = "DEVICE_GET_IRQ_INFO"
-    SIZE: ClassVar[int] = 16
-    _layout = struct.Struct("<IIII")
-    _fields = ("argsz", "flags", "index", "count")
     argsz: int
     flags: int = 0
     index: int = 0
@@ -39,13 +31,10 @@ class IrqInfo(Payload):
 
 
 @dataclass(slots=True)
-class SetIrqs(TrailingData):
+class SetIrqs(TrailingData, layout="IIIII", size="FIXED_SIZE"):
     """Request only (the reply has no payload). ``data`` is the DATA_BOOL bytes."""
 
     NAME = "DEVICE_SET_IRQS request"
-    FIXED_SIZE: ClassVar[int] = 20
-    _layout = struct.Struct("<IIIII")
-    _fields = ("argsz", "flags", "index", "start", "count")
     argsz: int
     flags: int
     index: int
@@ -59,11 +48,8 @@ class SetIrqs(TrailingData):
 
 
 @dataclass(slots=True)
-class RegionIoFdsRequest(Payload):
+class RegionIoFdsRequest(Payload, layout="IIII", size="SIZE"):
     NAME = "DEVICE_GET_REGION_IO_FDS request"
-    SIZE: ClassVar[int] = 16
-    _layout = struct.Struct("<IIII")
-    _fields = ("argsz", "flags", "index", "count")
     argsz: int
     flags: int = 0
     index: int = 0
@@ -71,13 +57,10 @@ class RegionIoFdsRequest(Payload):
 
 
 @dataclass(slots=True, frozen=True)
-class IoFdSubRegion(Payload):
+class IoFdSubRegion(Payload, layout="QQIIIIQ", size="SIZE"):
     """One sub-region (40 bytes). ``data`` is datamatch (ioeventfd) or user_data (ioregionfd)."""
 
     NAME = "Sub-Region IO FD info"
-    SIZE: ClassVar[int] = 40
-    _layout = struct.Struct("<QQIIIIQ")
-    _fields = ("offset", "size", "fd_index", "type", "flags", "padding", "data")
     offset: int
     size: int
     fd_index: int
@@ -96,7 +79,7 @@ class IoFdSubRegion(Payload):
 
 
 @dataclass(slots=True)
-class RegionIoFdsReply(Payload):
+class RegionIoFdsReply(Payload, layout="IIII", size="HEAD_SIZE"):
     """argsz, flags, index, count, then ``count`` sub-regions.
 
     Errata 3: entries start at payload offset 16 and their size is derived,
@@ -105,9 +88,6 @@ class RegionIoFdsReply(Payload):
     """
 
     NAME = "DEVICE_GET_REGION_IO_FDS reply"
-    HEAD_SIZE: ClassVar[int] = 16
-    _layout = struct.Struct("<IIII")
-    _fields = ("argsz", "flags", "index", "count")
     argsz: int
     flags: int
     index: int

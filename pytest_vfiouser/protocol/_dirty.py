@@ -39,7 +39,7 @@ class BitmapRange(Payload):
 
 
 @dataclass(slots=True)
-class DirtyPages(Payload):
+class DirtyPages(Payload, layout="II", size="FIXED_SIZE"):
     """Request and GET_BITMAP reply: argsz, flags, then for GET_BITMAP the range.
 
     In a reply, ``bitmap_data`` is the dirty bitmap after the range, one bit
@@ -47,9 +47,6 @@ class DirtyPages(Payload):
     """
 
     NAME = "DIRTY_PAGES"
-    FIXED_SIZE: ClassVar[int] = 8
-    _layout = struct.Struct("<II")
-    _fields = ("argsz", "flags")
     argsz: int
     flags: int
     range: BitmapRange | None = None

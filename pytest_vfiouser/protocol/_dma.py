@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ._base import CountedData, Payload
 from ._errors import CodecError
 
 
 @dataclass(slots=True)
-class DmaMap(Payload):
+class DmaMap(Payload, layout="IIQQQ", size="SIZE"):
     """Request only; the reply has no payload. argsz is 32."""
 
     NAME = "DMA_MAP request"
-    SIZE: ClassVar[int] = 32
-    _layout = struct.Struct("<IIQQQ")
-    _fields = ("argsz", "flags", "offset", "address", "size")
     argsz: int
     flags: int
     offset: int
@@ -26,18 +22,16 @@ class DmaMap(Payload):
 
 
 @dataclass(slots=True, frozen=True)
-class VfioBitmap(Payload):
+class VfioBitmap(Payload, layout="QQ"):
     """pgsize and size (in bytes, of the bitmap that follows)."""
 
     NAME = "VFIO Bitmap"
-    _layout = struct.Struct("<QQ")
-    _fields = ("pgsize", "size")
     pgsize: int
     size: int
 
 
 @dataclass(slots=True)
-class DmaUnmap(Payload):
+class DmaUnmap(Payload, layout="IIQQ", size="ENTRY_SIZE"):
     """Request and reply: the 24-byte entry, then optionally the VFIO Bitmap.
 
     In a reply with the bitmap, ``bitmap_data`` holds the dirty page bitmap
@@ -45,9 +39,6 @@ class DmaUnmap(Payload):
     """
 
     NAME = "DMA_UNMAP"
-    ENTRY_SIZE: ClassVar[int] = 24
-    _layout = struct.Struct("<IIQQ")
-    _fields = ("argsz", "flags", "address", "size")
     argsz: int
     flags: int
     address: int
@@ -82,22 +73,18 @@ class DmaUnmap(Payload):
 
 
 @dataclass(slots=True)
-class DmaRead(Payload):
+class DmaRead(Payload, layout="QQ"):
     """Server-to-client request: read ``count`` bytes of client memory at ``address``."""
 
     NAME = "DMA_READ request"
-    _layout = struct.Struct("<QQ")
-    _fields = ("address", "count")
     address: int
     count: int
 
 
 @dataclass(slots=True)
-class _AddressCountData(CountedData):
+class _AddressCountData(CountedData, layout="QQ"):
     """address, count, then exactly ``count`` bytes of data."""
 
-    _layout = struct.Struct("<QQ")
-    _fields = ("address", "count")
     address: int
     count: int
     data: bytes = b""

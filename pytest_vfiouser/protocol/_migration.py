@@ -57,18 +57,15 @@ def v1_transition_valid(current: int, target: int) -> bool:
 
 
 @dataclass(slots=True)
-class MigrationInfo(Payload):
+class MigrationInfo(Payload, layout="IIQQQ", size="SIZE"):
     """struct vfio_device_migration_info: the first 32 bytes of the migration region."""
 
     NAME = "vfio_device_migration_info"
-    SIZE: ClassVar[int] = 32
     DEVICE_STATE: ClassVar[int] = 0  # field offsets, for REGION_READ/WRITE
     RESERVED: ClassVar[int] = 4
     PENDING_BYTES: ClassVar[int] = 8
     DATA_OFFSET: ClassVar[int] = 16
     DATA_SIZE: ClassVar[int] = 24
-    _layout = struct.Struct("<IIQQQ")
-    _fields = ("device_state", "reserved", "pending_bytes", "data_offset", "data_size")
     device_state: int
     reserved: int = 0
     pending_bytes: int = 0
@@ -150,13 +147,10 @@ def v2_path(current: MigState, target: MigState, pre_copy: bool = True) -> list[
 
 
 @dataclass(slots=True)
-class DeviceFeature(TrailingData):
+class DeviceFeature(TrailingData, layout="II", size="FIXED_SIZE"):
     """Request and reply: argsz, flags (feature index and GET/SET/PROBE), data."""
 
     NAME = "DEVICE_FEATURE"
-    FIXED_SIZE: ClassVar[int] = 8
-    _layout = struct.Struct("<II")
-    _fields = ("argsz", "flags")
     argsz: int
     flags: int
     data: bytes = b""
@@ -179,33 +173,27 @@ class DeviceFeature(TrailingData):
 
 
 @dataclass(slots=True)
-class FeatureMigration(Payload):
+class FeatureMigration(Payload, layout="Q"):
     """Data of VFIO_DEVICE_FEATURE_MIGRATION: flags u64 (MigrationFlags)."""
 
     NAME = "VFIO_DEVICE_FEATURE_MIGRATION data"
-    _layout = struct.Struct("<Q")
-    _fields = ("flags",)
     flags: int
 
 
 @dataclass(slots=True)
-class FeatureMigDeviceState(Payload):
+class FeatureMigDeviceState(Payload, layout="Ii"):
     """Data of VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE: device_state u32, data_fd s32."""
 
     NAME = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE data"
-    _layout = struct.Struct("<Ii")
-    _fields = ("device_state", "data_fd")
     device_state: int
     data_fd: int = -1
 
 
 @dataclass(slots=True)
-class DmaLoggingControl(Payload):
+class DmaLoggingControl(Payload, layout="QII"):
     """Data of DMA_LOGGING_START (and its reply): page_size, ranges of (iova, length)."""
 
     NAME = "VFIO_DEVICE_FEATURE_DMA_LOGGING_START data"
-    _layout = struct.Struct("<QII")
-    _fields = ("page_size", "num_ranges", "reserved")
     page_size: int
     num_ranges: int
     reserved: int = 0
@@ -230,15 +218,13 @@ class DmaLoggingControl(Payload):
 
 
 @dataclass(slots=True)
-class DmaLoggingReport(Payload):
+class DmaLoggingReport(Payload, layout="QQQ"):
     """Data of DMA_LOGGING_REPORT: iova, length, page_size; in the reply the bitmap follows.
 
     Errata 8: bit n of the u64 array stands for page n counted from ``iova``.
     """
 
     NAME = "VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT data"
-    _layout = struct.Struct("<QQQ")
-    _fields = ("iova", "length", "page_size")
     iova: int
     length: int
     page_size: int
@@ -256,21 +242,17 @@ class DmaLoggingReport(Payload):
 
 
 @dataclass(slots=True)
-class MigDataRead(Payload):
+class MigDataRead(Payload, layout="II"):
     NAME = "MIG_DATA_READ request"
-    _layout = struct.Struct("<II")
-    _fields = ("argsz", "size")
     argsz: int
     size: int
 
 
 @dataclass(slots=True)
-class _MigData(CountedData):
+class _MigData(CountedData, layout="II"):
     """argsz, size, then exactly ``size`` bytes of migration data."""
 
     _count = "size"
-    _layout = struct.Struct("<II")
-    _fields = ("argsz", "size")
     argsz: int
     size: int
     data: bytes = b""

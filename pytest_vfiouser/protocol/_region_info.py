@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from ._base import Payload
@@ -92,7 +92,7 @@ _KNOWN_CAPS = {RegionCapId.SPARSE_MMAP: SparseMmapCap, RegionCapId.TYPE: RegionT
 
 
 @dataclass(slots=True)
-class RegionInfo(Payload):
+class RegionInfo(Payload, layout="IIIIQQ"):
     """Request (32 bytes, only argsz and index set) and reply (32 + capabilities).
 
     ``caps`` is the chain in the order it is linked. ``pack`` lays the chain
@@ -104,8 +104,6 @@ class RegionInfo(Payload):
     """
 
     NAME = _NAME
-    _layout = struct.Struct("<IIIIQQ")
-    _fields = ("argsz", "flags", "index", "cap_offset", "size", "offset")
     argsz: int
     flags: int = 0
     index: int = 0
@@ -186,9 +184,7 @@ class RegionInfo(Payload):
                 else UnknownCap.from_body(cap_id, version, body)
             )
             caps.append(cap)
-        info.caps = tuple(caps)
-        info.cap_offsets = tuple(offsets)
-        return info
+        return replace(info, caps=tuple(caps), cap_offsets=tuple(offsets))
 
     def cap(self, cls: type) -> RegionCap | None:
         """The first capability of a given class, if present."""

@@ -11,12 +11,9 @@ from ._errors import CodecError
 
 
 @dataclass(slots=True)
-class RegionAccess(Payload):
+class RegionAccess(Payload, layout="QII", size="SIZE"):
     """offset u64, region u32, count u32: the 16 bytes every region access starts with."""
 
-    SIZE: ClassVar[int] = 16
-    _layout = struct.Struct("<QII")
-    _fields = ("offset", "region", "count")
     offset: int
     region: int
     count: int
@@ -108,8 +105,6 @@ class RegionWriteMulti(Payload):
 
 
 @dataclass(slots=True)
-class RegionWriteMultiReply(Payload):
+class RegionWriteMultiReply(Payload, layout="Q"):
     NAME = "REGION_WRITE_MULTI reply"
-    _layout = struct.Struct("<Q")
-    _fields = ("wr_cnt",)
     wr_cnt: int
