@@ -28,10 +28,11 @@ from urllib.parse import quote
 import pytest
 
 from pytest_vfiouser import __version__
-from pytest_vfiouser.verdict import VERDICTS, Verdict
+from pytest_vfiouser.verdict import Verdict
 
 from ._artifacts import case_key, html_path, junit_path, relative
 from ._records import CaseRecord
+from ._summary import columns as verdict_columns
 from ._summary import combine_targets, result_text, sigterm_text
 from ._tones import tone_css
 
@@ -131,7 +132,7 @@ class HtmlReport:
         section = (final.section if final is not None else None) or ""
         level_key = f"<!--{_LEVEL_RANK[level]}-->" if level in _LEVEL_RANK else ""
         cells[1:1] = [
-            # colour: the script (the cells pytest-html redraws lose their classes)
+            # its colour: the page's script
             f'<td class="col-verdict"{title}>{sort_key(verdict)}{escape(verdict or "")}</td>',
             f'<td class="col-caseid"{id_attr}>{escape(key if case_id else "")}</td>',
             f'<td class="col-section">{escape(section)}</td>',
@@ -224,7 +225,7 @@ class HtmlReport:
         records = state.records
         sections = records.by_section()
         total = records.counts()
-        columns = [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
+        columns = verdict_columns(total)
         head = "".join(f'<th class="vfu-v-{v}">{v}</th>' for v in columns)
         rows = []
         for name, counts in [*sections.items(), ("total", total)]:

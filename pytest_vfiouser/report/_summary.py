@@ -9,7 +9,7 @@ from pytest_vfiouser.verdict import VERDICTS, Verdict
 
 FAIL, FIXED, PASS = Verdict.FAIL, Verdict.FIXED, Verdict.PASS
 
-__all__ = ["combine_targets", "lines", "result_text", "sigterm_text"]
+__all__ = ["columns", "combine_targets", "lines", "result_text", "sigterm_text"]
 
 
 def combine_targets(summaries: list[dict]) -> dict:
@@ -53,16 +53,16 @@ def lines(state, targets: dict) -> list[str]:
     records = state.records
     sections = records.by_section()
     total = records.counts()
-    columns = [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
+    shown = columns(total)
     width = max([len("section"), len("total")] + [len(s) for s in sections])
-    out = ["  ".join([f"{'section':<{width}}"] + [f"{v:>{max(len(v), 3)}}" for v in columns])]
+    out = ["  ".join([f"{'section':<{width}}"] + [f"{v:>{max(len(v), 3)}}" for v in shown])]
     rows = list(sections.items()) + [("total", total)]
     for name, counts in rows:
         if name == "total":
             out.append("-" * len(out[0]))
         out.append(
             "  ".join(
-                [f"{name:<{width}}"] + [f"{_cell(counts, v):>{max(len(v), 3)}}" for v in columns]
+                [f"{name:<{width}}"] + [f"{_cell(counts, v):>{max(len(v), 3)}}" for v in shown]
             )
         )
     settings = state.settings
@@ -101,6 +101,11 @@ def lines(state, targets: dict) -> list[str]:
         )
     out.append(f"result: {result_text(records)}")
     return out
+
+
+def columns(total: Counter) -> list[Verdict]:
+    """The verdicts a summary has a column for: those of some case, and PASS and FAIL always."""
+    return [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
 
 
 def result_text(records) -> str:
