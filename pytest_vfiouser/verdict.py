@@ -2,9 +2,9 @@
 
 Each verdict knows its rank (which one wins when a test has several: a
 passing call and a crash at teardown is a CRASH), whether it fails the run,
-and the pytest outcome it is shown as. Everything that orders, colours or
-counts verdicts (the judge, the terminal summary, the HTML and JSON reports,
-``compare``, the kill matrix) reads it from here.
+the pytest outcome it is shown as, and its tone (the colour the reports give
+it). Everything that orders, colours or counts verdicts (the judge, the
+terminal summary, the HTML and JSON reports, ``compare``) reads it from here.
 
 Pure data: no pytest import, so reports and tools can read it anywhere.
 """
@@ -12,44 +12,50 @@ Pure data: no pytest import, so reports and tools can read it anywhere.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 
-__all__ = ["FAILING", "VERDICTS", "Verdict"]
+__all__ = ["BY_SEVERITY", "FAILING", "VERDICTS", "Verdict", "in_report_order"]
 
 
 class Verdict(str, enum.Enum):
     """A verdict; its value is the text the reports show (``"NON-STRICT"``).
 
-    Declared in report order (the columns of the summary); ``rank`` is the
-    order of severity, lowest first.
+    Declared in report order (the columns of the summary, the schema's
+    enum); ``rank`` is the order of severity, lowest first.
     """
 
-    # name = (text, rank, fails the run, pytest outcome)
-    PASS = ("PASS", 0, False, "passed")
-    FAIL = ("FAIL", 7, True, "failed")
-    NON_STRICT = ("NON-STRICT", 5, False, "xfailed")
-    INFORMATIONAL = ("INFORMATIONAL", 3, False, "xfailed")
-    UNIMPLEMENTED = ("UNIMPLEMENTED", 2, False, "skipped")
-    CRASH = ("CRASH", 9, True, "failed")
-    HANG = ("HANG", 8, True, "failed")
-    BASELINE = ("BASELINE", 4, False, "xfailed")
-    FIXED = ("FIXED", 1, False, "passed")
-    ERROR = ("ERROR", 6, True, "error")
+    # name = (text, rank, fails the run, pytest outcome, tone); the tones: pass (passed),
+    # bad (fails the run), warn (a requirement not met, not failing the run), info, skip.
+    PASS = ("PASS", 0, False, "passed", "pass")
+    FAIL = ("FAIL", 7, True, "failed", "bad")
+    NON_STRICT = ("NON-STRICT", 5, False, "xfailed", "warn")
+    INFORMATIONAL = ("INFORMATIONAL", 3, False, "xfailed", "info")
+    UNIMPLEMENTED = ("UNIMPLEMENTED", 2, False, "skipped", "skip")
+    CRASH = ("CRASH", 9, True, "failed", "bad")
+    HANG = ("HANG", 8, True, "failed", "bad")
+    BASELINE = ("BASELINE", 4, False, "xfailed", "warn")
+    FIXED = ("FIXED", 1, False, "passed", "pass")
+    ERROR = ("ERROR", 6, True, "error", "bad")
 
     rank: int
     fails_run: bool
     outcome: str
+    tone: str
 
-    def __new__(cls, text: str, rank: int, fails_run: bool, outcome: str) -> Verdict:
+    def __new__(cls, text: str, rank: int, fails_run: bool, outcome: str, tone: str) -> Verdict:
         member = str.__new__(cls, text)
         member._value_ = text
         member.rank = rank
         member.fails_run = fails_run
         member.outcome = outcome
+        member.tone = tone
         return member
 
-    # A verdict reads, formats and serializes as its text (JSON, f-strings, HTML classes).
+    # A verdict reads, formats, hashes and serializes as its text (JSON, f-strings, HTML
+    # classes, dict keys shared with plain texts).
     __str__ = str.__str__
     __format__ = str.__format__
+    __hash__ = str.__hash__
 
     @classmethod
     def worst(cls, verdicts) -> Verdict | None:
@@ -59,4 +65,12 @@ class Verdict(str, enum.Enum):
 
 
 VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
+BY_SEVERITY: tuple[Verdict, ...] = tuple(sorted(Verdict, key=lambda v: v.rank))
 FAILING: frozenset[Verdict] = frozenset(v for v in Verdict if v.fails_run)
+
+
+def in_report_order(counts: Mapping[str, int] | Iterable[str]) -> list[str]:
+    """The verdicts of ``counts`` (a mapping or texts) in report order; texts that are no
+    verdict (a newer report's) after them, alphabetically."""
+    known = [v for v in VERDICTS if v in counts]
+    return known + sorted(str(v) for v in counts if v not in VERDICTS)

@@ -169,7 +169,8 @@ def test_case_applies_marks():
     }
     assert requirement_text(f) == (
         "Replies echo the msg_id.\n"
-        'Spec (Header): "Message ID identifies the message, and is echoed in the command\'s reply message."'
+        "Spec (Header): \"Message ID identifies the message, and is echoed in the command's "
+        'reply message."'
     )
 
 

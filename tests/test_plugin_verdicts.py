@@ -1,4 +1,5 @@
-"""Verdicts: MUST/SHOULD/MAY, strict, observations, baselines, requires, revisions, sections, reports."""
+"""Verdicts: MUST/SHOULD/MAY, strict, observations, baselines, requires, revisions, sections,
+reports."""
 
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ def test_baseline_xfails_failures_and_lists_fixed(pytester: pytest.Pytester, ser
     result.assert_outcomes(passed=2, xfailed=3, deselected=1, warnings=1)
     result.stdout.fnmatch_lines(
         [
-            "*VfuWarning: profile 'profile': [[]baseline] entries that match no collected case: levels/gone",
+            "*VfuWarning: profile 'profile': [[]baseline] entries that match no collected case: "
+            "levels/gone",
         ]
     )
     result.stdout.fnmatch_lines(
@@ -198,9 +200,12 @@ def test_requires_unimplemented(pytester: pytest.Pytester):
     assert messages == {
         "test_io_fds": "needs profile: io_fds",
         "test_mmap": "device has no mmap",
-        "test_irq": "needs profile hook vfu_trigger_irq (a plugin implementing pytest_vfu_trigger_irq)",
-        "test_state": "needs profile hook vfu_device_state (a plugin implementing pytest_vfu_device_state)",
-        "test_dma_in_body": "needs profile hook vfu_trigger_dma (a plugin implementing pytest_vfu_trigger_dma)",
+        "test_irq": "needs profile hook vfu_trigger_irq "
+        "(a plugin implementing pytest_vfu_trigger_irq)",
+        "test_state": "needs profile hook vfu_device_state "
+        "(a plugin implementing pytest_vfu_device_state)",
+        "test_dma_in_body": "needs profile hook vfu_trigger_dma "
+        "(a plugin implementing pytest_vfu_trigger_dma)",
     }
 
 

@@ -1,4 +1,5 @@
-"""Under pytest-xdist each worker owns its servers; the controller gathers verdicts and bookkeeping."""
+"""Under pytest-xdist each worker owns its servers; the controller gathers the verdicts and the
+bookkeeping."""
 
 from __future__ import annotations
 

@@ -31,10 +31,9 @@ def _blob(text: str) -> dict:
 
 
 def _row(driver, case_id: str):
-    from selenium.webdriver.common.by import By
-
-    cell = driver.find_element(By.ID, case_id)
-    return cell, cell.find_element(By.XPATH, "./ancestor::tbody")
+    # The locator strategies by name (selenium's By.ID, By.XPATH): selenium is optional.
+    cell = driver.find_element("id", case_id)
+    return cell, cell.find_element("xpath", "./ancestor::tbody")
 
 
 def test_failures_stay_small_inline():
@@ -133,7 +132,8 @@ def test_anchor_opens_a_collapsed_row(browser):  # noqa: F811
     assert row.find_element("css selector", ".extras-row").is_displayed()
     assert row.find_element("css selector", ".vfu-req").text.startswith("Requirement:")
     assert browser.execute_script(
-        "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight;",
+        "const r = arguments[0].getBoundingClientRect();"
+        " return r.top >= 0 && r.bottom <= innerHeight;",
         cell,
     )
 

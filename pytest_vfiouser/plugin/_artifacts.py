@@ -16,6 +16,7 @@ from pytest_vfiouser.report import (
     MARKER,
     STDERR_LINES,
     WIRE_MESSAGES,
+    CaseRecord,
     case_key,
     junit_path,
     logs_dir,
@@ -44,28 +45,28 @@ def configure(config: pytest.Config, json_path: Path | None) -> None:
 
 
 def after_phase(item: pytest.Item, report: pytest.TestReport) -> None:
-    """From pytest_runtest_makereport (after the verdict): write the logs of a phase that did not pass.
+    """From pytest_runtest_makereport (after the verdict): the logs of a phase that did not pass.
 
-    Adds the wire log sections to a failed call (for the terminal), and at
-    teardown puts the paths written into ``report.vfu["artifacts"]`` and the
-    case key (and wire log) into the JUnit properties.
+    Adds the wire log sections to a failed call (for the terminal), puts the
+    paths written so far into the phase's record (``artifacts``) and, at
+    teardown, the case key (and wire log) into the JUnit properties.
     """
-
-    data = getattr(report, "vfu", None)
-    if data is None:
+    record = CaseRecord.of(report)
+    if record is None:
         return
     did_not_pass = report.failed or (report.skipped and hasattr(report, "wasxfail"))
     if report.when == "call" and did_not_pass:
         report.sections.extend(wire_log_sections(item))
-    key = case_key(data.get("case_id"), item.nodeid)
+    key = case_key(record.case_id, item.nodeid)
     written = item.stash.setdefault(_WRITTEN_KEY, {})
     directory = item.config.stash.get(_LOGS_KEY, None)
     if did_not_pass and directory is not None:
         try:
-            _write(item, report, data, key, directory / safe_relpath(key), written)
+            _write(item, report, record, key, directory / safe_relpath(key), written)
         except OSError as e:
             report.sections.append(("vfio-user logs", f"could not write the logs of {key}: {e}"))
-    data["artifacts"] = dict(written)
+    record.artifacts = dict(written)
+    record.attach(report)
     if report.when == "teardown":
         props = [("vfu_id", key)]
         junit = junit_path(item.config)
@@ -74,13 +75,13 @@ def after_phase(item: pytest.Item, report: pytest.TestReport) -> None:
         report.user_properties.extend(props)
 
 
-def _write(item, report, data: dict, key: str, directory: Path, written: dict) -> None:
+def _write(item, report, record: CaseRecord, key: str, directory: Path, written: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     root = item.config.stash.get(_LOGS_KEY, None)
     if root is not None and not (root / MARKER).exists():
         (root / MARKER).write_text("written by pytest-vfiouser; emptied at the start of each run\n")
-    verdict = data.get("verdict") or report.outcome
-    message = (data.get("message") or "").strip()
+    verdict = record.verdict or report.outcome
+    message = record.message.strip()
     title = f"pytest-vfiouser: {key} ({item.nodeid})\n{verdict}" + (
         f": {message.splitlines()[0][:300]}" if message else ""
     )

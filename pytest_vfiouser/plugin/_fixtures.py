@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import pytest
 
+from pytest_vfiouser.client import Client
 from pytest_vfiouser.device import (
     DISCOVERABLE,
     DeviceModel,
@@ -46,7 +47,7 @@ _current_item: pytest.Item | None = None
 
 
 def observe(text: str) -> None:
-    """Record an observation on the running case (its verdict becomes INFORMATIONAL if it passes)."""
+    """Record an observation on the running case (a passing case becomes INFORMATIONAL)."""
     if _current_item is None:
         raise RuntimeError("pytest_vfiouser.observe() called outside a running test")
     _current_item.stash.setdefault(OBSERVATIONS_KEY, []).append(str(text))
@@ -117,8 +118,6 @@ def vfu_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 @pytest.fixture
 def vfu_connect(request: pytest.FixtureRequest, vfu_target: TargetHandle) -> Callable:
     """``vfu_connect()``: a new raw Client connected to the server (not negotiated)."""
-    from pytest_vfiouser.client import Client
-
     state = get_state(request.config)
     # Describe the device before the test holds a connection: a server that
     # serves one client at a time could not answer discovery later.

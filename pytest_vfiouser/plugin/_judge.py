@@ -25,10 +25,11 @@ ERROR          setup/teardown trouble: the server did   error
                raised
 =============  =======================================  ==================
 
-FAIL, CRASH, HANG and ERROR fail the run; nothing else does.  The final
+FAIL, CRASH, HANG and ERROR fail the run; nothing else does (``verdict.py``
+states each verdict's rank, outcome and whether it fails the run).  The final
 verdict of a test (the worst of its phases) goes into
-``report.user_properties`` of its teardown report (so JUnit XML carries it)
-and, as a dict, into ``report.vfu`` of every phase report.
+``report.user_properties`` of its teardown report (so JUnit XML carries it);
+every phase report carries its ``CaseRecord`` (``report.CaseRecord.of``).
 """
 
 from __future__ import annotations
@@ -37,35 +38,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from pytest_vfiouser.verdict import FAILING, VERDICTS, Verdict
+from pytest_vfiouser.client import ConnectionClosed, Timeout
+from pytest_vfiouser.device import DiscoveryError
+from pytest_vfiouser.report import CaseRecord
+from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetUnavailable
+from pytest_vfiouser.verdict import Verdict
 
 from ._markers import SHOULD, CaseInfo, Level, case_info
 
-__all__ = [
-    "BASELINE",
-    "CRASH",
-    "ERROR",
-    "FAIL",
-    "FAILING",
-    "FIXED",
-    "HANG",
-    "INFORMATIONAL",
-    "NON_STRICT",
-    "PASS",
-    "UNIMPLEMENTED",
-    "VERDICTS",
-    "judge",
-]
+__all__ = ["HANDLE_KEY", "OBSERVATIONS_KEY", "judge", "relevant"]
 
-# The verdicts by name, for the judge's own reading (the vocabulary is verdict.py's).
-PASS, FAIL, NON_STRICT, INFORMATIONAL = (
-    Verdict.PASS,
-    Verdict.FAIL,
-    Verdict.NON_STRICT,
-    Verdict.INFORMATIONAL,
-)
-UNIMPLEMENTED, CRASH, HANG = Verdict.UNIMPLEMENTED, Verdict.CRASH, Verdict.HANG
-BASELINE, FIXED, ERROR = Verdict.BASELINE, Verdict.FIXED, Verdict.ERROR
 _MESSAGE_LIMIT = 2000
 
 HANDLE_KEY = pytest.StashKey["object"]()  # the item's TargetHandle (set by vfu_target)
@@ -76,11 +58,11 @@ _JUDGEMENT_KEY = pytest.StashKey["_Judgement"]()
 @dataclass
 class _Judgement:
     info: CaseInfo
-    verdict: str | None = None
+    verdict: Verdict | None = None
     message: str = ""
 
-    def add(self, verdict: str, message: str) -> None:
-        if self.verdict is None or Verdict(verdict).rank > Verdict(self.verdict).rank:
+    def add(self, verdict: Verdict, message: str) -> None:
+        if self.verdict is None or verdict.rank > self.verdict.rank:
             self.verdict, self.message = verdict, message
 
 
@@ -106,57 +88,52 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
     verdict = None
     if report.failed and report.when in ("setup", "call"):
         verdict, message = _failure(call.excinfo, handle, j.info, settings.strict, report)
-        if baseline is not None and verdict != ERROR:
+        if baseline is not None and verdict != Verdict.ERROR:
             verdict, message = (
-                BASELINE,
+                Verdict.BASELINE,
                 f"baseline: {baseline} (was {verdict}: {_first_line(message)})",
             )
-        if verdict in (NON_STRICT, INFORMATIONAL, BASELINE):
+        if verdict.outcome == "xfailed":  # pytest's xfailed: skipped, with a reason
             report.outcome = "skipped"
             report.wasxfail = (
-                message if verdict == BASELINE else f"{verdict}: {_first_line(message)}"
+                message if verdict == Verdict.BASELINE else f"{verdict}: {_first_line(message)}"
             )
     elif report.failed:  # teardown
-        from pytest_vfiouser.target import TargetCrashed
-
         exc = call.excinfo.value if call.excinfo else None
         if isinstance(exc, TargetCrashed):
-            verdict, message = CRASH, str(exc)
+            verdict, message = Verdict.CRASH, str(exc)
             report.longrepr = f"{item.nodeid}: {message}"
         else:
-            verdict, message = ERROR, _exc_message(call.excinfo)
+            verdict, message = Verdict.ERROR, _exc_message(call.excinfo)
     elif report.skipped and report.when != "teardown":
         if hasattr(report, "wasxfail"):
-            verdict, message = BASELINE, report.wasxfail or "xfail"
+            verdict, message = Verdict.BASELINE, report.wasxfail or "xfail"
         else:
-            verdict, message = UNIMPLEMENTED, _skip_reason(report)
+            verdict, message = Verdict.UNIMPLEMENTED, _skip_reason(report)
     elif report.when == "call":  # passed
         if hasattr(report, "wasxfail"):
-            verdict, message = FIXED, f"unexpectedly passed (xfail: {report.wasxfail})"
+            verdict, message = Verdict.FIXED, f"unexpectedly passed (xfail: {report.wasxfail})"
         elif baseline is not None:
-            verdict, message = FIXED, f"passes, but is baselined: {baseline}"
+            verdict, message = Verdict.FIXED, f"passes, but is baselined: {baseline}"
         elif observations:
-            verdict, message = INFORMATIONAL, "; ".join(observations)
+            verdict, message = Verdict.INFORMATIONAL, "; ".join(observations)
         else:
-            verdict, message = PASS, ""
+            verdict, message = Verdict.PASS, ""
     if verdict is not None:
         j.add(verdict, message[:_MESSAGE_LIMIT])
 
     if report.when == "teardown":
         _finish(item, j, report, handle, observations)
     else:
-        report.vfu = _as_dict(j, verdict, message if verdict else "", observations, None)
+        _record(item, j, verdict, message if verdict else "", observations, {}).attach(report)
 
 
-def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[str, str]:
+def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[Verdict, str]:
     """Classify a failed setup or call."""
-    from pytest_vfiouser.device import DiscoveryError
-    from pytest_vfiouser.target import DEATH_WAIT, TargetUnavailable
-
     exc = excinfo.value if excinfo is not None else None
     if isinstance(exc, (TargetUnavailable, DiscoveryError)):
         report.longrepr = str(exc)  # the message says it all; the traceback is ours
-        return ERROR, str(exc)
+        return Verdict.ERROR, str(exc)
     if _is_hang(exc):
         if handle is not None:
             handle.hung = True
@@ -164,62 +141,67 @@ def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[str
         tail = handle.stderr_tail(10) if handle is not None else ""
         if tail:
             report.sections.append(("vfio-user server stderr (last lines)", tail))
-        return HANG, f"no reply in time: {message}"
+        return Verdict.HANG, f"no reply in time: {message}"
     crash = None
     if handle is not None and not handle.crash_reported:
         crash = handle.crash(wait=DEATH_WAIT if _is_disconnect(exc) else 0.0)
     if crash is not None:
         handle.crash_reported = True
         report.sections.append(("vfio-user server crash", crash.message()))
-        return CRASH, crash.message()
+        return Verdict.CRASH, crash.message()
     message = _exc_message(excinfo)
     if report.when == "setup":
-        return ERROR, message
+        return Verdict.ERROR, message
     if info.level is None or info.level is Level.MUST:
-        return FAIL, message
+        return Verdict.FAIL, message
     if info.level is SHOULD:
-        return (FAIL if strict else NON_STRICT), message
-    return INFORMATIONAL, message
+        return (Verdict.FAIL if strict else Verdict.NON_STRICT), message
+    return Verdict.INFORMATIONAL, message
 
 
 def _finish(item, j: _Judgement, report, handle, observations: list[str]) -> None:
     resources = handle.resources() if handle is not None else {}
-    verdict = j.verdict or PASS
-    j.verdict = verdict
-    info = j.info
-    props = [("vfu_verdict", str(verdict))]
-    if info.case_id:
-        props += [
-            ("vfu_case", info.case_id),
-            ("vfu_section", info.section or ""),
-            ("vfu_level", str(info.level) if info.level else ""),
-        ]
-        if info.revisions:
-            props.append(("vfu_revision", " ".join(info.revisions)))
-    if info.requirement:
-        props.append(("vfu_requirement", info.requirement))
-    if j.message:
-        props.append(("vfu_message", j.message))
-    props += [("vfu_observation", text) for text in observations]
-    props += sorted(resources.items())
+    j.verdict = j.verdict or Verdict.PASS
+    record = _record(item, j, j.verdict, j.message, observations, resources)
+    props = _properties(record)
     item.user_properties.extend(props)
     report.user_properties.extend(props)
-    report.vfu = _as_dict(j, verdict, j.message, observations, resources)
+    record.attach(report)
 
 
-def _as_dict(j: _Judgement, verdict, message, observations, resources) -> dict:
+def _properties(record: CaseRecord) -> list[tuple[str, str]]:
+    """The final record as JUnit properties."""
+    props = [("vfu_verdict", str(record.verdict))]
+    if record.case_id:
+        props += [
+            ("vfu_case", record.case_id),
+            ("vfu_section", record.section or ""),
+            ("vfu_level", record.level or ""),
+        ]
+        if record.revisions:
+            props.append(("vfu_revision", " ".join(record.revisions)))
+    if record.requirement:
+        props.append(("vfu_requirement", record.requirement))
+    if record.message:
+        props.append(("vfu_message", record.message))
+    props += [("vfu_observation", text) for text in record.observations]
+    return props + sorted(record.resources.items())
+
+
+def _record(item, j: _Judgement, verdict, message, observations, resources) -> CaseRecord:
     info = j.info
-    return {  # plain data: it crosses from xdist workers to the controller
-        "verdict": str(verdict) if verdict else None,
-        "case_id": info.case_id,
-        "section": info.section,
-        "level": str(info.level) if info.level else None,
-        "revisions": list(info.revisions),
-        "requirement": info.requirement,
-        "message": message,
-        "observations": list(observations),
-        "resources": resources,
-    }
+    return CaseRecord(
+        nodeid=item.nodeid,
+        verdict=verdict,
+        case_id=info.case_id,
+        section=info.section,
+        level=str(info.level) if info.level else None,
+        revisions=list(info.revisions),
+        requirement=info.requirement,
+        message=message,
+        observations=list(observations),
+        resources=resources,
+    )
 
 
 def _chain(exc):
@@ -231,10 +213,6 @@ def _chain(exc):
 
 
 def _is_hang(exc) -> bool:
-    try:
-        from pytest_vfiouser.client import Timeout
-    except ImportError:  # pragma: no cover - the client is part of the package
-        Timeout = ()
     for e in _chain(exc):
         if isinstance(e, Timeout):
             return True
@@ -244,10 +222,6 @@ def _is_hang(exc) -> bool:
 
 
 def _is_disconnect(exc) -> bool:
-    try:
-        from pytest_vfiouser.client import ConnectionClosed
-    except ImportError:  # pragma: no cover
-        ConnectionClosed = ()
     return any(isinstance(e, (ConnectionClosed, ConnectionError)) for e in _chain(exc))
 
 

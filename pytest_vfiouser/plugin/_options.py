@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -244,7 +245,8 @@ class Settings:
         if profile.spec is not None and profile.spec != spec:
             raise _usage(
                 "--vfu-profile",
-                f"the profile {profile.name!r} is for spec {profile.spec}, but --vfu-spec is {spec}",
+                f"the profile {profile.name!r} is for spec {profile.spec}, "
+                f"but --vfu-spec is {spec}",
             )
         conflicts = profile.spec_conflicts(spec)
         if conflicts:
@@ -289,8 +291,6 @@ def _usage(option: str, text: str) -> pytest.UsageError:
 def _reference_profile() -> Profile:
     """The embedded reference server's own profile (empty if it is not there yet)."""
     try:
-        from importlib.resources import files
-
         resource = files("reference_server").joinpath("profiles").joinpath("default.toml")
         if resource.is_file():
             return load_profile(Path(str(resource)))

@@ -1,7 +1,9 @@
 """What a run leaves behind: case records, the terminal summary, JSON, HTML, compare.
 
-* ``_records``: ``CaseRecord`` (one judged case, as every report reads it) and
-  ``Records`` (the run's, collected from the teardown reports).
+* ``_records``: ``CaseRecord`` (one judged case, as every report reads it:
+  ``CaseRecord.of(report)``) and ``Records`` (the run's, collected from the
+  teardown reports).
+* ``_tones``: the colour of each verdict's tone, for the HTML pages.
 * ``_artifacts``: the stable case key, HTML anchors, where reports and the
   per-case log files go.
 * ``_summary``: the terminal summary (verdicts by section, what was tested).

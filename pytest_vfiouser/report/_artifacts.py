@@ -92,7 +92,7 @@ def junit_path(config: pytest.Config) -> Path | None:
 
 
 def logs_dir(config: pytest.Config, json_path: Path | None = None) -> Path | None:
-    """``<report stem>-logs`` beside the HTML report, else beside the JSON report; None without either."""
+    """``<report stem>-logs`` beside the HTML report, else the JSON report; None without either."""
     report = html_path(config) or json_path
     return None if report is None else report.parent / f"{report.stem}-logs"
 

@@ -15,8 +15,10 @@ missing from some run (not selected, another spec revision) included;
 An implementation is named by its profile (``[profile] name``), else by its
 target's command; equal names get the report's folder appended.
 
-Standard library only. Exit status: 0; 1 with --fail-on-difference when some
-case differs; 2 when a file is missing or not a report.
+Standard library only, and the verdict vocabulary (``verdict.py``: the order
+of the counts, the colour of each verdict). Exit status: 0; 1 with
+--fail-on-difference when some case differs; 2 when a file is missing or not
+a report.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
+from pytest_vfiouser.verdict import VERDICTS, Verdict, in_report_order
+
+from ._tones import tone_css
+
 __all__ = [
     "Comparison",
     "ReportError",
@@ -46,18 +52,6 @@ __all__ = [
 SCHEMA_VERSION = 1
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 MISSING = "-"  # a case the run does not have
-_VERDICT_CLASS = {
-    "PASS": "pass",
-    "FIXED": "pass",
-    "FAIL": "bad",
-    "CRASH": "bad",
-    "HANG": "bad",
-    "ERROR": "bad",
-    "NON-STRICT": "warn",
-    "BASELINE": "warn",
-    "INFORMATIONAL": "info",
-    "UNIMPLEMENTED": "skip",
-}
 _GENERIC_PROFILES = {"", "none", "unnamed"}
 
 
@@ -80,6 +74,16 @@ class Run:
 
     def counts(self) -> Counter:
         return Counter(c["verdict"] for c in self.cases.values())
+
+    def counted(self) -> list[tuple[str, int]]:
+        """(verdict, number of cases), in report order."""
+        counts = self.counts()
+        return [(v, counts[v]) for v in in_report_order(counts)]
+
+
+def _tone(verdict: str) -> str:
+    """A verdict's CSS class: its tone ("" for one this version does not know)."""
+    return Verdict(verdict).tone if verdict in VERDICTS else ""
 
 
 def load(path: str | os.PathLike[str]) -> Run:
@@ -150,7 +154,7 @@ def _program(command: str) -> str:
 
 
 def name_runs(runs: list[Run]) -> None:
-    """Implementation names: the profile's, else the command; equal names get their folder appended."""
+    """Implementation names: the profile's, else the command; equal names get their folder."""
     names = [_base_name(r) for r in runs]
     dup = {n for n, k in Counter(names).items() if k > 1}
     names = [
@@ -225,7 +229,7 @@ def render_text(cmp: Comparison, html_path: Path | None = None) -> str:
     out = [f"vfio-user conformance: {len(runs)} implementations compared"]
     width = max(len(r.name) for r in runs)
     for label, r in zip(labels, runs, strict=True):
-        counts = ", ".join(f"{n} {v}" for v, n in sorted(r.counts().items()))
+        counts = ", ".join(f"{n} {v}" for v, n in r.counted())
         out.append(
             f"  {label}  {r.name:<{width}}  {r.path}  ({len(r.cases)} cases: {counts or 'none'})"
         )
@@ -264,13 +268,20 @@ def _label(n: int) -> str:
 # -- HTML
 
 
+_TONE_STYLE = tone_css(lambda tone, verdicts: f".{tone},.{tone} a")
+
+
+def _href(path: Path, out_dir: Path) -> str:
+    """``path`` relative to the directory ``out_dir``, as an href."""
+    return quote(Path(os.path.relpath(path.resolve(), out_dir)).as_posix(), safe="/")
+
+
 def _link(run: Run, case: dict, out_dir: Path) -> str | None:
     report = run.html
     if report is None:
         return None
-    target = Path(os.path.relpath(report.resolve(), out_dir)).as_posix()
     anchor = case.get("anchor") or case["id"]
-    return quote(target, safe="/") + "#" + quote(anchor, safe="/:@,=+-._~")
+    return _href(report, out_dir) + "#" + quote(anchor, safe="/:@,=+-._~")
 
 
 def render_html(cmp: Comparison, out_path: Path) -> str:
@@ -286,34 +297,33 @@ def render_html(cmp: Comparison, out_path: Path) -> str:
         negotiated = info.get("negotiated") or {}
         report = r.html
         report_cell = (
-            (
-                f'<a href="{e(quote(Path(os.path.relpath(report.resolve(), out_dir)).as_posix(), safe="/"))}">'
-                "HTML report</a>"
-            )
+            f'<a href="{e(_href(report, out_dir))}">HTML report</a>'
             if report is not None
             else "(no HTML report)"
         )
-        json_rel = quote(Path(os.path.relpath(r.path.resolve(), out_dir)).as_posix(), safe="/")
-        counts = ", ".join(
-            f'<span class="{_VERDICT_CLASS.get(v, "")}">{n} {e(v)}</span>'
-            for v, n in sorted(r.counts().items())
-        )
+        counts = ", ".join(f'<span class="{_tone(v)}">{n} {e(v)}</span>' for v, n in r.counted())
+        command = target.get("command_template") or target.get("description") or ""
+        profile = (info.get("profile") or {}).get("name") or ""
+        started = str(info.get("started") or "")[:19].replace("T", " ")
         version = (
             f"{negotiated['major']}.{negotiated['minor']}" if "major" in negotiated else "(none)"
         )
         run_rows.append(
-            f'<tr><th>{e(r.name)}</th><td>{report_cell} · <a href="{e(json_rel)}">JSON</a></td>'
-            f"<td><code>{e(str(target.get('command_template') or target.get('description') or ''))}</code></td>"
-            f"<td>{e(str((info.get('profile') or {}).get('name') or ''))}</td><td>{e(str(info.get('spec') or ''))}</td>"
+            f"<tr><th>{e(r.name)}</th>"
+            f'<td>{report_cell} · <a href="{e(_href(r.path, out_dir))}">JSON</a></td>'
+            f"<td><code>{e(str(command))}</code></td>"
+            f"<td>{e(str(profile))}</td><td>{e(str(info.get('spec') or ''))}</td>"
             f"<td>{e(version)}</td><td>{e(str(info.get('suite_version') or ''))}</td>"
-            f"<td>{e(str(info.get('started') or '')[:19].replace('T', ' '))}</td><td>{counts}</td></tr>"
+            f"<td>{e(started)}</td><td>{counts}</td></tr>"
         )
 
-    section_rows = "".join(
-        f'<tr><th><a href="#section-{e(quote(name))}">{e(name)}</a></th><td>{len(rows)}</td>'
-        f'<td class="{"bad" if any(r.differs for r in rows) else ""}">{sum(r.differs for r in rows)}</td></tr>'
-        for name, rows in cmp.sections.items()
-    )
+    section_rows = []
+    for name, rows in cmp.sections.items():
+        n_diff = sum(r.differs for r in rows)
+        section_rows.append(
+            f'<tr><th><a href="#section-{e(quote(name))}">{e(name)}</a></th><td>{len(rows)}</td>'
+            f'<td class="{"bad" if n_diff else ""}">{n_diff}</td></tr>'
+        )
 
     head = "".join(f'<th class="impl">{e(r.name)}</th>' for r in runs)
     bodies = []
@@ -336,13 +346,15 @@ def render_html(cmp: Comparison, out_path: Path) -> str:
                 link = _link(run, case, out_dir)
                 text = f'<a href="{e(link)}">{e(verdict)}</a>' if link else e(verdict)
                 cells.append(
-                    f'<td class="v {_VERDICT_CLASS.get(verdict, "")}" data-verdict="{e(verdict)}"'
+                    f'<td class="v {_tone(verdict)}" data-verdict="{e(verdict)}"'
                     f' title="{e(title)}">{text}</td>'
                 )
             css = "diff" if row.differs else "same"
             lines.append(
-                f'<tr class="case {css}" data-case="{e(row.id)}"><td class="id" title="{e(row.requirement)}">'
-                f"{'≠ ' if row.differs else ''}{e(row.id)}</td><td>{e(row.level)}</td>{''.join(cells)}</tr>"
+                f'<tr class="case {css}" data-case="{e(row.id)}">'
+                f'<td class="id" title="{e(row.requirement)}">'
+                f"{'≠ ' if row.differs else ''}{e(row.id)}</td><td>{e(row.level)}</td>"
+                f"{''.join(cells)}</tr>"
             )
         lines.append("</tbody>")
         bodies.append("\n".join(lines))
@@ -357,19 +369,22 @@ thead th{{position:sticky;top:0;background:#f4f4f4}}
 tr.section th{{background:#eef;font-size:14px;padding-top:8px}}
 tr.diff td.id{{font-weight:bold}}
 tr.diff{{background:#fff6e0}}
-.pass,.pass a{{color:green}} .bad,.bad a{{color:#c00;font-weight:bold}} .warn,.warn a{{color:#c60}}
-.info,.info a{{color:#36c}} .skip,.skip a{{color:#888}} .missing{{color:#aaa}}
+{_TONE_STYLE}
+.missing{{color:#aaa}}
 body.only-diff tr.same{{display:none}}
 code{{font-size:12px}}
 </style></head>
 <body>
 <h1>vfio-user conformance: {len(runs)} implementations compared</h1>
-<p id="totals"><span id="n-cases">{len(cmp.rows)}</span> cases, <span id="n-differ">{len(differing)}</span> differ
+<p id="totals"><span id="n-cases">{len(cmp.rows)}</span> cases,
+<span id="n-differ">{len(differing)}</span> differ
 (a case differs when its verdict is not the same in every run; —: not in that run).
 <label><input type="checkbox" id="only-diff"> show only the cases that differ</label></p>
-<table id="runs"><thead><tr><th>implementation</th><th>reports</th><th>target</th><th>profile</th><th>spec</th>
-<th>negotiated</th><th>suite</th><th>started</th><th>verdicts</th></tr></thead><tbody>{"".join(run_rows)}</tbody></table>
-<table id="sections"><thead><tr><th>section</th><th>cases</th><th>differ</th></tr></thead><tbody>{section_rows}</tbody></table>
+<table id="runs"><thead><tr><th>implementation</th><th>reports</th><th>target</th>
+<th>profile</th><th>spec</th><th>negotiated</th><th>suite</th><th>started</th><th>verdicts</th>
+</tr></thead><tbody>{"".join(run_rows)}</tbody></table>
+<table id="sections"><thead><tr><th>section</th><th>cases</th><th>differ</th></tr></thead>
+<tbody>{"".join(section_rows)}</tbody></table>
 <table id="matrix"><thead><tr><th>case</th><th>level</th>{head}</tr></thead>
 {"".join(bodies)}
 </table>

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from html import escape
 from pathlib import Path
@@ -27,32 +28,18 @@ from urllib.parse import quote
 import pytest
 
 from pytest_vfiouser import __version__
-from pytest_vfiouser.verdict import FAILING, VERDICTS, Verdict
+from pytest_vfiouser.verdict import Verdict
 
 from ._artifacts import case_key, html_path, junit_path, relative
+from ._records import CaseRecord
+from ._summary import columns as verdict_columns
+from ._summary import combine_targets, result_text, sigterm_text
+from ._tones import tone_css
 
 FAIL, PASS = Verdict.FAIL, Verdict.PASS
 
-__all__ = ["HtmlReport", "href"]
+__all__ = ["HtmlReport", "href", "sort_key"]
 
-# Severity order for sorting the Verdict column (worst first when sorted descending).
-_VERDICT_RANK = {
-    v: i
-    for i, v in enumerate(
-        (
-            "PASS",
-            "FIXED",
-            "UNIMPLEMENTED",
-            "INFORMATIONAL",
-            "BASELINE",
-            "NON-STRICT",
-            "ERROR",
-            "FAIL",
-            "HANG",
-            "CRASH",
-        )
-    )
-}
 _LEVEL_RANK = {"MUST": 1, "SHOULD": 2, "MAY": 3}
 _ARTIFACT_LABELS = (
     ("wire_log", "wire log"),
@@ -74,6 +61,12 @@ def href(path: str) -> str:
     return quote(path, safe="/")
 
 
+def sort_key(verdict: Verdict | None) -> str:
+    """What orders a Verdict cell: pytest-html sorts by the cell's inner HTML, so a leading
+    comment holding the verdict's rank (its severity)."""
+    return f"<!--{verdict.rank}-->" if verdict else ""
+
+
 class HtmlReport:
     """pytest-html hook implementations; one instance per run (registered by the plugin)."""
 
@@ -82,20 +75,21 @@ class HtmlReport:
         self.state = state  # the plugin's RunState: settings, records, target summaries
         path = html_path(config)
         self.directory = path.parent if path is not None else Path.cwd()
-        self.final: dict[str, dict] = {}  # nodeid -> report.vfu of its teardown (final verdict)
+        self.final: dict[str, CaseRecord] = {}  # nodeid -> its teardown's record (final verdict)
         self.anchored: set[str] = set()
         self.requirements: dict[str, str] = {}  # case id -> requirement text (once: rows share it)
 
     # -- bookkeeping: runs before pytest-html's own (trylast) logreport, which makes the rows
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        data = getattr(report, "vfu", None)
-        if report.when == "teardown" and data:
-            self.final[report.nodeid] = data
-            if data.get("case_id") and data.get("requirement"):
-                self.requirements.setdefault(data["case_id"], data["requirement"])
+        record = CaseRecord.of(report)
+        if report.when == "teardown" and record is not None:
+            self.final[report.nodeid] = record
+            if record.case_id and record.requirement:
+                self.requirements.setdefault(record.case_id, record.requirement)
 
-    def _data(self, report) -> tuple[dict, dict]:
-        phase = getattr(report, "vfu", None) or {}
+    def _records(self, report) -> tuple[CaseRecord | None, CaseRecord | None]:
+        """The phase's record, and the case's final one (until its teardown: the phase's)."""
+        phase = CaseRecord.of(report)
         return phase, self.final.get(report.nodeid, phase)
 
     # -- pytest-html hooks
@@ -116,54 +110,55 @@ class HtmlReport:
         ]
 
     def pytest_html_results_table_row(self, report, cells: list[str]) -> None:
-        phase, final = self._data(report)
-        verdict = (
-            phase.get("verdict") or (final.get("verdict") if report.when == "call" else "") or ""
-        )
-        case_id = final.get("case_id")
-        key = case_key(case_id, report.nodeid) if final else ""
+        phase, final = self._records(report)
+        verdict = phase.verdict if phase is not None else None
+        if verdict is None and final is not None and report.when == "call":
+            verdict = final.verdict
+        case_id = final.case_id if final is not None else None
+        key = case_key(case_id, report.nodeid) if final is not None else ""
         id_attr = ""
         # The anchor goes on the first row pytest-html shows (passed setup/teardown rows are not).
         shown = report.when in ("call", "collect") or report.outcome != "passed"
         if case_id and shown and report.nodeid not in self.anchored:
             self.anchored.add(report.nodeid)
             id_attr = f' id="{escape(key)}"'
-        message = phase.get("message") or (
-            final.get("message") if verdict == final.get("verdict") else ""
-        )
+        message = phase.message if phase is not None else ""
+        if not message and final is not None and verdict == final.verdict:
+            message = final.message
         # One line: pytest-html reads a cell's sort value with a regular expression without DOTALL.
-        title = escape(_clip(" ".join((message or "").split()), TITLE_LIMIT))
+        title = escape(_clip(" ".join(message.split()), TITLE_LIMIT))
         title = f' title="{title}"' if title else ""
-        level = final.get("level") or ""
-        # Sorting uses the cell's inner HTML: a leading comment orders it.
-        rank = f"<!--{_VERDICT_RANK[verdict]}-->" if verdict in _VERDICT_RANK else ""
+        level = (final.level if final is not None else None) or ""
+        section = (final.section if final is not None else None) or ""
+        level_key = f"<!--{_LEVEL_RANK[level]}-->" if level in _LEVEL_RANK else ""
         cells[1:1] = [
-            f'<td class="col-verdict"{title}>{rank}{escape(verdict)}</td>',  # colour: the script
+            # its colour: the page's script
+            f'<td class="col-verdict"{title}>{sort_key(verdict)}{escape(verdict or "")}</td>',
             f'<td class="col-caseid"{id_attr}>{escape(key if case_id else "")}</td>',
-            f'<td class="col-section">{escape(final.get("section") or "")}</td>',
-            f'<td class="col-level">{f"<!--{_LEVEL_RANK[level]}-->" if level in _LEVEL_RANK else ""}{escape(level)}</td>',
+            f'<td class="col-section">{escape(section)}</td>',
+            f'<td class="col-level">{level_key}{escape(level)}</td>',
         ]
-        links = self._links(final.get("artifacts") or {})
+        links = self._links(final.artifacts if final is not None else {})
         if links and cells[-1].endswith("</td>"):
             cells[-1] = cells[-1][: -len("</td>")] + links + "</td>"
 
     def pytest_html_results_table_html(self, report, data: list[str]) -> None:
-        """The row's details (``data``: pytest-html's escaped log parts, joined into the log box)."""
-        phase, final = self._data(report)
-        if not final:
+        """The row's details (``data``: pytest-html's escaped log parts, joined in the log box)."""
+        phase, final = self._records(report)
+        if final is None:
             return
-        artifacts = final.get("artifacts") or {}
-        verdict = phase.get("verdict") or final.get("verdict") or ""
+        artifacts = final.artifacts
+        verdict = (phase.verdict if phase is not None else None) or final.verdict
         # The requirement is not repeated here: the page's script shows it from
         # one table (#vfu-requirements) in every row of the case.
         detail = []
-        if final.get("requirement") and not final.get("case_id"):
+        if final.requirement and not final.case_id:
             detail.append(
                 '<div class="vfu-req"><span class="vfu-label">Requirement:</span> '
-                + _lines(final["requirement"])
+                + _lines(final.requirement)
                 + "</div>"
             )
-        message = phase.get("message") or ""
+        message = phase.message if phase is not None else ""
         if verdict and verdict != PASS and message:
             detail.append(
                 f'<div class="vfu-msg"><span class="vfu-label vfu-v-{escape(verdict)}">'
@@ -203,8 +198,6 @@ class HtmlReport:
     def pytest_html_results_summary(
         self, prefix: list, summary: list, postfix: list, session
     ) -> None:
-        from ._summary import combine_targets
-
         state = self.state
         requirements = json.dumps(self.requirements, sort_keys=True, separators=(",", ":"))
         prefix.append(
@@ -223,17 +216,16 @@ class HtmlReport:
             if artifacts.get(name):
                 path = href(relative(artifacts[name], self.directory))
                 out.append(
-                    f'<a class="vfu-log" target="_blank" href="{escape(path)}" data-log="{name}">{label}</a>'
+                    f'<a class="vfu-log" target="_blank" href="{escape(path)}" data-log="{name}">'
+                    f"{label}</a>"
                 )
         return " ".join(out)
 
     def _summary(self, state, targets: dict) -> str:
-        from ._summary import sigterm_text
-
         records = state.records
         sections = records.by_section()
         total = records.counts()
-        columns = [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
+        columns = verdict_columns(total)
         head = "".join(f'<th class="vfu-v-{v}">{v}</th>' for v in columns)
         rows = []
         for name, counts in [*sections.items(), ("total", total)]:
@@ -254,23 +246,14 @@ class HtmlReport:
 
         settings = state.settings
         profile = settings.profile
-        failing = {v: n for v, n in sorted(total.items()) if v in FAILING}
-        result = (
-            ("FAILED (" + ", ".join(f"{n} {v}" for v, n in failing.items()) + ")")
-            if failing
-            else f"passed (no {', '.join(sorted(FAILING))} among {len(records.cases)} cases)"
-        )
+        result = f'<span class="vfu-v-{FAIL if records.failing() else PASS}">'
+        result += f"{escape(result_text(records))}</span>"
         negotiated = targets.get("negotiated")
-        import datetime as _dt
-
         started = _dt.datetime.fromtimestamp(state.started_at, _dt.timezone.utc).isoformat(
             timespec="seconds"
         )
         facts = [
-            (
-                "result",
-                f'<span class="vfu-v-{"FAIL" if failing else "PASS"}">{escape(result)}</span>',
-            ),
+            ("result", result),
             ("target", escape(targets.get("target") or state.manager.describe())),
             (
                 "command",
@@ -386,7 +369,8 @@ def _wire_excerpt(report) -> str:
     return "\n".join(out)
 
 
-_STYLE = """<style>
+_STYLE = (
+    """<style>
 .vfu-summary{color:black;margin-bottom:12px}
 .vfu-summary h2{margin:12px 0 6px}
 .vfu-matrix,.vfu-run{border-collapse:collapse;margin-bottom:8px}
@@ -396,12 +380,11 @@ _STYLE = """<style>
 .vfu-matrix td.vfu-zero{color:#bbb}
 .vfu-matrix tr.vfu-total{font-weight:bold;border-top:2px solid #999}
 .vfu-run th{text-align:left;font-weight:normal;color:#666;vertical-align:top}
-.vfu-v-PASS,.vfu-v-FIXED{color:green}
-.vfu-v-FAIL,.vfu-v-CRASH,.vfu-v-HANG,.vfu-v-ERROR{color:#c00;font-weight:bold}
-.vfu-v-NON-STRICT,.vfu-v-BASELINE{color:#c60}
-.vfu-v-INFORMATIONAL{color:#36c}
-.vfu-v-UNIMPLEMENTED{color:#888}
-.vfu-detail{white-space:normal;font-family:Helvetica,Arial,sans-serif;font-size:12px;margin:0 0 8px}
+"""
+    + tone_css(lambda tone, verdicts: ",".join(f".vfu-v-{v}" for v in verdicts))
+    + """
+.vfu-detail{white-space:normal;font-family:Helvetica,Arial,sans-serif;font-size:12px;
+margin:0 0 8px}
 .vfu-detail>div{margin:2px 0}
 .vfu-req{white-space:pre-line;font-family:Helvetica,Arial,sans-serif;color:black;margin:4px 0}
 .vfu-label{font-weight:bold}
@@ -410,19 +393,24 @@ a.vfu-log{color:#36c;margin-right:6px}
 .vfu-cut{color:#666}
 td.col-caseid:target{outline:2px solid #36c}
 </style>"""
+)
 
 # The requirement of each row's case (from #vfu-requirements), added whenever pytest-html
 # (re)draws the table; opening report.html#<case key> expands that row and scrolls to it.
 _SCRIPT = """<script>
 (function(){
 var REQ=null;
-function reqs(){if(REQ===null){var e=document.getElementById('vfu-requirements');REQ=e?JSON.parse(e.textContent):{}}return REQ}
+function reqs(){if(REQ===null){var e=document.getElementById('vfu-requirements');
+REQ=e?JSON.parse(e.textContent):{}}return REQ}
 function fill(root){if(!root.querySelectorAll)return;
 root.querySelectorAll('tbody.results-table-row').forEach(function(tb){
-var v=tb.querySelector('td.col-verdict');if(v&&v.textContent)v.classList.add('vfu-v-'+v.textContent);
+var v=tb.querySelector('td.col-verdict');
+if(v&&v.textContent)v.classList.add('vfu-v-'+v.textContent);
 if(tb.querySelector('.vfu-req'))return;var c=tb.querySelector('td.col-caseid');if(!c)return;
-var t=reqs()[c.textContent.replace(/\\[.*$/,'')];var x=tb.querySelector('td.extra');if(!t||!x)return;
-var d=document.createElement('div');d.className='vfu-req';d.innerHTML='<span class="vfu-label">Requirement:</span> ';
+var t=reqs()[c.textContent.replace(/\\[.*$/,'')];var x=tb.querySelector('td.extra');
+if(!t||!x)return;
+var d=document.createElement('div');d.className='vfu-req';
+d.innerHTML='<span class="vfu-label">Requirement:</span> ';
 d.appendChild(document.createTextNode(t));x.insertBefore(d,x.firstChild)})}
 new MutationObserver(function(ms){ms.forEach(function(m){m.addedNodes.forEach(fill)})})
 .observe(document.documentElement,{childList:true,subtree:true});
@@ -430,7 +418,8 @@ function go(){var id=location.hash.slice(1);if(!id)return;try{id=decodeURICompon
 var el=document.getElementById(id);if(!el)return;var body=el.closest('tbody');
 var extras=body&&body.querySelector('.extras-row');
 if(extras&&extras.classList.contains('hidden'))el.click();
-setTimeout(function(){var t=document.getElementById(id);if(t)t.scrollIntoView({block:'center'})},0)}
+setTimeout(function(){var t=document.getElementById(id);
+if(t)t.scrollIntoView({block:'center'})},0)}
 window.addEventListener('DOMContentLoaded',go);window.addEventListener('hashchange',go);
 })();
 </script>"""

@@ -1,6 +1,6 @@
 """The JSON report (--vfu-json; ``reports/conformance.json`` from vfio-user-conformance).
 
-Its schema is ``pytest_vfiouser/schema/conformance.schema.json`` (JSON Schema
+Its schema is ``pytest_vfiouser/report/schema/conformance.schema.json`` (JSON Schema
 2020-12); ``schema_version`` changes only when a field is removed or changes
 meaning (fields may be added)::
 
@@ -31,6 +31,7 @@ import datetime as _dt
 import json
 import os
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from pytest_vfiouser import __version__
@@ -130,8 +131,6 @@ def write(path: str | os.PathLike[str], state, targets: dict) -> Path:
 
 def schema() -> dict:
     """The JSON Schema of the report (shipped in the package)."""
-    from importlib.resources import files
-
     return json.loads(
         files(__package__).joinpath("schema").joinpath("conformance.schema.json").read_text()
     )

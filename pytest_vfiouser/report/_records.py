@@ -1,21 +1,38 @@
-"""The record of one judged case, and the run's collection of them."""
+"""The record of one judged case, and the run's collection of them.
+
+The judge builds a ``CaseRecord`` for every phase of a case and attaches it
+to the phase's report; every reader (records, HTML, log files) takes it back
+with ``CaseRecord.of(report)``. On the report it is ``report.vfu``, a dict of
+plain values: xdist sends reports from its workers to the controller with
+execnet, which serializes neither enums nor dataclasses.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import pytest
 
-from pytest_vfiouser.verdict import FAILING
+from pytest_vfiouser.verdict import Verdict
 
 __all__ = ["CaseRecord", "Records"]
+
+_ATTRIBUTE = "vfu"  # the report's attribute holding the record's dict
 
 
 @dataclass
 class CaseRecord:
+    """One case as the reports read it: of one phase, or (at teardown) the final one.
+
+    ``verdict`` is the phase's (None for a phase that decided nothing, such as
+    a passing setup) or, at teardown, the worst of all phases; ``message`` is
+    that verdict's. ``resources`` (the server's resource counts) are known
+    at teardown; ``duration`` (all phases) once the run collects the record.
+    """
+
     nodeid: str
-    verdict: str
+    verdict: Verdict | None
     case_id: str | None = None
     section: str | None = None
     level: str | None = None
@@ -27,8 +44,33 @@ class CaseRecord:
     duration: float = 0.0
     artifacts: dict = field(default_factory=dict)  # log files written (artifacts.py): name -> path
 
-    def to_json(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> dict:
+        """Plain values only (the verdict as its text), for the wire."""
+        data = asdict(self)
+        data["verdict"] = str(self.verdict) if self.verdict is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CaseRecord:
+        """The record of ``to_dict()``'s dict (copies: the dict stays the report's)."""
+        values = {f.name: data[f.name] for f in fields(cls) if data.get(f.name) is not None}
+        verdict = values.pop("verdict", None)
+        record = cls(verdict=Verdict(verdict) if verdict is not None else None, **values)
+        record.revisions = list(record.revisions)
+        record.observations = list(record.observations)
+        record.resources = dict(record.resources)
+        record.artifacts = dict(record.artifacts)
+        return record
+
+    @classmethod
+    def of(cls, report: pytest.TestReport) -> CaseRecord | None:
+        """The record attached to a phase report; None for a test that is not judged."""
+        data = getattr(report, _ATTRIBUTE, None)
+        return cls.from_dict(data) if data else None
+
+    def attach(self, report: pytest.TestReport) -> None:
+        """Put the record on a phase report (replacing the one it had)."""
+        setattr(report, _ATTRIBUTE, self.to_dict())
 
 
 class Records:
@@ -45,28 +87,12 @@ class Records:
     def add(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
         self._durations[nodeid] = self._durations.get(nodeid, 0.0) + (report.duration or 0.0)
-        data = getattr(report, "vfu", None)
         if report.when != "teardown":
             return
         duration = self._durations.pop(nodeid, 0.0)
-        if not data:
-            return
-        self.cases.append(
-            CaseRecord(
-                nodeid=nodeid,
-                verdict=data["verdict"],
-                case_id=data.get("case_id"),
-                section=data.get("section"),
-                level=data.get("level"),
-                revisions=list(data.get("revisions") or []),
-                requirement=data.get("requirement") or "",
-                message=data.get("message") or "",
-                observations=list(data.get("observations") or []),
-                resources=dict(data.get("resources") or {}),
-                duration=round(duration, 6),
-                artifacts=dict(data.get("artifacts") or {}),
-            )
-        )
+        record = CaseRecord.of(report)
+        if record is not None:
+            self.cases.append(replace(record, nodeid=nodeid, duration=round(duration, 6)))
 
     def counts(self) -> Counter:
         return Counter(c.verdict for c in self.cases)
@@ -78,7 +104,7 @@ class Records:
         return dict(sorted(out.items()))
 
     def failing(self) -> list[CaseRecord]:
-        return [c for c in self.cases if c.verdict in FAILING]
+        return [c for c in self.cases if c.verdict.fails_run]
 
     def with_verdict(self, verdict: str) -> list[CaseRecord]:
         return [c for c in self.cases if c.verdict == verdict]

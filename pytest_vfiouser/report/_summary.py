@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pytest_vfiouser.verdict import FAILING, VERDICTS, Verdict
+from pytest_vfiouser.fuzz import summary_lines as fuzz_lines
+from pytest_vfiouser.verdict import VERDICTS, Verdict
 
 FAIL, FIXED, PASS = Verdict.FAIL, Verdict.FIXED, Verdict.PASS
 
-__all__ = ["combine_targets", "lines"]
+__all__ = ["columns", "combine_targets", "lines", "result_text", "sigterm_text"]
 
 
 def combine_targets(summaries: list[dict]) -> dict:
@@ -52,16 +53,16 @@ def lines(state, targets: dict) -> list[str]:
     records = state.records
     sections = records.by_section()
     total = records.counts()
-    columns = [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
+    shown = columns(total)
     width = max([len("section"), len("total")] + [len(s) for s in sections])
-    out = ["  ".join([f"{'section':<{width}}"] + [f"{v:>{max(len(v), 3)}}" for v in columns])]
+    out = ["  ".join([f"{'section':<{width}}"] + [f"{v:>{max(len(v), 3)}}" for v in shown])]
     rows = list(sections.items()) + [("total", total)]
     for name, counts in rows:
         if name == "total":
             out.append("-" * len(out[0]))
         out.append(
             "  ".join(
-                [f"{name:<{width}}"] + [f"{_cell(counts, v):>{max(len(v), 3)}}" for v in columns]
+                [f"{name:<{width}}"] + [f"{_cell(counts, v):>{max(len(v), 3)}}" for v in shown]
             )
         )
     settings = state.settings
@@ -89,8 +90,6 @@ def lines(state, targets: dict) -> list[str]:
         out.append(
             f"{targets['deselected_by_revision']} case(s) deselected: not in spec {settings.spec}"
         )
-    from pytest_vfiouser.fuzz import summary_lines as fuzz_lines
-
     out += fuzz_lines(getattr(state, "config", None), settings.fuzz)
     fixed = records.with_verdict(FIXED)
     if fixed:
@@ -100,16 +99,22 @@ def lines(state, targets: dict) -> list[str]:
         out.append(
             "[baseline] entries matching no collected case: " + ", ".join(state.unknown_baselines)
         )
-    failing = Counter(c.verdict for c in records.cases if c.verdict in FAILING)
-    if failing:
-        out.append(
-            "result: FAILED (" + ", ".join(f"{n} {v}" for v, n in sorted(failing.items())) + ")"
-        )
-    else:
-        out.append(
-            f"result: passed (no {', '.join(sorted(FAILING))} among {len(records.cases)} cases)"
-        )
+    out.append(f"result: {result_text(records)}")
     return out
+
+
+def columns(total: Counter) -> list[Verdict]:
+    """The verdicts a summary has a column for: those of some case, and PASS and FAIL always."""
+    return [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
+
+
+def result_text(records) -> str:
+    """``FAILED (1 FAIL, 2 CRASH)``, or ``passed (no FAIL, CRASH, HANG, ERROR among 9 cases)``."""
+    counts = records.counts()
+    failing = [v for v in VERDICTS if v.fails_run]
+    if any(counts[v] for v in failing):
+        return "FAILED (" + ", ".join(f"{counts[v]} {v}" for v in failing if counts[v]) + ")"
+    return f"passed (no {', '.join(failing)} among {len(records.cases)} cases)"
 
 
 def _cell(counts: Counter, verdict: str) -> str:
