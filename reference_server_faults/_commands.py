@@ -1,6 +1,6 @@
 """Command handlers under the faults: the reference server's handlers with the
 defects of commands.py's area (message sizes, device and region info, io fds,
-region access, SET_IRQS, reset), and the dispatch table of FaultyConnection."""
+region access, SET_IRQS, reset), in ``HANDLERS`` for FaultyConnection."""
 
 from __future__ import annotations
 
@@ -32,12 +32,13 @@ from pytest_vfiouser.protocol import (
     SetIrqs,
     SparseMmapCap,
 )
-from reference_server.commands import Handler, Out
+from reference_server.commands import Handler, Out, _no_payload
 from reference_server.dma_map import check_range
 from reference_server.errors import ClientGone, VfioError
 
 from . import _dirty, _negotiation
 from ._catalogue import FAULTS, crash
+from ._dirty import _sent_argsz
 
 
 def _decode(cls, payload: bytes):
@@ -53,11 +54,6 @@ def _decode(cls, payload: bytes):
         raise VfioError(errno.EINVAL, str(e)) from None
 
 
-def _no_payload(payload: bytes, what: str) -> None:
-    if payload:
-        raise VfioError(errno.EINVAL, f"{what} carries no payload, got {len(payload)} bytes")
-
-
 def _argsz_at_least(argsz: int, need: int) -> None:
     if argsz < need and "argsz-ignored" not in FAULTS:
         raise VfioError(errno.EINVAL, f"argsz {argsz} is below the {need}-byte reply structure")
@@ -71,11 +67,6 @@ def _region(conn, index: int):
             errno.EINVAL, f"no region {index} (the device has {conn.device.num_regions})"
         )
     return conn.device.regions[index]
-
-
-def _sent_argsz(reply: bytes) -> bytes:
-    """Fault reply-argsz-wrong: argsz counts the bytes sent after the argsz field."""
-    return (len(reply) - 4).to_bytes(4, "little") + reply[4:]
 
 
 # ---- handlers
