@@ -366,8 +366,9 @@ def build(
         killed = killing(clean, run)
         for c in killed:
             kill = cases[c.case_id]["kills"]
-            # The worst verdict; killing verdicts rank in the same order as the
-            # harness's former table, so the matrix is unchanged.
+            # The worst verdict. Verdict.rank orders the killing verdicts as the
+            # harness's former table did (tests/test_server_faults.py checks it), so
+            # the matrix is unchanged.
             if Verdict(c.verdict).rank > Verdict(kill.get(name, "PASS")).rank:
                 kill[name] = c.verdict
         shown = evidence(fault, killed)

@@ -27,6 +27,7 @@ from pytest_vfiouser.protocol import (
     RegionInfo,
 )
 from pytest_vfiouser.target import listening_inodes, wait_listening
+from pytest_vfiouser.verdict import Verdict
 from reference_server_faults import CATALOGUE, enable
 
 FAULTY = [sys.executable, "-m", "reference_server_faults"]
@@ -220,6 +221,15 @@ def test_daemonize_leaves_no_process_behind(tmp_path):
     while listening_inodes(path) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not listening_inodes(path), "the daemonized copy still runs"
+
+
+def test_kill_matrix_keeps_the_worst_verdict_in_the_order_it_always_had():
+    """The matrix notes each case's worst killing verdict by Verdict.rank; the harness's
+    own table ranked them in this order, above PASS (the default)."""
+    order = ["INFORMATIONAL", "NON-STRICT", "ERROR", "FAIL", "HANG", "CRASH"]
+    ranks = [Verdict(v).rank for v in order]
+    assert ranks == sorted(set(ranks)), ranks
+    assert Verdict("PASS").rank < ranks[0]
 
 
 def test_kill_rules():
