@@ -212,7 +212,7 @@ def device_get_region_io_fds(conn, payload: bytes, fds: list[int]) -> bytes | Ou
 
 
 def _io_fds_faulty(conn, req, entries) -> bytes | Out:
-    """device_get_region_io_fds's reply under the faults of faults.py."""
+    """device_get_region_io_fds's reply under the faults enabled."""
     index = 0 if "reply-index-zero" in FAULTS else req.index
     flags = 1 << 31 if "flags-internal-bit" in FAULTS else 0
     subs = tuple(dataclasses.replace(s, flags=s.flags | flags) for s, _ in entries)
@@ -292,7 +292,7 @@ def _check_access(conn, offset: int, region_index: int, count: int, need: int, w
 
 
 def _check_access_faulty(conn, offset: int, region_index: int, count: int, need: int, what: str):
-    """_check_access under the faults of faults.py."""
+    """_check_access under the faults enabled."""
     regions = conn.device.regions
     if "index-wraps" in FAULTS:
         region_index %= len(regions)

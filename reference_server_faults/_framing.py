@@ -178,7 +178,7 @@ class FaultyConnection(Connection):
         return handler(self, payload, fds)
 
     def _send_faulty(self, hdr: Header, result) -> None:
-        """_handle's replies with the reply-building faults of faults.py."""
+        """_handle's replies with the reply-building faults."""
         msg_id = hdr.msg_id & 0xFF if "msg-id-8bit" in FAULTS else hdr.msg_id
         if result.__class__ is VfioError:
             log.debug("refused %s: %s", hdr.describe(), result)

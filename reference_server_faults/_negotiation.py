@@ -52,7 +52,7 @@ def negotiate(
 def _faulty(
     req: Version, json: dict | None, limits: ClientLimits, supports_migration: bool
 ) -> tuple[bytes, ClientLimits]:
-    """The VERSION reply under the faults of faults.py."""
+    """The VERSION reply under the faults enabled."""
     major, minor = MAJOR, limits.minor
     if "version-unchecked" in FAULTS:
         major, minor = 1, 1  # the server's own idea of its version

@@ -1,7 +1,7 @@
 """The fuzzing engine against the reference server, healthy and with injected faults.
 
-A fault is one of the reference server's ``--fault`` defects (reference_server/
-faults.py): a crash, a hang, an error reply with a payload, overlapping DMA
+A fault is one of the ``--fault`` defects of the fault overlay
+(reference_server_faults): a crash, a hang, an error reply with a payload, overlapping DMA
 maps accepted. The engine must report each (the right exception, so that the
 plugin's verdict is right: CRASH, HANG, FAIL), write a reproducer that replays
 against a server, and stay quiet on the healthy server. A fault the server
