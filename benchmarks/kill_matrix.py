@@ -3,7 +3,7 @@
     python benchmarks/kill_matrix.py [--workers N] [--fault NAME ...] [--out DIR] [--reports DIR]
 
 Runs the fault-free suite and the suite under every fault of
-reference_server/faults.py (or the ones named), N at a time (default: CPUs + 2,
+reference_server_faults (or the ones named), N at a time (default: CPUs + 2,
 the runs mostly wait on the server), writes reports/kill-matrix.json and
 reports/kill-matrix.md, and prints as its last line
 ``faults_detected=D/F cases_killing=K/N``. The runs' own reports stay in --out
@@ -20,11 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+# The harness is tests/kill_matrix.py; ahead of this script's own folder, where the
+# same module name is this file.
+sys.path[:0] = [os.path.join(ROOT, "tests"), ROOT]
 
-import kill_matrix as km
+import kill_matrix as km  # noqa: E402
 
-from reference_server.faults import CATALOGUE  # noqa: E402
+from reference_server_faults import CATALOGUE  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,12 +23,19 @@ Modules, by responsibility:
   dirty           DIRTY_PAGES and DMA_UNMAP's dirty bitmap (dirty page logging)
   migration       the 0.9.1 migration region (region 9): states, data stream
   errors          VfioError (-> error reply), ClientGone, Terminate
-  faults          --fault NAME: the catalogue of injectable defects (FAULTS)
-  kill_matrix     the suite run under each fault: detection, the kill matrix
+
+The code is the correct behaviour only: the named defects that prove the suite
+(``--fault NAME``) live in the package beside it, reference_server_faults, which
+subclasses what the seams below let it change and is never imported from here.
 
 Extension points: a region is any ``regions.Region`` (``Device.set_region``);
 ``Device.supports_migration`` (a region with the migration type capability)
 turns on the VERSION migration capability; ``DmaMapTable.note_write`` feeds
 the dirty page log; ``commands.HANDLERS`` maps commands to handlers and
-``protocol.COMMANDS_BY_REVISION`` selects which exist.
+``protocol.COMMANDS_BY_REVISION`` selects which exist. The kinds a part is
+built of are class attributes a subclass replaces: ``Connection.handlers`` and
+``Connection.dma_map_table``, ``Server.connection_type``, ``Device.irqs_type``,
+``dma_engine_type`` and ``migration_region_type``, ``Irqs.index_type``, and
+``__main__.Program``'s ``server_type``, ``device_type`` and steps (``parser``,
+``check``, ``listen``, ``install_signal_handlers``).
 """

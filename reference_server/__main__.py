@@ -8,10 +8,6 @@
 the one client and the server then exits (errata 9). Exit status: 0 after
 SIGTERM/SIGINT (or the end of an --fd connection), 2 for usage and device
 description errors, 1 when the socket cannot be set up.
-
---fault NAME (repeatable) starts the server with a named defect, to prove the
-conformance suite detects it; --list-faults prints the catalogue
-(reference_server/faults.py).
 """
 
 from __future__ import annotations
@@ -23,7 +19,17 @@ import sys
 
 from pytest_vfiouser._unix import CEILING_NS
 
+from .device import Device
+from .device_config import ConfigError, load
 from .errors import Terminate
+from .server import (
+    Server,
+    SetupError,
+    bind_path,
+    inherited_socket,
+    install_signal_handlers,
+    remove_socket_file,
+)
 
 SPECS = ("0.9.1",)
 PROG = "vfio-user-reference-server"
@@ -50,159 +56,145 @@ def _err(text: str) -> None:
         pass
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="A strict vfio-user server (reference "
-        "device) for the pytest-vfiouser conformance suite.",
-    )
-    p.add_argument("--socket-path", metavar="PATH", help="UNIX socket to create and listen on")
-    p.add_argument("--fd", metavar="FDNUM", help="inherited listening UNIX socket")
-    p.add_argument(
-        "--device",
-        metavar="FILE.toml",
-        help="device description "
-        "(see reference_server/device_config.py); default: the built-in device",
-    )
-    p.add_argument(
-        "--spec",
-        default="0.9.1",
-        metavar="REVISION",
-        help="vfio-user revision to serve (only 0.9.1 for now)",
-    )
-    p.add_argument(
-        "--busy-poll-us",
-        type=int,
-        default=BUSY_POLL_US,
-        metavar="USEC",
-        help="poll a client's socket for up to USEC microseconds before blocking "
-        "on it, adaptively (reference_server/busy_poll.py); 0: always block "
-        f"(default {BUSY_POLL_US})",
-    )
-    p.add_argument(
-        "-v", "--verbose", action="store_true", help="log every message, decoded, to stderr"
-    )
-    p.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="inject a named defect (repeatable; see --list-faults)",
-    )
-    p.add_argument(
-        "--list-faults",
-        action="store_true",
-        help="print the fault catalogue, one line each, and exit",
-    )
-    return p
+class Program:
+    """The command line, step by step: options, the device, the socket, the server.
+
+    reference_server_faults subclasses it (more options, other kinds of server and
+    device, faulty sockets); each step is a method for that reason.
+    """
+
+    prog = PROG
+    server_type = Server
+    device_type = Device
+
+    def parser(self) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(
+            prog=self.prog,
+            description="A strict vfio-user server (reference "
+            "device) for the pytest-vfiouser conformance suite.",
+        )
+        p.add_argument("--socket-path", metavar="PATH", help="UNIX socket to create and listen on")
+        p.add_argument("--fd", metavar="FDNUM", help="inherited listening UNIX socket")
+        p.add_argument(
+            "--device",
+            metavar="FILE.toml",
+            help="device description "
+            "(see reference_server/device_config.py); default: the built-in device",
+        )
+        p.add_argument(
+            "--spec",
+            default="0.9.1",
+            metavar="REVISION",
+            help="vfio-user revision to serve (only 0.9.1 for now)",
+        )
+        p.add_argument(
+            "--busy-poll-us",
+            type=int,
+            default=BUSY_POLL_US,
+            metavar="USEC",
+            help="poll a client's socket for up to USEC microseconds before blocking "
+            "on it, adaptively (reference_server/busy_poll.py); 0: always block "
+            f"(default {BUSY_POLL_US})",
+        )
+        p.add_argument(
+            "-v", "--verbose", action="store_true", help="log every message, decoded, to stderr"
+        )
+        return p
+
+    def install_signal_handlers(self) -> None:
+        install_signal_handlers()
+
+    def check(self, args, parser: argparse.ArgumentParser) -> int | None:
+        """Validate the options; the --fd number, or None for --socket-path."""
+        if (args.socket_path is None) == (args.fd is None):
+            parser.error("exactly one of --socket-path=PATH and --fd=FDNUM is required")
+        fd = None
+        if args.fd is not None:
+            try:
+                fd = int(args.fd, 10)
+            except ValueError:
+                parser.error(f"--fd: {args.fd!r} is not a file descriptor number")
+            if fd < 0:
+                parser.error(f"--fd: {fd} is not a file descriptor number")
+        if not 0 <= args.busy_poll_us <= 1_000_000:
+            parser.error(f"--busy-poll-us: {args.busy_poll_us} is not in 0..1000000")
+        if args.spec not in SPECS:
+            parser.error(
+                f"--spec: {args.spec!r} is not supported; this server implements {', '.join(SPECS)}"
+            )
+        return fd
+
+    def main(self, argv: list[str] | None = None) -> int:
+        _ensure_std_fds()
+        self.install_signal_handlers()
+        parser = self.parser()
+        args = parser.parse_args(argv)
+        fd = self.check(args, parser)
+        _setup_logging(args.verbose, self.prog)
+        try:
+            return self.run(args, fd, parser)
+        except Terminate:
+            return 0
+
+    def listen(self, path: str | None, fd: int | None):
+        """The socket to serve: (socket, listening?, path, (st_dev, st_ino) of a file made)."""
+        if path:
+            listener, made = bind_path(path)
+            return listener, True, path, made
+        listener, listening = inherited_socket(fd)
+        return listener, listening, None, None
+
+    def run(self, args, fd: int | None, parser: argparse.ArgumentParser) -> int:
+        log = logging.getLogger("reference_server")
+        config = None
+        if args.device:
+            try:
+                config = load(args.device)
+            except ConfigError as e:
+                parser.error(f"--device {args.device}: {e}")
+        device = self.device_type(config)
+        listener = made = None
+        path = os.path.abspath(args.socket_path) if args.socket_path else None
+        try:
+            try:
+                listener, listening, path, made = self.listen(path, fd)
+            except SetupError as e:
+                _err(f"{self.prog}: {e}")
+                return 1
+            server = self.server_type(
+                device, args.spec, trace=args.verbose, busy_poll_ns=args.busy_poll_us * 1000
+            )
+            if not listening:
+                log.info("serving the connected socket on fd %d", fd)
+                server.serve_one(listener)
+                listener = None  # the connection closed it
+                return 0
+            log.info("listening on %s (vfio-user %s)", path or f"fd {fd}", args.spec)
+            server.serve_forever(listener)
+            return 0
+        except Terminate:
+            log.info("terminated by signal")
+            return 0
+        finally:
+            if listener is not None:
+                listener.close()
+            if made is not None:
+                remove_socket_file(path, made)
+            device.close()
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, prog: str) -> None:
     logging.raiseExceptions = False  # a closed stderr must not cost us anything
     log = logging.getLogger("reference_server")
     handler = logging.StreamHandler(sys.stderr) if sys.stderr else logging.NullHandler()
-    handler.setFormatter(logging.Formatter(f"{PROG}[%(process)d]: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"{prog}[%(process)d]: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
-    _ensure_std_fds()
-    from .server import install_signal_handlers
-
-    install_signal_handlers()
-    parser = _parser()
-    args = parser.parse_args(argv)
-    from . import faults
-
-    if args.list_faults:
-        print(faults.catalogue_text())
-        return 0
-    try:
-        faults.enable(args.fault)
-    except ValueError as e:
-        parser.error(f"--fault: {e}")
-    if "socket-path-unsupported" in faults.FAULTS and args.socket_path is not None:
-        parser.error("unrecognized arguments: --socket-path")
-    if (args.socket_path is None) == (args.fd is None):
-        parser.error("exactly one of --socket-path=PATH and --fd=FDNUM is required")
-    fd = None
-    if args.fd is not None:
-        try:
-            fd = int(args.fd, 10)
-        except ValueError:
-            parser.error(f"--fd: {args.fd!r} is not a file descriptor number")
-        if fd < 0:
-            parser.error(f"--fd: {fd} is not a file descriptor number")
-    if not 0 <= args.busy_poll_us <= 1_000_000:
-        parser.error(f"--busy-poll-us: {args.busy_poll_us} is not in 0..1000000")
-    if args.spec not in SPECS:
-        parser.error(
-            f"--spec: {args.spec!r} is not supported; this server implements {', '.join(SPECS)}"
-        )
-    _setup_logging(args.verbose)
-    try:
-        return _run(args, fd, parser)
-    except Terminate:
-        return 0
-
-
-def _run(args, fd: int | None, parser: argparse.ArgumentParser) -> int:
-    from .device import Device
-    from .device_config import ConfigError, load
-    from .server import Server, SetupError, bind_path, inherited_socket, remove_socket_file
-
-    log = logging.getLogger("reference_server")
-    config = None
-    if args.device:
-        try:
-            config = load(args.device)
-        except ConfigError as e:
-            parser.error(f"--device {args.device}: {e}")
-    device = Device(config)
-    listener = made = None
-    path = os.path.abspath(args.socket_path) if args.socket_path else None
-    from .faults import FAULTS
-
-    if "fd-ignored" in FAULTS and fd is not None:
-        import tempfile
-
-        path, fd = os.path.join(tempfile.gettempdir(), f"vfio-user-ref-{os.getpid()}.sock"), None
-    try:
-        try:
-            if path:
-                listener, made = bind_path(path)
-                listening = True
-            else:
-                listener, listening = inherited_socket(fd)
-        except SetupError as e:
-            _err(f"{PROG}: {e}")
-            return 1
-        if "daemonize" in FAULTS:
-            from .server import daemonize
-
-            daemonize()
-        server = Server(
-            device, args.spec, trace=args.verbose, busy_poll_ns=args.busy_poll_us * 1000
-        )
-        if not listening:
-            log.info("serving the connected socket on fd %d", fd)
-            server.serve_one(listener)
-            listener = None  # the connection closed it
-            return 0
-        log.info("listening on %s (vfio-user %s)", path or f"fd {fd}", args.spec)
-        server.serve_forever(listener)
-        return 0
-    except Terminate:
-        log.info("terminated by signal")
-        return 0
-    finally:
-        if listener is not None:
-            listener.close()
-        if made is not None:
-            remove_socket_file(path, made)
-        device.close()
+    return Program().main(argv)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,6 @@ from pytest_vfiouser.protocol import (
 from . import commands
 from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
-from .faults import FAULTS, crash
 from .negotiation import ClientLimits
 
 log = logging.getLogger("reference_server")
@@ -75,12 +74,17 @@ _DROP = object()  # a message that gets no reply at all
 _NO_REPLY = int(FLAG_NO_REPLY)
 _COMMAND, _REPLY = int(MsgType.COMMAND), int(MsgType.REPLY)
 _VERSION = int(Command.VERSION)
-_FLAG_ERROR = int(FLAG_ERROR)
 # Header flag bits beyond the type and No_reply: anything set here needs a closer look.
 _NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
 
 
 class Connection:
+    """One client. ``handlers`` (command -> handler) and ``dma_map_table`` are what a
+    subclass changes to serve commands or keep DMA mappings otherwise."""
+
+    handlers = commands.HANDLERS
+    dma_map_table = DmaMapTable
+
     def __init__(
         self,
         sock: socket.socket,
@@ -94,13 +98,11 @@ class Connection:
         self.settings = device.settings
         self.revision = revision
         self.trace = trace
-        self.dispatch = commands.dispatch_table(revision)
+        self.dispatch = commands.dispatch_table(revision, self.handlers)
         self.negotiated = False
         self.client = ClientLimits()  # the spec's defaults until VERSION says otherwise
         self.dirty_logging = False  # DIRTY_PAGES START/STOP (dirty.py)
-        self.dma_map = DmaMapTable(self.settings.max_dma_maps)
-        if "disconnect-cleanup-wrong" in FAULTS:  # the table outlives the connection
-            self.dma_map = device.__dict__.setdefault("kept_dma_map", self.dma_map)
+        self.dma_map = self.dma_map_table(self.settings.max_dma_maps)
         self.reader = MessageReader(HEADER_SIZE + 16 + self.settings.max_data_xfer_size + MSG_SLACK)
         self._buf = bytearray(RECV_SIZE)
         self._view = memoryview(self._buf)
@@ -111,7 +113,6 @@ class Connection:
         self._out_bytes = 0
         self._next_id = 0
         self._abandoned: set[tuple[int, int]] = set()  # our requests that timed out
-        self._short_reads = 0  # fault split-message-single-recv
         self._poll = BusyPoll(busy_poll_ns)  # the receives' adaptive polling
         sec = int(SEND_TIMEOUT)
         sock.setsockopt(
@@ -130,8 +131,6 @@ class Connection:
                 msg = self._next_message()
                 if msg is None:
                     if self.reader.buffered or self.reader.pending_header:
-                        if "framing-unchecked" in FAULTS:
-                            crash("abort")  # assert(idle) at EOF
                         reason = "disconnected in the middle of a message"
                     break
                 self._handle(*msg)
@@ -148,19 +147,8 @@ class Connection:
         while True:
             msg = self._read_message()
             if msg is not None:
-                if FAULTS:
-                    self._short_reads = 0
                 return msg
             self._flush()
-            if (
-                FAULTS
-                and "split-message-single-recv" in FAULTS
-                and (self.reader.buffered or self.reader.pending_header)
-            ):
-                # Part of a message is here: one recv() was all it got for the rest.
-                self._short_reads += 1
-                if self._short_reads > 1:
-                    raise ClientGone("short read: a message came in pieces")
             if not self._recv():
                 return None
 
@@ -169,9 +157,6 @@ class Connection:
         try:
             msg = self.reader.next_message()
         except CodecError as e:
-            if "framing-unchecked" in FAULTS:
-                size = int.from_bytes(self.reader.unread[4:8], "little")
-                crash("segv" if size < HEADER_SIZE else "abort")
             raise ClientGone(f"dropped: the stream cannot be framed ({e})") from None
         if msg is None:
             return None
@@ -222,12 +207,8 @@ class Connection:
             if fds:
                 _close_all(fds)  # whatever the handler did not take
         if hdr.flags & _NO_REPLY or result is _DROP:
-            if result is _DROP or "header-flags-misread" not in FAULTS:
-                if result.__class__ is VfioError:
-                    log.debug("refused %s: %s", hdr.describe(), result)
-                return
-        if FAULTS:
-            self._send_faulty(hdr, result)
+            if result.__class__ is VfioError:
+                log.debug("refused %s: %s", hdr.describe(), result)
             return
         if result.__class__ is bytes:
             self._send(encode_reply(hdr.msg_id, hdr.command, result))
@@ -238,32 +219,21 @@ class Connection:
             self._send(encode_reply(hdr.msg_id, hdr.command, result.payload), result.fds)
 
     def _execute(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool):
-        if FAULTS and "header-flags-misread" in FAULTS:
-            if hdr.flags & _FLAG_ERROR or hdr.error:
-                return _DROP  # "an error reply": dropped
-        elif hdr.flags & _NOT_PLAIN_COMMAND and self._not_a_command(hdr):
+        if hdr.flags & _NOT_PLAIN_COMMAND and self._not_a_command(hdr):
             return _DROP
         if truncated:
             raise VfioError(errno.EMFILE, "the server could not receive every fd sent")
-        if len(fds) > self.settings.max_msg_fds and "max-msg-fds-ignored" not in FAULTS:
-            if "refused-fds-leaked" in FAULTS:
-                fds.clear()  # the error path forgets them: never closed
+        if len(fds) > self.settings.max_msg_fds:
             raise VfioError(
                 errno.EINVAL,
                 f"{len(fds)} fds; the server takes at most {self.settings.max_msg_fds}",
             )
         handler = self.dispatch.get(hdr.command)
         if handler is None:
-            if "dispatch-table-wrong" in FAULTS and hdr.command > max(self.dispatch):
-                crash("segv")  # handlers[command] past the table's end
             raise VfioError(
                 errno.ENOSYS, f"command {hdr.command} is not in vfio-user {self.revision}"
             )
-        if (
-            not self.negotiated
-            and hdr.command != _VERSION
-            and ("version-handling-lax" not in FAULTS)
-        ):
+        if not self.negotiated and hdr.command != _VERSION:
             raise VfioError(errno.EINVAL, "VERSION must be negotiated first")
         return handler(self, payload, fds)
 
@@ -287,47 +257,6 @@ class Connection:
         if flags & FLAG_ERROR:
             raise VfioError(errno.EINVAL, "the Error bit is set on a command")
         return False
-
-    def _send_faulty(self, hdr: Header, result) -> None:
-        """_handle's replies with the reply-building faults of faults.py."""
-        msg_id = hdr.msg_id & 0xFF if "msg-id-8bit" in FAULTS else hdr.msg_id
-        if result.__class__ is VfioError:
-            log.debug("refused %s: %s", hdr.describe(), result)
-            err = result.errno
-            if "error-field-negative" in FAULTS:
-                err = -err & 0xFFFFFFFF
-            if "error-reply-zeroed-header" in FAULTS:
-                self._send(Header(msg_id, 0, HEADER_SIZE, _FLAG_ERROR, 0).pack())
-            elif "error-reply-payload" in FAULTS:
-                self._send(
-                    encode(
-                        msg_id,
-                        hdr.command,
-                        struct.pack("<I", result.errno),
-                        _REPLY | _FLAG_ERROR,
-                        err,
-                    )
-                )
-            else:
-                self._send(encode(msg_id, hdr.command, b"", _REPLY | _FLAG_ERROR, err))
-        elif result.__class__ is bytes:
-            self._send(encode_reply(msg_id, hdr.command, result))
-        else:
-            self._send(encode_reply(msg_id, hdr.command, result.payload), result.fds)
-
-    def take_next_message(self) -> None:
-        """Fault empty-payload-reads-next: the next message is read as this one's body."""
-        self._flush()
-        while self._read_message() is None:
-            if not self._recv():
-                raise ClientGone("disconnected while the server read a request's body")
-
-    def stall(self) -> None:
-        """Fault short-region-access-hang: wait for bytes that never come (until EOF)."""
-        self._flush()
-        while self._recv():
-            pass
-        raise ClientGone("disconnected while the server waited for the rest of a request")
 
     # ---- sending
 
@@ -414,8 +343,6 @@ class Connection:
                         errno.ETIMEDOUT, f"no reply to {command_name(command)} {msg_id}"
                     )
                 if not self._recv():
-                    if "framing-unchecked" in FAULTS:
-                        crash("abort")  # assert(idle) at EOF
                     raise ClientGone("disconnected while the server waited for a DMA reply")
                 continue
             hdr, body, fds, _ = m
@@ -448,14 +375,9 @@ class Connection:
 
     def close(self) -> None:
         """Disconnect cleanup: DMA mappings and their fds, IRQ eventfds, queued fds."""
-        if "disconnect-cleanup-wrong" in FAULTS:
-            if self.device.client is self:
-                self.device.client = None  # its eventfds and DMA maps stay
-            self.device.reset()
-        else:
-            if self.device.client is self:
-                self.device.detach()
-            self.dma_map.clear()
+        if self.device.client is self:
+            self.device.detach()
+        self.dma_map.clear()
         for m in self._queue:
             _close_all(m[2])
         self._queue.clear()

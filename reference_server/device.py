@@ -29,6 +29,7 @@ from . import registers as R
 from .device_config import DeviceConfig, RegionConfig, default_config
 from .dma_engine import ClientLink, DmaEngine
 from .irqs import Irqs
+from .migration import MigrationRegion
 from .pci_config import ConfigSpace
 from .regions import AbsentRegion, PatternRegion, RamRegion, Region, SinkRegion
 from .register_block import RegisterBlock
@@ -38,6 +39,11 @@ _LEN = struct.Struct("<Q")
 
 
 class Device:
+    # What the device is built of; a subclass may give other kinds.
+    irqs_type = Irqs
+    dma_engine_type = DmaEngine
+    migration_region_type = MigrationRegion
+
     def __init__(self, config: DeviceConfig | None = None):
         cfg = config or default_config()
         self.config = cfg
@@ -62,9 +68,11 @@ class Device:
             self.regions[6].size,
             has_intx=cfg.irq(R.IRQ_INTX).count > 0,
         )
-        self.irqs = Irqs([(cfg.irq(i).count, cfg.irq(i).flags) for i in range(R.NUM_IRQS)])
+        self.irqs = self.irqs_type(
+            [(cfg.irq(i).count, cfg.irq(i).flags) for i in range(R.NUM_IRQS)]
+        )
         ram = self.regions[cfg.dma_ram_region] if cfg.dma_ram_region >= 0 else None
-        self.dma_engine = DmaEngine(ram)
+        self.dma_engine = self.dma_engine_type(ram)
 
     def _make_region(self, rc: RegionConfig) -> Region:
         if rc.kind == "registers":
@@ -85,9 +93,7 @@ class Device:
         if rc.kind == "sink":
             return SinkRegion(rc.size)
         if rc.kind == "migration":
-            from .migration import MigrationRegion
-
-            return MigrationRegion(self, rc.size)
+            return self.migration_region_type(self, rc.size)
         return AbsentRegion()
 
     def set_region(self, index: int, region: Region) -> None:
@@ -157,15 +163,10 @@ class Device:
             out += [bytes([len(key)]), key, _LEN.pack(len(blob)), blob]
         return b"".join(out)
 
-    def load_state(self, data: bytes, partial: bool = False) -> None:
-        """Restore save_state()'s blob; ValueError (and nothing changed) if it does not fit.
-
-        ``partial`` (fault resume-data-lost): load the parts that came whole, ignore the rest.
-        """
+    def load_state(self, data: bytes) -> None:
+        """Restore save_state()'s blob; ValueError (and nothing changed) if it does not fit."""
         data = bytes(data)
         if not data.startswith(_STATE_MAGIC):
-            if partial:
-                return
             raise ValueError("device state: bad magic")
         pos, blobs = len(_STATE_MAGIC), {}
         while pos < len(data):
@@ -173,25 +174,14 @@ class Device:
             key = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
             pos += 1 + n
             if pos + _LEN.size > len(data):
-                if partial:
-                    break
                 raise ValueError(f"device state: truncated at {key!r}")
             (size,) = _LEN.unpack_from(data, pos)
             pos += _LEN.size
             if pos + size > len(data):
-                if partial:
-                    break
                 raise ValueError(f"device state: {key!r} is truncated")
             blobs[key] = data[pos : pos + size]
             pos += size
         parts = dict(self._state_parts())
-        if partial:
-            for name, blob in blobs.items():
-                try:
-                    parts[name].load(blob)
-                except (KeyError, ValueError):
-                    pass
-            return
         if set(blobs) != set(parts):
             raise ValueError(f"device state: parts {sorted(blobs)} do not match this device")
         saved = {name: part.save() for name, part in parts.items()}

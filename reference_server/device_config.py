@@ -349,10 +349,11 @@ def _parse_irq(t: _Table) -> IrqConfig:
 
 def load(path: str) -> DeviceConfig:
     """Read and validate a device description; ConfigError says what is wrong."""
-    try:  # imported here: a server without --device does not pay for it
-        import tomllib
+    # Imported here: a server without --device does not pay for it.
+    try:
+        import tomllib  # noqa: PLC0415
     except ImportError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # noqa: PLC0415
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)

@@ -18,7 +18,6 @@ from pytest_vfiouser.protocol import DmaMapFlags
 from . import registers
 from .dma_map import DmaMapTable
 from .errors import VfioError
-from .faults import FAULTS
 from .regions import Region
 
 
@@ -72,9 +71,8 @@ class DmaEngine:
                 parts.append(m.read(pos, n))
                 continue
             chunk = link.dma_chunk
-            base = 0 if "dma-access-wrong" in FAULTS else m.address  # offset into the mapping
             for off in range(0, n, chunk):
-                parts.append(link.dma_read(base + pos + off, min(chunk, n - off)))
+                parts.append(link.dma_read(m.address + pos + off, min(chunk, n - off)))
         return b"".join(parts)
 
     @staticmethod
@@ -84,13 +82,9 @@ class DmaEngine:
             piece = data[done : done + n]
             if m.mem is not None:
                 m.write(pos, piece)
-                if "dirty-bitmap-wrong" in FAULTS:
-                    done += n
-                    continue  # writes through the fd's mapping are not logged
             else:
                 chunk = link.dma_chunk
-                base = 0 if "dma-access-wrong" in FAULTS else m.address
                 for off in range(0, n, chunk):
-                    link.dma_write(base + pos + off, piece[off : off + chunk])
+                    link.dma_write(m.address + pos + off, piece[off : off + chunk])
             link.dma_map.note_write(m.address + pos, n)
             done += n

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pytest_vfiouser.protocol import DmaMapFlags
 
 from .errors import VfioError
-from .faults import FAULTS
 
 _U64 = 1 << 64
 _ALL_FLAGS = int(DmaMapFlags.READ | DmaMapFlags.WRITE)
@@ -104,13 +103,6 @@ class DmaMapTable:
         i = bisect.bisect_right(self._starts, address)
         overlaps_before = i > 0 and self._maps[i - 1].end > address
         overlaps_after = i < len(self._maps) and self._starts[i] < address + size
-        if FAULTS and "dma-table-keyed-by-address" in FAULTS:
-            # maps[address] = mapping: only the same start collides, and replaces it
-            overlaps_before = overlaps_after = False
-            if i > 0 and self._starts[i - 1] == address:
-                i -= 1
-                del self._starts[i]
-                self._maps.pop(i).close()
         if overlaps_before or overlaps_after:
             raise VfioError(errno.EEXIST, f"[{address:#x}, +{size:#x}) overlaps a mapping")
         if len(self._maps) >= self.max_maps:
@@ -136,11 +128,10 @@ class DmaMapTable:
             )
         aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if m.flags & DmaMapFlags.WRITE else 0)
-        share = mmap.MAP_PRIVATE if "dma-access-wrong" in FAULTS else mmap.MAP_SHARED
-        if share == mmap.MAP_PRIVATE:
-            prot |= mmap.PROT_WRITE  # a private copy is always writable
         try:
-            m.mem = mmap.mmap(fd, m.offset - aligned + m.size, share, prot, offset=aligned)
+            m.mem = mmap.mmap(
+                fd, m.offset - aligned + m.size, mmap.MAP_SHARED, prot, offset=aligned
+            )
         except (OSError, ValueError, OverflowError) as e:
             raise VfioError(getattr(e, "errno", None) or errno.EINVAL, f"mmap: {e}") from None
         m.delta = m.offset - aligned
@@ -148,16 +139,8 @@ class DmaMapTable:
 
     def remove(self, address: int, size: int) -> Mapping:
         i = bisect.bisect_left(self._starts, address)
-        if (
-            FAULTS
-            and "dma-table-keyed-by-address" in FAULTS
-            and (i < len(self._maps) and self._starts[i] == address)
-        ):
-            size = self._maps[i].size  # maps.pop(address): the size is not compared
         if i == len(self._maps) or self._starts[i] != address or self._maps[i].size != size:
             raise VfioError(errno.ENOENT, f"no mapping is exactly [{address:#x}, +{size:#x})")
-        if "unmap-keeps-mapping" in FAULTS:
-            return self._maps[i]  # "removed", still in the table
         del self._starts[i]
         m = self._maps.pop(i)
         m.close()

@@ -12,7 +12,6 @@ eventfd whose counter is full is skipped (logged) rather than waited on.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import os
@@ -27,7 +26,6 @@ from pytest_vfiouser.protocol import (
 )
 
 from .errors import VfioError
-from .faults import FAULTS
 
 log = logging.getLogger("reference_server")
 
@@ -90,9 +88,7 @@ class IrqIndex:
         if self.masked[sub]:
             self.pending[sub] = True
             return
-        if self.index == 0 and "intx-not-signalled" in FAULTS:
-            self.fired[sub] += 1  # counted, never written
-        elif signal_eventfd(fd):
+        if signal_eventfd(fd):
             self.fired[sub] += 1
         if self.flags & IrqInfoFlags.AUTOMASKED:
             self.mask(sub)
@@ -133,9 +129,11 @@ class IrqIndex:
 
 
 class Irqs:
+    index_type = IrqIndex  # what an IRQ type is made of (a subclass may change it)
+
     def __init__(self, specs: list[tuple[int, int]]):
         """``specs[i]`` is (count, VFIO_IRQ_INFO flags) of IRQ type i."""
-        self.indexes = [IrqIndex(i, count, flags) for i, (count, flags) in enumerate(specs)]
+        self.indexes = [self.index_type(i, count, flags) for i, (count, flags) in enumerate(specs)]
 
     def __len__(self) -> int:
         return len(self.indexes)
@@ -148,11 +146,6 @@ class Irqs:
 
     def set_irqs(self, req: SetIrqs, payload_size: int, fds: list[int]) -> None:
         """DEVICE_SET_IRQS. Takes the fds (clears ``fds``) only when it keeps them."""
-        if FAULTS:
-            if "index-wraps" in FAULTS and self.indexes:
-                req = dataclasses.replace(req, index=req.index % len(self.indexes))
-            if "set-irqs-minimal" in FAULTS:
-                return self._set_irqs_minimal(req, fds)
         if req.argsz != payload_size:
             raise VfioError(
                 errno.EINVAL, f"argsz {req.argsz} is not the payload size {payload_size}"
@@ -200,50 +193,8 @@ class Irqs:
         for s in subs:
             op(s)
 
-    def _set_irqs_minimal(self, req: SetIrqs, fds: list[int]) -> None:
-        """Fault set-irqs-minimal: only the index and the range are checked; eventfds are
-        assigned, never de-assigned; DATA_NONE/BOOL act on what they name."""
-        if req.index >= len(self.indexes) or self.indexes[req.index].count == 0:
-            raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
-        irq = self.indexes[req.index]
-        if req.count == 0:
-            return  # "disable": nothing to do
-        if req.start + req.count > irq.count:
-            raise VfioError(
-                errno.EINVAL,
-                f"sub-indexes {req.start}+{req.count} exceed the "
-                f"{irq.count} of IRQ type {req.index}",
-            )
-        flags = req.flags
-        data = flags & -flags & int(IRQ_SET_DATA_MASK) or int(IrqSetFlags.DATA_NONE)
-        action = flags & int(IRQ_SET_ACTION_MASK)
-        action = action & -action or int(IrqSetFlags.ACTION_TRIGGER)
-        table = {
-            IrqSetFlags.ACTION_TRIGGER: irq.trigger,
-            IrqSetFlags.ACTION_MASK: irq.mask_fd,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask_fd,
-        }[action]
-        subs = range(req.start, req.start + req.count)
-        if data == IrqSetFlags.DATA_EVENTFD:
-            for s, fd in zip(subs, list(fds), strict=False):
-                _close(table[s])
-                table[s] = fd
-                fds.remove(fd)
-            return
-        if data == IrqSetFlags.DATA_BOOL:
-            subs = [s for s, b in zip(subs, req.data, strict=False) if b]
-        op = {
-            IrqSetFlags.ACTION_TRIGGER: irq.fire,
-            IrqSetFlags.ACTION_MASK: irq.mask,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask,
-        }[action]
-        for s in subs:
-            op(s)
-
     def _assign(self, irq: IrqIndex, action: int, subs: range, fds: list[int]) -> None:
         if fds and len(fds) != len(subs):
-            if "refused-fds-leaked" in FAULTS:
-                fds.clear()  # the error path forgets them: never closed
             raise VfioError(
                 errno.EINVAL, f"DATA_EVENTFD for {len(subs)} sub-indexes came with {len(fds)} fds"
             )

@@ -92,7 +92,6 @@ from pytest_vfiouser.protocol import (
 from pytest_vfiouser.protocol import MigrationStateV1 as S
 
 from .errors import VfioError
-from .faults import FAULTS
 from .regions import Region
 
 DATA_OFFSET = 0x1000
@@ -139,8 +138,6 @@ class MigrationRegion(Region):
         self._device = device
         self._area = bytearray(size - DATA_OFFSET)
         self.reset()
-        if "migration-starts-stopped" in FAULTS:
-            self.state = S.STOPPED  # the struct's zero
 
     # ---- state
 
@@ -151,7 +148,6 @@ class MigrationRegion(Region):
 
     def _clear(self) -> None:
         self._area[:] = bytes(len(self._area))
-        self._written: dict[int, int] = {}  # fault migration-info-fields-wrong
         # source
         self._queue: deque[tuple[int, int, int, bytes]] = deque()  # pieces() not offered yet
         self._offered: bytes | None = None  # the chunk at DATA_OFFSET in this iteration
@@ -178,14 +174,6 @@ class MigrationRegion(Region):
         old = self.state
         if new == old:
             return  # not a transition: nothing to do
-        if "failed-transition-changes-state" in FAULTS:
-            self.state = new  # stored first; a refusal below leaves it
-        if (
-            "precopy-to-stopcopy-needs-drain" in FAULTS
-            and (old, new) == (S.PRE_COPY, S.STOP_AND_COPY)
-            and self._offered is not None
-        ):
-            raise VfioError(errno.EBUSY, "a pre-copy chunk is still on offer")
         if not v1_transition_valid(old, new):
             raise VfioError(
                 errno.EINVAL, f"device_state {old:03b} -> {new:#x} is not a valid transition"
@@ -207,9 +195,6 @@ class MigrationRegion(Region):
         self.data_size = 0
 
     def _resume(self) -> None:
-        if "resume-data-lost" in FAULTS:
-            self._device.load_state(bytes(self._final[:0x10000]), partial=True)
-            return
         if self._next_seq == 0:
             return  # nothing came: the device runs on as it is
         if self._kind != FINAL or self._got != self._total:
@@ -229,11 +214,6 @@ class MigrationRegion(Region):
     def _read_pending(self) -> int:
         if self.state not in _SAVING:
             return 0
-        if "migration-info-fields-wrong" in FAULTS:
-            if _PENDING in self._written:
-                return self._written[_PENDING]
-            self._offered = None
-            self._read_data_offset()  # each read starts a new chunk
         self._offered = None  # a new iteration: the chunk on offer was read
         self.data_size = 0
         return self._queued()
@@ -245,19 +225,11 @@ class MigrationRegion(Region):
             self._area[: len(data)] = data
             self._offered = data
             self.data_size = len(data)
-        if FAULTS:
-            if "migration-info-fields-wrong" in FAULTS and _DOFF in self._written:
-                return self._written[_DOFF]
-            if "data-offset-past-region" in FAULTS:
-                return self.size - 0x800
         return DATA_OFFSET
 
     # ---- consuming (destination)
 
     def _consume(self, n: int) -> None:
-        if "resume-data-lost" in FAULTS:
-            self._take_unchecked(n)
-            return
         if not HEADER.size <= n <= len(self._area):
             raise VfioError(
                 errno.EINVAL,
@@ -295,19 +267,6 @@ class MigrationRegion(Region):
         self._next_seq += 1
         self.data_size = n
 
-    def _take_unchecked(self, n: int) -> None:
-        """Fault resume-data-lost: the payload of whatever came is appended, unchecked."""
-        data = bytes(self._area[: min(n, len(self._area))])
-        if len(data) >= HEADER.size:
-            kind = HEADER.unpack_from(data)[2]
-            if kind == FINAL:
-                if self._kind != FINAL:
-                    self._final = bytearray()
-                self._final += data[HEADER.size :]
-            self._kind = kind
-        self._next_seq += 1
-        self.data_size = n
-
     # ---- Region interface
 
     def _info_bytes(self) -> bytes:
@@ -337,8 +296,6 @@ class MigrationRegion(Region):
             self._area[offset - DATA_OFFSET : end - DATA_OFFSET] = data
             return
         if _RESERVED <= offset and end <= _RESERVED + 4:
-            if "migration-info-fields-wrong" in FAULTS:
-                raise VfioError(errno.EINVAL, "reserved is not writable")
             return  # reserved: ignored
         if offset >= _INFO:
             raise VfioError(
@@ -348,9 +305,6 @@ class MigrationRegion(Region):
         if (offset, len(data)) == (_STATE, 4):
             self._set_state(_U32.unpack(data)[0])
         elif (offset, len(data)) in ((_PENDING, 8), (_DOFF, 8)):
-            if "migration-info-fields-wrong" in FAULTS:
-                self._written[offset] = _U64.unpack(data)[0]
-                return
             name = "pending_bytes" if offset == _PENDING else "data_offset"
             raise VfioError(errno.EPERM, f"{name} is read only")
         elif (offset, len(data)) == (_DSIZE, 8):

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import errno
-import struct
 from dataclasses import dataclass
 
 from pytest_vfiouser.protocol import (
@@ -29,7 +28,6 @@ from pytest_vfiouser.protocol import (
 
 from .device_config import ServerConfig
 from .errors import VfioError
-from .faults import FAULTS
 
 MAJOR = 0
 # The highest minor the server implements, per spec revision. The 0.9.1
@@ -53,12 +51,8 @@ def negotiate(
     try:
         req = Version.unpack(payload)
     except CodecError as e:
-        if "version-handling-lax" not in FAULTS or len(payload) < 4:
-            raise VfioError(errno.EINVAL, str(e)) from None
-        req = Version(*struct.unpack_from("<HH", payload))  # taken as no capabilities
-    if FAULTS and "version-data-required" in FAULTS and not (req.json or {}).get("capabilities"):
-        raise VfioError(errno.EINVAL, "VERSION without capabilities")
-    if req.major != MAJOR and "version-unchecked" not in FAULTS:
+        raise VfioError(errno.EINVAL, str(e)) from None
+    if req.major != MAJOR:
         raise VfioError(errno.ENOTSUP, f"major {req.major} is not supported (only {MAJOR})")
     minor = min(req.minor, MAX_MINOR[revision])
     caps = req.capabilities
@@ -74,41 +68,4 @@ def negotiate(
         mine["migration"] = {"pgsize": pgsize}
     limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor)
     json = None if req.json is None else {"capabilities": mine}
-    if FAULTS:
-        return _faulty(req, json, limits, supports_migration)
     return Version(MAJOR, minor, json).pack(), limits
-
-
-def _faulty(
-    req: Version, json: dict | None, limits: ClientLimits, supports_migration: bool
-) -> tuple[bytes, ClientLimits]:
-    """The VERSION reply under the faults of faults.py."""
-    major, minor = MAJOR, limits.minor
-    if "version-unchecked" in FAULTS:
-        major, minor = 1, 1  # the server's own idea of its version
-    if json is not None:
-        mine = json["capabilities"]
-        if "caps-not-negotiated" in FAULTS:
-            mine = {
-                **req.capabilities.raw,
-                "max_msg_fds": mine.get("max_msg_fds", 16),
-                "max_data_xfer_size": mine.get("max_data_xfer_size", 1 << 20),
-            }
-            if supports_migration:
-                mine["migration"] = {"pgsize": 1 << 16}
-                if limits.migration_pgsize is not None:
-                    limits = ClientLimits(
-                        limits.max_msg_fds, limits.max_data_xfer_size, 1 << 16, limits.minor
-                    )
-        if "max-msg-fds-ignored" in FAULTS and "max_msg_fds" in mine:
-            mine["max_msg_fds"] = 4
-        if "xfer-limit-overstated" in FAULTS and "max_data_xfer_size" in mine:
-            mine["max_data_xfer_size"] = 1 << 16
-        if "migration-cap-missing" in FAULTS:
-            mine.pop("migration", None)
-            limits = ClientLimits(limits.max_msg_fds, limits.max_data_xfer_size, None, limits.minor)
-        json = {"capabilities": mine}
-    reply = Version(major, minor, json).pack()
-    if "version-json-truncated" in FAULTS and len(reply) > 4 + 72:
-        reply = reply[: 4 + 72]  # what a 72-byte buffer holds: no closing brace, no NUL
-    return reply, limits

@@ -20,22 +20,15 @@ from pytest_vfiouser._unix import CEILING_NS
 
 from .connection import Connection
 from .errors import Terminate
-from .faults import FAULTS
 
 log = logging.getLogger("reference_server")
-_serving = False  # a client is connected (fault sigterm-ignored-with-client)
-_deferred: int | None = None  # the signal that fault deferred
 
 
 class SetupError(Exception):
     """The listening socket cannot be had; the message says why."""
 
 
-def _on_signal(signum, frame):
-    global _deferred
-    if _serving and "sigterm-ignored-with-client" in FAULTS:
-        _deferred = signum  # looked at only between clients
-        return
+def on_signal(signum, frame):
     # Once is enough: a second signal must not interrupt the cleanup.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -43,8 +36,8 @@ def _on_signal(signum, frame):
 
 
 def install_signal_handlers() -> None:
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def bind_path(path: str) -> tuple[socket.socket, tuple[int, int]]:
@@ -100,6 +93,8 @@ def inherited_socket(fd: int) -> tuple[socket.socket, bool]:
 
 
 class Server:
+    connection_type = Connection  # what serves one client (a subclass may change it)
+
     def __init__(self, device, revision: str, trace: bool = False, busy_poll_ns: int = CEILING_NS):
         self.device = device
         self.revision = revision
@@ -107,18 +102,14 @@ class Server:
         self.busy_poll_ns = busy_poll_ns
 
     def serve_one(self, sock: socket.socket) -> None:
-        global _serving
         log.info("client connected")
-        _serving = True
         try:
-            Connection(sock, self.device, self.revision, self.trace, self.busy_poll_ns).serve()
+            self.connection_type(
+                sock, self.device, self.revision, self.trace, self.busy_poll_ns
+            ).serve()
         except Exception:  # a bug outside per-message handling costs this client only
             log.exception("internal error: connection dropped")
             sock.close()
-        finally:
-            _serving = False
-        if _deferred is not None:
-            _on_signal(_deferred, None)
 
     def serve_forever(self, listener: socket.socket) -> None:
         while True:
@@ -132,41 +123,6 @@ class Server:
                     raise
                 continue
             self.serve_one(sock)
-            if "exit-after-client" in FAULTS:
-                log.info("client gone: exiting")
-                return
-
-
-def daemonize() -> None:
-    """Fault "daemonize": double fork; the process started exits, the copy serves.
-
-    The copy also exits when its stdin reaches EOF (the suite keeps a pipe there and
-    closes it when it stops the server) or after MAX_DAEMON_SECONDS: a test run must not
-    leave it behind.
-    """
-    import threading
-
-    from .faults import MAX_DAEMON_SECONDS
-
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-
-    def watch() -> None:
-        import select
-
-        deadline = time.monotonic() + MAX_DAEMON_SECONDS
-        try:
-            while (left := deadline - time.monotonic()) > 0:
-                if select.select([0], [], [], left)[0] and not os.read(0, 4096):
-                    break
-        except OSError:
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def remove_socket_file(path: str, ident: tuple[int, int]) -> None:

@@ -2,21 +2,22 @@
 
 A *run* is one ``vfio-user-conformance`` subprocess against
 
-    <python> -m reference_server --socket-path={socket} --fault NAME
+    <python> -m reference_server_faults --socket-path={socket} --fault NAME
 
-with the reference profile (so its hooks are loaded), the suite's JSON report
-written where we say. The fault-free run is the same command without
-``--fault``. From the runs:
+(the fault overlay, reference_server_faults) with the reference profile (so its
+hooks are loaded), the suite's JSON report written where we say. The fault-free
+run is the reference server itself, ``<python> -m reference_server``. From the
+runs:
 
 * a case (one nodeid) **kills** a fault when its verdict under the fault is
   worse than without it: failing (FAIL, CRASH, HANG, ERROR, NON-STRICT) where
   it was not, or INFORMATIONAL where it was PASS. A case id (parametrized
   cases count once) kills a fault when any of its nodeids does.
 * a fault is **detected** when a case that kills it shows one of the verdicts
-  the catalogue expects (``faults.Fault.detect``) in the expected section.
+  the catalogue expects (``Fault.detect``) in the expected section.
 
 Every case id must kill at least one fault, or be listed, with the reason, in
-``conformance/unkillable.toml`` (``"section/*"`` entries name whole sections
+``tests/unkillable.toml`` (``"section/*"`` entries name whole sections
 that the fault runs leave out). ``build()`` makes the matrix, ``write()``
 writes ``kill-matrix.json`` and ``kill-matrix.md``; ``Runner`` runs the
 faults concurrently and, through claim files in a shared directory, at most
@@ -34,6 +35,7 @@ import fnmatch
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -43,7 +45,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reference_server.faults import CATALOGUE, Fault
+from pytest_vfiouser.verdict import Verdict
+from reference_server_faults import CATALOGUE, Fault
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 FAILING = frozenset({"FAIL", "CRASH", "HANG", "ERROR", "NON-STRICT"})
 MARKS = {
@@ -53,18 +61,6 @@ MARKS = {
     "ERROR": "E",
     "NON-STRICT": "N",
     "INFORMATIONAL": "I",
-}
-_RANK = {
-    "PASS": 0,
-    "FIXED": 0,
-    "UNIMPLEMENTED": 0,
-    "BASELINE": 1,
-    "INFORMATIONAL": 1,
-    "NON-STRICT": 2,
-    "ERROR": 3,
-    "FAIL": 4,
-    "HANG": 5,
-    "CRASH": 6,
 }
 TIMEOUT = 2.0  # --vfu-timeout of the runs
 RUN_LIMIT = 600.0  # seconds a run may take before it is killed
@@ -76,17 +72,11 @@ def profile_path() -> Path:
 
 
 def unkillable_path() -> Path:
-    import conformance
-
-    return Path(conformance.__file__).resolve().parent / "unkillable.toml"
+    return Path(__file__).resolve().parent / "unkillable.toml"
 
 
 def load_unkillable(path: Path | None = None) -> dict[str, str]:
     """Case id (or ``section/*``) -> reason."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
     path = path or unkillable_path()
     with open(path, "rb") as f:
         data = tomllib.load(f)
@@ -119,11 +109,11 @@ def conformance_command() -> list[str]:
 
 
 def server_command(fault: str | None) -> str:
-    option = CATALOGUE[fault].option if fault else "--socket-path={socket}"
-    words = [sys.executable, "-m", "reference_server", option]
-    if fault:
-        words += ["--fault", fault]
-    return shlex.join(words)
+    """The fault overlay with ``fault``; None: the reference server itself."""
+    if fault is None:
+        return shlex.join([sys.executable, "-m", "reference_server", "--socket-path={socket}"])
+    words = [sys.executable, "-m", "reference_server_faults", CATALOGUE[fault].option]
+    return shlex.join([*words, "--fault", fault])
 
 
 def run_args(fault: str | None, out: Path, excluded: Iterable[str] = ()) -> list[str]:
@@ -208,8 +198,6 @@ def run_one(
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    import signal
-
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
@@ -378,7 +366,10 @@ def build(
         killed = killing(clean, run)
         for c in killed:
             kill = cases[c.case_id]["kills"]
-            if _RANK.get(c.verdict, 0) > _RANK.get(kill.get(name, "PASS"), 0):
+            # The worst verdict. Verdict.rank orders the killing verdicts as the
+            # harness's former table did (tests/test_server_faults.py checks it), so
+            # the matrix is unchanged.
+            if Verdict(c.verdict).rank > Verdict(kill.get(name, "PASS")).rank:
                 kill[name] = c.verdict
         shown = evidence(fault, killed)
         entry["evidence"] = [f"{c.nodeid}: {c.verdict}" for c in shown[:5]]

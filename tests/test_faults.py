@@ -1,14 +1,14 @@
 """Fault injection: every conformance case can fail, every kind of defect is detected.
 
 The conformance suite runs (``vfio-user-conformance`` in a subprocess) against
-the reference server started with each fault of reference_server/faults.py,
+the reference server started with each fault of reference_server_faults,
 and once without any:
 
 * ``test_fault_free``: without faults nothing fails.
 * ``test_fault_detected[NAME]``: a case kills the fault with a verdict the
   catalogue expects, in the section it names.
 * ``test_kill_matrix``: every case kills some fault or is listed, with its
-  reason, in conformance/unkillable.toml; writes reports/kill-matrix.json and
+  reason, in tests/unkillable.toml; writes reports/kill-matrix.json and
   reports/kill-matrix.md.
 
 The runs (about 55, ~14 s each alone) go on in the background, VFU_FAULT_RUNS
@@ -25,7 +25,7 @@ import os
 import kill_matrix as km
 import pytest
 
-from reference_server.faults import CATALOGUE
+from reference_server_faults import CATALOGUE
 
 pytestmark = pytest.mark.timeout(3600)  # a test may wait for runs queued before its own
 
@@ -118,10 +118,10 @@ def test_kill_matrix(fault_runs, request):
     print(f"\nkill matrix: {jpath}, {mpath}\n{km.figures_line(matrix)}")
     assert not matrix["unkilled"], (
         "these conformance cases kill no fault and are not listed in "
-        "conformance/unkillable.toml (add a fault that they catch, or list them with the "
+        "tests/unkillable.toml (add a fault that they catch, or list them with the "
         "reason):\n" + "\n".join(matrix["unkilled"])
     )
     assert not matrix["stale_unkillable"], (
-        "listed in conformance/unkillable.toml, yet they kill a fault (remove them):\n"
+        "listed in tests/unkillable.toml, yet they kill a fault (remove them):\n"
         + "\n".join(matrix["stale_unkillable"])
     )

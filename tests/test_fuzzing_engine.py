@@ -1,7 +1,7 @@
 """The fuzzing engine against the reference server, healthy and with injected faults.
 
-A fault is one of the reference server's ``--fault`` defects (reference_server/
-faults.py): a crash, a hang, an error reply with a payload, overlapping DMA
+A fault is one of the ``--fault`` defects of the fault overlay
+(reference_server_faults): a crash, a hang, an error reply with a payload, overlapping DMA
 maps accepted. The engine must report each (the right exception, so that the
 plugin's verdict is right: CRASH, HANG, FAIL), write a reproducer that replays
 against a server, and stay quiet on the healthy server. A fault the server
@@ -29,9 +29,9 @@ SETTINGS = dict(max_examples=150)
 
 
 def faults() -> set[str]:
-    """The fault names the reference server offers."""
+    """The fault names the fault overlay offers."""
     out = subprocess.run(
-        [sys.executable, "-m", "reference_server", "--list-faults"],
+        [sys.executable, "-m", "reference_server_faults", "--list-faults"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -43,7 +43,8 @@ def server_command(fault: str | None = None) -> list[str]:
     command = [sys.executable, "-m", "reference_server", "--socket-path={socket}"]
     if fault is not None:
         if fault not in faults():
-            pytest.skip(f"the reference server offers no fault {fault!r}")
+            pytest.skip(f"the fault overlay offers no fault {fault!r}")
+        command[2] = "reference_server_faults"
         command += ["--fault", fault]
     return command
 

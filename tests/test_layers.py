@@ -4,16 +4,21 @@ From the bottom: the codec (``protocol``) and the verdict vocabulary; the
 socket helpers (``_unix``) and the strategies; the raw client; the target
 process and the device; fuzzing; the reports; the pytest plugin; the
 command line. The reference server stands beside them and imports only the
-codec and the socket helpers. A package's implementation modules (``_name``)
+codec and the socket helpers; its fault overlay (reference_server_faults)
+stands on it, and adds the verdict vocabulary. Nothing imports the overlay, and
+the reference server holds no fault switch. A package's implementation modules (``_name``)
 and private names are its own: other packages import its public namespace.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
+
+from reference_server_faults import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = "pytest_vfiouser"
@@ -51,15 +56,27 @@ REFERENCE_SERVER_ALLOWED = frozenset({"protocol", "_unix"})
 CASES_ALLOWED = frozenset(
     {"", "verdict", "protocol", "client", "target", "device", "fuzz", "strategies"}
 )
-OUTSIDE = {"reference_server": REFERENCE_SERVER_ALLOWED, "conformance": CASES_ALLOWED}
+# The fault overlay: the reference server (any of it) and these packages of the suite.
+OVERLAY = "reference_server_faults"
+OVERLAY_ALLOWED = frozenset({"protocol", "_unix", "verdict"})
+OUTSIDE = {
+    "reference_server": REFERENCE_SERVER_ALLOWED,
+    OVERLAY: OVERLAY_ALLOWED,
+    "conformance": CASES_ALLOWED,
+}
 
 
 def _modules() -> list[Path]:
     return [
         *sorted((ROOT / SUITE).rglob("*.py")),
         *sorted((ROOT / "reference_server").rglob("*.py")),
+        *sorted((ROOT / OVERLAY).rglob("*.py")),
         *sorted((ROOT / "conformance").rglob("*.py")),
     ]
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
 
 
 def _name(path: Path) -> str:
@@ -98,12 +115,14 @@ def _package(module: str) -> str | None:
 
 def _violations(path: Path, text: str | None = None) -> list[str]:
     me = _name(path)
-    mine = next((o for o in OUTSIDE if me.startswith(o)), None)
-    mine = mine or _package(me)
+    mine = _top(me) if _top(me) in OUTSIDE else _package(me)
     out = []
     for line, module, names in _imports(path, path.read_text() if text is None else text):
         where = f"{path.relative_to(ROOT)}:{line}"
-        if module.startswith("reference_server") and mine != "reference_server":
+        if _top(module) == OVERLAY and mine != OVERLAY:
+            out.append(f"{where}: imports {module} (the fault overlay is started by name)")
+            continue
+        if _top(module) == "reference_server" and mine not in ("reference_server", OVERLAY):
             out.append(f"{where}: imports {module} (the reference server is started by name)")
             continue
         theirs = _package(module)
@@ -179,6 +198,83 @@ def test_the_reference_server_imports_only_the_codec_and_socket_helpers():
         "from pytest_vfiouser.client import Client\nfrom pytest_vfiouser import protocol",
     )
     assert len(found) == 1 and "client" in found[0], found
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "complaint"),
+    [
+        ("reference_server/_probe.py", "from reference_server_faults import FAULTS", "overlay"),
+        ("reference_server/_probe.py", "import reference_server_faults._framing", "overlay"),
+        (f"{SUITE}/target/_probe.py", "from reference_server_faults import CATALOGUE", "overlay"),
+        (f"{OVERLAY}/_probe.py", "from pytest_vfiouser.client import Client", "layers"),
+        (f"{OVERLAY}/_probe.py", "from pytest_vfiouser.report import write", "layers"),
+    ],
+)
+def test_the_fault_overlay_is_imported_by_nothing_and_imports_below_it(where, text, complaint):
+    found = _violations(ROOT / where, text)
+    assert any(complaint in v for v in found), found
+
+
+def test_the_fault_overlay_may_import_the_server_codec_sockets_and_verdicts():
+    found = _violations(
+        ROOT / OVERLAY / "_probe.py",
+        "from reference_server.connection import Connection, _close_all\n"
+        "from pytest_vfiouser.protocol import Command\n"
+        "from pytest_vfiouser._unix import rights\n"
+        "from pytest_vfiouser.verdict import Verdict\n"
+        "from ._catalogue import FAULTS",
+    )
+    assert not found, found
+
+
+# ---- the reference server holds no fault switch: its faults are the overlay's
+
+_FAULT_NAME = re.compile(r"(^|_)faults?($|_)|faulty", re.IGNORECASE)
+
+
+def _fault_switches(path: Path, text: str | None = None) -> list[str]:
+    """Names of the fault machinery (FAULTS, *_faulty, fault ...) and fault names as
+    strings: what an inline ``if "name" in FAULTS:`` leaves behind."""
+    tree = ast.parse(path.read_text() if text is None else text)
+    out = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            names = [node.name]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        elif isinstance(node, ast.alias):
+            names = [node.name, node.asname or ""]
+        elif isinstance(node, ast.Constant) and node.value in CATALOGUE:
+            out.append(f"{path.name}:{node.lineno}: the fault name {node.value!r}")
+        out += [f"{path.name}:{node.lineno}: {n}" for n in names if _FAULT_NAME.search(n)]
+    return out
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "reference_server").rglob("*.py")), ids=lambda p: p.name
+)
+def test_the_reference_server_has_no_fault_switches(path):
+    assert not _fault_switches(path), "\n".join(_fault_switches(path))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'if "msg-id-8bit" in FAULTS:\n    pass',
+        "from .faults import crash",
+        "def _send_faulty(hdr):\n    pass",
+        "flags = 0 if fault else 1",
+    ],
+)
+def test_the_switch_check_catches_a_switch(text):
+    assert _fault_switches(ROOT / "reference_server" / "_probe.py", text)
 
 
 @pytest.mark.parametrize("package", sorted(set(ALLOWED) - {"", "verdict", "cli"}))

@@ -1,5 +1,6 @@
-"""The reference server's fault injection itself: --fault, --list-faults, the catalogue,
-and a few faults checked to change exactly the behaviour they name (raw client)."""
+"""The fault overlay itself (reference_server_faults): --fault, --list-faults, the
+catalogue, and a few faults checked to change exactly the behaviour they name (raw
+client)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import errno
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from kill_matrix import kills
 from test_server_support import SERVER, RefServer
 
 from pytest_vfiouser.client import Client
@@ -23,16 +26,19 @@ from pytest_vfiouser.protocol import (
     MsgType,
     RegionInfo,
 )
-from reference_server import faults
-from reference_server.faults import CATALOGUE
+from pytest_vfiouser.target import listening_inodes, wait_listening
+from pytest_vfiouser.verdict import Verdict
+from reference_server_faults import CATALOGUE, enable
+
+FAULTY = [sys.executable, "-m", "reference_server_faults"]
 
 CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
 NO_SUCH_REGION = 0xFFFF
 
 
-def run(*args, timeout=10):
+def run(*args, timeout=10, command=FAULTY):
     return subprocess.run(
-        [*SERVER, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [*command, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
 
 
@@ -41,8 +47,10 @@ def server(tmp_path):
     started = []
 
     def start(*fault_names: str) -> RefServer:
+        """The overlay with the faults named; without any, the reference server itself."""
         args = [a for name in fault_names for a in ("--fault", name)]
-        srv = RefServer(tmp_path, *args, name=f"server{len(started)}")
+        command = FAULTY if fault_names else SERVER
+        srv = RefServer(tmp_path, *args, name=f"server{len(started)}", command=command)
         started.append(srv)
         return srv
 
@@ -76,6 +84,12 @@ def test_socket_path_unsupported_refuses_the_option():
     assert r.returncode == 2 and "unrecognized arguments: --socket-path" in r.stderr, r
 
 
+@pytest.mark.parametrize("option", ["--list-faults", "--fault=msg-id-8bit"])
+def test_the_reference_server_has_no_fault_options(option):
+    r = run("--socket-path=/tmp/never.sock", option, command=SERVER)
+    assert r.returncode == 2 and "unrecognized arguments" in r.stderr, r
+
+
 # ---- the catalogue
 
 
@@ -106,7 +120,7 @@ def test_catalogue():
 
 def test_enable_refuses_unknown_names():
     with pytest.raises(ValueError, match="unknown fault nope"):
-        faults.enable(["nope"])
+        enable(["nope"])
 
 
 # ---- a few faults change exactly what they name
@@ -187,11 +201,9 @@ def test_faults_apply_only_when_named(server):
 
 def test_daemonize_leaves_no_process_behind(tmp_path):
     """The daemonized copy exits once its stdin is closed (the suite closes it at stop)."""
-    from pytest_vfiouser.target import listening_inodes, wait_listening
-
     path = str(tmp_path / "d.sock")
     proc = subprocess.Popen(
-        [*SERVER, f"--socket-path={path}", "--fault", "daemonize"],
+        [*FAULTY, f"--socket-path={path}", "--fault", "daemonize"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -211,9 +223,16 @@ def test_daemonize_leaves_no_process_behind(tmp_path):
     assert not listening_inodes(path), "the daemonized copy still runs"
 
 
-def test_kill_rules():
-    from kill_matrix import kills
+def test_kill_matrix_keeps_the_worst_verdict_in_the_order_it_always_had():
+    """The matrix notes each case's worst killing verdict by Verdict.rank; the harness's
+    own table ranked them in this order, above PASS (the default)."""
+    order = ["INFORMATIONAL", "NON-STRICT", "ERROR", "FAIL", "HANG", "CRASH"]
+    ranks = [Verdict(v).rank for v in order]
+    assert ranks == sorted(set(ranks)), ranks
+    assert Verdict("PASS").rank < ranks[0]
 
+
+def test_kill_rules():
     assert kills("PASS", "FAIL") and kills("PASS", "NON-STRICT") and kills("PASS", "INFORMATIONAL")
     assert kills("UNIMPLEMENTED", "FAIL") and kills("INFORMATIONAL", "CRASH")
     assert not kills("INFORMATIONAL", "INFORMATIONAL") and not kills(

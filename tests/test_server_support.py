@@ -26,13 +26,13 @@ SERVER = [sys.executable, "-m", "reference_server"]
 
 
 class RefServer:
-    def __init__(self, tmp: Path, *args: str, name: str = "server"):
+    def __init__(self, tmp: Path, *args: str, name: str = "server", command: list[str] = SERVER):
         self.tmp = Path(tmp)
         self.path = str(self.tmp / f"{name}.sock")
         self.log_path = self.tmp / f"{name}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [*SERVER, f"--socket-path={self.path}", *args],
+            [*command, f"--socket-path={self.path}", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,

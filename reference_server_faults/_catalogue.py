@@ -1,14 +1,8 @@
-"""Fault injection: named, realistic defects the reference server can be started with.
+"""The fault catalogue: each fault's name, description, and where the suite must show it.
 
-    vfio-user-reference-server --socket-path=PATH --fault NAME [--fault NAME ...]
-    vfio-user-reference-server --list-faults
-
-Each fault is a small change to the correct behaviour, made at the one place
-that behaviour lives (``if "name" in FAULTS:``); ``FAULTS`` is empty unless
-``--fault`` is given, so the fault-free server takes no other path. They
-exist to prove the conformance suite: every fault must be detected by some
-case (``detect``: the sections and verdicts expected to show it), and every
-case must detect some fault (tests/test_faults.py, reference_server/kill_matrix.py).
+``detect``: the sections and verdicts expected to show the fault. Every fault
+must be detected by some case, and every case must detect some fault
+(tests/test_faults.py, tests/kill_matrix.py).
 
 ``scope``: the sections a run under the fault is limited to. Process-level
 faults (daemonizing, signals, command-line options, exiting after a client)
@@ -19,13 +13,15 @@ themselves. Everything else runs the whole suite.
 ``option``: the socket argument of the server's command line in the run
 (``--fd={fd}`` for a server that does not take --socket-path).
 
-The daemonizing fault's detached copy also exits when its stdin reaches EOF
-(the suite keeps a pipe there and closes it when it stops the server) or
-after MAX_DAEMON_SECONDS, so a test run cannot leave it behind.
+``FAULTS`` holds the faults enabled at startup (``enable``); the overlay's
+handlers look only there.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import signal
 from dataclasses import dataclass
 
 FAIL, CRASH, HANG, NON_STRICT, INFORMATIONAL = (
@@ -35,10 +31,9 @@ FAIL, CRASH, HANG, NON_STRICT, INFORMATIONAL = (
     "NON-STRICT",
     "INFORMATIONAL",
 )
-MAX_DAEMON_SECONDS = 300
 
 # The faults given with --fault (filled once at startup by enable(); a set object
-# that never changes identity, so ``from .faults import FAULTS`` sees it).
+# that never changes identity, so ``from ._catalogue import FAULTS`` sees it).
 FAULTS: set[str] = set()
 
 
@@ -454,10 +449,6 @@ def catalogue_text() -> str:
 
 def crash(how: str = "segv") -> None:
     """Die the way a C server does on a bad pointer (SIGSEGV) or a failed assert (abort)."""
-    import faulthandler
-    import os
-    import signal
-
     faulthandler.disable()  # a C server prints no Python traceback
     if how == "abort":
         os.abort()

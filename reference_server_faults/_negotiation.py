@@ -1,0 +1,84 @@
+"""VERSION under the faults: the reference server's negotiation with the defects of
+negotiation.py's area."""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+from pytest_vfiouser.protocol import (
+    CodecError,
+    Version,
+)
+from reference_server.device_config import ServerConfig
+from reference_server.errors import VfioError
+from reference_server.negotiation import MAJOR, MAX_MINOR, ClientLimits
+
+from ._catalogue import FAULTS
+
+
+def negotiate(
+    payload: bytes, server: ServerConfig, revision: str, supports_migration: bool
+) -> tuple[bytes, ClientLimits]:
+    try:
+        req = Version.unpack(payload)
+    except CodecError as e:
+        if "version-handling-lax" not in FAULTS or len(payload) < 4:
+            raise VfioError(errno.EINVAL, str(e)) from None
+        req = Version(*struct.unpack_from("<HH", payload))  # taken as no capabilities
+    if FAULTS and "version-data-required" in FAULTS and not (req.json or {}).get("capabilities"):
+        raise VfioError(errno.EINVAL, "VERSION without capabilities")
+    if req.major != MAJOR and "version-unchecked" not in FAULTS:
+        raise VfioError(errno.ENOTSUP, f"major {req.major} is not supported (only {MAJOR})")
+    minor = min(req.minor, MAX_MINOR[revision])
+    caps = req.capabilities
+    mine: dict = {}
+    if "max_msg_fds" in caps.raw:
+        mine["max_msg_fds"] = server.max_msg_fds
+    if "max_data_xfer_size" in caps.raw:
+        mine["max_data_xfer_size"] = server.max_data_xfer_size
+    pgsize = None
+    if caps.migration is not None and supports_migration:
+        theirs = caps.migration_pgsize
+        pgsize = server.migration_pgsize if theirs is None else min(theirs, server.migration_pgsize)
+        mine["migration"] = {"pgsize": pgsize}
+    limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor)
+    json = None if req.json is None else {"capabilities": mine}
+    if FAULTS:
+        return _faulty(req, json, limits, supports_migration)
+    return Version(MAJOR, minor, json).pack(), limits
+
+
+def _faulty(
+    req: Version, json: dict | None, limits: ClientLimits, supports_migration: bool
+) -> tuple[bytes, ClientLimits]:
+    """The VERSION reply under the faults enabled."""
+    major, minor = MAJOR, limits.minor
+    if "version-unchecked" in FAULTS:
+        major, minor = 1, 1  # the server's own idea of its version
+    if json is not None:
+        mine = json["capabilities"]
+        if "caps-not-negotiated" in FAULTS:
+            mine = {
+                **req.capabilities.raw,
+                "max_msg_fds": mine.get("max_msg_fds", 16),
+                "max_data_xfer_size": mine.get("max_data_xfer_size", 1 << 20),
+            }
+            if supports_migration:
+                mine["migration"] = {"pgsize": 1 << 16}
+                if limits.migration_pgsize is not None:
+                    limits = ClientLimits(
+                        limits.max_msg_fds, limits.max_data_xfer_size, 1 << 16, limits.minor
+                    )
+        if "max-msg-fds-ignored" in FAULTS and "max_msg_fds" in mine:
+            mine["max_msg_fds"] = 4
+        if "xfer-limit-overstated" in FAULTS and "max_data_xfer_size" in mine:
+            mine["max_data_xfer_size"] = 1 << 16
+        if "migration-cap-missing" in FAULTS:
+            mine.pop("migration", None)
+            limits = ClientLimits(limits.max_msg_fds, limits.max_data_xfer_size, None, limits.minor)
+        json = {"capabilities": mine}
+    reply = Version(major, minor, json).pack()
+    if "version-json-truncated" in FAULTS and len(reply) > 4 + 72:
+        reply = reply[: 4 + 72]  # what a 72-byte buffer holds: no closing brace, no NUL
+    return reply, limits
