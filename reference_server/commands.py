@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import replace
 from typing import NamedTuple
 
 from pytest_vfiouser.protocol import (
@@ -160,11 +161,11 @@ def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     info = RegionInfo(
         0, flags, req.index, REGION_INFO_SIZE if caps else 0, region.size, region.mmap_offset, caps
     )
-    info.argsz = info.full_size()
+    info = replace(info, argsz=info.full_size())
     if req.argsz < info.argsz:
         # Too small for the capabilities: the fixed part, argsz says what is needed
         # (as the kernel does: CAPS still set, cap_offset 0).
-        info.caps, info.cap_offset = (), 0
+        info = replace(info, caps=(), cap_offset=0)
     reply = info.pack()
     return Out(reply, [fd]) if fd is not None else reply
 

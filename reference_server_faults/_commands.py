@@ -4,10 +4,10 @@ region access, SET_IRQS, reset), in ``HANDLERS`` for FaultyConnection."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import struct
+from dataclasses import replace
 
 from pytest_vfiouser.protocol import (
     REGION_INFO_SIZE,
@@ -155,13 +155,13 @@ def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     info = RegionInfo(
         0, flags, req.index, REGION_INFO_SIZE if caps else 0, region.size, region.mmap_offset, caps
     )
-    info.argsz = info.full_size()
+    info = replace(info, argsz=info.full_size())
     if FAULTS:
-        _region_info_faults(info, region)
+        info = _region_info_faults(info, region)
     if req.argsz < info.argsz and "argsz-ignored" not in FAULTS:
         # Too small for the capabilities: the fixed part, argsz says what is needed
         # (as the kernel does: CAPS still set, cap_offset 0).
-        info.caps, info.cap_offset = (), 0
+        info = replace(info, caps=(), cap_offset=0)
     reply = info.pack()
     if FAULTS:
         if "reply-argsz-wrong" in FAULTS:
@@ -171,24 +171,25 @@ def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     return Out(reply, [fd]) if fd is not None else reply
 
 
-def _region_info_faults(info: RegionInfo, region) -> None:
+def _region_info_faults(info: RegionInfo, region) -> RegionInfo:
     if "reply-index-zero" in FAULTS:
-        info.index = 0
+        info = replace(info, index=0)
     if "flags-internal-bit" in FAULTS:
-        info.flags |= 1 << 31
+        info = replace(info, flags=info.flags | 1 << 31)
     if "mmap-offset-unaligned" in FAULTS and info.flags & RegionFlags.MMAP:
-        info.offset += 0x40
+        info = replace(info, offset=info.offset + 0x40)
     if "region-caps-wrong" in FAULTS:
-        info.flags |= int(RegionFlags.CAPS)
+        info = replace(info, flags=info.flags | int(RegionFlags.CAPS))
         caps = []
         for cap in info.caps:
             if isinstance(cap, SparseMmapCap):
                 cap = SparseMmapCap(((0, 0xC000), (0x8000, 0x10000)))
             elif isinstance(cap, RegionTypeCap):
-                cap = dataclasses.replace(cap, version=0)
+                cap = replace(cap, version=0)
             caps.append(cap)
-        info.caps = tuple(caps)
-        info.argsz = info.full_size()
+        info = replace(info, caps=tuple(caps))
+        info = replace(info, argsz=info.full_size())
+    return info
 
 
 def device_get_region_io_fds(conn, payload: bytes, fds: list[int]) -> bytes | Out:
@@ -215,7 +216,7 @@ def _io_fds_faulty(conn, req, entries) -> bytes | Out:
     """device_get_region_io_fds's reply under the faults enabled."""
     index = 0 if "reply-index-zero" in FAULTS else req.index
     flags = 1 << 31 if "flags-internal-bit" in FAULTS else 0
-    subs = tuple(dataclasses.replace(s, flags=s.flags | flags) for s, _ in entries)
+    subs = tuple(replace(s, flags=s.flags | flags) for s, _ in entries)
     fds = [fd for _, fd in entries]
     if "ioeventfd-not-eventfd" in FAULTS:
         if "fault_pipe" not in conn.device.__dict__:

@@ -8,7 +8,7 @@ from ._base import Payload, TrailingData
 from ._errors import CodecError
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DeviceInfo(Payload, layout="IIII", size="SIZE"):
     """Request and reply (16 bytes); in a request all but argsz must be zero."""
 
@@ -19,7 +19,7 @@ class DeviceInfo(Payload, layout="IIII", size="SIZE"):
     num_irqs: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class IrqInfo(Payload, layout="IIII", size="SIZE"):
     """Request and reply (16 bytes)."""
 
@@ -30,7 +30,7 @@ class IrqInfo(Payload, layout="IIII", size="SIZE"):
     count: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class SetIrqs(TrailingData, layout="IIIII", size="FIXED_SIZE"):
     """Request only (the reply has no payload). ``data`` is the DATA_BOOL bytes."""
 
@@ -47,7 +47,7 @@ class SetIrqs(TrailingData, layout="IIIII", size="FIXED_SIZE"):
         return [b != 0 for b in self.data]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionIoFdsRequest(Payload, layout="IIII", size="SIZE"):
     NAME = "DEVICE_GET_REGION_IO_FDS request"
     argsz: int
@@ -78,7 +78,7 @@ class IoFdSubRegion(Payload, layout="QQIIIIQ", size="SIZE"):
         return self.data
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionIoFdsReply(Payload, layout="IIII", size="HEAD_SIZE"):
     """argsz, flags, index, count, then ``count`` sub-regions.
 

@@ -38,7 +38,7 @@ class BitmapRange(Payload):
         return cls(iova, size, VfioBitmap(pgsize, bsize))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DirtyPages(Payload, layout="II", size="FIXED_SIZE"):
     """Request and GET_BITMAP reply: argsz, flags, then for GET_BITMAP the range.
 

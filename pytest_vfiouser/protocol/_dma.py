@@ -9,7 +9,7 @@ from ._base import CountedData, Payload
 from ._errors import CodecError
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DmaMap(Payload, layout="IIQQQ", size="SIZE"):
     """Request only; the reply has no payload. argsz is 32."""
 
@@ -30,7 +30,7 @@ class VfioBitmap(Payload, layout="QQ"):
     size: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DmaUnmap(Payload, layout="IIQQ", size="ENTRY_SIZE"):
     """Request and reply: the 24-byte entry, then optionally the VFIO Bitmap.
 
@@ -72,7 +72,7 @@ class DmaUnmap(Payload, layout="IIQQ", size="ENTRY_SIZE"):
         return cls(*values, bitmap, bits)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DmaRead(Payload, layout="QQ"):
     """Server-to-client request: read ``count`` bytes of client memory at ``address``."""
 
@@ -81,7 +81,7 @@ class DmaRead(Payload, layout="QQ"):
     count: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class _AddressCountData(CountedData, layout="QQ"):
     """address, count, then exactly ``count`` bytes of data."""
 
@@ -90,19 +90,19 @@ class _AddressCountData(CountedData, layout="QQ"):
     data: bytes = b""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DmaReadReply(_AddressCountData):
     NAME = "DMA_READ reply"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DmaWrite(_AddressCountData):
     """Server-to-client request: write ``data`` to client memory at ``address``."""
 
     NAME = "DMA_WRITE request"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DmaWriteReply(Payload):
     """address u64, count: the spec's table says 4 bytes, the request's is 8.
 

@@ -56,7 +56,7 @@ def v1_transition_valid(current: int, target: int) -> bool:
     return (current, target) in V1_TRANSITIONS
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class MigrationInfo(Payload, layout="IIQQQ", size="SIZE"):
     """struct vfio_device_migration_info: the first 32 bytes of the migration region."""
 
@@ -146,7 +146,7 @@ def v2_path(current: MigState, target: MigState, pre_copy: bool = True) -> list[
     return None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DeviceFeature(TrailingData, layout="II", size="FIXED_SIZE"):
     """Request and reply: argsz, flags (feature index and GET/SET/PROBE), data."""
 
@@ -172,7 +172,7 @@ class DeviceFeature(TrailingData, layout="II", size="FIXED_SIZE"):
         return bool(self.flags & DeviceFeatureFlags.PROBE)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class FeatureMigration(Payload, layout="Q"):
     """Data of VFIO_DEVICE_FEATURE_MIGRATION: flags u64 (MigrationFlags)."""
 
@@ -180,7 +180,7 @@ class FeatureMigration(Payload, layout="Q"):
     flags: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class FeatureMigDeviceState(Payload, layout="Ii"):
     """Data of VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE: device_state u32, data_fd s32."""
 
@@ -189,7 +189,7 @@ class FeatureMigDeviceState(Payload, layout="Ii"):
     data_fd: int = -1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DmaLoggingControl(Payload, layout="QII"):
     """Data of DMA_LOGGING_START (and its reply): page_size, ranges of (iova, length)."""
 
@@ -217,7 +217,7 @@ class DmaLoggingControl(Payload, layout="QII"):
         return cls(page_size, num_ranges, reserved, ranges)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class DmaLoggingReport(Payload, layout="QQQ"):
     """Data of DMA_LOGGING_REPORT: iova, length, page_size; in the reply the bitmap follows.
 
@@ -241,14 +241,14 @@ class DmaLoggingReport(Payload, layout="QQQ"):
         return cls(*values, rest)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class MigDataRead(Payload, layout="II"):
     NAME = "MIG_DATA_READ request"
     argsz: int
     size: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class _MigData(CountedData, layout="II"):
     """argsz, size, then exactly ``size`` bytes of migration data."""
 
@@ -258,11 +258,11 @@ class _MigData(CountedData, layout="II"):
     data: bytes = b""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class MigDataReadReply(_MigData):
     NAME = "MIG_DATA_READ reply"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class MigDataWrite(_MigData):
     NAME = "MIG_DATA_WRITE request"

@@ -91,7 +91,7 @@ RegionCap = SparseMmapCap | RegionTypeCap | UnknownCap
 _KNOWN_CAPS = {RegionCapId.SPARSE_MMAP: SparseMmapCap, RegionCapId.TYPE: RegionTypeCap}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionInfo(Payload, layout="IIIIQQ"):
     """Request (32 bytes, only argsz and index set) and reply (32 + capabilities).
 

@@ -10,7 +10,7 @@ from ._base import CountedData, Payload
 from ._errors import CodecError
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionAccess(Payload, layout="QII", size="SIZE"):
     """offset u64, region u32, count u32: the 16 bytes every region access starts with."""
 
@@ -19,17 +19,17 @@ class RegionAccess(Payload, layout="QII", size="SIZE"):
     count: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionRead(RegionAccess):
     NAME = "REGION_READ request"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionWriteReply(RegionAccess):
     NAME = "REGION_WRITE reply"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class _RegionData(CountedData):
     """offset, region, count, then exactly ``count`` bytes of data."""
 
@@ -41,12 +41,12 @@ class _RegionData(CountedData):
     data: bytes = b""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionReadReply(_RegionData):
     NAME = "REGION_READ reply"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionWrite(_RegionData):
     NAME = "REGION_WRITE request"
 
@@ -78,7 +78,7 @@ class SingleWrite:
             raise CodecError("REGION_WRITE_MULTI request", "write", str(e)) from None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionWriteMulti(Payload):
     """0.9.2: wr_cnt u64 then wr_cnt 24-byte writes."""
 
@@ -104,7 +104,7 @@ class RegionWriteMulti(Payload):
         return cls(tuple(writes))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RegionWriteMultiReply(Payload, layout="Q"):
     NAME = "REGION_WRITE_MULTI reply"
     wr_cnt: int

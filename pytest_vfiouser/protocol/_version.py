@@ -133,7 +133,7 @@ class Capabilities:
                 _check_count("capabilities.twin_socket.fd_index", twin["fd_index"])
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Version(Payload):
     """Request and reply alike. ``json`` is None when no version data is sent.
 
