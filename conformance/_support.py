@@ -16,7 +16,7 @@ import time
 import pytest
 
 from pytest_vfiouser.client import ConnectionClosed
-from pytest_vfiouser.protocol import Command, DeviceInfo, Version, command_name
+from pytest_vfiouser.protocol import Command, DeviceInfo, MigrationStateV1, Version, command_name
 
 # Waits: every wait for an answer is the client's timeout (--vfu-timeout). The
 # spec sets no shorter deadline for refusing something invalid, so a shorter wait
@@ -260,3 +260,33 @@ def first_scratch(device, most: int | None = None) -> tuple[int, int, int]:
         pytest.skip("needs profile: a scratch range (regions[].scratch) tests may write")
     region, offset, length = ranges[0]
     return region, offset, length if most is None else min(length, most)
+
+
+# -- 0.9.1 migration: device_state values (migration and fuzz modules)
+
+S = MigrationStateV1
+STATE_NAMES = {
+    S.STOPPED: "stopped",
+    S.RUNNING: "running",
+    S.STOP_AND_COPY: "stop-and-copy",
+    S.PRE_COPY: "pre-copy",
+    S.RESUMING: "resuming",
+    S.INVALID_101: "invalid-101",
+    S.ERROR: "error-110",
+    S.INVALID_111: "invalid-111",
+}
+# The valid transitions that lead from each state back to running.
+BACK = {
+    S.RUNNING: (),
+    S.STOPPED: (S.RUNNING,),
+    S.STOP_AND_COPY: (S.RUNNING,),
+    S.PRE_COPY: (S.STOP_AND_COPY, S.RUNNING),
+    S.RESUMING: (S.RUNNING,),
+}
+
+
+def state_name(state: int) -> str:
+    return STATE_NAMES.get(state, f"{state:#x}")
+
+
+__all__ += ["BACK", "STATE_NAMES", "state_name"]

@@ -53,7 +53,14 @@ from pytest_vfiouser.protocol import (
 from pytest_vfiouser.protocol import MigrationStateV1 as S
 
 from ._fuzz import end_of_run, fuzz_for
-from ._support import SIGNAL_WAIT, eventfd_value, make_eventfd, server_max_msg_fds
+from ._support import (
+    BACK,
+    SIGNAL_WAIT,
+    eventfd_value,
+    make_eventfd,
+    server_max_msg_fds,
+    state_name,
+)
 
 PAGE = 4096
 RW = int(DmaMapFlags.READ | DmaMapFlags.WRITE)
@@ -687,28 +694,6 @@ def test_set_irqs_model(request, fuzzer, vfu_device, vfu_hooks, vfu_observe):
 
 # ------------------------------------------------------------------ migration (0.9.1)
 
-NAMES = {
-    S.STOPPED: "stopped",
-    S.RUNNING: "running",
-    S.STOP_AND_COPY: "stop-and-copy",
-    S.PRE_COPY: "pre-copy",
-    S.RESUMING: "resuming",
-    S.INVALID_101: "invalid-101",
-    S.ERROR: "error-110",
-    S.INVALID_111: "invalid-111",
-}
-BACK = {
-    S.RUNNING: (),
-    S.STOPPED: (S.RUNNING,),
-    S.STOP_AND_COPY: (S.RUNNING,),
-    S.PRE_COPY: (S.STOP_AND_COPY, S.RUNNING),
-    S.RESUMING: (S.RUNNING,),
-}
-
-
-def _name(state: int) -> str:
-    return NAMES.get(state, f"{state:#x}")
-
 
 def _migration_region(device) -> tuple[int, int] | None:
     for index, info in sorted(device.regions.items()):
@@ -741,7 +726,7 @@ class MigrationMachine(FuzzMachine):
         self.state = self.read_state("device_state at the start of the run")
         if self.state != S.RUNNING and not self.walk_back():
             _fail(
-                f"device_state is {_name(self.state)} at the start of a run and valid "
+                f"device_state is {state_name(self.state)} at the start of a run and valid "
                 "transitions do not bring it back to running"
             )
 
@@ -767,7 +752,7 @@ class MigrationMachine(FuzzMachine):
             Command.REGION_WRITE,
             RegionWrite(MigrationInfo.DEVICE_STATE, self.index, 4, _U32.pack(value)).pack(),
             (),
-            f"REGION_WRITE of device_state {_name(value)}",
+            f"REGION_WRITE of device_state {state_name(value)}",
         )
 
     def walk_back(self) -> bool:
@@ -791,18 +776,18 @@ class MigrationMachine(FuzzMachine):
 
     def transition(self, to):
         frm = self.state
-        what = f"the transition {_name(frm)} -> {_name(to)}"
+        what = f"the transition {state_name(frm)} -> {state_name(to)}"
         reply = self.write_state(to)
         if reply is None:
             _fail(f"the server closed the connection on {what}")
         now = self.read_state(f"device_state after {what}")
         self.covered.add((int(frm), to))
-        self.note_step(f"{what}: {_outcome(reply)}, device_state now {_name(now)}")
+        self.note_step(f"{what}: {_outcome(reply)}, device_state now {state_name(now)}")
         if to == frm:
             if now != frm:
                 _fail(
-                    f"after writing the current state {_name(frm)} again, device_state "
-                    f"reads {_name(now)}"
+                    f"after writing the current state {state_name(frm)} again, device_state "
+                    f"reads {state_name(now)}"
                 )
         elif v1_transition_valid(frm, to):
             if (
@@ -818,16 +803,16 @@ class MigrationMachine(FuzzMachine):
                         f"(errno {reply.error})"
                     )
                 if now != to:
-                    _fail(f"{what} succeeded, but device_state reads {_name(now)}")
+                    _fail(f"{what} succeeded, but device_state reads {state_name(now)}")
         else:
             if reply.ok:
                 _fail(
                     f"{what} is not in the spec's table of valid transitions, but the "
-                    f"server accepted it (device_state now {_name(now)})"
+                    f"server accepted it (device_state now {state_name(now)})"
                 )
             if now != frm:
                 _fail(
-                    f"after refusing {what}, device_state reads {_name(now)}: the server "
+                    f"after refusing {what}, device_state reads {state_name(now)}: the server "
                     "must remain at the previous state"
                 )
         self.state = now
@@ -851,11 +836,11 @@ class MigrationMachine(FuzzMachine):
             if part:
                 self.read(offset, min(part, 4096), "migration data")
         now = self.read_state()
-        self.note_step(f"saving loop: pending_bytes {pending}; device_state {_name(now)}")
+        self.note_step(f"saving loop: pending_bytes {pending}; device_state {state_name(now)}")
         if now != self.state:
             _fail(
-                f"reading migration data in {_name(self.state)} changed device_state to "
-                f"{_name(now)}"
+                f"reading migration data in {state_name(self.state)} changed device_state to "
+                f"{state_name(now)}"
             )
 
     def teardown(self):
@@ -913,8 +898,8 @@ def _sweep(fz, machine, covered: set) -> None:
                 m.transition(to=to)
                 if not m.walk_back():
                     _fail(
-                        f"after {_name(frm)} -> {_name(to)}, valid transitions do not bring "
-                        f"device_state ({_name(m.state)}) back to running"
+                        f"after {state_name(frm)} -> {state_name(to)}, valid transitions do "
+                        f"not bring device_state ({state_name(m.state)}) back to running"
                     )
         except Exception as e:
             fz.record(e, m, lambda x: x.describe())

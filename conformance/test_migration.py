@@ -22,7 +22,6 @@ import struct
 
 import pytest
 
-from conformance._support import accepted
 from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.client import Client, ClientError
 from pytest_vfiouser.protocol import (
@@ -39,6 +38,8 @@ from pytest_vfiouser.protocol import (
 from pytest_vfiouser.protocol import MigrationStateV1 as S
 from pytest_vfiouser.target import Target, TargetStartError
 
+from ._support import BACK, accepted, state_name
+
 REVS = ("0.9.1",)
 NEEDS = ("migration_v1",)
 PGSIZE = 4096
@@ -51,28 +52,7 @@ PENDING, DATA_OFFSET, DATA_SIZE = (
 MAX_ITERATIONS = 20000  # of the saving loop, before giving up on pending_bytes reaching 0
 MAX_BYTES = 512 << 20  # of migration data a case reads
 PRECOPY_CHUNKS = 64  # pre-copy iterations a migration makes before stop-and-copy
-NAMES = {
-    S.STOPPED: "stopped",
-    S.RUNNING: "running",
-    S.STOP_AND_COPY: "stop-and-copy",
-    S.PRE_COPY: "pre-copy",
-    S.RESUMING: "resuming",
-    S.INVALID_101: "invalid-101",
-    S.ERROR: "error-110",
-    S.INVALID_111: "invalid-111",
-}
-BACK = {
-    S.RUNNING: (),
-    S.STOPPED: (S.RUNNING,),
-    S.STOP_AND_COPY: (S.RUNNING,),
-    S.PRE_COPY: (S.STOP_AND_COPY, S.RUNNING),
-    S.RESUMING: (S.RUNNING,),
-}
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
-
-
-def _name(state: int) -> str:
-    return NAMES.get(state, f"{state:#x}")
 
 
 class Mig:
@@ -95,11 +75,13 @@ class Mig:
     def go(self, value: int) -> None:
         """A transition that must succeed."""
         before = self.state()
-        accepted(self.set_state(value), f"the transition {_name(before)} -> {_name(value)}")
+        accepted(
+            self.set_state(value), f"the transition {state_name(before)} -> {state_name(value)}"
+        )
         now = self.state()
         assert now == value, (
-            f"after the transition {_name(before)} -> {_name(value)} "
-            f"succeeded, device_state reads {_name(now)}"
+            f"after the transition {state_name(before)} -> {state_name(value)} "
+            f"succeeded, device_state reads {state_name(now)}"
         )
 
     def read64(self, offset: int, name: str) -> int:
@@ -188,7 +170,7 @@ def mig(vfu_connect, vfu_device, vfu_target):
         vfu_target.fresh()
         m = connect()
         assert m.state() == S.RUNNING, (
-            f"a brand-new server process reads device_state {_name(m.state())}, not running"
+            f"a brand-new server process reads device_state {state_name(m.state())}, not running"
         )
     yield m
     if not m.c.closed and _walk_back(m):
@@ -416,7 +398,7 @@ def test_starts_running(vfu_target, vfu_connect, vfu_device):
     client = vfu_connect()
     _negotiate(client)
     state = Mig(client, index, size).state()
-    assert state == S.RUNNING, f"a new device's device_state is {_name(state)}, not running"
+    assert state == S.RUNNING, f"a new device's device_state is {state_name(state)}, not running"
 
 
 # ---- transitions
@@ -424,9 +406,9 @@ def test_starts_running(vfu_target, vfu_connect, vfu_device):
 
 @case("migration/transition", MUST, requires=NEEDS, revisions=REVS)
 @pytest.mark.parametrize(
-    "to", [*V1_TABLE_STATES, S.INVALID_101, S.ERROR, S.INVALID_111], ids=lambda s: _name(s)
+    "to", [*V1_TABLE_STATES, S.INVALID_101, S.ERROR, S.INVALID_111], ids=lambda s: state_name(s)
 )
-@pytest.mark.parametrize("frm", V1_TABLE_STATES, ids=lambda s: _name(s))
+@pytest.mark.parametrize("frm", V1_TABLE_STATES, ids=lambda s: state_name(s))
 def test_transition(mig, vfu_observe, frm, to):
     """Transitions of the spec's table succeed and read back; all others (and the invalid
     states 101 and 111, and the error state 110) fail and leave the state as it was.
@@ -443,11 +425,13 @@ def test_transition(mig, vfu_observe, frm, to):
         mig.go(frm)
     reply = mig.set_state(to)
     now = mig.state()
-    what = f"the transition {_name(frm)} -> {_name(to)}"
+    what = f"the transition {state_name(frm)} -> {state_name(to)}"
     if to == frm:
-        assert now == frm, f"after writing the current state {_name(frm)}, it reads {_name(now)}"
+        assert now == frm, (
+            f"after writing the current state {state_name(frm)}, it reads {state_name(now)}"
+        )
         if not reply.ok:
-            vfu_observe(f"the server refused to write the current state {_name(frm)} again")
+            vfu_observe(f"the server refused to write the current state {state_name(frm)} again")
         return
     if v1_transition_valid(frm, to):
         if (frm, to) == (S.RESUMING, S.RUNNING) and not reply.ok and now == S.RESUMING:
@@ -460,15 +444,15 @@ def test_transition(mig, vfu_observe, frm, to):
             f"{what} is valid in the spec's table, but the server refused it (errno {reply.error})"
         )
         assert not reply.payload[16:], "the REGION_WRITE reply carries data"
-        assert now == to, f"{what} succeeded, but device_state reads {_name(now)}"
+        assert now == to, f"{what} succeeded, but device_state reads {state_name(now)}"
     else:
         assert not reply.ok, (
             f"{what} is not in the spec's table of valid transitions, but "
-            f"the server accepted it (device_state now {_name(now)})"
+            f"the server accepted it (device_state now {state_name(now)})"
         )
         assert not reply.payload, "the error reply carries a payload"
         assert now == frm, (
-            f"after refusing {what}, device_state reads {_name(now)}; the "
+            f"after refusing {what}, device_state reads {state_name(now)}; the "
             f"server must remain at the previous state"
         )
 
@@ -499,7 +483,7 @@ def test_pending_bytes_read_only(mig):
 
 
 @case("migration/pending-bytes-idempotent", MUST, requires=NEEDS, revisions=REVS)
-@pytest.mark.parametrize("state", [S.PRE_COPY, S.STOP_AND_COPY], ids=lambda s: _name(s))
+@pytest.mark.parametrize("state", [S.PRE_COPY, S.STOP_AND_COPY], ids=lambda s: state_name(s))
 def test_pending_bytes_idempotent(mig, state):
     """Reading pending_bytes repeatedly, within and after an iteration, gives one value.
 
@@ -763,6 +747,6 @@ def test_failed_resume_keeps_state(request, mig, vfu_observe):
             )
             return
         assert state in (S.RESUMING, S.ERROR), (
-            f"resuming -> running failed, but device_state reads {_name(state)}; it must "
+            f"resuming -> running failed, but device_state reads {state_name(state)}; it must "
             "remain resuming (or be the error state)"
         )
