@@ -5,7 +5,7 @@
     vfio-user-conformance --vfu-socket /run/my-server.sock --vfu-section device_info -x
     vfio-user-conformance compare a/conformance.json b/conformance.json --html compare.html
 
-A thin front to ``pytest --pyargs conformance``: every argument is passed to
+A thin front to ``pytest <the installed conformance package>``: every argument is passed to
 pytest (the --vfu-* options, -k, -x, -n 4, ...).  It does not depend on the
 current directory's pytest configuration; reports go to ``reports/`` under
 the current directory unless --html, --junitxml or --vfu-json say otherwise:
@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         "-p",
         "no:cacheprovider",  # never write into the installed package
         *DEFAULT_ARGS,
-        "--pyargs",
-        "conformance",
+        # The installed suite by its path, not ``--pyargs conformance``: pytest would
+        # first take a ``conformance/`` folder of the current directory (a checkout of
+        # this project) for it and load that one's conftest.py too.
+        str(_suite_root() / "conformance"),
     ]
     outcome = _Outcome()
     status = pytest.main(base + args, plugins=[outcome])

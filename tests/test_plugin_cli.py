@@ -167,3 +167,20 @@ def test_every_wait_is_the_vfu_timeout(tmp_path: Path, timeout, verdict):
     assert [(c["case_id"], c["verdict"]) for c in cases] == [
         ("region_info/index-out-of-range", verdict)
     ], proc.stdout + proc.stderr
+
+
+def test_cli_in_a_checkout_runs_the_installed_suite(tmp_path: Path):
+    """From a directory with a ``conformance/`` folder of its own (a checkout of this
+    project, with the package installed from it), the installed suite runs, alone."""
+    (tmp_path / "conformance").mkdir()
+    (tmp_path / "conformance" / "__init__.py").write_text("")
+    (tmp_path / "conformance" / "conftest.py").write_text("raise RuntimeError('not me')\n")
+    proc = subprocess.run(  # -P: as the console script, without the current directory on sys.path
+        [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "--vfu-section", "device_info", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "not me" not in proc.stdout + proc.stderr
