@@ -131,7 +131,7 @@ class Connection:
                 msg = self._next_message()
                 if msg is None:
                     if self.reader.buffered or self.reader.pending_header:
-                        reason = "disconnected in the middle of a message"
+                        reason = self.cut_off("in the middle of a message")
                     break
                 self._handle(*msg)
             self._flush()
@@ -149,8 +149,12 @@ class Connection:
             if msg is not None:
                 return msg
             self._flush()
-            if not self._recv():
+            if not self._recv_more():
                 return None
+
+    def _recv_more(self) -> bool:
+        """Receive the rest of the next message (or the start of one); False at EOF."""
+        return self._recv()
 
     def _read_message(self):
         """The next whole message in the buffer with its fds, or None."""
@@ -206,10 +210,17 @@ class Connection:
         finally:
             if fds:
                 _close_all(fds)  # whatever the handler did not take
-        if hdr.flags & _NO_REPLY or result is _DROP:
+        if result is _DROP or not self.wants_reply(hdr):
             if result.__class__ is VfioError:
                 log.debug("refused %s: %s", hdr.describe(), result)
             return
+        self._reply(hdr, result)
+
+    def wants_reply(self, hdr: Header) -> bool:
+        return not hdr.flags & _NO_REPLY
+
+    def _reply(self, hdr: Header, result) -> None:
+        """Send a handler's result: reply payload, Out (payload and fds) or VfioError."""
         if result.__class__ is bytes:
             self._send(encode_reply(hdr.msg_id, hdr.command, result))
         elif result.__class__ is VfioError:
@@ -219,28 +230,21 @@ class Connection:
             self._send(encode_reply(hdr.msg_id, hdr.command, result.payload), result.fds)
 
     def _execute(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool):
-        if hdr.flags & _NOT_PLAIN_COMMAND and self._not_a_command(hdr):
+        if self._not_a_command(hdr):
             return _DROP
         if truncated:
             raise VfioError(errno.EMFILE, "the server could not receive every fd sent")
-        if len(fds) > self.settings.max_msg_fds:
-            raise VfioError(
-                errno.EINVAL,
-                f"{len(fds)} fds; the server takes at most {self.settings.max_msg_fds}",
-            )
-        handler = self.dispatch.get(hdr.command)
-        if handler is None:
-            raise VfioError(
-                errno.ENOSYS, f"command {hdr.command} is not in vfio-user {self.revision}"
-            )
-        if not self.negotiated and hdr.command != _VERSION:
-            raise VfioError(errno.EINVAL, "VERSION must be negotiated first")
+        self.check_fds(fds)
+        handler = self.handler(hdr.command)
+        self.check_negotiated(hdr.command)
         return handler(self, payload, fds)
 
     def _not_a_command(self, hdr: Header) -> bool:
         """Header flags beyond a plain command (No_reply aside): refuse, or True to
         drop the message silently (a late reply to a request we gave up on)."""
         flags = hdr.flags
+        if not flags & _NOT_PLAIN_COMMAND:
+            return False
         if flags & ~HEADER_FLAGS_DEFINED:
             raise VfioError(
                 errno.EINVAL, f"undefined header flag bits {flags & ~HEADER_FLAGS_DEFINED:#x}"
@@ -257,6 +261,24 @@ class Connection:
         if flags & FLAG_ERROR:
             raise VfioError(errno.EINVAL, "the Error bit is set on a command")
         return False
+
+    def check_fds(self, fds: list[int]) -> None:
+        if len(fds) > self.settings.max_msg_fds:
+            raise VfioError(
+                errno.EINVAL,
+                f"{len(fds)} fds; the server takes at most {self.settings.max_msg_fds}",
+            )
+
+    def handler(self, command: int):
+        """The handler of ``command`` in this revision's dispatch table (ENOSYS if none)."""
+        handler = self.dispatch.get(command)
+        if handler is None:
+            raise VfioError(errno.ENOSYS, f"command {command} is not in vfio-user {self.revision}")
+        return handler
+
+    def check_negotiated(self, command: int) -> None:
+        if not self.negotiated and command != _VERSION:
+            raise VfioError(errno.EINVAL, "VERSION must be negotiated first")
 
     # ---- sending
 
@@ -343,7 +365,7 @@ class Connection:
                         errno.ETIMEDOUT, f"no reply to {command_name(command)} {msg_id}"
                     )
                 if not self._recv():
-                    raise ClientGone("disconnected while the server waited for a DMA reply")
+                    raise ClientGone(self.cut_off("while the server waited for a DMA reply"))
                 continue
             hdr, body, fds, _ = m
             if hdr.type == MsgType.REPLY and hdr.msg_id == msg_id and hdr.command == command:
@@ -373,11 +395,13 @@ class Connection:
 
     # ---- the end
 
+    def cut_off(self, when: str) -> str:
+        """The client left in the middle of an exchange: why the connection ends."""
+        return f"disconnected {when}"
+
     def close(self) -> None:
         """Disconnect cleanup: DMA mappings and their fds, IRQ eventfds, queued fds."""
-        if self.device.client is self:
-            self.device.detach()
-        self.dma_map.clear()
+        self.release_device()
         for m in self._queue:
             _close_all(m[2])
         self._queue.clear()
@@ -385,6 +409,12 @@ class Connection:
             _close_all(fds)
         self._fd_marks.clear()
         self.sock.close()
+
+    def release_device(self) -> None:
+        """Give the device back: its interrupts' eventfds and this client's DMA mappings."""
+        if self.device.client is self:
+            self.device.detach()
+        self.dma_map.clear()
 
     def _trace(self, arrow: str, hdr: Header, payload: bytes, fds=()) -> None:
         try:
