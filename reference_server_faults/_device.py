@@ -7,14 +7,11 @@ import bisect
 import dataclasses
 import errno
 import mmap
-import os
-import stat
 import zlib
 
 from pytest_vfiouser.protocol import (
     IRQ_SET_ACTION_MASK,
     IRQ_SET_DATA_MASK,
-    DmaMapFlags,
     IrqInfoFlags,
     IrqSetFlags,
     SetIrqs,
@@ -23,7 +20,7 @@ from pytest_vfiouser.protocol import (
 from pytest_vfiouser.protocol import MigrationStateV1 as S
 from reference_server.device import _LEN, _STATE_MAGIC, Device
 from reference_server.dma_engine import ClientLink, DmaEngine
-from reference_server.dma_map import _ALL_FLAGS, DmaMapTable, Mapping, check_range
+from reference_server.dma_map import DmaMapTable, Mapping
 from reference_server.errors import VfioError
 from reference_server.irqs import (
     _ALL_SET_FLAGS,
@@ -58,109 +55,49 @@ from ._catalogue import FAULTS
 
 
 class FaultyDmaMapTable(DmaMapTable):
-    def add(self, address: int, size: int, flags: int, offset: int, fd: int | None) -> Mapping:
-        """Map; on success the mapping owns ``fd``, on failure the caller still does."""
-        if flags & ~_ALL_FLAGS:
-            raise VfioError(errno.EINVAL, f"undefined flag bits {flags & ~_ALL_FLAGS:#x}")
-        check_range(address, size)
-        if fd is None and offset:
-            raise VfioError(errno.EINVAL, "offset without a file descriptor must be 0")
+    def _slot(self, address: int, size: int) -> int:
+        if "dma-table-keyed-by-address" not in FAULTS:
+            return super()._slot(address, size)
+        # maps[address] = mapping: only the same start collides, and replaces it
         i = bisect.bisect_right(self._starts, address)
-        overlaps_before = i > 0 and self._maps[i - 1].end > address
-        overlaps_after = i < len(self._maps) and self._starts[i] < address + size
-        if FAULTS and "dma-table-keyed-by-address" in FAULTS:
-            # maps[address] = mapping: only the same start collides, and replaces it
-            overlaps_before = overlaps_after = False
-            if i > 0 and self._starts[i - 1] == address:
-                i -= 1
-                del self._starts[i]
-                self._maps.pop(i).close()
-        if overlaps_before or overlaps_after:
-            raise VfioError(errno.EEXIST, f"[{address:#x}, +{size:#x}) overlaps a mapping")
-        if len(self._maps) >= self.max_maps:
-            raise VfioError(errno.ENOSPC, f"the table holds its maximum of {self.max_maps}")
-        m = Mapping(address, size, flags, offset)
-        if fd is not None:
-            self._map_fd(m, fd)
-        self._starts.insert(i, address)
-        self._maps.insert(i, m)
-        return m
+        if i > 0 and self._starts[i - 1] == address:
+            i -= 1
+            del self._starts[i]
+            self._maps.pop(i).close()
+        return i
 
     @staticmethod
-    def _map_fd(m: Mapping, fd: int) -> None:
-        try:
-            st = os.fstat(fd)
-        except OSError as e:
-            raise VfioError(errno.EINVAL, f"fd: {e.strerror}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise VfioError(errno.EINVAL, "fd is not a mappable file")
-        if st.st_size < m.offset + m.size:
-            raise VfioError(
-                errno.EINVAL, f"file is {st.st_size} bytes, the mapping needs {m.offset + m.size}"
-            )
-        aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if m.flags & DmaMapFlags.WRITE else 0)
-        share = mmap.MAP_PRIVATE if "dma-access-wrong" in FAULTS else mmap.MAP_SHARED
-        if share == mmap.MAP_PRIVATE:
-            prot |= mmap.PROT_WRITE  # a private copy is always writable
-        try:
-            m.mem = mmap.mmap(fd, m.offset - aligned + m.size, share, prot, offset=aligned)
-        except (OSError, ValueError, OverflowError) as e:
-            raise VfioError(getattr(e, "errno", None) or errno.EINVAL, f"mmap: {e}") from None
-        m.delta = m.offset - aligned
-        m.fd = fd
+    def _sharing(m: Mapping) -> tuple[int, int]:
+        if "dma-access-wrong" in FAULTS:  # a private copy (always writable)
+            return mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE
+        return DmaMapTable._sharing(m)
+
+    def _find(self, address: int, size: int) -> int:
+        if "dma-table-keyed-by-address" in FAULTS:
+            i = bisect.bisect_left(self._starts, address)
+            if i < len(self._maps) and self._starts[i] == address:
+                size = self._maps[i].size  # maps.pop(address): the size is not compared
+        return super()._find(address, size)
 
     def remove(self, address: int, size: int) -> Mapping:
-        i = bisect.bisect_left(self._starts, address)
-        if (
-            FAULTS
-            and "dma-table-keyed-by-address" in FAULTS
-            and (i < len(self._maps) and self._starts[i] == address)
-        ):
-            size = self._maps[i].size  # maps.pop(address): the size is not compared
-        if i == len(self._maps) or self._starts[i] != address or self._maps[i].size != size:
-            raise VfioError(errno.ENOENT, f"no mapping is exactly [{address:#x}, +{size:#x})")
         if "unmap-keeps-mapping" in FAULTS:
-            return self._maps[i]  # "removed", still in the table
-        del self._starts[i]
-        m = self._maps.pop(i)
-        m.close()
-        if self.dirty is not None:
-            self.dirty.forget(address, size)
-        return m
+            return self._maps[self._find(address, size)]  # "removed", still in the table
+        return super().remove(address, size)
 
 
 class FaultyDmaEngine(DmaEngine):
-    @staticmethod
-    def read_client_memory(link: ClientLink, segments) -> bytes:
-        parts = []
-        for m, pos, n in segments:
-            if m.mem is not None:
-                parts.append(m.read(pos, n))
-                continue
-            chunk = link.dma_chunk
-            base = 0 if "dma-access-wrong" in FAULTS else m.address  # offset into the mapping
-            for off in range(0, n, chunk):
-                parts.append(link.dma_read(base + pos + off, min(chunk, n - off)))
-        return b"".join(parts)
+    @classmethod
+    def write_segment(cls, link: ClientLink, m, pos: int, piece: bytes) -> None:
+        if "dirty-bitmap-wrong" in FAULTS and m.mem is not None:
+            m.write(pos, piece)  # writes through the fd's mapping are not logged
+            return
+        super().write_segment(link, m, pos, piece)
 
     @staticmethod
-    def write_client_memory(link: ClientLink, segments, data: bytes) -> None:
-        done = 0
-        for m, pos, n in segments:
-            piece = data[done : done + n]
-            if m.mem is not None:
-                m.write(pos, piece)
-                if "dirty-bitmap-wrong" in FAULTS:
-                    done += n
-                    continue  # writes through the fd's mapping are not logged
-            else:
-                chunk = link.dma_chunk
-                base = 0 if "dma-access-wrong" in FAULTS else m.address
-                for off in range(0, n, chunk):
-                    link.dma_write(base + pos + off, piece[off : off + chunk])
-            link.dma_map.note_write(m.address + pos, n)
-            done += n
+    def dma_address(m, pos: int) -> int:
+        if "dma-access-wrong" in FAULTS:
+            return pos  # the offset into the mapping
+        return DmaEngine.dma_address(m, pos)
 
 
 class FaultyIrqIndex(IrqIndex):
