@@ -12,7 +12,6 @@ import zlib
 from pytest_vfiouser.protocol import (
     IRQ_SET_ACTION_MASK,
     IRQ_SET_DATA_MASK,
-    IrqInfoFlags,
     IrqSetFlags,
     SetIrqs,
     v1_transition_valid,
@@ -23,13 +22,9 @@ from reference_server.dma_engine import ClientLink, DmaEngine
 from reference_server.dma_map import DmaMapTable, Mapping
 from reference_server.errors import VfioError
 from reference_server.irqs import (
-    _ALL_SET_FLAGS,
     IrqIndex,
     Irqs,
     _close,
-    is_eventfd,
-    log,
-    signal_eventfd,
 )
 from reference_server.migration import (
     _DOFF,
@@ -101,149 +96,52 @@ class FaultyDmaEngine(DmaEngine):
 
 
 class FaultyIrqIndex(IrqIndex):
-    def fire(self, sub: int) -> None:
-        fd = self.trigger[sub]
-        if fd is None:
-            log.debug("irq %d.%d raised but not enabled: dropped", self.index, sub)
-            return
-        if self.masked[sub]:
-            self.pending[sub] = True
-            return
+    def signal(self, fd: int) -> bool:
         if self.index == 0 and "intx-not-signalled" in FAULTS:
-            self.fired[sub] += 1  # counted, never written
-        elif signal_eventfd(fd):
-            self.fired[sub] += 1
-        if self.flags & IrqInfoFlags.AUTOMASKED:
-            self.mask(sub)
+            return True  # counted, never written
+        return super().signal(fd)
 
 
 class FaultyIrqs(Irqs):
     index_type = FaultyIrqIndex
 
     def set_irqs(self, req: SetIrqs, payload_size: int, fds: list[int]) -> None:
-        """DEVICE_SET_IRQS. Takes the fds (clears ``fds``) only when it keeps them."""
-        if FAULTS:
-            if "index-wraps" in FAULTS and self.indexes:
-                req = dataclasses.replace(req, index=req.index % len(self.indexes))
-            if "set-irqs-minimal" in FAULTS:
-                return self._set_irqs_minimal(req, fds)
-        if req.argsz != payload_size:
-            raise VfioError(
-                errno.EINVAL, f"argsz {req.argsz} is not the payload size {payload_size}"
-            )
-        if req.flags & ~_ALL_SET_FLAGS:
-            raise VfioError(errno.EINVAL, f"undefined flag bits {req.flags & ~_ALL_SET_FLAGS:#x}")
-        data = req.flags & IRQ_SET_DATA_MASK
-        action = req.flags & IRQ_SET_ACTION_MASK
-        if data.bit_count() != 1 or action.bit_count() != 1:
-            raise VfioError(errno.EINVAL, "flags need exactly one DATA and one ACTION bit")
-        if req.index >= len(self.indexes) or self.indexes[req.index].count == 0:
-            raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
-        irq = self.indexes[req.index]
-        if data == IrqSetFlags.DATA_BOOL:
-            if len(req.data) != req.count:
-                raise VfioError(
-                    errno.EINVAL, f"DATA_BOOL needs {req.count} bytes of data, got {len(req.data)}"
-                )
-        elif req.data:
-            raise VfioError(errno.EINVAL, "data bytes without DATA_BOOL")
-        if action != IrqSetFlags.ACTION_TRIGGER and not irq.maskable:
-            raise VfioError(errno.EINVAL, f"IRQ type {req.index} is not MASKABLE")
-        if req.count == 0:
-            if req.start == 0 and data == IrqSetFlags.DATA_NONE:
-                irq.disable()
-                return
-            raise VfioError(errno.EINVAL, "count 0 is only for start 0 with DATA_NONE")
-        if req.start >= irq.count or req.start + req.count > irq.count:
-            raise VfioError(
-                errno.EINVAL,
-                f"sub-indexes {req.start}+{req.count} exceed the "
-                f"{irq.count} of IRQ type {req.index}",
-            )
-        subs = range(req.start, req.start + req.count)
-        if data == IrqSetFlags.DATA_EVENTFD:
-            self._assign(irq, action, subs, fds)
-            return
-        if data == IrqSetFlags.DATA_BOOL:
-            subs = [s for s, b in zip(subs, req.data, strict=True) if b]
-        op = {
-            IrqSetFlags.ACTION_TRIGGER: irq.fire,
-            IrqSetFlags.ACTION_MASK: irq.mask,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask,
-        }[action]
-        for s in subs:
-            op(s)
+        if "index-wraps" in FAULTS and self.indexes:
+            req = dataclasses.replace(req, index=req.index % len(self.indexes))
+        if "set-irqs-minimal" in FAULTS:
+            self._set_irqs_minimal(req, fds)
+        else:
+            super().set_irqs(req, payload_size, fds)
 
     def _set_irqs_minimal(self, req: SetIrqs, fds: list[int]) -> None:
         """Fault set-irqs-minimal: only the index and the range are checked; eventfds are
         assigned, never de-assigned; DATA_NONE/BOOL act on what they name."""
-        if req.index >= len(self.indexes) or self.indexes[req.index].count == 0:
-            raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
-        irq = self.indexes[req.index]
+        irq = self.irq(req.index)
         if req.count == 0:
             return  # "disable": nothing to do
-        if req.start + req.count > irq.count:
-            raise VfioError(
-                errno.EINVAL,
-                f"sub-indexes {req.start}+{req.count} exceed the "
-                f"{irq.count} of IRQ type {req.index}",
-            )
+        subs = self.sub_indexes(irq, req)
         flags = req.flags
         data = flags & -flags & int(IRQ_SET_DATA_MASK) or int(IrqSetFlags.DATA_NONE)
         action = flags & int(IRQ_SET_ACTION_MASK)
         action = action & -action or int(IrqSetFlags.ACTION_TRIGGER)
-        table = {
-            IrqSetFlags.ACTION_TRIGGER: irq.trigger,
-            IrqSetFlags.ACTION_MASK: irq.mask_fd,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask_fd,
-        }[action]
-        subs = range(req.start, req.start + req.count)
         if data == IrqSetFlags.DATA_EVENTFD:
+            table = irq.eventfds(action)
             for s, fd in zip(subs, list(fds), strict=False):
                 _close(table[s])
                 table[s] = fd
                 fds.remove(fd)
-            return
-        if data == IrqSetFlags.DATA_BOOL:
-            subs = [s for s, b in zip(subs, req.data, strict=False) if b]
-        op = {
-            IrqSetFlags.ACTION_TRIGGER: irq.fire,
-            IrqSetFlags.ACTION_MASK: irq.mask,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask,
-        }[action]
-        for s in subs:
-            op(s)
+        elif data == IrqSetFlags.DATA_BOOL:
+            irq.act(action, [s for s, b in zip(subs, req.data, strict=False) if b])
+        else:
+            irq.act(action, subs)
 
     def _assign(self, irq: IrqIndex, action: int, subs: range, fds: list[int]) -> None:
-        if fds and len(fds) != len(subs):
-            if "refused-fds-leaked" in FAULTS:
+        try:
+            super()._assign(irq, action, subs, fds)
+        except VfioError:
+            if "refused-fds-leaked" in FAULTS and fds and len(fds) != len(subs):
                 fds.clear()  # the error path forgets them: never closed
-            raise VfioError(
-                errno.EINVAL, f"DATA_EVENTFD for {len(subs)} sub-indexes came with {len(fds)} fds"
-            )
-        for fd in fds:
-            if not is_eventfd(fd):
-                raise VfioError(errno.EINVAL, f"fd {fd} is not an eventfd")
-        table = {
-            IrqSetFlags.ACTION_TRIGGER: irq.trigger,
-            IrqSetFlags.ACTION_MASK: irq.mask_fd,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask_fd,
-        }[action]
-        if (
-            fds
-            and action == IrqSetFlags.ACTION_TRIGGER
-            and irq.flags & IrqInfoFlags.NORESIZE
-            and any(fd is not None for fd in irq.trigger)
-            and any(irq.trigger[s] is None for s in subs)
-        ):
-            raise VfioError(
-                errno.EINVAL,
-                f"IRQ type {irq.index} is NORESIZE: disable it before enabling more sub-indexes",
-            )
-        for i, s in enumerate(subs):
-            _close(table[s])
-            table[s] = fds[i] if fds else None
-        fds.clear()
+            raise
 
 
 class FaultyMigrationRegion(MigrationRegion):
