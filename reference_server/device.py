@@ -165,22 +165,7 @@ class Device:
 
     def load_state(self, data: bytes) -> None:
         """Restore save_state()'s blob; ValueError (and nothing changed) if it does not fit."""
-        data = bytes(data)
-        if not data.startswith(_STATE_MAGIC):
-            raise ValueError("device state: bad magic")
-        pos, blobs = len(_STATE_MAGIC), {}
-        while pos < len(data):
-            n = data[pos]
-            key = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
-            pos += 1 + n
-            if pos + _LEN.size > len(data):
-                raise ValueError(f"device state: truncated at {key!r}")
-            (size,) = _LEN.unpack_from(data, pos)
-            pos += _LEN.size
-            if pos + size > len(data):
-                raise ValueError(f"device state: {key!r} is truncated")
-            blobs[key] = data[pos : pos + size]
-            pos += size
+        blobs = dict(split_state(bytes(data)))
         parts = dict(self._state_parts())
         if set(blobs) != set(parts):
             raise ValueError(f"device state: parts {sorted(blobs)} do not match this device")
@@ -196,3 +181,22 @@ class Device:
     def close(self) -> None:
         for r in self.regions:
             r.close()
+
+
+def split_state(data: bytes):
+    """save_state()'s blob as (part name, its blob) pairs; ValueError where it is damaged."""
+    if not data.startswith(_STATE_MAGIC):
+        raise ValueError("device state: bad magic")
+    pos = len(_STATE_MAGIC)
+    while pos < len(data):
+        n = data[pos]
+        key = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
+        pos += 1 + n
+        if pos + _LEN.size > len(data):
+            raise ValueError(f"device state: truncated at {key!r}")
+        (size,) = _LEN.unpack_from(data, pos)
+        pos += _LEN.size
+        if pos + size > len(data):
+            raise ValueError(f"device state: {key!r} is truncated")
+        yield key, data[pos : pos + size]
+        pos += size

@@ -7,17 +7,15 @@ import bisect
 import dataclasses
 import errno
 import mmap
-import zlib
 
 from pytest_vfiouser.protocol import (
     IRQ_SET_ACTION_MASK,
     IRQ_SET_DATA_MASK,
     IrqSetFlags,
     SetIrqs,
-    v1_transition_valid,
 )
 from pytest_vfiouser.protocol import MigrationStateV1 as S
-from reference_server.device import _LEN, _STATE_MAGIC, Device
+from reference_server.device import Device, split_state
 from reference_server.dma_engine import ClientLink, DmaEngine
 from reference_server.dma_map import DmaMapTable, Mapping
 from reference_server.errors import VfioError
@@ -28,22 +26,14 @@ from reference_server.irqs import (
 )
 from reference_server.migration import (
     _DOFF,
-    _DSIZE,
-    _INFO,
     _PENDING,
     _RESERVED,
     _SAVING,
-    _STATE,
-    _U32,
     _U64,
     DATA_OFFSET,
     FINAL,
     HEADER,
-    MAGIC,
-    MAX_BLOB,
-    PRECOPY,
     MigrationRegion,
-    chunk,
 )
 
 from ._catalogue import FAULTS
@@ -154,10 +144,7 @@ class FaultyMigrationRegion(MigrationRegion):
         super()._clear()
         self._written: dict[int, int] = {}  # fault migration-info-fields-wrong
 
-    def _set_state(self, new: int) -> None:
-        old = self.state
-        if new == old:
-            return  # not a transition: nothing to do
+    def _check_transition(self, old: int, new: int) -> None:
         if "failed-transition-changes-state" in FAULTS:
             self.state = new  # stored first; a refusal below leaves it
         if (
@@ -166,102 +153,35 @@ class FaultyMigrationRegion(MigrationRegion):
             and self._offered is not None
         ):
             raise VfioError(errno.EBUSY, "a pre-copy chunk is still on offer")
-        if not v1_transition_valid(old, new):
-            raise VfioError(
-                errno.EINVAL, f"device_state {old:03b} -> {new:#x} is not a valid transition"
-            )
-        if old == S.RESUMING:
-            self._resume()  # raises (and the state stays) when the data cannot be applied
-        if new in (S.PRE_COPY, S.STOP_AND_COPY):
-            self._start_saving(new)
-        elif new == S.RESUMING or old in _SAVING or old == S.RESUMING:
-            self._clear()
-        self.state = S(new)
+        super()._check_transition(old, new)
 
     def _resume(self) -> None:
         if "resume-data-lost" in FAULTS:
             self._device.load_state(bytes(self._final[:0x10000]), partial=True)
             return
-        if self._next_seq == 0:
-            return  # nothing came: the device runs on as it is
-        if self._kind != FINAL or self._got != self._total:
-            what = (
-                "only pre-copy data came"
-                if self._kind != FINAL
-                else f"{self._got} of the {self._total} bytes of the device state came"
-            )
-            raise VfioError(errno.EINVAL, f"incomplete migration data: {what}")
-        try:
-            self._device.load_state(bytes(self._final))
-        except ValueError as e:
-            raise VfioError(errno.EINVAL, f"migration data does not fit this device: {e}") from None
+        super()._resume()
 
     def _read_pending(self) -> int:
-        if self.state not in _SAVING:
-            return 0
-        if "migration-info-fields-wrong" in FAULTS:
+        if self.state in _SAVING and "migration-info-fields-wrong" in FAULTS:
             if _PENDING in self._written:
                 return self._written[_PENDING]
             self._offered = None
             self._read_data_offset()  # each read starts a new chunk
-        self._offered = None  # a new iteration: the chunk on offer was read
-        self.data_size = 0
-        return self._queued()
+        return super()._read_pending()
 
     def _read_data_offset(self) -> int:
-        if self.state in _SAVING and self._offered is None and self._queue:
-            data = chunk(self._seq, *self._queue.popleft())
-            self._seq += 1
-            self._area[: len(data)] = data
-            self._offered = data
-            self.data_size = len(data)
-        if FAULTS:
-            if "migration-info-fields-wrong" in FAULTS and _DOFF in self._written:
-                return self._written[_DOFF]
-            if "data-offset-past-region" in FAULTS:
-                return self.size - 0x800
-        return DATA_OFFSET
+        offset = super()._read_data_offset()
+        if "migration-info-fields-wrong" in FAULTS and _DOFF in self._written:
+            return self._written[_DOFF]
+        if "data-offset-past-region" in FAULTS:
+            return self.size - 0x800
+        return offset
 
     def _consume(self, n: int) -> None:
         if "resume-data-lost" in FAULTS:
             self._take_unchecked(n)
             return
-        if not HEADER.size <= n <= len(self._area):
-            raise VfioError(
-                errno.EINVAL,
-                f"data_size {n} is not the size of a chunk ({HEADER.size}..{len(self._area)})",
-            )
-        data = bytes(self._area[:n])
-        magic, seq, kind, off, total, crc, length = HEADER.unpack_from(data)
-        payload = data[HEADER.size :]
-        if magic != MAGIC:
-            raise VfioError(errno.EINVAL, "not migration data of this server (bad magic)")
-        if length != len(payload) or length == 0:
-            raise VfioError(
-                errno.EINVAL,
-                f"data_size {n} does not match the chunk's length {HEADER.size} + {length}",
-            )
-        if seq != self._next_seq:
-            raise VfioError(
-                errno.EINVAL, f"chunk {seq} came where chunk {self._next_seq} was expected"
-            )
-        if kind not in (PRECOPY, FINAL) or (kind == PRECOPY and self._kind == FINAL):
-            raise VfioError(errno.EINVAL, f"chunk {seq} has kind {kind} after kind {self._kind}")
-        first = kind != self._kind
-        if off != (0 if first else self._got) or (not first and total != self._total):
-            raise VfioError(errno.EINVAL, f"chunk {seq} is out of place in its blob")
-        if total > MAX_BLOB or off + length > total:
-            raise VfioError(errno.EINVAL, f"chunk {seq} runs past its blob's length {total}")
-        if zlib.crc32(payload) != crc:
-            raise VfioError(errno.EINVAL, f"chunk {seq} is damaged (crc mismatch)")
-        if first:
-            self._kind, self._total, self._got = kind, total, 0
-            self._final = bytearray()
-        if kind == FINAL:
-            self._final += payload
-        self._got += length
-        self._next_seq += 1
-        self.data_size = n
+        super()._consume(n)
 
     def _take_unchecked(self, n: int) -> None:
         """Fault resume-data-lost: the payload of whatever came is appended, unchecked."""
@@ -277,39 +197,13 @@ class FaultyMigrationRegion(MigrationRegion):
         self.data_size = n
 
     def write(self, offset: int, data: bytes) -> None:
-        end = offset + len(data)
-        if offset >= DATA_OFFSET:
-            if self.state != S.RESUMING:
-                raise VfioError(errno.EPERM, "the data area is written only while RESUMING")
-            self._area[offset - DATA_OFFSET : end - DATA_OFFSET] = data
-            return
-        if _RESERVED <= offset and end <= _RESERVED + 4:
-            if "migration-info-fields-wrong" in FAULTS:
+        if "migration-info-fields-wrong" in FAULTS and offset < DATA_OFFSET:
+            if _RESERVED <= offset and offset + len(data) <= _RESERVED + 4:
                 raise VfioError(errno.EINVAL, "reserved is not writable")
-            return  # reserved: ignored
-        if offset >= _INFO:
-            raise VfioError(
-                errno.EINVAL,
-                f"[{offset:#x}, {end:#x}) is outside the migration info and the data area",
-            )
-        if (offset, len(data)) == (_STATE, 4):
-            self._set_state(_U32.unpack(data)[0])
-        elif (offset, len(data)) in ((_PENDING, 8), (_DOFF, 8)):
-            if "migration-info-fields-wrong" in FAULTS:
+            if (offset, len(data)) in ((_PENDING, 8), (_DOFF, 8)):
                 self._written[offset] = _U64.unpack(data)[0]
                 return
-            name = "pending_bytes" if offset == _PENDING else "data_offset"
-            raise VfioError(errno.EPERM, f"{name} is read only")
-        elif (offset, len(data)) == (_DSIZE, 8):
-            if self.state != S.RESUMING:
-                raise VfioError(errno.EPERM, "data_size is written only while RESUMING")
-            self._consume(_U64.unpack(data)[0])
-        else:
-            raise VfioError(
-                errno.EINVAL,
-                f"a write of [{offset:#x}, {end:#x}) is not one "
-                "whole field of vfio_device_migration_info",
-            )
+        super().write(offset, data)
 
 
 class FaultyDevice(Device):
@@ -318,47 +212,20 @@ class FaultyDevice(Device):
     migration_region_type = FaultyMigrationRegion
 
     def load_state(self, data: bytes, partial: bool = False) -> None:
-        """Restore save_state()'s blob; ValueError (and nothing changed) if it does not fit.
-
-        ``partial`` (fault resume-data-lost): load the parts that came whole, ignore the rest.
-        """
-        data = bytes(data)
-        if not data.startswith(_STATE_MAGIC):
-            if partial:
-                return
-            raise ValueError("device state: bad magic")
-        pos, blobs = len(_STATE_MAGIC), {}
-        while pos < len(data):
-            n = data[pos]
-            key = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
-            pos += 1 + n
-            if pos + _LEN.size > len(data):
-                if partial:
-                    break
-                raise ValueError(f"device state: truncated at {key!r}")
-            (size,) = _LEN.unpack_from(data, pos)
-            pos += _LEN.size
-            if pos + size > len(data):
-                if partial:
-                    break
-                raise ValueError(f"device state: {key!r} is truncated")
-            blobs[key] = data[pos : pos + size]
-            pos += size
-        parts = dict(self._state_parts())
-        if partial:
-            for name, blob in blobs.items():
-                try:
-                    parts[name].load(blob)
-                except (KeyError, ValueError):
-                    pass
+        """``partial`` (fault resume-data-lost): load the parts that came whole, ignore the
+        rest."""
+        if not partial:
+            super().load_state(data)
             return
-        if set(blobs) != set(parts):
-            raise ValueError(f"device state: parts {sorted(blobs)} do not match this device")
-        saved = {name: part.save() for name, part in parts.items()}
+        blobs = {}
         try:
-            for name, part in parts.items():
-                part.load(blobs[name])
+            for name, blob in split_state(bytes(data)):
+                blobs[name] = blob
         except ValueError:
-            for name, part in parts.items():
-                part.load(saved[name])
-            raise
+            pass  # what came before the damage
+        parts = dict(self._state_parts())
+        for name, blob in blobs.items():
+            try:
+                parts[name].load(blob)
+            except (KeyError, ValueError):
+                pass
