@@ -58,7 +58,7 @@ from pytest_vfiouser.protocol import (
     encode_reply,
 )
 
-from . import commands
+from . import commands, negotiation
 from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
 from .negotiation import ClientLimits
@@ -279,6 +279,65 @@ class Connection:
     def check_negotiated(self, command: int) -> None:
         if not self.negotiated and command != _VERSION:
             raise VfioError(errno.EINVAL, "VERSION must be negotiated first")
+
+    # ---- what handlers ask of the connection (commands.py)
+
+    def negotiate(self, payload: bytes):
+        """VERSION: the reply and the client's limits (negotiation.py)."""
+        return negotiation.negotiate(
+            payload, self.settings, self.revision, self.device.supports_migration
+        )
+
+    def decode(self, cls, payload: bytes):
+        """A request's payload as ``cls``; EINVAL if it does not decode."""
+        try:
+            return cls.unpack(payload)
+        except CodecError as e:
+            raise VfioError(errno.EINVAL, str(e)) from None
+
+    def argsz_covers(self, argsz: int, need: int) -> bool:
+        """The client's argsz leaves room for a ``need``-byte reply."""
+        return argsz >= need
+
+    def check_argsz(self, argsz: int, need: int) -> None:
+        if not self.argsz_covers(argsz, need):
+            raise VfioError(errno.EINVAL, f"argsz {argsz} is below the {need}-byte reply structure")
+
+    def must_be_zero(self, value: int, fields: str) -> None:
+        if value:
+            raise VfioError(errno.EINVAL, f"{fields} must be 0")
+
+    def can_send_fds(self, n: int) -> bool:
+        """The client takes ``n`` fds with one message (its max_msg_fds)."""
+        return n <= self.client.max_msg_fds
+
+    def region(self, index: int):
+        num = self.device.num_regions
+        if index >= num:
+            raise VfioError(errno.EINVAL, f"no region {index} (the device has {num})")
+        return self.device.regions[index]
+
+    def irq_type(self, index: int):
+        if index >= self.device.num_irqs:
+            raise VfioError(errno.EINVAL, f"no IRQ type {index}")
+        return self.device.irqs.indexes[index]
+
+    def check_access(self, offset: int, index: int, count: int, need: int, what: str):
+        """The region a REGION_READ/WRITE of [offset, +count) names, if it may be done."""
+        region = self.region(index)
+        if count > self.settings.max_data_xfer_size:
+            raise VfioError(
+                errno.E2BIG,
+                f"count {count} is above max_data_xfer_size {self.settings.max_data_xfer_size}",
+            )
+        if offset + count > region.size:
+            raise VfioError(
+                errno.EINVAL,
+                f"[{offset:#x}, +{count:#x}) is outside region {index} ({region.size:#x} bytes)",
+            )
+        if not region.flags & need:
+            raise VfioError(errno.EPERM, f"region {index} is not {what}")
+        return region
 
     # ---- sending
 

@@ -14,14 +14,18 @@ client's DMA mappings and IRQ eventfds stay, and so does RAM content
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 from pytest_vfiouser.protocol import (
+    REGION_INFO_SIZE,
     VFIO_REGION_SUBTYPE_MIGRATION,
     VFIO_REGION_TYPE_MIGRATION,
     DeviceFlags,
     IoFdSubRegion,
     IoFdType,
+    RegionCapId,
     RegionFlags,
+    RegionInfo,
     RegionTypeCap,
 )
 
@@ -120,6 +124,23 @@ class Device:
             for r in self.regions
             for c in r.caps
         )
+
+    def region_info(self, index: int, mmap: bool = True) -> tuple[RegionInfo, int | None]:
+        """DEVICE_GET_REGION_INFO of region ``index`` with all its capabilities (argsz the
+        whole size), and the fd to mmap it by. ``mmap`` False: offered without mmap."""
+        region = self.regions[index]
+        flags, caps, fd = region.flags, region.caps, region.mmap_fd
+        if not flags & RegionFlags.MMAP:
+            fd = None
+        elif not mmap:
+            flags &= ~int(RegionFlags.MMAP)
+            caps = tuple(c for c in caps if c.id != RegionCapId.SPARSE_MMAP)
+            fd = None
+        flags = flags | int(RegionFlags.CAPS) if caps else flags & ~int(RegionFlags.CAPS)
+        info = RegionInfo(
+            0, flags, index, REGION_INFO_SIZE if caps else 0, region.size, region.mmap_offset, caps
+        )
+        return replace(info, argsz=info.full_size()), fd
 
     def io_fds(self, index: int) -> list[tuple[IoFdSubRegion, int]]:
         """DEVICE_GET_REGION_IO_FDS sub-regions of a region, with their fds."""

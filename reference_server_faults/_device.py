@@ -7,12 +7,17 @@ import bisect
 import dataclasses
 import errno
 import mmap
+from dataclasses import replace
 
 from pytest_vfiouser.protocol import (
     IRQ_SET_ACTION_MASK,
     IRQ_SET_DATA_MASK,
     IrqSetFlags,
+    RegionFlags,
+    RegionInfo,
+    RegionTypeCap,
     SetIrqs,
+    SparseMmapCap,
 )
 from pytest_vfiouser.protocol import MigrationStateV1 as S
 from reference_server.device import Device, split_state
@@ -211,6 +216,11 @@ class FaultyDevice(Device):
     dma_engine_type = FaultyDmaEngine
     migration_region_type = FaultyMigrationRegion
 
+    def region_info(self, index: int, mmap: bool = True) -> tuple[RegionInfo, int | None]:
+        lookup = index % self.num_regions if "index-wraps" in FAULTS else index
+        info, fd = super().region_info(lookup, mmap)
+        return _region_info_faults(replace(info, index=index)), fd
+
     def load_state(self, data: bytes, partial: bool = False) -> None:
         """``partial`` (fault resume-data-lost): load the parts that came whole, ignore the
         rest."""
@@ -229,3 +239,24 @@ class FaultyDevice(Device):
                 parts[name].load(blob)
             except (KeyError, ValueError):
                 pass
+
+
+def _region_info_faults(info: RegionInfo) -> RegionInfo:
+    if "reply-index-zero" in FAULTS:
+        info = replace(info, index=0)
+    if "flags-internal-bit" in FAULTS:
+        info = replace(info, flags=info.flags | 1 << 31)
+    if "mmap-offset-unaligned" in FAULTS and info.flags & RegionFlags.MMAP:
+        info = replace(info, offset=info.offset + 0x40)
+    if "region-caps-wrong" in FAULTS:
+        info = replace(info, flags=info.flags | int(RegionFlags.CAPS))
+        caps = []
+        for cap in info.caps:
+            if isinstance(cap, SparseMmapCap):
+                cap = SparseMmapCap(((0, 0xC000), (0x8000, 0x10000)))
+            elif isinstance(cap, RegionTypeCap):
+                cap = replace(cap, version=0)
+            caps.append(cap)
+        info = replace(info, caps=tuple(caps))
+        info = replace(info, argsz=info.full_size())
+    return info

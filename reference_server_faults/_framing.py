@@ -4,6 +4,7 @@ others: disconnect cleanup, fds over the limit, VERSION first)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
 from dataclasses import replace
@@ -11,6 +12,7 @@ from dataclasses import replace
 from pytest_vfiouser.protocol import (
     FLAG_ERROR,
     HEADER_SIZE,
+    CodecError,
     Command,
     Header,
     encode,
@@ -21,7 +23,7 @@ from reference_server.connection import (
 )
 from reference_server.errors import ClientGone, VfioError
 
-from . import _commands
+from . import _commands, _negotiation
 from ._catalogue import FAULTS, crash
 from ._device import FaultyDmaMapTable
 
@@ -96,6 +98,55 @@ class FaultyConnection(Connection):
     def check_negotiated(self, command: int) -> None:
         if "version-handling-lax" not in FAULTS:
             super().check_negotiated(command)
+
+    # ---- what handlers ask of the connection
+
+    def negotiate(self, payload: bytes):
+        return _negotiation.negotiate(
+            payload, self.settings, self.revision, self.device.supports_migration
+        )
+
+    def decode(self, cls, payload: bytes):
+        try:
+            return super().decode(cls, payload)
+        except VfioError:
+            if "payload-size-unchecked" in FAULTS:  # read into a zeroed struct of its size
+                size = cls._layout.size
+                try:
+                    return cls.unpack(payload[:size].ljust(size, b"\0"))
+                except CodecError:
+                    pass
+            raise
+
+    def argsz_covers(self, argsz: int, need: int) -> bool:
+        return "argsz-ignored" in FAULTS or super().argsz_covers(argsz, need)
+
+    def must_be_zero(self, value: int, fields: str) -> None:
+        if "must-be-zero-unchecked" not in FAULTS:
+            super().must_be_zero(value, fields)
+
+    def can_send_fds(self, n: int) -> bool:
+        return "max-msg-fds-ignored" in FAULTS or super().can_send_fds(n)
+
+    def region(self, index: int):
+        if "index-wraps" in FAULTS:
+            index %= self.device.num_regions
+        return super().region(index)
+
+    def irq_type(self, index: int):
+        if "index-wraps" in FAULTS:
+            index %= self.device.num_irqs
+        return super().irq_type(index)
+
+    def check_access(self, offset: int, index: int, count: int, need: int, what: str):
+        region = self.region(index)
+        if "region-access-unchecked" in FAULTS:
+            return region  # the index is all that is checked
+        if "xfer-limit-overstated" in FAULTS and count > 4096:
+            raise VfioError(errno.E2BIG, f"count {count} is above max_data_xfer_size 4096")
+        return super().check_access(offset, index, count, need, what)
+
+    # ---- replies
 
     def _reply(self, hdr: Header, result) -> None:
         if "msg-id-8bit" in FAULTS:
