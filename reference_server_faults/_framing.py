@@ -102,9 +102,7 @@ class FaultyConnection(Connection):
     # ---- what handlers ask of the connection
 
     def negotiate(self, payload: bytes):
-        return _negotiation.negotiate(
-            payload, self.settings, self.revision, self.device.supports_migration
-        )
+        return _negotiation.negotiate(self, payload)
 
     def decode(self, cls, payload: bytes):
         try:

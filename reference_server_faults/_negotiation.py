@@ -10,16 +10,14 @@ from pytest_vfiouser.protocol import (
     CodecError,
     Version,
 )
-from reference_server.device_config import ServerConfig
 from reference_server.errors import VfioError
 from reference_server.negotiation import MAJOR, ClientLimits, answer
 
 from ._catalogue import FAULTS
 
 
-def negotiate(
-    payload: bytes, server: ServerConfig, revision: str, supports_migration: bool
-) -> tuple[bytes, ClientLimits]:
+def negotiate(conn, payload: bytes) -> tuple[bytes, ClientLimits]:
+    """VERSION on ``conn`` (FaultyConnection.negotiate)."""
     try:
         req = Version.unpack(payload)
     except CodecError as e:
@@ -30,8 +28,9 @@ def negotiate(
         raise VfioError(errno.EINVAL, "VERSION without capabilities")
     if req.major != MAJOR and "version-unchecked" not in FAULTS:
         raise VfioError(errno.ENOTSUP, f"major {req.major} is not supported (only {MAJOR})")
-    reply, limits = answer(req, server, revision, supports_migration)
-    return _faulty(req, reply, limits, supports_migration)
+    migration = conn.device.supports_migration
+    reply, limits = answer(req, conn.settings, conn.revision, migration)
+    return _faulty(req, reply, limits, migration)
 
 
 def _faulty(
