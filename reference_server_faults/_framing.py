@@ -1,6 +1,8 @@
 """Header and framing faults: a Connection whose loop, header checks and replies
-carry the faults of connection.py's area (and the connection-level ones of
-others: disconnect cleanup, fds over the limit, VERSION first)."""
+carry the faults of connection.py's area, and whose checks for the handlers
+(argsz, must-be-zero fields, indexes, region access) carry those of
+commands.py's; also the connection-level ones of others (disconnect cleanup,
+fds over the limit, VERSION first)."""
 
 from __future__ import annotations
 
