@@ -37,5 +37,11 @@ built of are class attributes a subclass replaces: ``Connection.handlers`` and
 ``Connection.dma_map_table``, ``Server.connection_type``, ``Device.irqs_type``,
 ``dma_engine_type`` and ``migration_region_type``, ``Irqs.index_type``, and
 ``__main__.Program``'s ``server_type``, ``device_type`` and steps (``parser``,
-``check``, ``listen``, ``install_signal_handlers``).
+``check``, ``listen``, ``install_signal_handlers``). Within a part, each
+decision that could go another way is its own small method: what a handler
+asks of the connection (``decode``, ``check_argsz``, ``must_be_zero``,
+``region``, ``check_access``, ...), whether a message gets a reply and how it
+is built (``wants_reply``, ``_reply``), ``Device.region_info``,
+``DmaMapTable._slot``/``_find``, ``Irqs.irq``/``sub_indexes``,
+``MigrationRegion._check_transition``, ``Server.accepting``.
 """

@@ -41,7 +41,6 @@ from pytest_vfiouser.protocol import (
     DmaUnmap,
     DmaUnmapFlags,
     IrqInfo,
-    RegionCapId,
     RegionFlags,
     RegionInfo,
     RegionIoFdsReply,
@@ -51,7 +50,7 @@ from pytest_vfiouser.protocol import (
     SetIrqs,
 )
 
-from . import dirty, negotiation
+from . import dirty
 from .dma_map import check_range
 from .errors import VfioError
 
@@ -64,29 +63,9 @@ class Out(NamedTuple):
 Handler = Callable[..., "bytes | Out"]
 
 
-def _decode(cls, payload: bytes):
-    try:
-        return cls.unpack(payload)
-    except CodecError as e:
-        raise VfioError(errno.EINVAL, str(e)) from None
-
-
 def _no_payload(payload: bytes, what: str) -> None:
     if payload:
         raise VfioError(errno.EINVAL, f"{what} carries no payload, got {len(payload)} bytes")
-
-
-def _argsz_at_least(argsz: int, need: int) -> None:
-    if argsz < need:
-        raise VfioError(errno.EINVAL, f"argsz {argsz} is below the {need}-byte reply structure")
-
-
-def _region(conn, index: int):
-    if index >= conn.device.num_regions:
-        raise VfioError(
-            errno.EINVAL, f"no region {index} (the device has {conn.device.num_regions})"
-        )
-    return conn.device.regions[index]
 
 
 # ---- handlers
@@ -95,15 +74,13 @@ def _region(conn, index: int):
 def version(conn, payload: bytes, fds: list[int]) -> bytes:
     if conn.negotiated:
         raise VfioError(errno.EINVAL, "VERSION was already negotiated")
-    reply, limits = negotiation.negotiate(
-        payload, conn.settings, conn.revision, conn.device.supports_migration
-    )
+    reply, limits = conn.negotiate(payload)
     conn.negotiated, conn.client = True, limits
     return reply
 
 
 def dma_map(conn, payload: bytes, fds: list[int]) -> bytes:
-    req = _decode(DmaMap, payload)
+    req = conn.decode(DmaMap, payload)
     if req.argsz != DmaMap.SIZE:
         raise VfioError(errno.EINVAL, f"argsz {req.argsz} is not {DmaMap.SIZE}")
     if len(fds) > 1:
@@ -114,7 +91,7 @@ def dma_map(conn, payload: bytes, fds: list[int]) -> bytes:
 
 
 def dma_unmap(conn, payload: bytes, fds: list[int]) -> bytes:
-    req = _decode(DmaUnmap, payload)
+    req = conn.decode(DmaUnmap, payload)
     undefined = req.flags & ~int(DmaUnmapFlags.GET_DIRTY_BITMAP)  # ~ on an IntFlag keeps its bits
     if undefined:
         raise VfioError(errno.EINVAL, f"undefined flag bits {undefined:#x}")
@@ -128,41 +105,32 @@ def dma_unmap(conn, payload: bytes, fds: list[int]) -> bytes:
             f"payload is {len(payload)} bytes, expected "
             f"{DmaUnmap.ENTRY_SIZE} without the dirty bitmap flag",
         )
-    _argsz_at_least(req.argsz, DmaUnmap.ENTRY_SIZE)
+    conn.check_argsz(req.argsz, DmaUnmap.ENTRY_SIZE)
     check_range(req.address, req.size)
     conn.dma_map.remove(req.address, req.size)
     return DmaUnmap(DmaUnmap.ENTRY_SIZE, req.flags, req.address, req.size).pack()
 
 
 def device_get_info(conn, payload: bytes, fds: list[int]) -> bytes:
-    req = _decode(DeviceInfo, payload)
-    _argsz_at_least(req.argsz, DeviceInfo.SIZE)
-    if req.flags or req.num_regions or req.num_irqs:
-        raise VfioError(errno.EINVAL, "flags, num_regions and num_irqs must be 0")
+    req = conn.decode(DeviceInfo, payload)
+    conn.check_argsz(req.argsz, DeviceInfo.SIZE)
+    conn.must_be_zero(
+        req.flags or req.num_regions or req.num_irqs, "flags, num_regions and num_irqs"
+    )
     dev = conn.device
     return DeviceInfo(DeviceInfo.SIZE, dev.flags, dev.num_regions, dev.num_irqs).pack()
 
 
 def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
-    req = _decode(RegionInfo, payload)
-    _argsz_at_least(req.argsz, REGION_INFO_SIZE)
-    if req.flags or req.cap_offset or req.size or req.offset:
-        raise VfioError(errno.EINVAL, "flags, cap_offset, size and offset must be 0")
-    region = _region(conn, req.index)
-    flags, caps, fd = region.flags, region.caps, region.mmap_fd
-    if not flags & RegionFlags.MMAP:
-        fd = None
-    elif conn.client.max_msg_fds < 1:
-        # A client that takes no fds cannot mmap: offer it no mmap at all.
-        flags &= ~int(RegionFlags.MMAP)
-        caps = tuple(c for c in caps if c.id != RegionCapId.SPARSE_MMAP)
-        fd = None
-    flags = flags | int(RegionFlags.CAPS) if caps else flags & ~int(RegionFlags.CAPS)
-    info = RegionInfo(
-        0, flags, req.index, REGION_INFO_SIZE if caps else 0, region.size, region.mmap_offset, caps
+    req = conn.decode(RegionInfo, payload)
+    conn.check_argsz(req.argsz, REGION_INFO_SIZE)
+    conn.must_be_zero(
+        req.flags or req.cap_offset or req.size or req.offset, "flags, cap_offset, size and offset"
     )
-    info = replace(info, argsz=info.full_size())
-    if req.argsz < info.argsz:
+    conn.region(req.index)
+    # A client that takes no fds cannot mmap: offer it no mmap at all.
+    info, fd = conn.device.region_info(req.index, mmap=conn.can_send_fds(1))
+    if not conn.argsz_covers(req.argsz, info.argsz):
         # Too small for the capabilities: the fixed part, argsz says what is needed
         # (as the kernel does: CAPS still set, cap_offset 0).
         info = replace(info, caps=(), cap_offset=0)
@@ -171,17 +139,16 @@ def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
 
 
 def device_get_region_io_fds(conn, payload: bytes, fds: list[int]) -> bytes | Out:
-    req = _decode(RegionIoFdsRequest, payload)
-    _argsz_at_least(req.argsz, RegionIoFdsReply.HEAD_SIZE)
-    if req.flags or req.count:
-        raise VfioError(errno.EINVAL, "flags and count must be 0")
-    _region(conn, req.index)
+    req = conn.decode(RegionIoFdsRequest, payload)
+    conn.check_argsz(req.argsz, RegionIoFdsReply.HEAD_SIZE)
+    conn.must_be_zero(req.flags or req.count, "flags and count")
+    conn.region(req.index)
     entries = conn.device.io_fds(req.index)
-    if len(entries) > conn.client.max_msg_fds:
+    if not conn.can_send_fds(len(entries)):
         entries = []  # the client could not receive the fds
     subs = tuple(s for s, _ in entries)
     full = RegionIoFdsReply.HEAD_SIZE + len(subs) * 40
-    if req.argsz < full:
+    if not conn.argsz_covers(req.argsz, full):
         # The head only; without the entries the fds would mean nothing.
         return RegionIoFdsReply(full, 0, req.index, len(subs)).pack()
     reply = RegionIoFdsReply(full, 0, req.index, len(subs), subs).pack()
@@ -189,40 +156,17 @@ def device_get_region_io_fds(conn, payload: bytes, fds: list[int]) -> bytes | Ou
 
 
 def device_get_irq_info(conn, payload: bytes, fds: list[int]) -> bytes:
-    req = _decode(IrqInfo, payload)
-    _argsz_at_least(req.argsz, IrqInfo.SIZE)
-    if req.flags or req.count:
-        raise VfioError(errno.EINVAL, "flags and count must be 0")
-    if req.index >= conn.device.num_irqs:
-        raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
-    irq = conn.device.irqs.indexes[req.index]
+    req = conn.decode(IrqInfo, payload)
+    conn.check_argsz(req.argsz, IrqInfo.SIZE)
+    conn.must_be_zero(req.flags or req.count, "flags and count")
+    irq = conn.irq_type(req.index)
     return IrqInfo(IrqInfo.SIZE, irq.flags, req.index, irq.count).pack()
 
 
 def device_set_irqs(conn, payload: bytes, fds: list[int]) -> bytes:
-    req = _decode(SetIrqs, payload)
+    req = conn.decode(SetIrqs, payload)
     conn.device.irqs.set_irqs(req, len(payload), fds)
     return b""
-
-
-def _check_access(conn, offset: int, region_index: int, count: int, need: int, what: str):
-    regions = conn.device.regions
-    if region_index >= len(regions):
-        raise VfioError(errno.EINVAL, f"no region {region_index} (the device has {len(regions)})")
-    region = regions[region_index]
-    if count > conn.settings.max_data_xfer_size:
-        raise VfioError(
-            errno.E2BIG,
-            f"count {count} is above max_data_xfer_size {conn.settings.max_data_xfer_size}",
-        )
-    if offset + count > region.size:
-        raise VfioError(
-            errno.EINVAL,
-            f"[{offset:#x}, +{count:#x}) is outside region {region_index} ({region.size:#x} bytes)",
-        )
-    if not region.flags & need:
-        raise VfioError(errno.EPERM, f"region {region_index} is not {what}")
-    return region
 
 
 _READ = int(RegionFlags.READ)
@@ -235,7 +179,7 @@ def region_read(conn, payload: bytes, fds: list[int]) -> bytes:
         req = RegionRead.unpack(payload)
     except CodecError as e:
         raise VfioError(errno.EINVAL, str(e)) from None
-    region = _check_access(conn, req.offset, req.region, req.count, _READ, "readable")
+    region = conn.check_access(req.offset, req.region, req.count, _READ, "readable")
     # The reply's offset/region/count are the request's, so its 16 bytes are reused.
     return payload + region.read(req.offset, req.count)
 
@@ -245,17 +189,22 @@ def region_write(conn, payload: bytes, fds: list[int]) -> bytes:
         req = RegionWrite.unpack(payload)
     except CodecError as e:
         raise VfioError(errno.EINVAL, str(e)) from None
-    region = _check_access(conn, req.offset, req.region, req.count, _WRITE, "writable")
+    region = conn.check_access(req.offset, req.region, req.count, _WRITE, "writable")
     region.write(req.offset, req.data)
     return payload[:_ACCESS_SIZE]  # the reply echoes offset, region and count
 
 
 def device_reset(conn, payload: bytes, fds: list[int]) -> bytes:
+    check_reset(conn, payload)
+    conn.device.reset()
+    return b""
+
+
+def check_reset(conn, payload: bytes) -> None:
+    """DEVICE_RESET carries no payload, and needs a device with VFIO_DEVICE_FLAGS_RESET."""
     _no_payload(payload, "DEVICE_RESET")
     if not conn.device.flags & DeviceFlags.RESET:
         raise VfioError(errno.ENOTSUP, "the device does not support reset")
-    conn.device.reset()
-    return b""
 
 
 def server_to_client(conn, payload: bytes, fds: list[int]) -> bytes:

@@ -58,7 +58,7 @@ from pytest_vfiouser.protocol import (
     encode_reply,
 )
 
-from . import commands
+from . import commands, negotiation
 from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
 from .negotiation import ClientLimits
@@ -131,7 +131,7 @@ class Connection:
                 msg = self._next_message()
                 if msg is None:
                     if self.reader.buffered or self.reader.pending_header:
-                        reason = "disconnected in the middle of a message"
+                        reason = self.cut_off("in the middle of a message")
                     break
                 self._handle(*msg)
             self._flush()
@@ -149,8 +149,12 @@ class Connection:
             if msg is not None:
                 return msg
             self._flush()
-            if not self._recv():
+            if not self._recv_more():
                 return None
+
+    def _recv_more(self) -> bool:
+        """Receive the rest of the next message (or the start of one); False at EOF."""
+        return self._recv()
 
     def _read_message(self):
         """The next whole message in the buffer with its fds, or None."""
@@ -206,10 +210,17 @@ class Connection:
         finally:
             if fds:
                 _close_all(fds)  # whatever the handler did not take
-        if hdr.flags & _NO_REPLY or result is _DROP:
+        if result is _DROP or not self.wants_reply(hdr):
             if result.__class__ is VfioError:
                 log.debug("refused %s: %s", hdr.describe(), result)
             return
+        self._reply(hdr, result)
+
+    def wants_reply(self, hdr: Header) -> bool:
+        return not hdr.flags & _NO_REPLY
+
+    def _reply(self, hdr: Header, result) -> None:
+        """Send a handler's result: reply payload, Out (payload and fds) or VfioError."""
         if result.__class__ is bytes:
             self._send(encode_reply(hdr.msg_id, hdr.command, result))
         elif result.__class__ is VfioError:
@@ -219,28 +230,21 @@ class Connection:
             self._send(encode_reply(hdr.msg_id, hdr.command, result.payload), result.fds)
 
     def _execute(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool):
-        if hdr.flags & _NOT_PLAIN_COMMAND and self._not_a_command(hdr):
+        if self._not_a_command(hdr):
             return _DROP
         if truncated:
             raise VfioError(errno.EMFILE, "the server could not receive every fd sent")
-        if len(fds) > self.settings.max_msg_fds:
-            raise VfioError(
-                errno.EINVAL,
-                f"{len(fds)} fds; the server takes at most {self.settings.max_msg_fds}",
-            )
-        handler = self.dispatch.get(hdr.command)
-        if handler is None:
-            raise VfioError(
-                errno.ENOSYS, f"command {hdr.command} is not in vfio-user {self.revision}"
-            )
-        if not self.negotiated and hdr.command != _VERSION:
-            raise VfioError(errno.EINVAL, "VERSION must be negotiated first")
+        self.check_fds(fds)
+        handler = self.handler(hdr.command)
+        self.check_negotiated(hdr.command)
         return handler(self, payload, fds)
 
     def _not_a_command(self, hdr: Header) -> bool:
         """Header flags beyond a plain command (No_reply aside): refuse, or True to
         drop the message silently (a late reply to a request we gave up on)."""
         flags = hdr.flags
+        if not flags & _NOT_PLAIN_COMMAND:
+            return False
         if flags & ~HEADER_FLAGS_DEFINED:
             raise VfioError(
                 errno.EINVAL, f"undefined header flag bits {flags & ~HEADER_FLAGS_DEFINED:#x}"
@@ -257,6 +261,83 @@ class Connection:
         if flags & FLAG_ERROR:
             raise VfioError(errno.EINVAL, "the Error bit is set on a command")
         return False
+
+    def check_fds(self, fds: list[int]) -> None:
+        if len(fds) > self.settings.max_msg_fds:
+            raise VfioError(
+                errno.EINVAL,
+                f"{len(fds)} fds; the server takes at most {self.settings.max_msg_fds}",
+            )
+
+    def handler(self, command: int):
+        """The handler of ``command`` in this revision's dispatch table (ENOSYS if none)."""
+        handler = self.dispatch.get(command)
+        if handler is None:
+            raise VfioError(errno.ENOSYS, f"command {command} is not in vfio-user {self.revision}")
+        return handler
+
+    def check_negotiated(self, command: int) -> None:
+        if not self.negotiated and command != _VERSION:
+            raise VfioError(errno.EINVAL, "VERSION must be negotiated first")
+
+    # ---- what handlers ask of the connection (commands.py)
+
+    def negotiate(self, payload: bytes):
+        """VERSION: the reply and the client's limits (negotiation.py)."""
+        return negotiation.negotiate(
+            payload, self.settings, self.revision, self.device.supports_migration
+        )
+
+    def decode(self, cls, payload: bytes):
+        """A request's payload as ``cls``; EINVAL if it does not decode."""
+        try:
+            return cls.unpack(payload)
+        except CodecError as e:
+            raise VfioError(errno.EINVAL, str(e)) from None
+
+    def argsz_covers(self, argsz: int, need: int) -> bool:
+        """The client's argsz leaves room for a ``need``-byte reply."""
+        return argsz >= need
+
+    def check_argsz(self, argsz: int, need: int) -> None:
+        if not self.argsz_covers(argsz, need):
+            raise VfioError(errno.EINVAL, f"argsz {argsz} is below the {need}-byte reply structure")
+
+    def must_be_zero(self, value: int, fields: str) -> None:
+        if value:
+            raise VfioError(errno.EINVAL, f"{fields} must be 0")
+
+    def can_send_fds(self, n: int) -> bool:
+        """The client takes ``n`` fds with one message (its max_msg_fds)."""
+        return n <= self.client.max_msg_fds
+
+    def region(self, index: int):
+        num = self.device.num_regions
+        if index >= num:
+            raise VfioError(errno.EINVAL, f"no region {index} (the device has {num})")
+        return self.device.regions[index]
+
+    def irq_type(self, index: int):
+        if index >= self.device.num_irqs:
+            raise VfioError(errno.EINVAL, f"no IRQ type {index}")
+        return self.device.irqs.indexes[index]
+
+    def check_access(self, offset: int, index: int, count: int, need: int, what: str):
+        """The region a REGION_READ/WRITE of [offset, +count) names, if it may be done."""
+        region = self.region(index)
+        if count > self.settings.max_data_xfer_size:
+            raise VfioError(
+                errno.E2BIG,
+                f"count {count} is above max_data_xfer_size {self.settings.max_data_xfer_size}",
+            )
+        if offset + count > region.size:
+            raise VfioError(
+                errno.EINVAL,
+                f"[{offset:#x}, +{count:#x}) is outside region {index} ({region.size:#x} bytes)",
+            )
+        if not region.flags & need:
+            raise VfioError(errno.EPERM, f"region {index} is not {what}")
+        return region
 
     # ---- sending
 
@@ -343,7 +424,7 @@ class Connection:
                         errno.ETIMEDOUT, f"no reply to {command_name(command)} {msg_id}"
                     )
                 if not self._recv():
-                    raise ClientGone("disconnected while the server waited for a DMA reply")
+                    raise ClientGone(self.cut_off("while the server waited for a DMA reply"))
                 continue
             hdr, body, fds, _ = m
             if hdr.type == MsgType.REPLY and hdr.msg_id == msg_id and hdr.command == command:
@@ -373,11 +454,13 @@ class Connection:
 
     # ---- the end
 
+    def cut_off(self, when: str) -> str:
+        """The client left in the middle of an exchange: why the connection ends."""
+        return f"disconnected {when}"
+
     def close(self) -> None:
         """Disconnect cleanup: DMA mappings and their fds, IRQ eventfds, queued fds."""
-        if self.device.client is self:
-            self.device.detach()
-        self.dma_map.clear()
+        self.release_device()
         for m in self._queue:
             _close_all(m[2])
         self._queue.clear()
@@ -385,6 +468,12 @@ class Connection:
             _close_all(fds)
         self._fd_marks.clear()
         self.sock.close()
+
+    def release_device(self) -> None:
+        """Give the device back: its interrupts' eventfds and this client's DMA mappings."""
+        if self.device.client is self:
+            self.device.detach()
+        self.dma_map.clear()
 
     def _trace(self, arrow: str, hdr: Header, payload: bytes, fds=()) -> None:
         try:

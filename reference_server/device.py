@@ -14,14 +14,18 @@ client's DMA mappings and IRQ eventfds stay, and so does RAM content
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 from pytest_vfiouser.protocol import (
+    REGION_INFO_SIZE,
     VFIO_REGION_SUBTYPE_MIGRATION,
     VFIO_REGION_TYPE_MIGRATION,
     DeviceFlags,
     IoFdSubRegion,
     IoFdType,
+    RegionCapId,
     RegionFlags,
+    RegionInfo,
     RegionTypeCap,
 )
 
@@ -121,6 +125,23 @@ class Device:
             for c in r.caps
         )
 
+    def region_info(self, index: int, mmap: bool = True) -> tuple[RegionInfo, int | None]:
+        """DEVICE_GET_REGION_INFO of region ``index`` with all its capabilities (argsz the
+        whole size), and the fd to mmap it by. ``mmap`` False: offered without mmap."""
+        region = self.regions[index]
+        flags, caps, fd = region.flags, region.caps, region.mmap_fd
+        if not flags & RegionFlags.MMAP:
+            fd = None
+        elif not mmap:
+            flags &= ~int(RegionFlags.MMAP)
+            caps = tuple(c for c in caps if c.id != RegionCapId.SPARSE_MMAP)
+            fd = None
+        flags = flags | int(RegionFlags.CAPS) if caps else flags & ~int(RegionFlags.CAPS)
+        info = RegionInfo(
+            0, flags, index, REGION_INFO_SIZE if caps else 0, region.size, region.mmap_offset, caps
+        )
+        return replace(info, argsz=info.full_size()), fd
+
     def io_fds(self, index: int) -> list[tuple[IoFdSubRegion, int]]:
         """DEVICE_GET_REGION_IO_FDS sub-regions of a region, with their fds."""
         if self.registers is None or not self._ioeventfd or index != self._registers_index:
@@ -165,22 +186,7 @@ class Device:
 
     def load_state(self, data: bytes) -> None:
         """Restore save_state()'s blob; ValueError (and nothing changed) if it does not fit."""
-        data = bytes(data)
-        if not data.startswith(_STATE_MAGIC):
-            raise ValueError("device state: bad magic")
-        pos, blobs = len(_STATE_MAGIC), {}
-        while pos < len(data):
-            n = data[pos]
-            key = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
-            pos += 1 + n
-            if pos + _LEN.size > len(data):
-                raise ValueError(f"device state: truncated at {key!r}")
-            (size,) = _LEN.unpack_from(data, pos)
-            pos += _LEN.size
-            if pos + size > len(data):
-                raise ValueError(f"device state: {key!r} is truncated")
-            blobs[key] = data[pos : pos + size]
-            pos += size
+        blobs = dict(split_state(bytes(data)))
         parts = dict(self._state_parts())
         if set(blobs) != set(parts):
             raise ValueError(f"device state: parts {sorted(blobs)} do not match this device")
@@ -196,3 +202,22 @@ class Device:
     def close(self) -> None:
         for r in self.regions:
             r.close()
+
+
+def split_state(data: bytes):
+    """save_state()'s blob as (part name, its blob) pairs; ValueError where it is damaged."""
+    if not data.startswith(_STATE_MAGIC):
+        raise ValueError("device state: bad magic")
+    pos = len(_STATE_MAGIC)
+    while pos < len(data):
+        n = data[pos]
+        key = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
+        pos += 1 + n
+        if pos + _LEN.size > len(data):
+            raise ValueError(f"device state: truncated at {key!r}")
+        (size,) = _LEN.unpack_from(data, pos)
+        pos += _LEN.size
+        if pos + size > len(data):
+            raise ValueError(f"device state: {key!r} is truncated")
+        yield key, data[pos : pos + size]
+        pos += size

@@ -63,28 +63,40 @@ class DmaEngine:
             segments = link.dma_map.segments(address, length, DmaMapFlags.READ)
             self.ram.write(dev_offset, self.read_client_memory(link, segments))
 
-    @staticmethod
-    def read_client_memory(link: ClientLink, segments) -> bytes:
+    @classmethod
+    def read_client_memory(cls, link: ClientLink, segments) -> bytes:
         parts = []
         for m, pos, n in segments:
             if m.mem is not None:
                 parts.append(m.read(pos, n))
                 continue
             chunk = link.dma_chunk
+            address = cls.dma_address(m, pos)
             for off in range(0, n, chunk):
-                parts.append(link.dma_read(m.address + pos + off, min(chunk, n - off)))
+                parts.append(link.dma_read(address + off, min(chunk, n - off)))
         return b"".join(parts)
 
-    @staticmethod
-    def write_client_memory(link: ClientLink, segments, data: bytes) -> None:
+    @classmethod
+    def write_client_memory(cls, link: ClientLink, segments, data: bytes) -> None:
         done = 0
         for m, pos, n in segments:
-            piece = data[done : done + n]
-            if m.mem is not None:
-                m.write(pos, piece)
-            else:
-                chunk = link.dma_chunk
-                for off in range(0, n, chunk):
-                    link.dma_write(m.address + pos + off, piece[off : off + chunk])
-            link.dma_map.note_write(m.address + pos, n)
+            cls.write_segment(link, m, pos, data[done : done + n])
             done += n
+
+    @classmethod
+    def write_segment(cls, link: ClientLink, m, pos: int, piece: bytes) -> None:
+        """Write ``piece`` at ``pos`` in mapping ``m`` (through its fd's memory, or by
+        DMA_WRITE), and log it for dirty page tracking."""
+        if m.mem is not None:
+            m.write(pos, piece)
+        else:
+            chunk = link.dma_chunk
+            address = cls.dma_address(m, pos)
+            for off in range(0, len(piece), chunk):
+                link.dma_write(address + off, piece[off : off + chunk])
+        link.dma_map.note_write(m.address + pos, len(piece))
+
+    @staticmethod
+    def dma_address(m, pos: int) -> int:
+        """The client address of ``pos`` in mapping ``m``: what DMA_READ/DMA_WRITE name."""
+        return m.address + pos

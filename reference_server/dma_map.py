@@ -100,11 +100,7 @@ class DmaMapTable:
         check_range(address, size)
         if fd is None and offset:
             raise VfioError(errno.EINVAL, "offset without a file descriptor must be 0")
-        i = bisect.bisect_right(self._starts, address)
-        overlaps_before = i > 0 and self._maps[i - 1].end > address
-        overlaps_after = i < len(self._maps) and self._starts[i] < address + size
-        if overlaps_before or overlaps_after:
-            raise VfioError(errno.EEXIST, f"[{address:#x}, +{size:#x}) overlaps a mapping")
+        i = self._slot(address, size)
         if len(self._maps) >= self.max_maps:
             raise VfioError(errno.ENOSPC, f"the table holds its maximum of {self.max_maps}")
         m = Mapping(address, size, flags, offset)
@@ -114,8 +110,16 @@ class DmaMapTable:
         self._maps.insert(i, m)
         return m
 
-    @staticmethod
-    def _map_fd(m: Mapping, fd: int) -> None:
+    def _slot(self, address: int, size: int) -> int:
+        """Where a new mapping [address, +size) goes in the table; EEXIST if it overlaps one."""
+        i = bisect.bisect_right(self._starts, address)
+        overlaps_before = i > 0 and self._maps[i - 1].end > address
+        overlaps_after = i < len(self._maps) and self._starts[i] < address + size
+        if overlaps_before or overlaps_after:
+            raise VfioError(errno.EEXIST, f"[{address:#x}, +{size:#x}) overlaps a mapping")
+        return i
+
+    def _map_fd(self, m: Mapping, fd: int) -> None:
         try:
             st = os.fstat(fd)
         except OSError as e:
@@ -127,26 +131,37 @@ class DmaMapTable:
                 errno.EINVAL, f"file is {st.st_size} bytes, the mapping needs {m.offset + m.size}"
             )
         aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if m.flags & DmaMapFlags.WRITE else 0)
+        share, prot = self._sharing(m)
         try:
-            m.mem = mmap.mmap(
-                fd, m.offset - aligned + m.size, mmap.MAP_SHARED, prot, offset=aligned
-            )
+            m.mem = mmap.mmap(fd, m.offset - aligned + m.size, share, prot, offset=aligned)
         except (OSError, ValueError, OverflowError) as e:
             raise VfioError(getattr(e, "errno", None) or errno.EINVAL, f"mmap: {e}") from None
         m.delta = m.offset - aligned
         m.fd = fd
 
+    @staticmethod
+    def _sharing(m: Mapping) -> tuple[int, int]:
+        """mmap's flags and protection for ``m``: shared with the client, so that each side
+        sees the other's writes; writable only when the client allowed it."""
+        return mmap.MAP_SHARED, mmap.PROT_READ | (
+            mmap.PROT_WRITE if m.flags & DmaMapFlags.WRITE else 0
+        )
+
     def remove(self, address: int, size: int) -> Mapping:
-        i = bisect.bisect_left(self._starts, address)
-        if i == len(self._maps) or self._starts[i] != address or self._maps[i].size != size:
-            raise VfioError(errno.ENOENT, f"no mapping is exactly [{address:#x}, +{size:#x})")
+        i = self._find(address, size)
         del self._starts[i]
         m = self._maps.pop(i)
         m.close()
         if self.dirty is not None:
-            self.dirty.forget(address, size)
+            self.dirty.forget(m.address, m.size)
         return m
+
+    def _find(self, address: int, size: int) -> int:
+        """The index of the mapping that is exactly [address, +size); ENOENT if none."""
+        i = bisect.bisect_left(self._starts, address)
+        if i == len(self._maps) or self._starts[i] != address or self._maps[i].size != size:
+            raise VfioError(errno.ENOENT, f"no mapping is exactly [{address:#x}, +{size:#x})")
+        return i
 
     def clear(self) -> None:
         for m in self._maps:

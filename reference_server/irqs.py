@@ -88,10 +88,32 @@ class IrqIndex:
         if self.masked[sub]:
             self.pending[sub] = True
             return
-        if signal_eventfd(fd):
+        if self.signal(fd):
             self.fired[sub] += 1
         if self.flags & IrqInfoFlags.AUTOMASKED:
             self.mask(sub)
+
+    def signal(self, fd: int) -> bool:
+        """Deliver one interrupt to its trigger eventfd; False if it could not be done."""
+        return signal_eventfd(fd)
+
+    def eventfds(self, action: int) -> list[int | None]:
+        """The eventfds an ACTION_TRIGGER, ACTION_MASK or ACTION_UNMASK assigns."""
+        return {
+            IrqSetFlags.ACTION_TRIGGER: self.trigger,
+            IrqSetFlags.ACTION_MASK: self.mask_fd,
+            IrqSetFlags.ACTION_UNMASK: self.unmask_fd,
+        }[action]
+
+    def act(self, action: int, subs) -> None:
+        """ACTION_TRIGGER, ACTION_MASK or ACTION_UNMASK on each of ``subs``."""
+        op = {
+            IrqSetFlags.ACTION_TRIGGER: self.fire,
+            IrqSetFlags.ACTION_MASK: self.mask,
+            IrqSetFlags.ACTION_UNMASK: self.unmask,
+        }[action]
+        for s in subs:
+            op(s)
 
     def mask(self, sub: int) -> None:
         self.masked[sub] = True
@@ -156,9 +178,7 @@ class Irqs:
         action = req.flags & IRQ_SET_ACTION_MASK
         if data.bit_count() != 1 or action.bit_count() != 1:
             raise VfioError(errno.EINVAL, "flags need exactly one DATA and one ACTION bit")
-        if req.index >= len(self.indexes) or self.indexes[req.index].count == 0:
-            raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
-        irq = self.indexes[req.index]
+        irq = self.irq(req.index)
         if data == IrqSetFlags.DATA_BOOL:
             if len(req.data) != req.count:
                 raise VfioError(
@@ -173,25 +193,30 @@ class Irqs:
                 irq.disable()
                 return
             raise VfioError(errno.EINVAL, "count 0 is only for start 0 with DATA_NONE")
+        subs = self.sub_indexes(irq, req)
+        if data == IrqSetFlags.DATA_EVENTFD:
+            self._assign(irq, action, subs, fds)
+        elif data == IrqSetFlags.DATA_BOOL:
+            irq.act(action, [s for s, b in zip(subs, req.data, strict=True) if b])
+        else:
+            irq.act(action, subs)
+
+    def irq(self, index: int) -> IrqIndex:
+        """IRQ type ``index``; EINVAL if the device has none (or none of its sub-indexes)."""
+        if index >= len(self.indexes) or self.indexes[index].count == 0:
+            raise VfioError(errno.EINVAL, f"no IRQ type {index}")
+        return self.indexes[index]
+
+    @staticmethod
+    def sub_indexes(irq: IrqIndex, req: SetIrqs) -> range:
+        """The sub-indexes a request with count > 0 names; EINVAL past the type's count."""
         if req.start >= irq.count or req.start + req.count > irq.count:
             raise VfioError(
                 errno.EINVAL,
                 f"sub-indexes {req.start}+{req.count} exceed the "
                 f"{irq.count} of IRQ type {req.index}",
             )
-        subs = range(req.start, req.start + req.count)
-        if data == IrqSetFlags.DATA_EVENTFD:
-            self._assign(irq, action, subs, fds)
-            return
-        if data == IrqSetFlags.DATA_BOOL:
-            subs = [s for s, b in zip(subs, req.data, strict=True) if b]
-        op = {
-            IrqSetFlags.ACTION_TRIGGER: irq.fire,
-            IrqSetFlags.ACTION_MASK: irq.mask,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask,
-        }[action]
-        for s in subs:
-            op(s)
+        return range(req.start, req.start + req.count)
 
     def _assign(self, irq: IrqIndex, action: int, subs: range, fds: list[int]) -> None:
         if fds and len(fds) != len(subs):
@@ -201,11 +226,7 @@ class Irqs:
         for fd in fds:
             if not is_eventfd(fd):
                 raise VfioError(errno.EINVAL, f"fd {fd} is not an eventfd")
-        table = {
-            IrqSetFlags.ACTION_TRIGGER: irq.trigger,
-            IrqSetFlags.ACTION_MASK: irq.mask_fd,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask_fd,
-        }[action]
+        table = irq.eventfds(action)
         if (
             fds
             and action == IrqSetFlags.ACTION_TRIGGER

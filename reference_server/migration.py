@@ -174,10 +174,7 @@ class MigrationRegion(Region):
         old = self.state
         if new == old:
             return  # not a transition: nothing to do
-        if not v1_transition_valid(old, new):
-            raise VfioError(
-                errno.EINVAL, f"device_state {old:03b} -> {new:#x} is not a valid transition"
-            )
+        self._check_transition(old, new)
         if old == S.RESUMING:
             self._resume()  # raises (and the state stays) when the data cannot be applied
         if new in (S.PRE_COPY, S.STOP_AND_COPY):
@@ -185,6 +182,12 @@ class MigrationRegion(Region):
         elif new == S.RESUMING or old in _SAVING or old == S.RESUMING:
             self._clear()
         self.state = S(new)
+
+    def _check_transition(self, old: int, new: int) -> None:
+        if not v1_transition_valid(old, new):
+            raise VfioError(
+                errno.EINVAL, f"device_state {old:03b} -> {new:#x} is not a valid transition"
+            )
 
     def _start_saving(self, new: int) -> None:
         if self.state != S.PRE_COPY:

@@ -54,6 +54,14 @@ def negotiate(
         raise VfioError(errno.EINVAL, str(e)) from None
     if req.major != MAJOR:
         raise VfioError(errno.ENOTSUP, f"major {req.major} is not supported (only {MAJOR})")
+    reply, limits = answer(req, server, revision, supports_migration)
+    return reply.pack(), limits
+
+
+def answer(
+    req: Version, server: ServerConfig, revision: str, supports_migration: bool
+) -> tuple[Version, ClientLimits]:
+    """The reply to an acceptable VERSION request, and what it tells of the client."""
     minor = min(req.minor, MAX_MINOR[revision])
     caps = req.capabilities
     mine: dict = {}
@@ -68,4 +76,4 @@ def negotiate(
         mine["migration"] = {"pgsize": pgsize}
     limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor)
     json = None if req.json is None else {"capabilities": mine}
-    return Version(MAJOR, minor, json).pack(), limits
+    return Version(MAJOR, minor, json), limits

@@ -112,7 +112,7 @@ class Server:
             sock.close()
 
     def serve_forever(self, listener: socket.socket) -> None:
-        while True:
+        while self.accepting():
             try:
                 sock, _ = listener.accept()
             except OSError as e:
@@ -123,6 +123,10 @@ class Server:
                     raise
                 continue
             self.serve_one(sock)
+
+    def accepting(self) -> bool:
+        """Whether to wait for a client (always: the server runs until a signal stops it)."""
+        return True
 
 
 def remove_socket_file(path: str, ident: tuple[int, int]) -> None:

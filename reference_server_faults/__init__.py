@@ -15,13 +15,14 @@ here, as subclasses of the server's parts, installed through the kinds a
 part is built of (class attributes: ``Connection.handlers`` and
 ``dma_map_table``, ``Server.connection_type``, ``Device.irqs_type``, ...;
 ``Program`` of reference_server.__main__ for the command line). A faulty
-method is the correct one with the fault's change made where the behaviour
-lives, looked up in ``FAULTS``; with no fault enabled each takes the correct
-path. Subclasses rather than patches: the correct server never learns that
-an overlay exists (reference_server imports nothing from here), and a fault
-is read beside the code it changes. The price is that a faulty method
-repeats the correct one around its change; that is the mutant, kept out of
-the code under test (as mutation tools keep theirs).
+method overrides one of the server's small methods (seams such as
+``Connection.check_argsz`` or ``Device.region_info``): it calls the correct one
+and alters its result, or replaces that one small decision; a faulty handler
+wraps the correct handler and alters its reply. Each looks its faults up in
+``FAULTS``; with none enabled each takes the correct path. Subclasses rather
+than patches: the correct server never learns that an overlay exists
+(reference_server imports nothing from here), and no faulty method repeats the
+correct code around its change.
 
 Modules, by area:
 

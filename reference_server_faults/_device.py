@@ -7,306 +7,136 @@ import bisect
 import dataclasses
 import errno
 import mmap
-import os
-import stat
-import zlib
+from dataclasses import replace
 
 from pytest_vfiouser.protocol import (
     IRQ_SET_ACTION_MASK,
     IRQ_SET_DATA_MASK,
-    DmaMapFlags,
-    IrqInfoFlags,
     IrqSetFlags,
+    RegionFlags,
+    RegionInfo,
+    RegionTypeCap,
     SetIrqs,
-    v1_transition_valid,
+    SparseMmapCap,
 )
 from pytest_vfiouser.protocol import MigrationStateV1 as S
-from reference_server.device import _LEN, _STATE_MAGIC, Device
+from reference_server.device import Device, split_state
 from reference_server.dma_engine import ClientLink, DmaEngine
-from reference_server.dma_map import _ALL_FLAGS, DmaMapTable, Mapping, check_range
+from reference_server.dma_map import DmaMapTable, Mapping
 from reference_server.errors import VfioError
 from reference_server.irqs import (
-    _ALL_SET_FLAGS,
     IrqIndex,
     Irqs,
     _close,
-    is_eventfd,
-    log,
-    signal_eventfd,
 )
 from reference_server.migration import (
     _DOFF,
-    _DSIZE,
-    _INFO,
     _PENDING,
     _RESERVED,
     _SAVING,
-    _STATE,
-    _U32,
     _U64,
     DATA_OFFSET,
     FINAL,
     HEADER,
-    MAGIC,
-    MAX_BLOB,
-    PRECOPY,
     MigrationRegion,
-    chunk,
 )
 
 from ._catalogue import FAULTS
 
 
 class FaultyDmaMapTable(DmaMapTable):
-    def add(self, address: int, size: int, flags: int, offset: int, fd: int | None) -> Mapping:
-        """Map; on success the mapping owns ``fd``, on failure the caller still does."""
-        if flags & ~_ALL_FLAGS:
-            raise VfioError(errno.EINVAL, f"undefined flag bits {flags & ~_ALL_FLAGS:#x}")
-        check_range(address, size)
-        if fd is None and offset:
-            raise VfioError(errno.EINVAL, "offset without a file descriptor must be 0")
+    def _slot(self, address: int, size: int) -> int:
+        if "dma-table-keyed-by-address" not in FAULTS:
+            return super()._slot(address, size)
+        # maps[address] = mapping: only the same start collides, and replaces it
         i = bisect.bisect_right(self._starts, address)
-        overlaps_before = i > 0 and self._maps[i - 1].end > address
-        overlaps_after = i < len(self._maps) and self._starts[i] < address + size
-        if FAULTS and "dma-table-keyed-by-address" in FAULTS:
-            # maps[address] = mapping: only the same start collides, and replaces it
-            overlaps_before = overlaps_after = False
-            if i > 0 and self._starts[i - 1] == address:
-                i -= 1
-                del self._starts[i]
-                self._maps.pop(i).close()
-        if overlaps_before or overlaps_after:
-            raise VfioError(errno.EEXIST, f"[{address:#x}, +{size:#x}) overlaps a mapping")
-        if len(self._maps) >= self.max_maps:
-            raise VfioError(errno.ENOSPC, f"the table holds its maximum of {self.max_maps}")
-        m = Mapping(address, size, flags, offset)
-        if fd is not None:
-            self._map_fd(m, fd)
-        self._starts.insert(i, address)
-        self._maps.insert(i, m)
-        return m
+        if i > 0 and self._starts[i - 1] == address:
+            i -= 1
+            del self._starts[i]
+            self._maps.pop(i).close()
+        return i
 
     @staticmethod
-    def _map_fd(m: Mapping, fd: int) -> None:
-        try:
-            st = os.fstat(fd)
-        except OSError as e:
-            raise VfioError(errno.EINVAL, f"fd: {e.strerror}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise VfioError(errno.EINVAL, "fd is not a mappable file")
-        if st.st_size < m.offset + m.size:
-            raise VfioError(
-                errno.EINVAL, f"file is {st.st_size} bytes, the mapping needs {m.offset + m.size}"
-            )
-        aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if m.flags & DmaMapFlags.WRITE else 0)
-        share = mmap.MAP_PRIVATE if "dma-access-wrong" in FAULTS else mmap.MAP_SHARED
-        if share == mmap.MAP_PRIVATE:
-            prot |= mmap.PROT_WRITE  # a private copy is always writable
-        try:
-            m.mem = mmap.mmap(fd, m.offset - aligned + m.size, share, prot, offset=aligned)
-        except (OSError, ValueError, OverflowError) as e:
-            raise VfioError(getattr(e, "errno", None) or errno.EINVAL, f"mmap: {e}") from None
-        m.delta = m.offset - aligned
-        m.fd = fd
+    def _sharing(m: Mapping) -> tuple[int, int]:
+        if "dma-access-wrong" in FAULTS:  # a private copy (always writable)
+            return mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE
+        return DmaMapTable._sharing(m)
+
+    def _find(self, address: int, size: int) -> int:
+        if "dma-table-keyed-by-address" in FAULTS:
+            i = bisect.bisect_left(self._starts, address)
+            if i < len(self._maps) and self._starts[i] == address:
+                size = self._maps[i].size  # maps.pop(address): the size is not compared
+        return super()._find(address, size)
 
     def remove(self, address: int, size: int) -> Mapping:
-        i = bisect.bisect_left(self._starts, address)
-        if (
-            FAULTS
-            and "dma-table-keyed-by-address" in FAULTS
-            and (i < len(self._maps) and self._starts[i] == address)
-        ):
-            size = self._maps[i].size  # maps.pop(address): the size is not compared
-        if i == len(self._maps) or self._starts[i] != address or self._maps[i].size != size:
-            raise VfioError(errno.ENOENT, f"no mapping is exactly [{address:#x}, +{size:#x})")
         if "unmap-keeps-mapping" in FAULTS:
-            return self._maps[i]  # "removed", still in the table
-        del self._starts[i]
-        m = self._maps.pop(i)
-        m.close()
-        if self.dirty is not None:
-            self.dirty.forget(address, size)
-        return m
+            return self._maps[self._find(address, size)]  # "removed", still in the table
+        return super().remove(address, size)
 
 
 class FaultyDmaEngine(DmaEngine):
-    @staticmethod
-    def read_client_memory(link: ClientLink, segments) -> bytes:
-        parts = []
-        for m, pos, n in segments:
-            if m.mem is not None:
-                parts.append(m.read(pos, n))
-                continue
-            chunk = link.dma_chunk
-            base = 0 if "dma-access-wrong" in FAULTS else m.address  # offset into the mapping
-            for off in range(0, n, chunk):
-                parts.append(link.dma_read(base + pos + off, min(chunk, n - off)))
-        return b"".join(parts)
+    @classmethod
+    def write_segment(cls, link: ClientLink, m, pos: int, piece: bytes) -> None:
+        if "dirty-bitmap-wrong" in FAULTS and m.mem is not None:
+            m.write(pos, piece)  # writes through the fd's mapping are not logged
+            return
+        super().write_segment(link, m, pos, piece)
 
     @staticmethod
-    def write_client_memory(link: ClientLink, segments, data: bytes) -> None:
-        done = 0
-        for m, pos, n in segments:
-            piece = data[done : done + n]
-            if m.mem is not None:
-                m.write(pos, piece)
-                if "dirty-bitmap-wrong" in FAULTS:
-                    done += n
-                    continue  # writes through the fd's mapping are not logged
-            else:
-                chunk = link.dma_chunk
-                base = 0 if "dma-access-wrong" in FAULTS else m.address
-                for off in range(0, n, chunk):
-                    link.dma_write(base + pos + off, piece[off : off + chunk])
-            link.dma_map.note_write(m.address + pos, n)
-            done += n
+    def dma_address(m, pos: int) -> int:
+        if "dma-access-wrong" in FAULTS:
+            return pos  # the offset into the mapping
+        return DmaEngine.dma_address(m, pos)
 
 
 class FaultyIrqIndex(IrqIndex):
-    def fire(self, sub: int) -> None:
-        fd = self.trigger[sub]
-        if fd is None:
-            log.debug("irq %d.%d raised but not enabled: dropped", self.index, sub)
-            return
-        if self.masked[sub]:
-            self.pending[sub] = True
-            return
+    def signal(self, fd: int) -> bool:
         if self.index == 0 and "intx-not-signalled" in FAULTS:
-            self.fired[sub] += 1  # counted, never written
-        elif signal_eventfd(fd):
-            self.fired[sub] += 1
-        if self.flags & IrqInfoFlags.AUTOMASKED:
-            self.mask(sub)
+            return True  # counted, never written
+        return super().signal(fd)
 
 
 class FaultyIrqs(Irqs):
     index_type = FaultyIrqIndex
 
     def set_irqs(self, req: SetIrqs, payload_size: int, fds: list[int]) -> None:
-        """DEVICE_SET_IRQS. Takes the fds (clears ``fds``) only when it keeps them."""
-        if FAULTS:
-            if "index-wraps" in FAULTS and self.indexes:
-                req = dataclasses.replace(req, index=req.index % len(self.indexes))
-            if "set-irqs-minimal" in FAULTS:
-                return self._set_irqs_minimal(req, fds)
-        if req.argsz != payload_size:
-            raise VfioError(
-                errno.EINVAL, f"argsz {req.argsz} is not the payload size {payload_size}"
-            )
-        if req.flags & ~_ALL_SET_FLAGS:
-            raise VfioError(errno.EINVAL, f"undefined flag bits {req.flags & ~_ALL_SET_FLAGS:#x}")
-        data = req.flags & IRQ_SET_DATA_MASK
-        action = req.flags & IRQ_SET_ACTION_MASK
-        if data.bit_count() != 1 or action.bit_count() != 1:
-            raise VfioError(errno.EINVAL, "flags need exactly one DATA and one ACTION bit")
-        if req.index >= len(self.indexes) or self.indexes[req.index].count == 0:
-            raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
-        irq = self.indexes[req.index]
-        if data == IrqSetFlags.DATA_BOOL:
-            if len(req.data) != req.count:
-                raise VfioError(
-                    errno.EINVAL, f"DATA_BOOL needs {req.count} bytes of data, got {len(req.data)}"
-                )
-        elif req.data:
-            raise VfioError(errno.EINVAL, "data bytes without DATA_BOOL")
-        if action != IrqSetFlags.ACTION_TRIGGER and not irq.maskable:
-            raise VfioError(errno.EINVAL, f"IRQ type {req.index} is not MASKABLE")
-        if req.count == 0:
-            if req.start == 0 and data == IrqSetFlags.DATA_NONE:
-                irq.disable()
-                return
-            raise VfioError(errno.EINVAL, "count 0 is only for start 0 with DATA_NONE")
-        if req.start >= irq.count or req.start + req.count > irq.count:
-            raise VfioError(
-                errno.EINVAL,
-                f"sub-indexes {req.start}+{req.count} exceed the "
-                f"{irq.count} of IRQ type {req.index}",
-            )
-        subs = range(req.start, req.start + req.count)
-        if data == IrqSetFlags.DATA_EVENTFD:
-            self._assign(irq, action, subs, fds)
-            return
-        if data == IrqSetFlags.DATA_BOOL:
-            subs = [s for s, b in zip(subs, req.data, strict=True) if b]
-        op = {
-            IrqSetFlags.ACTION_TRIGGER: irq.fire,
-            IrqSetFlags.ACTION_MASK: irq.mask,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask,
-        }[action]
-        for s in subs:
-            op(s)
+        if "index-wraps" in FAULTS and self.indexes:
+            req = dataclasses.replace(req, index=req.index % len(self.indexes))
+        if "set-irqs-minimal" in FAULTS:
+            self._set_irqs_minimal(req, fds)
+        else:
+            super().set_irqs(req, payload_size, fds)
 
     def _set_irqs_minimal(self, req: SetIrqs, fds: list[int]) -> None:
         """Fault set-irqs-minimal: only the index and the range are checked; eventfds are
         assigned, never de-assigned; DATA_NONE/BOOL act on what they name."""
-        if req.index >= len(self.indexes) or self.indexes[req.index].count == 0:
-            raise VfioError(errno.EINVAL, f"no IRQ type {req.index}")
-        irq = self.indexes[req.index]
+        irq = self.irq(req.index)
         if req.count == 0:
             return  # "disable": nothing to do
-        if req.start + req.count > irq.count:
-            raise VfioError(
-                errno.EINVAL,
-                f"sub-indexes {req.start}+{req.count} exceed the "
-                f"{irq.count} of IRQ type {req.index}",
-            )
+        subs = self.sub_indexes(irq, req)
         flags = req.flags
         data = flags & -flags & int(IRQ_SET_DATA_MASK) or int(IrqSetFlags.DATA_NONE)
         action = flags & int(IRQ_SET_ACTION_MASK)
         action = action & -action or int(IrqSetFlags.ACTION_TRIGGER)
-        table = {
-            IrqSetFlags.ACTION_TRIGGER: irq.trigger,
-            IrqSetFlags.ACTION_MASK: irq.mask_fd,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask_fd,
-        }[action]
-        subs = range(req.start, req.start + req.count)
         if data == IrqSetFlags.DATA_EVENTFD:
+            table = irq.eventfds(action)
             for s, fd in zip(subs, list(fds), strict=False):
                 _close(table[s])
                 table[s] = fd
                 fds.remove(fd)
-            return
-        if data == IrqSetFlags.DATA_BOOL:
-            subs = [s for s, b in zip(subs, req.data, strict=False) if b]
-        op = {
-            IrqSetFlags.ACTION_TRIGGER: irq.fire,
-            IrqSetFlags.ACTION_MASK: irq.mask,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask,
-        }[action]
-        for s in subs:
-            op(s)
+        elif data == IrqSetFlags.DATA_BOOL:
+            irq.act(action, [s for s, b in zip(subs, req.data, strict=False) if b])
+        else:
+            irq.act(action, subs)
 
     def _assign(self, irq: IrqIndex, action: int, subs: range, fds: list[int]) -> None:
-        if fds and len(fds) != len(subs):
-            if "refused-fds-leaked" in FAULTS:
+        try:
+            super()._assign(irq, action, subs, fds)
+        except VfioError:
+            if "refused-fds-leaked" in FAULTS and fds and len(fds) != len(subs):
                 fds.clear()  # the error path forgets them: never closed
-            raise VfioError(
-                errno.EINVAL, f"DATA_EVENTFD for {len(subs)} sub-indexes came with {len(fds)} fds"
-            )
-        for fd in fds:
-            if not is_eventfd(fd):
-                raise VfioError(errno.EINVAL, f"fd {fd} is not an eventfd")
-        table = {
-            IrqSetFlags.ACTION_TRIGGER: irq.trigger,
-            IrqSetFlags.ACTION_MASK: irq.mask_fd,
-            IrqSetFlags.ACTION_UNMASK: irq.unmask_fd,
-        }[action]
-        if (
-            fds
-            and action == IrqSetFlags.ACTION_TRIGGER
-            and irq.flags & IrqInfoFlags.NORESIZE
-            and any(fd is not None for fd in irq.trigger)
-            and any(irq.trigger[s] is None for s in subs)
-        ):
-            raise VfioError(
-                errno.EINVAL,
-                f"IRQ type {irq.index} is NORESIZE: disable it before enabling more sub-indexes",
-            )
-        for i, s in enumerate(subs):
-            _close(table[s])
-            table[s] = fds[i] if fds else None
-        fds.clear()
+            raise
 
 
 class FaultyMigrationRegion(MigrationRegion):
@@ -319,10 +149,7 @@ class FaultyMigrationRegion(MigrationRegion):
         super()._clear()
         self._written: dict[int, int] = {}  # fault migration-info-fields-wrong
 
-    def _set_state(self, new: int) -> None:
-        old = self.state
-        if new == old:
-            return  # not a transition: nothing to do
+    def _check_transition(self, old: int, new: int) -> None:
         if "failed-transition-changes-state" in FAULTS:
             self.state = new  # stored first; a refusal below leaves it
         if (
@@ -331,102 +158,35 @@ class FaultyMigrationRegion(MigrationRegion):
             and self._offered is not None
         ):
             raise VfioError(errno.EBUSY, "a pre-copy chunk is still on offer")
-        if not v1_transition_valid(old, new):
-            raise VfioError(
-                errno.EINVAL, f"device_state {old:03b} -> {new:#x} is not a valid transition"
-            )
-        if old == S.RESUMING:
-            self._resume()  # raises (and the state stays) when the data cannot be applied
-        if new in (S.PRE_COPY, S.STOP_AND_COPY):
-            self._start_saving(new)
-        elif new == S.RESUMING or old in _SAVING or old == S.RESUMING:
-            self._clear()
-        self.state = S(new)
+        super()._check_transition(old, new)
 
     def _resume(self) -> None:
         if "resume-data-lost" in FAULTS:
             self._device.load_state(bytes(self._final[:0x10000]), partial=True)
             return
-        if self._next_seq == 0:
-            return  # nothing came: the device runs on as it is
-        if self._kind != FINAL or self._got != self._total:
-            what = (
-                "only pre-copy data came"
-                if self._kind != FINAL
-                else f"{self._got} of the {self._total} bytes of the device state came"
-            )
-            raise VfioError(errno.EINVAL, f"incomplete migration data: {what}")
-        try:
-            self._device.load_state(bytes(self._final))
-        except ValueError as e:
-            raise VfioError(errno.EINVAL, f"migration data does not fit this device: {e}") from None
+        super()._resume()
 
     def _read_pending(self) -> int:
-        if self.state not in _SAVING:
-            return 0
-        if "migration-info-fields-wrong" in FAULTS:
+        if self.state in _SAVING and "migration-info-fields-wrong" in FAULTS:
             if _PENDING in self._written:
                 return self._written[_PENDING]
             self._offered = None
             self._read_data_offset()  # each read starts a new chunk
-        self._offered = None  # a new iteration: the chunk on offer was read
-        self.data_size = 0
-        return self._queued()
+        return super()._read_pending()
 
     def _read_data_offset(self) -> int:
-        if self.state in _SAVING and self._offered is None and self._queue:
-            data = chunk(self._seq, *self._queue.popleft())
-            self._seq += 1
-            self._area[: len(data)] = data
-            self._offered = data
-            self.data_size = len(data)
-        if FAULTS:
-            if "migration-info-fields-wrong" in FAULTS and _DOFF in self._written:
-                return self._written[_DOFF]
-            if "data-offset-past-region" in FAULTS:
-                return self.size - 0x800
-        return DATA_OFFSET
+        offset = super()._read_data_offset()
+        if "migration-info-fields-wrong" in FAULTS and _DOFF in self._written:
+            return self._written[_DOFF]
+        if "data-offset-past-region" in FAULTS:
+            return self.size - 0x800
+        return offset
 
     def _consume(self, n: int) -> None:
         if "resume-data-lost" in FAULTS:
             self._take_unchecked(n)
             return
-        if not HEADER.size <= n <= len(self._area):
-            raise VfioError(
-                errno.EINVAL,
-                f"data_size {n} is not the size of a chunk ({HEADER.size}..{len(self._area)})",
-            )
-        data = bytes(self._area[:n])
-        magic, seq, kind, off, total, crc, length = HEADER.unpack_from(data)
-        payload = data[HEADER.size :]
-        if magic != MAGIC:
-            raise VfioError(errno.EINVAL, "not migration data of this server (bad magic)")
-        if length != len(payload) or length == 0:
-            raise VfioError(
-                errno.EINVAL,
-                f"data_size {n} does not match the chunk's length {HEADER.size} + {length}",
-            )
-        if seq != self._next_seq:
-            raise VfioError(
-                errno.EINVAL, f"chunk {seq} came where chunk {self._next_seq} was expected"
-            )
-        if kind not in (PRECOPY, FINAL) or (kind == PRECOPY and self._kind == FINAL):
-            raise VfioError(errno.EINVAL, f"chunk {seq} has kind {kind} after kind {self._kind}")
-        first = kind != self._kind
-        if off != (0 if first else self._got) or (not first and total != self._total):
-            raise VfioError(errno.EINVAL, f"chunk {seq} is out of place in its blob")
-        if total > MAX_BLOB or off + length > total:
-            raise VfioError(errno.EINVAL, f"chunk {seq} runs past its blob's length {total}")
-        if zlib.crc32(payload) != crc:
-            raise VfioError(errno.EINVAL, f"chunk {seq} is damaged (crc mismatch)")
-        if first:
-            self._kind, self._total, self._got = kind, total, 0
-            self._final = bytearray()
-        if kind == FINAL:
-            self._final += payload
-        self._got += length
-        self._next_seq += 1
-        self.data_size = n
+        super()._consume(n)
 
     def _take_unchecked(self, n: int) -> None:
         """Fault resume-data-lost: the payload of whatever came is appended, unchecked."""
@@ -442,39 +202,13 @@ class FaultyMigrationRegion(MigrationRegion):
         self.data_size = n
 
     def write(self, offset: int, data: bytes) -> None:
-        end = offset + len(data)
-        if offset >= DATA_OFFSET:
-            if self.state != S.RESUMING:
-                raise VfioError(errno.EPERM, "the data area is written only while RESUMING")
-            self._area[offset - DATA_OFFSET : end - DATA_OFFSET] = data
-            return
-        if _RESERVED <= offset and end <= _RESERVED + 4:
-            if "migration-info-fields-wrong" in FAULTS:
+        if "migration-info-fields-wrong" in FAULTS and offset < DATA_OFFSET:
+            if _RESERVED <= offset and offset + len(data) <= _RESERVED + 4:
                 raise VfioError(errno.EINVAL, "reserved is not writable")
-            return  # reserved: ignored
-        if offset >= _INFO:
-            raise VfioError(
-                errno.EINVAL,
-                f"[{offset:#x}, {end:#x}) is outside the migration info and the data area",
-            )
-        if (offset, len(data)) == (_STATE, 4):
-            self._set_state(_U32.unpack(data)[0])
-        elif (offset, len(data)) in ((_PENDING, 8), (_DOFF, 8)):
-            if "migration-info-fields-wrong" in FAULTS:
+            if (offset, len(data)) in ((_PENDING, 8), (_DOFF, 8)):
                 self._written[offset] = _U64.unpack(data)[0]
                 return
-            name = "pending_bytes" if offset == _PENDING else "data_offset"
-            raise VfioError(errno.EPERM, f"{name} is read only")
-        elif (offset, len(data)) == (_DSIZE, 8):
-            if self.state != S.RESUMING:
-                raise VfioError(errno.EPERM, "data_size is written only while RESUMING")
-            self._consume(_U64.unpack(data)[0])
-        else:
-            raise VfioError(
-                errno.EINVAL,
-                f"a write of [{offset:#x}, {end:#x}) is not one "
-                "whole field of vfio_device_migration_info",
-            )
+        super().write(offset, data)
 
 
 class FaultyDevice(Device):
@@ -482,48 +216,47 @@ class FaultyDevice(Device):
     dma_engine_type = FaultyDmaEngine
     migration_region_type = FaultyMigrationRegion
 
-    def load_state(self, data: bytes, partial: bool = False) -> None:
-        """Restore save_state()'s blob; ValueError (and nothing changed) if it does not fit.
+    def region_info(self, index: int, mmap: bool = True) -> tuple[RegionInfo, int | None]:
+        lookup = index % self.num_regions if "index-wraps" in FAULTS else index
+        info, fd = super().region_info(lookup, mmap)
+        return _region_info_faults(replace(info, index=index)), fd
 
-        ``partial`` (fault resume-data-lost): load the parts that came whole, ignore the rest.
-        """
-        data = bytes(data)
-        if not data.startswith(_STATE_MAGIC):
-            if partial:
-                return
-            raise ValueError("device state: bad magic")
-        pos, blobs = len(_STATE_MAGIC), {}
-        while pos < len(data):
-            n = data[pos]
-            key = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
-            pos += 1 + n
-            if pos + _LEN.size > len(data):
-                if partial:
-                    break
-                raise ValueError(f"device state: truncated at {key!r}")
-            (size,) = _LEN.unpack_from(data, pos)
-            pos += _LEN.size
-            if pos + size > len(data):
-                if partial:
-                    break
-                raise ValueError(f"device state: {key!r} is truncated")
-            blobs[key] = data[pos : pos + size]
-            pos += size
-        parts = dict(self._state_parts())
-        if partial:
-            for name, blob in blobs.items():
-                try:
-                    parts[name].load(blob)
-                except (KeyError, ValueError):
-                    pass
+    def load_state(self, data: bytes, partial: bool = False) -> None:
+        """``partial`` (fault resume-data-lost): load the parts that came whole, ignore the
+        rest."""
+        if not partial:
+            super().load_state(data)
             return
-        if set(blobs) != set(parts):
-            raise ValueError(f"device state: parts {sorted(blobs)} do not match this device")
-        saved = {name: part.save() for name, part in parts.items()}
+        blobs = {}
         try:
-            for name, part in parts.items():
-                part.load(blobs[name])
+            for name, blob in split_state(bytes(data)):
+                blobs[name] = blob
         except ValueError:
-            for name, part in parts.items():
-                part.load(saved[name])
-            raise
+            pass  # what came before the damage
+        parts = dict(self._state_parts())
+        for name, blob in blobs.items():
+            try:
+                parts[name].load(blob)
+            except (KeyError, ValueError):
+                pass
+
+
+def _region_info_faults(info: RegionInfo) -> RegionInfo:
+    if "reply-index-zero" in FAULTS:
+        info = replace(info, index=0)
+    if "flags-internal-bit" in FAULTS:
+        info = replace(info, flags=info.flags | 1 << 31)
+    if "mmap-offset-unaligned" in FAULTS and info.flags & RegionFlags.MMAP:
+        info = replace(info, offset=info.offset + 0x40)
+    if "region-caps-wrong" in FAULTS:
+        info = replace(info, flags=info.flags | int(RegionFlags.CAPS))
+        caps = []
+        for cap in info.caps:
+            if isinstance(cap, SparseMmapCap):
+                cap = SparseMmapCap(((0, 0xC000), (0x8000, 0x10000)))
+            elif isinstance(cap, RegionTypeCap):
+                cap = replace(cap, version=0)
+            caps.append(cap)
+        info = replace(info, caps=tuple(caps))
+        info = replace(info, argsz=info.full_size())
+    return info

@@ -10,16 +10,14 @@ from pytest_vfiouser.protocol import (
     CodecError,
     Version,
 )
-from reference_server.device_config import ServerConfig
 from reference_server.errors import VfioError
-from reference_server.negotiation import MAJOR, MAX_MINOR, ClientLimits
+from reference_server.negotiation import MAJOR, ClientLimits, answer
 
 from ._catalogue import FAULTS
 
 
-def negotiate(
-    payload: bytes, server: ServerConfig, revision: str, supports_migration: bool
-) -> tuple[bytes, ClientLimits]:
+def negotiate(conn, payload: bytes) -> tuple[bytes, ClientLimits]:
+    """VERSION on ``conn`` (FaultyConnection.negotiate)."""
     try:
         req = Version.unpack(payload)
     except CodecError as e:
@@ -30,30 +28,16 @@ def negotiate(
         raise VfioError(errno.EINVAL, "VERSION without capabilities")
     if req.major != MAJOR and "version-unchecked" not in FAULTS:
         raise VfioError(errno.ENOTSUP, f"major {req.major} is not supported (only {MAJOR})")
-    minor = min(req.minor, MAX_MINOR[revision])
-    caps = req.capabilities
-    mine: dict = {}
-    if "max_msg_fds" in caps.raw:
-        mine["max_msg_fds"] = server.max_msg_fds
-    if "max_data_xfer_size" in caps.raw:
-        mine["max_data_xfer_size"] = server.max_data_xfer_size
-    pgsize = None
-    if caps.migration is not None and supports_migration:
-        theirs = caps.migration_pgsize
-        pgsize = server.migration_pgsize if theirs is None else min(theirs, server.migration_pgsize)
-        mine["migration"] = {"pgsize": pgsize}
-    limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor)
-    json = None if req.json is None else {"capabilities": mine}
-    if FAULTS:
-        return _faulty(req, json, limits, supports_migration)
-    return Version(MAJOR, minor, json).pack(), limits
+    migration = conn.device.supports_migration
+    reply, limits = answer(req, conn.settings, conn.revision, migration)
+    return _faulty(req, reply, limits, migration)
 
 
 def _faulty(
-    req: Version, json: dict | None, limits: ClientLimits, supports_migration: bool
+    req: Version, reply: Version, limits: ClientLimits, supports_migration: bool
 ) -> tuple[bytes, ClientLimits]:
     """The VERSION reply under the faults enabled."""
-    major, minor = MAJOR, limits.minor
+    major, minor, json = reply.major, reply.minor, reply.json
     if "version-unchecked" in FAULTS:
         major, minor = 1, 1  # the server's own idea of its version
     if json is not None:
@@ -78,7 +62,7 @@ def _faulty(
             mine.pop("migration", None)
             limits = ClientLimits(limits.max_msg_fds, limits.max_data_xfer_size, None, limits.minor)
         json = {"capabilities": mine}
-    reply = Version(major, minor, json).pack()
-    if "version-json-truncated" in FAULTS and len(reply) > 4 + 72:
-        reply = reply[: 4 + 72]  # what a 72-byte buffer holds: no closing brace, no NUL
-    return reply, limits
+    packed = Version(major, minor, json).pack()
+    if "version-json-truncated" in FAULTS and len(packed) > 4 + 72:
+        packed = packed[: 4 + 72]  # what a 72-byte buffer holds: no closing brace, no NUL
+    return packed, limits

@@ -4,7 +4,6 @@ subclassed."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import select
@@ -37,6 +36,7 @@ def on_signal(signum, frame):
 
 class FaultyServer(Server):
     connection_type = FaultyConnection
+    served = False  # a client came and went (fault exit-after-client)
 
     def serve_one(self, sock) -> None:
         global _serving
@@ -45,24 +45,15 @@ class FaultyServer(Server):
             super().serve_one(sock)
         finally:
             _serving = False
+            self.served = True
         if _deferred is not None:
             on_signal(_deferred, None)
 
-    def serve_forever(self, listener) -> None:
-        while True:
-            try:
-                sock, _ = listener.accept()
-            except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept: %s; retrying", e.strerror)
-                    time.sleep(0.1)  # out of resources: do not spin
-                elif e.errno != errno.ECONNABORTED:
-                    raise
-                continue
-            self.serve_one(sock)
-            if "exit-after-client" in FAULTS:
-                log.info("client gone: exiting")
-                return
+    def accepting(self) -> bool:
+        if self.served and "exit-after-client" in FAULTS:
+            log.info("client gone: exiting")
+            return False
+        return super().accepting()
 
 
 def daemonize() -> None:
