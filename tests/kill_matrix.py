@@ -53,7 +53,9 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-FAILING = frozenset({"FAIL", "CRASH", "HANG", "ERROR", "NON-STRICT"})
+# A case kills a fault with a verdict that fails the run, or a NON-STRICT (a SHOULD
+# not met): both say the server broke a requirement.
+FAILING = frozenset(v.value for v in Verdict if v.fails_run or v is Verdict.NON_STRICT)
 MARKS = {
     "FAIL": "F",
     "CRASH": "C",

@@ -24,7 +24,8 @@ REFERENCE_PROFILE = (
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest", *args],
+        # -P: as the console script does, without the current directory on sys.path
+        [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -175,12 +176,6 @@ def test_cli_in_a_checkout_runs_the_installed_suite(tmp_path: Path):
     (tmp_path / "conformance").mkdir()
     (tmp_path / "conformance" / "__init__.py").write_text("")
     (tmp_path / "conformance" / "conftest.py").write_text("raise RuntimeError('not me')\n")
-    proc = subprocess.run(  # -P: as the console script, without the current directory on sys.path
-        [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "--vfu-section", "device_info", "-q"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = cli(tmp_path, "--vfu-section", "device_info", "-q")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "not me" not in proc.stdout + proc.stderr

@@ -46,14 +46,13 @@ from pytest_vfiouser.protocol import (
     encode_reply,
 )
 
-from ._connection import DEFAULT_TIMEOUT, Connection
+from ._connection import _REPLY, DEFAULT_TIMEOUT, Connection
 from ._errors import Timeout, UnexpectedReply, awaited
 from ._memory import ClientMemory, DmaFault
 from ._reply import Reply
 from ._wirelog import SENT_RAW, WireLog
 
 _HDR_PACK = HEADER_STRUCT.pack
-_REPLY = int(MsgType.REPLY)
 _COMMAND = int(MsgType.COMMAND)
 _DMA_READ = int(Command.DMA_READ)
 _DMA_WRITE = int(Command.DMA_WRITE)

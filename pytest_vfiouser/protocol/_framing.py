@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._constants import HEADER_SIZE
 from ._errors import CodecError
-from ._header import _HEADER, Header
+from ._header import HEADER_STRUCT, Header
 
 
 class MessageReader:
@@ -48,7 +48,7 @@ class MessageReader:
         if header is None:
             if len(buf) - pos < HEADER_SIZE:
                 return None
-            header = Header(*_HEADER.unpack_from(buf, pos))
+            header = Header(*HEADER_STRUCT.unpack_from(buf, pos))
             check_msg_size(header, self.max_msg_size)
             pos += HEADER_SIZE
             self._pos = pos

@@ -14,7 +14,6 @@ HEADER_STRUCT = struct.Struct("<HHIII")
 assert HEADER_STRUCT.size == HEADER_SIZE
 # Positions in the unpacked tuple, for code that skips building a Header.
 MSG_ID, COMMAND, MSG_SIZE, FLAGS, ERROR = range(5)
-_HEADER = HEADER_STRUCT
 
 
 @dataclass(slots=True)
@@ -27,7 +26,9 @@ class Header:
 
     def pack(self) -> bytes:
         try:
-            return _HEADER.pack(self.msg_id, self.command, self.msg_size, self.flags, self.error)
+            return HEADER_STRUCT.pack(
+                self.msg_id, self.command, self.msg_size, self.flags, self.error
+            )
         except struct.error as e:
             raise CodecError("header", "fields", str(e)) from None
 
@@ -35,7 +36,7 @@ class Header:
     def unpack(cls, data: bytes) -> Header:
         if len(data) != HEADER_SIZE:
             raise CodecError("header", "size", f"is {len(data)} bytes, expected {HEADER_SIZE}")
-        return cls(*_HEADER.unpack(data))
+        return cls(*HEADER_STRUCT.unpack(data))
 
     @property
     def type(self) -> int:
@@ -68,7 +69,9 @@ def encode(
 ) -> bytes:
     """A whole message: header with msg_size computed, then the payload."""
     try:
-        return _HEADER.pack(msg_id, command, HEADER_SIZE + len(payload), flags, error) + payload
+        return (
+            HEADER_STRUCT.pack(msg_id, command, HEADER_SIZE + len(payload), flags, error) + payload
+        )
     except struct.error:  # Header.pack names the field
         return Header(msg_id, command, HEADER_SIZE + len(payload), flags, error).pack() + payload
 
