@@ -31,17 +31,41 @@ def assert_framed(client, after: str = "the previous message") -> None:
     )
 
 
-def assert_new_connection_works(connect, after: str = "the previous message") -> None:
-    """``connect`` (the vfu_connect fixture): a new connection negotiates and is served.
-    It is closed afterwards (a server may serve one client at a time)."""
+def new_client(connect):
+    """A new connection to ``connect``'s server (the vfu_connect fixture), negotiated; None
+    when the server has exited instead (the spec lets a server exit once its client is
+    gone: "the server can automatically exit"); a crash fails."""
+    target = connect.target
     try:
         client = connect()
         client.negotiate()
+        return client
+    except (OSError, ConnectionClosed):
+        # A server that serves one client closes its listening socket and exits: wait for
+        # the exit before calling a refused or dropped connection a failure.
+        deadline = time.monotonic() + connect.timeout
+        while target.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not target.alive:
+            crash = target.crash()
+            assert crash is None, crash.message()
+            return None
+        raise
+
+
+def assert_new_connection_works(connect, after: str = "the previous message") -> None:
+    """After ``after`` closed the connection, a new connection negotiates and is served, or
+    the server has exited (allowed). The new connection is closed afterwards (a server may
+    serve one client at a time)."""
+    try:
+        client = new_client(connect)
     except (OSError, ConnectionClosed) as e:
         raise AssertionError(
             f"after closing the connection on {after}, the server no "
-            f"longer accepts connections: {e}"
+            f"longer accepts connections, and it is still running: {e}"
         ) from e
+    if client is None:
+        return
     assert_framed(client, after)
     client.close()
 
@@ -137,6 +161,7 @@ __all__ = [
     "answer",
     "assert_framed",
     "assert_new_connection_works",
+    "new_client",
     "refused",
     "send_refused",
 ]

@@ -1,11 +1,15 @@
 """Backend Program Conventions: how the server program is started and stopped.
 
 These cases start their own server processes from the target's command line
-(``--vfu-server``, or the embedded reference server's), with the argument that
-carries ``{socket}``/``{fd}`` replaced by the option under test
-(``--socket-path={socket}`` or ``--fd={fd}``); the rest of the command line is
-kept. A target given as a socket (``--vfu-socket``) cannot be started: the
-cases are UNIMPLEMENTED then.
+(``--vfu-server``, or the embedded reference server's). The option cases replace
+the argument that carries ``{socket}``/``{fd}`` by the option under test
+(``--socket-path={socket}`` or ``--fd={fd}``), keeping the rest; the others
+(SIGTERM, no daemonizing, redirected fds) run the command line as given, so that
+a program without ``--socket-path`` fails that one case only. Each program runs
+in an empty directory of its own: what it creates there (a socket file named
+after an option it took for a path) is seen, and left in no user's folder. A
+target given as a socket (``--vfu-socket``) cannot be started: the cases are
+UNIMPLEMENTED then.
 """
 
 from __future__ import annotations
@@ -55,9 +59,10 @@ def _shell_word(arg: str) -> str:
 
 @pytest.fixture
 def backend(vfu_settings, tmp_path, vfu_target):
-    """``backend(option, redirect=False)``: start the server program with ``option`` as its
-    socket argument (optionally with fds 0-2 on /dev/null) and wait until it listens; a
-    started ``Target``. Every program started is stopped at teardown."""
+    """``backend(option=None, redirect=False)``: start the server program with ``option`` as
+    its socket argument (None: its command line as given), optionally with fds 0-2 on
+    /dev/null, and wait until it listens; a started ``Target``. Every program started is
+    stopped at teardown."""
     template, env = vfu_target.template, vfu_target.env
     if template is None:
         pytest.skip(
@@ -66,16 +71,18 @@ def backend(vfu_settings, tmp_path, vfu_target):
         )
     args = shlex.split(template) if isinstance(template, str) else list(template)
     started: list[Target] = []
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
 
-    def start(option: str = SOCKET_OPTION, redirect: bool = False) -> Target:
-        argv = _with_option(args, option)
+    def start(option: str | None = None, redirect: bool = False) -> Target:
+        argv = args if option is None else _with_option(args, option)
         if redirect:
             command = (
                 "exec " + " ".join(_shell_word(a) for a in argv) + " </dev/null >/dev/null 2>&1"
             )
-            target = Target(command, env=env, shell=True, base_dir=tmp_path)
+            target = Target(command, env=env, shell=True, cwd=cwd, base_dir=tmp_path)
         else:
-            target = Target(argv, env=env, base_dir=tmp_path)
+            target = Target(argv, env=env, cwd=cwd, base_dir=tmp_path)
         started.append(target)
         try:
             target.start()
@@ -87,10 +94,13 @@ def backend(vfu_settings, tmp_path, vfu_target):
                     f"process(es) {sorted(daemons)} listen on its socket: it daemonized "
                     f"(killed them)\n  command: {target.command}"
                 ) from e
-            raise AssertionError(f"the server program did not start with {option}:\n{e}") from e
+            how = (f"with {option}" if option else "from its command line") + (
+                " and fds 0-2 on /dev/null" if redirect else ""
+            )
+            raise AssertionError(f"the server program did not start {how}:\n{e}") from e
         return target
 
-    start.timeout = vfu_settings.timeout
+    start.timeout, start.cwd = vfu_settings.timeout, cwd
     yield start
     for target in started:
         inodes = listening_inodes(target.socket_path)
@@ -189,6 +199,15 @@ def test_fd_option(backend, vfu_observe):
     socket, incompatible with --socket-path"
     """
     target = backend(FD_OPTION)
+    deadline = time.monotonic() + 0.5  # a program that took --fd=N for a path binds it
+    while not (taken := sorted(p.name for p in backend.cwd.iterdir() if p.is_socket())):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    assert not taken, (
+        f"started with {target.command!r}, the server listens on a socket file it created, "
+        f"{taken[0]!r}: it took the --fd option for a socket path"
+    )
     _serve_one(
         target,
         backend.timeout,
@@ -216,7 +235,7 @@ def test_sigterm(backend, state):
     Spec (Backend Program Conventions): "The backend program must honor the SIGTERM
     signal."
     """
-    target = backend(SOCKET_OPTION)
+    target = backend()
     client = None
     try:
         if state == "client-connected":
@@ -244,7 +263,7 @@ def test_no_daemonize(backend):
 
     Spec (Backend Program Conventions): "The backend program must not daemonize itself."
     """
-    target = backend(SOCKET_OPTION)
+    target = backend()
     time.sleep(0.3)
     inodes = listening_inodes(target.socket_path)
     if target.poll() is not None:
@@ -274,7 +293,13 @@ def test_std_fds_redirected(backend):
     Spec (Backend Program Conventions): "File descriptors 0, 1 and 2 must exist, must have
     regular stdin/stdout/stderr semantics, and can be redirected."
     """
-    target = backend(SOCKET_OPTION, redirect=True)
+    target = backend(redirect=True)
+    time.sleep(0.1)  # a program that quits at EOF on stdin does so at once
+    _not_crashed(target)
+    assert target.poll() is None, (
+        f"with fds 0-2 on /dev/null, the server {target.exit_description()} right after it "
+        f"started listening\n{target.stderr_tail()}"
+    )
     links = []
     for fd in (0, 1, 2):
         try:

@@ -31,6 +31,7 @@ from ._support import (
     assert_new_connection_works,
     eventfd_value,
     make_eventfd,
+    new_client,
     server_max_msg_fds,
     wait_server_fds,
 )
@@ -65,23 +66,6 @@ def _disconnect(client, vfu_target, baseline: int | None) -> bool:
     return vfu_target.alive
 
 
-def _next_client(vfu_connect, vfu_target):
-    """A negotiated new client after a disconnect, or None if the server exited."""
-    if not vfu_target.alive:
-        return None
-    try:
-        client = vfu_connect()
-        client.negotiate()
-        return client
-    except (OSError, ConnectionClosed):
-        deadline = time.monotonic() + 1.0
-        while vfu_target.alive and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not vfu_target.alive:
-            return None
-        raise
-
-
 def _exited(vfu_target) -> str:
     crash = vfu_target.crash()
     assert crash is None, crash.message()
@@ -112,7 +96,7 @@ def test_dma_maps_gone(vfu_connect, vfu_target, baseline, base):
     accepted(client.dma_map(base, SIZE, fd=fd), f"DMA_MAP of [{base:#x}, +{SIZE:#x}) with a memfd")
     accepted(client.dma_map(base + SIZE, SIZE), f"DMA_MAP of [{base + SIZE:#x}, +{SIZE:#x})")
     _disconnect(client, vfu_target, baseline)
-    client = _next_client(vfu_connect, vfu_target)
+    client = new_client(vfu_connect)
     if client is None:
         pytest.skip(f"{_exited(vfu_target)} ({EXIT_ALLOWED})")
     for address in (base, base + SIZE):
@@ -213,7 +197,7 @@ def test_irq_eventfds_released(vfu_connect, vfu_target, vfu_device, vfu_hooks, b
             f"interrupt {info.index}.0 did not signal its eventfd even before the disconnect"
         )
         _disconnect(client, vfu_target, baseline)
-        client = _next_client(vfu_connect, vfu_target)
+        client = new_client(vfu_connect)
         if client is None:
             pytest.skip(f"{_exited(vfu_target)} ({EXIT_ALLOWED})")
         if info.flags & IrqInfoFlags.MASKABLE:  # an AUTOMASKED interrupt masked itself
@@ -246,7 +230,7 @@ def test_device_state_retained(vfu_connect, vfu_target, vfu_device, baseline):
         f"REGION_WRITE of region {region} [{offset:#x}, +{len(value)}] (a scratch range)",
     )
     _disconnect(client, vfu_target, baseline)
-    client = _next_client(vfu_connect, vfu_target)
+    client = new_client(vfu_connect)
     if client is None:
         pytest.skip(f"{_exited(vfu_target)} ({EXIT_ALLOWED})")
     got = accepted(
@@ -273,7 +257,7 @@ def test_new_client_accepted(vfu_connect, vfu_target, vfu_observe, baseline):
     client.negotiate()
     assert_framed(client, "VERSION")
     _disconnect(client, vfu_target, baseline)
-    client = _next_client(vfu_connect, vfu_target)
+    client = new_client(vfu_connect)
     if client is None:
         vfu_observe(f"{_exited(vfu_target)} ({EXIT_ALLOWED})")
         return

@@ -73,6 +73,23 @@ def _write(client, index: int, offset: int, data: bytes) -> None:
     )
 
 
+WIDTHS = (4, 8, 2, 1)  # access widths to try, the likeliest first
+
+
+def _width(client, index: int, offset: int, size: int) -> int:
+    """The first of WIDTHS (at most ``size``) that a REGION_READ at ``offset`` of region
+    ``index`` is served with; skips (cannot judge) when none is. The spec requires no
+    particular width, and registers often take only their own."""
+    widths = [w for w in WIDTHS if w <= size - offset] or [size - offset]
+    for n in widths:
+        if client.region_read(index, offset, n).ok:
+            return n
+    pytest.skip(
+        f"cannot judge: region {index} refuses a REGION_READ at {offset:#x} of each width "
+        f"{widths}; the spec requires no particular access width"
+    )
+
+
 def _pattern(n: int, seed: int) -> bytes:
     return bytes((seed + 29 * i) & 0xFF for i in range(n))
 
@@ -94,7 +111,7 @@ def test_read_reply(vfu_client, vfu_device, vfu_region_index):
         info.flags & RegionFlags.READ and info.size,
         f"region {vfu_region_index} is not readable or has size 0",
     )
-    n = min(ACCESS, info.size)
+    n = _width(vfu_client, vfu_region_index, 0, info.size)
     _read(vfu_client, vfu_region_index, 0, n)
     _read(vfu_client, vfu_region_index, info.size - n, n)
 
@@ -212,14 +229,35 @@ def test_count_above_max(vfu_client, vfu_connect, vfu_observe, vfu_device, op):
     Security Considerations: "Standard tools and mechanisms should be used on
     both sides to validate input". (Writes go at a scratch range.)
     """
-    count = vfu_client.server_caps.max_data_xfer_size + 1
-    if op == "read":  # the largest readable region: the count, not the bounds, is at fault
+    limit = vfu_client.server_caps.max_data_xfer_size
+    count = limit + 1
+    # Only the count may be at fault: the access fits its region (or scratch range), and
+    # the same access of max_data_xfer_size bytes is served (the positive control).
+    if op == "read":
         _first_region(vfu_device, RegionFlags.READ)  # skips if there is none
-        index = max(vfu_device.regions_with(RegionFlags.READ), key=lambda r: r.size).index
-        offset = 0
+        info = max(vfu_device.regions_with(RegionFlags.READ), key=lambda r: r.size)
+        index, offset = info.index, 0
+        _need(
+            info.size >= count,
+            f"cannot judge: no readable region holds max_data_xfer_size + 1 ({count}) bytes, "
+            "so the read would also run past the region's end",
+        )
+        accepted(
+            vfu_client.region_read(index, offset, limit),
+            f"REGION_READ of region {index} with count {limit} (max_data_xfer_size, the control)",
+        )
         command, payload = Command.REGION_READ, RegionRead(offset, index, count)
     else:
-        index, offset, _ = first_scratch(vfu_device)
+        index, offset, length = first_scratch(vfu_device)
+        _need(
+            length >= count,
+            f"cannot judge: the scratch range [{offset:#x}, +{length:#x}) of region {index} "
+            f"holds fewer than max_data_xfer_size + 1 ({count}) bytes",
+        )
+        accepted(
+            vfu_client.region_write(index, offset, bytes(limit)),
+            f"REGION_WRITE of region {index} with count {limit} (max_data_xfer_size, the control)",
+        )
         command = Command.REGION_WRITE
         payload = RegionWrite(offset, index, count, bytes(count))
     send_refused(
@@ -242,6 +280,27 @@ _OUT_OF_BOUNDS = {
 }
 
 
+def _in_bounds_control(client, op: str, info, count: int) -> None:
+    """The positive control of an out-of-bounds case: the same access of ``count`` bytes
+    ending at the region's end is served (a write writes back what the region holds), or
+    the case cannot judge: a refusal would prove nothing about the bounds."""
+    end = info.size - count
+    what = f"region {info.index} [{end:#x}, +{count:#x})"
+    readable = info.flags & RegionFlags.READ
+    held = client.region_read(info.index, end, count) if readable else None
+    if held is None or not held.ok:
+        pytest.skip(
+            f"cannot judge: the in-bounds REGION_READ of {what} (to {op} it as a control) "
+            f"{'is refused' if readable else 'is not possible'}, so a refusal past the "
+            "region's end would prove nothing"
+        )
+    if op == "write" and not client.region_write(info.index, end, held.body.data).ok:
+        pytest.skip(
+            f"cannot judge: the in-bounds REGION_WRITE of {what} (its own bytes written "
+            "back) is refused, so a refusal past the region's end would prove nothing"
+        )
+
+
 @case("region_rw/out-of-bounds", MUST)
 @pytest.mark.parametrize("op", ["read", "write"])
 @pytest.mark.parametrize("where", list(_OUT_OF_BOUNDS))
@@ -256,6 +315,7 @@ def test_out_of_bounds(vfu_client, vfu_connect, vfu_observe, vfu_device, op, whe
     flag = RegionFlags.READ if op == "read" else RegionFlags.WRITE
     info = _first_region(vfu_device, flag, prefer_scratch=op == "write")
     offset = absolute if absolute is not None else info.size + rel
+    _in_bounds_control(vfu_client, op, info, min(count, info.size))
     what = (
         f"a REGION_{op.upper()} of region {info.index} [{offset:#x}, +{count:#x}) "
         f"(the region is {info.size:#x} bytes)"
@@ -270,6 +330,12 @@ def test_out_of_bounds(vfu_client, vfu_connect, vfu_observe, vfu_device, op, whe
                 info.flags & RegionFlags.READ,
                 f"region {info.index} is not readable: cannot write its own bytes back",
             )
+            if not vfu_client.region_read(info.index, offset, inside).ok:
+                pytest.skip(
+                    f"cannot judge: region {info.index} refuses a REGION_READ of the "
+                    f"{inside} bytes at {offset:#x} inside it (a width it does not take), "
+                    "so the write could not write back what the region holds"
+                )
             data = _read(vfu_client, info.index, offset, inside) + bytes(count - inside)
         payload = RegionWrite(offset, info.index, count, data)
     command = Command.REGION_READ if op == "read" else Command.REGION_WRITE

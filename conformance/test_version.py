@@ -573,9 +573,34 @@ def _excess_fds(client, device) -> tuple[bytes, int, int]:
         pytest.skip("device has no IRQ type with VFIO_IRQ_INFO_EVENTFD")
     # An IRQ type with room for n eventfds, so that only the fd count is wrong.
     fits = [i for i in irqs if i.count >= n]
-    irq = min(fits, key=lambda i: i.count) if fits else max(irqs, key=lambda i: i.count)
+    if not fits:
+        pytest.skip(
+            f"cannot judge: no IRQ type has room for {n} eventfds (max_msg_fds + 1), so the "
+            "request would break the IRQ type's count as well"
+        )
+    irq = min(fits, key=lambda i: i.count)
+    return _set_irqs_eventfds(irq.index, n), n, irq.index
+
+
+def _set_irqs_eventfds(index: int, n: int) -> bytes:
     flags = IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER
-    return SetIrqs(SetIrqs.FIXED_SIZE, flags, irq.index, 0, n).pack(), n, irq.index
+    return SetIrqs(SetIrqs.FIXED_SIZE, flags, index, 0, n).pack()
+
+
+def _within_limit_control(client, index: int, n: int) -> None:
+    """The positive control: the same SET_IRQS with ``n`` eventfds (the server's
+    max_msg_fds) is accepted, or the case cannot judge what a refusal of n + 1 means."""
+    fds = [make_eventfd() for _ in range(n)]
+    try:
+        reply = client.request(Command.DEVICE_SET_IRQS, _set_irqs_eventfds(index, n), fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if not reply.ok:
+        pytest.skip(
+            f"cannot judge: the same SET_IRQS of IRQ type {index} with {n} eventfds (within "
+            f"max_msg_fds) is refused too (errno {reply.error})"
+        )
 
 
 @case("version/excess-fds-refused", SHOULD)
@@ -589,6 +614,7 @@ def test_excess_fds_refused(vfu_client, vfu_device, vfu_connect, vfu_observe):
     input means.)
     """
     payload, n, index = _excess_fds(vfu_client, vfu_device)
+    _within_limit_control(vfu_client, index, n - 1)
     fds = [make_eventfd() for _ in range(n)]
     try:
         send_refused(

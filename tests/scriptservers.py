@@ -11,6 +11,10 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --error-on N     an error reply (errno 95) to command N
   --delay-errors S sleep S seconds before each error reply (slow, but correct)
   --once           exit(0) after the first client disconnects
+  --close-on-bad-size  close the connection on a msg_size below 16 or above 1 MiB
+  --reject-unread  refuse a command it does not know without reading its payload (the
+                   payload is then read as the next headers: out of step, as a server
+                   that ignores msg_size)
   --abort-at-close os.abort() when a client that sent DEVICE_RESET disconnects
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
   --no-mmap        region 0 without the MMAP flag
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,6 +61,11 @@ def serve(conn):
         if head is None:
             return
         msg_id, cmd, size, _, _ = HDR.unpack(head)
+        if "--close-on-bad-size" in flags and not 16 <= size <= 1 << 20:
+            return
+        if "--reject-unread" in flags and cmd not in (1, 4, 5, 7):
+            reply(conn, msg_id, cmd, error=22)
+            continue
         payload = recv_exact(conn, size - 16) if size > 16 else b""
         if cmd == abort_on:
             os.abort()
@@ -106,6 +116,18 @@ def script_server(directory: Path, *flags: str, fd: bool = False) -> str:
     if not script.exists():
         script.write_text(SCRIPT)
     return shlex.join([sys.executable, str(script), "{fd}" if fd else "{socket}", *flags])
+
+
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """vfio-user-conformance ``args`` run in ``cwd`` (as the console script runs it)."""
+    return subprocess.run(
+        # -P: as the console script does, without the current directory on sys.path
+        [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 # Plugins an inner pytest run does not need: hypothesis' re-imports itself

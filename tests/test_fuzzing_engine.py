@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from hypothesis import strategies as st
+from scriptservers import script_server
 
 from pytest_vfiouser import fuzz as fuzzing
 from pytest_vfiouser import strategies as s
@@ -105,6 +106,38 @@ def test_endings_against_a_healthy_server(server, tmp_path):
     assert f.transmit(_tx(same_id)) == "framed", "answers match messages sharing a msg_id"
     assert f.messages >= 10
     assert f.finish() == 0, "no fd growth"
+
+
+def test_an_error_reply_to_bytes_that_cannot_be_framed_is_accepted(tmp_path):
+    """libvfio-user answers a header of msg_size 0 (16 zero bytes: msg_id 0, command 0)
+    with an error reply echoing them; the spec says nothing of such bytes, and the reply
+    is well formed: not a failure (it was, as "answers none of the messages sent")."""
+    manager = TargetManager.standalone(script_server(tmp_path), base_dir=str(tmp_path))
+    try:
+        f = _fuzzer(manager.acquire(""), tmp_path)
+        f.begin()
+        assert f.transmit(_tx(_info(1), bytes(16))) == "unframeable"
+        assert [r.msg_id for _, r in f.replies] == [1]
+        f.begin()
+        assert f.transmit(_tx(b"\x00", cuts=())) == "unframeable", "one byte, padded to a header"
+    finally:
+        manager.stop_all()
+
+
+def test_a_server_out_of_step_that_stops_reading_fails_rather_than_hangs(tmp_path):
+    """A server that reads a refused message's payload as headers answers each 16 bytes
+    of it; while we still write, its answers fill the socket and it stops reading. The
+    answers it sent are judged (out of step: a FAIL), not the stall they caused (HANG)."""
+    manager = TargetManager.standalone(
+        script_server(tmp_path, "--reject-unread"), base_dir=str(tmp_path)
+    )
+    try:
+        f = _fuzzer(manager.acquire(""), tmp_path)
+        f.begin()
+        with pytest.raises(FuzzFailure, match="answers none of the messages sent"):
+            f.transmit(_tx(encode(1, Command.DMA_UNMAP, bytes(4 << 20))))
+    finally:
+        manager.stop_all()
 
 
 def test_run_examples_passes_on_the_reference_server(server, tmp_path):

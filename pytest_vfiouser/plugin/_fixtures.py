@@ -5,7 +5,8 @@
   snapshots, ``fresh()`` for a brand-new process.
 * ``vfu_connect``  factory: ``vfu_connect()`` is a new ``Client`` connected but
   not negotiated (keyword arguments go to ``Client.connect``); all are closed
-  at teardown.
+  at teardown. ``vfu_connect.target`` is the ``vfu_target`` it connects to,
+  ``vfu_connect.timeout`` its reply timeout.
 * ``vfu_client``   a connection negotiated with default capabilities.
 * ``vfu_device``   the ``DeviceModel``: what the server reports, merged with
   the profile (``has(feature)``, ``scratch(region)``, ``expected``, ...).
@@ -137,6 +138,8 @@ def vfu_connect(request: pytest.FixtureRequest, vfu_target: TargetHandle) -> Cal
         clients.append(client)
         return client
 
+    # For helpers that must tell a server that closed a connection from one that left.
+    connect.target, connect.timeout = vfu_target, state.settings.timeout
     yield connect
     for client in clients:
         client.close()

@@ -240,6 +240,7 @@ class TargetManager:
         self.stops: list[bool | None] = []  # sigterm_honoured of each stop of a live server
         self.persistence_note: str | None = None
         self.persistent: bool | None = None  # does the server outlive its clients?
+        self.survived = False  # has one outlived a client (even if others exited)?
         self.notes: list[str] = []
         self.commands: list[str] = []
         self._start_failures = 0
@@ -337,13 +338,15 @@ class TargetManager:
 
         The first time, also watch for PROBE_SECONDS whether the server exits
         after a client (some serve one client and quit); once it has been seen
-        to, wait for that exit every time, so the next test finds it gone.
-        A server somebody else runs is not ours to wait for.
+        to (and never to outlive one), wait for that exit every time, so the next
+        test finds it gone. A server somebody else runs is not ours to wait for.
         """
         if not t.managed:
             return
         deadline = time.monotonic() + SETTLE_SECONDS
-        if self.persistent is not False:
+        # A server seen to outlive a client exits only now and then (on errors, say):
+        # waiting out SETTLE_SECONDS after each of its clients would only cost time.
+        if self.persistent is not False or self.survived:
             while t.poll() is None and time.monotonic() < deadline:
                 fds = t.fd_count()
                 if fds_before is None or fds is None or fds <= fds_before:
@@ -359,8 +362,10 @@ class TargetManager:
         dying_until = time.monotonic() + DYING_WAIT
         while t.poll() is None and is_exiting(t.pid) and time.monotonic() < dying_until:
             time.sleep(0.005)
-        if self.persistent is None and t.poll() is None:
-            self.persistent = True
+        if t.poll() is None:
+            self.survived = True
+            if self.persistent is None:
+                self.persistent = True
 
     def crash_of(self, t: Target | ExternalTarget, wait: float = 0.0) -> CrashInfo | None:
         if t in self._ours_stopped:
