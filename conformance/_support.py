@@ -70,11 +70,20 @@ def assert_new_connection_works(connect, after: str = "the previous message") ->
     client.close()
 
 
-def answer(client, msg_id: int, command: int, connect, what: str, timeout: float | None = None):
+def answer(
+    client,
+    msg_id: int,
+    command: int,
+    connect,
+    what: str,
+    timeout: float | None = None,
+    header_only: bool = True,
+):
     """The server's answer to ``what`` (sent as ``msg_id``): its Reply, or None if it
     closed the connection cleanly. Either way the connection (or a new one) is then
-    checked to work. An error reply must be header-only; a success reply may be anything
-    (the caller judges it)."""
+    checked to work. An error reply must be header-only (unless ``header_only`` is
+    False: the caller judges another rule of it); a success reply may be anything (the
+    caller judges it)."""
     name = command_name(command)
     try:
         reply = client.recv_reply(timeout=timeout)
@@ -93,7 +102,7 @@ def answer(client, msg_id: int, command: int, connect, what: str, timeout: float
     )
     if not reply.ok:
         reply.close_fds()
-        assert not reply.payload, (
+        assert not header_only or not reply.payload, (
             f"the error reply to {what} carries {len(reply.payload)} payload bytes; "
             "an error reply must only include the reply header"
         )

@@ -196,11 +196,13 @@ def test_count_at_max(vfu_client, vfu_device):
 @case("region_rw/count-zero", MUST)
 @pytest.mark.parametrize("op", ["read", "write"])
 def test_count_zero(vfu_client, vfu_connect, vfu_device, op):
-    """An access of count 0 does not upset the server; a success reply carries no data.
+    """An access of count 0 does not upset the server; a success reply is the reply's
+    16-byte head (offset, region, count) with no data.
 
     Spec (VFIO_USER_REGION_READ): "count is the size of the data to be
     transferred." The spec is silent on count 0; robustness (success and an
-    error reply are both conforming).
+    error reply are both conforming). A success reply has the Reply layout: offset
+    (8 bytes), region (4), count (4), then the data.
     """
     flag = RegionFlags.READ if op == "read" else RegionFlags.WRITE
     info = _first_region(vfu_device, flag)
@@ -211,8 +213,8 @@ def test_count_zero(vfu_client, vfu_connect, vfu_device, op):
     reply = answer(vfu_client, msg_id, command, vfu_connect, what)
     if reply is not None and reply.ok:
         assert len(reply.payload) == RegionAccess.SIZE, (
-            f"the success reply to {what} has a {len(reply.payload)}-byte payload: count 0 "
-            "transfers no data"
+            f"the success reply to {what} has a {len(reply.payload)}-byte payload; the Reply "
+            "is offset (8 bytes), region (4) and count (4), then count (0) bytes of data"
         )
 
 

@@ -169,15 +169,17 @@ def test_a_malformed_error_reply_is_shrunk_and_reproduced(server, tmp_path):
     assert "shrunk by Hypothesis" in text and "Its wire log" in text
     script = f.reproducer_path()
     assert script.exists() and str(script) in text
-    # The reproducer replays the example against the server and shows the bad reply.
+    # The reproducer replays the example against the server, shows the bad reply and
+    # says the failure reproduces (exit 1).
     out = subprocess.run(
         [sys.executable, "-I", str(script), server.socket_path, "--timeout", "3"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode == 1, out.stdout + out.stderr
     assert " reply id=" in out.stdout and "ERROR errno=" in out.stdout and "size=20" in out.stdout
+    assert "== reproduced" in out.stdout
 
 
 @pytest.mark.parametrize("server", ["dispatch-table-wrong"], indirect=True)

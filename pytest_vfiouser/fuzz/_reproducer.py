@@ -8,8 +8,11 @@ can run against their server with nothing but Python's standard library:
 It replays what the suite sent, connection by connection and in order (fds
 are recreated: a memfd for DMA_MAP, an eventfd otherwise), reads as many
 messages as the server sent back at that point (answering the server's own
-DMA_READ/DMA_WRITE requests), prints each, and ends by checking that the
-server still accepts a connection.
+DMA_READ/DMA_WRITE requests), prints each, and judges: when the server
+answers as it did in the failing run (the same headers, then the same close
+or silence), the failure reproduces and the script exits 1; at the first
+answer that differs it says how and exits 0. It opens no connection beyond
+the recorded ones (a server that serves one client is not disturbed).
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pytest_vfiouser.protocol import HEADER_SIZE, Command
+from pytest_vfiouser.protocol import HEADER_SIZE, HEADER_STRUCT, Command
 
 __all__ = ["conversation_steps", "reproducer_script", "write_reproducer"]
 
 
 def conversation_steps(messages: Iterable[dict]) -> list[dict]:
-    """The sends of one connection's wire log (``WireLog.to_dicts()``), each with
-    the number of messages the server sent back before the next send."""
+    """The sends of one connection's wire log (``WireLog.to_dicts()``), each with the
+    headers the server answered before the next send (``expect``: msg_id, command,
+    msg_size, flags, error; the server's own DMA requests are not counted) and, on the
+    last, how the connection ended (``end``: "closed", "silent" or None)."""
     steps: list[dict] = []
     for m in messages:
         if m.get("direction") == "send":
@@ -36,11 +41,24 @@ def conversation_steps(messages: Iterable[dict]) -> list[dict]:
                     "raw": m["raw"],
                     "fds": _fd_kinds(raw, m.get("fds", 0)),
                     "what": m.get("header", ""),
-                    "replies": 0,
+                    "expect": [],
+                    "end": None,
                 }
             )
         elif m.get("direction") == "recv" and steps:
-            steps[-1]["replies"] += 1
+            raw = bytes.fromhex(m["raw"])
+            if len(raw) >= HEADER_SIZE:
+                hdr = list(HEADER_STRUCT.unpack_from(raw))
+                if not (hdr[3] & 0xF == 0 and hdr[1] in (Command.DMA_READ, Command.DMA_WRITE)):
+                    steps[-1]["expect"].append(hdr)
+        elif m.get("direction") == "note" and steps:
+            note = m.get("note", "")
+            if "closed" in note:
+                steps[-1]["end"] = "closed"
+            elif "time" in note:
+                steps[-1]["end"] = "silent"
+    for step in steps:
+        step["replies"] = len(step["expect"])
     return steps
 
 
@@ -136,7 +154,18 @@ def show(prefix, hdr, payload, nfds):
           f"payload={{payload[:64].hex()}}{{'...' if len(payload) > 64 else ''}}")
 
 
+class Differs(Exception):
+    pass  # the server did not answer as in the failing run
+
+
+def same(got, want):
+    # A VERSION reply's size follows the server's JSON: only its fields are compared.
+    keep = (0, 1, 3, 4) if want[1] == 1 else (0, 1, 2, 3, 4)
+    return all(got[i] == want[i] for i in keep)
+
+
 def replay(path, steps, timeout):
+    # Replay one connection; raise Differs at the first answer unlike the recording.
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     sock.connect(path)
@@ -147,42 +176,73 @@ def replay(path, steps, timeout):
             print(f">> {{step['what']}}{{' fds=%d' % len(fds) if fds else ''}}")
             try:
                 socket.send_fds(sock, [raw], fds) if fds else sock.sendall(raw)
+            except OSError as e:
+                raise Differs(f"sending failed ({{e}}); in the failing run it went out")
             finally:
                 for fd in fds:
                     os.close(fd)
-            got = 0
-            while got < step["replies"]:
-                hdr, payload, nfds = recv_message(sock)
-                if hdr[3] & 0xF == 0 and hdr[1] in (DMA_READ, DMA_WRITE):
-                    show("   << server request", hdr, payload, nfds)
-                    answer_dma(sock, hdr, payload)
-                    continue
-                show("<<", hdr, payload, nfds)
-                got += 1
-    except (EOFError, OSError, ValueError) as e:
-        print(f"!! {{type(e).__name__}}: {{e}}")
+            for want in step["expect"]:
+                hdr, payload = next_answer(sock, step, want)
+                show("<<", hdr, payload[0], payload[1])
+                if not same(hdr, want):
+                    raise Differs(f"the server sent {{fmt(hdr)}}; in the failing run {{fmt(want)}}")
+            if step["end"]:
+                try:
+                    hdr, payload, nfds = recv_message(sock)
+                except (EOFError, ConnectionError):
+                    ended = "closed"
+                except (TimeoutError, socket.timeout):
+                    ended = "silent"
+                else:
+                    show("<<", hdr, payload, nfds)
+                    raise Differs(f"the server sent {{fmt(hdr)}}; in the failing run it was "
+                                  f"{{step['end']}} here")
+                print(f"-- the server {{ended}}")
+                if ended != step["end"]:
+                    raise Differs(f"the server {{ended}}; in the failing run: {{step['end']}}")
+                return
     finally:
         sock.close()
 
 
+def next_answer(sock, step, want):
+    while True:
+        try:
+            hdr, payload, nfds = recv_message(sock)
+        except (EOFError, ConnectionError, TimeoutError, socket.timeout, ValueError) as e:
+            raise Differs(f"{{type(e).__name__}}: {{e}}; in the failing run the server sent "
+                          f"{{fmt(want)}}") from None
+        if hdr[3] & 0xF == 0 and hdr[1] in (DMA_READ, DMA_WRITE):
+            show("   << server request", hdr, payload, nfds)
+            answer_dma(sock, hdr, payload)
+            continue
+        return hdr, (payload, nfds)
+
+
+def fmt(hdr):
+    msg_id, cmd, size, flags, error = hdr
+    return (f"cmd={{cmd}} id={{msg_id}} size={{size}} flags={{flags:#x}}"
+            + (f" errno={{error}}" if flags & 0x20 else ""))
+
+
 def main():
-    parser = argparse.ArgumentParser(description="Replay a vfio-user conversation.")
+    parser = argparse.ArgumentParser(
+        description="Replay a vfio-user conversation; exit 1 if the failure reproduces.")
     parser.add_argument("socket")
     parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args()
-    for n, steps in enumerate(CONVERSATIONS):
-        print(f"== connection {{n}}")
-        replay(args.socket, steps, args.timeout)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(args.socket)
-        print("== the server still accepts connections")
+        for n, steps in enumerate(CONVERSATIONS):
+            print(f"== connection {{n}}")
+            replay(args.socket, steps, args.timeout)
+    except Differs as e:
+        print(f"== not reproduced: {{e}}")
+        return 0
     except OSError as e:
-        print(f"== the server no longer accepts connections: {{e}}")
-        return 1
-    finally:
-        probe.close()
-    return 0
+        print(f"== not reproduced: {{type(e).__name__}}: {{e}}")
+        return 0
+    print("== reproduced: the server answered as in the failing run")
+    return 1
 
 
 if __name__ == "__main__":
