@@ -182,6 +182,29 @@ def test_a_malformed_error_reply_is_shrunk_and_reproduced(server, tmp_path):
     assert "== reproduced" in out.stdout
 
 
+def test_distinct_failures_of_one_run_are_each_reported(tmp_path):
+    """Two bugs (a DMA_MAP reply with a payload; error replies with one), each met by an
+    example of the run: the final error reports both, each with its reproducer."""
+    command = server_command("error-reply-payload") + ["--fault", "dma-map-reply-payload"]
+    manager = TargetManager.standalone(command, base_dir=str(tmp_path))
+    try:
+        f = _fuzzer(manager.acquire(""), tmp_path)
+        dma_map = encode(1, Command.DMA_MAP, DmaMap(32, 3, 0, 0x1_0000_0000, 0x1000).pack())
+        no_region = encode(2, Command.REGION_READ, RegionRead(0, 0xFFFF, 4).pack())
+        raised = []
+        for raw in (dma_map, no_region):
+            with pytest.raises(FuzzFailure) as info:
+                f.example(f.transmit, _tx(raw))
+            raised.append(info.value)
+        text = str(f.final_error(raised[0]))  # Hypothesis ends on the example it shrank
+    finally:
+        manager.stop_all()
+    assert "does not decode" in text.splitlines()[0], text[:2000]
+    assert "Another failure this run found (2 of 2; not shrunk)" in text, text[:2000]
+    assert "must only include the reply header" in text, text[:2000]
+    assert f.reproducer_path().exists() and f.reproducer_path(2).exists()
+
+
 @pytest.mark.parametrize("server", ["dispatch-table-wrong"], indirect=True)
 def test_a_crash_stops_the_run_and_is_reported_as_found(server, tmp_path):
     f = _fuzzer(server, tmp_path)

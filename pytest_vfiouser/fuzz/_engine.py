@@ -398,6 +398,9 @@ class Fuzzer:
         self._probe_id = 0xF000
         self.fatal: _Record | None = None
         self.failure: _Record | None = None
+        # Failures of another kind met on the way (while Hypothesis shrank the first),
+        # the smallest example of each: a property may find several bugs in one run.
+        self.others: dict[str, _Record] = {}
         self.examples = 0
         self.messages = 0
         self.restarts = 0
@@ -555,7 +558,11 @@ class Fuzzer:
         if rec.fatal:
             self.fatal = rec
         else:
-            self.failure = rec
+            kind = _kind(e)
+            if self.failure is None or _kind(self.failure.error) == kind:
+                self.failure = rec
+            elif kind not in self.others or len(text) < len(self.others[kind].description):
+                self.others[kind] = rec
             self.drop()  # start the next example on a clean connection
 
     # -- sending an example and checking the answers
@@ -618,16 +625,18 @@ class Fuzzer:
         except ConnectionClosed:
             return self._drain(client, frames, "closed")
         except Timeout as e:
-            if self._unread_answers_fit(client, frames):
-                # It answered and waits for us to read: our stall, not the server's.
-                event("skipped: the server's answers filled the socket while we wrote")
-                self.drop()
-                return "skipped"
-            raise Hang(
-                f"the server stopped reading: a write of the example did not go "
-                f"out within {self.timeout:g} s"
-            ) from e
-        return self._collect(client, frames, probe)
+            stalled = e  # judged below, outside this handler: a wrong answer is no hang
+        else:
+            return self._collect(client, frames, probe)
+        if self._unread_answers_fit(client, frames):
+            # It answered and waits for us to read: our stall, not the server's.
+            event("skipped: the server's answers filled the socket while we wrote")
+            self.drop()
+            return "skipped"
+        raise Hang(
+            f"the server stopped reading: a write of the example did not go "
+            f"out within {self.timeout:g} s"
+        ) from stalled
 
     def _unread_answers_fit(self, client: Client, frames: list[Frame]) -> bool:
         """After a write that did not go out: read what the server sent meanwhile (it may
@@ -1011,9 +1020,22 @@ class Fuzzer:
 
     # -- reporting
 
-    def reproducer_path(self) -> Path:
+    def reproducer_path(self, n: int = 1) -> Path:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.case_id).strip("-") or "fuzz"
-        return self.repro_dir / f"{name}.py"
+        return self.repro_dir / (f"{name}.py" if n == 1 else f"{name}-{n}.py")
+
+    def _write_reproducer(self, path: Path, rec: _Record):
+        """Write ``rec``'s reproducer at ``path``: the path, an error text, or None."""
+        if not rec.conversations:
+            return None
+        try:
+            return write_reproducer(
+                path,
+                rec.conversations,
+                f"{self.case_id}: {_first_line(rec.error)}\n\nThe example:\n{rec.description}",
+            )
+        except OSError as err:
+            return f"(not written: {err})"
 
     def final_error(self, e: BaseException) -> BaseException:
         """The exception a failed run ends with: the recorded failure with the example,
@@ -1021,16 +1043,12 @@ class Fuzzer:
         rec = self.fatal or self.failure
         if rec is None:
             return e
-        path = None
-        if rec.conversations:
-            try:
-                path = write_reproducer(
-                    self.reproducer_path(),
-                    rec.conversations,
-                    f"{self.case_id}: {_first_line(rec.error)}\n\nThe example:\n{rec.description}",
-                )
-            except OSError as err:
-                path = f"(not written: {err})"
+        others = dict(self.others)
+        if not rec.fatal and _kind(e) in others and not _same_failure(rec.error, e):
+            # Hypothesis ended on the other kind: that one is the shrunk example.
+            others[_kind(rec.error)] = rec
+            rec = others.pop(_kind(e))
+        path = self._write_reproducer(self.reproducer_path(), rec)
         how = (
             "as found: a crash or a hang is not shrunk, each attempt would need a new "
             "server process or a timeout"
@@ -1052,6 +1070,16 @@ class Fuzzer:
                 "Hypothesis' listing of the steps:",
                 listing if len(listing) < 4000 else listing[:4000] + "\n...",
             ]
+        for n, other in enumerate(others.values(), 2):
+            where = self._write_reproducer(self.reproducer_path(n), other)
+            text += [
+                "",
+                f"Another failure this run found ({n} of {len(others) + 1}; not shrunk):",
+                _exc_text(other.error).splitlines()[0],
+                other.description,
+            ]
+            if where is not None:
+                text.append(f"Its reproducer: {where}")
         if rec.log_text:
             text += ["", "Its wire log (decoded messages and raw bytes):", rec.log_text]
         if path is not None:
@@ -1082,6 +1110,14 @@ def _describe(value) -> str:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def _kind(e: BaseException) -> str:
+    """What failed, without the example's particulars: the rule a failure message ends
+    with (after its last ": "), else its first line with the numbers left out."""
+    line = _first_line(e)
+    rule = line.rsplit(": ", 1)[-1] if ": " in line else re.sub(r"0x[0-9a-f]+|\d+", "N", line)
+    return f"{type(e).__name__}: {rule}"
 
 
 def _exc_text(e: BaseException) -> str:
