@@ -250,7 +250,8 @@ def test_count_above_max(vfu_client, vfu_connect, vfu_observe, vfu_device, op):
         )
         command, payload = Command.REGION_READ, RegionRead(offset, index, count)
     else:
-        index, offset, length = first_scratch(vfu_device)
+        first_scratch(vfu_device)  # skips if there is none
+        index, offset, length = max(vfu_device.scratch_ranges(), key=lambda r: r[2])
         _need(
             length >= count,
             f"cannot judge: the scratch range [{offset:#x}, +{length:#x}) of region {index} "
