@@ -49,7 +49,7 @@ __all__ = [
 # Features the suite can only exercise through a hook.
 FEATURE_HOOKS = {"irq_trigger": "vfu_trigger_irq", "dma_engine": "vfu_trigger_dma"}
 DISCOVERABLE = frozenset(
-    {"mmap", "sparse_mmap", "reset", "migration_v1", "write_multiple", "twin_socket"}
+    {"mmap", "sparse_mmap", "reset", "migration_v1", "write_multiple", "twin_socket", "io_fds"}
 )
 _MAX_REGION_INFO = 1 << 16
 
@@ -69,6 +69,7 @@ class DeviceModel:
     irqs: dict[int, IrqInfo] = field(default_factory=dict)
     version: Version | None = None  # the server's VERSION reply
     errors: dict[str, str] = field(default_factory=dict)  # "region 8" -> what went wrong
+    io_fds: dict[int, int] = field(default_factory=dict)  # region -> sub-regions it reports
     hooks: frozenset[str] = frozenset()  # hook names some plugin implements
 
     # -- what the server said
@@ -192,6 +193,8 @@ def _discovered(name: str, m: DeviceModel) -> bool:
         )
     if name == "reset":
         return bool(m.flags & DeviceFlags.RESET)
+    if name == "io_fds":  # the server answers GET_REGION_IO_FDS (even with no sub-region)
+        return bool(m.io_fds)
     if name == "write_multiple":
         return bool(m.capabilities.write_multiple)
     if name == "twin_socket":
@@ -226,6 +229,16 @@ def discover(client, *, spec: str, profile: Profile, hooks: Iterable[str] = ()) 
             model.regions[index] = body
         except (ErrorReply, MalformedReply) as e:
             model.errors[f"region {index}"] = str(e)
+            continue
+        if body.size:  # whether the server answers for io fds (the command is optional)
+            reply = client.region_io_fds(index, 1 << 16)
+            reply.close_fds()
+            try:
+                if reply.ok:
+                    model.io_fds[index] = reply.body.count
+            except MalformedReply as e:  # the cases of region_io_fds will say what is wrong
+                model.errors[f"io fds of region {index}"] = str(e)
+                model.io_fds[index] = 1
     for index in range(min(info.num_irqs, 256)):
         try:
             model.irqs[index] = client.irq_info(index).check().body
