@@ -153,13 +153,14 @@ def run_all(
     timeout: float,
     cwd: Path | None = None,
     done: Callable[[Run, Outcome], None] | None = None,
+    grace: float = GRACE,
 ) -> dict[Run, Outcome]:
     """Every run, ``jobs`` at a time; ``done`` is called as each one ends."""
 
     def one(run: Run) -> Outcome:
         for stale in (run.json, run.unfinished):  # an earlier run's must not pass for this one's
             stale.unlink(missing_ok=True)
-        outcome = run_one(run.argv, run.log, timeout, cwd)
+        outcome = run_one(run.argv, run.log, timeout, cwd, grace)
         if not outcome.finished and run.json.exists():
             run.json.replace(run.unfinished)
         if done is not None:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from pytest_vfiouser.report import ReportError
 from pytest_vfiouser.report import load as load_report
@@ -43,11 +44,11 @@ class Options:
     expectations: Path = _implementations.HERE / "expectations"
     readme: Path = REPO / "README.md"
     implementations: Path = _implementations.IMPLEMENTATIONS
-    out: object = field(default=sys.stdout, repr=False)
+    out: TextIO | None = field(default=None, repr=False)  # None: sys.stdout
 
 
 def _say(options: Options, text: str = "") -> None:
-    print(text, file=options.out, flush=True)
+    print(text, file=options.out or sys.stdout, flush=True)
 
 
 def main(options: Options) -> int:
@@ -157,8 +158,8 @@ def _write_expectations(options, impl, expected, reports, catalogue):
     entries = _expectations.update(expected, reports, catalogue.revisions)
     where = f"libvfio-user's {impl.binary} (snapshot {impl.snapshot})"
     header = [
-        f"Expected findings of the conformance suite against {impl.name}: "
-        + (
+        f"Expected findings of the conformance suite against {impl.name}:",
+        (
             "the embedded reference server, the clean run: no finding."
             if impl.is_reference
             else where + "."
