@@ -25,6 +25,7 @@ class Implementation:
     binary: str | None = None
     command: str | None = None  # "{binary} {socket}"
     options: tuple[str, ...] = ()
+    revisions: tuple[str, ...] | None = None  # None: every revision of the catalogue
 
     @property
     def is_reference(self) -> bool:
@@ -43,6 +44,10 @@ class Catalogue:
     revisions: tuple[str, ...]
     implementations: tuple[Implementation, ...]
 
+    def revisions_of(self, impl: Implementation) -> tuple[str, ...]:
+        """The spec revisions ``impl`` runs at, in the catalogue's order."""
+        return tuple(r for r in self.revisions if impl.revisions is None or r in impl.revisions)
+
     def named(self, name: str) -> Implementation:
         for impl in self.implementations:
             if impl.name == name:
@@ -54,7 +59,7 @@ class CatalogueError(ValueError):
     """implementations.toml says something this module cannot use."""
 
 
-_KEYS = {"name", "about", "snapshot", "binary", "command", "options"}
+_KEYS = {"name", "about", "snapshot", "binary", "command", "options", "revisions"}
 
 
 def load(path: Path = IMPLEMENTATIONS) -> Catalogue:
@@ -77,7 +82,10 @@ def load(path: Path = IMPLEMENTATIONS) -> Catalogue:
             binary=entry.get("binary"),
             command=entry.get("command"),
             options=tuple(entry.get("options") or ()),
+            revisions=tuple(entry["revisions"]) if "revisions" in entry else None,
         )
+        if impl.revisions is not None and not set(impl.revisions) <= set(revisions):
+            raise CatalogueError(f"{path}: {impl.name}: revisions not among {list(revisions)}")
         if impl.snapshot is not None and not (impl.binary and impl.command):
             raise CatalogueError(f"{path}: {impl.name}: a snapshot needs a binary and a command")
         if impl.command is not None and "{socket}" not in impl.command:

@@ -59,7 +59,12 @@ def main(options: Options) -> int:
         _say(options, f"interop: error: not in {options.implementations.name}: {unknown}")
         return EXIT_USAGE
     impls = [i for i in catalogue.implementations if not options.only or i.name in options.only]
-    revisions = [r for r in catalogue.revisions if not options.revisions or r in options.revisions]
+    revisions = {
+        i.name: [
+            r for r in catalogue.revisions_of(i) if not options.revisions or r in options.revisions
+        ]
+        for i in impls
+    }
     outcomes: dict[tuple[str, str], _run.Outcome] = {}
     if not options.check_only:
         source = _build.find_source(options.source, REPO)
@@ -85,7 +90,7 @@ def _run_all(options, source, impls, revisions, outcomes) -> int | None:
     runs = []
     for impl in impls:
         server = None if impl.is_reference else impl.server_command(samples[impl.snapshot])
-        for revision in revisions:
+        for revision in revisions[impl.name]:
             runs.append(_run.plan(impl.name, revision, server, impl.options, options.reports))
     _say(options, f"interop: {len(runs)} runs, {options.jobs} at a time, in {options.reports}")
 
@@ -126,7 +131,7 @@ def _conclude(options, catalogue, impls, revisions, outcomes) -> int:
     for impl in impls:
         path = options.expectations / f"{impl.name}.toml"
         expected = _expectations.load(path, catalogue.revisions)
-        runs = {r: _run.plan(impl.name, r, None, (), options.reports) for r in revisions}
+        runs = {r: _run.plan(impl.name, r, None, (), options.reports) for r in revisions[impl.name]}
         reports, missing = {}, {}
         for revision, run in runs.items():
             outcome = outcomes.get((impl.name, revision))
@@ -142,7 +147,7 @@ def _conclude(options, catalogue, impls, revisions, outcomes) -> int:
         problems += expected.errors
         if impl.is_reference and expected.entries:
             problems.append(f"{path}: the reference server is the clean run: it has no finding")
-        for revision in revisions:
+        for revision in revisions[impl.name]:
             if revision in missing:
                 run = f"{impl.name} at {revision}"
                 differences.append(Difference(run, "no result", missing[revision]))
@@ -184,7 +189,7 @@ def _rows(options, catalogue) -> list[_matrix.Row]:
         except ValueError:
             link = path.as_posix()
         label = f"[{impl.name}]({link})"
-        for revision in catalogue.revisions:
+        for revision in catalogue.revisions_of(impl):
             cases, _ = _cases(_run.plan(impl.name, revision, None, (), options.reports))
             rows.append(_matrix.Row(label, revision, cases))
     return rows
@@ -216,7 +221,7 @@ def _readme(options, catalogue) -> list[str]:
 def _matrix_html(options, catalogue) -> None:
     runs = []
     for impl in catalogue.implementations:
-        for revision in catalogue.revisions:
+        for revision in catalogue.revisions_of(impl):
             run = _run.plan(impl.name, revision, None, (), options.reports)
             if run.json.exists() and not run.unfinished.exists():
                 runs.append((impl.name, revision, run.json))
