@@ -6,8 +6,9 @@ process and the device; fuzzing; the reports; the pytest plugin; the
 command line. The reference server stands beside them and imports only the
 codec and the socket helpers; its fault overlay (reference_server_faults)
 stands on it, and adds the verdict vocabulary. Nothing imports the overlay, and
-the reference server holds no fault switch. A package's implementation modules (``_name``)
-and private names are its own: other packages import its public namespace.
+the reference server holds no fault switch. The interop tier (``interop/``) reads reports
+and verdicts and runs the suite as a command. A package's implementation modules
+(``_name``) and private names are its own: other packages import its public namespace.
 """
 
 from __future__ import annotations
@@ -59,10 +60,14 @@ CASES_ALLOWED = frozenset(
 # The fault overlay: the reference server (any of it) and these packages of the suite.
 OVERLAY = "reference_server_faults"
 OVERLAY_ALLOWED = frozenset({"protocol", "_unix", "verdict"})
+# The interop tier: the reports it reads and the verdicts; the suite runs as a command.
+INTEROP = "interop"
+INTEROP_ALLOWED = frozenset({"report", "verdict"})
 OUTSIDE = {
     "reference_server": REFERENCE_SERVER_ALLOWED,
     OVERLAY: OVERLAY_ALLOWED,
     "conformance": CASES_ALLOWED,
+    INTEROP: INTEROP_ALLOWED,
 }
 
 
@@ -72,6 +77,7 @@ def _modules() -> list[Path]:
         *sorted((ROOT / "reference_server").rglob("*.py")),
         *sorted((ROOT / OVERLAY).rglob("*.py")),
         *sorted((ROOT / "conformance").rglob("*.py")),
+        *sorted((ROOT / INTEROP).rglob("*.py")),
     ]
 
 
@@ -213,6 +219,31 @@ def test_the_reference_server_imports_only_the_codec_and_socket_helpers():
 def test_the_fault_overlay_is_imported_by_nothing_and_imports_below_it(where, text, complaint):
     found = _violations(ROOT / where, text)
     assert any(complaint in v for v in found), found
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("from pytest_vfiouser.plugin import get_state", "against the layers"),
+        ("from pytest_vfiouser.cli import main", "against the layers"),
+        ("from pytest_vfiouser.report._compare import load", "implementation module"),
+        ("from pytest_vfiouser.verdict import _private", "private names"),
+        ("from reference_server import registers", "started by name"),
+    ],
+)
+def test_interop_reads_reports_and_verdicts_only(text, complaint):
+    found = _violations(ROOT / INTEROP / "_probe.py", text)
+    assert any(complaint in v for v in found), found
+
+
+def test_interop_may_import_the_reports_and_verdicts():
+    found = _violations(
+        ROOT / INTEROP / "_probe.py",
+        "from pytest_vfiouser.report import ReportError, load\n"
+        "from pytest_vfiouser.verdict import Verdict, in_report_order\n"
+        "from . import _build",
+    )
+    assert not found, found
 
 
 def test_the_fault_overlay_may_import_the_server_codec_sockets_and_verdicts():

@@ -1,0 +1,97 @@
+"""The implementations under test and the spec revisions, as implementations.toml declares them."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+__all__ = ["HERE", "IMPLEMENTATIONS", "Catalogue", "CatalogueError", "Implementation", "load"]
+
+HERE = Path(__file__).resolve().parent
+IMPLEMENTATIONS = HERE / "implementations.toml"
+
+
+@dataclass(frozen=True)
+class Implementation:
+    name: str
+    about: str = ""
+    snapshot: str | None = None  # None: the embedded reference server
+    binary: str | None = None
+    command: str | None = None  # "{binary} {socket}"
+    options: tuple[str, ...] = ()
+    revisions: tuple[str, ...] | None = None  # None: every revision of the catalogue
+
+    @property
+    def is_reference(self) -> bool:
+        """The embedded reference server: the clean run, no --vfu-server."""
+        return self.snapshot is None
+
+    def server_command(self, samples: Path) -> str:
+        """The --vfu-server command: the template with {binary} the sample in ``samples``
+        ({socket} is left for the suite)."""
+        assert self.command and self.binary, self.name
+        return self.command.replace("{binary}", shlex.quote(str(samples / self.binary)))
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    revisions: tuple[str, ...]
+    implementations: tuple[Implementation, ...]
+
+    def revisions_of(self, impl: Implementation) -> tuple[str, ...]:
+        """The spec revisions ``impl`` runs at, in the catalogue's order."""
+        return tuple(r for r in self.revisions if impl.revisions is None or r in impl.revisions)
+
+    def named(self, name: str) -> Implementation:
+        for impl in self.implementations:
+            if impl.name == name:
+                return impl
+        raise KeyError(name)
+
+
+class CatalogueError(ValueError):
+    """implementations.toml says something this module cannot use."""
+
+
+_KEYS = {"name", "about", "snapshot", "binary", "command", "options", "revisions"}
+
+
+def load(path: Path = IMPLEMENTATIONS) -> Catalogue:
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    revisions = tuple(data.get("revisions") or ())
+    if not revisions:
+        raise CatalogueError(f"{path}: no revisions")
+    impls = []
+    for n, entry in enumerate(data.get("implementation") or ()):
+        unknown = set(entry) - _KEYS
+        if unknown or "name" not in entry:
+            raise CatalogueError(
+                f"{path}: implementation #{n + 1}: needs a name; unknown keys {sorted(unknown)}"
+            )
+        impl = Implementation(
+            name=entry["name"],
+            about=entry.get("about", ""),
+            snapshot=entry.get("snapshot"),
+            binary=entry.get("binary"),
+            command=entry.get("command"),
+            options=tuple(entry.get("options") or ()),
+            revisions=tuple(entry["revisions"]) if "revisions" in entry else None,
+        )
+        if impl.revisions is not None and not set(impl.revisions) <= set(revisions):
+            raise CatalogueError(f"{path}: {impl.name}: revisions not among {list(revisions)}")
+        if impl.snapshot is not None and not (impl.binary and impl.command):
+            raise CatalogueError(f"{path}: {impl.name}: a snapshot needs a binary and a command")
+        if impl.command is not None and "{socket}" not in impl.command:
+            raise CatalogueError(f"{path}: {impl.name}: the command has no {{socket}}")
+        impls.append(impl)
+    names = [i.name for i in impls]
+    if len(set(names)) != len(names):
+        raise CatalogueError(f"{path}: an implementation name is declared twice")
+    return Catalogue(revisions, tuple(impls))

@@ -1,0 +1,525 @@
+"""The interop tier (interop/): the expectation check, --update, the README matrix, the
+skip without sources and the run timeout, on real files and synthetic JSON reports
+shaped like the suite's (schema_version 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # interop/ is not installed: it runs from the checkout
+    sys.path.insert(0, str(REPO))
+
+from interop import _expectations, _matrix, _run, _tier  # noqa: E402
+from interop import _implementations as implementations  # noqa: E402
+from interop.__main__ import main  # noqa: E402
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+REQUIREMENT = (
+    "An overlapping DMA_MAP is refused with EEXIST.\n"
+    'Spec (VFIO_USER_DMA_MAP): "a command to map over an existing region must be failed by '
+    'the server with EEXIST set in error field" (and more words)'
+)
+
+
+def case(case_id: str, verdict: str, message: str = "", requirement: str = REQUIREMENT) -> dict:
+    """One case of a JSON report, with the fields a real report has."""
+    section, _, rest = case_id.partition("/")
+    return {
+        "id": case_id,
+        "case_id": case_id.split("[")[0],
+        "nodeid": f"conformance/test_{section}.py::test_{rest}",
+        "anchor": case_id,
+        "section": section,
+        "level": "MUST",
+        "revision": "0.9.1",
+        "revisions": [],
+        "verdict": verdict,
+        "duration": 0.004,
+        "message": message,
+        "requirement": requirement,
+        "observations": [],
+        "resources": {},
+        "artifacts": {},
+    }
+
+
+def write_report(path: Path, spec: str, cases: list[dict], html: str | None = None) -> Path:
+    """A JSON report as --vfu-json writes it."""
+    counts: dict[str, int] = {}
+    sections: dict[str, dict[str, int]] = {}
+    for c in cases:
+        c["revision"] = spec
+        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+        by = sections.setdefault(c["section"], {})
+        by[c["verdict"]] = by.get(c["verdict"], 0) + 1
+    data = {
+        "schema_version": 1,
+        "format": "pytest-vfiouser/1",
+        "run": {
+            "suite_version": "0.1.0",
+            "started": "2026-12-02T18:04:45+00:00",
+            "duration": 1.0,
+            "spec": spec,
+            "strict": False,
+            "restart": "per-module",
+            "timeout": 5.0,
+            "sections": [],
+            "profile": {"name": "none", "path": None},
+            "target": {
+                "description": "/build/samples/null {socket}",
+                "command": "/build/samples/null /tmp/vfu.sock",
+                "command_template": "/build/samples/null {socket}",
+                "socket": None,
+                "starts": 1,
+                "sigterm": {"honoured": 1, "killed": 0},
+                "persistence_note": None,
+                "notes": [],
+            },
+            "negotiated": {"major": 0, "minor": 0, "capabilities": {"max_msg_fds": 8}},
+            "counts": counts,
+            "failed": any(v in ("FAIL", "CRASH", "HANG", "ERROR") for v in counts),
+            "reports": {"html": html or path.with_suffix(".html").name, "junit": None},
+        },
+        "summary": {"cases": len(cases), "verdicts": counts, "sections": sections},
+        "cases": cases,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return path
+
+
+ENTRY = """
+[[finding]]
+case = "{case}"
+revisions = {revisions}
+verdict = "{verdict}"
+spec = "{spec}"
+did = "{did}"
+"""
+
+
+def expectations(path: Path, *entries: dict) -> Path:
+    defaults = {"revisions": '["0.9.1"]', "verdict": "FAIL", "spec": "the sentence", "did": "it"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(ENTRY.format(**{**defaults, **e}) for e in entries))
+    return path
+
+
+def cases_of(*cases: dict) -> dict[str, dict]:
+    return {c["id"]: c for c in cases}
+
+
+def kinds(differences) -> dict[str, str]:
+    return {d.case: d.kind for d in differences}
+
+
+# -- the check
+
+
+def test_a_run_that_matches_has_no_difference(tmp_path):
+    exp = _expectations.load(
+        expectations(tmp_path / "x.toml", {"case": "dma/overlap"}), ("0.9.1", "0.9.2")
+    )
+    run = cases_of(case("dma/overlap", "FAIL"), case("dma/map", "PASS"))
+    assert not exp.errors
+    assert _expectations.check("x", "0.9.1", run, exp) == []
+    assert _expectations.check("x", "0.9.2", run, exp)[0].kind == "new finding"  # not at 0.9.2
+
+
+def test_the_check_finds_new_and_lost_findings_changed_verdicts_and_errors(tmp_path):
+    exp = _expectations.load(
+        expectations(
+            tmp_path / "x.toml",
+            {"case": "dma/lost"},
+            {"case": "dma/absent", "verdict": "HANG"},
+            {"case": "dma/changed", "verdict": "FAIL"},
+            {"case": "dma/same", "verdict": "NON-STRICT"},
+        ),
+        ("0.9.1",),
+    )
+    run = cases_of(
+        case("dma/new", "CRASH", "the server was killed by signal 11\nmore"),
+        case("dma/lost", "PASS"),
+        case("dma/changed", "NON-STRICT", "a SHOULD"),
+        case("dma/same", "NON-STRICT"),
+        case("dma/broken", "ERROR", "TypeError: the suite's own"),
+        case("dma/fine", "INFORMATIONAL"),
+    )
+    found = _expectations.check("x", "0.9.1", run, exp)
+    assert kinds(found) == {
+        "dma/new": "new finding",
+        "dma/lost": "finding gone",
+        "dma/absent": "finding gone",
+        "dma/changed": "verdict changed",
+        "dma/broken": "ERROR (a defect of the suite)",
+    }
+    text = "\n".join(line for d in found for line in d.lines())
+    assert "the server was killed by signal 11" in text  # the case's message is shown
+    assert "expected FAIL, now NON-STRICT" in text
+    assert "expected FAIL, now PASS" in text
+
+
+@pytest.mark.parametrize(
+    ("entry", "complaint"),
+    [
+        ({"spec": ""}, "no spec"),
+        ({"did": "  "}, "no did"),
+        ({"verdict": "ERROR"}, "ERROR is never expected"),
+        ({"verdict": "PASS"}, "not a finding"),
+        ({"revisions": '["0.9.9"]'}, "unknown revision"),
+    ],
+)
+def test_an_expectation_must_quote_its_spec_and_say_what_the_server_did(tmp_path, entry, complaint):
+    exp = _expectations.load(
+        expectations(tmp_path / "x.toml", {"case": "dma/a", **entry}), ("0.9.1",)
+    )
+    assert len(exp.errors) == 1 and complaint in exp.errors[0], exp.errors
+    assert exp.errors[0].startswith(f"{tmp_path / 'x.toml'}:2:")  # the line of its table
+
+
+def test_a_case_expected_twice_at_a_revision_is_an_error(tmp_path):
+    exp = _expectations.load(
+        expectations(tmp_path / "x.toml", {"case": "dma/a"}, {"case": "dma/a"}), ("0.9.1",)
+    )
+    assert any("expected twice" in e for e in exp.errors)
+
+
+# -- --update
+
+
+def test_spec_quote_and_did_are_read_from_the_report():
+    assert _expectations.spec_quote(REQUIREMENT).startswith("a command to map over")
+    assert _expectations.spec_quote("No spec here.") == ""
+    assert _expectations.spec_quote("x\nSpec: silent on this; robustness.") == (
+        "silent on this; robustness."
+    )
+    message = "AssertionError: refused with errno 22 (EINVAL):\n  more"
+    assert _expectations.did_of(message) == "refused with errno 22 (EINVAL)"
+
+
+def test_update_keeps_reviewed_text_prefills_new_entries_and_drops_lost_ones(tmp_path):
+    path = expectations(
+        tmp_path / "x.toml",
+        {"case": "dma/kept", "revisions": '["0.9.1", "0.9.2"]', "spec": "quoted", "did": "did"},
+        {"case": "dma/lost", "spec": "gone", "did": "gone"},
+        {"case": "dma/other-revision", "revisions": '["0.9.2"]'},
+    )
+    old = _expectations.load(path, ("0.9.1", "0.9.2"))
+    reports = {
+        "0.9.1": cases_of(
+            case("dma/kept", "FAIL"),
+            case("dma/lost", "PASS"),
+            case("dma/new", "NON-STRICT", "AssertionError: accepted it\nthe wire"),
+        )
+    }  # no report at 0.9.2: its entries stay
+    entries = _expectations.update(old, reports, ("0.9.1", "0.9.2"))
+    text = _expectations.render(entries, ["a header"])
+    path.write_text(text)
+    data = tomllib.loads(text)["finding"]
+    assert [f["case"] for f in data] == ["dma/kept", "dma/new", "dma/other-revision"]
+    kept, new, other = data
+    assert kept == {
+        "case": "dma/kept",
+        "revisions": ["0.9.1", "0.9.2"],
+        "verdict": "FAIL",
+        "spec": "quoted",
+        "did": "did",
+    }
+    assert new["spec"].startswith("a command to map over an existing region")
+    assert new["did"] == "accepted it" and new["verdict"] == "NON-STRICT"
+    assert other["revisions"] == ["0.9.2"]
+    lines = text.splitlines()
+    assert lines[0] == "# a header"
+    assert sum(_expectations.TODO in line for line in lines) == 2  # the new entry's spec, did
+    again = _expectations.load(path, ("0.9.1", "0.9.2"))
+    assert not again.errors and [e.case for e in again.todo] == ["dma/new"]
+    # Stable: a second update from the same reports writes the same text.
+    assert (
+        _expectations.render(_expectations.update(again, reports, ("0.9.1", "0.9.2")), ["a header"])
+        == text
+    )
+
+
+def test_strings_are_written_as_toml_reads_them():
+    odd = 'quote " backslash \\ tab \t newline \n del \x7f bell \x07 ü'
+    entry = _expectations.Entry("a/b[x]", ("0.9.1",), "FAIL", odd, odd)
+    data = tomllib.loads(_expectations.render([entry], []))
+    assert data["finding"][0]["spec"] == odd
+
+
+# -- the tier end to end (--check-only) on a small catalogue
+
+
+@pytest.fixture
+def tier(tmp_path):
+    """A catalogue (the reference server and one sample), its expectations, reports and
+    README in tmp_path; ``run(*args)`` is python -m interop --check-only with them."""
+    catalogue = tmp_path / "implementations.toml"
+    catalogue.write_text(
+        textwrap.dedent(
+            """\
+            revisions = ["0.9.1", "0.9.2"]
+            [[implementation]]
+            name = "reference"
+            [[implementation]]
+            name = "null"
+            snapshot = "efd091b"
+            binary = "null"
+            command = "{binary} {socket}"
+            """
+        )
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{_matrix.BEGIN}\n{_matrix.END}\n\nafter\n")
+    exp = tmp_path / "expectations"
+    reports = tmp_path / "reports"
+    for rev in ("0.9.1", "0.9.2"):
+        write_report(
+            reports / f"reference-{rev}.json",
+            rev,
+            [
+                case("dma/a", "PASS"),
+                case("dma/b", "INFORMATIONAL"),
+                case("reset/x", "UNIMPLEMENTED"),
+            ],
+        )
+        write_report(
+            reports / f"null-{rev}.json",
+            rev,
+            [case("dma/a", "FAIL", "refused with EINVAL"), case("dma/b", "PASS")]
+            + [case("reset/x", "UNIMPLEMENTED")],
+        )
+    expectations(exp / "null.toml", {"case": "dma/a", "revisions": '["0.9.1", "0.9.2"]'})
+    (exp / "reference.toml").write_text("# the clean run\n")
+    options = _tier.Options(
+        check_only=True, implementations=catalogue, expectations=exp, reports=reports, readme=readme
+    )
+
+    def run(**changes) -> tuple[int, str]:
+        out = io.StringIO()
+        status = _tier.main(dataclasses.replace(options, out=out, **changes))
+        return status, out.getvalue()
+
+    run.readme, run.exp, run.reports, run.options = readme, exp, reports, options
+    return run
+
+
+def test_check_only_writes_the_readme_matrix_and_then_passes(tier):
+    status, out = tier()
+    assert status == 1 and "the interop matrix is stale" in out, out  # the README is empty
+    assert "reference at" not in out and "null at" not in out  # the runs match
+    # A run (not --check-only) rewrites the README; here without running: the same code path.
+    problems = _tier._readme(
+        dataclasses.replace(tier.options, check_only=False, out=io.StringIO()),
+        implementations.load(tier.options.implementations),
+    )
+    assert problems == []
+    text = tier.readme.read_text()
+    assert text.startswith("# x\n\n<!-- interop-matrix:begin -->") and text.endswith("after\n")
+    assert "| [null](expectations/null.toml) | 1 FAIL | – |" in text
+    assert "| [reference](expectations/reference.toml) | ✓ | – |" in text
+    status, out = tier()
+    assert status == 0 and "every run matches" in out, out
+    assert (tier.reports / "matrix.html").exists()
+    assert "null (0.9.1)" in (tier.reports / "matrix.txt").read_text()
+
+
+def test_a_stale_readme_and_a_changed_run_fail_the_check(tier):
+    test_check_only_writes_the_readme_matrix_and_then_passes(tier)
+    write_report(
+        tier.reports / "null-0.9.2.json",
+        "0.9.2",
+        [case("dma/a", "PASS"), case("dma/b", "HANG", "no reply in 5 s"), case("reset/x", "ERROR")],
+    )
+    status, out = tier()
+    assert status == 1
+    assert "the interop matrix is stale" in out
+    assert "null at 0.9.2: 3 difference(s)" in out
+    assert "finding gone: dma/a (expected FAIL, now PASS)" in out
+    assert "new finding: dma/b (HANG)" in out and "no reply in 5 s" in out
+    assert "ERROR (a defect of the suite): reset/x" in out
+
+
+def test_the_reference_server_has_no_finding(tier):
+    expectations(tier.exp / "reference.toml", {"case": "dma/a"})
+    status, out = tier(only=["reference"])
+    assert status == 1 and "the reference server is the clean run" in out
+
+
+def test_a_missing_report_is_a_difference(tier):
+    (tier.reports / "null-0.9.1.json").unlink()
+    status, out = tier(only=["null"], revisions=["0.9.1"])
+    assert status == 1 and "null at 0.9.1: 1 difference(s)" in out and "no such file" in out
+
+
+def test_update_from_check_only_writes_the_expectation_files(tier):
+    (tier.exp / "null.toml").unlink()
+    status, out = tier(update=True)
+    assert "wrote" in out
+    data = tomllib.loads((tier.exp / "null.toml").read_text())
+    assert [(f["case"], f["revisions"], f["did"]) for f in data["finding"]] == [
+        ("dma/a", ["0.9.1", "0.9.2"], "refused with EINVAL")
+    ]
+    assert "finding" not in tomllib.loads((tier.exp / "reference.toml").read_text())
+    assert "2 expected findings still marked" not in out and "1 expected findings" in out
+
+
+def test_render_cells():
+    from collections import Counter  # noqa: PLC0415 (one test's helper)
+
+    assert _matrix.cell(Counter({"PASS": 3, "INFORMATIONAL": 1, "UNIMPLEMENTED": 2})) == "✓"
+    assert _matrix.cell(Counter({"UNIMPLEMENTED": 2})) == "–"
+    assert _matrix.cell(Counter({"PASS": 1, "NON-STRICT": 1, "FAIL": 3})) == "3 FAIL, 1 NON-STRICT"
+    assert _matrix.cell(Counter()) == ""
+    with pytest.raises(_matrix.ReadmeError):
+        _matrix.replace_block("no markers", "x")
+
+
+# -- no sources
+
+
+@pytest.mark.parametrize(("extra", "status"), [([], 0), (["--require"], 2)])
+def test_without_the_sources_the_tier_is_skipped(tmp_path, capsys, extra, status):
+    missing = tmp_path / "no-libvfio-user"
+    assert main(["--source", str(missing), *extra]) == status
+    out = capsys.readouterr().out
+    assert out.strip() == (
+        f"interop: skipped: no libvfio-user source at {missing}; "
+        "give --source or VFU_LIBVFIO_USER_SRC"
+    )
+
+
+def test_the_source_comes_from_the_option_the_environment_or_beside_the_repository(tmp_path):
+    repo = tmp_path / "repo"
+    env = {"VFU_LIBVFIO_USER_SRC": "/from/env"}
+    assert _tier._build.find_source("/given", repo, env) == Path("/given")
+    assert _tier._build.find_source(None, repo, env) == Path("/from/env")
+    assert _tier._build.find_source(None, repo, {}) == tmp_path / "shared/third_party/libvfio-user"
+
+
+def test_the_build_is_reused_when_the_binaries_exist(tmp_path):
+    samples = _tier._build.samples_dir(tmp_path, "efd091b")
+    samples.mkdir(parents=True)
+    (samples / "null").write_text("#!/bin/sh\n")
+    (samples / "null").chmod(0o755)
+    # No build.sh in the source: a build would fail.
+    assert _tier._build.build(tmp_path / "nosource", tmp_path, "efd091b", ["null"]) == samples
+    with pytest.raises(_tier._build.BuildError):
+        _tier._build.build(tmp_path / "nosource", tmp_path, "efd091b", ["null", "server"])
+
+
+def test_the_implementations_declare_the_samples():
+    catalogue = implementations.load()
+    assert catalogue.revisions == ("0.9.1", "0.9.2")
+    names = [i.name for i in catalogue.implementations]
+    assert names == ["reference", "gpio-pci-idio-16", "server", "null", "shadow_ioeventfd_server"]
+    assert catalogue.named("reference").is_reference
+    assert catalogue.revisions_of(catalogue.named("reference")) == ("0.9.1",)  # all it has
+    assert catalogue.revisions_of(catalogue.named("null")) == ("0.9.1", "0.9.2")
+    assert catalogue.named("server").snapshot == "7e7a0a6"
+    command = catalogue.named("null").server_command(Path("/b d/samples"))
+    assert command == "'/b d/samples/null' {socket}"
+    plan = _run.plan("null", "0.9.2", command, (), Path("/r"))
+    assert plan.argv[1:] == (
+        "-m",
+        "pytest_vfiouser.cli",
+        "-p",
+        "no:randomly",
+        "-q",
+        "--vfu-server",
+        command,
+        "--vfu-spec",
+        "0.9.2",
+        "--vfu-json",
+        "/r/null-0.9.2.json",
+        "--html",
+        "/r/null-0.9.2.html",
+        "--junitxml",
+        "/r/null-0.9.2.xml",
+    )
+
+
+# -- the run timeout
+
+
+def test_a_run_that_does_not_finish_is_killed(tmp_path):
+    """A run past its timeout is interrupted; one that ignores the interrupt is killed,
+    and with it what it left in its process group."""
+    pidfile = tmp_path / "grandchild.pid"
+    script = textwrap.dedent(
+        f"""\
+        import json, signal, subprocess, sys, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(pidfile)!r}, "w").write(str(child.pid))
+        open({str(tmp_path / "stuck-0.9.1.json")!r}, "w").write("{{}}")  # a partial report
+        print("started", flush=True)
+        time.sleep(60)
+        """
+    )
+    run = _run.Run("stuck", "0.9.1", (sys.executable, "-c", script), tmp_path)
+    started = time.monotonic()
+    seen = []
+    outcomes = _run.run_all([run], 1, 0.5, done=lambda r, o: seen.append(o), grace=0.5)
+    assert time.monotonic() - started < 8
+    outcome = outcomes[run]
+    assert outcome.finished is False and outcome.status is None and seen == [outcome]
+    assert "started" in run.log.read_text()
+    assert not run.json.exists() and run.unfinished.exists()  # the partial report moved
+    grandchild = int(pidfile.read_text())
+    for _ in range(50):
+        if not _alive(grandchild):
+            break
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, killed and not yet reaped by its new parent, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_a_run_that_finishes_has_its_status(tmp_path):
+    outcome = _run.run_one(
+        [sys.executable, "-c", "print('hi'); raise SystemExit(3)"], tmp_path / "x.log", 10
+    )
+    assert outcome == _run.Outcome(3, outcome.duration, True)
+    assert (tmp_path / "x.log").read_text() == "hi\n"
+
+
+def test_an_interrupted_run_ends_at_once(tmp_path):
+    outcome = _run.run_one(
+        [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "x.log", 0.5, grace=30
+    )
+    assert not outcome.finished and outcome.duration < 5  # SIGINT ended it; no need to kill
+
+
+def test_python_m_interop_help_runs_from_the_repository():
+    done = subprocess.run(
+        [sys.executable, "-m", "interop", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=30,
+    )
+    assert done.returncode == 0 and "--check-only" in done.stdout
