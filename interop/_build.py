@@ -4,12 +4,15 @@ The sources are a folder holding ``build.sh`` and the snapshots' tarballs
 (``../shared/third_party/libvfio-user`` beside the repository, else what
 ``--source`` or ``VFU_LIBVFIO_USER_SRC`` say). ``build.sh OUTDIR REV`` unpacks a
 snapshot into ``OUTDIR/libvfio-user-REV``, builds it and prints its samples
-folder; a snapshot whose binaries are already in the cache is not rebuilt.
+folder; a snapshot whose binaries are already in the cache is not rebuilt. A
+sample that needs configure options (``-Dshadow-ioeventfd=true``) gets a build
+folder of its own in the unpacked snapshot (``build-<options>``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,6 +21,7 @@ __all__ = [
     "ENV_SOURCE",
     "BuildError",
     "build",
+    "build_with",
     "find_source",
     "has_source",
     "samples_dir",
@@ -85,3 +89,33 @@ def build(source: Path, cache: Path, snapshot: str, binaries: Iterable[str]) -> 
     if missing:
         raise BuildError(f"{' '.join(command)}: no {', '.join(missing)} in {printed}")
     return printed
+
+
+def build_with(
+    source: Path, cache: Path, snapshot: str, binary: str, meson_options: Iterable[str]
+) -> Path:
+    """The samples folder of a build of ``snapshot`` configured with ``meson_options``,
+    holding ``binary``: build.sh unpacks (and builds) the snapshot, then meson configures
+    a folder of its own and ninja builds the one sample."""
+    meson_options = list(meson_options)
+    build(source, cache, snapshot, [binary])  # unpacks the tree (and builds it plain)
+    tree = cache / f"libvfio-user-{snapshot}"
+    name = "build-" + re.sub(r"[^A-Za-z0-9]+", "-", "-".join(meson_options)).strip("-")
+    folder = tree / name / "samples"
+    if _built(folder, [binary]):
+        return folder
+    setup = ["meson", "setup", *(["--wipe"] if (tree / name).exists() else []), name]
+    for command in ([*setup, *meson_options], ["ninja", "-C", name, f"samples/{binary}"]):
+        try:
+            done = subprocess.run(
+                command, cwd=tree, capture_output=True, text=True, timeout=BUILD_TIMEOUT
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BuildError(f"{' '.join(command)} (in {tree}): {exc}") from None
+        if done.returncode != 0:
+            lines = (done.stdout + done.stderr).splitlines()[-20:]
+            tail = "\n".join(f"    {line}" for line in lines)
+            raise BuildError(f"{' '.join(command)} (in {tree}): exit {done.returncode}\n{tail}")
+    if not _built(folder, [binary]):
+        raise BuildError(f"meson {' '.join(meson_options)}: no {binary} in {folder}")
+    return folder

@@ -26,6 +26,7 @@ class Implementation:
     command: str | None = None  # "{binary} {socket}"
     options: tuple[str, ...] = ()
     revisions: tuple[str, ...] | None = None  # None: every revision of the catalogue
+    meson_options: tuple[str, ...] = ()  # a build of its own with these (-Dname=value)
 
     @property
     def is_reference(self) -> bool:
@@ -59,7 +60,7 @@ class CatalogueError(ValueError):
     """implementations.toml says something this module cannot use."""
 
 
-_KEYS = {"name", "about", "snapshot", "binary", "command", "options", "revisions"}
+_KEYS = {"name", "about", "snapshot", "binary", "command", "options", "revisions", "meson_options"}
 
 
 def load(path: Path = IMPLEMENTATIONS) -> Catalogue:
@@ -83,6 +84,7 @@ def load(path: Path = IMPLEMENTATIONS) -> Catalogue:
             command=entry.get("command"),
             options=tuple(entry.get("options") or ()),
             revisions=tuple(entry["revisions"]) if "revisions" in entry else None,
+            meson_options=tuple(entry.get("meson_options") or ()),
         )
         if impl.revisions is not None and not set(impl.revisions) <= set(revisions):
             raise CatalogueError(f"{path}: {impl.name}: revisions not among {list(revisions)}")

@@ -79,17 +79,26 @@ def main(options: Options) -> int:
 
 def _run_all(options, source, impls, revisions, outcomes) -> int | None:
     samples: dict[str, Path] = {}
-    for snapshot in sorted({i.snapshot for i in impls if i.snapshot}):
-        binaries = [i.binary for i in impls if i.snapshot == snapshot]
-        _say(options, f"interop: libvfio-user {snapshot}: {', '.join(binaries)}")
-        try:
-            samples[snapshot] = _build.build(source, options.build_dir, snapshot, binaries)
-        except _build.BuildError as exc:
-            _say(options, f"interop: build failed: {exc}")
-            return EXIT_DIFFERENT
+    plain = [i for i in impls if i.snapshot and not i.meson_options]
+    try:
+        for snapshot in sorted({i.snapshot for i in plain}):
+            binaries = [i.binary for i in plain if i.snapshot == snapshot]
+            _say(options, f"interop: libvfio-user {snapshot}: {', '.join(binaries)}")
+            folder = _build.build(source, options.build_dir, snapshot, binaries)
+            samples.update({i.name: folder for i in plain if i.snapshot == snapshot})
+        for i in impls:
+            if i.snapshot and i.meson_options:
+                _say(options, f"interop: libvfio-user {i.snapshot}: {i.binary} "
+                     f"({' '.join(i.meson_options)})")  # fmt: skip
+                samples[i.name] = _build.build_with(
+                    source, options.build_dir, i.snapshot, i.binary, i.meson_options
+                )
+    except _build.BuildError as exc:
+        _say(options, f"interop: build failed: {exc}")
+        return EXIT_DIFFERENT
     runs = []
     for impl in impls:
-        server = None if impl.is_reference else impl.server_command(samples[impl.snapshot])
+        server = None if impl.is_reference else impl.server_command(samples[impl.name])
         for revision in revisions[impl.name]:
             runs.append(_run.plan(impl.name, revision, server, impl.options, options.reports))
     _say(options, f"interop: {len(runs)} runs, {options.jobs} at a time, in {options.reports}")

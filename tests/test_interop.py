@@ -423,6 +423,23 @@ def test_the_build_is_reused_when_the_binaries_exist(tmp_path):
         _tier._build.build(tmp_path / "nosource", tmp_path, "efd091b", ["null", "server"])
 
 
+def test_a_sample_with_configure_options_gets_a_build_of_its_own(tmp_path):
+    """The shadow ioeventfd sample needs -Dshadow-ioeventfd=true (built plain, it exits
+    after VERSION); a build folder named for the options is reused once it holds it."""
+    shadow = implementations.load().named("shadow_ioeventfd_server")
+    assert shadow.meson_options == ("-Dshadow-ioeventfd=true",)
+    plain = _tier._build.samples_dir(tmp_path, "efd091b")
+    own = plain.parent.parent / "build-Dshadow-ioeventfd-true" / "samples"
+    for folder in (plain, own):
+        folder.mkdir(parents=True)
+        (folder / shadow.binary).write_text("#!/bin/sh\n")
+        (folder / shadow.binary).chmod(0o755)
+    got = _tier._build.build_with(
+        tmp_path / "nosource", tmp_path, "efd091b", shadow.binary, shadow.meson_options
+    )
+    assert got == own
+
+
 def test_the_implementations_declare_the_samples():
     catalogue = implementations.load()
     assert catalogue.revisions == ("0.9.1", "0.9.2")
