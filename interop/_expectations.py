@@ -13,6 +13,8 @@ the suite finds against the implementation:
 A run differs from its expectations on a new finding, a finding gone or a
 changed verdict, and on any ERROR (a defect of the suite, never expected). An
 entry without its spec quote or what the server did is an error of the file.
+An entry may say ``unstable = "why"``: the server behaves so only in some runs
+(a race of its own), and the case may show any finding verdict, or none.
 ``update`` rewrites a file from the reports: it keeps the text of the entries
 whose case is still found, pre-fills new ones from the report (the requirement's
 quoted spec text, the message's first line) marked ``# TODO review``, and drops
@@ -52,7 +54,8 @@ FINDINGS: frozenset[Verdict] = frozenset(
     {Verdict.FAIL, Verdict.NON_STRICT, Verdict.CRASH, Verdict.HANG}
 )
 TODO = "# TODO review"
-_KEYS = ("case", "revisions", "verdict", "spec", "did")
+_KEYS = ("case", "revisions", "verdict", "spec", "did")  # each required
+_OPTIONAL = ("unstable",)
 _TABLE = re.compile(r"^\s*\[\[\s*finding\s*\]\]")
 _SPEC = re.compile(r"\bSpec\b[^:\n]*:\s*(.*)", re.DOTALL)
 _QUOTE = re.compile(r'"([^"]+)"')
@@ -68,6 +71,7 @@ class Entry:
     did: str
     todo: bool = False  # spec and did were pre-filled by --update, not yet reviewed
     line: int = 0  # of its [[finding]] in the file
+    unstable: str = ""  # why the server shows this only in some runs (any verdict, or none)
 
 
 @dataclass
@@ -104,7 +108,7 @@ def load(path: Path, revisions: Sequence[str]) -> Expectations:
     for n, table in enumerate(tables):
         line = starts[n] if n < len(starts) else 0
         where = f"{path}:{line}"
-        problems = [f"unknown key {k!r}" for k in table if k not in _KEYS]
+        problems = [f"unknown key {k!r}" for k in table if k not in _KEYS + _OPTIONAL]
         problems += [f"no {k}" for k in _KEYS if k not in table]
         strings = {k: table.get(k, "") for k in ("case", "verdict", "spec", "did")}
         problems += [f"{k} is not a string" for k, v in strings.items() if not isinstance(v, str)]
@@ -123,6 +127,7 @@ def load(path: Path, revisions: Sequence[str]) -> Expectations:
             strings["did"].strip(),
             todo=n < len(todos) and todos[n],
             line=line,
+            unstable=str(table.get("unstable", "")).strip(),
         )
         found.errors += [f"{where}: {entry.case}: {p}" for p in _problems(entry, revisions)]
         for rev in entry.revisions:
@@ -197,6 +202,8 @@ def check(
         verdict = case.get("verdict", "")
         message = case.get("message") or ""
         entry = expected.get(case_id)
+        if entry is not None and entry.unstable and verdict != Verdict.ERROR:
+            continue
         if verdict == Verdict.ERROR:
             out.append(Difference(run, "ERROR (a defect of the suite)", case_id, "", message))
         elif verdict in FINDINGS and entry is None:
@@ -206,6 +213,8 @@ def check(
             out.append(Difference(run, "verdict changed", case_id, detail, message))
     for case_id, entry in expected.items():
         case = cases.get(case_id)
+        if entry.unstable:
+            continue
         if case is None:
             out.append(Difference(run, "finding gone", case_id, f"{entry.verdict}; not in the run"))
         elif case.get("verdict") not in FINDINGS and case.get("verdict") != Verdict.ERROR:
@@ -229,10 +238,14 @@ def spec_quote(requirement: str) -> str:
     return " ".join(text.split())
 
 
+_EXCEPTION = re.compile(r"^(?:no reply in time: )?(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*: ")
+
+
 def did_of(message: str) -> str:
-    """What the server did, as the first line of a case's message says it."""
+    """What the server did, as the first line of a case's message says it (without the
+    exception's name)."""
     first = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
-    return first.removeprefix("AssertionError: ").strip().rstrip(":").rstrip()
+    return _EXCEPTION.sub("", first, count=1).strip().rstrip(":").rstrip()
 
 
 def update(
@@ -247,8 +260,10 @@ def update(
     for e in expectations.entries:  # a reviewed entry's text is preferred
         if e.case not in by_case or (by_case[e.case].todo and not e.todo):
             by_case[e.case] = e
-    pairs: dict[tuple[str, str], tuple[str, str, str, bool]] = {
-        key: (e.verdict, e.spec, e.did, e.todo) for key, e in old.items() if key[1] not in reports
+    pairs: dict[tuple[str, str], tuple[str, str, str, bool, str]] = {
+        key: (e.verdict, e.spec, e.did, e.todo, e.unstable)
+        for key, e in old.items()
+        if key[1] not in reports or e.unstable  # an unstable one stays, found or not
     }
     for revision, cases in reports.items():
         for case_id, case in cases.items():
@@ -256,19 +271,29 @@ def update(
             if verdict not in FINDINGS:
                 continue
             kept = old.get((case_id, revision)) or by_case.get(case_id)
+            if kept is not None and (case_id, revision) in old and old[case_id, revision].unstable:
+                continue  # as it was written: its verdict varies from run to run
             if kept is not None:
-                pairs[case_id, revision] = (verdict, kept.spec, kept.did, kept.todo)
+                pairs[case_id, revision] = (verdict, kept.spec, kept.did, kept.todo, "")
             else:
                 spec = spec_quote(case.get("requirement") or "")
                 did = did_of(case.get("message") or "")
-                pairs[case_id, revision] = (verdict, spec, did, True)
+                pairs[case_id, revision] = (verdict, spec, did, True, "")
     order = {r: n for n, r in enumerate(revisions)}
-    grouped: dict[tuple[str, str, str, str, bool], list[str]] = {}
+    grouped: dict[tuple[str, str, str, str, bool, str], list[str]] = {}
     for (case_id, revision), value in pairs.items():
         grouped.setdefault((case_id, *value), []).append(revision)
     entries = [
-        Entry(case_id, tuple(sorted(revs, key=lambda r: order.get(r, len(order)))), *value)
-        for (case_id, *value), revs in grouped.items()
+        Entry(
+            case_id,
+            tuple(sorted(revs, key=lambda r: order.get(r, len(order)))),
+            verdict,
+            spec,
+            did,
+            todo,
+            unstable=unstable,
+        )
+        for (case_id, verdict, spec, did, todo, unstable), revs in grouped.items()
     ]
     return sorted(entries, key=lambda e: (e.case, [order.get(r, len(order)) for r in e.revisions]))
 
@@ -301,5 +326,6 @@ def render(entries: Sequence[Entry], header: Sequence[str]) -> str:
             f"verdict = {_string(e.verdict)}",
             f"spec = {_string(e.spec)}{mark}",
             f"did = {_string(e.did)}{mark}",
+            *([f"unstable = {_string(e.unstable)}"] if e.unstable else []),
         ]
     return "\n".join(lines) + "\n"

@@ -174,6 +174,24 @@ def test_the_check_finds_new_and_lost_findings_changed_verdicts_and_errors(tmp_p
     assert "expected FAIL, now PASS" in text
 
 
+def test_an_unstable_finding_may_show_any_verdict_or_none_and_update_keeps_it(tmp_path):
+    """A server's own race (the shadow sample spins after some disconnects, not others):
+    the entry says why, the check accepts the case found or not, and --update keeps it."""
+    path = expectations(tmp_path / "x.toml", {"case": "fuzz/garbage", "verdict": "HANG"})
+    path.write_text(path.read_text() + 'unstable = "it spins after some disconnects"\n')
+    exp = _expectations.load(path, ("0.9.1",))
+    assert not exp.errors and exp.entries[0].unstable == "it spins after some disconnects"
+    for verdict in ("HANG", "FAIL", "PASS"):
+        run = cases_of(case("fuzz/garbage", verdict))
+        assert _expectations.check("x", "0.9.1", run, exp) == [], verdict
+    assert kinds(_expectations.check("x", "0.9.1", cases_of(case("fuzz/garbage", "ERROR")), exp))
+    kept = _expectations.update(exp, {"0.9.1": cases_of(case("fuzz/garbage", "PASS"))}, ("0.9.1",))
+    assert [(e.case, e.verdict, e.unstable) for e in kept] == [
+        ("fuzz/garbage", "HANG", "it spins after some disconnects")
+    ]
+    assert "unstable = " in _expectations.render(kept, [])
+
+
 @pytest.mark.parametrize(
     ("entry", "complaint"),
     [
