@@ -326,15 +326,17 @@ def _nothing_more(client, what: str) -> None:
 
 
 @case("header/no-reply-failure", SHOULD)
-def test_no_reply_failure(vfu_client, vfu_connect, vfu_observe):
+@pytest.mark.parametrize("name", ["region_info_no_such_region", "region_read_refused_by_device"])
+def test_no_reply_failure(vfu_client, vfu_device, vfu_connect, vfu_observe, name):
     """A command with No_reply that fails gets no reply either (not even an error
-    reply): the reply to the next command is the next thing on the wire.
+    reply): the reply to the next command is the next thing on the wire. Whether it
+    fails in the checks of the message or in the device.
 
     Spec (Header): "No_reply in a command message indicates that no reply is
     needed for this command." ... "Each command message in Commands_ must be
     replied to with a reply message, unless the message sets the No_Reply bit."
     """
-    command, payload, _ = _request("region_info_no_such_region", None)
+    command, payload, _ = _request(name, vfu_device, vfu_client)
     silent = vfu_client.send(command, payload, no_reply=True)
     probe = vfu_client.send(GET_INFO, DeviceInfo(DeviceInfo.SIZE))
     try:
@@ -344,7 +346,7 @@ def test_no_reply_failure(vfu_client, vfu_connect, vfu_observe):
         assert_new_connection_works(vfu_connect, "a failing command with No_reply")
         return
     assert reply.msg_id != silent, (
-        f"the server replied ({reply.header.describe()}) to a failing GET_REGION_INFO sent "
+        f"the server replied ({reply.header.describe()}) to a failing {_what(name)} sent "
         "with No_reply: no reply is needed for it, error or not"
     )
     assert reply.msg_id == probe and reply.ok
