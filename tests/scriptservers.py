@@ -12,9 +12,8 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --delay-errors S sleep S seconds before each error reply (slow, but correct)
   --once           exit(0) after the first client disconnects
   --close-on-bad-size  close the connection on a msg_size below 16 or above 1 MiB
-  --reject-unread  refuse a command it does not know without reading its payload (the
-                   payload is then read as the next headers: out of step, as a server
-                   that ignores msg_size)
+  --reject-unread N  refuse command N without reading its payload (the payload is then
+                   read as the next headers: out of step, as a server that ignores msg_size)
   --abort-at-close os.abort() when a client that sent DEVICE_RESET disconnects
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
   --no-mmap        region 0 without the MMAP flag
@@ -40,7 +39,7 @@ if "--fail-start" in flags:
 if "--ignore-term" in flags:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 abort_on, hang_on, error_on = opt("--abort-on"), opt("--hang-on"), opt("--error-on")
-delay_errors = opt("--delay-errors", float)
+delay_errors, reject_unread = opt("--delay-errors", float), opt("--reject-unread")
 HDR = struct.Struct("<HHIII")
 def reply(conn, msg_id, cmd, payload=b"", error=0):
     flags = 1 | (0x20 if error else 0)
@@ -63,7 +62,7 @@ def serve(conn):
         msg_id, cmd, size, _, _ = HDR.unpack(head)
         if "--close-on-bad-size" in flags and not 16 <= size <= 1 << 20:
             return
-        if "--reject-unread" in flags and cmd not in (1, 4, 5, 7):
+        if cmd == reject_unread:
             reply(conn, msg_id, cmd, error=22)
             continue
         payload = recv_exact(conn, size - 16) if size > 16 else b""

@@ -129,7 +129,8 @@ def test_a_server_out_of_step_that_stops_reading_fails_rather_than_hangs(tmp_pat
     of it; while we still write, its answers fill the socket and it stops reading. The
     answers it sent are judged (out of step: a FAIL), not the stall they caused (HANG)."""
     manager = TargetManager.standalone(
-        script_server(tmp_path, "--reject-unread"), base_dir=str(tmp_path)
+        script_server(tmp_path, "--reject-unread", str(int(Command.DMA_UNMAP))),
+        base_dir=str(tmp_path),
     )
     try:
         f = _fuzzer(manager.acquire(""), tmp_path)

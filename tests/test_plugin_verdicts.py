@@ -198,7 +198,7 @@ def test_requires_unimplemented(pytester: pytest.Pytester):
     assert {c["verdict"] for c in cases.values()} == {"UNIMPLEMENTED"}
     messages = {name: c["message"] for name, c in cases.items()}
     assert messages == {
-        "test_io_fds": "needs profile: io_fds",
+        "test_io_fds": "device has no io_fds",
         "test_mmap": "device has no mmap",
         "test_irq": "needs profile hook vfu_trigger_irq "
         "(a plugin implementing pytest_vfu_trigger_irq)",

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pytest_vfiouser.client import ErrorReply, MalformedReply
+from pytest_vfiouser.client import ErrorReply, MalformedReply, Timeout
 from pytest_vfiouser.protocol import (
     VFIO_REGION_SUBTYPE_MIGRATION,
     VFIO_REGION_TYPE_MIGRATION,
@@ -229,19 +229,30 @@ def discover(client, *, spec: str, profile: Profile, hooks: Iterable[str] = ()) 
             model.regions[index] = body
         except (ErrorReply, MalformedReply) as e:
             model.errors[f"region {index}"] = str(e)
-            continue
-        if body.size:  # whether the server answers for io fds (the command is optional)
-            reply = client.region_io_fds(index, 1 << 16)
-            reply.close_fds()
-            try:
-                if reply.ok:
-                    model.io_fds[index] = reply.body.count
-            except MalformedReply as e:  # the cases of region_io_fds will say what is wrong
-                model.errors[f"io fds of region {index}"] = str(e)
-                model.io_fds[index] = 1
     for index in range(min(info.num_irqs, 256)):
         try:
             model.irqs[index] = client.irq_info(index).check().body
         except (ErrorReply, MalformedReply) as e:
             model.errors[f"irq {index}"] = str(e)
+    _discover_io_fds(client, model)
     return model
+
+
+def _discover_io_fds(client, model: DeviceModel) -> None:
+    """Which regions the server answers GET_REGION_IO_FDS for (the command is optional),
+    asked last: a server slow to refuse it leaves the rest of the description whole."""
+    for index, region in sorted(model.regions.items()):
+        if not region.size:
+            continue
+        try:
+            reply = client.region_io_fds(index, 1 << 16)
+        except Timeout as e:
+            model.errors["io fds"] = f"GET_REGION_IO_FDS of region {index}: {e}"
+            return
+        reply.close_fds()
+        try:
+            if reply.ok:
+                model.io_fds[index] = reply.body.count
+        except MalformedReply as e:  # the cases of region_io_fds will say what is wrong
+            model.errors[f"io fds of region {index}"] = str(e)
+            model.io_fds[index] = 1
