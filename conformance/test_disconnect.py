@@ -273,7 +273,7 @@ def test_new_client_accepted(vfu_connect, vfu_target, vfu_observe, baseline):
     client.negotiate()
     assert_framed(client, "VERSION")
     _disconnect(client, vfu_target, baseline)
-    client = _next_client(vfu_connect, vfu_target)
+    client = _next_client(lambda: vfu_connect(second_client=True), vfu_target)
     if client is None:
         vfu_observe(f"{_exited(vfu_target)} ({EXIT_ALLOWED})")
         return

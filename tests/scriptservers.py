@@ -11,6 +11,9 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --error-on N     an error reply (errno 95) to command N
   --delay-errors S sleep S seconds before each error reply (slow, but correct)
   --once           exit(0) after the first client disconnects
+  --one-client     after the first client disconnects, stay alive and accept
+                   connections without ever answering (libvfio-user's null sample)
+  --never-answer   accept connections and never answer (a server wedged from the start)
   --abort-at-close os.abort() when a client that sent DEVICE_RESET disconnects
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
   --no-mmap        region 0 without the MMAP flag
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess as _subprocess
 import sys
 from pathlib import Path
 
@@ -88,8 +92,13 @@ else:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(8)
+held, served = [], 0
 while True:
     conn, _ = listener.accept()
+    if "--never-answer" in flags or ("--one-client" in flags and served):
+        held.append(conn)  # accepted, never read from nor answered
+        continue
+    served += 1
     reset_seen = False
     with conn:
         serve(conn)
@@ -111,6 +120,18 @@ def script_server(directory: Path, *flags: str, fd: bool = False) -> str:
 # Plugins an inner pytest run does not need: hypothesis' re-imports itself
 # (with assertion rewriting) in every pytester inline run, ~0.6 s each.
 INNER_ARGS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+
+
+def cli(cwd: Path, *args: str) -> _subprocess.CompletedProcess:
+    """``vfio-user-conformance *args`` in ``cwd``, as the console script runs it."""
+    return _subprocess.run(
+        # -P: as the console script does, without the current directory on sys.path
+        [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def run(pytester, *args, subprocess: bool = False):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from scriptservers import run, script_server
+from scriptservers import cli, run, script_server
 
 from pytest_vfiouser.device import load_profile
 from reference_server import registers as R
@@ -20,17 +18,6 @@ pytest_plugins = ["pytester"]
 REFERENCE_PROFILE = (
     Path(__file__).resolve().parents[1] / "reference_server" / "profiles" / "default.toml"
 )
-
-
-def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        # -P: as the console script does, without the current directory on sys.path
-        [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_console_scripts_declared():
