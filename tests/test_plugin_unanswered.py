@@ -130,6 +130,13 @@ def test_hook_raises_should(vfu_client, vfu_hooks):
 def test_flaky_strategy(vfu_client):
     raise FlakyStrategyDefinition("the strategy drew differently on replay")
 
+@case("harness/fails-after-hypothesis", MUST)
+def test_fails_after_hypothesis(vfu_client):
+    try:
+        raise FlakyStrategyDefinition("the replay drew differently")
+    except FlakyStrategyDefinition as e:  # the fuzzer's failure, found before the replay
+        raise AssertionError("the server accepted what it must refuse") from e
+
 @case("harness/hypothesis-invalid-argument", SHOULD)
 @settings(database=None)
 @given(st.integers(min_value=5, max_value=1))
@@ -161,10 +168,10 @@ def test_harness_errors_are_errors_not_verdicts_on_the_server(pytester: pytest.P
         "test_hook_raises": "ERROR",
         "test_hook_raises_should": "ERROR",
         "test_flaky_strategy": "ERROR",
+        "test_fails_after_hypothesis": "FAIL",
         "test_invalid_argument": "ERROR",
         "test_property_fails": "FAIL",
     }
     assert cases["test_hook_raises"]["message"].startswith(
-        "pytest_vfiouser.plugin._judge.HookError: hook vfu_trigger_irq raised RuntimeError: "
-        "my irq hook is broken"
+        "the hook vfu_trigger_irq raised RuntimeError: my irq hook is broken"
     )

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_vfiouser.client import Client
+from pytest_vfiouser.client import Client, ClientError
 from pytest_vfiouser.device import (
     DISCOVERABLE,
     DeviceModel,
@@ -37,7 +37,7 @@ from pytest_vfiouser.device import (
 from pytest_vfiouser.target import TargetCrashed, TargetHandle
 
 from ._hookspecs import hook_attr
-from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, HookError, case_name
+from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, case_name, hook_raised
 from ._options import Settings
 from ._state import get_state
 
@@ -175,8 +175,11 @@ class Hooks:
     def _call(self, name: str, **kwargs):
         try:
             result = getattr(self._hook, hook_attr(name))(device=self.device, **kwargs)
-        except Exception as e:  # the implementer's code, not the server: ERROR
-            raise HookError(f"hook {name} raised {type(e).__name__}: {e}") from e
+        except (ClientError, OSError):
+            raise  # what the server did to the hook's requests: judged as the server's
+        except Exception as e:  # the implementer's code (or the case's callback in it)
+            hook_raised(e, name)
+            raise
         if result is None:
             pytest.skip(missing_hook(name))
         return result

@@ -51,7 +51,7 @@ from pytest_vfiouser.verdict import Verdict
 
 from ._markers import SHOULD, CaseInfo, Level, case_info
 
-__all__ = ["HANDLE_KEY", "OBSERVATIONS_KEY", "HookError", "case_name", "judge", "relevant"]
+__all__ = ["HANDLE_KEY", "OBSERVATIONS_KEY", "case_name", "hook_raised", "judge", "relevant"]
 
 _MESSAGE_LIMIT = 2000
 
@@ -60,8 +60,14 @@ OBSERVATIONS_KEY = pytest.StashKey[list]()  # texts recorded by vfu_observe
 _JUDGEMENT_KEY = pytest.StashKey["_Judgement"]()
 
 
-class HookError(Exception):
-    """An implementer's hook raised (the harness, not the server: ERROR)."""
+_HOOK_ATTR = "_vfu_raised_by_hook"
+
+
+def hook_raised(exc: BaseException, name: str) -> None:
+    """Mark ``exc`` as raised by the implementer's hook ``name``: if the case lets it
+    through, it is a harness error (ERROR), not a verdict on the server."""
+    setattr(exc, _HOOK_ATTR, name)
+    exc.add_note(f"(raised by the hook {name}: the implementer's code, not the server)")
 
 
 @dataclass
@@ -166,6 +172,9 @@ def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[Ver
         report.sections.append(("vfio-user server crash", crash.message()))
         return Verdict.CRASH, crash.message()
     message = _exc_message(excinfo)
+    hook = getattr(exc, _HOOK_ATTR, None)
+    if hook is not None:
+        return Verdict.ERROR, f"the hook {hook} raised {message}"
     if report.when == "setup" or _is_harness_error(exc):
         return Verdict.ERROR, message
     if info.level is None or info.level is Level.MUST:
@@ -238,15 +247,15 @@ def _is_hang(exc) -> bool:
 
 
 def _is_harness_error(exc) -> bool:
-    """An implementer's hook raised, or Hypothesis itself failed (a strategy, a health
-    check, an invalid argument), not the test: its FlakyFailure holds the test's own."""
-    for e in _chain(exc):
-        if isinstance(e, HookError):
-            return True
-        mro = [f"{c.__module__}.{c.__qualname__}" for c in type(e).__mro__]
-        if "hypothesis.errors.HypothesisException" in mro:
-            return "hypothesis.errors.FlakyFailure" not in mro
-    return False
+    """Hypothesis itself failed (a strategy, a health check, an invalid argument), not
+    the test: its FlakyFailure holds the test's own.
+
+    Only the exception raised counts, not what it was raised from: a failure the test
+    found (the fuzzer's FuzzFailure) may say that Hypothesis failed while replaying it."""
+    mro = [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__]
+    return "hypothesis.errors.HypothesisException" in mro and (
+        "hypothesis.errors.FlakyFailure" not in mro
+    )
 
 
 def _is_disconnect(exc) -> bool:
