@@ -69,6 +69,8 @@ def _disconnect(client, vfu_target, baseline: int | None) -> bool:
 def _exited(vfu_target) -> str:
     crash = vfu_target.crash()
     assert crash is None, crash.message()
+    if vfu_target.serves_one_client:
+        return "the server stays alive after its client disconnects but serves no other client"
     return "the server exited after its client disconnected"
 
 

@@ -27,15 +27,18 @@ class Verdict(str, enum.Enum):
     # name = (text, rank, fails the run, pytest outcome, tone); the tones: pass (passed),
     # bad (fails the run), warn (a requirement not met, not failing the run), info, skip.
     PASS = ("PASS", 0, False, "passed", "pass")
-    FAIL = ("FAIL", 7, True, "failed", "bad")
-    NON_STRICT = ("NON-STRICT", 5, False, "xfailed", "warn")
-    INFORMATIONAL = ("INFORMATIONAL", 3, False, "xfailed", "info")
-    UNIMPLEMENTED = ("UNIMPLEMENTED", 2, False, "skipped", "skip")
-    CRASH = ("CRASH", 9, True, "failed", "bad")
-    HANG = ("HANG", 8, True, "failed", "bad")
-    BASELINE = ("BASELINE", 4, False, "xfailed", "warn")
+    FAIL = ("FAIL", 8, True, "failed", "bad")
+    NON_STRICT = ("NON-STRICT", 6, False, "xfailed", "warn")
+    INFORMATIONAL = ("INFORMATIONAL", 4, False, "xfailed", "info")
+    UNIMPLEMENTED = ("UNIMPLEMENTED", 3, False, "skipped", "skip")
+    CRASH = ("CRASH", 10, True, "failed", "bad")
+    HANG = ("HANG", 9, True, "failed", "bad")
+    BASELINE = ("BASELINE", 5, False, "xfailed", "warn")
     FIXED = ("FIXED", 1, False, "passed", "pass")
-    ERROR = ("ERROR", 6, True, "error", "bad")
+    ERROR = ("ERROR", 7, True, "error", "bad")
+    # not run because of a root cause another case was judged for (the target could not
+    # start, or stopped answering): that case fails the run, this one does not
+    NOT_RUN = ("NOT-RUN", 2, False, "skipped", "skip")
 
     rank: int
     fails_run: bool

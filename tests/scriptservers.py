@@ -14,6 +14,9 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --close-on-bad-size  close the connection on a msg_size below 16 or above 1 MiB
   --reject-unread N  refuse command N without reading its payload (the payload is then
                    read as the next headers: out of step, as a server that ignores msg_size)
+  --one-client     after the first client disconnects, stay alive and accept
+                   connections without ever answering (libvfio-user's null sample)
+  --never-answer   accept connections and never answer (a server wedged from the start)
   --abort-at-close os.abort() when a client that sent DEVICE_RESET disconnects
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
   --no-mmap        region 0 without the MMAP flag
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
+import subprocess as _subprocess
 import sys
 from pathlib import Path
 
@@ -97,8 +100,13 @@ else:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(8)
+held, served = [], 0
 while True:
     conn, _ = listener.accept()
+    if "--never-answer" in flags or ("--one-client" in flags and served):
+        held.append(conn)  # accepted, never read from nor answered
+        continue
+    served += 1
     reset_seen = False
     with conn:
         serve(conn)
@@ -117,9 +125,14 @@ def script_server(directory: Path, *flags: str, fd: bool = False) -> str:
     return shlex.join([sys.executable, str(script), "{fd}" if fd else "{socket}", *flags])
 
 
-def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """vfio-user-conformance ``args`` run in ``cwd`` (as the console script runs it)."""
-    return subprocess.run(
+# Plugins an inner pytest run does not need: hypothesis' re-imports itself
+# (with assertion rewriting) in every pytester inline run, ~0.6 s each.
+INNER_ARGS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+
+
+def cli(cwd: Path, *args: str) -> _subprocess.CompletedProcess:
+    """``vfio-user-conformance *args`` in ``cwd``, as the console script runs it."""
+    return _subprocess.run(
         # -P: as the console script does, without the current directory on sys.path
         [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest", *args],
         cwd=cwd,
@@ -127,11 +140,6 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
-
-
-# Plugins an inner pytest run does not need: hypothesis' re-imports itself
-# (with assertion rewriting) in every pytester inline run, ~0.6 s each.
-INNER_ARGS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
 
 
 def run(pytester, *args, subprocess: bool = False):

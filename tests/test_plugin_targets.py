@@ -36,21 +36,31 @@ def test_start_failure_is_an_error_with_a_helpful_message(pytester: pytest.Pytes
         script_server(pytester.path, "--fail-start"),
         "--vfu-json=vfu.json",
     )
-    result.assert_outcomes(errors=4)
+    # One cause, one verdict: the first case is the ERROR, the others are not run.
+    result.assert_outcomes(errors=1, skipped=3)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at setup of test_reset*",
-            "target failed to start: exited with status 3",
+            "the target could not start: exited with status 3",
             "  command: *scriptserver.py /*/vfu.sock --fail-start",
             "  last lines of stderr*",
             "    scriptserver: cannot open /dev/vfio-nothing: No such device",
             "  hint: the server exited before listening*",
-            # After two failed starts the manager stops trying.
-            "*ERROR at setup of test_again_reset*",
-            "not starting the server again: it failed to start 2 times*",
+            "*vfio-user conformance*",
+            "note: the target could not start: exited with status 3",
+            "    command: *scriptserver.py /*/vfu.sock --fail-start",
+            "*scriptserver: cannot open /dev/vfio-nothing: No such device",
         ]
     )
-    assert {c["verdict"] for c in load_json(pytester)["cases"]} == {"ERROR"}
+    data = load_json(pytester)
+    cases = data["by_name"]
+    assert cases["test_reset"]["verdict"] == "ERROR"
+    for name in ("test_after", "test_again_reset", "test_again_after"):
+        assert cases[name]["verdict"] == "NOT-RUN"
+        assert cases[name]["message"] == ("not run: the target could not start (see dev/reset)")
+    (note,) = data["run"]["target"]["notes"]
+    assert note.startswith("the target could not start: exited with status 3\n  command: ")
+    assert "cannot open /dev/vfio-nothing" in note
 
 
 def test_missing_program_hint(pytester: pytest.Pytester):
@@ -58,7 +68,7 @@ def test_missing_program_hint(pytester: pytest.Pytester):
     result = run(pytester, "--vfu-server", "/nonexistent/vfio-server --socket {socket}")
     result.stdout.fnmatch_lines(
         [
-            "cannot start target: *No such file or directory*",
+            "the target could not start: *No such file or directory*",
             "  hint: the program was not found*",
         ]
     )

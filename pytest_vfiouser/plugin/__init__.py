@@ -77,6 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     settings = Settings.from_config(config)
     state = RunState(config, settings, TargetManager(settings))
+    state.manager.probe = state.probe  # the target layer has no client of its own
     set_state(config, state)
     _artifacts.configure(config, settings.json_path)  # the logs directory of the reports
     # Its pytest_runtest_logreport collects the final verdicts (on the xdist

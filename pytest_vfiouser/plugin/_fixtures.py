@@ -5,8 +5,10 @@
   snapshots, ``fresh()`` for a brand-new process.
 * ``vfu_connect``  factory: ``vfu_connect()`` is a new ``Client`` connected but
   not negotiated (keyword arguments go to ``Client.connect``); all are closed
-  at teardown. ``vfu_connect.target`` is the ``vfu_target`` it connects to,
-  ``vfu_connect.timeout`` its reply timeout.
+  at teardown. A server that serves one client per process skips a test's second
+  connection (UNIMPLEMENTED), unless ``second_client=True`` (a case checking it).
+  ``vfu_connect.target`` is the ``vfu_target`` it connects to, ``vfu_connect.timeout``
+  its reply timeout.
 * ``vfu_client``   a connection negotiated with default capabilities.
 * ``vfu_device``   the ``DeviceModel``: what the server reports, merged with
   the profile (``has(feature)``, ``scratch(region)``, ``expected``, ...).
@@ -25,7 +27,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_vfiouser.client import Client
+from pytest_vfiouser.client import Client, ClientError
 from pytest_vfiouser.device import (
     DISCOVERABLE,
     DeviceModel,
@@ -37,7 +39,7 @@ from pytest_vfiouser.device import (
 from pytest_vfiouser.target import TargetCrashed, TargetHandle
 
 from ._hookspecs import hook_attr
-from ._judge import HANDLE_KEY, OBSERVATIONS_KEY
+from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, case_name, hook_raised
 from ._options import Settings
 from ._state import get_state
 
@@ -108,7 +110,8 @@ def vfu_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     manager = state.manager
     if manager.base_dir is None:
         manager.base_dir = str(tmp_path_factory.mktemp("vfu-targets", numbered=False))
-    handle = manager.acquire(manager.key_for(item.nodeid, item.nodeid.split("::", 1)[0]))
+    key = manager.key_for(item.nodeid, item.nodeid.split("::", 1)[0])
+    handle = manager.acquire(key, case=case_name(item))
     item.stash[HANDLE_KEY] = handle
     yield handle
     crash = manager.release(handle)
@@ -128,8 +131,8 @@ def vfu_connect(request: pytest.FixtureRequest, vfu_target: TargetHandle) -> Cal
         pass  # only tests using vfu_device need it; they get the error
     clients: list = request.node.stash.setdefault(_CLIENTS_KEY, [])
 
-    def connect(timeout: float | None = None, **kwargs) -> Client:
-        vfu_target.note_connect()
+    def connect(timeout: float | None = None, second_client: bool = False, **kwargs) -> Client:
+        vfu_target.note_connect(second_client)
         client = Client.connect(
             vfu_target.socket_path,
             timeout=state.settings.timeout if timeout is None else timeout,
@@ -174,7 +177,13 @@ class Hooks:
         self.device = device
 
     def _call(self, name: str, **kwargs):
-        result = getattr(self._hook, hook_attr(name))(device=self.device, **kwargs)
+        try:
+            result = getattr(self._hook, hook_attr(name))(device=self.device, **kwargs)
+        except (ClientError, OSError):
+            raise  # what the server did to the hook's requests: judged as the server's
+        except Exception as e:  # the implementer's code (or the case's callback in it)
+            hook_raised(e, name)
+            raise
         if result is None:
             pytest.skip(missing_hook(name))
         return result

@@ -22,7 +22,12 @@ BASELINE       a failure the profile's [baseline]       xfailed "baseline: reaso
 FIXED          a baselined case that passed             passed
 ERROR          setup/teardown trouble: the server did   error
                not start, discovery failed, a fixture
-               raised
+               raised; a harness error: an
+               implementer's hook raised, Hypothesis
+               failed (not the test's own failure)
+NOT-RUN        the target is gone for the run (it      skipped (reason)
+               could not start, or stopped answering);
+               the reason names the case judged for it
 =============  =======================================  ==================
 
 FAIL, CRASH, HANG and ERROR fail the run; nothing else does (``verdict.py``
@@ -40,19 +45,29 @@ import pytest
 
 from pytest_vfiouser.client import ConnectionClosed, Timeout
 from pytest_vfiouser.device import DiscoveryError
-from pytest_vfiouser.report import CaseRecord
-from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetUnavailable
+from pytest_vfiouser.report import CaseRecord, case_key
+from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetNotRun, TargetUnavailable
 from pytest_vfiouser.verdict import Verdict
 
 from ._markers import SHOULD, CaseInfo, Level, case_info
 
-__all__ = ["HANDLE_KEY", "OBSERVATIONS_KEY", "judge", "relevant"]
+__all__ = ["HANDLE_KEY", "OBSERVATIONS_KEY", "case_name", "hook_raised", "judge", "relevant"]
 
 _MESSAGE_LIMIT = 2000
 
 HANDLE_KEY = pytest.StashKey["object"]()  # the item's TargetHandle (set by vfu_target)
 OBSERVATIONS_KEY = pytest.StashKey[list]()  # texts recorded by vfu_observe
 _JUDGEMENT_KEY = pytest.StashKey["_Judgement"]()
+
+
+_HOOK_ATTR = "_vfu_raised_by_hook"
+
+
+def hook_raised(exc: BaseException, name: str) -> None:
+    """Mark ``exc`` as raised by the implementer's hook ``name``: if the case lets it
+    through, it is a harness error (ERROR), not a verdict on the server."""
+    setattr(exc, _HOOK_ATTR, name)
+    exc.add_note(f"(raised by the hook {name}: the implementer's code, not the server)")
 
 
 @dataclass
@@ -64,6 +79,11 @@ class _Judgement:
     def add(self, verdict: Verdict, message: str) -> None:
         if self.verdict is None or verdict.rank > self.verdict.rank:
             self.verdict, self.message = verdict, message
+
+
+def case_name(item: pytest.Item) -> str:
+    """The case's id in the reports: ``section/name[params]`` (else its node id)."""
+    return case_key(case_info(item).case_id, item.nodeid)
 
 
 def relevant(item: pytest.Item) -> bool:
@@ -106,7 +126,9 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
         else:
             verdict, message = Verdict.ERROR, _exc_message(call.excinfo)
     elif report.skipped and report.when != "teardown":
-        if hasattr(report, "wasxfail"):
+        if call.excinfo is not None and isinstance(call.excinfo.value, TargetNotRun):
+            verdict, message = Verdict.NOT_RUN, str(call.excinfo.value)
+        elif hasattr(report, "wasxfail"):
             verdict, message = Verdict.BASELINE, report.wasxfail or "xfail"
         else:
             verdict, message = Verdict.UNIMPLEMENTED, _skip_reason(report)
@@ -150,7 +172,10 @@ def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[Ver
         report.sections.append(("vfio-user server crash", crash.message()))
         return Verdict.CRASH, crash.message()
     message = _exc_message(excinfo)
-    if report.when == "setup":
+    hook = getattr(exc, _HOOK_ATTR, None)
+    if hook is not None:
+        return Verdict.ERROR, f"the hook {hook} raised {message}"
+    if report.when == "setup" or _is_harness_error(exc):
         return Verdict.ERROR, message
     if info.level is None or info.level is Level.MUST:
         return Verdict.FAIL, message
@@ -219,6 +244,18 @@ def _is_hang(exc) -> bool:
         if isinstance(e, pytest.fail.Exception) and "pytest-timeout" in str(e):
             return True
     return False
+
+
+def _is_harness_error(exc) -> bool:
+    """Hypothesis itself failed (a strategy, a health check, an invalid argument), not
+    the test: its FlakyFailure holds the test's own.
+
+    Only the exception raised counts, not what it was raised from: a failure the test
+    found (the fuzzer's FuzzFailure) may say that Hypothesis failed while replaying it."""
+    mro = [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__]
+    return "hypothesis.errors.HypothesisException" in mro and (
+        "hypothesis.errors.FlakyFailure" not in mro
+    )
 
 
 def _is_disconnect(exc) -> bool:

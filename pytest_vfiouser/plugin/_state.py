@@ -75,6 +75,16 @@ class RunState:
 
         self._discovery_error = self.manager.use_once(handle, "device discovery", use)
 
+    def probe(self, socket_path: str) -> str | None:
+        """Whether a new client is served at ``socket_path`` (connect and VERSION within
+        --vfu-timeout): None if it is, else what happened (``TargetManager.probe``)."""
+        try:
+            with Client.connect(socket_path, timeout=self.settings.timeout) as client:
+                client.negotiate()
+        except (ClientError, OSError) as e:
+            return f"{type(e).__name__}: {e}"
+        return None
+
     def negotiated(self) -> dict | None:
         return self._device.negotiated() if self._device is not None else None
 

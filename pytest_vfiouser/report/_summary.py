@@ -8,6 +8,8 @@ from pytest_vfiouser.fuzz import summary_lines as fuzz_lines
 from pytest_vfiouser.verdict import VERDICTS, Verdict
 
 FAIL, FIXED, PASS = Verdict.FAIL, Verdict.FIXED, Verdict.PASS
+# The notes of a target gone for the run (target._manager), shown whole.
+STOPPED_NOTES = ("the target could not start", "the target stopped answering")
 
 __all__ = ["columns", "combine_targets", "lines", "result_text", "sigterm_text"]
 
@@ -85,7 +87,10 @@ def lines(state, targets: dict) -> list[str]:
     if targets.get("persistence_note"):
         out.append(f"note: {targets['persistence_note']}")
     for note in targets.get("notes", []):
-        out.append(f"note: {note.splitlines()[0]}")
+        first, *rest = note.splitlines() or [""]
+        out.append(f"note: {first}")
+        if note.startswith(STOPPED_NOTES):  # the root cause of the NOT-RUNs: all of it
+            out += [f"  {line}" for line in rest]
     if targets.get("deselected_by_revision"):
         out.append(
             f"{targets['deselected_by_revision']} case(s) deselected: not in spec {settings.spec}"

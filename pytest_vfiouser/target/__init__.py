@@ -4,7 +4,8 @@
   a socket somebody else serves) and what /proc tells of it (listening sockets,
   fd counts, RSS, a process on its way out).
 * ``_manager``: the per-session ``TargetManager`` (the restart policy, crash
-  bookkeeping) and the ``TargetHandle`` a test holds.
+  bookkeeping, servers that serve one client, a target gone for the run) and the
+  ``TargetHandle`` a test holds.
 
 May import: ``protocol`` (nothing else of the suite: the manager takes any
 settings object with the attributes it names).
@@ -16,6 +17,7 @@ from ._manager import (
     TargetCrashed,
     TargetHandle,
     TargetManager,
+    TargetNotRun,
     TargetSettings,
     TargetUnavailable,
 )
@@ -43,6 +45,7 @@ __all__ = [
     "TargetCrashed",
     "TargetHandle",
     "TargetManager",
+    "TargetNotRun",
     "TargetSettings",
     "TargetStartError",
     "TargetUnavailable",

@@ -9,7 +9,13 @@ listening is replaced before the next test.
 
 Bookkeeping kept for the summary: every start, every stop and whether
 SIGTERM was honoured, the note that the server does not persist across
-clients, crashes during device discovery.
+clients (or stays alive without serving another), crashes during device
+discovery.
+
+Two things end the run's use of the target: it could not be started, or it
+stopped answering (after a HANG, a fresh server did not answer VERSION either).
+The case that found it has its verdict (ERROR, HANG); every later case is
+not run (``TargetNotRun``, NOT-RUN) and points at it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ __all__ = [
     "TargetCrashed",
     "TargetHandle",
     "TargetManager",
+    "TargetNotRun",
     "TargetSettings",
     "TargetUnavailable",
 ]
@@ -61,12 +68,23 @@ PROBE_SECONDS = 0.1
 DEATH_WAIT = 1.0
 # How long a server the kernel shows exiting (or dumping core) is waited for.
 DYING_WAIT = 10.0
-# Consecutive failed starts after which the manager stops trying.
+# Failed starts in a row after which the target could not start (for the rest of the run).
 MAX_START_FAILURES = 2
+COULD_NOT_START = "the target could not start"
+STOPPED_ANSWERING = "the target stopped answering"
+ONE_CLIENT_REASON = (
+    "the server stays alive after its client disconnects but does not serve another client"
+)
+ONE_CLIENT_NOTE = f"{ONE_CLIENT_REASON}; each case got a fresh server"
 
 
 class TargetUnavailable(Exception):
     """The target could not be started (or must not be, after repeated failures)."""
+
+
+class TargetNotRun(pytest.skip.Exception):
+    """A case not run because the target is gone for the run (it could not start, or it
+    stopped answering); the message names the case that found it (NOT-RUN)."""
 
 
 class TargetCrashed(Exception):
@@ -120,6 +138,7 @@ class TargetHandle:
         self.after: ResourceSnapshot | None = None  # after its connections closed
         self.connected = False
         self.hung = False  # a reply timed out: replace the server after the test
+        self.case = ""  # the test it was handed to (named when the target stops answering)
         self.crash_reported = False
 
     # -- what tests read
@@ -127,6 +146,12 @@ class TargetHandle:
     def persistent(self) -> bool | None:
         """Whether the server outlives its clients (None until the suite knows)."""
         return self._manager.persistent
+
+    @property
+    def serves_one_client(self) -> bool:
+        """Whether the server stays alive after its client but serves no other one (seen
+        by a probe; each case then gets a process of its own)."""
+        return self._manager.one_client
 
     @property
     def socket_path(self) -> str:
@@ -186,8 +211,14 @@ class TargetHandle:
     restart = fresh
 
     # -- used by the fixtures and the verdicts
-    def note_connect(self) -> None:
-        """Called before each connection the test makes."""
+    def note_connect(self, second_client: bool = False) -> None:
+        """Called before each connection the test makes.
+
+        A server that serves one client per process would never answer a second
+        connection: the test is skipped (UNIMPLEMENTED), unless it checks exactly that
+        (``second_client``)."""
+        if self.connected and self._manager.one_client and not second_client:
+            pytest.skip(f"needs a second client of one server process; {ONE_CLIENT_REASON}")
         if not self.connected:
             self.connected = True
             self.before = self.target.snapshot()
@@ -243,8 +274,16 @@ class TargetManager:
         self.survived = False  # has one outlived a client (even if others exited)?
         self.notes: list[str] = []
         self.commands: list[str] = []
-        self._start_failures = 0
-        self._last_start_error: str | None = None
+        # probe(socket_path) -> None when a new client is served, else what went wrong
+        # (connect + VERSION within --vfu-timeout; the plugin supplies it: a client).
+        self.probe: Callable[[str], str | None] | None = None
+        self.one_client = False  # stays alive after a client, but serves no other
+        self._probed = False
+        self._used: weakref.WeakSet = weakref.WeakSet()  # targets a client connected to
+        self.stopped: str | None = None  # why the target is gone for the run
+        self.stopped_by = ""  # the case that found it
+        self._stopped_what = ""  # COULD_NOT_START or STOPPED_ANSWERING
+        self._case = ""  # the case being set up or run
 
     # -- describing
     def describe(self) -> str:
@@ -277,15 +316,25 @@ class TargetManager:
             return module
         return ""
 
-    def acquire(self, key: str) -> TargetHandle:
-        """The target for a test; starts one if there is none usable."""
+    def acquire(self, key: str, case: str = "") -> TargetHandle:
+        """The target for a test (``case`` names it); starts one if there is none usable.
+
+        A server that serves one client per process is replaced once a client used it.
+        Raises TargetUnavailable when it cannot be started, TargetNotRun once it is gone
+        for the run."""
+        self._case = case
+        self._check_stopped()
         t = self.current
-        if t is not None and (key != self._key or not t.usable()):
+        if t is not None and (
+            key != self._key or not t.usable() or (self.one_client and t in self._used)
+        ):
             self._retire(t)
         if self.current is None:
             self._start()
         self._key = key
-        return TargetHandle(self, self.current)
+        handle = TargetHandle(self, self.current)
+        handle.case = case
+        return handle
 
     def release(self, handle: TargetHandle) -> CrashInfo | None:
         """After a test: take the after-snapshot, look at the process, retire it if needed.
@@ -295,8 +344,11 @@ class TargetManager:
         """
         t = handle.target
         if handle.connected:
+            self._used.add(t)
             self.settle(t, handle.before.fds if handle.before else None)
             handle.after = t.snapshot()
+            if not handle.hung:  # it served the test's client: does it serve another?
+                self._second_client(t)
         crash = None
         rc = t.poll()
         if rc is not None:
@@ -307,9 +359,14 @@ class TargetManager:
                 self.note_nonpersistent(rc)
         if crash is not None:
             handle.crash_reported = True
+        key = self._key
         if rc is not None or handle.hung or self.settings.restart == "per-test":
             if t is self.current:
                 self._retire(t)
+        if handle.hung and crash is None and rc is None:
+            self._still_answering(handle)
+            if self.current is not None:
+                self._key = key  # the fresh server serves the rest of the scope
         return crash
 
     def replace(self, handle: TargetHandle) -> None:
@@ -326,6 +383,62 @@ class TargetManager:
                 f"the server does not persist across clients: it exited (status {returncode}) "
                 "after a client disconnected; each such test got a fresh server"
             )
+
+    def _second_client(self, t: Target | ExternalTarget) -> None:
+        """The first time a server of ours outlived its client: does it serve a new one?
+
+        If not (it accepts, but never answers VERSION), it serves one client per process:
+        from now on each case gets a server no client has used (ONE_CLIENT_NOTE)."""
+        if self._probed or self.persistent is not True or self.probe is None or not t.managed:
+            return
+        self._probed = True
+        before = t.fd_count()
+        error = self.probe(t.socket_path)
+        self.settle(t, before)  # the next test's snapshot must not count the probe's socket
+        if error is not None and t.poll() is None:
+            self.one_client = True
+            self.persistence_note = ONE_CLIENT_NOTE
+
+    def _still_answering(self, handle: TargetHandle) -> None:
+        """After a HANG: does a fresh server answer VERSION? If not, the target stopped
+        answering and the run's remaining cases are not run (pointing at this one)."""
+        if self.probe is None or not handle.managed or self.stopped is not None:
+            return
+        try:
+            if self.current is None:
+                self._start()
+        except TargetUnavailable:
+            return  # self.stopped says why
+        t = self.current
+        self._used.add(t)
+        before = t.fd_count()
+        error = self.probe(t.socket_path)
+        if error is None:
+            self.settle(t, before)
+            return
+        self._stop(
+            STOPPED_ANSWERING,
+            f"a fresh server did not answer VERSION either ({error}), after "
+            f"{handle.case or 'a case'} got no reply in time",
+            handle.case,
+        )
+        self._retire(t)
+
+    def _stop(self, what: str, detail: str, case: str) -> None:
+        """The target is gone for the run: ``what`` (``detail``), found by ``case``."""
+        self.stopped, self.stopped_by, self._stopped_what = f"{what}: {detail}", case, what
+        self.notes.append(self.stopped)
+
+    def _check_stopped(self) -> None:
+        """TargetNotRun once the target is gone; if no case was judged for it yet (it was
+        found at collection), the case asking now is: TargetUnavailable."""
+        if self.stopped is None:
+            return
+        if not self.stopped_by and self._case:
+            self.stopped_by = self._case
+            raise TargetUnavailable(self.stopped)
+        by = f" (see {self.stopped_by})" if self.stopped_by else ""
+        raise TargetNotRun(f"not run: {self._stopped_what}{by}")
 
     def stop_all(self) -> None:
         """At session end: stop the server (SIGTERM, then SIGKILL)."""
@@ -383,8 +496,11 @@ class TargetManager:
         the result is that text, with the crash said, or None."""
         t = handle.target
         before = t.snapshot().fds
+        self._used.add(t)
         error = use()
         self.settle(t, before)
+        if error is None:
+            self._second_client(t)
         crash = self.crash_of(t, wait=0.2 if error else 0.0)
         if crash is not None:
             self.notes.append(f"the server crashed during {what}: " + crash.message())
@@ -393,12 +509,26 @@ class TargetManager:
             self.note_nonpersistent(t.poll())
         if error is not None:
             self.notes.append(error)
-        if (t.poll() is not None or (error and "Timeout" in error)) and handle.managed:
+        gone = t.poll() is not None or (error and "Timeout" in error) or self.one_client
+        if gone and handle.managed:
             self.replace(handle)
         return error
 
     # -- starting and stopping
     def _start(self) -> None:
+        """A new current target; MAX_START_FAILURES tries in a row, then the target could
+        not start: TargetUnavailable now (the root cause), TargetNotRun from then on."""
+        self._check_stopped()
+        for _ in range(MAX_START_FAILURES if self.settings.socket is None else 1):
+            try:
+                return self._start_once()
+            except TargetUnavailable as e:
+                error = e
+        message = str(error).removeprefix("target failed to start: ")
+        self._stop(COULD_NOT_START, message.removeprefix("cannot start target: "), self._case)
+        raise TargetUnavailable(self.stopped)
+
+    def _start_once(self) -> None:
         if self.settings.socket is not None:
             t = ExternalTarget(self.settings.socket)
             try:
@@ -409,25 +539,17 @@ class TargetManager:
                 ) from None
             self.current = t
             return
-        if self._start_failures >= MAX_START_FAILURES:
-            raise TargetUnavailable(
-                f"not starting the server again: it failed to start {self._start_failures} times; "
-                f"the last error was:\n{self._last_start_error}"
-            )
         t = Target(self.settings.server, env=self.settings.env, base_dir=self.base_dir)
         try:
             t.start()
         except TargetStartError as e:
             t.stop()  # keeps its directory: the message points at the stderr log
-            self._start_failures += 1
-            self._last_start_error = _with_hints(str(e), e.returncode, self.settings)
-            raise TargetUnavailable(self._last_start_error) from None
+            raise TargetUnavailable(_with_hints(str(e), e.returncode, self.settings)) from None
         except OSError as e:
             t.cleanup()
-            self._start_failures += 1
-            self._last_start_error = f"cannot start the server: {e}\n  command: {t.command}"
-            raise TargetUnavailable(self._last_start_error) from None
-        self._start_failures = 0
+            raise TargetUnavailable(
+                f"cannot start the server: {e}\n  command: {t.command}"
+            ) from None
         self.starts += 1
         if t.command and t.command not in self.commands:
             self.commands.append(t.command)

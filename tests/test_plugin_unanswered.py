@@ -1,0 +1,177 @@
+"""One cause, one verdict: servers that stop answering, targets that cannot start, harness
+errors. The suite runs (as vfio-user-conformance does) against script servers that serve
+one client and then accept without answering, or never answer at all: the run stays
+bounded, says why once, and no case is judged for what another one found."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from scriptservers import cli, load_json, run, script_server
+
+from pytest_vfiouser.target._manager import ONE_CLIENT_NOTE
+
+pytest_plugins = ["pytester"]
+
+TIMEOUT = 2.0
+# About twenty cases from sections that need no device knowledge, and the one that
+# checks a second client.
+SELECTION = (
+    "test_reply_major or test_reply_minor or test_unsupported_major or test_device_info "
+    "or test_dma_maps_gone or test_new_client_accepted or test_reply_caps_subset"
+)
+
+
+def conformance(tmp_path: Path, *flags: str) -> tuple[dict, float, str]:
+    """The JSON report, the run's duration and its output, of the selection against a
+    script server with ``flags``."""
+    started = time.monotonic()
+    proc = cli(
+        tmp_path,
+        "--vfu-server",
+        script_server(tmp_path, *flags),
+        "--vfu-timeout",
+        str(TIMEOUT),
+        "-p",
+        "no:randomly",
+        "-k",
+        SELECTION,
+        "--vfu-json",
+        "out.json",
+    )
+    data = json.loads((tmp_path / "out.json").read_text())
+    return data, time.monotonic() - started, proc.stdout + proc.stderr
+
+
+def test_a_server_of_one_client_gets_a_fresh_process_per_case(tmp_path: Path):
+    data, seconds, output = conformance(tmp_path, "--one-client")
+    cases = {c["id"]: c for c in data["cases"]}
+    assert len(cases) >= 18, sorted(cases)
+    # Bounded: without fresh servers nearly every case waits the timeout.
+    assert seconds < len(cases) * TIMEOUT / 2, (seconds, output)
+    # Said once, and why each case got a fresh server.
+    assert data["run"]["target"]["persistence_note"] == ONE_CLIENT_NOTE
+    assert output.count(ONE_CLIENT_NOTE) == 1, output
+    assert data["run"]["target"]["starts"] >= len(cases)
+    # The case that checks a second client still sees what the server does.
+    second = cases.pop("disconnect/new-client-accepted")
+    assert second["verdict"] == "HANG" and "VERSION reply" in second["message"], second
+    # No other case is judged for it.
+    verdicts = {name: c["verdict"] for name, c in cases.items()}
+    assert "HANG" not in verdicts.values() and "NOT-RUN" not in verdicts.values(), verdicts
+    assert verdicts["version/reply-major[0]"] == "PASS"
+    assert verdicts["device_info/pci-num-regions"] == "FAIL"  # the script server has one region
+
+
+def test_a_server_that_never_answers_is_one_hang(tmp_path: Path):
+    data, seconds, output = conformance(tmp_path, "--never-answer")
+    cases = data["cases"]
+    hung = [c for c in cases if c["verdict"] == "HANG"]
+    assert len(hung) == 1, [(c["id"], c["verdict"]) for c in cases]
+    found = hung[0]["id"]
+    # The others are not run, each pointing at the case that found it.
+    others = [c for c in cases if c["id"] != found]
+    assert len(others) >= 17
+    assert {c["verdict"] for c in others} == {"NOT-RUN"}, [(c["id"], c["verdict"]) for c in cases]
+    assert {c["message"] for c in others} == {
+        f"not run: the target stopped answering (see {found})"
+    }
+    # Discovery, the case, one fresh server: a few timeouts, not one per case.
+    assert seconds < 5 * TIMEOUT + 10, (seconds, output)
+    notes = data["run"]["target"]["notes"]
+    assert [n for n in notes if n.startswith("the target stopped answering")] == [
+        "the target stopped answering: a fresh server did not answer VERSION either (Timeout: "
+        f"timed out after {TIMEOUT:.3f}s waiting for the VERSION reply to msg_id 0), after "
+        f"{found} got no reply in time"
+    ]
+    assert data["run"]["target"]["persistence_note"] is None  # it never served a client
+    assert "note: the target stopped answering: a fresh server" in output
+
+
+def test_a_target_that_cannot_start_is_one_error(tmp_path: Path):
+    proc = cli(tmp_path, "--vfu-server", "/bin/false {socket}", "--vfu-json", "out.json")
+    assert proc.returncode == 1
+    data = json.loads((tmp_path / "out.json").read_text())
+    by_verdict: dict[str, list] = {}
+    for c in data["cases"]:
+        by_verdict.setdefault(c["verdict"], []).append(c)
+    # UNIMPLEMENTED: cases needing a profile feature are skipped before any server is asked.
+    assert set(by_verdict) <= {"ERROR", "NOT-RUN", "UNIMPLEMENTED"}
+    (error,) = by_verdict["ERROR"]
+    assert error["message"].startswith("the target could not start: exited with status 1\n")
+    assert {c["message"] for c in by_verdict["NOT-RUN"]} == {
+        f"not run: the target could not start (see {error['id']})"
+    }
+    (note,) = data["run"]["target"]["notes"]
+    assert note.startswith(
+        "the target could not start: exited with status 1\n  command: /bin/false"
+    )
+    assert "note: the target could not start: exited with status 1" in proc.stdout
+    assert "    command: /bin/false " in proc.stdout
+
+
+HARNESS_CASES = """
+from hypothesis import given, settings, strategies as st
+from hypothesis.errors import FlakyStrategyDefinition
+from pytest_vfiouser import case, MUST, SHOULD
+
+@case("harness/hook-raises", MUST)
+def test_hook_raises(vfu_client, vfu_hooks):
+    vfu_hooks.trigger_irq(vfu_client, 0)
+
+@case("harness/hook-raises-should", SHOULD)
+def test_hook_raises_should(vfu_client, vfu_hooks):
+    vfu_hooks.trigger_irq(vfu_client, 0)
+
+@case("harness/hypothesis-flaky-strategy", MUST)
+def test_flaky_strategy(vfu_client):
+    raise FlakyStrategyDefinition("the strategy drew differently on replay")
+
+@case("harness/fails-after-hypothesis", MUST)
+def test_fails_after_hypothesis(vfu_client):
+    try:
+        raise FlakyStrategyDefinition("the replay drew differently")
+    except FlakyStrategyDefinition as e:  # the fuzzer's failure, found before the replay
+        raise AssertionError("the server accepted what it must refuse") from e
+
+@case("harness/hypothesis-invalid-argument", SHOULD)
+@settings(database=None)
+@given(st.integers(min_value=5, max_value=1))
+def test_invalid_argument(vfu_client, n):
+    pass
+
+@case("harness/hypothesis-test-fails", MUST)
+@settings(database=None, max_examples=5)
+@given(st.integers(0, 3))
+def test_property_fails(vfu_client, n):
+    assert vfu_client.reset().ok, "reset refused"
+"""
+
+HOOKS = """
+def pytest_vfu_trigger_irq(client, device, index, subindex):
+    raise RuntimeError("my irq hook is broken")
+"""
+
+
+def test_harness_errors_are_errors_not_verdicts_on_the_server(pytester: pytest.Pytester):
+    """An implementer's hook that raises, Hypothesis failing itself: ERROR, whatever the
+    level; a property the server fails is still FAIL."""
+    pytester.makepyfile(HARNESS_CASES)
+    pytester.makeconftest(HOOKS)
+    run(pytester, "--vfu-server", script_server(pytester.path), "--vfu-json=vfu.json")
+    cases = load_json(pytester)["by_name"]
+    verdicts = {name: c["verdict"] for name, c in cases.items()}
+    assert verdicts == {
+        "test_hook_raises": "ERROR",
+        "test_hook_raises_should": "ERROR",
+        "test_flaky_strategy": "ERROR",
+        "test_fails_after_hypothesis": "FAIL",
+        "test_invalid_argument": "ERROR",
+        "test_property_fails": "FAIL",
+    }
+    assert cases["test_hook_raises"]["message"].startswith(
+        "the hook vfu_trigger_irq raised RuntimeError: my irq hook is broken"
+    )
