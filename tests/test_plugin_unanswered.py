@@ -56,9 +56,10 @@ def test_a_server_of_one_client_gets_a_fresh_process_per_case(tmp_path: Path):
     assert data["run"]["target"]["persistence_note"] == ONE_CLIENT_NOTE
     assert output.count(ONE_CLIENT_NOTE) == 1, output
     assert data["run"]["target"]["starts"] >= len(cases)
-    # The case that checks a second client still sees what the server does.
+    # The case that checks a second client (a MAY) says what the server does, once seen.
     second = cases.pop("disconnect/new-client-accepted")
-    assert second["verdict"] == "HANG" and "VERSION reply" in second["message"], second
+    assert second["verdict"] == "INFORMATIONAL", second
+    assert any("serves no other client" in o for o in second["observations"]), second
     # No other case is judged for it.
     verdicts = {name: c["verdict"] for name, c in cases.items()}
     assert "HANG" not in verdicts.values() and "NOT-RUN" not in verdicts.values(), verdicts
