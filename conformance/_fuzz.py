@@ -51,8 +51,8 @@ def end_of_run(fuzzer: Fuzzer, device, observe) -> int | None:
         )
     if fuzzer.exits:
         observe(
-            f"the server exited {len(fuzzer.exits)} times while fuzzed and was restarted "
-            f"(first: {fuzzer.exits[0]})"
+            f"a fresh server process was started {len(fuzzer.exits)} times while fuzzing "
+            f"(first because {fuzzer.exits[0]})"
         )
     if growth:
         observe(

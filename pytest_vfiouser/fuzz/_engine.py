@@ -194,8 +194,8 @@ class FuzzStats:
         ]
         if self.restarts:
             out.append(
-                f"fuzzing: the server was restarted {self.restarts} times (it exited "
-                "after a client closed)"
+                f"fuzzing: the server was restarted {self.restarts} times (it exited after "
+                "a client closed, or serves one client per process)"
             )
         out += [f"fuzzing: reproducer {path}" for path in self.reproducers]
         return out
@@ -423,6 +423,8 @@ class Fuzzer:
         TargetLost if the server is gone."""
         negotiate = self.negotiate if negotiate is None else negotiate
         for attempt in (0, 1):
+            if getattr(self.target, "serves_one_client", False) and self.target.connected:
+                self._fresh_process("it serves one client per process")
             note = getattr(self.target, "note_connect", None)
             if note is not None:
                 note()
@@ -465,11 +467,15 @@ class Fuzzer:
             raise TargetLost(f"the server is running, but {what}")
         if not self.target.managed:
             raise TargetLost(f"the server is gone: {what}")
-        self.exits.append(what)
+        self._fresh_process(what)
+        return True
+
+    def _fresh_process(self, why: str) -> None:
+        """A new server process for the next connection (noted with ``why``)."""
+        self.exits.append(why)
         self.restarts += 1
         self.fd_baseline = None  # another process: nothing to compare with
         self.target.fresh()
-        return True
 
     def connection(self) -> Client:
         if self.client is None:
