@@ -14,6 +14,7 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --close-on-bad-size  close the connection on a msg_size below 16 or above 1 MiB
   --reject-unread N  refuse command N without reading its payload (the payload is then
                    read as the next headers: out of step, as a server that ignores msg_size)
+  --accept-set-irqs  grant SET_IRQS (command 8) and keep the eventfds that come with it
   --one-client     after the first client disconnects, stay alive and accept
                    connections without ever answering (libvfio-user's null sample)
   --never-answer   accept connections and never answer (a server wedged from the start)
@@ -49,10 +50,16 @@ def reply(conn, msg_id, cmd, payload=b"", error=0):
     if error and delay_errors:
         time.sleep(delay_errors)
     conn.sendall(HDR.pack(msg_id, cmd, 16 + len(payload), flags, error) + payload)
+kept_fds = []  # eventfds of granted SET_IRQS requests
 def recv_exact(conn, n):
     buf = b""
     while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
+        chunk, fds, _, _ = socket.recv_fds(conn, n - len(buf), 16)
+        if "--accept-set-irqs" in flags:
+            kept_fds.extend(fds)
+        else:
+            for fd in fds:
+                os.close(fd)
         if not chunk:
             return None
         buf += chunk
@@ -78,6 +85,8 @@ def serve(conn):
             reset_seen = True
         if cmd == error_on:
             reply(conn, msg_id, cmd, error=95)
+        elif cmd == 8 and "--accept-set-irqs" in flags:
+            reply(conn, msg_id, cmd)
         elif cmd == 1:
             caps = json.dumps({"capabilities": {"max_msg_fds": 8}}).encode() + b"\0"
             reply(conn, msg_id, cmd, struct.pack("<HH", 0, 0) + caps)

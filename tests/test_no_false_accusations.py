@@ -5,6 +5,7 @@ behaves that way and expects the verdict the spec supports."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from scriptservers import cli, script_server
@@ -31,3 +32,59 @@ def test_a_server_that_closes_and_exits_is_not_asked_for_another_client(tmp_path
         "msg_size_below_header or msg_size_huge",
     )
     assert got and set(got.values()) == {"PASS"}, got
+
+
+def test_an_accepted_set_irqs_may_keep_its_eventfds(tmp_path):
+    """libvfio-user grants SET_IRQS whose argsz is above its payload and keeps the eventfd
+    it assigned: refused-fds-closed judges only the fds a request could not use (whether
+    it should have been granted is refuse-argsz-mismatch's to say)."""
+    got = verdicts(
+        tmp_path,
+        "--vfu-server",
+        script_server(tmp_path, "--accept-set-irqs"),
+        "--vfu-section",
+        "set_irqs",
+        "-k",
+        "refused_fds_closed and above",
+    )
+    assert got == {"set_irqs/refused-fds-closed[irq0-argsz-above-payload]": "PASS"}, got
+
+
+def test_a_region_that_refuses_the_width_tried_is_not_judged_on_it(tmp_path):
+    """The script server refuses every REGION_READ (registers that take widths the suite
+    does not guess): read-reply cannot judge, and says so; it does not fail the server
+    for a width the spec does not require."""
+    got = verdicts(
+        tmp_path,
+        "--vfu-server",
+        script_server(tmp_path),
+        "--vfu-section",
+        "region_rw",
+        "-k",
+        "read_reply or out_of_bounds",
+    )
+    assert got and set(got.values()) == {"UNIMPLEMENTED"}, got
+
+
+def test_a_reset_observed_by_unmapping_not_by_remapping(tmp_path):
+    """A server that takes an identical DMA_MAP for a replacement (as libvfio-user does)
+    kept the mapping across the reset: exactly unmapping it shows that."""
+    server = (
+        f"{sys.executable} -m reference_server_faults --socket-path={{socket}} "
+        "--fault dma-table-keyed-by-address"
+    )
+    got = verdicts(tmp_path, "--vfu-server", server, "--vfu-section", "reset", "-k", "map_survives")
+    assert got == {"reset/dma-map-survives": "PASS"}, got
+
+
+def test_a_program_without_socket_path_fails_that_case_only(tmp_path):
+    """The script server takes its socket path positionally, as libvfio-user's samples do:
+    backend/socket-path-option fails, the other conventions are judged on the command line
+    as given, and --fd taken for a path is seen, with no file left in the user's folder."""
+    got = verdicts(tmp_path, "--vfu-server", script_server(tmp_path), "--vfu-section", "backend")
+    assert got["backend/socket-path-option"] == "FAIL", got
+    for case in ("backend/sigterm[idle]", "backend/no-daemonize", "backend/std-fds-redirected"):
+        assert got[case] == "PASS", (case, got)
+    assert got["backend/fd-option"] == "INFORMATIONAL", got
+    stray = [p.name for p in tmp_path.iterdir() if p.name.startswith("--")]
+    assert not stray, stray
