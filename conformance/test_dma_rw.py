@@ -207,6 +207,39 @@ def test_fd_mapped(vfu_client, vfu_hooks, vfu_observe, base):
         )
 
 
+@case("dma_rw/fd-offset-used", MUST, requires=("dma_engine",))
+def test_fd_offset_used(vfu_client, vfu_hooks, base):
+    """A mapping made at a file offset shows the file from that offset: what the device
+    reads at the mapping's address is the file's bytes there, not those at offset 0 (the
+    positive side of dma/map-with-fd-offset, which only sees the map accepted).
+
+    Spec (VFIO_USER_DMA_MAP): "offset is the file offset of the region with respect to the
+    associated file descriptor"
+    """
+    a, b = base, base + 4 * SIZE
+    fd = os.memfd_create("vfio-user-conformance-offset", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, 3 * SIZE)
+        at_zero, at_offset = _pattern(LENGTH, 1), _pattern(LENGTH, 2)
+        os.pwrite(fd, at_zero, 0)
+        os.pwrite(fd, at_offset, SIZE)
+        accepted(
+            vfu_client.dma_map(a, SIZE, fd=fd, offset=SIZE),
+            f"DMA_MAP of [{a:#x}, +{SIZE:#x}) with a memfd at offset {SIZE:#x}",
+        )
+    finally:
+        os.close(fd)  # the client's model keeps its own mapping
+    accepted(vfu_client.dma_map(b, SIZE), f"DMA_MAP of [{b:#x}, +{SIZE:#x})")
+    _dma(vfu_hooks, vfu_client, "read", a, LENGTH)
+    _dma(vfu_hooks, vfu_client, "write", b, LENGTH)
+    got = vfu_client.memory.read(b, LENGTH)
+    assert got != at_zero, (
+        f"the device read the file from offset 0 at [{a:#x}, ...), mapped at file offset "
+        f"{SIZE:#x}: the DMA_MAP offset was ignored"
+    )
+    assert got == at_offset, "the device read other bytes than the file holds at the offset"
+
+
 # ---------------------------------------------------------------------------
 # errors and unmapping
 
