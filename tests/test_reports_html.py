@@ -14,6 +14,8 @@ from urllib.parse import quote
 import pytest
 from reports_support import browser, failing_run, reference_run  # noqa: F401 (browser: a fixture)
 
+from pytest_vfiouser.verdict import Verdict
+
 _MATRIX_JS = """
 const out = {};
 for (const tr of document.querySelectorAll('#vfu-matrix tbody tr')) {
@@ -143,21 +145,7 @@ def test_level_and_verdict_columns_sort(browser):  # noqa: F811
     browser.get(run.html_path.as_uri())
     for column, rank in (
         ("level", _LEVEL_RANK.get),
-        (
-            "verdict",
-            [
-                "PASS",
-                "FIXED",
-                "UNIMPLEMENTED",
-                "INFORMATIONAL",
-                "BASELINE",
-                "NON-STRICT",
-                "ERROR",
-                "FAIL",
-                "HANG",
-                "CRASH",
-            ].index,
-        ),
+        ("verdict", lambda text: Verdict(text).rank),
     ):
         browser.find_element("css selector", f'th[data-column-type="{column}"]').click()
         ranks = [rank(td.text) for td in browser.find_elements("css selector", f"td.col-{column}")]

@@ -63,8 +63,9 @@ def href(path: str) -> str:
 
 def sort_key(verdict: Verdict | None) -> str:
     """What orders a Verdict cell: pytest-html sorts by the cell's inner HTML, so a leading
-    comment holding the verdict's rank (its severity)."""
-    return f"<!--{verdict.rank}-->" if verdict else ""
+    comment holding the verdict's rank (its severity), zero-padded: the sort compares text,
+    and "10" must come after "9"."""
+    return f"<!--{verdict.rank:03d}-->" if verdict else ""
 
 
 class HtmlReport:
