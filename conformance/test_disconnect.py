@@ -54,7 +54,9 @@ def baseline(vfu_device, vfu_target) -> int | None:
 
 
 def _disconnect(client, vfu_target, baseline: int | None) -> bool:
-    """Close ``client`` and wait until the server has let go of it; whether it still runs."""
+    """Close ``client`` once the server has read all it sent (so what it gets is the cut the
+    case made, then the close), wait until it has let go of it; whether it still runs."""
+    client.wait_peer_read(client.timeout)
     client.close()
     if baseline is not None:
         wait_server_fds(vfu_target, baseline, client.timeout)

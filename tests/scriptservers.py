@@ -22,6 +22,9 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
   --no-mmap        region 0 without the MMAP flag
   --fail-start     print an error to stderr and exit(3) without listening
+  --recv-once S    read a header, then a body, with one recv() each after sleeping S seconds
+                   (a reader slower than its client), and close on a short read
+                   (libvfio-user's samples read so)
 """
 
 from __future__ import annotations
@@ -51,7 +54,14 @@ def reply(conn, msg_id, cmd, payload=b"", error=0):
         time.sleep(delay_errors)
     conn.sendall(HDR.pack(msg_id, cmd, 16 + len(payload), flags, error) + payload)
 kept_fds = []  # eventfds of granted SET_IRQS requests
+recv_once = opt("--recv-once", float)
 def recv_exact(conn, n):
+    if recv_once is not None:
+        time.sleep(recv_once)
+        chunk, fds, _, _ = socket.recv_fds(conn, n, 16)
+        for fd in fds:
+            os.close(fd)
+        return chunk if len(chunk) == n else None
     buf = b""
     while len(buf) < n:
         chunk, fds, _, _ = socket.recv_fds(conn, n - len(buf), 16)

@@ -88,3 +88,25 @@ def test_a_program_without_socket_path_fails_that_case_only(tmp_path):
     assert got["backend/fd-option"] == "INFORMATIONAL", got
     stray = [p.name for p in tmp_path.iterdir() if p.name.startswith("--")]
     assert not stray, stray
+
+
+def test_a_message_cut_into_writes_reaches_a_slow_reader_cut(tmp_path):
+    """A server that reads a header and a body with one recv() each, and slower than the
+    suite writes: each piece of header/split-message must reach it apart (the suite waits
+    until the server has read one before it writes the next), so the finding does not
+    depend on the scheduler. Sent back to back, the pieces would meet in the server's
+    socket and the case would pass."""
+    got = verdicts(
+        tmp_path,
+        "--vfu-server",
+        script_server(tmp_path, "--recv-once", "0.05"),
+        "--vfu-section",
+        "header",
+        "-k",
+        "split_message and version",
+    )
+    assert got == {
+        "header/split-message[version-header-then-body]": "PASS",
+        "header/split-message[version-inside-header]": "FAIL",
+        "header/split-message[version-byte-by-byte]": "FAIL",
+    }, got

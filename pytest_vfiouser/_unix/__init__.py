@@ -2,11 +2,13 @@
 
 * ``busy_poll``: adaptive polling before a blocking receive (``BusyPoll``).
 * ``scm_rights``: fds passed with SCM_RIGHTS (``rights``, ``fds_of``, ``SCM_MAX_FD``).
+* ``outq``: what the peer has not read yet (``unread``, ``wait_read``).
 
 May import: the standard library only.
 """
 
 from .busy_poll import CEILING_NS, GROW_START_NS, MIN_NS, BusyPoll
+from .outq import unread, wait_read
 from .scm_rights import ANC_SPACE, SCM_MAX_FD, fds_of, rights
 
 __all__ = [
@@ -18,4 +20,6 @@ __all__ = [
     "BusyPoll",
     "fds_of",
     "rights",
+    "unread",
+    "wait_read",
 ]

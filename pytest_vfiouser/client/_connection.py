@@ -35,7 +35,7 @@ import struct
 import time
 from collections import deque
 
-from pytest_vfiouser._unix import ANC_SPACE, CEILING_NS, BusyPoll, fds_of, rights
+from pytest_vfiouser._unix import ANC_SPACE, CEILING_NS, BusyPoll, fds_of, rights, wait_read
 from pytest_vfiouser.protocol import (
     COMMAND,
     FLAGS,
@@ -134,6 +134,11 @@ class Connection:
                 view = view[self.sock.send(view, _MSG_NOSIGNAL) :]
         finally:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+
+    def wait_peer_read(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until the server has read every byte sent; whether it
+        has. Between the pieces of a message cut into writes, so that it gets them apart."""
+        return wait_read(self.sock, timeout)
 
     def send_many(self, frames: list[bytes]) -> None:
         """Each of ``frames`` in its own sendmsg (a pipeline's requests); one log entry."""

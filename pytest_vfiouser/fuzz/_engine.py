@@ -88,6 +88,9 @@ FUZZ_MODES = tuple(PROFILES)
 DEFAULT_FUZZ_MODE = "ci"
 QUIET = 0.25  # seconds to wait for a close after bytes the server cannot frame
 SETTLE = 1.0  # seconds the server gets to release fds after the last client closed
+# At most this long, the server gets to read one write of a message cut into several before
+# the next goes: so it sees the cut (a server that reads slower gets the pieces together).
+PIECE_WAIT = 0.2
 # A message whose msg_size promises more than was sent is completed with zero
 # bytes up to this size (so the server sees a whole message and answers it);
 # above it the connection is left to the server (it may close, or wait).
@@ -483,8 +486,10 @@ class Fuzzer:
         return self.client
 
     def drop(self) -> None:
-        """Close our connection (the next example gets a new one)."""
+        """Close our connection (the next example gets a new one), once the server has read
+        all we sent: it sees what the example sent, then the close, whatever the timing."""
         if self.client is not None:
+            self.client.wait_peer_read(min(PIECE_WAIT, self.timeout))
             self.client.close()
             self.client = None
 
@@ -614,7 +619,9 @@ class Fuzzer:
         self.messages += len(frames) + (ending != "framed")
         self.replies = []
         try:
-            for data, nfds in writes:
+            for i, (data, nfds) in enumerate(writes):
+                if i:
+                    client.wait_peer_read(min(PIECE_WAIT, self.timeout))
                 fds = self._fds(data, nfds) if nfds else []
                 try:
                     client.send_raw(data, fds)
