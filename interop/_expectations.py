@@ -44,6 +44,7 @@ __all__ = [
     "check",
     "did_of",
     "load",
+    "misquotes",
     "render",
     "spec_quote",
     "update",
@@ -169,6 +170,35 @@ def _blocks(text: str) -> tuple[list[int], list[bool]]:
         elif todos and TODO in line:
             todos[-1] = True
     return starts, todos
+
+
+# -- the quotes
+
+
+_MARKUP = re.compile(r"[*`|+=\-]+")  # RST emphasis, literals, table rules and cells
+_ELISION = re.compile(r"\.\.\.|…")
+
+
+def _plain(text: str) -> str:
+    words = " ".join(_MARKUP.sub(" ", text).split()).lower()
+    return re.sub(r" (?=[:,.;])", "", words)  # ``PATH``: reads as PATH:
+
+
+def misquotes(expectations: Expectations, texts: Mapping[str, str]) -> list[str]:
+    """The entries whose ``spec`` is not words of the spec text of a revision they name
+    (``texts``: revision -> the spec's reStructuredText; markup, case and line breaks
+    aside, "..." eliding), as "path:line: case: what"."""
+    plain = {revision: _plain(text) for revision, text in texts.items()}
+    out = []
+    for e in expectations.entries:
+        pieces = [_plain(p).rstrip(".") for p in _ELISION.split(e.spec)]
+        for revision in e.revisions:
+            if revision in plain and not all(p in plain[revision] for p in pieces if p):
+                out.append(
+                    f"{expectations.path}:{e.line}: {e.case}: its spec is not a quote of the "
+                    f"{revision} text: {e.spec[:120]!r}"
+                )
+    return out
 
 
 # -- the check

@@ -22,7 +22,7 @@ from pytest_vfiouser.report import load as load_report
 from . import _build, _expectations, _implementations, _matrix, _run
 from ._expectations import Difference
 
-__all__ = ["EXIT_DIFFERENT", "EXIT_OK", "EXIT_USAGE", "REPO", "Options", "main"]
+__all__ = ["EXIT_DIFFERENT", "EXIT_OK", "EXIT_USAGE", "REPO", "Options", "build_samples", "main"]
 
 REPO = _implementations.HERE.parent
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
@@ -44,6 +44,7 @@ class Options:
     expectations: Path = _implementations.HERE / "expectations"
     readme: Path = REPO / "README.md"
     implementations: Path = _implementations.IMPLEMENTATIONS
+    spec: Path = REPO.parent / "shared" / "spec"  # vfio-user-<revision>.rst: the quotes' source
     out: TextIO | None = field(default=None, repr=False)  # None: sys.stdout
 
 
@@ -77,22 +78,29 @@ def main(options: Options) -> int:
     return _conclude(options, catalogue, impls, revisions, outcomes)
 
 
-def _run_all(options, source, impls, revisions, outcomes) -> int | None:
+def build_samples(source: Path, build_dir: Path, impls, say) -> dict[str, Path]:
+    """The samples folder of each libvfio-user implementation of ``impls`` (name ->
+    folder), built into ``build_dir`` unless it holds them; ``say`` reports each build.
+    Raises _build.BuildError."""
     samples: dict[str, Path] = {}
     plain = [i for i in impls if i.snapshot and not i.meson_options]
+    for snapshot in sorted({i.snapshot for i in plain}):
+        binaries = [i.binary for i in plain if i.snapshot == snapshot]
+        say(f"interop: libvfio-user {snapshot}: {', '.join(binaries)}")
+        folder = _build.build(source, build_dir, snapshot, binaries)
+        samples.update({i.name: folder for i in plain if i.snapshot == snapshot})
+    for i in impls:
+        if i.snapshot and i.meson_options:
+            say(f"interop: libvfio-user {i.snapshot}: {i.binary} ({' '.join(i.meson_options)})")
+            samples[i.name] = _build.build_with(
+                source, build_dir, i.snapshot, i.binary, i.meson_options
+            )
+    return samples
+
+
+def _run_all(options, source, impls, revisions, outcomes) -> int | None:
     try:
-        for snapshot in sorted({i.snapshot for i in plain}):
-            binaries = [i.binary for i in plain if i.snapshot == snapshot]
-            _say(options, f"interop: libvfio-user {snapshot}: {', '.join(binaries)}")
-            folder = _build.build(source, options.build_dir, snapshot, binaries)
-            samples.update({i.name: folder for i in plain if i.snapshot == snapshot})
-        for i in impls:
-            if i.snapshot and i.meson_options:
-                _say(options, f"interop: libvfio-user {i.snapshot}: {i.binary} "
-                     f"({' '.join(i.meson_options)})")  # fmt: skip
-                samples[i.name] = _build.build_with(
-                    source, options.build_dir, i.snapshot, i.binary, i.meson_options
-                )
+        samples = build_samples(source, options.build_dir, impls, lambda t: _say(options, t))
     except _build.BuildError as exc:
         _say(options, f"interop: build failed: {exc}")
         return EXIT_DIFFERENT
@@ -137,6 +145,7 @@ def _conclude(options, catalogue, impls, revisions, outcomes) -> int:
     problems: list[str] = []
     differences: list[Difference] = []
     todo = 0
+    texts = _spec_texts(options, catalogue.revisions)
     for impl in impls:
         path = options.expectations / f"{impl.name}.toml"
         expected = _expectations.load(path, catalogue.revisions)
@@ -153,7 +162,7 @@ def _conclude(options, catalogue, impls, revisions, outcomes) -> int:
                 reports[revision] = cases
         if options.update and reports:
             expected = _write_expectations(options, impl, expected, reports, catalogue)
-        problems += expected.errors
+        problems += expected.errors + _expectations.misquotes(expected, texts)
         if impl.is_reference and expected.entries:
             problems.append(f"{path}: the reference server is the clean run: it has no finding")
         for revision in revisions[impl.name]:
@@ -166,6 +175,19 @@ def _conclude(options, catalogue, impls, revisions, outcomes) -> int:
     problems += _readme(options, catalogue)
     _matrix_html(options, catalogue)
     return _verdict(options, problems, differences, todo)
+
+
+def _spec_texts(options, revisions) -> dict[str, str]:
+    """revision -> the spec's text, for the revisions whose file is there (the quotes of
+    the others are not checked, and a line says so)."""
+    texts = {}
+    for revision in revisions:
+        path = options.spec / f"vfio-user-{revision}.rst"
+        try:
+            texts[revision] = path.read_text(encoding="utf-8")
+        except OSError:
+            _say(options, f"interop: no {path}: the spec quotes at {revision} are not checked")
+    return texts
 
 
 def _write_expectations(options, impl, expected, reports, catalogue):

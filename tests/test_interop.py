@@ -210,6 +210,50 @@ def test_an_expectation_must_quote_its_spec_and_say_what_the_server_did(tmp_path
     assert exp.errors[0].startswith(f"{tmp_path / 'x.toml'}:2:")  # the line of its table
 
 
+def test_a_quote_must_be_words_of_the_spec_at_each_revision_it_names(tmp_path):
+    texts = {
+        "0.9.1": "* *argsz* is the maximum size of the reply\n  payload.\n\n"
+        "| max_msg_fds | number | Maximum number of file |\n|  |  | descriptors. |",
+        "0.9.2": "* *flags* is unused in this version.",
+    }
+    exp = _expectations.load(
+        expectations(
+            tmp_path / "x.toml",
+            {"case": "dma/a", "spec": "argsz is the maximum size of the reply payload."},
+            {"case": "dma/b", "spec": "Maximum number of file descriptors"},
+            {"case": "dma/c", "spec": "argsz is the ... size of the reply payload"},
+            {"case": "dma/d", "spec": "argsz is the minimum size of the reply payload"},
+            {"case": "dma/e", "spec": "flags is unused", "revisions": '["0.9.1", "0.9.2"]'},
+        ),
+        ("0.9.1", "0.9.2"),
+    )
+    found = _expectations.misquotes(exp, texts)
+    assert [line.split(": ")[1] for line in found] == ["dma/d", "dma/e"], found
+    assert "not a quote of the 0.9.1 text" in found[1]  # 0.9.2 has it; 0.9.1 does not
+
+
+def test_a_misquote_fails_the_tier(tier):
+    expectations(tier.exp / "null.toml", {"case": "dma/a", "spec": "words the spec never says"})
+    status, out = tier(only=["null"], revisions=["0.9.1"])
+    assert status == 1 and "its spec is not a quote of the 0.9.1 text" in out, out
+
+
+@pytest.mark.skipif(not _tier.Options().spec.is_dir(), reason="no ../shared/spec")
+def test_every_committed_expectation_quotes_the_spec():
+    """What the interop tier checks on each run, for the committed files: each finding
+    rests on words the spec says at each revision it is expected at."""
+    options = _tier.Options()
+    catalogue = implementations.load()
+    texts = _tier._spec_texts(dataclasses.replace(options, out=io.StringIO()), catalogue.revisions)
+    assert set(texts) == set(catalogue.revisions)
+    found = []
+    for path in sorted(options.expectations.glob("*.toml")):
+        exp = _expectations.load(path, catalogue.revisions)
+        assert not exp.errors, exp.errors
+        found += _expectations.misquotes(exp, texts)
+    assert found == []
+
+
 def test_a_case_expected_twice_at_a_revision_is_an_error(tmp_path):
     exp = _expectations.load(
         expectations(tmp_path / "x.toml", {"case": "dma/a"}, {"case": "dma/a"}), ("0.9.1",)
@@ -324,8 +368,17 @@ def tier(tmp_path):
         )
     expectations(exp / "null.toml", {"case": "dma/a", "revisions": '["0.9.1", "0.9.2"]'})
     (exp / "reference.toml").write_text("# the clean run\n")
+    spec = tmp_path / "spec"
+    spec.mkdir()
+    for rev in ("0.9.1", "0.9.2"):  # the quotes of the entries above are words of these
+        (spec / f"vfio-user-{rev}.rst").write_text("It says *the*\nsentence. And more.\n")
     options = _tier.Options(
-        check_only=True, implementations=catalogue, expectations=exp, reports=reports, readme=readme
+        check_only=True,
+        implementations=catalogue,
+        expectations=exp,
+        reports=reports,
+        readme=readme,
+        spec=spec,
     )
 
     def run(**changes) -> tuple[int, str]:
