@@ -18,8 +18,24 @@ It writes the cross-implementation matrix (``compare``) to
   them from the reports (``--update``).
 * ``_matrix``: the README's Markdown matrix and the HTML matrix of ``compare``.
 
+Its public names serve the benchmarks (the samples' command lines): ``load_implementations``,
+``find_source``, ``has_source``, ``build_samples``.
+
 May import: ``pytest_vfiouser.report`` and ``pytest_vfiouser.verdict`` (public names only);
 the suite itself runs as a command (``python -m pytest_vfiouser.cli``).
 """
 
-__all__: list[str] = []
+from ._build import BuildError, find_source, has_source
+from ._implementations import Implementation
+from ._implementations import load as load_implementations
+from ._tier import REPO, build_samples
+
+__all__ = [
+    "REPO",
+    "BuildError",
+    "Implementation",
+    "build_samples",
+    "find_source",
+    "has_source",
+    "load_implementations",
+]
