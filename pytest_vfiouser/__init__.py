@@ -3,6 +3,7 @@
 What conformance cases import::
 
     from pytest_vfiouser import case, MUST, SHOULD, MAY, observe
+    raise Unmet("what the server did", SHOULD)   # a failure that rests on a weaker sentence
 
 These names load lazily, so that importing ``pytest_vfiouser.protocol`` (as
 the reference server does) does not import pytest.
@@ -10,7 +11,9 @@ the reference server does) does not import pytest.
 
 __version__ = "0.1.0"
 
-__all__ = ["MAY", "MUST", "SHOULD", "Level", "__version__", "case", "observe"]
+from .verdict import Unmet
+
+__all__ = ["MAY", "MUST", "SHOULD", "Level", "Unmet", "__version__", "case", "observe"]
 
 _LAZY = frozenset({"case", "Level", "MUST", "SHOULD", "MAY", "observe"})  # from .plugin
 

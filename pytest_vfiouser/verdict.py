@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
-__all__ = ["BY_SEVERITY", "FAILING", "VERDICTS", "Verdict", "in_report_order"]
+__all__ = ["BY_SEVERITY", "FAILING", "VERDICTS", "Unmet", "Verdict", "in_report_order"]
 
 
 class Verdict(str, enum.Enum):
@@ -77,3 +77,17 @@ def in_report_order(counts: Mapping[str, int] | Iterable[str]) -> list[str]:
     verdict (a newer report's) after them, alphabetically."""
     known = [v for v in VERDICTS if v in counts]
     return known + sorted(str(v) for v in counts if v not in VERDICTS)
+
+
+class Unmet(AssertionError):
+    """A requirement found not met. ``level`` ("should" or "may"; a ``Level`` will do)
+    names the level of the sentence the failure rests on, when that is weaker than the
+    case's own: a MUST case that finds only a SHOULD broken is NON-STRICT, not FAIL. A
+    failure never rests on a stronger level than its case's."""
+
+    level: str | None = None
+
+    def __init__(self, message: str = "", level: str | None = None):
+        super().__init__(message)
+        if level is not None:
+            self.level = str(getattr(level, "value", level))

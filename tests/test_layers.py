@@ -33,7 +33,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "client": frozenset({"protocol", "_unix"}),
     "target": frozenset({"protocol"}),
     "device": frozenset({"protocol", "client"}),
-    "fuzz": frozenset({"protocol", "client", "target", "device", "strategies"}),
+    "fuzz": frozenset({"verdict", "protocol", "client", "target", "device", "strategies"}),
     "report": frozenset({"verdict", "protocol", "fuzz"}),
     "plugin": frozenset(
         {
@@ -49,7 +49,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         }
     ),
     "cli": frozenset({"plugin", "report", "protocol"}),
-    "": frozenset({"plugin"}),  # the package root: the names cases import, lazily
+    "": frozenset({"plugin", "verdict"}),  # the root: the names cases import (plugin's lazily)
 }
 REFERENCE_SERVER_ALLOWED = frozenset({"protocol", "_unix"})
 # The cases use the suite's public API (case, MUST, the vfu_* fixtures) and its

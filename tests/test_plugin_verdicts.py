@@ -104,6 +104,42 @@ def test_verdict_mapping(pytester: pytest.Pytester, server):
     assert "vfu_fds_before" in props["test_must_pass"]
 
 
+WEAKER_CASES = """
+from pytest_vfiouser import case, MUST, SHOULD, MAY, Unmet
+
+@case("weaker/must-finds-should", MUST)
+def test_must_finds_should(vfu_client):
+    raise Unmet("only a SHOULD is broken", SHOULD)
+
+@case("weaker/must-finds-may", MUST)
+def test_must_finds_may(vfu_client):
+    raise Unmet("only a MAY is not met", "may")
+
+@case("weaker/may-never-stronger", MAY)
+def test_may_never_stronger(vfu_client):
+    raise Unmet("a SHOULD found by a MAY case", SHOULD)
+
+@case("weaker/must-plain", MUST)
+def test_must_plain(vfu_client):
+    raise Unmet("at the case's own level")
+"""
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
+def test_a_failure_rests_on_the_level_of_its_sentence(pytester: pytest.Pytester, server, strict):
+    """An Unmet naming a weaker level than its case's gets that level's verdict (a MUST case
+    that finds only a SHOULD broken is NON-STRICT); it never makes a case stronger."""
+    pytester.makepyfile(WEAKER_CASES)
+    run(pytester, "--vfu-server", server, "--vfu-json=vfu.json", *(["--vfu-strict"] * strict))
+    verdicts = {name: c["verdict"] for name, c in load_json(pytester)["by_name"].items()}
+    assert verdicts == {
+        "test_must_finds_should": "FAIL" if strict else "NON-STRICT",
+        "test_must_finds_may": "INFORMATIONAL",
+        "test_may_never_stronger": "INFORMATIONAL",
+        "test_must_plain": "FAIL",
+    }
+
+
 def test_strict_fails_shoulds(pytester: pytest.Pytester, server):
     pytester.makepyfile(LEVEL_CASES)
     result = run(pytester, "--vfu-server", server, "--vfu-strict", "--vfu-json=vfu.json")

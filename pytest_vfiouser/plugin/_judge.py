@@ -47,9 +47,9 @@ from pytest_vfiouser.client import ConnectionClosed, Timeout
 from pytest_vfiouser.device import DiscoveryError
 from pytest_vfiouser.report import CaseRecord, case_key
 from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetNotRun, TargetUnavailable
-from pytest_vfiouser.verdict import Verdict
+from pytest_vfiouser.verdict import Unmet, Verdict
 
-from ._markers import SHOULD, CaseInfo, Level, case_info
+from ._markers import MAY, MUST, SHOULD, CaseInfo, Level, case_info
 
 __all__ = ["HANDLE_KEY", "OBSERVATIONS_KEY", "case_name", "hook_raised", "judge", "relevant"]
 
@@ -177,11 +177,26 @@ def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[Ver
         return Verdict.ERROR, f"the hook {hook} raised {message}"
     if report.when == "setup" or _is_harness_error(exc):
         return Verdict.ERROR, message
-    if info.level is None or info.level is Level.MUST:
+    level = _rests_on(exc, info.level)
+    if level is None or level is Level.MUST:
         return Verdict.FAIL, message
-    if info.level is SHOULD:
+    if level is SHOULD:
         return (Verdict.FAIL if strict else Verdict.NON_STRICT), message
     return Verdict.INFORMATIONAL, message
+
+
+_STRENGTH = {MUST: 3, SHOULD: 2, MAY: 1}
+
+
+def _rests_on(exc, level: Level | None) -> Level | None:
+    """The level a failure rests on: the case's, or the weaker one an ``Unmet`` names."""
+    weaker = next((e.level for e in _chain(exc) if isinstance(e, Unmet) and e.level), None)
+    if weaker is None:
+        return level
+    weaker = Level(weaker)
+    if level is None or _STRENGTH[weaker] < _STRENGTH[level]:
+        return weaker
+    return level
 
 
 def _finish(item, j: _Judgement, report, handle, observations: list[str]) -> None:
