@@ -147,11 +147,13 @@ _OVERLAPS = {
 @case("dma/map-overlap-eexist", MUST)
 @pytest.mark.parametrize("with_fd", [False, True], ids=["no-fd", "fd"])
 @pytest.mark.parametrize("overlap", list(_OVERLAPS))
-def test_map_overlap_is_eexist(vfu_client, base, overlap, with_fd):
+def test_map_overlap_is_eexist(vfu_client, vfu_observe, base, overlap, with_fd):
     """A DMA_MAP over an existing region fails with EEXIST, leaving the existing one mapped.
 
     Spec (VFIO_USER_DMA_MAP): "A command to map over an existing region must be
-    failed by the server with EEXIST set in error field in the reply."
+    failed by the server with EEXIST set in error field in the reply." (Header: "Error
+    in a reply message is an optional UNIX errno value. It may be zero even if the
+    Error bit is set": errno 0 is noted, not failed.)
     """
     existing = base + 4 * PAGE
     _map(vfu_client, existing, SIZE)
@@ -170,9 +172,13 @@ def test_map_overlap_is_eexist(vfu_client, base, overlap, with_fd):
         f"[{existing:#x}, +{SIZE:#x}))"
     )
     assert not reply.ok, f"the server accepted {what}; it must fail with EEXIST"
-    assert reply.error == errno.EEXIST, (
-        f"the server refused {what} with errno {reply.error}; the spec requires EEXIST"
-    )
+    if reply.error == 0:  # "Error ... is an optional UNIX errno value. It may be zero"
+        vfu_observe(f"the server refused {what} with errno 0, not EEXIST (the Error field is "
+                    "optional: 'It may be zero even if the Error bit is set')")  # fmt: skip
+    else:
+        assert reply.error == errno.EEXIST, (
+            f"the server refused {what} with errno {reply.error}; the spec requires EEXIST"
+        )
     assert reply.payload == b"", "an error reply must only include the reply header"
     _unmap(
         vfu_client,
@@ -372,13 +378,15 @@ _MISMATCHES = {
 }
 
 
-@case("dma/unmap-must-match", MUST)
+@case("dma/unmap-must-match", SHOULD)
 @pytest.mark.parametrize("mismatch", list(_MISMATCHES))
 def test_unmap_must_match(vfu_client, vfu_connect, vfu_observe, base, mismatch):
     """A DMA_UNMAP that does not match a mapping exactly fails and unmaps nothing.
 
     Spec (VFIO_USER_DMA_UNMAP): "The address and size of the DMA region being
-    unmapped must match exactly a previous mapping."
+    unmapped must match exactly a previous mapping." (A rule of the request: the spec
+    does not say how a server answers one that breaks it.) Security Considerations:
+    "Standard tools and mechanisms should be used on both sides to validate input".
     """
     existing = base + 4 * PAGE
     _map(vfu_client, existing, SIZE)
@@ -398,12 +406,14 @@ def test_unmap_must_match(vfu_client, vfu_connect, vfu_observe, base, mismatch):
         )
 
 
-@case("dma/unmap-spanning-two-maps", MUST)
+@case("dma/unmap-spanning-two-maps", SHOULD)
 def test_unmap_spanning_two(vfu_client, vfu_connect, vfu_observe, base):
     """A DMA_UNMAP covering two adjacent mappings at once is refused (it matches neither).
 
     Spec (VFIO_USER_DMA_UNMAP): "The address and size of the DMA region being
-    unmapped must match exactly a previous mapping."
+    unmapped must match exactly a previous mapping." (A rule of the request: the spec
+    does not say how a server answers one that breaks it.) Security Considerations:
+    "Standard tools and mechanisms should be used on both sides to validate input".
     """
     _map(vfu_client, base, SIZE)
     _map(vfu_client, base + SIZE, SIZE)
@@ -420,12 +430,14 @@ def test_unmap_spanning_two(vfu_client, vfu_connect, vfu_observe, base):
         _unmap(vfu_client, base + SIZE, SIZE)
 
 
-@case("dma/unmap-twice", MUST)
+@case("dma/unmap-twice", SHOULD)
 def test_unmap_twice(vfu_client, vfu_connect, vfu_observe, base):
     """A second DMA_UNMAP of the same mapping fails: it no longer matches a mapping.
 
     Spec (VFIO_USER_DMA_UNMAP): "The address and size of the DMA region being
-    unmapped must match exactly a previous mapping."
+    unmapped must match exactly a previous mapping." (A rule of the request: the spec
+    does not say how a server answers one that breaks it.) Security Considerations:
+    "Standard tools and mechanisms should be used on both sides to validate input".
     """
     _map(vfu_client, base, SIZE)
     _unmap(vfu_client, base, SIZE)
