@@ -15,29 +15,50 @@ import time
 
 import pytest
 
+from pytest_vfiouser import SHOULD, Unmet
 from pytest_vfiouser.client import ConnectionClosed
 from pytest_vfiouser.protocol import Command, DeviceInfo, MigrationStateV1, Version, command_name
+from pytest_vfiouser.target import SPINNING
 
 # Waits: every wait for an answer is the client's timeout (--vfu-timeout). The
 # spec sets no shorter deadline for refusing something invalid, so a shorter wait
 # here would call a slow but correct server hung.
 
 
-def assert_framed(client, after: str = "the previous message") -> None:
-    """The connection still works: DEVICE_GET_INFO gets its full, correct reply."""
+# After a message it refused (or dropped), a server that reads the rest of that message as
+# the next header answers messages nobody sent. The spec defines where a message ends but not
+# what a server does with one it cannot use: keeping the stream framed is a SHOULD.
+FRAMING = (
+    'the server should go on framing by msg_size ("Message size contains the size of the '
+    'entire message, including the header.")'
+)
+
+
+def out_of_step(text: str) -> Unmet:
+    """The failure of a server that lost the framing after a message it refused: a SHOULD."""
+    return Unmet(f"{text}: {FRAMING}", SHOULD)
+
+
+def assert_framed(client, after: str = "the previous message", refused: bool = False) -> None:
+    """The connection still works: DEVICE_GET_INFO gets its full, correct reply. After a
+    message the server ``refused`` (or dropped), losing the framing is a SHOULD not met."""
     reply = client.device_get_info()
-    assert reply.ok and len(reply.payload) == DeviceInfo.SIZE, (
-        f"after {after}, DEVICE_GET_INFO got {reply!r}: the connection is no longer framed"
-    )
+    if not (reply.ok and len(reply.payload) == DeviceInfo.SIZE):
+        text = f"after {after}, DEVICE_GET_INFO got {reply!r}: the connection is no longer framed"
+        if refused:
+            raise out_of_step(text)
+        raise AssertionError(text)
 
 
-def new_client(connect):
+def new_client(connect, after: str = "its client left"):
     """A new connection to ``connect``'s server (the vfu_connect fixture), negotiated; None
     when the server has exited instead, or serves one client per process (the spec lets a
     server exit once its client is gone: "the server can automatically exit", and does not
     promise a second client); a crash fails."""
     target = connect.target
     if target.serves_one_client:  # seen by the suite: asking again would only wait
+        return None
+    if _left_behind(target, after):
         return None
     try:
         client = connect()
@@ -56,12 +77,28 @@ def new_client(connect):
         raise
 
 
+def _left_behind(target, after: str) -> bool:
+    """Whether a server seen to exit after its clients still runs after this one left: it
+    is left behind (like one that serves one client, which the spec allows; no new client
+    is asked). One that spins meanwhile fails a SHOULD."""
+    busy = target.left_behind()
+    if busy is not None and busy >= SPINNING:
+        raise Unmet(
+            f"after {after}, the server (which exits once its client is gone) neither "
+            f"exited nor served a new client, and it uses {busy:.0%} of a CPU with no "
+            "client: Standard tools and mechanisms should be used on both sides to validate "
+            "input and prevent against denial of service scenarios",
+            SHOULD,
+        )
+    return busy is not None
+
+
 def assert_new_connection_works(connect, after: str = "the previous message") -> None:
     """After ``after`` closed the connection, a new connection negotiates and is served, or
     the server has exited (allowed). The new connection is closed afterwards (a server may
     serve one client at a time)."""
     try:
-        client = new_client(connect)
+        client = new_client(connect, after)
     except (OSError, ConnectionClosed) as e:
         raise AssertionError(
             f"after closing the connection on {after}, the server no "
@@ -109,7 +146,7 @@ def answer(
             f"the error reply to {what} carries {len(reply.payload)} payload bytes; "
             "an error reply must only include the reply header"
         )
-    assert_framed(client, what)
+    assert_framed(client, what, refused=not reply.ok)
     return reply
 
 
@@ -174,6 +211,7 @@ __all__ = [
     "assert_framed",
     "assert_new_connection_works",
     "new_client",
+    "out_of_step",
     "refused",
     "send_refused",
 ]
@@ -259,10 +297,12 @@ def answer_or_silence(
         first = client.recv_message(timeout)
         first.close_fds()
         if not (first.is_reply and first.msg_id == probe_id and first.command == probe):
-            assert first.is_reply and first.msg_id == msg_id and first.command == command, (
-                f"after {what}, the server sent {first!r}: neither the reply to it (msg_id "
-                f"{msg_id}, {command_name(command)}) nor to the request that followed"
-            )
+            if not (first.is_reply and first.msg_id == msg_id and first.command == command):
+                raise out_of_step(
+                    f"after {what}, the server sent {first!r}: neither the reply to it "
+                    f"(msg_id {msg_id}, {command_name(command)}) nor to the request that "
+                    "followed"
+                )
             assert first.ok or not first.payload, (
                 f"the error reply to {what} carries {len(first.payload)} payload bytes; "
                 "an error reply must only include the reply header"
@@ -270,13 +310,15 @@ def answer_or_silence(
             reply = first
             first = client.recv_message(timeout)
             first.close_fds()
-        assert first.is_reply and first.msg_id == probe_id and first.command == probe, (
-            f"after {what}, the server sent {first!r} where the reply to "
-            f"{command_name(probe)} msg_id {probe_id} was due: it is out of step"
-        )
-        assert not negotiated or (first.ok and len(first.payload) == DeviceInfo.SIZE), (
-            f"after {what}, DEVICE_GET_INFO got {first!r}: the connection is no longer framed"
-        )
+        if not (first.is_reply and first.msg_id == probe_id and first.command == probe):
+            raise out_of_step(
+                f"after {what}, the server sent {first!r} where the reply to "
+                f"{command_name(probe)} msg_id {probe_id} was due: it is out of step"
+            )
+        if negotiated and not (first.ok and len(first.payload) == DeviceInfo.SIZE):
+            raise out_of_step(
+                f"after {what}, DEVICE_GET_INFO got {first!r}: the connection is no longer framed"
+            )
     except ConnectionClosed as e:
         assert not e.partial_bytes, (
             f"on {what}, the server closed the connection in the middle of a message ({e})"

@@ -7,7 +7,7 @@
 * ``_reproducer``: a conversation from wire logs as a standalone
   standard-library script (``write_reproducer``); the reports use it too.
 
-May import: ``protocol``, ``client``, ``target``, ``device`` and ``strategies``.
+May import: ``verdict``, ``protocol``, ``client``, ``target``, ``device`` and ``strategies``.
 """
 
 from ._engine import (

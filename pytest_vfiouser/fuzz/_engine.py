@@ -64,6 +64,8 @@ from pytest_vfiouser.protocol import (
     command_name,
     decode,
 )
+from pytest_vfiouser.target import SPINNING
+from pytest_vfiouser.verdict import Unmet
 
 from ._reproducer import _fd_kinds, write_reproducer
 
@@ -91,6 +93,7 @@ SETTLE = 1.0  # seconds the server gets to release fds after the last client clo
 # At most this long, the server gets to read one write of a message cut into several before
 # the next goes: so it sees the cut (a server that reads slower gets the pieces together).
 PIECE_WAIT = 0.2
+DROP_WAIT = 0.05  # likewise before a close: what the example sent, then the close
 # A message whose msg_size promises more than was sent is completed with zero
 # bytes up to this size (so the server sees a whole message and answers it);
 # above it the connection is left to the server (it may close, or wait).
@@ -238,8 +241,9 @@ def summary_lines(config, mode: str = DEFAULT_FUZZ_MODE) -> list[str]:
 # ---------------------------------------------------------------- failures
 
 
-class FuzzFailure(AssertionError):
-    """A property of the fuzzed server does not hold (the message says which)."""
+class FuzzFailure(Unmet):
+    """A property of the fuzzed server does not hold (the message says which); ``level``:
+    that of the sentence it rests on, when weaker than the case's (``Unmet``)."""
 
 
 class TargetLost(FuzzFailure):
@@ -250,8 +254,15 @@ class Hang(FuzzFailure):
     """No answer within the timeout (raised from the client's Timeout)."""
 
 
-def _fail(text: str):
-    raise FuzzFailure(text)
+def _fail(text: str, level: str | None = None):
+    raise FuzzFailure(text, level)
+
+
+def _step_level(replies: list) -> str | None:
+    """The level of losing step in an exchange: SHOULD when the server refused something
+    in it (an error reply): what it then does with the rest of a message it refused, the
+    spec does not say, though it defines where each message ends; else the case's."""
+    return "should" if any(not r.ok for r in replies) else None
 
 
 def event(text: str) -> None:
@@ -428,6 +439,10 @@ class Fuzzer:
         for attempt in (0, 1):
             if getattr(self.target, "serves_one_client", False) and self.target.connected:
                 self._fresh_process("it serves one client per process")
+            elif getattr(self.target, "connected", False) and self._left_behind():
+                self._fresh_process(
+                    "it stayed running after its client, though it exits after others"
+                )
             note = getattr(self.target, "note_connect", None)
             if note is not None:
                 note()
@@ -460,6 +475,22 @@ class Fuzzer:
             return client
         raise TargetLost("the server does not accept connections")  # not reached
 
+    def _left_behind(self) -> bool:
+        """Whether a server seen to exit after its clients still runs after ours left (it
+        is not asked for another client); one that spins meanwhile fails a SHOULD."""
+        left_behind = getattr(self.target, "left_behind", None)
+        busy = left_behind() if left_behind is not None else None
+        if busy is not None and busy >= SPINNING:
+            after = f" (after the server {self._why})" if self._why else ""
+            _fail(
+                f"after its client left{after}, the server (which exits once its client is "
+                f"gone) neither exited nor served a new client, and it uses {busy:.0%} of a "
+                "CPU with no client: Standard tools and mechanisms should be used on both "
+                "sides to validate input and prevent against denial of service scenarios",
+                "should",
+            )
+        return busy is not None
+
     def _server_gone(self, what: str) -> bool:
         """After a failed connection: raise TargetLost for a crash (or a server that is
         gone for good); True when a server that exited was replaced (try again)."""
@@ -489,7 +520,7 @@ class Fuzzer:
         """Close our connection (the next example gets a new one), once the server has read
         all we sent: it sees what the example sent, then the close, whatever the timing."""
         if self.client is not None:
-            self.client.wait_peer_read(min(PIECE_WAIT, self.timeout))
+            self.client.wait_peer_read(DROP_WAIT)
             self.client.close()
             self.client = None
 
@@ -614,13 +645,14 @@ class Fuzzer:
                 event("skipped: large replies and a large example")
                 return "skipped"
         writes = tx.writes()
-        if pad:
-            writes.append((bytes(pad), 0))
+        if pad:  # the rest of the message the example left unfinished: with its last write
+            last, nfds = writes[-1]
+            writes[-1] = (last + bytes(pad), nfds)
         self.messages += len(frames) + (ending != "framed")
         self.replies = []
         try:
             for i, (data, nfds) in enumerate(writes):
-                if i:
+                if i and tx.cuts:  # a split example: the server gets each piece apart
                     client.wait_peer_read(min(PIECE_WAIT, self.timeout))
                 fds = self._fds(data, nfds) if nfds else []
                 try:
@@ -776,7 +808,7 @@ class Fuzzer:
         )
         replies.append(reply)
         if frame is None or self._assignment(frames, replies, complete=False) is None:
-            _fail(self._order_failure(frames, replies, False))
+            _fail(self._order_failure(frames, replies, False), _step_level(replies))
         self._check_reply(frame, reply)
         event("reply: error" if not reply.ok else "reply: success")
 
@@ -827,14 +859,15 @@ class Fuzzer:
                 ) from e
             if reply.msg_id == probe and reply.command == _PROBE:
                 if self._assignment(frames, replies, complete=True) is None:
-                    _fail(self._order_failure(frames, replies, True))
+                    _fail(self._order_failure(frames, replies, True), _step_level(replies))
                 self._assigned(frames, replies)
-                self._check_probe(reply, frames)
+                self._check_probe(reply, frames, replies)
                 if client.buffered:
                     extra = self._recv(client, 0.05, frames, replies)
                     _fail(
                         f"{extra!r} came after the reply to the DEVICE_GET_INFO sent last: "
-                        "the server answered out of order"
+                        "the server answered out of order",
+                        _step_level([*replies, extra]),
                     )
                 event("answers: framed")
                 return "framed"
@@ -859,7 +892,7 @@ class Fuzzer:
         self._assigned(frames, replies)
         return "framed"
 
-    def _check_probe(self, reply, frames: list[Frame]) -> None:
+    def _check_probe(self, reply, frames: list[Frame], replies: list) -> None:
         if (
             reply.ok
             and len(reply.payload) == DeviceInfo.SIZE
@@ -876,7 +909,8 @@ class Fuzzer:
         )
         _fail(
             f"after the example, DEVICE_GET_INFO got {got} instead of the device's "
-            "16-byte info: the connection no longer serves requests correctly"
+            "16-byte info: the connection no longer serves requests correctly",
+            _step_level(replies),
         )
 
     def _closed(self, e: ConnectionClosed, frames: list[Frame], replies: list) -> str:
@@ -1061,12 +1095,20 @@ class Fuzzer:
             # Hypothesis ended on the other kind: that one is the shrunk example.
             others[_kind(rec.error)] = rec
             rec = others.pop(_kind(e))
+        shrunk = rec
+        if not rec.fatal:  # the verdict rests on the strongest sentence broken: it leads
+            lead = min([rec, *others.values()], key=lambda r: _weakness(r.error))
+            if lead is not rec:
+                others[_kind(rec.error)] = rec
+                rec = others.pop(_kind(lead.error))
         path = self._write_reproducer(self.reproducer_path(), rec)
         how = (
             "as found: a crash or a hang is not shrunk, each attempt would need a new "
             "server process or a timeout"
             if rec.fatal
             else "shrunk by Hypothesis"
+            if rec is shrunk
+            else "not shrunk: Hypothesis shrank another failure, below"
         )
         text = [_exc_text(rec.error), "", f"The failing example ({how}):", rec.description]
         if not rec.fatal and not _same_failure(rec.error, e):
@@ -1087,7 +1129,8 @@ class Fuzzer:
             where = self._write_reproducer(self.reproducer_path(n), other)
             text += [
                 "",
-                f"Another failure this run found ({n} of {len(others) + 1}; not shrunk):",
+                f"Another failure this run found ({n} of {len(others) + 1}; "
+                f"{'shrunk by Hypothesis' if other is shrunk else 'not shrunk'}):",
                 _exc_text(other.error).splitlines()[0],
                 other.description,
             ]
@@ -1109,10 +1152,16 @@ class Fuzzer:
             if isinstance(rec.error, TargetLost)
             else FuzzFailure
         )("\n".join(text))
+        err.level = getattr(rec.error, "level", None)
         if _has_timeout(rec.error):
             err.__cause__ = rec.error  # the verdict: HANG
         err.__suppress_context__ = True
         return err
+
+
+def _weakness(e: BaseException) -> int:
+    """0 for a failure at its case's level, 1 for one resting on a SHOULD, 2 on a MAY."""
+    return {None: 0, "should": 1, "may": 2}.get(getattr(e, "level", None), 0)
 
 
 def _describe(value) -> str:
