@@ -22,6 +22,9 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
   --no-mmap        region 0 without the MMAP flag
   --fail-start     print an error to stderr and exit(3) without listening
+  --spin-mid-message  when a client leaves in the middle of a message, spin at full CPU,
+                   never exiting nor accepting again (with --once: it exits after others;
+                   libvfio-user's shadow_ioeventfd_server sample does so)
   --recv-once S    read a header, then a body, with one recv() each after sleeping S seconds
                    (a reader slower than its client), and close on a short read
                    (libvfio-user's samples read so)
@@ -71,14 +74,21 @@ def recv_exact(conn, n):
             for fd in fds:
                 os.close(fd)
         if not chunk:
+            if "--spin-mid-message" in flags and (buf or mid_message):
+                while True:
+                    pass
             return None
         buf += chunk
     return buf
+mid_message = False
 def serve(conn):
+    global mid_message
     while True:
+        mid_message = False
         head = recv_exact(conn, 16)
         if head is None:
             return
+        mid_message = True
         msg_id, cmd, size, _, _ = HDR.unpack(head)
         if "--close-on-bad-size" in flags and not 16 <= size <= 1 << 20:
             return

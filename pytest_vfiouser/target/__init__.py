@@ -2,7 +2,7 @@
 
 * ``_process``: one server (``Target``, a command line we start; ``ExternalTarget``,
   a socket somebody else serves) and what /proc tells of it (listening sockets,
-  fd counts, RSS, a process on its way out).
+  fd counts, RSS, CPU use, a process on its way out).
 * ``_manager``: the per-session ``TargetManager`` (the restart policy, crash
   bookkeeping, servers that serve one client, a target gone for the run) and the
   ``TargetHandle`` a test holds.
@@ -13,6 +13,7 @@ settings object with the attributes it names).
 
 from ._manager import (
     DEATH_WAIT,
+    SPINNING,
     CrashInfo,
     TargetCrashed,
     TargetHandle,
@@ -27,6 +28,7 @@ from ._process import (
     ResourceSnapshot,
     Target,
     TargetStartError,
+    cpu_busy,
     fd_count,
     is_exiting,
     is_listening,
@@ -38,6 +40,7 @@ from ._process import (
 __all__ = [
     "DEATH_WAIT",
     "DEFAULT_STARTUP_TIMEOUT",
+    "SPINNING",
     "CrashInfo",
     "ExternalTarget",
     "ResourceSnapshot",
@@ -49,6 +52,7 @@ __all__ = [
     "TargetSettings",
     "TargetStartError",
     "TargetUnavailable",
+    "cpu_busy",
     "fd_count",
     "is_exiting",
     "is_listening",

@@ -33,11 +33,13 @@ from ._process import (
     ResourceSnapshot,
     Target,
     TargetStartError,
+    cpu_busy,
     is_exiting,
 )
 
 __all__ = [
     "DEATH_WAIT",
+    "SPINNING",
     "CrashInfo",
     "TargetCrashed",
     "TargetHandle",
@@ -64,10 +66,17 @@ class TargetSettings(Protocol):
 SETTLE_SECONDS = 0.5
 # The first time a client closed, how long to watch whether the server exits.
 PROBE_SECONDS = 0.1
-# After a connection broke, how long a dying server gets to be reaped.
+# After a connection broke, how long a dying server gets to be reaped; one that does not
+# show as exiting within DEATH_GRACE closed the connection and lives on: not waited for.
 DEATH_WAIT = 1.0
+DEATH_GRACE = 0.05
 # How long a server the kernel shows exiting (or dumping core) is waited for.
 DYING_WAIT = 10.0
+# A server seen to exit after its clients that still runs after one: how long it gets to
+# exit after all, how long its CPU use is then measured, and what share of a CPU is spinning.
+LEFT_BEHIND_EXIT = 0.2
+SPIN_WINDOW = 0.2
+SPINNING = 0.5
 # Failed starts in a row after which the target could not start (for the rest of the run).
 MAX_START_FAILURES = 2
 COULD_NOT_START = "the target could not start"
@@ -103,8 +112,9 @@ class CrashInfo:
 
     @classmethod
     def of(cls, t: Target | ExternalTarget, wait: float = 0.0) -> CrashInfo | None:
-        """What killed ``t``, if a signal did (waiting up to ``wait`` s for it to die)."""
-        rc = t.wait(wait) if wait else t.poll()
+        """What killed ``t``, if a signal did (waiting up to ``wait`` s for it to die, if it
+        is dying)."""
+        rc = _reap_if_dying(t, wait) if wait else t.poll()
         if rc is None or rc >= 0:
             return None
         return cls(
@@ -188,6 +198,21 @@ class TargetHandle:
     def snapshot(self) -> ResourceSnapshot:
         """The server's open fd count and RSS now (None where unknown)."""
         return self.target.snapshot()
+
+    def left_behind(self) -> float | None:
+        """After its client left: None when the server exited (or is one that outlives its
+        clients); else it was seen to exit after its clients and still runs LEFT_BEHIND_EXIT
+        s later (it neither exits nor, as a rule, serves another: as one that serves one
+        client, which the spec allows), and this is the share of one CPU it uses with no
+        client (SPINNING and above: it spins)."""
+        if self._manager.persistent is not False or not self.managed:
+            return None
+        deadline = time.monotonic() + LEFT_BEHIND_EXIT
+        while self.alive and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if not self.alive:
+            return None
+        return cpu_busy(self.pid, SPIN_WINDOW) or 0.0
 
     def stderr_tail(self, lines: int = 20) -> str:
         return self.target.stderr_tail(lines)
@@ -319,14 +344,16 @@ class TargetManager:
     def acquire(self, key: str, case: str = "") -> TargetHandle:
         """The target for a test (``case`` names it); starts one if there is none usable.
 
-        A server that serves one client per process is replaced once a client used it.
-        Raises TargetUnavailable when it cannot be started, TargetNotRun once it is gone
-        for the run."""
+        A server that serves one client per process, or was seen to exit after its
+        clients, is replaced once a client used it: one still running then is in a state
+        of its own, not the next case's to meet. Raises TargetUnavailable when it cannot
+        be started, TargetNotRun once it is gone for the run."""
         self._case = case
         self._check_stopped()
         t = self.current
+        single_use = self.one_client or self.persistent is False
         if t is not None and (
-            key != self._key or not t.usable() or (self.one_client and t in self._used)
+            key != self._key or not t.usable() or (single_use and t in self._used)
         ):
             self._retire(t)
         if self.current is None:
@@ -573,6 +600,18 @@ class TargetManager:
         if t is self.current:
             self.current = None
             self._key = None
+
+
+def _reap_if_dying(t: Target | ExternalTarget, wait: float) -> int | None:
+    """``t``'s exit status if it ends within ``wait`` s; a process that is not on its way
+    out (exiting, dumping core) after DEATH_GRACE is not waited for any longer."""
+    start = time.monotonic()
+    while (rc := t.poll()) is None:
+        elapsed = time.monotonic() - start
+        if elapsed >= wait or (elapsed >= DEATH_GRACE and not is_exiting(t.pid)):
+            return None
+        t.wait(min(wait - elapsed, 0.01))
+    return rc
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -153,6 +154,36 @@ def rss_bytes(pid: int | None) -> int | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     return None  # zombies and kernel threads have no VmRSS line
+
+
+def _runnable_seconds(pid: int | None) -> float | None:
+    """The time `pid`'s threads spent running or waiting to run (/proc/PID/task/*/schedstat:
+    on the CPU, then on a run queue, in ns); None if it is gone."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError, PermissionError, TypeError):
+        return None
+    total = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as f:
+                on_cpu, waiting, _ = f.read().split()
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue  # a thread that just ended
+        total += int(on_cpu) + int(waiting)
+    return total / 1e9
+
+
+def cpu_busy(pid: int | None, window: float) -> float | None:
+    """How much of the next `window` seconds `pid` spends running or ready to run (1.0:
+    it spins; a busy machine does not hide that, as CPU time alone would); None if it is
+    gone."""
+    before, start = _runnable_seconds(pid), time.monotonic()
+    time.sleep(window)
+    after = _runnable_seconds(pid)
+    if before is None or after is None:
+        return None
+    return (after - before) / (time.monotonic() - start)
 
 
 _PF_EXITING = 0x00000004  # <linux/sched.h>: set when do_exit() begins
@@ -483,10 +514,26 @@ class Target(_BaseTarget):
         return proc.returncode
 
     def _wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for the exit; woken by it (a pidfd), not by polling: a
+        run that starts a server per case stops as many."""
         deadline = time.monotonic() + timeout
-        while (rc := self.poll()) is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return rc
+        try:
+            pidfd = os.pidfd_open(self._proc.pid)
+        except OSError:  # reaped already (poll() says how), or a kernel without pidfds
+            pidfd = None
+        try:
+            while (rc := self.poll()) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                if pidfd is None:
+                    time.sleep(min(remaining, 0.01))
+                else:
+                    select.select([pidfd], [], [], remaining)
+            return rc
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     def wait(self, timeout: float) -> int | None:
         """Wait up to `timeout` seconds for exit; the exit status, or None if still running."""
