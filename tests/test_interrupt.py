@@ -266,7 +266,19 @@ def test_sigkill_to_the_whole_group_under_xdist(start_run):
     run.assert_nothing_left()
 
 
-def test_signals_become_an_exception_held_back_during_a_step():
+@pytest.fixture
+def default_signals():
+    """SIGINT, SIGTERM, SIGHUP at their defaults (another test may have left a handler)."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def test_signals_become_an_exception_held_back_during_a_step(default_signals):
     assert handle_signals()
     assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
     try:
@@ -290,11 +302,12 @@ def test_signals_become_an_exception_held_back_during_a_step():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_an_ignored_signal_stays_ignored():
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+def test_an_ignored_signal_stays_ignored(default_signals):
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
     try:
-        handle_signals()
+        assert handle_signals()
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
     finally:
         restore_signals()
-        signal.signal(signal.SIGHUP, previous)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
