@@ -264,6 +264,11 @@ def test_no_daemonize(backend):
     Spec (Backend Program Conventions): "The backend program must not daemonize itself."
     """
     target = backend()
+    if target.daemonized:  # the suite follows the process that listens: not the one started
+        raise AssertionError(
+            f"the process started exited (status {target.started_status}) once process "
+            f"{target.pid} listened on the socket: it daemonized"
+        )
     time.sleep(0.3)
     inodes = listening_inodes(target.socket_path)
     if target.poll() is not None:

@@ -17,7 +17,7 @@ the current directory unless --html, --junitxml or --vfu-json say otherwise:
 
 Exit status: 0 when no case FAILed, CRASHed, HUNG or ERRORed (SHOULDs count
 only with --vfu-strict), 4 on a usage error, 1 otherwise (including a run
-in which no case ran).
+in which no case ran, and one interrupted: Ctrl-C, SIGTERM, SIGHUP).
 """
 
 from __future__ import annotations

@@ -28,6 +28,11 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --recv-once S    read a header, then a body, with one recv() each after sleeping S seconds
                    (a reader slower than its client), and close on a short read
                    (libvfio-user's samples read so)
+  --daemonize      fork, setsid, fork again; the daemon listens, then the started process
+                   exits 0 (its first child, dead after setsid, is never waited for)
+  --fork-setsid    fork a child that calls setsid and stays (sleeping); the parent serves
+  --slow-start-if FILE  if FILE exists: create FILE.started, then sleep 60 s before listening
+  --tag TEXT       ignored: a mark in the command line of every process of the server
 """
 
 from __future__ import annotations
@@ -48,6 +53,24 @@ if "--fail-start" in flags:
     sys.exit(3)
 if "--ignore-term" in flags:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if opt("--slow-start-if", str) and os.path.exists(opt("--slow-start-if", str)):
+    open(opt("--slow-start-if", str) + ".started", "w").close()
+    time.sleep(60)
+ready = None  # --daemonize: the pipe on which the daemon says it listens
+if "--daemonize" in flags:
+    r, ready = os.pipe()
+    if os.fork() > 0:
+        os.close(ready)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+if "--fork-setsid" in flags and os.fork() == 0:
+    os.setsid()
+    while True:
+        time.sleep(3600)
 abort_on, hang_on, error_on = opt("--abort-on"), opt("--hang-on"), opt("--error-on")
 delay_errors, reject_unread = opt("--delay-errors", float), opt("--reject-unread")
 HDR = struct.Struct("<HHIII")
@@ -129,6 +152,9 @@ else:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(8)
+if ready is not None:
+    os.write(ready, b"x")
+    os.close(ready)
 held, served = [], 0
 while True:
     conn, _ = listener.accept()

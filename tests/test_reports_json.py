@@ -171,3 +171,102 @@ def test_plain_pytest_json_and_its_logs(pytester: pytest.Pytester):
     )
     assert not wire.exists()
     assert (pytester.path / "out" / "vfu-logs" / "dev" / "ten-regions" / "wire.txt").is_file()
+
+
+INCREMENTAL = """
+import json, time
+from pathlib import Path
+from pytest_vfiouser import case, MUST
+
+@case("dev/first", MUST)
+def test_first(vfu_client):
+    assert vfu_client.device_get_info().ok
+
+@case("dev/second", MUST)
+def test_second(vfu_client):
+    deadline = time.monotonic() + 10  # the report of the run so far, once it has the first
+    data = None
+    while not (data and data["cases"]) and time.monotonic() < deadline:
+        if Path("vfu.json").exists():
+            data = json.loads(Path("vfu.json").read_text())
+        time.sleep(0.02)
+    Path("seen.json").write_text(json.dumps(data))
+"""
+
+# The final file is what json.dumps(build_json(...), indent=2) makes of the run.
+SAME_AS_BUILD = """
+import json
+from pathlib import Path
+import pytest
+from pytest_vfiouser.plugin import get_state
+from pytest_vfiouser.report import build_json, combine_targets
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    state = get_state(session.config)
+    path = Path("vfu.json")
+    text = path.read_text()
+    data = build_json(state, combine_targets(state.target_summaries), path.resolve().parent)
+    data["run"]["duration"] = json.loads(text)["run"]["duration"]
+    Path("same.txt").write_text(str(json.dumps(data, indent=2) + "\\n" == text))
+"""
+
+
+def test_the_report_is_written_while_the_run_goes_on(pytester: pytest.Pytester):
+    pytester.makeconftest(SAME_AS_BUILD)
+    pytester.makepyfile(INCREMENTAL)
+    result = run(pytester, "--vfu-server", script_server(pytester.path), "--vfu-json=vfu.json")
+    result.assert_outcomes(passed=2)
+    seen = json.loads((pytester.path / "seen.json").read_text())
+    validate(seen)
+    assert [c["case_id"] for c in seen["cases"]] == ["dev/first"]
+    assert seen["run"]["finished"] is False and seen["run"]["failed"] is True
+    assert seen["run"]["interrupted"] is None and seen["summary"]["cases"] == 1
+    final = json.loads((pytester.path / "vfu.json").read_text())
+    validate(final)
+    assert final["run"]["finished"] is True and final["run"]["failed"] is False
+    assert [c["case_id"] for c in final["cases"]] == ["dev/first", "dev/second"]
+    assert (pytester.path / "same.txt").read_text() == "True"
+
+
+def test_an_interrupted_run_says_so(pytester: pytest.Pytester):
+    pytester.makepyfile("""
+        from pytest_vfiouser import case, MUST
+
+        @case("dev/first", MUST)
+        def test_first(vfu_client):
+            assert vfu_client.device_get_info().ok
+
+        @case("dev/stop", MUST)
+        def test_stop(vfu_client):
+            raise KeyboardInterrupt
+
+        @case("dev/never", MUST)
+        def test_never(vfu_client):
+            pass
+    """)
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path),
+        "--vfu-json=vfu.json",
+        "--junitxml=junit.xml",
+        subprocess=True,  # an inline run raises the KeyboardInterrupt again, here
+    )
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["result: INTERRUPTED (interrupted: KeyboardInterrupt) after 1 cases (so far: no FAIL*"]
+    )
+    data = json.loads((pytester.path / "vfu.json").read_text())
+    validate(data)
+    assert data["run"]["interrupted"] == {
+        "reason": "interrupted: KeyboardInterrupt",
+        "signal": None,
+    }
+    assert data["run"]["failed"] is True and data["run"]["finished"] is True
+    assert [c["case_id"] for c in data["cases"]] == ["dev/first"]
+    props = {
+        p.get("name"): p.get("value")
+        for p in ET.parse(pytester.path / "junit.xml").getroot().iter("property")
+    }
+    assert props["vfu_interrupted"] == "interrupted: KeyboardInterrupt"

@@ -5,7 +5,8 @@ The package's rooms: ``_options`` (command-line and ini options, ``Settings``),
 ``_markers`` (``case()`` and the markers), ``_selection`` (revision, section,
 baseline), ``_device_params`` (parametrization over the device),
 ``_hookspecs`` (the implementer's hooks), ``_judge`` (outcomes to verdicts),
-``_artifacts`` (log files of cases that did not pass).
+``_artifacts`` (log files of cases that did not pass), ``_interruption`` (a run
+stopped early: signals, Ctrl-C, an internal error).
 
 May import: every package of the suite but ``cli``; the reference server only
 by name (its hook module, for the embedded target).
@@ -13,7 +14,8 @@ by name (its hook module, for the embedded target).
 Loaded through the ``pytest11`` entry point, so it is active in every pytest
 run of an environment where the package is installed; it stays inert (no
 server is started, nothing is printed) unless a test is a conformance case
-or uses a ``vfu_*`` fixture.
+or uses a ``vfu_*`` fixture: only then does it handle SIGINT, SIGTERM and SIGHUP
+(so that an interrupted run still stops its servers and writes its reports).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from . import (
     _selection,
 )
 from ._fixtures import observe
+from ._interruption import Interruption
 from ._markers import MAY, MUST, SHOULD, Level, case, requirement_text
 from ._options import DEFAULT_TIMEOUT, Settings
 from ._state import RunState, get_state, set_state
@@ -58,6 +61,7 @@ _FIXTURES_PLUGIN = "vfiouser-fixtures"
 _REFERENCE_HOOKS_PLUGIN = "vfiouser-reference-hooks"
 _REFERENCE_HOOKS = "reference_server.pytest_hooks"
 _RECORDS_PLUGIN = "vfiouser-records"
+_INTERRUPTION_PLUGIN = "vfiouser-interruption"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,6 +87,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # Its pytest_runtest_logreport collects the final verdicts (on the xdist
     # controller: from the workers' reports).
     config.pluginmanager.register(state.records, _RECORDS_PLUGIN)
+    interruption = Interruption(state)
+    config.pluginmanager.register(interruption, _INTERRUPTION_PLUGIN)
+    if settings.json_path is not None and not hasattr(config, "workerinput"):
+        state.json = report.JsonWriter(settings.json_path, state, state.targets)
+
+    def judged(record) -> None:  # a final verdict (here, or from an xdist worker)
+        interruption.watch()
+        if state.json is not None:
+            state.json.changed()
+
+    state.records.on_case = judged
     if not config.pluginmanager.has_plugin(_FIXTURES_PLUGIN):
         config.pluginmanager.register(_fixtures, _FIXTURES_PLUGIN)
         config.pluginmanager.register(_device_params, "vfiouser-device-params")
@@ -119,6 +134,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         _selection.select(config, items, state)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtestloop(session: pytest.Session):
+    """A session that runs conformance cases handles the signals that would end it (on the
+    xdist controller: when a --vfu option was given; else at the first verdict)."""
+    state = _state(session.config)
+    if state is not None and (
+        any(_judge.relevant(item) for item in session.items)
+        or (_controller(session.config) and state.settings.explicit)
+    ):
+        _interruption(session.config).watch()
+    return (yield)
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """Each phase's outcome to a verdict (_judge); the log files of failures (_artifacts)."""
@@ -137,14 +165,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is None:
         return
     state.manager.stop_all()
-    mine = state.manager.summary()
-    mine["negotiated"] = state.negotiated()
-    mine["deselected_by_revision"] = state.deselected_by_revision
+    mine = state.own_targets()
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["vfu_targets"] = mine
         workeroutput["vfu_usage_error"] = state.usage_error
         workeroutput["vfu_fuzz"] = fuzz.worker_output(session.config)
+        workeroutput["vfu_interrupted"] = state.interrupted
         return
     if state.usage_error is not None:
         session.config.get_terminal_writer().line(f"ERROR: {state.usage_error}", red=True)
@@ -152,10 +179,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if state.manager.starts or mine["notes"] or mine["negotiated"] or not state.target_summaries:
         state.target_summaries.append(mine)
-    if state.settings.json_path is not None:
-        report.write_json(
-            state.settings.json_path, state, report.combine_targets(state.target_summaries)
-        )
+    if state.json is not None:
+        state.json.finish(report.combine_targets(state.target_summaries), state.interrupted)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -169,6 +194,10 @@ def pytest_testnodedown(node, error) -> None:
         state.usage_error = output["vfu_usage_error"]
     if state is not None:
         fuzz.merge_worker_output(node.config, output.get("vfu_fuzz"))
+        worker = getattr(node, "gateway", None)
+        _interruption(node.config).worker_interrupted(
+            output.get("vfu_interrupted"), getattr(worker, "id", "a worker")
+        )
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
@@ -203,6 +232,15 @@ def _import_hooks(profile):
             f"{profile.path or profile.name}: profile.hooks: cannot import {profile.hooks!r}: "
             f"{type(e).__name__}: {e}"
         ) from None
+
+
+def _interruption(config: pytest.Config) -> Interruption:
+    return config.pluginmanager.get_plugin(_INTERRUPTION_PLUGIN)
+
+
+def _controller(config: pytest.Config) -> bool:
+    """Whether this is the xdist controller (its workers run the cases)."""
+    return config.pluginmanager.has_plugin("dsession") and not hasattr(config, "workerinput")
 
 
 def _state(config: pytest.Config) -> RunState | None:

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_vfiouser.client import Client, ClientError
 from pytest_vfiouser.device import DeviceModel, DiscoveryError, discover
-from pytest_vfiouser.report import Records
+from pytest_vfiouser.report import JsonWriter, Records, combine_targets
 from pytest_vfiouser.target import TargetHandle, TargetManager
 
 from ._hookspecs import HOOK_NAMES, hook_attr
@@ -31,6 +31,8 @@ class RunState:
     deselected_by_revision: int = 0
     unknown_baselines: tuple[str, ...] = ()
     usage_error: str | None = None  # found by an xdist worker, reported by the controller
+    interrupted: dict | None = None  # why the run stopped early: {"reason", "signal"}
+    json: JsonWriter | None = None  # the JSON report, written as cases are judged
     _device: DeviceModel | None = None
     _discovery_error: str | None = None
 
@@ -87,6 +89,20 @@ class RunState:
 
     def negotiated(self) -> dict | None:
         return self._device.negotiated() if self._device is not None else None
+
+    def own_targets(self) -> dict:
+        """This process's target bookkeeping (TargetManager.summary() and more)."""
+        mine = self.manager.summary()
+        mine["negotiated"] = self.negotiated()
+        mine["deselected_by_revision"] = self.deselected_by_revision
+        return mine
+
+    def targets(self) -> dict:
+        """The target bookkeeping of the run so far (of every process that managed targets)."""
+        summaries = list(self.target_summaries)
+        if self.manager.starts or self.manager.notes or not summaries:
+            summaries.append(self.own_targets())
+        return combine_targets(summaries)
 
 
 _KEY = pytest.StashKey[RunState]()

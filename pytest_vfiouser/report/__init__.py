@@ -7,7 +7,8 @@
 * ``_artifacts``: the stable case key, HTML anchors, where reports and the
   per-case log files go.
 * ``_summary``: the terminal summary (verdicts by section, what was tested).
-* ``_json``: the JSON report and its schema (``schema/conformance.schema.json``).
+* ``_json``: the JSON report (written while the run goes on, ``JsonWriter``) and its
+  schema (``schema/conformance.schema.json``).
 * ``_html``: pytest-html hooks (columns, the verdict matrix, log links).
 * ``_compare``: ``vfio-user-conformance compare``, several runs side by side.
 
@@ -39,22 +40,24 @@ from ._compare import (
 )
 from ._compare import main as compare_main
 from ._html import HtmlReport
-from ._json import FORMAT, SCHEMA_VERSION, schema
+from ._json import FORMAT, READABLE_VERSIONS, SCHEMA_VERSION, JsonWriter, schema
 from ._json import build as build_json
 from ._json import write as write_json
 from ._records import CaseRecord, Records
-from ._summary import combine_targets, sigterm_text
+from ._summary import combine_targets, result_text, sigterm_text
 from ._summary import lines as summary_lines
 
 __all__ = [
     "FORMAT",
     "MARKER",
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "STDERR_LINES",
     "WIRE_MESSAGES",
     "CaseRecord",
     "Comparison",
     "HtmlReport",
+    "JsonWriter",
     "Records",
     "ReportError",
     "Run",
@@ -72,6 +75,7 @@ __all__ = [
     "relative",
     "render_html",
     "render_text",
+    "result_text",
     "safe_relpath",
     "schema",
     "sigterm_text",

@@ -2,7 +2,7 @@
 
     vfio-user-conformance compare a/conformance.json b/conformance.json ... [--html OUT.html]
 
-Reads JSON reports (schema_version 1, see schema/conformance.schema.json),
+Reads JSON reports (schema_version 1 and 2, see schema/conformance.schema.json),
 prints a plain-text summary (cases, how many differ, per section, the list
 of differing cases) and, with --html, writes a matrix of cases by
 implementation, grouped by section, the cases that differ first in each
@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from pytest_vfiouser.verdict import VERDICTS, Verdict, in_report_order
 
+from ._json import READABLE_VERSIONS
 from ._tones import tone_css
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "render_text",
 ]
 
-SCHEMA_VERSION = 1
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 MISSING = "-"  # a case the run does not have
 _GENERIC_PROFILES = {"", "none", "unnamed"}
@@ -109,10 +109,10 @@ def load(path: str | os.PathLike[str]) -> Run:
             f"{path}: not a pytest-vfiouser conformance report (no schema_version); {hint}"
         )
     version = data["schema_version"]
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ReportError(
             f"{path}: schema_version {version!r} is not supported: this pytest-vfiouser "
-            f"reads schema_version {SCHEMA_VERSION}"
+            f"reads schema_version {' and '.join(map(str, READABLE_VERSIONS))}"
         )
     cases = data.get("cases")
     if not isinstance(data.get("run"), dict) or not isinstance(cases, list):

@@ -247,14 +247,16 @@ class HtmlReport:
 
         settings = state.settings
         profile = settings.profile
-        result = f'<span class="vfu-v-{FAIL if records.failing() else PASS}">'
-        result += f"{escape(result_text(records))}</span>"
+        interrupted = getattr(state, "interrupted", None)
+        tone = FAIL if records.failing() or interrupted else PASS
+        result = f'<span class="vfu-v-{tone}">{escape(result_text(records, interrupted))}</span>'
         negotiated = targets.get("negotiated")
         started = _dt.datetime.fromtimestamp(state.started_at, _dt.timezone.utc).isoformat(
             timespec="seconds"
         )
         facts = [
             ("result", result),
+            *([("interrupted", escape(interrupted["reason"]))] if interrupted else []),
             ("target", escape(targets.get("target") or state.manager.describe())),
             (
                 "command",

@@ -10,6 +10,7 @@ execnet, which serializes neither enums nor dataclasses.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import pytest
@@ -79,6 +80,7 @@ class Records:
     def __init__(self) -> None:
         self.cases: list[CaseRecord] = []
         self._durations: dict[str, float] = {}
+        self.on_case: Callable[[CaseRecord], None] | None = None  # called with each new case
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """As a registered plugin, Records sees every report."""
@@ -93,6 +95,15 @@ class Records:
         record = CaseRecord.of(report)
         if record is not None:
             self.cases.append(replace(record, nodeid=nodeid, duration=round(duration, 6)))
+            if self.on_case is not None:
+                self.on_case(self.cases[-1])
+
+    @classmethod
+    def view(cls, cases: list[CaseRecord]) -> Records:
+        """Records of a copy of ``cases`` (a snapshot while the run adds more)."""
+        records = cls()
+        records.cases = list(cases)
+        return records
 
     def counts(self) -> Counter:
         return Counter(c.verdict for c in self.cases)

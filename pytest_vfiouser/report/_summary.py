@@ -104,7 +104,7 @@ def lines(state, targets: dict) -> list[str]:
         out.append(
             "[baseline] entries matching no collected case: " + ", ".join(state.unknown_baselines)
         )
-    out.append(f"result: {result_text(records)}")
+    out.append(f"result: {result_text(records, getattr(state, 'interrupted', None))}")
     return out
 
 
@@ -113,12 +113,20 @@ def columns(total: Counter) -> list[Verdict]:
     return [v for v in VERDICTS if total[v] or v in (PASS, FAIL)]
 
 
-def result_text(records) -> str:
-    """``FAILED (1 FAIL, 2 CRASH)``, or ``passed (no FAIL, CRASH, HANG, ERROR among 9 cases)``."""
+def result_text(records, interrupted: dict | None = None) -> str:
+    """``FAILED (1 FAIL, 2 CRASH)``, or ``passed (no FAIL, CRASH, HANG, ERROR among 9 cases)``;
+    for a run that stopped early (``interrupted``: {"reason", "signal"}),
+    ``INTERRUPTED by SIGTERM after 9 cases (so far: 1 FAIL)``."""
     counts = records.counts()
     failing = [v for v in VERDICTS if v.fails_run]
-    if any(counts[v] for v in failing):
-        return "FAILED (" + ", ".join(f"{counts[v]} {v}" for v in failing if counts[v]) + ")"
+    found = ", ".join(f"{counts[v]} {v}" for v in failing if counts[v])
+    if interrupted is not None:
+        how = f"by {interrupted['signal']}" if interrupted.get("signal") else ""
+        how = how or f"({interrupted.get('reason') or 'stopped early'})"
+        so_far = found or f"no {', '.join(failing)}"
+        return f"INTERRUPTED {how} after {len(records.cases)} cases (so far: {so_far})"
+    if found:
+        return f"FAILED ({found})"
     return f"passed (no {', '.join(failing)} among {len(records.cases)} cases)"
 
 

@@ -6,11 +6,23 @@
 * ``_manager``: the per-session ``TargetManager`` (the restart policy, crash
   bookkeeping, servers that serve one client, a target gone for the run) and the
   ``TargetHandle`` a test holds.
+* ``_tree``: every process a server started (marker, subreaper, /proc's process tree).
+* ``_guard``: the watchdog that stops the servers if the suite dies without doing it.
+* ``_interrupt``: SIGINT, SIGTERM and SIGHUP as an exception (``Interrupted``), held
+  back while a server is being started or stopped.
 
 May import: ``protocol`` (nothing else of the suite: the manager takes any
 settings object with the attributes it names).
 """
 
+from ._interrupt import (
+    Interrupted,
+    deferred_signals,
+    handle_signals,
+    restore_signals,
+    signal_received,
+    signals_ending,
+)
 from ._manager import (
     DEATH_WAIT,
     SPINNING,
@@ -42,6 +54,7 @@ __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
     "SPINNING",
     "CrashInfo",
+    "Interrupted",
     "ExternalTarget",
     "ResourceSnapshot",
     "Target",
@@ -53,10 +66,15 @@ __all__ = [
     "TargetStartError",
     "TargetUnavailable",
     "cpu_busy",
+    "deferred_signals",
     "fd_count",
     "is_exiting",
     "is_listening",
     "listening_inodes",
+    "handle_signals",
+    "restore_signals",
     "rss_bytes",
+    "signal_received",
+    "signals_ending",
     "wait_listening",
 ]

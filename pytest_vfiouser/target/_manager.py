@@ -12,6 +12,9 @@ SIGTERM was honoured, the note that the server does not persist across
 clients (or stays alive without serving another), crashes during device
 discovery.
 
+Whatever a server forks is stopped with it (``Target.stop``); a server that
+daemonizes is followed to the process that listens, and said so in a note.
+
 Two things end the run's use of the target: it could not be started, or it
 stopped answering (after a HANG, a fresh server did not answer VERSION either).
 The case that found it has its verdict (ERROR, HANG); every later case is
@@ -28,6 +31,7 @@ from typing import Protocol
 
 import pytest
 
+from ._interrupt import deferred_signals
 from ._process import (
     ExternalTarget,
     ResourceSnapshot,
@@ -85,6 +89,8 @@ ONE_CLIENT_REASON = (
     "the server stays alive after its client disconnects but does not serve another client"
 )
 ONE_CLIENT_NOTE = f"{ONE_CLIENT_REASON}; each case got a fresh server"
+DAEMONIZES = "the server daemonizes"
+ESCAPES = "the server starts processes outside its session (setsid)"
 
 
 class TargetUnavailable(Exception):
@@ -309,6 +315,8 @@ class TargetManager:
         self.stopped_by = ""  # the case that found it
         self._stopped_what = ""  # COULD_NOT_START or STOPPED_ANSWERING
         self._case = ""  # the case being set up or run
+        # Targets started and not yet retired (one, but for a start under way).
+        self._live: list[Target | ExternalTarget] = []
 
     # -- describing
     def describe(self) -> str:
@@ -468,9 +476,12 @@ class TargetManager:
         raise TargetNotRun(f"not run: {self._stopped_what}{by}")
 
     def stop_all(self) -> None:
-        """At session end: stop the server (SIGTERM, then SIGKILL)."""
-        if self.current is not None:
-            self._retire(self.current)
+        """At session end (or when interrupted): stop every server (SIGTERM, then SIGKILL;
+        all they forked with them)."""
+        with deferred_signals():
+            for t in dict.fromkeys([*self._live, self.current]):
+                if t is not None:
+                    self._retire(t)
 
     # -- watching
     def settle(self, t: Target | ExternalTarget, fds_before: int | None) -> None:
@@ -567,26 +578,43 @@ class TargetManager:
             self.current = t
             return
         t = Target(self.settings.server, env=self.settings.env, base_dir=self.base_dir)
+        self._live.append(t)  # an interruption during start() finds it here
         try:
             t.start()
         except TargetStartError as e:
-            t.stop()  # keeps its directory: the message points at the stderr log
+            t.keep()  # stopped; its directory stays: the message points at the stderr log
+            self._live.remove(t)
             raise TargetUnavailable(_with_hints(str(e), e.returncode, self.settings)) from None
         except OSError as e:
             t.cleanup()
+            self._live.remove(t)
             raise TargetUnavailable(
                 f"cannot start the server: {e}\n  command: {t.command}"
             ) from None
+        except BaseException:  # interrupted: start() killed it, that is no crash
+            self._ours_stopped.add(t)
+            raise
         self.starts += 1
         if t.command and t.command not in self.commands:
             self.commands.append(t.command)
+        if t.daemonized:
+            self._note_once(
+                DAEMONIZES,
+                f"the process the suite starts exits (status {t.started_status}) and leaves "
+                f"another one listening (pid {t.pid}); the suite follows that process and "
+                "stops it",
+            )
         self.current = t
+
+    def _note_once(self, what: str, detail: str) -> None:
+        if not any(n.startswith(what) for n in self.notes):
+            self.notes.append(f"{what}: {detail}")
 
     def _retire(self, t: Target | ExternalTarget) -> None:
         """Stop ``t`` (if it is still running) and forget it.
 
         The directory with its logs is removed, unless it crashed (the crash
-        message names its stderr log).
+        message names its stderr log): that one is kept.
         """
         if t.managed:  # a server of ours is stopped; somebody else's keeps running
             was_running = t.poll() is None
@@ -595,8 +623,18 @@ class TargetManager:
             t.stop()
             if was_running:
                 self.stops.append(t.sigterm_honoured)
+            if t.escaped:
+                self._note_once(
+                    ESCAPES,
+                    f"pid {', '.join(map(str, t.escaped))} at one stop; the suite stops them "
+                    "with the server",
+                )
             if self.crash_of(t) is None:
                 t.cleanup()
+            else:
+                t.keep()
+        if t in self._live:
+            self._live.remove(t)
         if t is self.current:
             self.current = None
             self._key = None

@@ -8,6 +8,11 @@ the listening socket down as that file descriptor number).
 Readiness is detected by reading /proc/net/unix, never by connecting: many
 servers serve a single client and exit, so a probing connection would use them
 up.  Every wait has a timeout.  Standard library only, Linux only.
+
+Whatever the server forks is the target's too (``_tree``): a server that
+daemonizes (its first process exits once another listens) is followed to the
+process that listens, and stop() ends every process it started, in its
+process group or not.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import _guard, _tree
+from ._interrupt import deferred_signals
 
 __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
@@ -312,6 +320,11 @@ class Target(_BaseTarget):
     `base_dir` (default: the system temp dir), falling back to /tmp when the
     socket path would exceed the AF_UNIX limit.  It is kept after stop() so the
     logs can still be read; cleanup() removes it.
+
+    The server and all it forks carry ``VFU_TARGET=<marker>`` in their environment,
+    a marker of this target alone. Once started, the process's watchdog (``_guard``)
+    knows the directory: if this process dies without stop() and cleanup() or keep(),
+    the watchdog kills the server (all it forked) and removes the directory.
     """
 
     managed = True
@@ -354,6 +367,17 @@ class Target(_BaseTarget):
         self._started_at: float | None = None  # wall clock, to date core files
         self._core_dir: Path | None = None
         self._stopped = False
+        self.marker = f"{_guard.token()}.{next(_counter)}"
+        # A server that daemonizes: the process that listens once the started one exited
+        # (our child: we are a subreaper), its exit status, and the started one's status.
+        self._daemon: int | None = None
+        self._daemon_returncode: int | None = None
+        self.started_status: int | None = None
+        # Sessions (and process groups) of the server's processes: they tell its zombies.
+        self._sessions: set[int] = set()
+        self.escaped: tuple[int, ...] = ()  # processes outside its session, found at stop()
+        self._adopting = False  # holds the subreaper setting (_tree.adopt_orphans)
+        self._watchdog: _guard.Guard | None = None  # told of run_dir once started
 
     @staticmethod
     def _make_run_dir(base_dir: str | os.PathLike[str] | None) -> Path:
@@ -397,6 +421,7 @@ class Target(_BaseTarget):
         stale = listening_inodes(self.socket_path)
 
         listener = None
+        inodes: set[int] = set()
         if self._use_fd:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -405,54 +430,94 @@ class Target(_BaseTarget):
             except OSError:
                 listener.close()
                 raise
+            inodes = {os.fstat(listener.fileno()).st_ino}
         args = self._expand(listener.fileno() if listener else None)
         self.command = args if isinstance(args, str) else shlex.join(args)
 
         self._started_at = time.time()
         self._core_dir = (self.cwd or Path.cwd()).absolute()
-        try:
-            with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-                self._proc = subprocess.Popen(
-                    args,
-                    shell=self._shell,
-                    # A pipe we hold open: servers that treat stdin EOF as "quit"
-                    # (or read a console) behave as under an interactive shell.
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=err,
-                    cwd=self.cwd,
-                    env={**os.environ, **self.env},
-                    pass_fds=(listener.fileno(),) if listener else (),
-                    # Own process group, so stop() also reaches children of a
-                    # shell wrapper, and a Ctrl-C aimed at pytest doesn't kill
-                    # the server before teardown can look at it.
-                    start_new_session=True,
-                )
-        except OSError as e:
-            self._stopped = True
-            raise TargetStartError(
-                f"cannot start target: {e}\n  command: {self.command}",
-                command=self.command,
-                returncode=None,
-                stderr_tail="",
-            ) from e
-        finally:
-            if listener is not None:
-                listener.close()  # the child has its own copy now
+        self._watchdog = _guard.guard()  # before the server: it must never go unwatched
+        self._watchdog.add(self.run_dir)
+        self._adopting = _tree.adopt_orphans()
+        # A signal between fork() and the assignment would leave a child nobody knows.
+        with deferred_signals():
+            try:
+                with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+                    self._proc = subprocess.Popen(
+                        args,
+                        shell=self._shell,
+                        # A pipe we hold open: servers that treat stdin EOF as "quit"
+                        # (or read a console) behave as under an interactive shell.
+                        stdin=subprocess.PIPE,
+                        stdout=out,
+                        stderr=err,
+                        cwd=self.cwd,
+                        env={**os.environ, **self.env, _tree.MARKER: self.marker},
+                        pass_fds=(listener.fileno(),) if listener else (),
+                        # Own process group, so stop() also reaches children of a
+                        # shell wrapper, and a Ctrl-C aimed at pytest doesn't kill
+                        # the server before teardown can look at it.
+                        start_new_session=True,
+                    )
+            except OSError as e:
+                self.stop()
+                raise TargetStartError(
+                    f"cannot start target: {e}\n  command: {self.command}",
+                    command=self.command,
+                    returncode=None,
+                    stderr_tail="",
+                ) from e
+            finally:
+                if listener is not None:
+                    listener.close()  # the child has its own copy now
+            self._sessions.add(self._proc.pid)  # start_new_session: its own session
 
-        if self._use_fd:
-            time.sleep(_FD_SETTLE)  # already listening; just see it doesn't die at once
-            ready = self.poll() is None
-        else:
-            ready = wait_listening(
-                self.socket_path,
-                self.startup_timeout,
-                alive=lambda: self.poll() is None,
-                exclude=stale,
-            )
+        try:
+            ready = self._wait_ready(inodes, stale)
+        except BaseException:  # interrupted while it starts: nothing it started may outlive us
+            self.stop(grace=0)
+            raise
         if not ready:
             self._fail_start()
         return self
+
+    def _wait_ready(self, inodes: set[int], stale: set[int]) -> bool:
+        """Wait until the server listens; follow it if it daemonizes (the started process
+        exits with status 0 and leaves another one listening)."""
+        deadline = time.monotonic() + self.startup_timeout
+        if self._use_fd:
+            time.sleep(_FD_SETTLE)  # already listening; just see it doesn't die at once
+            if self.poll() is None:
+                return True
+        elif not wait_listening(
+            self.socket_path, self.startup_timeout, alive=self._starting, exclude=stale
+        ):
+            return False
+        elif self.poll() is None:
+            return True
+        else:
+            inodes = listening_inodes(self.socket_path) - stale
+        if self.started_status != 0:
+            return False
+        # The started process exited, something listens: which of its processes holds the
+        # socket? Once its parent is gone it is our child (subreaper), and followed.
+        while True:
+            live = {p for p in self._members() if not _zombie(p)}
+            listeners = _tree.holders(live, inodes)
+            for pid in listeners:
+                if _tree.is_child(pid):
+                    self._daemon = pid
+                    _tree.reap(self._sessions, {pid})  # its first child, dead after setsid()
+                    return True
+            if not listeners or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+    def _starting(self) -> bool:
+        """While waiting for the socket: alive, or exited with 0 and some process of it left."""
+        if self.poll() is None:
+            return True
+        return self.started_status == 0 and any(not _zombie(p) for p in self._members())
 
     def _fail_start(self) -> None:
         if self.poll() is None:
@@ -485,7 +550,15 @@ class Target(_BaseTarget):
 
     @property
     def pid(self) -> int | None:
+        """The server's pid: the process that listens, once the started one daemonized."""
+        if self._daemon is not None:
+            return self._daemon
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def daemonized(self) -> bool:
+        """Whether the started process exited and left another one serving (followed)."""
+        return self._daemon is not None
 
     @property
     def alive(self) -> bool:
@@ -499,26 +572,54 @@ class Target(_BaseTarget):
         proc = self._proc
         if proc is None:
             return None
-        if proc.returncode is not None:
+        if proc.returncode is None:
+            # Reap it ourselves: Popen keeps only the return code, and we want the
+            # raw wait status for the core-dump flag.
+            try:
+                pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                proc.poll()  # reaped behind our back (SIGCHLD ignored?); no raw status
+            else:
+                if pid != 0:
+                    self._status = status
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+            self.started_status = proc.returncode
+        if self._daemon is None:
             return proc.returncode
-        # Reap it ourselves: Popen keeps only the return code, and we want the
-        # raw wait status for the core-dump flag.
-        try:
-            pid, status = os.waitpid(proc.pid, os.WNOHANG)
-        except ChildProcessError:
-            return proc.poll()  # reaped behind our back (SIGCHLD ignored?); no raw status
-        if pid == 0:
-            return None
-        self._status = status
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        return proc.returncode
+        if self._daemon_returncode is None:
+            try:
+                pid, status = os.waitpid(self._daemon, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: no status left to read
+                pid, status = self._daemon, 0
+            if pid != 0:
+                self._status = status
+                self._daemon_returncode = os.waitstatus_to_exitcode(status)
+        return self._daemon_returncode
+
+    def _members(self) -> set[int]:
+        """Every process of the server still there (zombies too): the started one and the
+        followed one while unreaped, our children with its marker (adopted orphans), and
+        all their descendants. Without the subreaper, any process with its marker."""
+        roots = set()
+        if self._proc is not None and self._proc.returncode is None:
+            roots.add(self._proc.pid)  # unreaped: its pid cannot be someone else's
+        if self._daemon is not None and self._daemon_returncode is None:
+            roots.add(self._daemon)
+        candidates = _tree.children(os.getpid()) if self._adopting else _all_pids()
+        roots |= {pid for pid in candidates if _tree.marked(pid, self.marker)}
+        members = _tree.tree(roots)
+        for pid in members:
+            proc = _tree.stat(pid)
+            if proc is not None:
+                self._sessions.add(proc.session)
+        return members
 
     def _wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` s for the exit; woken by it (a pidfd), not by polling: a
         run that starts a server per case stops as many."""
         deadline = time.monotonic() + timeout
         try:
-            pidfd = os.pidfd_open(self._proc.pid)
+            pidfd = os.pidfd_open(self.pid)
         except OSError:  # reaped already (poll() says how), or a kernel without pidfds
             pidfd = None
         try:
@@ -613,55 +714,82 @@ class Target(_BaseTarget):
 
     # -- stopping ----------------------------------------------------------
 
-    def _signal_group(self, signum: int) -> None:
-        # Only called while the leader is unreaped, so its pid (= the group id)
-        # cannot have been reused by an unrelated process.
+    def _signal_server(self, signum: int) -> None:
+        # Only called while the server is unreaped, so its pid (= the group id of the
+        # started one) cannot have been reused by an unrelated process.
+        if self._daemon is not None:
+            _tree.kill({self._daemon}, signum)
+            return
         try:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
             pass
         except PermissionError:  # the leader left its group (setsid); signal it alone
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
+            _tree.kill({self.pid}, signum)
 
     def stop(self, grace: float = 3.0) -> int | None:
-        """SIGTERM, wait up to `grace` s, then SIGKILL.  Idempotent.
+        """SIGTERM to the server, wait up to `grace` s, then SIGKILL; then SIGKILL to every
+        other process it started, wherever it is.  Idempotent.
 
         Returns the exit status (None only if even SIGKILL did not end it in time).
         """
         if self._stopped:
             return self.poll()
         self._stopped = True
-        proc = self._proc
-        if proc is not None:
-            if self.poll() is None:
-                self._signal_group(signal.SIGTERM)
-                if self._wait(grace) is not None:
-                    self.sigterm_honoured = True
-                else:
-                    self.sigterm_honoured = False
-                    self._signal_group(signal.SIGKILL)
-                    self._wait(_KILL_WAIT)
-            if self.poll() is not None:
-                # Sweep up what a wrapper shell or a forking server left behind.
-                # killpg only: the leader is reaped, its pid may be reused, but
-                # a group id is not reused while any member lives.
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            if proc.stdin is not None:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        with deferred_signals():  # half a stop would leave processes behind
+            proc = self._proc
+            if proc is not None:
+                if self.poll() is None:
+                    session = _tree.stat(self.pid)
+                    self.escaped = tuple(
+                        sorted(
+                            p
+                            for p in self._members()
+                            if (q := _tree.stat(p)) is not None
+                            and not q.zombie
+                            and session is not None
+                            and q.session != session.session
+                        )
+                    )
+                    self._signal_server(signal.SIGTERM)
+                    if self._wait(grace) is not None:
+                        self.sigterm_honoured = True
+                    else:
+                        self.sigterm_honoured = False
+                        self._signal_server(signal.SIGKILL)
+                        self._wait(_KILL_WAIT)
+                self._kill_the_rest()
+                if proc.stdin is not None:
+                    try:
+                        proc.stdin.close()
+                    except OSError:
+                        pass
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+            if self._adopting:
+                self._adopting = False
+                _tree.release_orphans()
         return self.poll()
+
+    def _kill_the_rest(self) -> None:
+        """SIGKILL whatever the server left (helpers, daemons, a wrapper shell's children)
+        and reap their zombies, until nothing is left (or _KILL_WAIT passed)."""
+        # The started process's group first: a group id is not reused while a member lives.
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        own = {self._proc.pid, self._daemon}  # poll() reads their status
+        deadline = time.monotonic() + _KILL_WAIT
+        while True:
+            live = {p for p in self._members() - own if not _zombie(p)}
+            _tree.kill(live)
+            _tree.reap(self._sessions, own)
+            if not live or time.monotonic() >= deadline:
+                return
+            time.sleep(0.002)
 
     def usable(self) -> bool:
         return self.poll() is None and is_listening(self.socket_path)
@@ -670,6 +798,17 @@ class Target(_BaseTarget):
         """stop(), then remove the per-target directory and its logs."""
         self.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)  # made by mkdtemp: ours alone
+        self._forget()
+
+    def keep(self) -> None:
+        """stop(), and keep the per-target directory (a message names its logs)."""
+        self.stop()
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.forget(self.run_dir)
+            self._watchdog = None
 
 
 class ExternalTarget(_BaseTarget):
@@ -715,6 +854,15 @@ class ExternalTarget(_BaseTarget):
         pid = f", pid {self._pid}" if self._pid is not None else ""
         cmd = f" ({self.command})" if self.command else ""
         return f"external server at {self.socket_path}{pid}{cmd}"
+
+
+def _zombie(pid: int) -> bool:
+    proc = _tree.stat(pid)
+    return proc is None or proc.zombie
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
 def _indent(text: str, prefix: str = "    ") -> str:
