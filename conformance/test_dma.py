@@ -340,7 +340,8 @@ def test_unmap_large_argsz(vfu_client, base):
     )
     assert len(reply.payload) == DmaUnmap.ENTRY_SIZE, (
         f"the DMA_UNMAP reply payload is {len(reply.payload)} bytes; without the dirty "
-        "bitmap flag it is the 24-byte entry"
+        "bitmap flag it is the 24-byte entry: The server responds with the original DMA "
+        "entry in the request."
     )
     entry = DmaUnmap.unpack(reply.payload)
     assert entry.argsz in (DmaUnmap.ENTRY_SIZE, 4096), (

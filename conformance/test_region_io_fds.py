@@ -138,7 +138,9 @@ def test_entry_types(vfu_client, vfu_region_index):
     response has one of two possible structures, depending whether type is
     VFIO_USER_IO_FD_TYPE_IOEVENTFD or VFIO_USER_IO_FD_TYPE_IOREGIONFD";
     ioregionfd size "may be zero if the access size is not relevant ...;
-    KVM_IOREGION_POSTED_WRITES must be set in flags in this case"
+    KVM_IOREGION_POSTED_WRITES must be set in flags in this case". (The spec names the
+    two types but gives no numbers: 0 and 1 are those of the header implementations
+    share, libvfio-user's and QEMU's vfio-user.h.)
     """
     with _io_fds(vfu_client, vfu_region_index, need_entries=True) as got:
         for i, sub in enumerate(got.entries()):
