@@ -189,11 +189,11 @@ _STRENGTH = {MUST: 3, SHOULD: 2, MAY: 1}
 
 
 def _rests_on(exc, level: Level | None) -> Level | None:
-    """The level a failure rests on: the case's, or the weaker one an ``Unmet`` names."""
-    weaker = next((e.level for e in _chain(exc) if isinstance(e, Unmet) and e.level), None)
-    if weaker is None:
+    """The level a failure rests on: the case's, or the weaker one the ``Unmet`` raised names
+    (only the one raised: a failure found while handling another does not weaken it)."""
+    if not (isinstance(exc, Unmet) and exc.level):
         return level
-    weaker = Level(weaker)
+    weaker = Level(exc.level)
     if level is None or _STRENGTH[weaker] < _STRENGTH[level]:
         return weaker
     return level
