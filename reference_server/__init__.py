@@ -34,7 +34,8 @@ turns on the VERSION migration capability; ``DmaMapTable.note_write`` feeds
 the dirty page log; ``commands.HANDLERS`` maps commands to handlers and
 ``protocol.COMMANDS_BY_REVISION`` selects which exist. The kinds a part is
 built of are class attributes a subclass replaces: ``Connection.handlers`` and
-``Connection.dma_map_table``, ``Server.connection_type``, ``Device.irqs_type``,
+``Connection.dma_map_table``, ``DmaMapTable.mapping_type``,
+``Server.connection_type``, ``Device.irqs_type``,
 ``dma_engine_type`` and ``migration_region_type``, ``Irqs.index_type``, and
 ``__main__.Program``'s ``server_type``, ``device_type`` and steps (``parser``,
 ``check``, ``listen``, ``install_signal_handlers``). Within a part, each
