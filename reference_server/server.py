@@ -20,6 +20,7 @@ from pytest_vfiouser._unix import CEILING_NS
 
 from .connection import Connection
 from .errors import Terminate
+from .limits import DEFAULT, Limits
 
 log = logging.getLogger("reference_server")
 
@@ -95,23 +96,39 @@ def inherited_socket(fd: int) -> tuple[socket.socket, bool]:
 class Server:
     connection_type = Connection  # what serves one client (a subclass may change it)
 
-    def __init__(self, device, revision: str, trace: bool = False, busy_poll_ns: int = CEILING_NS):
+    def __init__(
+        self,
+        device,
+        revision: str,
+        trace: bool = False,
+        busy_poll_ns: int = CEILING_NS,
+        limits: Limits = DEFAULT,
+    ):
         self.device = device
         self.revision = revision
         self.trace = trace
         self.busy_poll_ns = busy_poll_ns
+        self.limits = limits
+        self.listener: socket.socket | None = None  # where the next clients wait
 
     def serve_one(self, sock: socket.socket) -> None:
         log.info("client connected")
         try:
             self.connection_type(
-                sock, self.device, self.revision, self.trace, self.busy_poll_ns
+                sock,
+                self.device,
+                self.revision,
+                self.trace,
+                self.busy_poll_ns,
+                limits=self.limits,
+                listener=self.listener,
             ).serve()
         except Exception:  # a bug outside per-message handling costs this client only
             log.exception("internal error: connection dropped")
             sock.close()
 
     def serve_forever(self, listener: socket.socket) -> None:
+        self.listener = listener
         while self.accepting():
             try:
                 sock, _ = listener.accept()

@@ -38,6 +38,14 @@ def run(*args, timeout=10, **kw):
         (("--fd=-1",), "not a file descriptor number"),
         (("--socket-path=/tmp/x.sock", "--spec", "0.9.2"), "'0.9.2' is not supported"),
         (("--socket-path=/tmp/x.sock", "--bogus"), "unrecognized arguments"),
+        (("--socket-path=/tmp/x.sock", "--message-timeout=0"), "--message-timeout: 0.0 is not"),
+        (("--socket-path=/tmp/x.sock", "--idle-timeout=-1"), "--idle-timeout: -1.0 is not"),
+        (("--socket-path=/tmp/x.sock", "--idle-timeout=nan"), "--idle-timeout: nan is not"),
+        (("--socket-path=/tmp/x.sock", "--send-timeout=inf"), "--send-timeout: inf is not"),
+        (("--socket-path=/tmp/x.sock", "--send-timeout=1e6"), "--send-timeout: 1000000.0 is"),
+        (("--socket-path=/tmp/x.sock", "--message-timeout=soon"), "invalid float value"),
+        (("--socket-path=/tmp/x.sock", "--max-queued-bytes=-1"), "--max-queued-bytes: -1 is"),
+        (("--socket-path=/tmp/x.sock", "--max-queued-bytes=1M"), "invalid int value"),
     ],
 )
 def test_usage_errors(args, needle):
@@ -49,6 +57,8 @@ def test_usage_errors(args, needle):
 def test_help():
     r = run("--help")
     assert r.returncode == 0 and "--socket-path" in r.stdout and "--fd" in r.stdout
+    for option in ("--message-timeout", "--idle-timeout", "--send-timeout", "--max-queued-bytes"):
+        assert option in r.stdout
 
 
 def test_device_file_errors(tmp_path):
