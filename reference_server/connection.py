@@ -37,6 +37,7 @@ import math
 import os
 import select
 import socket
+import struct
 import time
 from collections import deque
 
@@ -81,6 +82,7 @@ _VERSION = int(Command.VERSION)
 _SEND_NOW = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL  # the send timeout is ours (_sendall)
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
+_TIMEVAL = struct.Struct("@ll")
 # Header flag bits beyond the type and No_reply: anything set here needs a closer look.
 _NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
 
@@ -124,6 +126,8 @@ class Connection:
         self._queued_bytes = 0  # their headers' and payloads' bytes
         self._waited_since: float | None = None  # when the server began to wait for a message
         self._message_since: float | None = None  # when a partial message was first seen
+        self._recv_timeout = 0.0  # SO_RCVTIMEO (0: none)
+        self._idle_bound = limits.idle_timeout if listener is not None else 0.0  # between messages
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._next_id = 0
@@ -164,15 +168,33 @@ class Connection:
                 return None
 
     def _recv_more(self) -> bool:
-        """Receive the rest of the next message (or the start of one); False at EOF.
-        ClientGone when the client takes longer than limits.py allows."""
-        now = time.monotonic()
-        if self._waited_since is None:
-            self._waited_since = now
-        if self._message_since is None and (self.reader.buffered or self.reader.pending_header):
-            self._message_since = now  # its first bytes came with the last receive
-        self._check_patience(now)
-        return self._recv(self._await_bytes)
+        """Receive more of the next message (or the start of one); False at EOF.
+
+        ClientGone when the client takes longer than limits.py allows: every receive
+        looks at the clocks, and a receive blocks no longer than the nearest bound
+        (SO_RCVTIMEO: no extra system call while the client keeps to them).
+        """
+        reader = self.reader
+        if self._waited_since is None and not reader.buffered and reader.pending_header is None:
+            # The wait for a new message begins (the common case): only idle_timeout applies.
+            self._waited_since = time.monotonic()
+            if self._recv_timeout != self._idle_bound:
+                self._set_recv_timeout(self._idle_bound)
+            return self._recv()
+        while True:
+            now = time.monotonic()
+            if self._waited_since is None:
+                self._waited_since = now
+            if self._message_since is None and (self.reader.buffered or self.reader.pending_header):
+                self._message_since = now  # its first bytes came with the last receive
+            self._check_patience(now)
+            bound = self._wait_bound(now)
+            if bound is None:  # idle past its bound, nobody waited: block until either comes
+                if not _ready(self.sock, _READABLE, None, self.listener):
+                    continue  # somebody came
+                bound = 0.0
+            self._set_recv_timeout(bound)
+            return self._recv()
 
     def _check_patience(self, now: float) -> None:
         """ClientGone if the message being received, or the wait for one while another
@@ -190,25 +212,28 @@ class Connection:
         """Another client is waiting to be served (a connection in the listener's backlog)."""
         return self.listener is not None and _ready(self.listener, select.POLLIN, 0)
 
-    def _await_bytes(self) -> None:
-        """Block until the client's socket is readable, within the bounds of
-        _check_patience (the busy poll's ``wait``)."""
+    def _wait_bound(self, now: float) -> float | None:
+        """Seconds the next receive may block (0: no bound), or None: past the idle
+        bound with nobody waiting (then a new client is to be watched for too)."""
         limits = self.limits
-        while True:
-            now = time.monotonic()
-            self._check_patience(now)
-            timeout = None  # seconds
-            if self._message_since is not None:
-                timeout = self._message_since + limits.message_timeout - now
+        idle_left = None
+        if self.listener is not None:
             idle_left = self._waited_since + limits.idle_timeout - now
-            watch = None  # past the idle bound: wake up when another client comes
-            if self.listener is not None:
-                if idle_left > 0:
-                    timeout = idle_left if timeout is None else min(timeout, idle_left)
-                else:
-                    watch = self.listener
-            if _ready(self.sock, _READABLE, timeout, watch):
-                return
+        if self._message_since is None:
+            # Between messages, the wait began about now: a constant bound (set once).
+            return self._idle_bound if idle_left is None or idle_left > 0 else None
+        left = self._message_since + limits.message_timeout - now
+        return min(left, idle_left) if idle_left is not None and idle_left > 0 else left
+
+    def _set_recv_timeout(self, seconds: float) -> None:
+        if seconds == self._recv_timeout:
+            return
+        self._recv_timeout = seconds
+        sec = int(seconds)
+        usec = int((seconds - sec) * 1e6)
+        if seconds and not sec and not usec:
+            usec = 1  # 0 would be no timeout at all
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(sec, usec))
 
     def _read_message(self):
         """The next whole message in the buffer with its fds, or None."""
@@ -228,12 +253,15 @@ class Connection:
                 truncated |= trunc
         return msg[0], msg[1], fds, truncated
 
-    def _recv(self, wait=None) -> bool:
-        """Read what is there (blocking; ``wait`` before blocking); False at EOF."""
+    def _recv(self) -> bool:
+        """Read what is there (blocking); False at EOF. True with nothing read when the
+        receive timeout (_set_recv_timeout) ran out."""
         try:
             n, anc, mflags, _ = self._poll.recvmsg_into(
-                self.sock, [self._buf], ANC_SPACE, socket.MSG_CMSG_CLOEXEC, wait
+                self.sock, [self._buf], ANC_SPACE, socket.MSG_CMSG_CLOEXEC
             )
+        except BlockingIOError:
+            return True
         except OSError as e:
             raise ClientGone(f"recv failed: {e}") from None
         fds = fds_of(anc)

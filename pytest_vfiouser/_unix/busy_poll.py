@@ -40,12 +40,8 @@ class BusyPoll:
         self.caught = 0  # receives a poll answered
         self.blocked = 0  # receives that blocked
 
-    def recvmsg_into(self, sock: socket.socket, buffers, ancbufsize: int, flags: int, wait=None):
-        """sock.recvmsg_into, polled for up to the window before it blocks.
-
-        ``wait``, if given, is called before blocking: it returns once the socket is
-        readable, or raises (a caller's own deadline).
-        """
+    def recvmsg_into(self, sock: socket.socket, buffers, ancbufsize: int, flags: int):
+        """sock.recvmsg_into, polled for up to the window before it blocks."""
         window = self.window_ns
         started = _now()
         if window:
@@ -62,8 +58,6 @@ class BusyPoll:
                     break
                 _yield()
         self.blocked += 1
-        if wait is not None:
-            wait()
         got = sock.recvmsg_into(buffers, ancbufsize, flags)
         self._adjust(_now() - started)
         return got
