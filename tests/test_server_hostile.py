@@ -162,9 +162,9 @@ def test_commands_sent_during_a_dma_wait_are_held_up_to_a_byte_bound(start):
         except ConnectionClosed:
             pass  # dropped while we still sent
         assert closed_within(c, 5.0) is not None
-    assert "bytes of them sent while the server waited for a DMA reply" in server.log()
-    with server.connect() as c:
+    with server.connect() as c:  # served once the server has logged why it dropped the last
         assert read32(c, R.REG_ID) == R.ID_VALUE
+    assert "bytes of them sent while the server waited for a DMA reply" in server.log()
 
 
 # ---- clients that hold the server up
