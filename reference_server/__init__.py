@@ -5,10 +5,13 @@
 Modules, by responsibility:
 
   __main__        command line, exit codes, logging setup
-  server          listening socket (--socket-path / --fd), accept loop, SIGTERM
+  server          listening socket (--socket-path / --fd, a stale socket file
+                  taken over), accept loop, SIGTERM
   connection      one client: framing, fds, header checks, replies, and the
                   server's own DMA_READ/DMA_WRITE requests (with queueing of
                   commands that arrive meanwhile)
+  limits          what one client may cost in time and memory (the timeouts,
+                  --max-queued-bytes)
   commands        one handler per command; ``dispatch_table(revision)``
   negotiation     VERSION
   device          the device: regions, IRQs, DMA engine, reset, save/load state
