@@ -6,14 +6,13 @@ input and prevent against denial of service scenarios, buffer overflow, etc."
 
 The server serves one client at a time, so a client that holds it up holds up every
 client waiting behind it; and whatever a client makes the server keep, it keeps until
-the client lets go. Each bound below ends the connection when it is passed (the log
-says which); the server then serves the next client. A client holds at most:
+the client lets go. A client holds at most:
 
   time   a message's rest, once its first bytes are in: ``message_timeout``;
          nothing at all (no whole message) while another client waits to be
          served: ``idle_timeout``; a reply it does not read: ``send_timeout``;
          a reply to the server's DMA_READ/DMA_WRITE: the device's
-         ``dma_reply_timeout`` (a DMA error, not a disconnect)
+         ``dma_reply_timeout`` (device_config; the DMA fails with ETIMEDOUT)
   memory the commands it sends while the server waits for a DMA reply (they are
          served after it): ``max_queued_bytes`` of messages and MAX_QUEUED of
          them, one message always; besides that one message being received
@@ -21,7 +20,10 @@ says which); the server then serves the next client. A client holds at most:
          for one send (connection.FLUSH_AT, and one reply)
   fds    the DMA mappings' (max_dma_maps) and the interrupts' eventfds
 
-Every timeout is also an option of the command line (``--message-timeout`` ...).
+Past ``message_timeout``, ``idle_timeout``, ``send_timeout`` or the queue's bounds
+the connection is closed (the log says which bound) and the next client served.
+The fields of ``Limits`` are the options --message-timeout, --idle-timeout,
+--send-timeout and --max-queued-bytes.
 """
 
 from __future__ import annotations
