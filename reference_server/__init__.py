@@ -5,10 +5,13 @@
 Modules, by responsibility:
 
   __main__        command line, exit codes, logging setup
-  server          listening socket (--socket-path / --fd), accept loop, SIGTERM
+  server          listening socket (--socket-path / --fd, a stale socket file
+                  taken over), accept loop, SIGTERM
   connection      one client: framing, fds, header checks, replies, and the
                   server's own DMA_READ/DMA_WRITE requests (with queueing of
                   commands that arrive meanwhile)
+  limits          what one client may cost in time and memory (the timeouts,
+                  --max-queued-bytes)
   commands        one handler per command; ``dispatch_table(revision)``
   negotiation     VERSION
   device          the device: regions, IRQs, DMA engine, reset, save/load state
@@ -34,7 +37,8 @@ turns on the VERSION migration capability; ``DmaMapTable.note_write`` feeds
 the dirty page log; ``commands.HANDLERS`` maps commands to handlers and
 ``protocol.COMMANDS_BY_REVISION`` selects which exist. The kinds a part is
 built of are class attributes a subclass replaces: ``Connection.handlers`` and
-``Connection.dma_map_table``, ``Server.connection_type``, ``Device.irqs_type``,
+``Connection.dma_map_table``, ``DmaMapTable.mapping_type``,
+``Server.connection_type``, ``Device.irqs_type``,
 ``dma_engine_type`` and ``migration_region_type``, ``Irqs.index_type``, and
 ``__main__.Program``'s ``server_type``, ``device_type`` and steps (``parser``,
 ``check``, ``listen``, ``install_signal_handlers``). Within a part, each

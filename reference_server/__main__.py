@@ -2,10 +2,13 @@
 
     vfio-user-reference-server (--socket-path=PATH | --fd=FDNUM)
                                [--device FILE.toml] [--spec 0.9.1] [-v]
-                               [--busy-poll-us USEC]
+                               [--busy-poll-us USEC] [--message-timeout SECONDS]
+                               [--idle-timeout SECONDS] [--send-timeout SECONDS]
+                               [--max-queued-bytes BYTES]
 
 --fd takes an inherited listening UNIX socket; a connected one is served as
-the one client and the server then exits (errata 9). Exit status: 0 after
+the one client and the server then exits (errata 9). The timeouts and
+--max-queued-bytes bound what one client may cost (limits.py). Exit status: 0 after
 SIGTERM/SIGINT (or the end of an --fd connection), 2 for usage and device
 description errors, 1 when the socket cannot be set up.
 """
@@ -13,6 +16,7 @@ description errors, 1 when the socket cannot be set up.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -22,6 +26,7 @@ from pytest_vfiouser._unix import CEILING_NS
 from .device import Device
 from .device_config import ConfigError, load
 from .errors import Terminate
+from .limits import DEFAULT, Limits
 from .server import (
     Server,
     SetupError,
@@ -96,10 +101,51 @@ class Program:
             "on it, adaptively (reference_server/busy_poll.py); 0: always block "
             f"(default {BUSY_POLL_US})",
         )
+        limits = p.add_argument_group(
+            "what one client may cost (the connection is closed beyond it; "
+            "reference_server/limits.py)"
+        )
+        limits.add_argument(
+            "--message-timeout",
+            type=float,
+            default=DEFAULT.message_timeout,
+            metavar="SECONDS",
+            help="a message must arrive whole within SECONDS of its first bytes "
+            f"(default {DEFAULT.message_timeout:g})",
+        )
+        limits.add_argument(
+            "--idle-timeout",
+            type=float,
+            default=DEFAULT.idle_timeout,
+            metavar="SECONDS",
+            help="a client that sends no whole message for SECONDS while another client "
+            f"waits to be served is closed (default {DEFAULT.idle_timeout:g})",
+        )
+        limits.add_argument(
+            "--send-timeout",
+            type=float,
+            default=DEFAULT.send_timeout,
+            metavar="SECONDS",
+            help="a reply must go out within SECONDS: a client that does not read its replies "
+            f"is closed (default {DEFAULT.send_timeout:g})",
+        )
+        limits.add_argument(
+            "--max-queued-bytes",
+            type=int,
+            default=DEFAULT.max_queued_bytes,
+            metavar="BYTES",
+            help="bytes of commands held while the server waits for the client's reply "
+            "to a DMA_READ/DMA_WRITE; one command is always held "
+            f"(default {DEFAULT.max_queued_bytes})",
+        )
         p.add_argument(
             "-v", "--verbose", action="store_true", help="log every message, decoded, to stderr"
         )
         return p
+
+    @staticmethod
+    def limits(args) -> Limits:
+        return Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
 
     def install_signal_handlers(self) -> None:
         install_signal_handlers()
@@ -118,6 +164,10 @@ class Program:
                 parser.error(f"--fd: {fd} is not a file descriptor number")
         if not 0 <= args.busy_poll_us <= 1_000_000:
             parser.error(f"--busy-poll-us: {args.busy_poll_us} is not in 0..1000000")
+        try:
+            self.limits(args).check()
+        except ValueError as e:
+            parser.error(str(e))
         if args.spec not in SPECS:
             parser.error(
                 f"--spec: {args.spec!r} is not supported; this server implements {', '.join(SPECS)}"
@@ -162,7 +212,11 @@ class Program:
                 _err(f"{self.prog}: {e}")
                 return 1
             server = self.server_type(
-                device, args.spec, trace=args.verbose, busy_poll_ns=args.busy_poll_us * 1000
+                device,
+                args.spec,
+                trace=args.verbose,
+                busy_poll_ns=args.busy_poll_us * 1000,
+                limits=self.limits(args),
             )
             if not listening:
                 log.info("serving the connected socket on fd %d", fd)

@@ -22,12 +22,18 @@ command is reserved and ignored. Fds on a command that takes none are closed
 and the command is served. msg_size below 16 or above the server's maximum
 (16 + 16 + max_data_xfer_size + 4096): the stream cannot be framed any more,
 the connection is closed.
+
+What a client may cost in time and memory is bounded (limits.py): a message
+that takes too long to arrive, a client that sends nothing while another
+waits, a reply the client does not read, or too many bytes of commands sent
+while the server waits for a DMA reply end the connection.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import select
 import socket
@@ -61,19 +67,22 @@ from pytest_vfiouser.protocol import (
 from . import commands, negotiation
 from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
+from .limits import DEFAULT, MAX_QUEUED, Limits
 from .negotiation import ClientLimits
 
 log = logging.getLogger("reference_server")
 
 RECV_SIZE = 256 * 1024
-SEND_TIMEOUT = 10.0  # a client that stops reading its replies is dropped after this
 FLUSH_AT = 256 * 1024  # gathered reply bytes that force a send
-MAX_QUEUED = 4096  # commands held while waiting for a DMA reply
 MSG_SLACK = 4096
 _DROP = object()  # a message that gets no reply at all
 _NO_REPLY = int(FLAG_NO_REPLY)
 _COMMAND, _REPLY = int(MsgType.COMMAND), int(MsgType.REPLY)
 _VERSION = int(Command.VERSION)
+_SEND_NOW = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL  # the send timeout is ours (_sendall)
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
+_WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
+_TIMEVAL = struct.Struct("@ll")
 # Header flag bits beyond the type and No_reply: anything set here needs a closer look.
 _NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
 
@@ -92,8 +101,13 @@ class Connection:
         revision: str,
         trace: bool = False,
         busy_poll_ns: int = CEILING_NS,
+        limits: Limits = DEFAULT,
+        listener: socket.socket | None = None,
     ):
+        """``listener``: where other clients wait to be served (for idle_timeout)."""
         self.sock = sock
+        self.limits = limits
+        self.listener = listener
         self.device = device
         self.settings = device.settings
         self.revision = revision
@@ -109,17 +123,16 @@ class Connection:
         self._fed = 0  # stream bytes received so far
         self._fd_marks: deque = deque()  # (offset of the chunk's last byte, fds, truncated)
         self._queue: deque = deque()  # messages that arrived while we waited for a DMA reply
+        self._queued_bytes = 0  # their headers' and payloads' bytes
+        self._waited_since: float | None = None  # when the server began to wait for a message
+        self._message_since: float | None = None  # when a partial message was first seen
+        self._recv_timeout = 0.0  # SO_RCVTIMEO (0: none)
+        self._idle_bound = limits.idle_timeout if listener is not None else 0.0  # between messages
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._next_id = 0
         self._abandoned: set[tuple[int, int]] = set()  # our requests that timed out
         self._poll = BusyPoll(busy_poll_ns)  # the receives' adaptive polling
-        sec = int(SEND_TIMEOUT)
-        sock.setsockopt(
-            socket.SOL_SOCKET,
-            socket.SO_SNDTIMEO,
-            struct.pack("@ll", sec, int((SEND_TIMEOUT - sec) * 1e6)),
-        )
 
     # ---- the loop
 
@@ -143,7 +156,9 @@ class Connection:
 
     def _next_message(self):
         if self._queue:
-            return self._queue.popleft()
+            m = self._queue.popleft()
+            self._queued_bytes -= m[0].msg_size
+            return m
         while True:
             msg = self._read_message()
             if msg is not None:
@@ -153,8 +168,72 @@ class Connection:
                 return None
 
     def _recv_more(self) -> bool:
-        """Receive the rest of the next message (or the start of one); False at EOF."""
-        return self._recv()
+        """Receive more of the next message (or the start of one); False at EOF.
+
+        ClientGone when the client takes longer than limits.py allows: every receive
+        looks at the clocks, and a receive blocks no longer than the nearest bound
+        (SO_RCVTIMEO: no extra system call while the client keeps to them).
+        """
+        reader = self.reader
+        if self._waited_since is None and not reader.buffered and reader.pending_header is None:
+            # The wait for a new message begins (the common case): only idle_timeout applies.
+            self._waited_since = time.monotonic()
+            if self._recv_timeout != self._idle_bound:
+                self._set_recv_timeout(self._idle_bound)
+            return self._recv()
+        while True:
+            now = time.monotonic()
+            if self._waited_since is None:
+                self._waited_since = now
+            if self._message_since is None and (self.reader.buffered or self.reader.pending_header):
+                self._message_since = now  # its first bytes came with the last receive
+            self._check_patience(now)
+            bound = self._wait_bound(now)
+            if bound is None:  # idle past its bound, nobody waited: block until either comes
+                if not _ready(self.sock, _READABLE, None, self.listener):
+                    continue  # somebody came
+                bound = 0.0
+            self._set_recv_timeout(bound)
+            return self._recv()
+
+    def _check_patience(self, now: float) -> None:
+        """ClientGone if the message being received, or the wait for one while another
+        client waits, has taken longer than its bound."""
+        limits = self.limits
+        if self._message_since is not None and now - self._message_since >= limits.message_timeout:
+            raise ClientGone(f"dropped: a message took over {limits.message_timeout:g} s to arrive")
+        if now - self._waited_since >= limits.idle_timeout and self._others_wait():
+            raise ClientGone(
+                f"dropped: no whole message for {limits.idle_timeout:g} s "
+                "while another client waited"
+            )
+
+    def _others_wait(self) -> bool:
+        """Another client is waiting to be served (a connection in the listener's backlog)."""
+        return self.listener is not None and _ready(self.listener, select.POLLIN, 0)
+
+    def _wait_bound(self, now: float) -> float | None:
+        """Seconds the next receive may block (0: no bound), or None: past the idle
+        bound with nobody waiting (then a new client is to be watched for too)."""
+        limits = self.limits
+        idle_left = None
+        if self.listener is not None:
+            idle_left = self._waited_since + limits.idle_timeout - now
+        if self._message_since is None:
+            # Between messages, the wait began about now: a constant bound (set once).
+            return self._idle_bound if idle_left is None or idle_left > 0 else None
+        left = self._message_since + limits.message_timeout - now
+        return min(left, idle_left) if idle_left is not None and idle_left > 0 else left
+
+    def _set_recv_timeout(self, seconds: float) -> None:
+        if seconds == self._recv_timeout:
+            return
+        self._recv_timeout = seconds
+        sec = int(seconds)
+        usec = int((seconds - sec) * 1e6)
+        if seconds and not sec and not usec:
+            usec = 1  # 0 would be no timeout at all
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(sec, usec))
 
     def _read_message(self):
         """The next whole message in the buffer with its fds, or None."""
@@ -164,6 +243,7 @@ class Connection:
             raise ClientGone(f"dropped: the stream cannot be framed ({e})") from None
         if msg is None:
             return None
+        self._waited_since = self._message_since = None
         fds, truncated = [], False
         if self._fd_marks:
             end = self._fed - self.reader.buffered
@@ -174,11 +254,14 @@ class Connection:
         return msg[0], msg[1], fds, truncated
 
     def _recv(self) -> bool:
-        """Read what is there (blocking); False at EOF."""
+        """Read what is there (blocking); False at EOF. True with nothing read when the
+        receive timeout (_set_recv_timeout) ran out."""
         try:
             n, anc, mflags, _ = self._poll.recvmsg_into(
                 self.sock, [self._buf], ANC_SPACE, socket.MSG_CMSG_CLOEXEC
             )
+        except BlockingIOError:
+            return True
         except OSError as e:
             raise ClientGone(f"recv failed: {e}") from None
         fds = fds_of(anc)
@@ -361,13 +444,30 @@ class Connection:
             self._sendall(data)
 
     def _sendall(self, data: bytes, fds=()) -> None:
+        """Send ``data`` (``fds`` with its first bytes) within send_timeout in all:
+        a timeout per send() call (SO_SNDTIMEO) would restart after each partial send."""
+        sock = self.sock
+        deadline = None
         try:
-            if fds:
-                sent = self.sock.sendmsg([data], rights(fds), socket.MSG_NOSIGNAL)
-                if sent < len(data):
-                    self.sock.sendall(memoryview(data)[sent:], socket.MSG_NOSIGNAL)
-            else:
-                self.sock.sendall(data, socket.MSG_NOSIGNAL)
+            while True:
+                try:
+                    if fds:
+                        sent = sock.sendmsg([data], rights(fds), _SEND_NOW)
+                        fds = ()
+                    else:
+                        sent = sock.send(data, _SEND_NOW)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = memoryview(data)[sent:]
+                if deadline is None:
+                    deadline = time.monotonic() + self.limits.send_timeout
+                if not _ready(sock, _WRITABLE, deadline - time.monotonic()):
+                    raise ClientGone(
+                        f"dropped: a reply could not be sent in {self.limits.send_timeout:g} s "
+                        "(the client does not read)"
+                    )
         except OSError as e:
             raise ClientGone(f"send failed: {e}") from None
 
@@ -437,20 +537,24 @@ class Connection:
                         f"the client refused {command_name(command)}: errno {hdr.error}",
                     )
                 return body
-            if len(self._queue) >= MAX_QUEUED:
-                _close_all(fds)
-                raise ClientGone(
-                    f"dropped: over {MAX_QUEUED} commands sent while the server "
-                    "waited for a DMA reply"
-                )
-            self._queue.append(m)
+            self._hold(m)
+
+    def _hold(self, m) -> None:
+        """Queue a command that came while the server waits for a DMA reply; ClientGone
+        beyond MAX_QUEUED commands or max_queued_bytes of them (one is always held)."""
+        size = m[0].msg_size
+        limit = self.limits.max_queued_bytes
+        if len(self._queue) >= MAX_QUEUED or (self._queue and self._queued_bytes + size > limit):
+            _close_all(m[2])
+            raise ClientGone(
+                f"dropped: over {MAX_QUEUED} commands or {limit} bytes of them sent "
+                "while the server waited for a DMA reply"
+            )
+        self._queue.append(m)
+        self._queued_bytes += size
 
     def _wait_readable(self, timeout: float) -> bool:
-        if timeout <= 0:
-            return False
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
+        return timeout > 0 and _ready(self.sock, _READABLE, timeout)
 
     # ---- the end
 
@@ -464,6 +568,7 @@ class Connection:
         for m in self._queue:
             _close_all(m[2])
         self._queue.clear()
+        self._queued_bytes = 0
         for _, fds, _ in self._fd_marks:
             _close_all(fds)
         self._fd_marks.clear()
@@ -484,6 +589,18 @@ class Connection:
         if len(text) > 240:
             text = text[:240] + "...)"
         log.debug("%s %s %s%s", arrow, hdr.describe(), text, f" fds={list(fds)}" if fds else "")
+
+
+def _ready(sock: socket.socket, events: int, timeout: float | None, also=None) -> bool:
+    """Whether ``sock`` has ``events`` within ``timeout`` seconds (None: no limit);
+    False too if the socket ``also`` becomes readable first."""
+    poller = select.poll()
+    poller.register(sock.fileno(), events)
+    if also is not None:
+        poller.register(also.fileno(), select.POLLIN)
+    if timeout is not None:
+        timeout = max(0, math.ceil(timeout * 1000))
+    return any(fd == sock.fileno() for fd, _ in poller.poll(timeout))
 
 
 def _close_all(fds: list[int]) -> None:

@@ -1,7 +1,8 @@
 """The device's DMA engine: copies between its RAM and client memory.
 
-Client memory is reached through the connection's DMA map table: directly
-through the mapping when the client gave an fd, otherwise with DMA_READ /
+Client memory is reached through the connection's DMA map table: through the
+file when the client gave an fd (dma_map.py says why not through a mapping),
+otherwise with DMA_READ /
 DMA_WRITE requests over the socket, in chunks of at most the smaller of the
 two sides' max_data_xfer_size. Every write to client memory goes through
 ``write_client_memory`` (and so through ``DmaMapTable.note_write``), the one
@@ -67,7 +68,7 @@ class DmaEngine:
     def read_client_memory(cls, link: ClientLink, segments) -> bytes:
         parts = []
         for m, pos, n in segments:
-            if m.mem is not None:
+            if m.fd is not None:
                 parts.append(m.read(pos, n))
                 continue
             chunk = link.dma_chunk
@@ -85,9 +86,9 @@ class DmaEngine:
 
     @classmethod
     def write_segment(cls, link: ClientLink, m, pos: int, piece: bytes) -> None:
-        """Write ``piece`` at ``pos`` in mapping ``m`` (through its fd's memory, or by
-        DMA_WRITE), and log it for dirty page tracking."""
-        if m.mem is not None:
+        """Write ``piece`` at ``pos`` in mapping ``m`` (into its file, or by DMA_WRITE),
+        and log it for dirty page tracking."""
+        if m.fd is not None:
             m.write(pos, piece)
         else:
             chunk = link.dma_chunk

@@ -9,16 +9,26 @@ Rules (errno):
   mmap() refused                                                its errno
   DMA_UNMAP of anything but exactly (address, size) of a mapping ENOENT
 
-An fd-backed mapping is mmap()ed (honouring ``offset``) and the fd kept;
-both go at DMA_UNMAP or disconnect. Before each access through a mapping
-the file size is checked again: a client that truncates its file must not
-be able to make us fault (SIGBUS).
+An fd-backed mapping keeps the fd; it goes at DMA_UNMAP or disconnect. The
+spec says such a region "can be mapped via the mmap() system call": DMA_MAP
+maps it once to see that it can, and refuses what cannot be (a file opened
+read-only for a writable mapping, a sealed one, a misaligned hugetlbfs
+offset). The device's accesses then go through the fd, pread()/pwrite() at
+offset + position, not through a mapping: the client owns the file and may
+truncate it at any moment, and touching a mapped page past the end of the
+file is a SIGBUS that kills the server (no check before the access can close
+that race). A read past the end comes back short, and a write is refused
+when the file is too short (pwrite would grow it back): EFAULT, the client's
+memory is gone. A write to a file the client made O_APPEND is EINVAL (pwrite
+would append); other pread/pwrite errors are the copy's errno (hugetlbfs
+takes no write(): EINVAL).
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
+import fcntl
 import mmap
 import os
 import stat
@@ -38,39 +48,56 @@ class Mapping:
     size: int
     flags: int
     offset: int
-    fd: int | None = None
-    mem: mmap.mmap | None = None
-    delta: int = 0  # offset - page-aligned offset: where the mapping starts in ``mem``
+    fd: int | None = None  # the client's file (fd-backed), else DMA_READ/DMA_WRITE
 
     @property
     def end(self) -> int:
         return self.address + self.size
 
     def close(self) -> None:
-        if self.mem is not None:
-            self.mem.close()
-            self.mem = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
-    def _check_file(self, pos: int, n: int) -> None:
-        if os.fstat(self.fd).st_size < self.offset + pos + n:
-            raise VfioError(
-                errno.EFAULT,
-                f"the file behind DMA mapping {self.address:#x} shrank below the mapping",
-            )
-
     def read(self, pos: int, n: int) -> bytes:
-        """``n`` bytes at ``pos`` in this fd-backed mapping."""
-        self._check_file(pos, n)
-        start = self.delta + pos
-        return self.mem[start : start + n]
+        """``n`` bytes at ``pos`` in this fd-backed mapping, read from its file."""
+        try:
+            data = os.pread(self.fd, n, self.offset + pos)
+        except OSError as e:
+            raise self._failed("read", e) from None
+        if len(data) < n:
+            raise self._gone()
+        return data
 
     def write(self, pos: int, data: bytes) -> None:
-        self._check_file(pos, len(data))
-        start = self.delta + pos
-        self.mem[start : start + len(data)] = data
+        """Write ``data`` at ``pos`` in this fd-backed mapping, into its file."""
+        fd, at = self.fd, self.offset + pos
+        if os.fstat(fd).st_size < at + len(data):
+            raise self._gone()  # pwrite would grow the file back
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+            raise VfioError(
+                errno.EINVAL,
+                f"the file behind DMA mapping {self.address:#x} was made O_APPEND: "
+                "a write would land at its end",
+            )
+        try:
+            done = os.pwrite(fd, data, at)
+        except OSError as e:
+            raise self._failed("write", e) from None
+        if done < len(data):
+            raise self._gone()
+
+    def _gone(self) -> VfioError:
+        return VfioError(
+            errno.EFAULT,
+            f"the file behind DMA mapping {self.address:#x} shrank below the mapping",
+        )
+
+    def _failed(self, what: str, e: OSError) -> VfioError:
+        return VfioError(
+            e.errno or errno.EIO,
+            f"{what} of the file behind DMA mapping {self.address:#x}: {e.strerror}",
+        )
 
 
 def check_range(address: int, size: int) -> None:
@@ -81,6 +108,8 @@ def check_range(address: int, size: int) -> None:
 
 
 class DmaMapTable:
+    mapping_type = Mapping  # what one entry is (a subclass may change it)
+
     def __init__(self, max_maps: int):
         self.max_maps = max_maps
         self._starts: list[int] = []  # sorted; parallel to _maps
@@ -103,7 +132,7 @@ class DmaMapTable:
         i = self._slot(address, size)
         if len(self._maps) >= self.max_maps:
             raise VfioError(errno.ENOSPC, f"the table holds its maximum of {self.max_maps}")
-        m = Mapping(address, size, flags, offset)
+        m = self.mapping_type(address, size, flags, offset)
         if fd is not None:
             self._map_fd(m, fd)
         self._starts.insert(i, address)
@@ -130,22 +159,21 @@ class DmaMapTable:
             raise VfioError(
                 errno.EINVAL, f"file is {st.st_size} bytes, the mapping needs {m.offset + m.size}"
             )
-        aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
-        share, prot = self._sharing(m)
-        try:
-            m.mem = mmap.mmap(fd, m.offset - aligned + m.size, share, prot, offset=aligned)
-        except (OSError, ValueError, OverflowError) as e:
-            raise VfioError(getattr(e, "errno", None) or errno.EINVAL, f"mmap: {e}") from None
-        m.delta = m.offset - aligned
+        self._check_mappable(m, fd)
         m.fd = fd
 
     @staticmethod
-    def _sharing(m: Mapping) -> tuple[int, int]:
-        """mmap's flags and protection for ``m``: shared with the client, so that each side
-        sees the other's writes; writable only when the client allowed it."""
-        return mmap.MAP_SHARED, mmap.PROT_READ | (
-            mmap.PROT_WRITE if m.flags & DmaMapFlags.WRITE else 0
-        )
+    def _check_mappable(m: Mapping, fd: int) -> None:
+        """Map [offset, +size) of ``fd`` shared, writable if the client allowed it, and
+        unmap it: the file is one the server could mmap() as the spec has it."""
+        aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if m.flags & DmaMapFlags.WRITE else 0)
+        try:
+            mmap.mmap(
+                fd, m.offset - aligned + m.size, mmap.MAP_SHARED, prot, offset=aligned
+            ).close()
+        except (OSError, ValueError, OverflowError) as e:
+            raise VfioError(getattr(e, "errno", None) or errno.EINVAL, f"mmap: {e}") from None
 
     def remove(self, address: int, size: int) -> Mapping:
         i = self._find(address, size)

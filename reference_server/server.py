@@ -16,10 +16,11 @@ import socket
 import stat
 import time
 
-from pytest_vfiouser._unix import CEILING_NS
+from pytest_vfiouser._unix import CEILING_NS, sockets_bound_to
 
 from .connection import Connection
 from .errors import Terminate
+from .limits import DEFAULT, Limits
 
 log = logging.getLogger("reference_server")
 
@@ -43,8 +44,10 @@ def install_signal_handlers() -> None:
 def bind_path(path: str) -> tuple[socket.socket, tuple[int, int]]:
     """A listening socket at ``path``, and the (st_dev, st_ino) of the file made.
 
-    A stale socket file (nobody listening) is replaced; a live one or any
-    other kind of file is an error.
+    A socket file is taken over only when it is provably stale: the kernel says no
+    socket is bound to it (``sockets_bound_to``; never by connecting, which would
+    be a client to the program there, or block on its full backlog). A file in use,
+    one whose use cannot be told, or any other kind of file is an error.
     """
     if len(os.fsencode(path)) > 107:
         raise SetupError(f"socket path is longer than 107 bytes: {path}")
@@ -57,15 +60,19 @@ def bind_path(path: str) -> tuple[socket.socket, tuple[int, int]]:
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise SetupError(f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # stale
-        else:
-            raise SetupError(f"{path}: another server is listening there")
-        finally:
-            probe.close()
+            users = sockets_bound_to(st)
+        except OSError as e:
+            raise SetupError(
+                f"{path} exists, and whether a program uses it cannot be told ({e}); "
+                "remove it if none does"
+            ) from None
+        if users:
+            raise SetupError(
+                f"{path} is in use: {users[0].describe()} is bound to it "
+                "(only a socket file no socket is bound to is replaced)"
+            )
+        os.unlink(path)  # stale
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
@@ -95,23 +102,39 @@ def inherited_socket(fd: int) -> tuple[socket.socket, bool]:
 class Server:
     connection_type = Connection  # what serves one client (a subclass may change it)
 
-    def __init__(self, device, revision: str, trace: bool = False, busy_poll_ns: int = CEILING_NS):
+    def __init__(
+        self,
+        device,
+        revision: str,
+        trace: bool = False,
+        busy_poll_ns: int = CEILING_NS,
+        limits: Limits = DEFAULT,
+    ):
         self.device = device
         self.revision = revision
         self.trace = trace
         self.busy_poll_ns = busy_poll_ns
+        self.limits = limits
+        self.listener: socket.socket | None = None  # where the next clients wait
 
     def serve_one(self, sock: socket.socket) -> None:
         log.info("client connected")
         try:
             self.connection_type(
-                sock, self.device, self.revision, self.trace, self.busy_poll_ns
+                sock,
+                self.device,
+                self.revision,
+                self.trace,
+                self.busy_poll_ns,
+                limits=self.limits,
+                listener=self.listener,
             ).serve()
         except Exception:  # a bug outside per-message handling costs this client only
             log.exception("internal error: connection dropped")
             sock.close()
 
     def serve_forever(self, listener: socket.socket) -> None:
+        self.listener = listener
         while self.accepting():
             try:
                 sock, _ = listener.accept()

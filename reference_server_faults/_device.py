@@ -44,7 +44,37 @@ from reference_server.migration import (
 from ._catalogue import FAULTS
 
 
+@dataclasses.dataclass(slots=True)
+class FaultyMapping(Mapping):
+    """Fault dma-access-wrong: the file is mapped MAP_PRIVATE and the device's accesses
+    go through that copy, so its writes never reach the client (nor survive a truncation:
+    the faulty server may die of SIGBUS)."""
+
+    private: mmap.mmap | None = None
+
+    def read(self, pos: int, n: int) -> bytes:
+        if self.private is None:
+            return Mapping.read(self, pos, n)
+        start = self.offset % mmap.ALLOCATIONGRANULARITY + pos
+        return self.private[start : start + n]
+
+    def write(self, pos: int, data: bytes) -> None:
+        if self.private is None:
+            Mapping.write(self, pos, data)
+            return
+        start = self.offset % mmap.ALLOCATIONGRANULARITY + pos
+        self.private[start : start + len(data)] = data
+
+    def close(self) -> None:
+        if self.private is not None:
+            self.private.close()
+            self.private = None
+        Mapping.close(self)
+
+
 class FaultyDmaMapTable(DmaMapTable):
+    mapping_type = FaultyMapping
+
     def _slot(self, address: int, size: int) -> int:
         if "dma-table-keyed-by-address" not in FAULTS:
             return super()._slot(address, size)
@@ -56,11 +86,17 @@ class FaultyDmaMapTable(DmaMapTable):
             self._maps.pop(i).close()
         return i
 
-    @staticmethod
-    def _sharing(m: Mapping) -> tuple[int, int]:
+    def _map_fd(self, m: FaultyMapping, fd: int) -> None:
+        super()._map_fd(m, fd)
         if "dma-access-wrong" in FAULTS:  # a private copy (always writable)
-            return mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE
-        return DmaMapTable._sharing(m)
+            aligned = m.offset - m.offset % mmap.ALLOCATIONGRANULARITY
+            m.private = mmap.mmap(
+                fd,
+                m.offset - aligned + m.size,
+                mmap.MAP_PRIVATE,
+                mmap.PROT_READ | mmap.PROT_WRITE,
+                offset=aligned,
+            )
 
     def _find(self, address: int, size: int) -> int:
         if "dma-table-keyed-by-address" in FAULTS:
@@ -78,7 +114,7 @@ class FaultyDmaMapTable(DmaMapTable):
 class FaultyDmaEngine(DmaEngine):
     @classmethod
     def write_segment(cls, link: ClientLink, m, pos: int, piece: bytes) -> None:
-        if "dirty-bitmap-wrong" in FAULTS and m.mem is not None:
+        if "dirty-bitmap-wrong" in FAULTS and m.fd is not None:
             m.write(pos, piece)  # writes through the fd's mapping are not logged
             return
         super().write_segment(link, m, pos, piece)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 from test_server_support import SERVER, RefServer, read32
 
+from pytest_vfiouser._unix import sockets_bound_to
 from pytest_vfiouser.client import Client
 from pytest_vfiouser.protocol import DeviceInfo
 from pytest_vfiouser.target import wait_listening
 from reference_server import registers as R
+from reference_server import server as server_module
 
 
 def run(*args, timeout=10, **kw):
@@ -38,6 +42,14 @@ def run(*args, timeout=10, **kw):
         (("--fd=-1",), "not a file descriptor number"),
         (("--socket-path=/tmp/x.sock", "--spec", "0.9.2"), "'0.9.2' is not supported"),
         (("--socket-path=/tmp/x.sock", "--bogus"), "unrecognized arguments"),
+        (("--socket-path=/tmp/x.sock", "--message-timeout=0"), "--message-timeout: 0.0 is not"),
+        (("--socket-path=/tmp/x.sock", "--idle-timeout=-1"), "--idle-timeout: -1.0 is not"),
+        (("--socket-path=/tmp/x.sock", "--idle-timeout=nan"), "--idle-timeout: nan is not"),
+        (("--socket-path=/tmp/x.sock", "--send-timeout=inf"), "--send-timeout: inf is not"),
+        (("--socket-path=/tmp/x.sock", "--send-timeout=1e6"), "--send-timeout: 1000000.0 is"),
+        (("--socket-path=/tmp/x.sock", "--message-timeout=soon"), "invalid float value"),
+        (("--socket-path=/tmp/x.sock", "--max-queued-bytes=-1"), "--max-queued-bytes: -1 is"),
+        (("--socket-path=/tmp/x.sock", "--max-queued-bytes=1M"), "invalid int value"),
     ],
 )
 def test_usage_errors(args, needle):
@@ -49,6 +61,8 @@ def test_usage_errors(args, needle):
 def test_help():
     r = run("--help")
     assert r.returncode == 0 and "--socket-path" in r.stdout and "--fd" in r.stdout
+    for option in ("--message-timeout", "--idle-timeout", "--send-timeout", "--max-queued-bytes"):
+        assert option in r.stdout
 
 
 def test_device_file_errors(tmp_path):
@@ -127,9 +141,113 @@ def test_stale_socket_file_is_replaced_live_one_refused(tmp_path):
         with srv.connect() as c:
             c.device_get_info().check()
         r = run(f"--socket-path={path}")
-        assert r.returncode == 1 and "another server is listening" in r.stderr
+        assert r.returncode == 1 and "a listening stream socket is bound to it" in r.stderr
     finally:
         assert srv.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "kind, what",
+    [
+        (socket.SOCK_DGRAM, "a datagram socket is bound"),
+        (socket.SOCK_SEQPACKET, "a seqpacket socket not listening (yet) is bound"),
+        (socket.SOCK_STREAM, "a stream socket not listening (yet) is bound"),
+    ],
+    ids=["datagram", "seqpacket", "stream-bound-not-listening"],
+)
+def test_socket_file_of_a_live_socket_that_refuses_connections_is_kept(tmp_path, kind, what):
+    """A failed connect() is no proof of a stale file: these refuse it and are in use."""
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX, kind) as other:
+        other.bind(str(path))
+        before = os.lstat(path).st_ino
+        r = run(f"--socket-path={path}")
+        assert r.returncode == 1 and what in r.stderr, r.stderr
+        assert os.lstat(path).st_ino == before  # the same file: not replaced
+
+
+def test_a_listener_is_neither_connected_to_nor_waited_on(tmp_path):
+    """A server that serves one client keeps it: the check does not connect; and a
+    listener whose backlog is full does not make the check block."""
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen(0)
+        queued = []
+        try:
+            while True:  # fill the backlog: one more connect() would block
+                c = socket.socket(socket.AF_UNIX)
+                c.setblocking(False)
+                queued.append(c)
+                c.connect(str(path))
+        except BlockingIOError:
+            pass
+        try:
+            start = time.monotonic()
+            r = run(f"--socket-path={path}", timeout=10)
+            assert time.monotonic() - start < 5
+            assert r.returncode == 1 and "a listening stream socket is bound" in r.stderr
+            for _ in queued[:-1]:
+                listener.accept()[0].close()  # the clients that were queued, and no other
+            listener.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+        finally:
+            for c in queued:
+                c.close()
+
+
+def test_a_renamed_socket_file_in_use_is_kept(tmp_path):
+    """bind() recorded the old name; the file is known by its inode."""
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "old.sock"))
+        listener.listen(1)
+        os.rename(tmp_path / "old.sock", tmp_path / "s.sock")
+        r = run(f"--socket-path={tmp_path / 's.sock'}")
+        assert r.returncode == 1 and "a listening stream socket is bound" in r.stderr
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+def test_a_socket_file_whose_use_cannot_be_told_is_kept(tmp_path, monkeypatch):
+    """Without the kernel's sock_diag for UNIX sockets, staleness cannot be proved."""
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.bind(str(path))
+
+    def unavailable(st):
+        raise OSError(errno.ENOENT, "sock_diag for AF_UNIX: No such file or directory")
+
+    monkeypatch.setattr(server_module, "sockets_bound_to", unavailable)
+    with pytest.raises(server_module.SetupError, match="cannot be told .* remove it if none"):
+        server_module.bind_path(str(path))
+    assert path.exists()
+
+
+def test_sockets_bound_to_a_file():
+    """Every socket bound to the file, by its inode, whatever its type and state."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "s.sock")
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path)
+        st = os.lstat(path)
+        assert [(s.type, s.listening) for s in sockets_bound_to(st)] == [
+            (socket.SOCK_STREAM, False)
+        ]
+        listener.listen(1)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+            accepted, _ = listener.accept()
+            bound = sorted(sockets_bound_to(st), key=lambda s: s.listening)
+            assert [s.describe() for s in bound] == [
+                "a connected stream socket",  # the accepted one shares the address
+                "a listening stream socket",
+            ]
+            assert all(s.path == path for s in bound)
+            accepted.close()
+        listener.close()
+        assert sockets_bound_to(st) == []
 
 
 def test_inherited_listening_fd(tmp_path):

@@ -4,6 +4,7 @@ DMA_READ/DMA_WRITE requests to the client)."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 
 import pytest
@@ -159,6 +160,17 @@ def test_file_truncated_after_map_is_efault_not_a_crash(c, ref_server):  # noqa:
     finally:
         os.close(fd)
     assert ref_server.proc.poll() is None
+
+
+def test_dma_into_a_file_made_o_append_is_refused(c):
+    """The device writes the client's file with pwrite(), which O_APPEND (set by the
+    client on the file it passed: the flag is shared) would turn into an append."""
+    fd = c.memory.create_memfd_region(0x68000, 2 * PAGE)
+    c.dma_map(0x68000, 2 * PAGE, fd=fd).check()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+    assert dma(c, 0, 0x68000 + PAGE, 16, R.DMA_TO_CLIENT).error == errno.EINVAL
+    assert os.fstat(fd).st_size == 2 * PAGE  # nothing appended
+    assert dma(c, 0, 0x68000 + PAGE, 16, R.DMA_FROM_CLIENT).ok  # reads are not affected
 
 
 def test_map_table_limit(tmp_path):
@@ -333,7 +345,7 @@ def test_disconnect_unmaps_everything(ref_server):  # noqa: F811
             fd = c.memory.create_memfd_region(0x800000 + i * 0x10000, 0x4000)
             c.dma_map(0x800000 + i * 0x10000, 0x4000, fd=fd).check()
         c.dma_map(0x900000, 0x1000).check()
-        assert ref_server.fds() >= ref_server.baseline_fds + 3 * 2 + 1
+        assert ref_server.fds() >= ref_server.baseline_fds + 3 + 1  # the memfds, the socket
     ref_server.wait_idle()
     with ref_server.connect() as c:
         for i in range(3):

@@ -3,16 +3,20 @@
 * ``busy_poll``: adaptive polling before a blocking receive (``BusyPoll``).
 * ``scm_rights``: fds passed with SCM_RIGHTS (``rights``, ``fds_of``, ``SCM_MAX_FD``).
 * ``outq``: what the peer has not read yet (``unread``, ``wait_read``).
+* ``bound``: which sockets are bound to a socket file, without connecting
+  (``sockets_bound_to``, ``BoundSocket``).
 
 May import: the standard library only.
 """
 
+from .bound import BoundSocket, sockets_bound_to
 from .busy_poll import CEILING_NS, GROW_START_NS, MIN_NS, BusyPoll
 from .outq import unread, wait_read
 from .scm_rights import ANC_SPACE, SCM_MAX_FD, fds_of, rights
 
 __all__ = [
     "ANC_SPACE",
+    "BoundSocket",
     "CEILING_NS",
     "GROW_START_NS",
     "MIN_NS",
@@ -20,6 +24,7 @@ __all__ = [
     "BusyPoll",
     "fds_of",
     "rights",
+    "sockets_bound_to",
     "unread",
     "wait_read",
 ]
