@@ -25,6 +25,8 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --spin-mid-message  when a client leaves in the middle of a message, spin at full CPU,
                    never exiting nor accepting again (with --once: it exits after others;
                    libvfio-user's shadow_ioeventfd_server sample does so)
+  --grant-dma      grant every DMA_MAP and DMA_UNMAP (the reply to an unmap is its entry),
+                   without looking at what is mapped (libvfio-user's null sample does so)
   --recv-once S    read a header, then a body, with one recv() each after sleeping S seconds
                    (a reader slower than its client), and close on a short read
                    (libvfio-user's samples read so)
@@ -130,6 +132,10 @@ def serve(conn):
             reply(conn, msg_id, cmd, error=95)
         elif cmd == 8 and "--accept-set-irqs" in flags:
             reply(conn, msg_id, cmd)
+        elif cmd == 2 and "--grant-dma" in flags:
+            reply(conn, msg_id, cmd)
+        elif cmd == 3 and "--grant-dma" in flags:
+            reply(conn, msg_id, cmd, payload[:24])  # the original DMA entry
         elif cmd == 1:
             caps = json.dumps({"capabilities": {"max_msg_fds": 8}}).encode() + b"\0"
             reply(conn, msg_id, cmd, struct.pack("<HH", 0, 0) + caps)

@@ -271,3 +271,22 @@ def test_stats_lines():
     assert lines[0].startswith("fuzzing (ci): 2 cases, 200 examples, 600 messages in 1.0 s")
     assert "summed over 2 workers" in lines[0] and "(200 examples/s, 600 messages/s)" in lines[0]
     assert lines[-1] == "fuzzing: reproducer reports/fuzz-repro/x.py"
+
+
+def test_the_padding_that_completes_a_message_goes_with_it(tmp_path):
+    """An example that stops short of its msg_size is completed with zero bytes; they go in
+    the message's own write, so a server that reads each message part with one recv
+    (libvfio-user) meets no split the example did not make (it once met one: a finding
+    of split-writes charged to other cases). A split example is split where it says."""
+    manager = TargetManager.standalone(
+        script_server(tmp_path, "--recv-once", "0.02"), base_dir=str(tmp_path)
+    )
+    try:
+        f = _fuzzer(manager.acquire(""), tmp_path)
+        f.begin()
+        truncated = _info(1)[:-4]  # msg_size says 32: 4 bytes of padding complete it
+        assert f.transmit(_tx(truncated)) == "framed"
+        assert [(r.msg_id, r.ok) for _, r in f.replies] == [(1, True)]
+        assert f.transmit(_tx(_info(2), cuts=(8,))) == "closed", "a split example is split"
+    finally:
+        manager.stop_all()

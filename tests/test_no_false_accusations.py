@@ -143,3 +143,43 @@ def test_a_server_left_spinning_after_a_client_is_non_strict_not_a_hang(tmp_path
     report = json.loads((tmp_path / "out.json").read_text())
     message = next(c["message"] for c in report["cases"] if c["verdict"] == "NON-STRICT")
     assert "of a CPU with no client" in message and "denial of service" in message
+
+
+def test_an_unmap_that_matches_nothing_breaks_a_should_a_map_over_a_map_a_must(tmp_path):
+    """libvfio-user's null sample grants every DMA_UNMAP. "The address and size of the DMA
+    region being unmapped must match exactly a previous mapping" binds the request: the
+    spec does not say how a server answers one that breaks it, so granting it breaks only
+    the SHOULD of validating input (NON-STRICT; it was FAIL). Granting a map over a
+    mapping does break a MUST ("must be failed by the server with EEXIST"): still FAIL."""
+    got = verdicts(
+        tmp_path,
+        "--vfu-server",
+        script_server(tmp_path, "--grant-dma"),
+        "--vfu-section",
+        "dma",
+        "-k",
+        "unmap_must_match or unmap_twice or unmap_spanning or overlap_is_eexist",
+    )
+    assert got and {v for k, v in got.items() if "/unmap-" in k} == {"NON-STRICT"}, got
+    assert {v for k, v in got.items() if "map-overlap-eexist" in k} == {"FAIL"}, got
+
+
+def test_undefined_unmap_flags_are_not_judged_at_0_9_2(tmp_path):
+    """0.9.2: DMA_UNMAP's "flags is unused in this version" (errata 7): a server that
+    ignores them breaks nothing, so the undefined-flag refusals are 0.9.1's only."""
+    listed = {}
+    for spec in ("0.9.1", "0.9.2"):
+        proc = cli(
+            tmp_path,
+            "--vfu-server",
+            script_server(tmp_path),
+            "--vfu-spec",
+            spec,
+            "--collect-only",
+            "-q",
+            "-k",
+            "unmap_invalid_refused",
+        )
+        listed[spec] = {line.rsplit("[", 1)[-1] for line in proc.stdout.split() if "[" in line}
+    assert {"flag-bit-1]", "flag-bit-31]", "payload-32]"} <= listed["0.9.1"], listed
+    assert "payload-32]" in listed["0.9.2"] and not any("flag" in p for p in listed["0.9.2"])

@@ -122,6 +122,13 @@ def test_may_never_stronger(vfu_client):
 @case("weaker/must-plain", MUST)
 def test_must_plain(vfu_client):
     raise Unmet("at the case's own level")
+
+@case("weaker/must-found-while-handling-should", MUST)
+def test_must_while_should(vfu_client):
+    try:
+        raise Unmet("a SHOULD broken first", SHOULD)
+    except Unmet:
+        raise AssertionError("then a MUST")
 """
 
 
@@ -137,6 +144,7 @@ def test_a_failure_rests_on_the_level_of_its_sentence(pytester: pytest.Pytester,
         "test_must_finds_may": "INFORMATIONAL",
         "test_may_never_stronger": "INFORMATIONAL",
         "test_must_plain": "FAIL",
+        "test_must_while_should": "FAIL",
     }
 
 
