@@ -2,7 +2,7 @@
 
 What conformance cases import::
 
-    from pytest_vfiouser import case, MUST, SHOULD, MAY, observe
+    from pytest_vfiouser import case, MUST, SHOULD, MAY, observe, watch_client
 
 These names load lazily, so that importing ``pytest_vfiouser.protocol`` (as
 the reference server does) does not import pytest.
@@ -10,9 +10,10 @@ the reference server does) does not import pytest.
 
 __version__ = "0.1.0"
 
-__all__ = ["MAY", "MUST", "SHOULD", "Level", "__version__", "case", "observe"]
+__all__ = ["MAY", "MUST", "SHOULD", "Level", "__version__", "case", "observe", "watch_client"]
 
-_LAZY = frozenset({"case", "Level", "MUST", "SHOULD", "MAY", "observe"})  # from .plugin
+# from .plugin
+_LAZY = frozenset({"case", "Level", "MUST", "SHOULD", "MAY", "observe", "watch_client"})
 
 
 def __getattr__(name: str):

@@ -78,6 +78,14 @@ _CATALOGUE = (
         ("header", FAIL),
     ),
     _f(
+        "unsolicited-fds",
+        "every message the server sends without fds carries an eventfd all the same (replies, "
+        "error replies, its DMA_READ/DMA_WRITE requests): one leaked into the client each time",
+        ("header", FAIL),
+        ("device_info", FAIL),
+        ("dma", FAIL),
+    ),
+    _f(
         "msg-id-8bit",
         "replies echo only the low byte of the msg_id (kept in a u8)",
         ("header", FAIL),

@@ -21,6 +21,7 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --abort-at-close os.abort() when a client that sent DEVICE_RESET disconnects
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
   --no-mmap        region 0 without the MMAP flag
+  --stray-fds N    every reply carries N eventfds besides its own fds (at most 253 in all)
   --fail-start     print an error to stderr and exit(3) without listening
 """
 
@@ -44,12 +45,22 @@ if "--ignore-term" in flags:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 abort_on, hang_on, error_on = opt("--abort-on"), opt("--hang-on"), opt("--error-on")
 delay_errors, reject_unread = opt("--delay-errors", float), opt("--reject-unread")
+stray_fds = opt("--stray-fds") or 0
 HDR = struct.Struct("<HHIII")
-def reply(conn, msg_id, cmd, payload=b"", error=0):
+def reply(conn, msg_id, cmd, payload=b"", error=0, fds=()):
     flags = 1 | (0x20 if error else 0)
     if error and delay_errors:
         time.sleep(delay_errors)
-    conn.sendall(HDR.pack(msg_id, cmd, 16 + len(payload), flags, error) + payload)
+    message = HDR.pack(msg_id, cmd, 16 + len(payload), flags, error) + payload
+    stray = [os.eventfd(0) for _ in range(stray_fds)]
+    try:
+        if fds or stray:
+            socket.send_fds(conn, [message], [*fds, *stray])
+        else:
+            conn.sendall(message)
+    finally:
+        for fd in stray:
+            os.close(fd)
 kept_fds = []  # eventfds of granted SET_IRQS requests
 def recv_exact(conn, n):
     buf = b""

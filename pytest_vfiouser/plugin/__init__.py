@@ -5,6 +5,7 @@ The package's rooms: ``_options`` (command-line and ini options, ``Settings``),
 ``_markers`` (``case()`` and the markers), ``_selection`` (revision, section,
 baseline), ``_device_params`` (parametrization over the device),
 ``_hookspecs`` (the implementer's hooks), ``_judge`` (outcomes to verdicts),
+``_fds`` (fds the server sent where no message allows them),
 ``_artifacts`` (log files of cases that did not pass).
 
 May import: every package of the suite but ``cli``; the reference server only
@@ -35,7 +36,7 @@ from . import (
     _options,
     _selection,
 )
-from ._fixtures import observe
+from ._fixtures import observe, watch_client
 from ._markers import MAY, MUST, SHOULD, Level, case, requirement_text
 from ._options import DEFAULT_TIMEOUT, Settings
 from ._state import RunState, get_state, set_state
@@ -52,6 +53,7 @@ __all__ = [
     "get_state",
     "observe",
     "requirement_text",
+    "watch_client",
 ]
 
 _FIXTURES_PLUGIN = "vfiouser-fixtures"

@@ -5,8 +5,11 @@
   snapshots, ``fresh()`` for a brand-new process.
 * ``vfu_connect``  factory: ``vfu_connect()`` is a new ``Client`` connected but
   not negotiated (keyword arguments go to ``Client.connect``); all are closed
-  at teardown. A server that serves one client per process skips a test's second
-  connection (UNIMPLEMENTED), unless ``second_client=True`` (a case checking it).
+  at teardown. Fds a message may not carry that any of them receives fail the case
+  (``_fds``); ``watch_client(client)`` has a client the case made otherwise (the
+  fuzzer's, a second server's) judged the same way. A server that serves one client
+  per process skips a test's second connection (UNIMPLEMENTED), unless
+  ``second_client=True`` (a case checking it).
   ``vfu_connect.target`` is the ``vfu_target`` it connects to, ``vfu_connect.timeout``
   its reply timeout.
 * ``vfu_client``   a connection negotiated with default capabilities.
@@ -38,12 +41,13 @@ from pytest_vfiouser.device import (
 )
 from pytest_vfiouser.target import TargetCrashed, TargetHandle
 
+from ._fds import watch
 from ._hookspecs import hook_attr
 from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, case_name, hook_raised
 from ._options import Settings
 from ._state import get_state
 
-__all__ = ["observe"]
+__all__ = ["observe", "watch_client"]
 
 _CLIENTS_KEY = pytest.StashKey[list]()
 _current_item: pytest.Item | None = None
@@ -54,6 +58,14 @@ def observe(text: str) -> None:
     if _current_item is None:
         raise RuntimeError("pytest_vfiouser.observe() called outside a running test")
     _current_item.stash.setdefault(OBSERVATIONS_KEY, []).append(str(text))
+
+
+def watch_client(client) -> None:
+    """Judge what ``client``, made by the running case itself (not with vfu_connect),
+    receives: fds that no message allows fail the case, as on vfu_connect's clients."""
+    if _current_item is None:
+        raise RuntimeError("pytest_vfiouser.watch_client() called outside a running test")
+    watch(_current_item, client)
 
 
 @pytest.fixture(autouse=True)
@@ -139,6 +151,7 @@ def vfu_connect(request: pytest.FixtureRequest, vfu_target: TargetHandle) -> Cal
             **kwargs,
         )
         clients.append(client)
+        watch(request.node, client)
         return client
 
     # For helpers that must tell a server that closed a connection from one that left.

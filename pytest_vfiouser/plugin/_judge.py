@@ -49,6 +49,7 @@ from pytest_vfiouser.report import CaseRecord, case_key
 from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetNotRun, TargetUnavailable
 from pytest_vfiouser.verdict import Verdict
 
+from ._fds import stray_failure
 from ._markers import SHOULD, CaseInfo, Level, case_info
 
 __all__ = ["HANDLE_KEY", "OBSERVATIONS_KEY", "case_name", "hook_raised", "judge", "relevant"]
@@ -106,8 +107,20 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
     observations = item.stash.get(OBSERVATIONS_KEY, [])
 
     verdict = None
+    # Fds the server sent where no message allows them fail a case that would pass,
+    # skip or fail a SHOULD; one that failed already keeps its own verdict.
+    stray = stray_failure(item) if report.when == "call" else None
+    if stray is not None and not report.failed:
+        report.outcome, report.longrepr = "failed", stray
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail
+        verdict, message = Verdict.FAIL, stray
     if report.failed and report.when in ("setup", "call"):
-        verdict, message = _failure(call.excinfo, handle, j.info, settings.strict, report)
+        if verdict is None:
+            verdict, message = _failure(call.excinfo, handle, j.info, settings.strict, report)
+            if stray is not None and not verdict.fails_run:
+                message = f"{stray}\n(the case found too, a {verdict}: {_first_line(message)})"
+                verdict, report.longrepr = Verdict.FAIL, message
         if baseline is not None and verdict != Verdict.ERROR:
             verdict, message = (
                 Verdict.BASELINE,
