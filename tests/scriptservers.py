@@ -9,6 +9,8 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --abort-on N     os.abort() on command N (a crash: SIGABRT)
   --hang-on N      never reply to command N (and stop reading)
   --error-on N     an error reply (errno 95) to command N
+  --malformed-on N a success reply to command N whose 3-byte payload no reply layout has
+  --malformed-from K  only from the K-th client on (1-based; the first K-1 are served right)
   --delay-errors S sleep S seconds before each error reply (slow, but correct)
   --once           exit(0) after the first client disconnects
   --close-on-bad-size  close the connection on a msg_size below 16 or above 1 MiB
@@ -44,6 +46,7 @@ if "--fail-start" in flags:
 if "--ignore-term" in flags:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 abort_on, hang_on, error_on = opt("--abort-on"), opt("--hang-on"), opt("--error-on")
+malformed_on, malformed_from = opt("--malformed-on"), opt("--malformed-from") or 1
 delay_errors, reject_unread = opt("--delay-errors", float), opt("--reject-unread")
 stray_fds = opt("--stray-fds") or 0
 HDR = struct.Struct("<HHIII")
@@ -96,6 +99,8 @@ def serve(conn):
             reset_seen = True
         if cmd == error_on:
             reply(conn, msg_id, cmd, error=95)
+        elif cmd == malformed_on and served >= malformed_from:
+            reply(conn, msg_id, cmd, b"\0\0\0")
         elif cmd == 8 and "--accept-set-irqs" in flags:
             reply(conn, msg_id, cmd)
         elif cmd == 1:

@@ -4,8 +4,8 @@
   a socket somebody else serves) and what /proc tells of it (listening sockets,
   fd counts, RSS, a process on its way out).
 * ``_manager``: the per-session ``TargetManager`` (the restart policy, crash
-  bookkeeping, servers that serve one client, a target gone for the run) and the
-  ``TargetHandle`` a test holds.
+  bookkeeping, servers that serve one client, a target or what cases need of it gone
+  for the run) and the ``TargetHandle`` a test holds.
 
 May import: ``protocol`` (nothing else of the suite: the manager takes any
 settings object with the attributes it names).
@@ -13,6 +13,8 @@ settings object with the attributes it names).
 
 from ._manager import (
     DEATH_WAIT,
+    DEVICE,
+    NEGOTIATION,
     CrashInfo,
     TargetCrashed,
     TargetHandle,
@@ -38,6 +40,8 @@ from ._process import (
 __all__ = [
     "DEATH_WAIT",
     "DEFAULT_STARTUP_TIMEOUT",
+    "DEVICE",
+    "NEGOTIATION",
     "CrashInfo",
     "ExternalTarget",
     "ResourceSnapshot",
