@@ -237,6 +237,44 @@ def test_a_version_that_fails_in_vfu_client_is_said_once(pytester: pytest.Pytest
     assert "MalformedReply: malformed VERSION" in cases["test_raw"]["message"]
 
 
+def test_a_discovery_in_a_case_that_finds_the_target_unanswering_judges_that_case(
+    pytester: pytest.Pytester,
+):
+    """Discovery runs in the first case's setup (no case is parametrized over the
+    device); the server never answers VERSION, nor does a fresh one: that case is the
+    HANG, even on a raw connection, and the next one is not run."""
+    pytester.makepyfile("""
+        from pytest_vfiouser import case, MUST
+
+        @case("u/first", MUST)
+        def test_first(vfu_connect):
+            vfu_connect().negotiate()
+
+        @case("u/second", MUST)
+        def test_second(vfu_connect):
+            vfu_connect().negotiate()
+    """)
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--never-answer"),
+        "--vfu-timeout=0.3",
+        "--vfu-json=vfu.json",
+    )
+    result.assert_outcomes(errors=1, skipped=1)
+    cases = load_json(pytester)["by_name"]
+    assert cases["test_first"]["verdict"] == "HANG"
+    assert cases["test_first"]["message"] == (
+        "the target stopped answering: a fresh server did not answer VERSION either (Timeout: "
+        "timed out after 0.300s waiting for the VERSION reply to msg_id 0), after device "
+        "discovery got no reply in time"
+    )
+    assert cases["test_second"]["verdict"] == "NOT-RUN"
+    assert cases["test_second"]["message"] == (
+        "not run: the target stopped answering (see u/first)"
+    )
+
+
 PID_CASES = """
 from pytest_vfiouser import case, MUST
 

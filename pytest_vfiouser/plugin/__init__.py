@@ -5,7 +5,8 @@ The package's rooms: ``_options`` (command-line and ini options, ``Settings``),
 ``_markers`` (``case()`` and the markers), ``_selection`` (revision, section,
 baseline), ``_device_params`` (parametrization over the device),
 ``_hookspecs`` (the implementer's hooks), ``_judge`` (outcomes to verdicts),
-``_fds`` (fds the server sent where no message allows them),
+``_fds`` (fds the server sent where no message allows them), ``_discovery``
+(device discovery, and what its failure prevents),
 ``_artifacts`` (log files of cases that did not pass).
 
 May import: every package of the suite but ``cli``; the reference server only

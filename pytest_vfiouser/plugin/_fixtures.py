@@ -148,8 +148,10 @@ def vfu_connect(request: pytest.FixtureRequest, vfu_target: TargetHandle) -> Cal
     state = get_state(request.config)
     # Describe the device before the test holds a connection: a server that
     # serves one client at a time could not answer discovery later. Only the cases
-    # needing it are judged for a failure (vfu_device, vfu_client).
+    # needing it are judged for a failure (vfu_device, vfu_client), unless the target
+    # stopped answering (every case needs it).
     state.discover(vfu_target)
+    state.manager.check()
     clients: list = request.node.stash.setdefault(_CLIENTS_KEY, [])
 
     def connect(timeout: float | None = None, second_client: bool = False, **kwargs) -> Client:

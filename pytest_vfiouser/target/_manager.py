@@ -431,12 +431,13 @@ class TargetManager:
         self,
         handle: TargetHandle,
         after: str,
-        first: Callable[[str], BaseException] = TargetUnavailable,
+        first: Callable[[str], BaseException] | None = None,
     ) -> bool:
         """After ``after`` (a wait that timed out on ``handle``'s server): does a fresh
         server answer VERSION? If not, the target stopped answering: found by the handle's
-        case, or when it has none by the first case to ask, which raises ``first``.
-        False when the target is gone (for this or another reason)."""
+        case, or with ``first`` (a wait outside any case's own) by the first case to ask,
+        which raises ``first(message)``. False when the target is gone (for this or
+        another reason)."""
         if self.stopped is not None:
             return False
         if self.probe is None or not handle.managed:
@@ -457,8 +458,8 @@ class TargetManager:
             (_TARGET,),
             STOPPED_ANSWERING,
             f"a fresh server did not answer VERSION either ({error}), after {after}",
-            handle.case,
-            first,
+            handle.case if first is None else "",
+            first or TargetUnavailable,
         )
         self._retire(t)
         return False
