@@ -196,6 +196,42 @@ def test_device_discovery_failure(pytester: pytest.Pytester):
     assert cases["test_raw"]["verdict"] == "PASS"
 
 
+def test_a_crash_during_discovery_is_one_crash(pytester: pytest.Pytester):
+    pytester.makepyfile("""
+        from pytest_vfiouser import case, MUST
+
+        @case("d/device", MUST)
+        def test_device(vfu_device):
+            pass
+
+        @case("d/client", MUST)
+        def test_client(vfu_client):
+            pass
+
+        @case("d/raw", MUST)
+        def test_raw(vfu_connect):
+            vfu_connect().negotiate()
+    """)
+    run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--abort-on", "4"),
+        "--vfu-json=vfu.json",
+    )
+    data = load_json(pytester)
+    cases = data["by_name"]
+    assert cases["test_device"]["verdict"] == "CRASH"
+    assert cases["test_device"]["message"].startswith(
+        "device discovery failed: server killed by SIGABRT: the server closed the connection "
+        "instead of answering: connection closed by the peer while waiting for the "
+        "DEVICE_GET_INFO reply to msg_id 1\n"
+    ), cases["test_device"]["message"]
+    assert cases["test_client"]["message"] == "not run: device discovery failed (see d/device)"
+    assert cases["test_raw"]["verdict"] == "PASS"
+    crashed = [n for n in data["run"]["target"]["notes"] if "crashed during" in n]
+    assert len(crashed) == 1 and "server killed by SIGABRT" in crashed[0], crashed
+
+
 def test_a_version_that_fails_in_vfu_client_is_said_once(pytester: pytest.Pytester):
     """Discovery and the probe of a second client went well, then VERSION replies stop
     decoding: the first case on a negotiated connection is the FAIL, quoting the spec;

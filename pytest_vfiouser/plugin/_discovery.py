@@ -116,7 +116,8 @@ def discover_device(state, handle: TargetHandle) -> DeviceModel | None:
     # control (the probe that it still serves requests): without it they cannot judge.
     needs = (DEVICE,) if command is None else (NEGOTIATION, DEVICE)
     if crash is not None:
-        verdict, detail = Verdict.CRASH, f"{_broken(exc, command)}\n{crash.message()}"
+        # the crash itself (signal, core, stderr) is in the notes once (use_once)
+        verdict, detail = Verdict.CRASH, f"server killed by {crash.signal}: {_broken(exc, command)}"
     elif isinstance(exc, Timeout):
         verdict, detail = Verdict.HANG, f"no reply in time: {exc}"
         if not manager.answering_after_hang(

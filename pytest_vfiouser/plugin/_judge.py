@@ -32,6 +32,9 @@ NOT-RUN        the target is gone for the run (it      skipped (reason)
                names the case judged for it
 =============  =======================================  ==================
 
+A case whose clients received fds where no message allows them fails after
+its call phase, unless it failed already by itself (``_fds``).
+
 What the server does wrong in a case's setup is the server's: a VERSION or a
 device discovery that fails is judged once (``ServerFault``: FAIL, HANG or
 CRASH, with the sentence it breaks) and the cases it prevents are NOT-RUN
