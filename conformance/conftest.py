@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_vfiouser import watch_client
 from pytest_vfiouser.fuzz import Fuzzer, account
 
 from ._fuzz import case_name, negotiated_caps
@@ -27,6 +28,7 @@ def fuzzer(request, vfu_settings, vfu_target, vfu_device, vfu_spec, vfu_observe)
         case_id=case_name(request.node),
         repro_dir=vfu_settings.fuzz_dir,
         observe=vfu_observe,
+        on_connect=watch_client,
     )
     yield f
     f.close()

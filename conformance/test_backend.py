@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from pytest_vfiouser import MAY, MUST, SHOULD, case
+from pytest_vfiouser import MAY, MUST, SHOULD, case, watch_client
 from pytest_vfiouser.client import Client, ClientError
 from pytest_vfiouser.target import Target, TargetStartError, listening_inodes
 
@@ -112,6 +112,7 @@ def _serve_one(target: Target, timeout: float, what: str) -> None:
     """A client connects, negotiates and gets DEVICE_GET_INFO answered."""
     try:
         with Client.connect(target.socket_path, timeout=timeout) as client:
+            watch_client(client)
             client.negotiate()
             client.device_get_info().check()
     except (ClientError, OSError) as e:
@@ -240,6 +241,7 @@ def test_sigterm(backend, state):
     try:
         if state == "client-connected":
             client = Client.connect(target.socket_path, timeout=backend.timeout)
+            watch_client(client)
             client.negotiate()
             client.device_get_info().check()
         target.stop(grace=SIGTERM_GRACE)  # SIGTERM, then SIGKILL after the grace period
@@ -317,6 +319,7 @@ def test_std_fds_redirected(backend):
         pytest.skip(f"could not redirect the server's fds 0-2 to /dev/null (they are {links})")
     try:
         with Client.connect(target.socket_path, timeout=backend.timeout) as client:
+            watch_client(client)
             client.negotiate()
             client.device_get_info().check()
             time.sleep(0.1)

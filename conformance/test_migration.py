@@ -22,7 +22,7 @@ import struct
 
 import pytest
 
-from pytest_vfiouser import MUST, SHOULD, case
+from pytest_vfiouser import MUST, SHOULD, case, watch_client
 from pytest_vfiouser.client import Client, ClientError
 from pytest_vfiouser.protocol import (
     V1_TABLE_STATES,
@@ -204,6 +204,7 @@ def _second_server(request):
     def connect() -> Client:
         client = Client.connect(target.socket_path, timeout=timeout)
         clients.append(client)
+        watch_client(client)
         return client
 
     try:

@@ -497,9 +497,9 @@ def test_type_cap(vfu_client, vfu_region_index):
     )
 
 
-def _migration_view(vfu_connect):
+def _migration_view(vfu_connect, device):
     """(the server offers the migration capability, indexes of migration regions), asked on a
-    connection that proposes migration."""
+    connection that proposes migration, of each region the device reports."""
     client = vfu_connect()
     client.negotiate(
         capabilities={
@@ -509,9 +509,8 @@ def _migration_view(vfu_connect):
         }
     )
     offered = client.server_caps.migration is not None
-    num_regions = accepted(client.device_get_info(), "DEVICE_GET_INFO").body.num_regions
     regions = []
-    for index in range(num_regions):
+    for index in range(device.num_regions):
         cap = _info(client, index).body.cap(RegionTypeCap)
         if cap is not None and (cap.type, cap.subtype) == (
             VFIO_REGION_TYPE_MIGRATION,
@@ -522,7 +521,7 @@ def _migration_view(vfu_connect):
 
 
 @case("region_info/migration-cap-has-region", MAY, revisions=("0.9.1",))
-def test_migration_cap_has_region(vfu_connect):
+def test_migration_cap_has_region(vfu_connect, vfu_device):
     """A server that answers the migration capability has a migration region (type 3/1);
     without one, a 0.9.1 client cannot migrate it (an observation: no sentence says the
     capability needs the region).
@@ -532,7 +531,7 @@ def test_migration_cap_has_region(vfu_connect):
     that region; VERSION: "migration: Migration capability parameters. If
     missing then migration is not supported by the sender.")
     """
-    offered, regions = _migration_view(vfu_connect)
+    offered, regions = _migration_view(vfu_connect, vfu_device)
     _need(offered, "the server does not offer the migration capability")
     assert regions, (
         "the server answers the migration capability but no region carries a "
@@ -541,13 +540,13 @@ def test_migration_cap_has_region(vfu_connect):
 
 
 @case("region_info/migration-region-has-cap", SHOULD, revisions=("0.9.1",))
-def test_migration_region_has_cap(vfu_connect):
+def test_migration_region_has_cap(vfu_connect, vfu_device):
     """A device with a migration region answers the migration capability when proposed.
 
     Spec (VFIO_USER_VERSION): "migration: Migration capability parameters. If
     missing then migration is not supported by the sender."
     """
-    offered, regions = _migration_view(vfu_connect)
+    offered, regions = _migration_view(vfu_connect, vfu_device)
     _need(bool(regions), "the device has no migration region")
     assert offered, (
         f"region {regions[0]} is a migration region (type 3/1), but the server "

@@ -2,7 +2,7 @@
 
 What conformance cases import::
 
-    from pytest_vfiouser import case, MUST, SHOULD, MAY, observe
+    from pytest_vfiouser import case, MUST, SHOULD, MAY, observe, watch_client
     raise Unmet("what the server did", SHOULD)   # a failure that rests on a weaker sentence
 
 These names load lazily, so that importing ``pytest_vfiouser.protocol`` (as
@@ -13,9 +13,20 @@ __version__ = "0.1.0"
 
 from .verdict import Unmet
 
-__all__ = ["MAY", "MUST", "SHOULD", "Level", "Unmet", "__version__", "case", "observe"]
+__all__ = [
+    "MAY",
+    "MUST",
+    "SHOULD",
+    "Level",
+    "Unmet",
+    "__version__",
+    "case",
+    "observe",
+    "watch_client",
+]
 
-_LAZY = frozenset({"case", "Level", "MUST", "SHOULD", "MAY", "observe"})  # from .plugin
+# from .plugin
+_LAZY = frozenset({"case", "Level", "MUST", "SHOULD", "MAY", "observe", "watch_client"})
 
 
 def __getattr__(name: str):

@@ -13,6 +13,11 @@ themselves. Everything else runs the whole suite.
 ``option``: the socket argument of the server's command line in the run
 (``--fd={fd}`` for a server that does not take --socket-path).
 
+``by_judge``: the fault is caught by a check the suite makes of every case's
+conversation (fds where no message allows them), not by a case of its own: it
+proves that check, and its kills do not count as a case's (every case must
+still kill some other fault).
+
 ``FAULTS`` holds the faults enabled at startup (``enable``); the overlay's
 handlers look only there.
 """
@@ -44,11 +49,13 @@ class Fault:
     detect: tuple[tuple[str, tuple[str, ...]], ...]  # (section, verdicts) that must show it
     scope: tuple[str, ...] = ()  # sections a run is limited to; () = the whole suite
     option: str = "--socket-path={socket}"
+    by_judge: bool = False  # caught by the suite's check of every case, not a case's own
 
     def line(self) -> str:
         where = "; ".join(f"{s} {'/'.join(v)}" for s, v in self.detect)
         scope = f" [run: {', '.join(self.scope)} only]" if self.scope else ""
-        return f"{self.name}: {self.description} (detected by: {where}){scope}"
+        judge = " [every case: the suite's own check]" if self.by_judge else ""
+        return f"{self.name}: {self.description} (detected by: {where}){scope}{judge}"
 
 
 def _f(
@@ -57,11 +64,13 @@ def _f(
     *detect: tuple[str, str],
     scope: tuple[str, ...] = (),
     option: str = "--socket-path={socket}",
+    by_judge: bool = False,
 ) -> Fault:
     groups: dict[str, list[str]] = {}
     for section, verdict in detect:
         groups.setdefault(section, []).append(verdict)
-    return Fault(name, description, tuple((s, tuple(v)) for s, v in groups.items()), scope, option)
+    detected = tuple((s, tuple(v)) for s, v in groups.items())
+    return Fault(name, description, detected, scope, option, by_judge)
 
 
 _CATALOGUE = (
@@ -76,6 +85,15 @@ _CATALOGUE = (
         "error replies are built from a zeroed header: only msg_id and the Error bit are set "
         "(Type 0 = command, command 0, error 0)",
         ("header", FAIL),
+    ),
+    _f(
+        "unsolicited-fds",
+        "every message the server sends without fds carries an eventfd all the same (replies, "
+        "error replies, its DMA_READ/DMA_WRITE requests): one leaked into the client each time",
+        ("header", FAIL),
+        ("device_info", FAIL),
+        ("dma", FAIL),
+        by_judge=True,
     ),
     _f(
         "msg-id-8bit",

@@ -2,12 +2,13 @@
 carry the faults of connection.py's area, and whose checks for the handlers
 (argsz, must-be-zero fields, indexes, region access) carry those of
 commands.py's; also the connection-level ones of others (disconnect cleanup,
-fds over the limit, VERSION first)."""
+fds over the limit, fds nobody asked for, VERSION first)."""
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import struct
 from dataclasses import replace
 
@@ -147,6 +148,23 @@ class FaultyConnection(Connection):
         return super().check_access(offset, index, count, need, what)
 
     # ---- replies
+
+    def _send(self, msg: bytes, fds=()) -> None:
+        if "unsolicited-fds" in FAULTS and not fds:
+            self._flush()
+            self._sendall(msg)  # on its own, with its eventfd (below)
+            return
+        super()._send(msg, fds)
+
+    def _sendall(self, data: bytes, fds=()) -> None:
+        if "unsolicited-fds" not in FAULTS or fds:
+            super()._sendall(data, fds)
+            return
+        efd = os.eventfd(0, os.EFD_CLOEXEC)  # sent, then closed: the client holds the copy
+        try:
+            super()._sendall(data, (efd,))
+        finally:
+            os.close(efd)
 
     def _reply(self, hdr: Header, result) -> None:
         if "msg-id-8bit" in FAULTS:

@@ -18,7 +18,9 @@ runs:
 
 Every case id must kill at least one fault, or be listed, with the reason, in
 ``tests/unkillable.toml`` (``"section/*"`` entries name whole sections
-that the fault runs leave out). ``build()`` makes the matrix, ``write()``
+that the fault runs leave out). Kills of a fault caught by the suite's check of
+every case (``Fault.by_judge``) are shown but do not count: they prove that
+check, not the case. ``build()`` makes the matrix, ``write()``
 writes ``kill-matrix.json`` and ``kill-matrix.md``; ``Runner`` runs the
 faults concurrently and, through claim files in a shared directory, at most
 once across pytest-xdist workers. Used by tests/test_faults.py and
@@ -354,6 +356,7 @@ def build(
             "description": fault.description,
             "detect": [[s, list(v)] for s, v in fault.detect],
             "scope": list(fault.scope),
+            "by_judge": fault.by_judge,
             "ran": run is not None,
             "seconds": run.seconds if run else None,
             "detected": False,
@@ -377,20 +380,23 @@ def build(
         entry["evidence"] = [f"{c.nodeid}: {c.verdict}" for c in shown[:5]]
         entry["detected"] = bool(shown)
         entry["killed"] = sum(1 for info in cases.values() if name in info["kills"])
+    by_judge = {name for name, fault in catalogue.items() if fault.by_judge}
+
+    def own(info: dict) -> dict[str, str]:  # the kills that are the case's own
+        return {f: v for f, v in info["kills"].items() if f not in by_judge}
+
     unkilled, listed, stale = [], {}, []
     for case_id, info in cases.items():
         reason = _reason(case_id, unkillable)
-        if info["kills"]:
+        if own(info):
             if reason is not None and not any(case_id.startswith(s + "/") for s in excluded):
                 stale.append(case_id)
         elif reason is not None:
             listed[case_id] = reason
         else:
             unkilled.append(case_id)
-    n_killing = sum(1 for info in cases.values() if info["kills"])
-    killing_own = sum(
-        1 for info in cases.values() if any(v != "ERROR" for v in info["kills"].values())
-    )
+    n_killing = sum(1 for info in cases.values() if own(info))
+    killing_own = sum(1 for info in cases.values() if any(v != "ERROR" for v in own(info).values()))
     detected = sum(1 for f in faults.values() if f["detected"])
     for info in cases.values():
         info["clean"] = dict(info["clean"])
@@ -398,7 +404,9 @@ def build(
         "format": "pytest-vfiouser-kill-matrix/1",
         "kills": "a case kills a fault when its verdict under the fault is failing (FAIL, "
         "CRASH, HANG, ERROR, NON-STRICT) where it was not, or INFORMATIONAL where "
-        "it was PASS; a parametrized case kills it when any parametrization does",
+        "it was PASS; a parametrized case kills it when any parametrization does; kills of "
+        "a fault the suite's check of every case catches (by_judge) do not count toward a "
+        "case killing some fault",
         "figures": {
             "faults": len(faults),
             "faults_detected": detected,
@@ -481,6 +489,8 @@ def markdown(matrix: dict) -> str:
     for name, info in matrix["faults"].items():
         det = "yes" if info["detected"] else ("not run" if not info["ran"] else "**NO**")
         scope = f" (runs: {', '.join(info['scope'])})" if info["scope"] else ""
+        if info["by_judge"]:
+            scope += " (the suite's check of every case: its kills do not count)"
         out.append(
             f"| {abbrev[name]} | `{name}` | {det} | {info['killed']} | "
             f"{info['seconds'] if info['seconds'] is not None else ''} | "

@@ -9,6 +9,8 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --abort-on N     os.abort() on command N (a crash: SIGABRT)
   --hang-on N      never reply to command N (and stop reading)
   --error-on N     an error reply (errno 95) to command N
+  --malformed-on N a success reply to command N whose 3-byte payload no reply layout has
+  --malformed-from K  only from the K-th client on (1-based; the first K-1 are served right)
   --delay-errors S sleep S seconds before each error reply (slow, but correct)
   --once           exit(0) after the first client disconnects
   --close-on-bad-size  close the connection on a msg_size below 16 or above 1 MiB
@@ -21,6 +23,7 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --abort-at-close os.abort() when a client that sent DEVICE_RESET disconnects
   --ignore-term    ignore SIGTERM (the suite must SIGKILL it)
   --no-mmap        region 0 without the MMAP flag
+  --stray-fds N    every reply carries N eventfds besides its own fds (at most 253 in all)
   --fail-start     print an error to stderr and exit(3) without listening
   --spin-mid-message  when a client leaves in the middle of a message, spin at full CPU,
                    never exiting nor accepting again (with --once: it exits after others;
@@ -74,13 +77,24 @@ if "--fork-setsid" in flags and os.fork() == 0:
     while True:
         time.sleep(3600)
 abort_on, hang_on, error_on = opt("--abort-on"), opt("--hang-on"), opt("--error-on")
+malformed_on, malformed_from = opt("--malformed-on"), opt("--malformed-from") or 1
 delay_errors, reject_unread = opt("--delay-errors", float), opt("--reject-unread")
+stray_fds = opt("--stray-fds") or 0
 HDR = struct.Struct("<HHIII")
-def reply(conn, msg_id, cmd, payload=b"", error=0):
+def reply(conn, msg_id, cmd, payload=b"", error=0, fds=()):
     flags = 1 | (0x20 if error else 0)
     if error and delay_errors:
         time.sleep(delay_errors)
-    conn.sendall(HDR.pack(msg_id, cmd, 16 + len(payload), flags, error) + payload)
+    message = HDR.pack(msg_id, cmd, 16 + len(payload), flags, error) + payload
+    stray = [os.eventfd(0) for _ in range(stray_fds)]
+    try:
+        if fds or stray:
+            socket.send_fds(conn, [message], [*fds, *stray])
+        else:
+            conn.sendall(message)
+    finally:
+        for fd in stray:
+            os.close(fd)
 kept_fds = []  # eventfds of granted SET_IRQS requests
 recv_once = opt("--recv-once", float)
 def recv_exact(conn, n):
@@ -130,6 +144,8 @@ def serve(conn):
             reset_seen = True
         if cmd == error_on:
             reply(conn, msg_id, cmd, error=95)
+        elif cmd == malformed_on and served >= malformed_from:
+            reply(conn, msg_id, cmd, b"\0\0\0")
         elif cmd == 8 and "--accept-set-irqs" in flags:
             reply(conn, msg_id, cmd)
         elif cmd == 2 and "--grant-dma" in flags:

@@ -303,13 +303,79 @@ def test_fds_beyond_max_msg_fds_are_closed():
             os.close(fd)
 
 
+def _send_with_eventfds(peer, message: bytes, n: int = 1) -> None:
+    efds = [os.eventfd(0) for _ in range(n)]
+    peer.send(message, efds)
+    for fd in efds:
+        os.close(fd)
+
+
+def test_each_message_carrying_fds_it_may_not_is_listed_in_stray(pair):
+    """None on a reply of a command without fds, on an error reply, on a region without
+    the MMAP flag; one on a region with it; the client's max_msg_fds on REGION_IO_FDS."""
+    client, peer = pair
+    mmap_info = P.RegionInfo(32, P.RegionFlags.READ | P.RegionFlags.MMAP, 0, 0, 4096, 0)
+    _send_with_eventfds(peer, P.encode_reply(0, C.DEVICE_RESET))
+    _send_with_eventfds(peer, P.encode_error(1, C.DEVICE_GET_REGION_INFO, errno.EINVAL))
+    _send_with_eventfds(peer, P.encode_reply(2, C.DEVICE_GET_REGION_INFO, P.RegionInfo(32).pack()))
+    _send_with_eventfds(peer, P.encode_reply(3, C.DEVICE_GET_REGION_INFO, mmap_info.pack()), 2)
+    _send_with_eventfds(peer, P.encode_reply(4, C.DEVICE_GET_REGION_INFO, mmap_info.pack()))
+    io_fds = P.RegionIoFdsReply(16, 0, 0, 0).pack()
+    _send_with_eventfds(peer, P.encode_reply(5, C.DEVICE_GET_REGION_IO_FDS, io_fds), 16)
+    _send_with_eventfds(peer, P.encode_reply(6, C.DEVICE_GET_REGION_IO_FDS, io_fds), 17)
+    replies = [
+        client.reset(),
+        client.region_info(1),
+        client.region_info(2),
+        client.region_info(3),
+        client.region_info(4),
+        client.region_io_fds(0),
+        client.region_io_fds(0),
+    ]
+    assert [(s.msg_id, s.error, s.received, s.allowed) for s in client.stray] == [
+        (0, False, 1, 0),
+        (1, True, 1, 0),
+        (2, False, 1, 0),
+        (3, False, 2, 1),
+        (6, False, 17, 16),
+    ]
+    assert [r.fd_count for r in replies] == [0, 0, 0, 1, 1, 16, 16]
+    assert client.stray_fds == 1 + 1 + 1 + 1 + 1
+    assert client.stray[0].describe() == (
+        "the DEVICE_RESET reply msg_id 0 carried 1 fds (it may carry none)"
+    )
+    for reply in replies:
+        reply.close_fds()
+
+
+def test_a_version_reply_carries_fds_only_for_a_twin_socket(pair):
+    client, peer = pair
+    twin = P.Version(0, 2, {"capabilities": {"twin_socket": {"supported": True, "fd_index": 0}}})
+    _send_with_eventfds(peer, P.encode_reply(0, C.VERSION, P.Version(0, 0).pack()))
+    _send_with_eventfds(peer, P.encode_reply(1, C.VERSION, twin.pack()))
+    plain, with_twin = client.request(C.VERSION, P.Version(0, 0)), client.request(C.VERSION, twin)
+    assert (plain.fd_count, plain.closed_fds, with_twin.fd_count) == (0, 1, 1)
+    assert [(s.msg_id, s.allowed) for s in client.stray] == [(0, 0)]
+    with_twin.close_fds()
+
+
+def test_recv_message_hands_over_stray_fds_and_lists_them(pair):
+    client, peer = pair
+    _send_with_eventfds(peer, P.encode_reply(0, C.DEVICE_RESET), 3)
+    message = client.recv_message()
+    assert message.fd_count == 3 and client.stray_fds == 0
+    assert [(s.command, s.received, s.allowed) for s in client.stray] == [(C.DEVICE_RESET, 3, 0)]
+    message.close_fds()
+
+
 def test_fds_arriving_with_two_pipelined_replies_go_to_the_right_one(pair):
     client, peer = pair
     efd = os.eventfd(0)
     # Both replies land in the client's buffer before it reads: the fd must go
     # with the second (the one it was sent with), not the first.
     peer.send(P.encode_reply(0, C.DEVICE_RESET))
-    peer.send(P.encode_reply(1, C.DEVICE_GET_REGION_INFO, P.RegionInfo(32).pack()), [efd])
+    info = P.RegionInfo(32, P.RegionFlags.READ | P.RegionFlags.MMAP, 0, 0, 4096, 0)
+    peer.send(P.encode_reply(1, C.DEVICE_GET_REGION_INFO, info.pack()), [efd])
     os.close(efd)
     first, second = client.pipeline(
         [(C.DEVICE_RESET, None), (C.DEVICE_GET_REGION_INFO, P.RegionInfo(32))]

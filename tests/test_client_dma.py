@@ -238,6 +238,9 @@ def test_fds_on_a_dma_request_are_closed_and_counted(pair):
     peer.send(P.encode_reply(0, C.DEVICE_RESET))
     client.reset().check()
     assert client.stray_fds == 1 and client.owned_fds == set()
+    assert [(s.command, s.reply, s.received, s.allowed) for s in client.stray] == [
+        (C.DMA_READ, False, 1, 0)
+    ]
 
 
 def test_dma_map_that_cannot_be_modelled_is_noted_not_raised(pair):

@@ -156,6 +156,9 @@ def test_sigterm_ignored_is_reported(pytester: pytest.Pytester):
 
 
 def test_device_discovery_failure(pytester: pytest.Pytester):
+    """A server that refuses DEVICE_GET_INFO: the server's FAIL, said once; the cases that
+    need the device or a negotiated connection (whose probe it is) are not run; a case
+    on a raw connection runs."""
     pytester.makepyfile("""
         from pytest_vfiouser import case, MUST
 
@@ -166,6 +169,10 @@ def test_device_discovery_failure(pytester: pytest.Pytester):
         @case("d/client", MUST)
         def test_client(vfu_client):
             pass
+
+        @case("d/raw", MUST)
+        def test_raw(vfu_connect):
+            vfu_connect().negotiate()
     """)
     result = run(
         pytester,
@@ -173,15 +180,135 @@ def test_device_discovery_failure(pytester: pytest.Pytester):
         script_server(pytester.path, "--error-on", "4"),
         "--vfu-json=vfu.json",
     )
-    result.assert_outcomes(passed=1, errors=1)
+    result.assert_outcomes(passed=1, errors=1, skipped=1)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at setup of test_device*",
-            "device discovery failed: DEVICE_GET_INFO failed: errno 95 (*",
-            "note: device discovery failed: *",
+            "device discovery failed: the server refused DEVICE_GET_INFO: errno 95 (*",
+            'Spec (VFIO_USER_DEVICE_GET_INFO): "This command message is sent by the client *',
+            "note: device discovery failed: the server refused DEVICE_GET_INFO: errno 95 *",
         ]
     )
-    assert load_json(pytester)["by_name"]["test_device"]["verdict"] == "ERROR"
+    cases = load_json(pytester)["by_name"]
+    assert cases["test_device"]["verdict"] == "FAIL"
+    assert cases["test_client"]["verdict"] == "NOT-RUN"
+    assert cases["test_client"]["message"] == "not run: device discovery failed (see d/device)"
+    assert cases["test_raw"]["verdict"] == "PASS"
+
+
+def test_a_crash_during_discovery_is_one_crash(pytester: pytest.Pytester):
+    pytester.makepyfile("""
+        from pytest_vfiouser import case, MUST
+
+        @case("d/device", MUST)
+        def test_device(vfu_device):
+            pass
+
+        @case("d/client", MUST)
+        def test_client(vfu_client):
+            pass
+
+        @case("d/raw", MUST)
+        def test_raw(vfu_connect):
+            vfu_connect().negotiate()
+    """)
+    run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--abort-on", "4"),
+        "--vfu-json=vfu.json",
+    )
+    data = load_json(pytester)
+    cases = data["by_name"]
+    assert cases["test_device"]["verdict"] == "CRASH"
+    assert cases["test_device"]["message"].startswith(
+        "device discovery failed: server killed by SIGABRT: the server closed the connection "
+        "instead of answering: connection closed by the peer while waiting for the "
+        "DEVICE_GET_INFO reply to msg_id 1\n"
+    ), cases["test_device"]["message"]
+    assert cases["test_client"]["message"] == "not run: device discovery failed (see d/device)"
+    assert cases["test_raw"]["verdict"] == "PASS"
+    crashed = [n for n in data["run"]["target"]["notes"] if "crashed during" in n]
+    assert len(crashed) == 1 and "server killed by SIGABRT" in crashed[0], crashed
+
+
+def test_a_version_that_fails_in_vfu_client_is_said_once(pytester: pytest.Pytester):
+    """Discovery and the probe of a second client went well, then VERSION replies stop
+    decoding: the first case on a negotiated connection is the FAIL, quoting the spec;
+    the later ones are not run; a case on a raw connection still judges what it gets."""
+    pytester.makepyfile("""
+        from pytest_vfiouser import case, MUST
+
+        @case("c/first", MUST)
+        def test_first(vfu_client):
+            pass
+
+        @case("c/second", MUST)
+        def test_second(vfu_client):
+            pass
+
+        @case("c/raw", MUST)
+        def test_raw(vfu_connect):
+            vfu_connect().negotiate()
+    """)
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--malformed-on", "1", "--malformed-from", "3"),
+        "--vfu-restart=per-session",
+        "--vfu-json=vfu.json",
+    )
+    result.assert_outcomes(errors=1, skipped=1, failed=1)
+    cases = load_json(pytester)["by_name"]
+    first = cases["test_first"]
+    assert first["verdict"] == "FAIL"
+    assert first["message"].startswith(
+        "negotiation failed: the VERSION reply does not decode: malformed VERSION: size: "
+        "payload is 3 bytes, expected at least 4 [VERSION reply id=0 size=19]\n"
+        'Spec (VFIO_USER_VERSION): "This is the initial message sent by the client'
+    ), first["message"]
+    assert cases["test_second"]["verdict"] == "NOT-RUN"
+    assert cases["test_second"]["message"] == "not run: negotiation failed (see c/first)"
+    assert cases["test_raw"]["verdict"] == "FAIL"
+    assert "MalformedReply: malformed VERSION" in cases["test_raw"]["message"]
+
+
+def test_a_discovery_in_a_case_that_finds_the_target_unanswering_judges_that_case(
+    pytester: pytest.Pytester,
+):
+    """Discovery runs in the first case's setup (no case is parametrized over the
+    device); the server never answers VERSION, nor does a fresh one: that case is the
+    HANG, even on a raw connection, and the next one is not run."""
+    pytester.makepyfile("""
+        from pytest_vfiouser import case, MUST
+
+        @case("u/first", MUST)
+        def test_first(vfu_connect):
+            vfu_connect().negotiate()
+
+        @case("u/second", MUST)
+        def test_second(vfu_connect):
+            vfu_connect().negotiate()
+    """)
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path, "--never-answer"),
+        "--vfu-timeout=0.3",
+        "--vfu-json=vfu.json",
+    )
+    result.assert_outcomes(errors=1, skipped=1)
+    cases = load_json(pytester)["by_name"]
+    assert cases["test_first"]["verdict"] == "HANG"
+    assert cases["test_first"]["message"] == (
+        "the target stopped answering: a fresh server did not answer VERSION either (Timeout: "
+        "timed out after 0.300s waiting for the VERSION reply to msg_id 0), after device "
+        "discovery got no reply in time"
+    )
+    assert cases["test_second"]["verdict"] == "NOT-RUN"
+    assert cases["test_second"]["message"] == (
+        "not run: the target stopped answering (see u/first)"
+    )
 
 
 PID_CASES = """

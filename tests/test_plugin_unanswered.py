@@ -25,7 +25,7 @@ SELECTION = (
 )
 
 
-def conformance(tmp_path: Path, *flags: str) -> tuple[dict, float, str]:
+def conformance(tmp_path: Path, *flags: str, selection: str = SELECTION) -> tuple[dict, float, str]:
     """The JSON report, the run's duration and its output, of the selection against a
     script server with ``flags``."""
     started = time.monotonic()
@@ -38,7 +38,7 @@ def conformance(tmp_path: Path, *flags: str) -> tuple[dict, float, str]:
         "-p",
         "no:randomly",
         "-k",
-        SELECTION,
+        selection,
         "--vfu-json",
         "out.json",
     )
@@ -80,16 +80,86 @@ def test_a_server_that_never_answers_is_one_hang(tmp_path: Path):
     assert {c["message"] for c in others} == {
         f"not run: the target stopped answering (see {found})"
     }
-    # Discovery, the case, one fresh server: a few timeouts, not one per case.
-    assert seconds < 5 * TIMEOUT + 10, (seconds, output)
+    # Discovery (at collection), one fresh server: two timeouts, not one per case.
+    assert seconds < 3 * TIMEOUT + 10, (seconds, output)
     notes = data["run"]["target"]["notes"]
-    assert [n for n in notes if n.startswith("the target stopped answering")] == [
+    stopped = (
         "the target stopped answering: a fresh server did not answer VERSION either (Timeout: "
         f"timed out after {TIMEOUT:.3f}s waiting for the VERSION reply to msg_id 0), after "
-        f"{found} got no reply in time"
-    ]
+        "device discovery got no reply in time"
+    )
+    assert [n for n in notes if n.startswith("the target stopped answering")] == [stopped]
+    assert hung[0]["message"] == stopped  # the first case to ask was judged for it
     assert data["run"]["target"]["persistence_note"] is None  # it never served a client
     assert "note: the target stopped answering: a fresh server" in output
+
+
+# Cases on raw connections (version/reply-major), on a negotiated one (device_info), over
+# the device's IRQ indexes (irq_info).
+NEEDS = "test_reply_major or test_device_info or test_irq_info"
+RAW = {"version/reply-major[0]", "version/reply-major[1]", "version/reply-major[65535]"}
+VERSION_QUOTE = 'Spec (VFIO_USER_VERSION): "This is the initial message sent by the client'
+INFO_QUOTE = 'Spec (VFIO_USER_DEVICE_GET_INFO): Reply "argsz | 0 | 4"'
+
+
+@pytest.mark.parametrize(
+    "flags, verdict, message, raw",
+    [
+        (  # the target stopped answering: nothing runs
+            ("--hang-on", "1"),
+            "HANG",
+            "the target stopped answering: a fresh server did not answer VERSION either "
+            f"(Timeout: timed out after {TIMEOUT:.3f}s waiting for the VERSION reply to msg_id "
+            "0), after device discovery got no reply in time",
+            "NOT-RUN",
+        ),
+        (  # the raw VERSION cases judge the reply themselves
+            ("--malformed-on", "1"),
+            "FAIL",
+            "device discovery failed: the VERSION reply does not decode: malformed VERSION: "
+            "size: payload is 3 bytes, expected at least 4 [VERSION reply id=0 size=19]\n"
+            + VERSION_QUOTE,
+            "FAIL",
+        ),
+        (
+            ("--hang-on", "4"),
+            "HANG",
+            f"device discovery failed: no reply in time: timed out after {TIMEOUT:.3f}s "
+            "waiting for the DEVICE_GET_INFO reply to msg_id 1",
+            "PASS",
+        ),
+        (
+            ("--malformed-on", "4"),
+            "FAIL",
+            "device discovery failed: the DEVICE_GET_INFO reply does not decode: malformed "
+            "DEVICE_GET_INFO: size: payload is 3 bytes, expected 16 [DEVICE_GET_INFO reply "
+            "id=1 size=19]\n" + INFO_QUOTE,
+            "PASS",
+        ),
+    ],
+    ids=["version-hangs", "version-malformed", "device-info-hangs", "device-info-malformed"],
+)
+def test_a_version_or_discovery_that_fails_is_said_once(
+    tmp_path: Path, flags, verdict, message, raw
+):
+    """The server's FAIL or HANG, never an ERROR of the harness: the first case needing
+    what failed is judged for it, the others needing it are NOT-RUN pointing at it, the
+    cases on raw connections give their own verdicts; in a few timeouts."""
+    data, seconds, output = conformance(tmp_path, *flags, selection=NEEDS)
+    cases = {c["id"]: c for c in data["cases"]}
+    judged = [c for c in cases.values() if c["message"].startswith(message.split(":")[0])]
+    assert len(judged) == 1, [(c["id"], c["verdict"], c["message"]) for c in cases.values()]
+    found = judged[0]
+    assert found["verdict"] == verdict and found["message"].startswith(message), found
+    needing = {name: c for name, c in cases.items() if name not in RAW and c is not found}
+    assert len(needing) >= 10, sorted(cases)
+    assert {c["verdict"] for c in needing.values()} == {"NOT-RUN"}, needing
+    what = "the target stopped answering" if raw == "NOT-RUN" else "device discovery failed"
+    assert {c["message"] for c in needing.values()} == {f"not run: {what} (see {found['id']})"}
+    assert {cases[name]["verdict"] for name in RAW if cases[name] is not found} == {raw}
+    assert "ERROR" not in {c["verdict"] for c in cases.values()}
+    assert seconds < 3 * TIMEOUT + 10, (seconds, output)
+    assert data["run"]["target"]["notes"].count(found["message"]) == 1
 
 
 def test_a_target_that_cannot_start_is_one_error(tmp_path: Path):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kill_matrix import kills
+from kill_matrix import CaseRun, Run, build, kills
 from test_server_support import SERVER, RefServer
 
 from pytest_vfiouser.client import Client
@@ -240,3 +240,29 @@ def test_kill_rules():
     )
     assert not kills("PASS", "UNIMPLEMENTED") and not kills("PASS", "PASS")
     assert not kills(None, "FAIL") and not kills("PASS", None)
+
+
+def test_kills_of_a_fault_the_suite_catches_in_every_case_do_not_count():
+    """A case killed only by a fault the judge's check of every case catches (by_judge:
+    unsolicited fds) kills nothing of its own: it is unkilled (or stays listed)."""
+    catalogue = {name: CATALOGUE[name] for name in ("unsolicited-fds", "msg-id-8bit")}
+    assert catalogue["unsolicited-fds"].by_judge and not catalogue["msg-id-8bit"].by_judge
+
+    def run(fault, **verdicts):
+        cases = {
+            f"x::{case}": CaseRun(f"x::{case}", f"s/{case}", "s", "MUST", verdict)
+            for case, verdict in verdicts.items()
+        }
+        return Run(fault, cases)
+
+    clean = run(None, a="PASS", b="PASS", c="UNIMPLEMENTED")
+    runs = {
+        "unsolicited-fds": run("unsolicited-fds", a="FAIL", b="FAIL", c="FAIL"),
+        "msg-id-8bit": run("msg-id-8bit", a="FAIL", b="PASS", c="UNIMPLEMENTED"),
+    }
+    matrix = build(clean, runs, {"s/c": "cannot judge here"}, catalogue)
+    assert matrix["unkilled"] == ["s/b"]
+    assert matrix["unkillable"] == {"s/c": "cannot judge here"}
+    assert matrix["stale_unkillable"] == []
+    assert matrix["figures"]["cases_killing"] == 1
+    assert matrix["faults"]["unsolicited-fds"]["killed"] == 3  # shown, all the same

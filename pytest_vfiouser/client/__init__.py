@@ -8,14 +8,16 @@
 ``Client`` sends exactly what it is told (``send``, ``send_raw``), matches
 replies by msg_id (``recv_reply``, ``request``, ``pipeline``), serves the
 server's DMA_READ/DMA_WRITE from ``ClientMemory`` while it waits, bounds every
-wait, and records every message in a ``WireLog``.
+wait, and records every message in a ``WireLog``. Fds on a message that may not
+carry them are closed (``recv_message`` hands them over) and listed in
+``Client.stray`` (``StrayFds``), for the verdicts to judge.
 
 May import: ``protocol`` and ``_unix``.
 """
 
 from pytest_vfiouser._unix import SCM_MAX_FD
 
-from ._client import DEFAULT_MAX_MSG_SIZE, Client, DmaRequest
+from ._client import DEFAULT_MAX_MSG_SIZE, Client, DmaRequest, StrayFds
 from ._connection import DEFAULT_TIMEOUT, Connection
 from ._errors import (
     ClientError,
@@ -45,6 +47,7 @@ __all__ = [
     "MalformedReply",
     "Region",
     "Reply",
+    "StrayFds",
     "Timeout",
     "UnexpectedReply",
     "WireLog",

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 from typing import NamedTuple
 
 from pytest_vfiouser._unix import CEILING_NS
 from pytest_vfiouser.protocol import (
     COMMAND,
+    FLAG_ERROR,
     FLAG_NO_REPLY,
     FLAGS,
     HEADER_SIZE,
@@ -34,6 +36,7 @@ from pytest_vfiouser.protocol import (
     IrqInfo,
     MsgType,
     Payload,
+    RegionFlags,
     RegionInfo,
     RegionIoFdsRequest,
     RegionRead,
@@ -56,11 +59,15 @@ _HDR_PACK = HEADER_STRUCT.pack
 _COMMAND = int(MsgType.COMMAND)
 _DMA_READ = int(Command.DMA_READ)
 _DMA_WRITE = int(Command.DMA_WRITE)
-# Replies that may carry fds: VERSION (0.9.2 twin socket), REGION_INFO (an
-# mmappable region), REGION_IO_FDS. Fds on any other message are closed.
-_FD_REPLIES = frozenset(
-    {Command.VERSION, Command.DEVICE_GET_REGION_INFO, Command.DEVICE_GET_REGION_IO_FDS}
-)
+_FLAG_ERROR = int(FLAG_ERROR)
+# Success replies that may carry fds: VERSION (0.9.2 twin socket: one that names its
+# fd_index), REGION_INFO (one, of a region with the MMAP flag), REGION_IO_FDS. Any other
+# message carries none.
+_VERSION = int(Command.VERSION)
+_REGION_IO_FDS = int(Command.DEVICE_GET_REGION_IO_FDS)
+_REGION_INFO = int(Command.DEVICE_GET_REGION_INFO)
+_REGION_FLAGS = struct.Struct("<4xI")  # RegionInfo: argsz, then flags
+_MMAP = int(RegionFlags.MMAP)
 DEFAULT_MAX_MSG_SIZE = 16 << 20
 
 
@@ -74,6 +81,27 @@ class DmaRequest(NamedTuple):
     errno: int  # the errno of the error reply, 0 when served
     msg_id: int
     detail: str = ""
+
+
+class StrayFds(NamedTuple):
+    """A message from the server that carried more fds than it may: none on most, one
+    on GET_REGION_INFO of an mmappable region, some on GET_REGION_IO_FDS and on a
+    VERSION reply that names a twin socket's fd_index, never more than the client's
+    max_msg_fds. The fds were closed (or, by recv_message(), handed over)."""
+
+    command: int
+    msg_id: int
+    reply: bool  # a reply (else a message the server sent of its own: DMA_READ/WRITE)
+    error: bool  # an error reply
+    received: int  # fds that came with it
+    allowed: int  # fds it may carry
+
+    def describe(self) -> str:
+        kind = "error reply" if self.error else "reply" if self.reply else "request"
+        return (
+            f"the {command_name(self.command)} {kind} msg_id {self.msg_id} carried "
+            f"{self.received} fds (it may carry {self.allowed or 'none'})"
+        )
 
 
 class Client(Connection):
@@ -105,6 +133,9 @@ class Client(Connection):
         self.server_caps = None  # protocol.Capabilities once negotiated
         self.dma_requests: list[DmaRequest] = []
         self.stray_fds = 0  # fds closed because they came on a message that should carry none
+        # Every message that carried more fds than it may (StrayFds), in order; the
+        # suite's verdicts read it (a server must not send what no message allows).
+        self.stray: list[StrayFds] = []
         self.closed = False
 
     @classmethod
@@ -199,7 +230,12 @@ class Client(Connection):
         """The next message of any kind, as it came (DMA requests are not served, and
         every fd that came with it is handed over)."""
         hdr, payload, fds = self.recv_frame(timeout, "a message")
-        return Reply.with_fds(hdr, payload, fds, self.owned_fds) if fds else Reply(hdr, payload)
+        if not fds:
+            return Reply(hdr, payload)
+        allowed = self._fd_limit(hdr, payload)
+        if len(fds) > allowed:
+            self._note_stray(hdr, len(fds), allowed)
+        return Reply.with_fds(hdr, payload, fds, self.owned_fds)
 
     def request(
         self,
@@ -289,19 +325,49 @@ class Client(Connection):
         """A Reply with the fds it may carry; the others are closed and counted."""
         closed = 0
         if fds:
-            allowed = self.max_msg_fds if _may_carry_fds(hdr) else 0
+            allowed = self._fd_limit(hdr, payload)
             if len(fds) > allowed:
+                self._note_stray(hdr, len(fds), allowed)
                 extra, fds = fds[allowed:], fds[:allowed] or None
-                closed = self._close_stray(extra, hdr)
+                closed = self._close_stray(extra, hdr, allowed)
         return Reply.with_fds(hdr, payload, fds, self.owned_fds, closed)
 
-    def _close_stray(self, fds: list[int], hdr: tuple) -> int:
+    def _fd_limit(self, hdr: tuple, payload: bytes) -> int:
+        """How many fds a message from the server may carry (see StrayFds)."""
+        flags, command = hdr[FLAGS], hdr[COMMAND]
+        if flags & TYPE_MASK != _REPLY or flags & _FLAG_ERROR:
+            return 0
+        if command == _REGION_IO_FDS:
+            return self.max_msg_fds
+        if command == _REGION_INFO and len(payload) >= _REGION_FLAGS.size:
+            return min(1, self.max_msg_fds) if _REGION_FLAGS.unpack_from(payload)[0] & _MMAP else 0
+        if command == _VERSION:
+            try:
+                twin = Version.unpack(payload).capabilities.twin_socket
+            except CodecError:
+                return 0
+            return self.max_msg_fds if isinstance(twin, dict) and "fd_index" in twin else 0
+        return 0
+
+    def _note_stray(self, hdr: tuple, received: int, allowed: int) -> None:
+        flags = hdr[FLAGS]
+        self.stray.append(
+            StrayFds(
+                hdr[COMMAND],
+                hdr[MSG_ID],
+                flags & TYPE_MASK == _REPLY,
+                bool(flags & TYPE_MASK == _REPLY and flags & _FLAG_ERROR),
+                received,
+                allowed,
+            )
+        )
+
+    def _close_stray(self, fds: list[int], hdr: tuple, allowed: int) -> int:
         self.close_fds(fds)
         self.stray_fds += len(fds)
-        limit = f"at most {self.max_msg_fds}" if _may_carry_fds(hdr) else "none"
         self.wire_log.note(
             f"closed {len(fds)} fds that came with {command_name(hdr[COMMAND])} "
-            f"msg_id {hdr[MSG_ID]}, which may carry {limit}"
+            f"msg_id {hdr[MSG_ID]}, which may carry {f'at most {allowed}' if allowed else 'none'}"
         )
         return len(fds)
 
@@ -310,7 +376,8 @@ class Client(Connection):
     def _serve_dma(self, hdr: tuple, payload: bytes, fds: list[int] | None) -> None:
         msg_id, command, _, flags, _ = hdr
         if fds:
-            self._close_stray(fds, hdr)
+            self._note_stray(hdr, len(fds), 0)
+            self._close_stray(fds, hdr, 0)
         address = count = None
         err, detail, out = 0, "", b""
         try:
@@ -451,10 +518,6 @@ class Client(Connection):
                 BitmapRange.SIZE + range.bitmap.size if range is not None else 0
             )
         return self.request(Command.DIRTY_PAGES, DirtyPages(argsz, flags, range))
-
-
-def _may_carry_fds(hdr: tuple) -> bool:
-    return hdr[COMMAND] in _FD_REPLIES and hdr[FLAGS] & TYPE_MASK == _REPLY
 
 
 def _as_bytes(payload) -> bytes:

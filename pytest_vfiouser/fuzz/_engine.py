@@ -383,7 +383,8 @@ class Fuzzer:
     ``snapshot()``, ``crash(wait)``, ``managed``, ``fresh()``,
     ``note_connect()``); the benchmark passes an adapter with the same
     attributes. ``device_info``: the expected DEVICE_GET_INFO reply payload (the
-    probe's answer), or None to accept any 16-byte one.
+    probe's answer), or None to accept any 16-byte one. ``on_connect``: called with
+    every client the fuzzer makes (the suite judges what each receives).
     """
 
     def __init__(
@@ -398,8 +399,10 @@ class Fuzzer:
         case_id: str = "fuzz",
         repro_dir: str | os.PathLike | None = None,
         observe: Callable[[str], None] | None = None,
+        on_connect: Callable[[Client], None] | None = None,
     ):
         self.target = target
+        self.on_connect = on_connect
         self.spec = spec
         self.timeout = timeout
         self.negotiate = negotiate
@@ -455,6 +458,8 @@ class Fuzzer:
                 if attempt == 0 and self._server_gone(f"a new connection failed ({e})"):
                     continue
                 raise TargetLost(f"the server does not accept a new connection: {e}") from e
+            if self.on_connect is not None:
+                self.on_connect(client)
             try:
                 if negotiate:
                     client.negotiate(capabilities=self.capabilities)

@@ -5,6 +5,8 @@ The package's rooms: ``_options`` (command-line and ini options, ``Settings``),
 ``_markers`` (``case()`` and the markers), ``_selection`` (revision, section,
 baseline), ``_device_params`` (parametrization over the device),
 ``_hookspecs`` (the implementer's hooks), ``_judge`` (outcomes to verdicts),
+``_fds`` (fds the server sent where no message allows them), ``_discovery``
+(device discovery, and what its failure prevents),
 ``_artifacts`` (log files of cases that did not pass), ``_interruption`` (a run
 stopped early: signals, Ctrl-C, an internal error).
 
@@ -37,7 +39,7 @@ from . import (
     _options,
     _selection,
 )
-from ._fixtures import observe
+from ._fixtures import observe, watch_client
 from ._interruption import Interruption
 from ._markers import MAY, MUST, SHOULD, Level, case, requirement_text
 from ._options import DEFAULT_TIMEOUT, Settings
@@ -55,6 +57,7 @@ __all__ = [
     "get_state",
     "observe",
     "requirement_text",
+    "watch_client",
 ]
 
 _FIXTURES_PLUGIN = "vfiouser-fixtures"

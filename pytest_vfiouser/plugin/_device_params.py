@@ -37,11 +37,14 @@ def _device_indexes(state: RunState) -> tuple[list[int], list[int]]:
     try:
         handle = state.manager.acquire(_COLLECTION_KEY)
         try:
-            device = state.device(handle)
+            device = state.discover(handle)
         finally:
             state.manager.release(handle)
-        indexes = list(range(device.num_regions)), list(range(device.num_irqs))
     except Exception:  # the cases report the target's failure; collection goes on
+        device = None
+    if device is not None:
+        indexes = list(range(device.num_regions)), list(range(device.num_irqs))
+    else:  # the cases report why discovery failed
         profile = state.settings.profile
         indexes = (
             _declared(profile.device.num_regions, profile.regions, VFIO_PCI_NUM_REGIONS),

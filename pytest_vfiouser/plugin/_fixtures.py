@@ -5,8 +5,11 @@
   snapshots, ``fresh()`` for a brand-new process.
 * ``vfu_connect``  factory: ``vfu_connect()`` is a new ``Client`` connected but
   not negotiated (keyword arguments go to ``Client.connect``); all are closed
-  at teardown. A server that serves one client per process skips a test's second
-  connection (UNIMPLEMENTED), unless ``second_client=True`` (a case checking it).
+  at teardown. Fds a message may not carry that any of them receives fail the case
+  (``_fds``); ``watch_client(client)`` has a client the case made otherwise (the
+  fuzzer's, a second server's) judged the same way. A server that serves one client
+  per process skips a test's second connection (UNIMPLEMENTED), unless
+  ``second_client=True`` (a case checking it).
   ``vfu_connect.target`` is the ``vfu_target`` it connects to, ``vfu_connect.timeout``
   its reply timeout.
 * ``vfu_client``   a connection negotiated with default capabilities.
@@ -27,25 +30,34 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_vfiouser.client import Client, ClientError
+from pytest_vfiouser.client import (
+    Client,
+    ClientError,
+    ErrorReply,
+    MalformedReply,
+    UnexpectedReply,
+)
 from pytest_vfiouser.device import (
     DISCOVERABLE,
     DeviceModel,
-    DiscoveryError,
     Profile,
     missing_hook,
     resolve_feature,
 )
-from pytest_vfiouser.target import TargetCrashed, TargetHandle
+from pytest_vfiouser.target import NEGOTIATION, TargetCrashed, TargetHandle
+from pytest_vfiouser.verdict import Verdict
 
+from ._discovery import negotiation_failure
+from ._fds import watch
 from ._hookspecs import hook_attr
-from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, case_name, hook_raised
+from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, ServerFault, case_name, hook_raised
 from ._options import Settings
 from ._state import get_state
 
-__all__ = ["observe"]
+__all__ = ["observe", "watch_client"]
 
 _CLIENTS_KEY = pytest.StashKey[list]()
+_INDEXES = frozenset({"vfu_region_index", "vfu_irq_index"})  # from _device_params
 _current_item: pytest.Item | None = None
 
 
@@ -56,11 +68,24 @@ def observe(text: str) -> None:
     _current_item.stash.setdefault(OBSERVATIONS_KEY, []).append(str(text))
 
 
+def watch_client(client) -> None:
+    """Judge what ``client``, made by the running case itself (not with vfu_connect),
+    receives: fds that no message allows fail the case, as on vfu_connect's clients."""
+    if _current_item is None:
+        raise RuntimeError("pytest_vfiouser.watch_client() called outside a running test")
+    watch(_current_item, client)
+
+
 @pytest.fixture(autouse=True)
 def _vfu_case(request: pytest.FixtureRequest):
-    """Skip (UNIMPLEMENTED) cases whose ``requires`` the device lacks; bind observe()."""
+    """Skip (UNIMPLEMENTED) cases whose ``requires`` the device lacks; bind observe().
+    Cases over the device's region or IRQ indexes, or needing what only discovery can
+    tell, need the device described (``RunState.device``)."""
     global _current_item
     item = request.node
+    if _INDEXES & set(item.fixturenames):  # parametrized over what discovery found
+        state = get_state(request.config)
+        state.device(request.getfixturevalue("vfu_target"))
     needs = [name for mark in item.iter_markers("requires") for name in mark.args]
     if needs:
         state = get_state(request.config)
@@ -68,10 +93,8 @@ def _vfu_case(request: pytest.FixtureRequest):
         for name in needs:
             model = None
             if name in DISCOVERABLE and settings.profile.has_feature(name) is None:
-                try:
-                    model = state.device(request.getfixturevalue("vfu_target"))
-                except DiscoveryError:
-                    pass
+                # Only discovery can tell: a case it failed for is not run (or judged).
+                model = state.device(request.getfixturevalue("vfu_target"))
             _, missing = resolve_feature(
                 name, settings.spec, settings.profile, state.hook_names, model
             )
@@ -124,11 +147,11 @@ def vfu_connect(request: pytest.FixtureRequest, vfu_target: TargetHandle) -> Cal
     """``vfu_connect()``: a new raw Client connected to the server (not negotiated)."""
     state = get_state(request.config)
     # Describe the device before the test holds a connection: a server that
-    # serves one client at a time could not answer discovery later.
-    try:
-        state.device(vfu_target)
-    except DiscoveryError:
-        pass  # only tests using vfu_device need it; they get the error
+    # serves one client at a time could not answer discovery later. Only the cases
+    # needing it are judged for a failure (vfu_device, vfu_client), unless the target
+    # stopped answering (every case needs it).
+    state.discover(vfu_target)
+    state.manager.check()
     clients: list = request.node.stash.setdefault(_CLIENTS_KEY, [])
 
     def connect(timeout: float | None = None, second_client: bool = False, **kwargs) -> Client:
@@ -139,6 +162,7 @@ def vfu_connect(request: pytest.FixtureRequest, vfu_target: TargetHandle) -> Cal
             **kwargs,
         )
         clients.append(client)
+        watch(request.node, client)
         return client
 
     # For helpers that must tell a server that closed a connection from one that left.
@@ -149,10 +173,20 @@ def vfu_connect(request: pytest.FixtureRequest, vfu_target: TargetHandle) -> Cal
 
 
 @pytest.fixture
-def vfu_client(vfu_connect: Callable):
-    """A connection negotiated (VERSION) with the client's default capabilities."""
+def vfu_client(request: pytest.FixtureRequest, vfu_connect: Callable):
+    """A connection negotiated (VERSION) with the client's default capabilities.
+
+    A VERSION that fails (here or in discovery) is judged once, a FAIL quoting the
+    spec; the later cases needing a negotiated connection are not run (NOT-RUN)."""
+    manager = get_state(request.config).manager
+    manager.check(NEGOTIATION)
     client = vfu_connect()
-    client.negotiate()
+    try:
+        client.negotiate()
+    except (ErrorReply, MalformedReply, UnexpectedReply) as e:
+        detail = negotiation_failure(e)
+        manager.block((NEGOTIATION,), "negotiation failed", detail, case_name(request.node))
+        raise ServerFault(Verdict.FAIL, f"negotiation failed: {detail}") from None
     return client
 
 

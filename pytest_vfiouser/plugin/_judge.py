@@ -21,14 +21,24 @@ BASELINE       a failure the profile's [baseline]       xfailed "baseline: reaso
                expects
 FIXED          a baselined case that passed             passed
 ERROR          setup/teardown trouble: the server did   error
-               not start, discovery failed, a fixture
-               raised; a harness error: an
-               implementer's hook raised, Hypothesis
-               failed (not the test's own failure)
+               not start, a fixture raised; a harness
+               error: an implementer's hook raised,
+               Hypothesis failed (not the test's own
+               failure)
 NOT-RUN        the target is gone for the run (it      skipped (reason)
-               could not start, or stopped answering);
-               the reason names the case judged for it
+               could not start, or stopped answering),
+               or what the case needs of it (VERSION
+               or device discovery failed); the reason
+               names the case judged for it
 =============  =======================================  ==================
+
+A case whose clients received fds where no message allows them fails after
+its call phase, unless it failed already by itself (``_fds``).
+
+What the server does wrong in a case's setup is the server's: a VERSION or a
+device discovery that fails is judged once (``ServerFault``: FAIL, HANG or
+CRASH, with the sentence it breaks) and the cases it prevents are NOT-RUN
+(``_discovery``); any other client error in setup is a FAIL.
 
 FAIL, CRASH, HANG and ERROR fail the run; nothing else does (``verdict.py``
 states each verdict's rank, outcome and whether it fails the run).  The final
@@ -43,15 +53,23 @@ from dataclasses import dataclass
 
 import pytest
 
-from pytest_vfiouser.client import ConnectionClosed, Timeout
-from pytest_vfiouser.device import DiscoveryError
+from pytest_vfiouser.client import ClientError, ConnectionClosed, Timeout
 from pytest_vfiouser.report import CaseRecord, case_key
 from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetNotRun, TargetUnavailable
 from pytest_vfiouser.verdict import Unmet, Verdict
 
+from ._fds import stray_failure
 from ._markers import MAY, MUST, SHOULD, CaseInfo, Level, case_info
 
-__all__ = ["HANDLE_KEY", "OBSERVATIONS_KEY", "case_name", "hook_raised", "judge", "relevant"]
+__all__ = [
+    "HANDLE_KEY",
+    "OBSERVATIONS_KEY",
+    "ServerFault",
+    "case_name",
+    "hook_raised",
+    "judge",
+    "relevant",
+]
 
 _MESSAGE_LIMIT = 2000
 
@@ -61,6 +79,16 @@ _JUDGEMENT_KEY = pytest.StashKey["_Judgement"]()
 
 
 _HOOK_ATTR = "_vfu_raised_by_hook"
+
+
+class ServerFault(Exception):
+    """The server's fault found outside the case's own requests (its VERSION or device
+    discovery failed), raised in the setup of the case judged for it: ``verdict`` (FAIL,
+    HANG, CRASH) and the message, which quotes the spec."""
+
+    def __init__(self, verdict: Verdict, message: str):
+        super().__init__(message)
+        self.verdict = verdict
 
 
 def hook_raised(exc: BaseException, name: str) -> None:
@@ -106,8 +134,20 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
     observations = item.stash.get(OBSERVATIONS_KEY, [])
 
     verdict = None
+    # Fds the server sent where no message allows them fail a case that would pass,
+    # skip or fail a SHOULD; one that failed already keeps its own verdict.
+    stray = stray_failure(item) if report.when == "call" else None
+    if stray is not None and not report.failed:
+        report.outcome, report.longrepr = "failed", stray
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail
+        verdict, message = Verdict.FAIL, stray
     if report.failed and report.when in ("setup", "call"):
-        verdict, message = _failure(call.excinfo, handle, j.info, settings.strict, report)
+        if verdict is None:
+            verdict, message = _failure(call.excinfo, handle, j.info, settings.strict, report)
+            if stray is not None and not verdict.fails_run:
+                message = f"{stray}\n(the case found too, a {verdict}: {_first_line(message)})"
+                verdict, report.longrepr = Verdict.FAIL, message
         if baseline is not None and verdict != Verdict.ERROR:
             verdict, message = (
                 Verdict.BASELINE,
@@ -153,8 +193,11 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
 def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[Verdict, str]:
     """Classify a failed setup or call."""
     exc = excinfo.value if excinfo is not None else None
-    if isinstance(exc, (TargetUnavailable, DiscoveryError)):
+    if isinstance(exc, ServerFault):
         report.longrepr = str(exc)  # the message says it all; the traceback is ours
+        return exc.verdict, str(exc)
+    if isinstance(exc, TargetUnavailable):
+        report.longrepr = str(exc)
         return Verdict.ERROR, str(exc)
     if _is_hang(exc):
         if handle is not None:
@@ -175,6 +218,8 @@ def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[Ver
     hook = getattr(exc, _HOOK_ATTR, None)
     if hook is not None:
         return Verdict.ERROR, f"the hook {hook} raised {message}"
+    if report.when == "setup" and isinstance(exc, ClientError):
+        return Verdict.FAIL, message  # what the server did to a fixture's requests
     if report.when == "setup" or _is_harness_error(exc):
         return Verdict.ERROR, message
     level = _rests_on(exc, info.level)

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from pytest_vfiouser.client import Client, ClientError
-from pytest_vfiouser.device import DeviceModel, DiscoveryError, discover
+from pytest_vfiouser.device import DeviceModel
 from pytest_vfiouser.report import JsonWriter, Records, combine_targets
-from pytest_vfiouser.target import TargetHandle, TargetManager
+from pytest_vfiouser.target import DEVICE, TargetHandle, TargetManager
 
+from ._discovery import discover_device
 from ._hookspecs import HOOK_NAMES, hook_attr
 from ._options import Settings
 
@@ -34,7 +35,7 @@ class RunState:
     interrupted: dict | None = None  # why the run stopped early: {"reason", "signal"}
     json: JsonWriter | None = None  # the JSON report, written as cases are judged
     _device: DeviceModel | None = None
-    _discovery_error: str | None = None
+    _discovered = False
 
     @property
     def hook_names(self) -> frozenset[str]:
@@ -45,37 +46,22 @@ class RunState:
     def device(self, handle: TargetHandle) -> DeviceModel:
         """The device model, discovered once (on ``handle``'s server) and cached.
 
-        Raises DiscoveryError (also cached) if the server cannot describe it.
-        A server that exits, crashes or hangs during discovery is replaced, so
-        the test still gets a fresh one.
+        When discovery failed, the case asking is the one judged for it (FAIL, HANG or
+        CRASH: ServerFault) if none was yet, else it is not run (TargetNotRun): see
+        ``_discovery``. A server that exits, crashes or hangs during discovery is
+        replaced, so the test still gets a fresh one.
         """
-        if self._device is None and self._discovery_error is None:
-            self._discover(handle)
-        if self._discovery_error is not None:
-            raise DiscoveryError(self._discovery_error)
+        self.discover(handle)
+        self.manager.check(DEVICE)
         return self._device
 
-    def _discover(self, handle: TargetHandle) -> None:
-        def use() -> str | None:
-            client = None
-            try:
-                client = Client.connect(handle.socket_path, timeout=self.settings.timeout)
-                self._device = discover(
-                    client,
-                    spec=self.settings.spec,
-                    profile=self.settings.profile,
-                    hooks=self.hook_names,
-                )
-            except DiscoveryError as e:
-                return f"device discovery failed: {e}"
-            except (ClientError, OSError) as e:
-                return f"device discovery failed: {type(e).__name__}: {e}"
-            finally:
-                if client is not None:
-                    client.close()
-            return None
-
-        self._discovery_error = self.manager.use_once(handle, "device discovery", use)
+    def discover(self, handle: TargetHandle) -> DeviceModel | None:
+        """Discover the device once, if not done yet; the model, or None when discovery
+        failed (what that prevents is blocked in the manager). Judges no case."""
+        if not self._discovered:
+            self._discovered = True
+            self._device = discover_device(self, handle)
+        return self._device
 
     def probe(self, socket_path: str) -> str | None:
         """Whether a new client is served at ``socket_path`` (connect and VERSION within

@@ -4,8 +4,8 @@
   a socket somebody else serves) and what /proc tells of it (listening sockets,
   fd counts, RSS, CPU use, a process on its way out).
 * ``_manager``: the per-session ``TargetManager`` (the restart policy, crash
-  bookkeeping, servers that serve one client, a target gone for the run) and the
-  ``TargetHandle`` a test holds.
+  bookkeeping, servers that serve one client, a target or what cases need of it gone
+  for the run) and the ``TargetHandle`` a test holds.
 * ``_tree``: every process a server started (marker, subreaper, /proc's process tree).
 * ``_guard``: the watchdog that stops the servers if the suite dies without doing it.
 * ``_interrupt``: SIGINT, SIGTERM and SIGHUP as an exception (``Interrupted``), held
@@ -25,6 +25,8 @@ from ._interrupt import (
 )
 from ._manager import (
     DEATH_WAIT,
+    DEVICE,
+    NEGOTIATION,
     SPINNING,
     CrashInfo,
     TargetCrashed,
@@ -52,6 +54,8 @@ from ._process import (
 __all__ = [
     "DEATH_WAIT",
     "DEFAULT_STARTUP_TIMEOUT",
+    "DEVICE",
+    "NEGOTIATION",
     "SPINNING",
     "CrashInfo",
     "Interrupted",

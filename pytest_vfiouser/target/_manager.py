@@ -18,7 +18,12 @@ daemonizes is followed to the process that listens, and said so in a note.
 Two things end the run's use of the target: it could not be started, or it
 stopped answering (after a HANG, a fresh server did not answer VERSION either).
 The case that found it has its verdict (ERROR, HANG); every later case is
-not run (``TargetNotRun``, NOT-RUN) and points at it.
+not run (``TargetNotRun``, NOT-RUN) and points at it. Less than the whole
+target may be gone (``block``): what some cases need of it (``NEGOTIATION``, a
+connection negotiated with the client's defaults; ``DEVICE``, the device's
+description) when VERSION or device discovery failed. The cases needing it ask
+(``check``): the first is judged for it, the later ones are not run; cases that
+need only a running server still run.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from ._process import (
 
 __all__ = [
     "DEATH_WAIT",
+    "DEVICE",
+    "NEGOTIATION",
     "SPINNING",
     "CrashInfo",
     "TargetCrashed",
@@ -91,6 +98,10 @@ ONE_CLIENT_REASON = (
 ONE_CLIENT_NOTE = f"{ONE_CLIENT_REASON}; each case got a fresh server"
 DAEMONIZES = "the server daemonizes"
 ESCAPES = "the server starts processes outside its session (setsid)"
+# What a case may need of the target besides a running server (``block``, ``check``).
+NEGOTIATION = "negotiation"  # a connection negotiated with the client's defaults
+DEVICE = "device"  # the device's description (discovery)
+_TARGET = ""  # the whole target: every case needs it
 
 
 class TargetUnavailable(Exception):
@@ -104,6 +115,20 @@ class TargetNotRun(pytest.skip.Exception):
 
 class TargetCrashed(Exception):
     """Raised at a test's teardown when the server was killed by a signal after the test."""
+
+
+@dataclass
+class _Block:
+    """What is gone for the run, why, and the case judged for it ("" until one asks)."""
+
+    what: str
+    detail: str
+    case: str
+    first: Callable[[str], BaseException]  # what the case judged for it raises
+
+    @property
+    def message(self) -> str:
+        return f"{self.what}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -311,9 +336,7 @@ class TargetManager:
         self.one_client = False  # stays alive after a client, but serves no other
         self._probed = False
         self._used: weakref.WeakSet = weakref.WeakSet()  # targets a client connected to
-        self.stopped: str | None = None  # why the target is gone for the run
-        self.stopped_by = ""  # the case that found it
-        self._stopped_what = ""  # COULD_NOT_START or STOPPED_ANSWERING
+        self._blocks: dict[str, _Block] = {}  # what is gone for the run, by need
         self._case = ""  # the case being set up or run
         # Targets started and not yet retired (one, but for a start under way).
         self._live: list[Target | ExternalTarget] = []
@@ -437,43 +460,94 @@ class TargetManager:
     def _still_answering(self, handle: TargetHandle) -> None:
         """After a HANG: does a fresh server answer VERSION? If not, the target stopped
         answering and the run's remaining cases are not run (pointing at this one)."""
-        if self.probe is None or not handle.managed or self.stopped is not None:
-            return
+        self.answering_after_hang(handle, f"{handle.case or 'a case'} got no reply in time")
+
+    def answering_after_hang(
+        self,
+        handle: TargetHandle,
+        after: str,
+        first: Callable[[str], BaseException] | None = None,
+    ) -> bool:
+        """After ``after`` (a wait that timed out on ``handle``'s server): does a fresh
+        server answer VERSION? If not, the target stopped answering: found by the handle's
+        case, or with ``first`` (a wait outside any case's own) by the first case to ask,
+        which raises ``first(message)``. False when the target is gone (for this or
+        another reason)."""
+        if self.stopped is not None:
+            return False
+        if self.probe is None or not handle.managed:
+            return True
         try:
             if self.current is None:
                 self._start()
         except TargetUnavailable:
-            return  # self.stopped says why
+            return False  # self.stopped says why
         t = self.current
         self._used.add(t)
         before = t.fd_count()
         error = self.probe(t.socket_path)
         if error is None:
             self.settle(t, before)
-            return
-        self._stop(
+            return True
+        self.block(
+            (_TARGET,),
             STOPPED_ANSWERING,
-            f"a fresh server did not answer VERSION either ({error}), after "
-            f"{handle.case or 'a case'} got no reply in time",
-            handle.case,
+            f"a fresh server did not answer VERSION either ({error}), after {after}",
+            handle.case if first is None else "",
+            first or TargetUnavailable,
         )
         self._retire(t)
+        return False
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the target is gone for the run (None while it is not)."""
+        b = self._blocks.get(_TARGET)
+        return b.message if b is not None else None
+
+    @property
+    def stopped_by(self) -> str:
+        """The case judged for the target being gone ("" while none is)."""
+        b = self._blocks.get(_TARGET)
+        return b.case if b is not None else ""
+
+    def block(
+        self,
+        needs: tuple[str, ...],
+        what: str,
+        detail: str,
+        case: str = "",
+        first: Callable[[str], BaseException] = TargetUnavailable,
+    ) -> None:
+        """What the cases needing any of ``needs`` need is gone for the run: ``what``
+        (``detail``), found by ``case`` or, when it is "", by the first case to ask
+        (``check``), which raises ``first(message)``. Said once, in the notes."""
+        b = _Block(what, detail, case, first)
+        for need in needs:
+            self._blocks.setdefault(need, b)
+        self.notes.append(b.message)
+
+    def check(self, need: str = _TARGET) -> None:
+        """For a case needing ``need`` (and the target): TargetNotRun when it is gone for
+        the run, pointing at the case judged for it; if none was yet (it was found outside
+        a case: at collection, by discovery), the case asking now is, and raises the
+        block's ``first``."""
+        for key in dict.fromkeys((_TARGET, need)):
+            b = self._blocks.get(key)
+            if b is None:
+                continue
+            if not b.case and self._case:
+                b.case = self._case
+                raise b.first(b.message)
+            by = f" (see {b.case})" if b.case else ""
+            raise TargetNotRun(f"not run: {b.what}{by}")
 
     def _stop(self, what: str, detail: str, case: str) -> None:
         """The target is gone for the run: ``what`` (``detail``), found by ``case``."""
-        self.stopped, self.stopped_by, self._stopped_what = f"{what}: {detail}", case, what
-        self.notes.append(self.stopped)
+        self.block((_TARGET,), what, detail, case)
 
     def _check_stopped(self) -> None:
-        """TargetNotRun once the target is gone; if no case was judged for it yet (it was
-        found at collection), the case asking now is: TargetUnavailable."""
-        if self.stopped is None:
-            return
-        if not self.stopped_by and self._case:
-            self.stopped_by = self._case
-            raise TargetUnavailable(self.stopped)
-        by = f" (see {self.stopped_by})" if self.stopped_by else ""
-        raise TargetNotRun(f"not run: {self._stopped_what}{by}")
+        self.check(_TARGET)
 
     def stop_all(self) -> None:
         """At session end (or when interrupted): stop every server (SIGTERM, then SIGKILL;
@@ -526,12 +600,13 @@ class TargetManager:
 
     def use_once(
         self, handle: TargetHandle, what: str, use: Callable[[], str | None]
-    ) -> str | None:
+    ) -> tuple[str | None, CrashInfo | None]:
         """Run ``use()``, which talks to the handle's server outside any test (device
         discovery), and keep the books as a test's release would: wait for the server to
         settle, note a crash or an exit after the client, and give the handle a fresh
-        server when this one is gone or hung. ``use`` returns an error text or None;
-        the result is that text, with the crash said, or None."""
+        server when this one is gone or hung. ``use`` returns an error text (with
+        "Timeout" in it when the server did not answer in time) or None. The result: that
+        text, and what killed the server if a signal did (noted)."""
         t = handle.target
         before = t.snapshot().fds
         self._used.add(t)
@@ -542,15 +617,12 @@ class TargetManager:
         crash = self.crash_of(t, wait=0.2 if error else 0.0)
         if crash is not None:
             self.notes.append(f"the server crashed during {what}: " + crash.message())
-            error = (error or "") + f" (server killed by {crash.signal})"
         elif t.poll() is not None and error is None:
             self.note_nonpersistent(t.poll())
-        if error is not None:
-            self.notes.append(error)
         gone = t.poll() is not None or (error and "Timeout" in error) or self.one_client
         if gone and handle.managed:
             self.replace(handle)
-        return error
+        return error, crash
 
     # -- starting and stopping
     def _start(self) -> None:
