@@ -27,7 +27,6 @@ from ._manager import (
     DEATH_WAIT,
     DEVICE,
     NEGOTIATION,
-    SPINNING,
     CrashInfo,
     TargetCrashed,
     TargetHandle,
@@ -35,6 +34,7 @@ from ._manager import (
     TargetNotRun,
     TargetSettings,
     TargetUnavailable,
+    spinning,
 )
 from ._process import (
     DEFAULT_STARTUP_TIMEOUT,
@@ -56,7 +56,6 @@ __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
     "DEVICE",
     "NEGOTIATION",
-    "SPINNING",
     "CrashInfo",
     "Interrupted",
     "ExternalTarget",
@@ -78,6 +77,7 @@ __all__ = [
     "handle_signals",
     "restore_signals",
     "rss_bytes",
+    "spinning",
     "signal_received",
     "signals_ending",
     "wait_listening",

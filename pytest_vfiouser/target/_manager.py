@@ -50,7 +50,6 @@ __all__ = [
     "DEATH_WAIT",
     "DEVICE",
     "NEGOTIATION",
-    "SPINNING",
     "CrashInfo",
     "TargetCrashed",
     "TargetHandle",
@@ -58,6 +57,7 @@ __all__ = [
     "TargetNotRun",
     "TargetSettings",
     "TargetUnavailable",
+    "spinning",
 ]
 
 
@@ -88,6 +88,21 @@ DYING_WAIT = 10.0
 LEFT_BEHIND_EXIT = 0.2
 SPIN_WINDOW = 0.2
 SPINNING = 0.5
+
+
+def spinning(busy: float) -> str | None:
+    """What a server left behind after its client does wrong, given the share of a CPU it
+    uses (``TargetHandle.left_behind``): the SHOULD it breaks if it spins, else None."""
+    if busy < SPINNING:
+        return None
+    return (
+        f"the server (which exits once its client is gone) neither exited nor served a new "
+        f"client, and it uses {busy:.0%} of a CPU with no client: Standard tools and "
+        "mechanisms should be used on both sides to validate input and prevent against "
+        "denial of service scenarios"
+    )
+
+
 # Failed starts in a row after which the target could not start (for the rest of the run).
 MAX_START_FAILURES = 2
 COULD_NOT_START = "the target could not start"
