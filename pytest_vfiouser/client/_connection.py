@@ -135,10 +135,25 @@ class Connection:
         finally:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
 
-    def wait_peer_read(self, timeout: float) -> bool:
+    def wait_peer_read(self, timeout: float, discard: bool = False) -> bool:
         """Wait up to ``timeout`` s until the server has read every byte sent; whether it
-        has. Between the pieces of a message cut into writes, so that it gets them apart."""
-        return wait_read(self.sock, timeout)
+        has. Between the pieces of a message cut into writes, so that it gets them apart;
+        before a close (``discard``: what the server sends meanwhile is read and dropped,
+        fds closed, so that a server blocked on writing to us gets to read)."""
+        if not discard:
+            return wait_read(self.sock, timeout)
+        deadline = _now() + timeout
+        while not wait_read(self.sock, min(0.01, max(0.0, deadline - _now()))):
+            if _now() >= deadline:
+                return False
+            try:
+                _, anc, _, _ = self.sock.recvmsg(_BUF_SIZE, _CMSG_SPACE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return True  # the peer is gone: nothing of ours is left unread
+            self.close_fds(fds_of(anc))
+        return True
 
     def send_many(self, frames: list[bytes]) -> None:
         """Each of ``frames`` in its own sendmsg (a pipeline's requests); one log entry."""

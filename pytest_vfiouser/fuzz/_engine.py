@@ -90,10 +90,6 @@ FUZZ_MODES = tuple(PROFILES)
 DEFAULT_FUZZ_MODE = "ci"
 QUIET = 0.25  # seconds to wait for a close after bytes the server cannot frame
 SETTLE = 1.0  # seconds the server gets to release fds after the last client closed
-# At most this long, the server gets to read one write of a message cut into several before
-# the next goes: so it sees the cut (a server that reads slower gets the pieces together).
-PIECE_WAIT = 0.2
-DROP_WAIT = 0.05  # likewise before a close: what the example sent, then the close
 # A message whose msg_size promises more than was sent is completed with zero
 # bytes up to this size (so the server sees a whole message and answers it);
 # above it the connection is left to the server (it may close, or wait).
@@ -522,7 +518,9 @@ class Fuzzer:
         """Close our connection (the next example gets a new one), once the server has read
         all we sent: it sees what the example sent, then the close, whatever the timing."""
         if self.client is not None:
-            self.client.wait_peer_read(DROP_WAIT)
+            # The server gets to read all we sent before the close (up to the timeout: a
+            # loaded machine must not change what it sees), whatever it sends meanwhile.
+            self.client.wait_peer_read(self.timeout, discard=True)
             self.client.close()
             self.client = None
 
@@ -655,7 +653,7 @@ class Fuzzer:
         try:
             for i, (data, nfds) in enumerate(writes):
                 if i and tx.cuts:  # a split example: the server gets each piece apart
-                    client.wait_peer_read(min(PIECE_WAIT, self.timeout))
+                    client.wait_peer_read(self.timeout)
                 fds = self._fds(data, nfds) if nfds else []
                 try:
                     client.send_raw(data, fds)
