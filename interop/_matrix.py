@@ -4,7 +4,9 @@ The README block (between ``BEGIN`` and ``END``) has one table per spec
 revision: a row per implementation, a column per section; a cell is "✓" when
 every case of the section passed (PASS, FIXED, INFORMATIONAL; UNIMPLEMENTED ones
 aside), "–" when all were UNIMPLEMENTED, else the counts of the other verdicts
-("3 FAIL, 1 NON-STRICT"). The HTML matrix is ``vfio-user-conformance compare``'s,
+("3 FAIL, 1 NON-STRICT"); the cases whose findings vary from run to run (``unstable``
+in the expectations) are not counted but said ("(2 varying)"): the table is the same
+after every run. The HTML matrix is ``vfio-user-conformance compare``'s,
 over copies of the JSON reports laid out so that compare names each run
 "<implementation> (<revision>)".
 """
@@ -49,25 +51,35 @@ class Row:
     label: str  # Markdown: the name, linked to its expectations
     revision: str
     cases: Mapping[str, Mapping] | None
+    # case ids whose findings vary from run to run (``unstable`` in the expectations):
+    # not counted, but said ("2 varying"), so the table is the same after every run
+    varying: frozenset[str] = frozenset()
 
 
-def cell(verdicts: Counter) -> str:
-    """One section of one run."""
+def cell(verdicts: Counter, varying: int = 0) -> str:
+    """One section of one run (``varying``: its cases whose findings vary, not counted)."""
+    more = f" ({varying} varying)" if varying else ""
     if not verdicts:
-        return ""
+        return more.strip(" ()")
     if set(verdicts) == {Verdict.UNIMPLEMENTED}:
-        return NONE_IMPLEMENTED
+        return NONE_IMPLEMENTED + more
     bad = {v: n for v, n in verdicts.items() if v not in PASSED and v != Verdict.UNIMPLEMENTED}
     if not bad:
-        return ALL_PASSED
-    return ", ".join(f"{bad[v]} {v}" for v in in_report_order(bad))
+        return ALL_PASSED + more
+    return ", ".join(f"{bad[v]} {v}" for v in in_report_order(bad)) + more
 
 
-def _sections(cases: Mapping[str, Mapping]) -> dict[str, Counter]:
+def _sections(cases: Mapping[str, Mapping], varying: frozenset[str]) -> dict[str, Counter]:
     out: dict[str, Counter] = {}
-    for case in cases.values():
-        out.setdefault(case.get("section") or "(none)", Counter())[case.get("verdict", "")] += 1
+    for case_id, case in cases.items():
+        counted = out.setdefault(case.get("section") or "(none)", Counter())
+        if case_id not in varying:
+            counted[case.get("verdict", "")] += 1
     return out
+
+
+def _varying(row: Row) -> Counter:
+    return Counter(case_id.split("/", 1)[0] for case_id in row.varying)
 
 
 def render_block(rows: Sequence[Row], revisions: Sequence[str], note: str) -> str:
@@ -75,7 +87,9 @@ def render_block(rows: Sequence[Row], revisions: Sequence[str], note: str) -> st
     out = [BEGIN, f"<!-- {note} -->"]
     for revision in revisions:
         mine = [r for r in rows if r.revision == revision]
-        counted = [(r, _sections(r.cases) if r.cases is not None else None) for r in mine]
+        counted = [
+            (r, _sections(r.cases, r.varying) if r.cases is not None else None) for r in mine
+        ]
         sections = sorted({s for _, c in counted if c for s in c})
         out += ["", f"Spec {revision}:", ""]
         out.append("| implementation | " + " | ".join(sections) + " |")
@@ -84,7 +98,8 @@ def render_block(rows: Sequence[Row], revisions: Sequence[str], note: str) -> st
             if by_section is None:
                 cells = ["no report"] + [""] * (len(sections) - 1)
             else:
-                cells = [cell(by_section.get(s, Counter())) for s in sections]
+                varying = _varying(row)
+                cells = [cell(by_section.get(s, Counter()), varying[s]) for s in sections]
             out.append(f"| {row.label} | " + " | ".join(cells) + " |")
     out += ["", END]
     return "\n".join(out)

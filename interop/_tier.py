@@ -220,9 +220,11 @@ def _rows(options, catalogue) -> list[_matrix.Row]:
         except ValueError:
             link = path.as_posix()
         label = f"[{impl.name}]({link})"
+        expected = _expectations.load(path, catalogue.revisions)
         for revision in catalogue.revisions_of(impl):
             cases, _ = _cases(_run.plan(impl.name, revision, None, (), options.reports))
-            rows.append(_matrix.Row(label, revision, cases))
+            varying = frozenset(c for c, e in expected.at(revision).items() if e.unstable)
+            rows.append(_matrix.Row(label, revision, cases, varying))
     return rows
 
 
