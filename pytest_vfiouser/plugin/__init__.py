@@ -8,7 +8,8 @@ baseline), ``_device_params`` (parametrization over the device),
 ``_fds`` (fds the server sent where no message allows them), ``_discovery``
 (device discovery, and what its failure prevents),
 ``_artifacts`` (log files of cases that did not pass), ``_interruption`` (a run
-stopped early: signals, Ctrl-C, an internal error).
+stopped early: signals, Ctrl-C, an internal error), ``_terminal`` (progress, tracebacks
+and the verdict summary on the terminal).
 
 May import: every package of the suite but ``cli``; the reference server only
 by name (its hook module, for the embedded target).
@@ -38,6 +39,7 @@ from . import (
     _markers,
     _options,
     _selection,
+    _terminal,
 )
 from ._fixtures import observe, watch_client
 from ._interruption import Interruption
@@ -92,6 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state.records, _RECORDS_PLUGIN)
     interruption = Interruption(state)
     config.pluginmanager.register(interruption, _INTERRUPTION_PLUGIN)
+    config.pluginmanager.register(_terminal.Terminal(config, state), _terminal.PLUGIN_NAME)
     if settings.json_path is not None and not hasattr(config, "workerinput"):
         state.json = report.JsonWriter(settings.json_path, state, state.targets)
 
@@ -201,16 +204,6 @@ def pytest_testnodedown(node, error) -> None:
         _interruption(node.config).worker_interrupted(
             output.get("vfu_interrupted"), getattr(worker, "id", "a worker")
         )
-
-
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    """The verdict table (summary.py), when any case ran."""
-    state = _state(config)
-    if state is None or not state.records.cases:
-        return
-    terminalreporter.section("vfio-user conformance")
-    for line in report.summary_lines(state, report.combine_targets(state.target_summaries)):
-        terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

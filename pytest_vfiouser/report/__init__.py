@@ -3,7 +3,7 @@
 * ``_records``: ``CaseRecord`` (one judged case, as every report reads it:
   ``CaseRecord.of(report)``) and ``Records`` (the run's, collected from the
   teardown reports).
-* ``_tones``: the colour of each verdict's tone, for the HTML pages.
+* ``_tones``: the colour of each verdict's tone, for the HTML pages and the terminal.
 * ``_artifacts``: the stable case key, HTML anchors, where reports and the
   per-case log files go.
 * ``_summary``: the terminal summary (verdicts by section, what was tested).
@@ -44,8 +44,11 @@ from ._json import FORMAT, READABLE_VERSIONS, SCHEMA_VERSION, JsonWriter, schema
 from ._json import build as build_json
 from ._json import write as write_json
 from ._records import CaseRecord, Records
-from ._summary import combine_targets, result_text, sigterm_text
+from ._summary import WIDTH as SUMMARY_WIDTH
+from ._summary import combine_targets, fit, headline, result_text, sigterm_text
 from ._summary import lines as summary_lines
+from ._summary import styled as summary_styled
+from ._tones import TONE_MARKUP
 
 __all__ = [
     "FORMAT",
@@ -53,6 +56,8 @@ __all__ = [
     "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "STDERR_LINES",
+    "SUMMARY_WIDTH",
+    "TONE_MARKUP",
     "WIRE_MESSAGES",
     "CaseRecord",
     "Comparison",
@@ -67,6 +72,8 @@ __all__ = [
     "combine_targets",
     "compare",
     "compare_main",
+    "fit",
+    "headline",
     "html_path",
     "junit_path",
     "load",
@@ -80,5 +87,6 @@ __all__ = [
     "schema",
     "sigterm_text",
     "summary_lines",
+    "summary_styled",
     "write_json",
 ]
