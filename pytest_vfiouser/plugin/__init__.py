@@ -9,7 +9,7 @@ baseline), ``_device_params`` (parametrization over the device),
 (device discovery, and what its failure prevents),
 ``_artifacts`` (log files of cases that did not pass), ``_interruption`` (a run
 stopped early: signals, Ctrl-C, an internal error), ``_terminal`` (progress, tracebacks
-and the verdict summary on the terminal).
+and the verdict summary on the terminal), ``_junit`` (JUnit XML for CI dashboards).
 
 May import: every package of the suite but ``cli``; the reference server only
 by name (its hook module, for the embedded target).
@@ -36,6 +36,7 @@ from . import (
     _fixtures,
     _hookspecs,
     _judge,
+    _junit,
     _markers,
     _options,
     _selection,
@@ -67,6 +68,7 @@ _REFERENCE_HOOKS_PLUGIN = "vfiouser-reference-hooks"
 _REFERENCE_HOOKS = "reference_server.pytest_hooks"
 _RECORDS_PLUGIN = "vfiouser-records"
 _INTERRUPTION_PLUGIN = "vfiouser-interruption"
+_JUNIT_PLUGIN = "vfiouser-junit"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,6 +97,8 @@ def pytest_configure(config: pytest.Config) -> None:
     interruption = Interruption(state)
     config.pluginmanager.register(interruption, _INTERRUPTION_PLUGIN)
     config.pluginmanager.register(_terminal.Terminal(config, state), _terminal.PLUGIN_NAME)
+    if not config.pluginmanager.has_plugin(_JUNIT_PLUGIN):
+        config.pluginmanager.register(_junit, _JUNIT_PLUGIN)
     if settings.json_path is not None and not hasattr(config, "workerinput"):
         state.json = report.JsonWriter(settings.json_path, state, state.targets)
 

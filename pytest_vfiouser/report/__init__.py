@@ -9,6 +9,7 @@
 * ``_summary``: the terminal summary (verdicts by section, what was tested).
 * ``_json``: the JSON report (written while the run goes on, ``JsonWriter``) and its
   schema (``schema/conformance.schema.json``).
+* ``_junit``: pytest's JUnit XML made valid for CI dashboards (``conform_junit``).
 * ``_html``: pytest-html hooks (columns, the verdict matrix, log links).
 * ``_compare``: ``vfio-user-conformance compare``, several runs side by side.
 
@@ -43,6 +44,7 @@ from ._html import HtmlReport
 from ._json import FORMAT, READABLE_VERSIONS, SCHEMA_VERSION, JsonWriter, schema
 from ._json import build as build_json
 from ._json import write as write_json
+from ._junit import conform_junit
 from ._records import CaseRecord, Records
 from ._summary import WIDTH as SUMMARY_WIDTH
 from ._summary import combine_targets, fit, headline, result_text, sigterm_text
@@ -72,6 +74,7 @@ __all__ = [
     "combine_targets",
     "compare",
     "compare_main",
+    "conform_junit",
     "fit",
     "headline",
     "html_path",

@@ -228,20 +228,18 @@ def _finding(verdict: Verdict, text: str, width: int) -> Line:
 
 
 _EXCEPTION_NAME = re.compile(
-    r"^(?P<module>(?:[A-Za-z_]\w*\.)*)(?P<name>[A-Z]\w*(?:Error|Exception|Failure|Unmet|Timeout"
-    r"|Closed|Crashed|Unavailable|NotRun|Definition|Failed)|Failed|Unmet): "
+    r"(?:^|(?<=: ))(?P<module>(?:[A-Za-z_]\w*\.)*)(?P<name>(?=[A-Z])\w*(?:Error|Exception"
+    r"|Failure|Unmet|Timeout|Closed|Crashed|Unavailable|NotRun|Definition|Failed)): "
 )
 
 
 def headline(message: str, keep_type: bool = False) -> str:
-    """The first line of a verdict's message, without the exception's name that pytest puts
-    before it (``pkg.mod.FuzzFailure: the server sent ...``); ``keep_type`` keeps the class
-    name (not its module) for harness errors, where the type is the news."""
+    """The first line of a verdict's message, without the exceptions' names that pytest puts
+    before their text (``pkg.mod.FuzzFailure: the server sent ...``, also after a prefix:
+    ``no reply in time: pkg.Timeout: ...``); ``keep_type`` keeps the class name (not its
+    module) for harness errors, where the type is the news."""
     first = next((line.strip() for line in message.splitlines() if line.strip()), "")
-    m = _EXCEPTION_NAME.match(first)
-    if m is None:
-        return first
-    return first[len(m.group("module")) :] if keep_type else first[m.end() :]
+    return _EXCEPTION_NAME.sub(lambda m: f"{m['name']}: " if keep_type else "", first)
 
 
 def fit(text: str, width: int) -> str:
