@@ -23,6 +23,7 @@ or uses a ``vfu_*`` fixture: only then does it handle SIGINT, SIGTERM and SIGHUP
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import pytest
@@ -72,8 +73,10 @@ _JUNIT_PLUGIN = "vfiouser-junit"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """--vfu-* options and their ini keys (options.py)."""
+    """--vfu-* options and their ini keys (options.py); the fuzz profiles, which
+    Hypothesis's --hypothesis-profile loads in its pytest_configure."""
     _options.register(parser)
+    fuzz.register_profiles()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -86,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _markers.register(config)
     if getattr(config.option, "help", False):
         return
-    settings = Settings.from_config(config)
+    settings = _hypothesis_profile(config, Settings.from_config(config))
     state = RunState(config, settings, TargetManager(settings))
     state.manager.probe = state.probe  # the target layer has no client of its own
     set_state(config, state)
@@ -149,6 +152,8 @@ def pytest_runtestloop(session: pytest.Session):
     """A session that runs conformance cases handles the signals that would end it (on the
     xdist controller: when a --vfu option was given; else at the first verdict)."""
     state = _state(session.config)
+    if state is not None and _terminal.conformance_session(session.items):
+        session.config.add_cleanup(fuzz.private_storage())  # no .hypothesis/ where it runs
     if state is not None and (
         any(_judge.relevant(item) for item in session.items)
         or (_controller(session.config) and state.settings.explicit)
@@ -215,6 +220,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = _state(config)
     if state is not None:
         state.manager.stop_all()
+
+
+def _hypothesis_profile(config: pytest.Config, settings: Settings) -> Settings:
+    """``--hypothesis-profile vfu-fuzz-campaign`` (or ``vfu-fuzz-ci``) chooses the fuzz
+    cases' profile as ``--vfu-fuzz`` does; the two naming different ones is a usage error."""
+    profile = config.getoption("--hypothesis-profile", None)
+    mode = fuzz.mode_of_profile(profile)
+    if mode is None or mode == settings.fuzz:
+        return settings
+    if getattr(config.option, "vfu_fuzz", None) or config.getini("vfu_fuzz"):
+        raise pytest.UsageError(
+            f"--vfu-fuzz {settings.fuzz} and --hypothesis-profile {profile} choose different "
+            "fuzz profiles: give one of them"
+        )
+    return dataclasses.replace(settings, fuzz=mode)
 
 
 def _register_once(config: pytest.Config, module, name: str) -> None:
