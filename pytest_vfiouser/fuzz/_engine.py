@@ -242,8 +242,15 @@ class FuzzStats:
                 f"fuzzing: the server was restarted {self.restarts} times (it exited after "
                 "a client closed, or serves one client per process)"
             )
-        out += [f"fuzzing: reproducer {path}" for path in self.reproducers]
+        out += [f"fuzzing: reproducer {_shown(path)}" for path in self.reproducers]
         return out
+
+
+def _shown(path: str) -> str:
+    """A path relative to the current directory when it is beneath it (shorter, and as the
+    other reports' paths are given)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 _STATS_KEY = pytest.StashKey[FuzzStats]()

@@ -99,7 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state.records, _RECORDS_PLUGIN)
     interruption = Interruption(state)
     config.pluginmanager.register(interruption, _INTERRUPTION_PLUGIN)
-    config.pluginmanager.register(_terminal.Terminal(config, state), _terminal.PLUGIN_NAME)
+    _terminal.register(config, state)
     if not config.pluginmanager.has_plugin(_JUNIT_PLUGIN):
         config.pluginmanager.register(_junit, _JUNIT_PLUGIN)
     if settings.json_path is not None and not hasattr(config, "workerinput"):

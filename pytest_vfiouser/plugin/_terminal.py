@@ -30,9 +30,10 @@ from pytest_vfiouser.verdict import VERDICTS
 from ._judge import case_name, relevant
 from ._markers import case_info
 
-__all__ = ["Terminal", "conformance_session"]
+__all__ = ["Summary", "Terminal", "conformance_session", "register"]
 
 PLUGIN_NAME = "vfiouser-terminal"
+SUMMARY_PLUGIN_NAME = "vfiouser-summary"
 NO_SECTION = "(no section)"  # as report.Records.by_section names it
 _PLAIN_LINES = 10  # without sections' sizes, a plain line every tenth of the run
 
@@ -42,8 +43,14 @@ def conformance_session(items: list[pytest.Item]) -> bool:
     return bool(items) and all(relevant(item) for item in items)
 
 
+def register(config: pytest.Config, state) -> None:
+    """The terminal's plugins for this pytest process."""
+    config.pluginmanager.register(Terminal(config, state), PLUGIN_NAME)
+    config.pluginmanager.register(Summary(config, state), SUMMARY_PLUGIN_NAME)
+
+
 class Terminal:
-    """A plugin: progress, tracebacks and the summary of one pytest process."""
+    """A plugin: progress in place of the dots, and tracebacks left out."""
 
     def __init__(self, config: pytest.Config, state) -> None:
         self.config = config
@@ -59,6 +66,7 @@ class Terminal:
         self.started = time.monotonic()
         self.section_started: dict[str, float] = {}
         self.next_plain = 0
+        self.quiet = False  # leave out the FAILURES and ERRORS sections
 
     @property
     def reporter(self):
@@ -97,7 +105,13 @@ class Terminal:
     def _quiet_tracebacks(self) -> None:
         """pytest's default --tb=auto: no FAILURES and ERRORS sections (the summary's lines
         and the reports say it all); any --tb the user chose stays."""
-        if self.config.option.tbstyle == "auto":
+        self.quiet = self.config.option.tbstyle == "auto"
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Only now, once every report has its text (the log files and the HTML report keep
+        the traceback, which pytest renders as --tb says), and before pytest's summary."""
+        if self.quiet:
             self.config.option.tbstyle = "no"
 
     # -- the dots
@@ -142,32 +156,8 @@ class Terminal:
             if self.active:
                 self._finish()
 
-    # -- the summary, last
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_sessionfinish(self, session: pytest.Session):
-        try:
-            return (yield)
-        finally:
-            self._summary()
-
-    def _summary(self) -> None:
-        state = self.state
-        if (
-            self.reporter is None
-            or hasattr(self.config, "workerinput")
-            or not state.records.cases
-            or getattr(self.config.option, "no_summary", False)
-        ):
-            return
-        tw = self.config.get_terminal_writer()
-        width = min(tw.fullwidth, reports.SUMMARY_WIDTH)
-        tw.sep("=", "vfio-user conformance", fullwidth=width)
-        for line in reports.summary_styled(state, reports.combine_targets(state.target_summaries)):
-            for text, tone in line:
-                tw.write(text, **reports.TONE_MARKUP.get(tone or "", {}))
-            tw.line()
-
     # -- drawing
+
     def _tty(self) -> bool:
         return bool(getattr(self.reporter, "isatty", False))
 
@@ -237,3 +227,35 @@ class Terminal:
         else:
             self.reporter.write_line(line)
         self.active = False
+
+
+class Summary:
+    """A plugin: the verdict summary, after everything pytest prints at the end."""
+
+    def __init__(self, config: pytest.Config, state) -> None:
+        self.config = config
+        self.state = state
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session):
+        try:
+            return (yield)
+        finally:
+            self._write()
+
+    def _write(self) -> None:
+        state = self.state
+        if (
+            self.config.pluginmanager.get_plugin("terminalreporter") is None
+            or hasattr(self.config, "workerinput")
+            or not state.records.cases
+            or getattr(self.config.option, "no_summary", False)
+        ):
+            return
+        tw = self.config.get_terminal_writer()
+        width = min(tw.fullwidth, reports.SUMMARY_WIDTH)
+        tw.sep("=", "vfio-user conformance", fullwidth=width)
+        for line in reports.summary_styled(state, reports.combine_targets(state.target_summaries)):
+            for text, tone in line:
+                tw.write(text, **reports.TONE_MARKUP.get(tone or "", {}))
+            tw.line()

@@ -81,9 +81,11 @@ def lines(state, targets: dict, width: int = WIDTH) -> list[str]:
 
 
 def styled(state, targets: dict, width: int = WIDTH) -> list[Line]:
-    """The summary, one list of (text, tone) segments a line, none wider than ``width``:
-    the verdicts by section, the failing requirements (one line each) and the cases not
-    run (one line a cause), what was tested, the result."""
+    """The summary, one list of (text, tone) segments a line, none wider than ``width``
+    (but for a word longer than that, and the lines of a stopped target's note, quoted as
+    they are: the command to try by hand, the server's stderr): the verdicts by section,
+    the failing requirements (one line each) and the cases not run (one line a cause),
+    what was tested, the result."""
     records = state.records
     out = _table(records, width)
     found = _findings(records, width)
@@ -92,7 +94,8 @@ def styled(state, targets: dict, width: int = WIDTH) -> list[Line]:
     out.append([("", None)])
     facts = _facts(state, targets)
     for text, indent in facts:
-        out += [[(part, None)] for part in _wrap(text, width, indent)]
+        parts = [text] if indent is None else _wrap(text, width, indent)
+        out += [[(part, None)] for part in parts]
     out.append(
         [
             ("result: ", None),
@@ -105,8 +108,9 @@ def styled(state, targets: dict, width: int = WIDTH) -> list[Line]:
     return out
 
 
-def _facts(state, targets: dict) -> list[tuple[str, str]]:
-    """What was tested and how it went: (text, the indent of its continuation lines)."""
+def _facts(state, targets: dict) -> list[tuple[str, str | None]]:
+    """What was tested and how it went: (text, the indent of its continuation lines, or None
+    for a line quoted as it is: a command to try by hand, the server's stderr)."""
     settings = state.settings
     out = [(f"target: {targets.get('target') or state.manager.describe()}", "  ")]
     profile = settings.profile
@@ -136,9 +140,7 @@ def _facts(state, targets: dict) -> list[tuple[str, str]]:
         first, *rest = note.splitlines() or [""]
         out.append((f"note: {first}", "  "))
         if note.startswith(STOPPED_NOTES):  # the root cause of the NOT-RUNs: all of it
-            for line in rest:
-                indent = " " * (len(line) - len(line.lstrip()))
-                out.append((f"  {line}", f"  {indent}    "))
+            out += [(f"  {line}", None) for line in rest]
     if targets.get("deselected_by_revision"):
         out.append(
             (
@@ -248,11 +250,13 @@ def fit(text: str, width: int) -> str:
 
 
 def _wrap(text: str, width: int, indent: str) -> list[str]:
-    """``text`` in lines of at most ``width`` (continuations indented by ``indent``)."""
+    """``text`` in lines of at most ``width`` (continuations indented by ``indent``); a word
+    longer than a line (a path) is kept whole, on a line of its own, to be copied."""
     return textwrap.wrap(
         text,
         width,
         subsequent_indent=indent,
+        break_long_words=False,
         break_on_hyphens=False,
         drop_whitespace=True,
         replace_whitespace=False,
