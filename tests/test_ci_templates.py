@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 ACTION = REPO / "action.yml"
@@ -76,9 +77,9 @@ def gitlab_job() -> tuple[dict[str, str], list[str], str]:
         m.group(1): m.group(2).strip('"')
         for m in re.finditer(r'^    (VFU_\w+): ("[^"]*"|\S*)', text, re.M)
     }
-    script = re.findall(
-        r"^    - (.*)$", text.split("\n  script:\n", 1)[1].split("\n  ", 1)[0], re.M
-    )
+    block = re.split(r"\n  \S", text.split("\n  script:\n", 1)[1], maxsplit=1)[0]
+    script = re.findall(r"^    - (.*)$", block, re.M)
+    assert len(script) == 4, script
     return variables, script, text
 
 
@@ -194,3 +195,24 @@ def test_gitlab_job_says_what_is_missing(venv: Path, tmp_path: Path):
     result = _shell(script[0], tmp_path, _environment(venv) | variables)  # no VFU_SUITE_REPO
     assert result.returncode != 0
     assert "set VFU_SUITE_REPO, the git URL of pytest-vfiouser" in result.stderr
+
+
+def test_readme_uses_the_action_as_it_is():
+    """The README's workflow gives the action inputs it has, and installs nothing from a
+    package index the suite is not on."""
+    readme = (REPO / "README.md").read_text()
+    ci = readme.split("## Running in CI", 1)[1].split("\n## ", 1)[0]
+    assert "pip install pytest-vfiouser" not in readme
+    workflow = ci.split("```yaml", 1)[1].split("```", 1)[0]
+    given = re.findall(r"^          ([\w-]+):", workflow.split("uses: OWNER/", 1)[1], re.M)
+    assert given and set(given) <= set(action_inputs()), given
+
+
+def test_license_is_the_apache_license_pyproject_names():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert pyproject["license"] == "Apache-2.0" and pyproject["license-files"] == ["LICENSE"]
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("Copyright 2026 The pytest-vfiouser Authors\n")
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert text.rstrip().endswith("limitations under the License.")
+    assert "END OF TERMS AND CONDITIONS" in text
