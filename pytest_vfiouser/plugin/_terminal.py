@@ -19,6 +19,7 @@ keeps pytest's own output, and so does ``-v`` (one line a test, as pytest prints
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections import Counter
 
@@ -208,10 +209,13 @@ class Terminal:
             self.next_plain += self._plain_step()
             what, counts = "judged", self._all_judged()
         verdicts = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])
-        self.reporter.write_line(
-            f"[{self.done:>{len(str(self.total))}}/{self.total} {self._elapsed()}] {what}"
-            + (f": {verdicts}" if verdicts else "")
-        )
+        head = f"[{self.done:>{len(str(self.total))}}/{self.total} {self._elapsed()}] "
+        text = head + what + (f": {verdicts}" if verdicts else "")
+        width = max(self.reporter._tw.fullwidth, 40)
+        for line in textwrap.wrap(
+            text, width, subsequent_indent=" " * len(head), break_long_words=False
+        ):
+            self.reporter.write_line(line)
 
     def _plain_step(self) -> int:
         return max(1, -(-self.total // _PLAIN_LINES))
