@@ -32,4 +32,4 @@ def fuzzer(request, vfu_settings, vfu_target, vfu_device, vfu_spec, vfu_observe)
     )
     yield f
     f.close()
-    account(request.config, f)
+    account(request.config, f, request.node)

@@ -38,18 +38,20 @@ def test_start_failure_is_an_error_with_a_helpful_message(pytester: pytest.Pytes
     )
     # One cause, one verdict: the first case is the ERROR, the others are not run.
     result.assert_outcomes(errors=1, skipped=3)
+    # Said once, in the summary: the ERROR, the cases it prevented in one line, and the
+    # start failure's message whole (no ERRORS section: --tb=auto).
+    assert "= ERRORS =" not in result.stdout.str()
     result.stdout.fnmatch_lines(
         [
-            "*ERROR at setup of test_reset*",
-            "the target could not start: exited with status 3",
-            "  command: *scriptserver.py /*/vfu.sock --fail-start",
-            "  last lines of stderr*",
-            "    scriptserver: cannot open /dev/vfio-nothing: No such device",
-            "  hint: the server exited before listening*",
             "*vfio-user conformance*",
+            "ERROR dev/reset ?1 of 2?: the target could not start: exited with status 3",
+            "NOT-RUN 3 cases: the target could not start (see dev/reset)",
             "note: the target could not start: exited with status 3",
             "    command: *scriptserver.py /*/vfu.sock --fail-start",
-            "*scriptserver: cannot open /dev/vfio-nothing: No such device",
+            "    last lines of stderr*",
+            "      scriptserver: cannot open /dev/vfio-nothing: No such device",
+            "    hint: the server exited before listening*",
+            "result: FAILED (1 ERROR)",
         ]
     )
     data = load_json(pytester)
@@ -68,8 +70,8 @@ def test_missing_program_hint(pytester: pytest.Pytester):
     result = run(pytester, "--vfu-server", "/nonexistent/vfio-server --socket {socket}")
     result.stdout.fnmatch_lines(
         [
-            "the target could not start: *No such file or directory*",
-            "  hint: the program was not found*",
+            "note: the target could not start: *No such file or directory*",
+            "    hint: the program was not found*",
         ]
     )
 
@@ -81,6 +83,7 @@ def test_crash_mid_test(pytester: pytest.Pytester):
         "--vfu-server",
         script_server(pytester.path, "--abort-on", "13"),
         "--vfu-json=vfu.json",
+        "--tb=short",  # the failure's sections, which --tb=auto leaves to the reports
     )
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(
@@ -107,7 +110,7 @@ def test_crash_after_the_test_closed_its_connection(pytester: pytest.Pytester):
         "--vfu-json=vfu.json",
     )
     result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_reset*", "*server killed by SIGABRT*"])
+    result.stdout.fnmatch_lines(["CRASH dev/reset: server killed by SIGABRT*"])
     cases = load_json(pytester)["by_name"]
     assert cases["test_reset"]["verdict"] == "CRASH"
     assert cases["test_after"]["verdict"] == "PASS"
@@ -124,7 +127,7 @@ def test_hang(pytester: pytest.Pytester):
     )
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(
-        ["*Timeout: timed out after 0.300s waiting for the DEVICE_RESET reply*"]
+        ["HANG  dev/reset: no reply in time: timed out after 0.300s waiting for the DEV*"]
     )
     data = load_json(pytester)
     assert data["by_name"]["test_reset"]["verdict"] == "HANG"
@@ -183,10 +186,9 @@ def test_device_discovery_failure(pytester: pytest.Pytester):
     result.assert_outcomes(passed=1, errors=1, skipped=1)
     result.stdout.fnmatch_lines(
         [
-            "*ERROR at setup of test_device*",
-            "device discovery failed: the server refused DEVICE_GET_INFO: errno 95 (*",
-            'Spec (VFIO_USER_DEVICE_GET_INFO): "This command message is sent by the client *',
-            "note: device discovery failed: the server refused DEVICE_GET_INFO: errno 95 *",
+            "FAIL  d/device: device discovery failed: the server refused DEVICE_GET_INFO*",
+            "NOT-RUN 1 case: device discovery failed (see d/device)",
+            "note: device discovery failed: the server refused DEVICE_GET_INFO: errno 95*",
         ]
     )
     cases = load_json(pytester)["by_name"]
@@ -390,8 +392,9 @@ def test_no_fresh(vfu_target):
         result.assert_outcomes(passed=1, skipped=1)
         result.stdout.fnmatch_lines(
             [
-                "target: external server at */ext.sock",
-                "*needs a server the suite starts (--vfu-server)*",
+                "*needs a server the suite starts (--vfu-server)*",  # -rs, before the summary
+                "target: external server at*",
+                "*/ext.sock",
             ]
         )
         result.stdout.no_fnmatch_line("SIGTERM*")

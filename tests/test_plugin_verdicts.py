@@ -90,18 +90,16 @@ def test_verdict_mapping(pytester: pytest.Pytester, server):
     assert data["run"]["failed"] is True
     assert data["run"]["negotiated"]["capabilities"] == {"max_msg_fds": 8}
 
-    # JUnit XML carries the verdicts as testcase properties.
+    # JUnit XML: the case id as the name, the section as the class, the verdict typed.
     tree = ET.parse(pytester.path / "junit.xml")
-    props = {
-        tc.get("name"): {p.get("name"): p.get("value") for p in tc.iter("property")}
-        for tc in tree.iter("testcase")
-    }
-    assert props["test_must_fail"]["vfu_verdict"] == "FAIL"
-    assert props["test_must_fail"]["vfu_case"] == "levels/must-fail"
-    assert props["test_must_fail"]["vfu_level"] == "MUST"
-    assert "reset refused" in props["test_must_fail"]["vfu_message"]
-    assert props["test_should_fail"]["vfu_verdict"] == "NON-STRICT"
-    assert "vfu_fds_before" in props["test_must_pass"]
+    cases = {tc.get("name"): tc for tc in tree.iter("testcase")}
+    must_fail = cases["levels/must-fail"]
+    assert must_fail.get("classname") == "levels"
+    assert must_fail.find("failure").get("type") == "FAIL"
+    assert must_fail.find("failure").get("message") == "FAIL: reset refused"
+    assert "level: MUST" in must_fail.find("system-out").text
+    assert cases["levels/should-fail"].find("skipped").get("type") == "NON-STRICT"
+    assert "server: fds_after=" in cases["levels/must-pass"].find("system-out").text
 
 
 WEAKER_CASES = """

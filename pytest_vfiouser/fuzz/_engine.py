@@ -5,7 +5,10 @@
   ``settings(parent=settings.get_profile(...))`` so that nobody else's
   Hypothesis settings change): ``ci`` (the default: bounded, derandomized,
   repeatable) and ``campaign`` (``--vfu-fuzz=campaign``: many random
-  examples). See ``fuzz_settings``.
+  examples), also Hypothesis's own ``--hypothesis-profile vfu-fuzz-ci`` /
+  ``vfu-fuzz-campaign`` (``mode_of_profile``). See ``fuzz_settings``.
+  Hypothesis's files go to a temporary directory (``private_storage``), not
+  ``.hypothesis/`` where the suite runs.
 * ``Fuzzer``: one connection to the target reused across examples while it
   stays framed (a new one after the server closed it), and the properties
   checked for every example (``transmit``): every message the server can
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +44,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import event as _hypothesis_event
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.statistics import collector as statistics_collector
+from hypothesis.statistics import describe_statistics
 
 from pytest_vfiouser.client import (
     DEFAULT_TIMEOUT,
@@ -77,7 +85,10 @@ __all__ = [
     "Hang",
     "TargetLost",
     "fuzz_settings",
+    "mode_of_profile",
     "plan_frames",
+    "private_storage",
+    "register_profiles",
     "run_examples",
     "run_machine",
     "stats",
@@ -99,6 +110,8 @@ UNREAD_LIMIT = 64 << 10
 _PROBE = int(Command.DEVICE_GET_INFO)
 _PROBE_PAYLOAD = DeviceInfo(DeviceInfo.SIZE).pack()
 
+SHOW_STATISTICS = "--hypothesis-show-statistics"  # Hypothesis's pytest option
+STORAGE_VARIABLE = "HYPOTHESIS_STORAGE_DIRECTORY"  # where Hypothesis keeps its files, if set
 _registered = False
 
 
@@ -136,6 +149,29 @@ def register_profiles() -> None:
         **common,
     )
     _registered = True
+
+
+def mode_of_profile(name: str | None) -> str | None:
+    """The fuzz mode whose Hypothesis profile is ``name`` (``vfu-fuzz-campaign``: campaign),
+    None for any other profile."""
+    return next((mode for mode, profile in PROFILES.items() if profile == name), None)
+
+
+def private_storage() -> Callable[[], None]:
+    """Hypothesis's files for this process (its cache of the constants of the code under
+    test, written whatever the settings' database) in a temporary directory instead of
+    ``.hypothesis/`` where the suite runs, unless HYPOTHESIS_STORAGE_DIRECTORY chooses
+    where. Returns what puts things back and removes the directory."""
+    if os.environ.get(STORAGE_VARIABLE):
+        return lambda: None
+    directory = tempfile.mkdtemp(prefix="vfu-hypothesis-")
+    set_hypothesis_home_dir(directory)
+
+    def restore() -> None:
+        set_hypothesis_home_dir(None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    return restore
 
 
 def fuzz_settings(mode: str = DEFAULT_FUZZ_MODE, share: float = 1.0, **overrides) -> settings:
@@ -202,8 +238,15 @@ class FuzzStats:
                 f"fuzzing: the server was restarted {self.restarts} times (it exited after "
                 "a client closed, or serves one client per process)"
             )
-        out += [f"fuzzing: reproducer {path}" for path in self.reproducers]
+        out += [f"fuzzing: reproducer {_shown(path)}" for path in self.reproducers]
         return out
+
+
+def _shown(path: str) -> str:
+    """A path relative to the current directory when it is beneath it (shorter, and as the
+    other reports' paths are given)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 _STATS_KEY = pytest.StashKey[FuzzStats]()
@@ -429,6 +472,7 @@ class Fuzzer:
         self.probe = True  # a DEVICE_GET_INFO after each example (False: not negotiated)
         self.replies: list = []  # (Frame, Reply) of the last transmit
         self.reproducer_written: str | None = None
+        self.statistics: list[str] = []  # Hypothesis's, one text a run (run_with)
         snap = target.snapshot()
         self.fd_baseline = snap.fds if snap is not None else None
 
@@ -1243,7 +1287,12 @@ def run_with(fuzzer: Fuzzer, fn: Callable[[], None]) -> None:
     error (with the wire log and reproducer of the failing example)."""
     start = time.monotonic()
     try:
-        fn()
+        # Hypothesis's statistics of the run, for --hypothesis-show-statistics: its pytest
+        # plugin collects them only for tests that are @given themselves.
+        with statistics_collector.with_value(
+            lambda stats: fuzzer.statistics.append(describe_statistics(stats))
+        ):
+            fn()
     except Exception as e:
         fuzzer.drop()  # a server serving one client at a time is free for the reproducer
         if fuzzer.fatal is None and fuzzer.failure is None:
@@ -1257,8 +1306,12 @@ def run_with(fuzzer: Fuzzer, fn: Callable[[], None]) -> None:
         raise err from err.__cause__
 
 
-def account(config, fuzzer: Fuzzer) -> None:
-    """Add a fuzzer's counts to the run's (for the terminal summary)."""
+def account(config, fuzzer: Fuzzer, node=None) -> None:
+    """Add a fuzzer's counts to the run's (for the terminal summary); with
+    --hypothesis-show-statistics, give ``node`` (the case's item) the statistics of its runs,
+    where Hypothesis's pytest plugin reads them."""
+    if node is not None and fuzzer.statistics and config.getoption(SHOW_STATISTICS, False):
+        node.hypothesis_statistics = f"{node.nodeid}:\n" + "\n".join(fuzzer.statistics)
     s = stats(config)
     s.add(fuzzer.examples, fuzzer.messages, fuzzer.seconds, fuzzer.restarts)
     if fuzzer.reproducer_written:

@@ -8,7 +8,8 @@ baseline), ``_device_params`` (parametrization over the device),
 ``_fds`` (fds the server sent where no message allows them), ``_discovery``
 (device discovery, and what its failure prevents),
 ``_artifacts`` (log files of cases that did not pass), ``_interruption`` (a run
-stopped early: signals, Ctrl-C, an internal error).
+stopped early: signals, Ctrl-C, an internal error), ``_terminal`` (progress, tracebacks
+and the verdict summary on the terminal), ``_junit`` (JUnit XML for CI dashboards).
 
 May import: every package of the suite but ``cli``; the reference server only
 by name (its hook module, for the embedded target).
@@ -22,6 +23,7 @@ or uses a ``vfu_*`` fixture: only then does it handle SIGINT, SIGTERM and SIGHUP
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import pytest
@@ -35,9 +37,11 @@ from . import (
     _fixtures,
     _hookspecs,
     _judge,
+    _junit,
     _markers,
     _options,
     _selection,
+    _terminal,
 )
 from ._fixtures import observe, watch_client
 from ._interruption import Interruption
@@ -65,11 +69,14 @@ _REFERENCE_HOOKS_PLUGIN = "vfiouser-reference-hooks"
 _REFERENCE_HOOKS = "reference_server.pytest_hooks"
 _RECORDS_PLUGIN = "vfiouser-records"
 _INTERRUPTION_PLUGIN = "vfiouser-interruption"
+_JUNIT_PLUGIN = "vfiouser-junit"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """--vfu-* options and their ini keys (options.py)."""
+    """--vfu-* options and their ini keys (options.py); the fuzz profiles, which
+    Hypothesis's --hypothesis-profile loads in its pytest_configure."""
     _options.register(parser)
+    fuzz.register_profiles()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -82,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _markers.register(config)
     if getattr(config.option, "help", False):
         return
-    settings = Settings.from_config(config)
+    settings = _hypothesis_profile(config, Settings.from_config(config))
     state = RunState(config, settings, TargetManager(settings))
     state.manager.probe = state.probe  # the target layer has no client of its own
     set_state(config, state)
@@ -92,6 +99,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state.records, _RECORDS_PLUGIN)
     interruption = Interruption(state)
     config.pluginmanager.register(interruption, _INTERRUPTION_PLUGIN)
+    _terminal.register(config, state)
+    if not config.pluginmanager.has_plugin(_JUNIT_PLUGIN):
+        config.pluginmanager.register(_junit, _JUNIT_PLUGIN)
     if settings.json_path is not None and not hasattr(config, "workerinput"):
         state.json = report.JsonWriter(settings.json_path, state, state.targets)
 
@@ -142,6 +152,8 @@ def pytest_runtestloop(session: pytest.Session):
     """A session that runs conformance cases handles the signals that would end it (on the
     xdist controller: when a --vfu option was given; else at the first verdict)."""
     state = _state(session.config)
+    if state is not None and _terminal.conformance_session(session.items):
+        session.config.add_cleanup(fuzz.private_storage())  # no .hypothesis/ where it runs
     if state is not None and (
         any(_judge.relevant(item) for item in session.items)
         or (_controller(session.config) and state.settings.explicit)
@@ -203,21 +215,26 @@ def pytest_testnodedown(node, error) -> None:
         )
 
 
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    """The verdict table (summary.py), when any case ran."""
-    state = _state(config)
-    if state is None or not state.records.cases:
-        return
-    terminalreporter.section("vfio-user conformance")
-    for line in report.summary_lines(state, report.combine_targets(state.target_summaries)):
-        terminalreporter.write_line(line)
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop any server still running (idempotent)."""
     state = _state(config)
     if state is not None:
         state.manager.stop_all()
+
+
+def _hypothesis_profile(config: pytest.Config, settings: Settings) -> Settings:
+    """``--hypothesis-profile vfu-fuzz-campaign`` (or ``vfu-fuzz-ci``) chooses the fuzz
+    cases' profile as ``--vfu-fuzz`` does; the two naming different ones is a usage error."""
+    profile = config.getoption("--hypothesis-profile", None)
+    mode = fuzz.mode_of_profile(profile)
+    if mode is None or mode == settings.fuzz:
+        return settings
+    if getattr(config.option, "vfu_fuzz", None) or config.getini("vfu_fuzz"):
+        raise pytest.UsageError(
+            f"--vfu-fuzz {settings.fuzz} and --hypothesis-profile {profile} choose different "
+            "fuzz profiles: give one of them"
+        )
+    return dataclasses.replace(settings, fuzz=mode)
 
 
 def _register_once(config: pytest.Config, module, name: str) -> None:

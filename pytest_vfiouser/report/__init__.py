@@ -3,12 +3,13 @@
 * ``_records``: ``CaseRecord`` (one judged case, as every report reads it:
   ``CaseRecord.of(report)``) and ``Records`` (the run's, collected from the
   teardown reports).
-* ``_tones``: the colour of each verdict's tone, for the HTML pages.
+* ``_tones``: the colour of each verdict's tone, for the HTML pages and the terminal.
 * ``_artifacts``: the stable case key, HTML anchors, where reports and the
   per-case log files go.
 * ``_summary``: the terminal summary (verdicts by section, what was tested).
 * ``_json``: the JSON report (written while the run goes on, ``JsonWriter``) and its
   schema (``schema/conformance.schema.json``).
+* ``_junit``: pytest's JUnit XML made valid for CI dashboards (``conform_junit``).
 * ``_html``: pytest-html hooks (columns, the verdict matrix, log links).
 * ``_compare``: ``vfio-user-conformance compare``, several runs side by side.
 
@@ -43,9 +44,13 @@ from ._html import HtmlReport
 from ._json import FORMAT, READABLE_VERSIONS, SCHEMA_VERSION, JsonWriter, schema
 from ._json import build as build_json
 from ._json import write as write_json
+from ._junit import conform_junit
 from ._records import CaseRecord, Records
-from ._summary import combine_targets, result_text, sigterm_text
+from ._summary import WIDTH as SUMMARY_WIDTH
+from ._summary import combine_targets, fit, headline, result_text, sigterm_text
 from ._summary import lines as summary_lines
+from ._summary import styled as summary_styled
+from ._tones import TONE_MARKUP
 
 __all__ = [
     "FORMAT",
@@ -53,6 +58,8 @@ __all__ = [
     "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "STDERR_LINES",
+    "SUMMARY_WIDTH",
+    "TONE_MARKUP",
     "WIRE_MESSAGES",
     "CaseRecord",
     "Comparison",
@@ -67,6 +74,9 @@ __all__ = [
     "combine_targets",
     "compare",
     "compare_main",
+    "conform_junit",
+    "fit",
+    "headline",
     "html_path",
     "junit_path",
     "load",
@@ -80,5 +90,6 @@ __all__ = [
     "schema",
     "sigterm_text",
     "summary_lines",
+    "summary_styled",
     "write_json",
 ]

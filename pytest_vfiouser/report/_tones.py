@@ -1,4 +1,5 @@
-"""The colour of each verdict's tone (``Verdict.tone``), for the HTML report and compare."""
+"""The colour of each verdict's tone (``Verdict.tone``): CSS for the HTML report and compare,
+pytest TerminalWriter markup for the terminal summary."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from pytest_vfiouser.verdict import VERDICTS, Verdict
 
-__all__ = ["TONE_STYLES", "tone_css"]
+__all__ = ["TONE_MARKUP", "TONE_STYLES", "tone_css"]
 
 TONE_STYLES = {
     "pass": "color:green",
@@ -14,6 +15,15 @@ TONE_STYLES = {
     "warn": "color:#c60",
     "info": "color:#36c",
     "skip": "color:#888",
+}
+
+# The same tones on a terminal (keyword arguments of TerminalWriter.write); skip stays plain.
+TONE_MARKUP: dict[str, dict[str, bool]] = {
+    "pass": {"green": True},
+    "bad": {"red": True, "bold": True},
+    "warn": {"yellow": True},
+    "info": {"blue": True},
+    "skip": {},
 }
 
 
