@@ -51,6 +51,7 @@ from ._discovery import negotiation_failure
 from ._fds import watch
 from ._hookspecs import hook_attr
 from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, ServerFault, case_name, hook_raised
+from ._markers import REQUIRES
 from ._options import Settings
 from ._state import get_state
 
@@ -86,7 +87,7 @@ def _vfu_case(request: pytest.FixtureRequest):
     if _INDEXES & set(item.fixturenames):  # parametrized over what discovery found
         state = get_state(request.config)
         state.device(request.getfixturevalue("vfu_target"))
-    needs = [name for mark in item.iter_markers("requires") for name in mark.args]
+    needs = [name for mark in item.iter_markers(REQUIRES) for name in mark.args]
     if needs:
         state = get_state(request.config)
         settings = state.settings

@@ -59,7 +59,7 @@ from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetNotRun, Targ
 from pytest_vfiouser.verdict import Unmet, Verdict
 
 from ._fds import stray_failure
-from ._markers import MAY, MUST, SHOULD, CaseInfo, Level, case_info
+from ._markers import MAY, MUST, REQUIREMENT, SHOULD, CaseInfo, Level, case_info
 
 __all__ = [
     "HANDLE_KEY",
@@ -116,7 +116,7 @@ def case_name(item: pytest.Item) -> str:
 
 def relevant(item: pytest.Item) -> bool:
     """Whether the item gets a verdict: a case, or a test using a vfu_* fixture."""
-    if item.get_closest_marker("requirement") is not None:
+    if item.get_closest_marker(REQUIREMENT) is not None:
         return True
     return any(name.startswith("vfu_") for name in getattr(item, "fixturenames", ()))
 
