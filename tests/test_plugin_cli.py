@@ -120,15 +120,20 @@ def test_reference_hooks_trigger_irq_and_dma(pytester: pytest.Pytester):
 
 
 def test_reference_hooks_are_only_automatic_for_the_embedded_server(pytester: pytest.Pytester):
-    pytester.makepyfile("""
-        def test_hooks(request):
+    """... in a conformance session (a test using a vfu_* fixture): another project's
+    session imports no hooks module."""
+    test = """
+        def test_hooks(request{}):
             hook = request.config.pluginmanager.hook
             print("IMPLS", len(hook.pytest_vfu_trigger_irq.get_hookimpls()))
-    """)
+    """
+    pytester.makepyfile(test.format(", vfu_spec"))
     run(pytester, "-s").stdout.fnmatch_lines(["*IMPLS 1*"])
     run(pytester, "-s", "--vfu-server", script_server(pytester.path)).stdout.fnmatch_lines(
         ["*IMPLS 0*"]
     )
+    pytester.makepyfile(test.format(""))
+    run(pytester, "-s").stdout.fnmatch_lines(["*IMPLS 0*"])
 
 
 @pytest.mark.parametrize(

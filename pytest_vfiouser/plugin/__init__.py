@@ -2,7 +2,8 @@
 
 The package's rooms: ``_options`` (command-line and ini options, ``Settings``),
 ``_state`` (the run's shared state), ``_fixtures`` (what cases use),
-``_markers`` (``case()`` and the markers), ``_selection`` (revision, section,
+``_markers`` (``case()`` and the markers), ``_activation`` (when the plugin
+acts: a session with cases, or a vfu option), ``_selection`` (revision, section,
 baseline), ``_device_params`` (parametrization over the device),
 ``_hookspecs`` (the implementer's hooks), ``_judge`` (outcomes to verdicts),
 ``_fds`` (fds the server sent where no message allows them), ``_discovery``
@@ -13,16 +14,15 @@ stopped early: signals, Ctrl-C, an internal error).
 May import: every package of the suite but ``cli``; the reference server only
 by name (its hook module, for the embedded target).
 
-Loaded through the ``pytest11`` entry point, so it is active in every pytest
+Loaded through the ``pytest11`` entry point, so it is loaded by every pytest
 run of an environment where the package is installed; it stays inert (no
-server is started, nothing is printed) unless a test is a conformance case
-or uses a ``vfu_*`` fixture: only then does it handle SIGINT, SIGTERM and SIGHUP
+server is started, nothing is printed, no report changed, no Hypothesis imported)
+unless a vfu option is given or a test is a conformance case or uses a ``vfu_*``
+fixture (``_activation``): only then does it handle SIGINT, SIGTERM and SIGHUP
 (so that an interrupted run still stops its servers and writes its reports).
 """
 
 from __future__ import annotations
-
-import importlib
 
 import pytest
 
@@ -30,6 +30,7 @@ from pytest_vfiouser import fuzz, report
 from pytest_vfiouser.target import TargetManager
 
 from . import (
+    _activation,
     _artifacts,
     _device_params,
     _fixtures,
@@ -61,8 +62,6 @@ __all__ = [
 ]
 
 _FIXTURES_PLUGIN = "vfiouser-fixtures"
-_REFERENCE_HOOKS_PLUGIN = "vfiouser-reference-hooks"
-_REFERENCE_HOOKS = "reference_server.pytest_hooks"
 _RECORDS_PLUGIN = "vfiouser-records"
 _INTERRUPTION_PLUGIN = "vfiouser-interruption"
 
@@ -104,17 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin(_FIXTURES_PLUGIN):
         config.pluginmanager.register(_fixtures, _FIXTURES_PLUGIN)
         config.pluginmanager.register(_device_params, "vfiouser-device-params")
-    if getattr(config.option, "htmlpath", None) and config.pluginmanager.has_plugin("html"):
-        config.pluginmanager.register(report.HtmlReport(config, state), "vfiouser-html")
-    if settings.profile.hooks:
-        _register_once(config, _import_hooks(settings.profile), settings.profile.hooks)
-    if settings.embedded:  # whatever the profile: the embedded device's hooks, by name
-        try:
-            hooks = importlib.import_module(_REFERENCE_HOOKS)
-        except ImportError:
-            pass
-        else:
-            _register_once(config, hooks, _REFERENCE_HOOKS_PLUGIN)
+    if settings.explicit:  # else at collection, if it collects a case (_activation)
+        _activation.activate(config, state)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -131,9 +121,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect other revisions and sections; check --vfu-section and the baseline."""
+    """Activate in a session with cases; deselect other revisions and sections; check
+    --vfu-section and the baseline."""
     state = _state(config)
     if state is not None:
+        _activation.collected(config, state, items)
+    if state is not None and state.active:
         _selection.select(config, items, state)
 
 
@@ -147,6 +140,13 @@ def pytest_runtestloop(session: pytest.Session):
         or (_controller(session.config) and state.settings.explicit)
     ):
         _interruption(session.config).watch()
+    if (
+        state is not None
+        and state.active
+        and session.items
+        and not session.config.option.collectonly
+    ):
+        _artifacts.start(session.config)
     return (yield)
 
 
@@ -187,6 +187,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """xdist: a worker collected; before any case is scheduled, empty the last run's logs."""
+    state = _state(node.config)
+    if state is not None and state.active and ids:
+        _artifacts.start(node.config)
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
     """xdist: receive a worker's target bookkeeping (and a usage error it found)."""
     state = _state(node.config)
@@ -218,23 +226,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = _state(config)
     if state is not None:
         state.manager.stop_all()
-
-
-def _register_once(config: pytest.Config, module, name: str) -> None:
-    """Register a hook module unless it already is (under any name: -p, a profile, embedded)."""
-    if not config.pluginmanager.is_registered(module) and not config.pluginmanager.has_plugin(name):
-        config.pluginmanager.register(module, name)
-
-
-def _import_hooks(profile):
-    """The module a profile names in ``[profile] hooks``; a usage error if it does not import."""
-    try:
-        return importlib.import_module(profile.hooks)
-    except Exception as e:
-        raise pytest.UsageError(
-            f"{profile.path or profile.name}: profile.hooks: cannot import {profile.hooks!r}: "
-            f"{type(e).__name__}: {e}"
-        ) from None
 
 
 def _interruption(config: pytest.Config) -> Interruption:
