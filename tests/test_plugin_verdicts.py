@@ -184,8 +184,8 @@ def test_baseline_xfails_failures_and_lists_fixed(pytester: pytest.Pytester, ser
     )
     result.stdout.fnmatch_lines(
         [
-            "FIXED (baselined or xfail, but passed: remove them from the baseline):",
-            "  levels/must-pass: passes, but is baselined: was broken in 1.0",
+            "FIXED (every case these [[]baseline] entries name passed: remove them):",
+            "  levels/must-pass (1 case): was broken in 1.0",
             "[[]baseline] entries matching no collected case: levels/gone",
             "result: passed*",
         ]
@@ -196,6 +196,72 @@ def test_baseline_xfails_failures_and_lists_fixed(pytester: pytest.Pytester, ser
     cases = load_json(pytester)["by_name"]
     assert cases["test_must_fail"]["verdict"] == "BASELINE"
     assert cases["test_must_pass"]["verdict"] == "FIXED"
+
+
+FAMILIES = """
+import pytest
+from pytest_vfiouser import case, MUST
+
+@case("fam/mixed", MUST)
+@pytest.mark.parametrize("p", ["a", "b"])
+def test_mixed(p):
+    assert p == "a"
+
+@case("fam/all", MUST)
+@pytest.mark.parametrize("p", ["a", "b"])
+def test_all(p):
+    pass
+
+@case("fam/one", MUST)
+@pytest.mark.parametrize("p", ["a", "b"])
+def test_one(p):
+    assert p == "a"
+
+@case("fam/exact", MUST)
+@pytest.mark.parametrize("p", ["a", "b"])
+def test_exact(p):
+    assert p == "a"
+"""
+
+
+def test_baseline_names_a_family_or_one_parametrization(pytester: pytest.Pytester):
+    """A bare case id names every parametrization (its family): a member that passes while
+    another still fails is no FIXED, and the entry is listed as fixed once every member
+    passed; ``case[params]`` names that one; an entry of a parametrization that does not
+    exist is reported."""
+    pytester.makepyfile(FAMILIES)
+    pytester.makefile(
+        ".toml",
+        profile="""
+[baseline]
+"fam/mixed" = "bug #1"
+"fam/all" = "bug #2"
+"fam/one[b]" = "bug #3"
+"fam/exact[a]" = "bug #4"
+"fam/exact[b]" = "bug #5"
+"fam/one[zzz]" = "bug #6"
+""",
+    )
+    result = run(pytester, "--vfu-profile", "profile.toml", "--vfu-json=vfu.json")
+    assert result.ret == 0, result.stdout.str()
+    verdicts = {name: c["verdict"] for name, c in load_json(pytester)["by_name"].items()}
+    assert verdicts == {
+        "test_mixed[a]": "PASS",
+        "test_mixed[b]": "BASELINE",
+        "test_all[a]": "PASS",
+        "test_all[b]": "PASS",
+        "test_one[a]": "PASS",
+        "test_one[b]": "BASELINE",
+        "test_exact[a]": "FIXED",
+        "test_exact[b]": "BASELINE",
+    }
+    lines = result.stdout.lines
+    start = lines.index("FIXED (every case these [baseline] entries name passed: remove them):")
+    assert lines[start + 1 : start + 4] == [
+        "  fam/all (2 cases): bug #2",
+        "  fam/exact[a] (1 case): bug #4",
+        "[baseline] entries matching no collected case: fam/one[zzz]",
+    ]
 
 
 REQUIRES_CASES = """

@@ -7,6 +7,8 @@ from collections import Counter
 from pytest_vfiouser.fuzz import summary_lines as fuzz_lines
 from pytest_vfiouser.verdict import VERDICTS, Verdict
 
+from ._artifacts import case_key
+
 FAIL, FIXED, PASS = Verdict.FAIL, Verdict.FIXED, Verdict.PASS
 # The notes of a target gone for the run (target._manager), shown whole.
 STOPPED_NOTES = ("the target could not start", "the target stopped answering")
@@ -96,10 +98,17 @@ def lines(state, targets: dict) -> list[str]:
             f"{targets['deselected_by_revision']} case(s) deselected: not in spec {settings.spec}"
         )
     out += fuzz_lines(getattr(state, "config", None), settings.fuzz)
-    fixed = records.with_verdict(FIXED)
+    entry_of = settings.profile.baseline_entry
+    fixed = records.fixed_baselines(entry_of)
     if fixed:
-        out.append("FIXED (baselined or xfail, but passed: remove them from the baseline):")
-        out += [f"  {c.case_id or c.nodeid}: {c.message}" for c in fixed]
+        out.append("FIXED (every case these [baseline] entries name passed: remove them):")
+        out += [f"  {e} ({n} case{'s' * (n > 1)}): {reason}" for e, reason, n in fixed]
+    xpassed = [
+        c for c in records.with_verdict(FIXED) if entry_of(case_key(c.case_id, c.nodeid)) is None
+    ]
+    if xpassed:
+        out.append("FIXED (xfail, but passed):")
+        out += [f"  {case_key(c.case_id, c.nodeid)}: {c.message}" for c in xpassed]
     if state.unknown_baselines:
         out.append(
             "[baseline] entries matching no collected case: " + ", ".join(state.unknown_baselines)
