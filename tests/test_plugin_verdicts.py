@@ -332,6 +332,66 @@ def test_requires_from_profile_and_hooks(pytester: pytest.Pytester, server):
     assert cases["test_mmap"]["verdict"] == cases["test_irq"]["verdict"] == "PASS"
 
 
+CLAIMED_CASES = """
+import pytest
+from pytest_vfiouser import case, MUST
+
+@case("claims/migration", MUST, requires=("migration_v1",))
+@pytest.mark.parametrize("step", ["a", "b", "c"])
+def test_migration(vfu_client, step):
+    pass
+
+@case("claims/migration-too", MUST, requires=("migration_v1",))
+def test_migration_too(vfu_client):
+    pass
+
+@case("claims/mmap", MUST, requires=("mmap",))
+def test_mmap(vfu_client):
+    pass
+
+@case("claims/reset", MUST, requires=("reset",))
+def test_reset(vfu_client):
+    pass
+"""
+
+
+def test_a_declared_feature_the_device_lacks_fails_once(pytester: pytest.Pytester):
+    """The profile declares migration_v1, reset and mmap; the device has only mmap: each
+    claim it lacks is one FAIL (the profile's key, what discovery found), the other cases
+    needing it are NOT-RUN pointing at it, not UNIMPLEMENTED; a claim the device honours
+    (mmap) runs."""
+    pytester.makepyfile(CLAIMED_CASES)
+    pytester.makefile(
+        ".toml", profile="[features]\nmigration_v1 = true\nmmap = true\nreset = true\n"
+    )
+    server = script_server(pytester.path)  # DEVICE_GET_INFO flags: PCI only, no reset
+    result = run(
+        pytester, "--vfu-server", server, "--vfu-profile=profile.toml", "--vfu-json=vfu.json"
+    )
+    result.assert_outcomes(errors=2, skipped=3, passed=1)  # a FAIL in setup is an error
+    cases = load_json(pytester)["by_name"]
+    verdicts = {name: c["verdict"] for name, c in cases.items()}
+    assert verdicts == {
+        "test_migration[a]": "FAIL",
+        "test_migration[b]": "NOT-RUN",
+        "test_migration[c]": "NOT-RUN",
+        "test_migration_too": "NOT-RUN",
+        "test_mmap": "PASS",
+        "test_reset": "FAIL",
+    }
+    failed = cases["test_migration[a]"]["message"]
+    assert "profile.toml declares features.migration_v1 = true, but the device lacks it" in failed
+    assert "VFIO_REGION_TYPE_MIGRATION (3)" in failed
+    assert "VFIO_DEVICE_FLAGS_RESET" in cases["test_reset"]["message"]
+    for name in ("test_migration[b]", "test_migration[c]", "test_migration_too"):
+        assert cases[name]["message"].endswith(
+            "declares features.migration_v1 = true, but the device lacks it "
+            "(see claims/migration[a])"
+        ), cases[name]["message"]
+    notes = load_json(pytester)["run"]["target"]["notes"]
+    assert sum("features.migration_v1" in n for n in notes) == 1
+
+
 def test_sections_and_revision(pytester: pytest.Pytester, server):
     pytester.makepyfile(LEVEL_CASES)
     result = run(pytester, "--vfu-server", server, "--vfu-section", "other", "--vfu-spec", "0.9.2")

@@ -47,7 +47,7 @@ from pytest_vfiouser.device import (
 from pytest_vfiouser.target import NEGOTIATION, TargetCrashed, TargetHandle
 from pytest_vfiouser.verdict import Verdict
 
-from ._discovery import negotiation_failure
+from ._discovery import check_claims, negotiation_failure
 from ._fds import watch
 from ._hookspecs import hook_attr
 from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, ServerFault, case_name, hook_raised
@@ -91,6 +91,9 @@ def _vfu_case(request: pytest.FixtureRequest):
     if needs:
         state = get_state(request.config)
         settings = state.settings
+        claimed = [n for n in needs if n in DISCOVERABLE and settings.profile.has_feature(n)]
+        if claimed:  # what the profile declares, discovery may show absent: judged once
+            check_claims(state, request.getfixturevalue("vfu_target"), claimed)
         for name in needs:
             model = None
             if name in DISCOVERABLE and settings.profile.has_feature(name) is None:

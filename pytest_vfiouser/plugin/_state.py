@@ -35,6 +35,7 @@ class RunState:
     usage_error: str | None = None  # found by an xdist worker, reported by the controller
     interrupted: dict | None = None  # why the run stopped early: {"reason", "signal"}
     json: JsonWriter | None = None  # the JSON report, written as cases are judged
+    claims_checked: set[str] = field(default_factory=set)  # features (_discovery.check_claims)
     _device: DeviceModel | None = None
     _discovered = False
 
