@@ -42,6 +42,11 @@ BAD_PROFILE = '[device]\nnum_regions = "nine"\n'
         (["--vfu-timeout", "-2"], "*--vfu-timeout: must be a positive number*"),
         (["--vfu-timeout", "soon"], "*--vfu-timeout: 'soon' is not a number of seconds*"),
         (
+            ["--vfu-start-timeout", "never"],
+            "*--vfu-start-timeout: 'never' is not a number of seconds*",
+        ),
+        (["--vfu-start-timeout", "inf"], "*--vfu-start-timeout: must be a positive number*"),
+        (
             ["--vfu-restart", "sometimes"],
             "*--vfu-restart: unknown policy 'sometimes'; use one of per-test*",
         ),

@@ -63,6 +63,19 @@ def test_start_failure_is_an_error_with_a_helpful_message(pytester: pytest.Pytes
     assert "cannot open /dev/vfio-nothing" in note
 
 
+def test_the_start_timeout_is_an_option(pytester: pytest.Pytester):
+    """A server that is slow to listen is given --vfu-start-timeout seconds (tried twice),
+    not the default 10."""
+    pytester.makepyfile(RESET_CASES)
+    (pytester.path / "slow").touch()  # the script server then sleeps 60 s before listening
+    server = script_server(pytester.path, "--slow-start-if", str(pytester.path / "slow"))
+    started = time.monotonic()
+    result = run(pytester, "--vfu-server", server, "--vfu-start-timeout", "0.5", "-x")
+    assert time.monotonic() - started < 8, "each start waited longer than 0.5 s"
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*still running, not listening on */vfu.sock after 0.5 s*"])
+
+
 def test_missing_program_hint(pytester: pytest.Pytester):
     pytester.makepyfile(RESET_CASES)
     result = run(pytester, "--vfu-server", "/nonexistent/vfio-server --socket {socket}")
