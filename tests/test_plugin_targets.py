@@ -11,6 +11,8 @@ import time
 import pytest
 from scriptservers import SCRIPT, load_json, run, script_server
 
+from pytest_vfiouser.verdict import ExitStatus
+
 pytest_plugins = ["pytester"]
 
 RESET_CASES = """
@@ -36,8 +38,10 @@ def test_start_failure_is_an_error_with_a_helpful_message(pytester: pytest.Pytes
         script_server(pytester.path, "--fail-start"),
         "--vfu-json=vfu.json",
     )
-    # One cause, one verdict: the first case is the ERROR, the others are not run.
+    # One cause, one verdict: the first case is the ERROR, the others are not run; the run
+    # has its own exit status (a MUST failure is 1).
     result.assert_outcomes(errors=1, skipped=3)
+    assert result.ret == ExitStatus.TARGET_NOT_STARTED == 6
     result.stdout.fnmatch_lines(
         [
             "*ERROR at setup of test_reset*",

@@ -27,7 +27,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_vfiouser import fuzz, report
-from pytest_vfiouser.target import TargetManager
+from pytest_vfiouser.target import COULD_NOT_START, TargetManager
+from pytest_vfiouser.verdict import ExitStatus
 
 from . import (
     _activation,
@@ -42,8 +43,9 @@ from . import (
 )
 from ._fixtures import observe, watch_client
 from ._interruption import Interruption
+from ._judge import case_name
 from ._markers import MAY, MUST, SHOULD, Level, case, requirement_text
-from ._options import DEFAULT_TIMEOUT, Settings
+from ._options import DEFAULT_TIMEOUT, Settings, option_help
 from ._state import RunState, get_state, set_state
 
 __all__ = [
@@ -55,8 +57,10 @@ __all__ = [
     "RunState",
     "Settings",
     "case",
+    "case_name",
     "get_state",
     "observe",
+    "option_help",
     "requirement_text",
     "watch_client",
 ]
@@ -182,8 +186,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if state.manager.starts or mine["notes"] or mine["negotiated"] or not state.target_summaries:
         state.target_summaries.append(mine)
+    targets = report.combine_targets(state.target_summaries)
     if state.json is not None:
-        state.json.finish(report.combine_targets(state.target_summaries), state.interrupted)
+        state.json.finish(targets, state.interrupted)
+    # A run that could not judge the server at all has its own status (verdict.ExitStatus).
+    stopped = any(note.startswith(COULD_NOT_START) for note in targets["notes"])
+    if stopped and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = ExitStatus.TARGET_NOT_STARTED
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -22,9 +22,10 @@ from pytest_vfiouser.device import Profile, ProfileError, load_profile
 from pytest_vfiouser.fuzz import DEFAULT_FUZZ_MODE as DEFAULT_FUZZ
 from pytest_vfiouser.fuzz import FUZZ_MODES
 from pytest_vfiouser.protocol import DEFAULT_REVISION, REVISIONS
+from pytest_vfiouser.report import unwritable
 from pytest_vfiouser.target import DEFAULT_STARTUP_TIMEOUT
 
-__all__ = ["DEFAULT_TIMEOUT", "RESTART_POLICIES", "Settings", "register"]
+__all__ = ["DEFAULT_TIMEOUT", "RESTART_POLICIES", "Settings", "option_help", "register"]
 
 # Revisions the embedded reference server serves (reference_server --spec).
 REFERENCE_SPECS = ("0.9.1",)
@@ -129,6 +130,29 @@ def register(parser: pytest.Parser) -> None:
     parser.addini(
         "vfu_env", "KEY=VALUE environment of the server, one a line", type="linelist", default=[]
     )
+
+
+def option_help() -> list[tuple[str, str]]:
+    """The options as ``register`` adds them, for a help text: ("--vfu-server SERVER",
+    its help), in order."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.rows: list[tuple[str, str]] = []
+
+        def getgroup(self, *args, **kwargs):
+            return self
+
+        def addoption(self, name, **kwargs):
+            metavar = "" if kwargs.get("action") == "store_true" else kwargs.get("metavar")
+            self.rows.append((f"{name} {metavar}" if metavar else name, kwargs["help"]))
+
+        def addini(self, *args, **kwargs):
+            pass
+
+    recorder = Recorder()
+    register(recorder)
+    return recorder.rows
 
 
 @dataclass(frozen=True)
@@ -264,6 +288,10 @@ class Settings:
             raise _usage("--vfu-fuzz-dir", "the directory is empty")
 
         json_text = get.value("vfu_json")
+        json_path = get.path("vfu_json", json_text) if json_text else None
+        why = unwritable(json_path) if json_path is not None else None
+        if why is not None:
+            raise _usage("--vfu-json", why)
         return cls(
             server=command,
             socket=sock,
@@ -275,7 +303,7 @@ class Settings:
             restart=restart,
             sections=tuple(dict.fromkeys(get.listing("vfu_section"))),
             env=env,
-            json_path=get.path("vfu_json", json_text) if json_text else None,
+            json_path=json_path,
             explicit=get.explicit,
             fuzz=fuzz,
             fuzz_dir=get.path("vfu_fuzz_dir", fuzz_dir_text or DEFAULT_FUZZ_DIR),

@@ -27,6 +27,7 @@ from ._artifacts import (
     logs_dir,
     relative,
     safe_relpath,
+    unwritable,
 )
 from ._compare import (
     Comparison,
@@ -80,5 +81,6 @@ __all__ = [
     "schema",
     "sigterm_text",
     "summary_lines",
+    "unwritable",
     "write_json",
 ]
