@@ -167,7 +167,9 @@ def _user_config(args: list[str]) -> list[str]:
 
 
 def _collecting(args: list[str]) -> bool:
-    return any(a in ("--collect-only", "--co") for a in args)
+    """Whether pytest only lists (cases, fixtures, marks): no case will be judged."""
+    listings = ("--collect-only", "--co", "--fixtures", "--fixtures-per-test", "--markers")
+    return any(a in listings for a in args)
 
 
 def _quiet(args: list[str]) -> bool:
@@ -317,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vfio-user-conformance {__version__} (pytest {pytest.__version__})")
         return int(ExitStatus.OK)
     collecting = _collecting(args)
-    listing = collecting and _quiet(args)
+    listing = collecting and _quiet(args) and any(a in ("--collect-only", "--co") for a in args)
     base = [
         *_user_config(args),
         f"--rootdir={_suite_root()}",

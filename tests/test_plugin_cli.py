@@ -249,8 +249,8 @@ def test_cli_exit_statuses_nothing_selected_and_interrupted(tmp_path: Path):
 
 
 def test_cli_runs_that_judge_no_case_leave_the_last_reports(tmp_path: Path):
-    """--collect-only, a -k selecting nothing, an unknown --vfu-section, an unprefixed or
-    malformed -m: no report is written (nor the logs emptied); the usage errors come
+    """--collect-only, --fixtures, a -k selecting nothing, an unknown --vfu-section, an
+    unprefixed or malformed -m: no report is written (nor the logs emptied); the usage errors come
     before the session header."""
     proc = cli(tmp_path, "--vfu-server", script_server(tmp_path), "--vfu-section", "device_info")
     assert proc.returncode == ExitStatus.FAILED, proc.stdout + proc.stderr
@@ -259,6 +259,7 @@ def test_cli_runs_that_judge_no_case_leave_the_last_reports(tmp_path: Path):
     assert any(p.name == "wire.txt" for p in before), "the FAIL left its logs"
     runs = [
         (("--collect-only",), ExitStatus.OK, None),
+        (("--fixtures",), ExitStatus.OK, None),
         (("-k", "no_such_case"), ExitStatus.NO_CASES, None),
         (("--vfu-section", "device_inf"), ExitStatus.USAGE_ERROR, "unknown section 'device_inf'"),
         (("-m", "must and not may"), ExitStatus.USAGE_ERROR, "-m 'vfu_must and not vfu_may'"),
