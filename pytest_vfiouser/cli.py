@@ -318,10 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     if "-V" in args or "--version" in args:
         print(f"vfio-user-conformance {__version__} (pytest {pytest.__version__})")
         return int(ExitStatus.OK)
+    try:
+        config_file = _user_config(args)
+    except pytest.UsageError as e:  # as pytest says it: the file and what is wrong
+        print(f"ERROR: {e}", file=sys.stderr)
+        return int(ExitStatus.USAGE_ERROR)
     collecting = _collecting(args)
     listing = collecting and _quiet(args) and any(a in ("--collect-only", "--co") for a in args)
     base = [
-        *_user_config(args),
+        *config_file,
         f"--rootdir={_suite_root()}",
         "-p",
         "no:cacheprovider",  # never write into the installed package

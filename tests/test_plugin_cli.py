@@ -224,6 +224,10 @@ def test_cli_honours_the_configuration_file_of_the_current_directory(tmp_path: P
     proc = cli(below, "-c", str(tmp_path / "other.ini"))
     assert proc.returncode == ExitStatus.USAGE_ERROR
     assert "--vfu-spec: unknown spec revision '0.9.9'" in proc.stderr
+    (below / "pytest.ini").write_text("[pytest\n")
+    proc = cli(below)
+    assert proc.returncode == ExitStatus.USAGE_ERROR
+    assert proc.stderr.startswith(f"ERROR: {below / 'pytest.ini'}:1: "), proc.stderr
 
 
 def test_cli_exit_statuses_nothing_selected_and_interrupted(tmp_path: Path):
