@@ -1,1 +1,29 @@
-"""The vfio-user conformance modules, one per spec section."""
+"""The vfio-user conformance modules, one per spec section (fuzz has two).
+
+``SECTIONS``: the sections of the cases (the part of their ids before the first
+``/``), which ``--vfu-section`` takes: ``vfio-user-conformance`` checks a
+``--vfu-section`` against it before the run (``tests/test_plugin_cli.py`` checks
+it against the cases).
+"""
+
+__all__ = ["SECTIONS"]
+
+SECTIONS = (
+    "argsz",
+    "backend",
+    "device_info",
+    "dirty_pages",
+    "disconnect",
+    "dma",
+    "dma_rw",
+    "fuzz",
+    "header",
+    "irq_info",
+    "migration",
+    "region_info",
+    "region_io_fds",
+    "region_rw",
+    "reset",
+    "set_irqs",
+    "version",
+)

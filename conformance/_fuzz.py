@@ -28,7 +28,7 @@ def negotiated_caps(device, spec: str) -> dict:
 
 
 def case_name(node) -> str:
-    mark = node.get_closest_marker("requirement")
+    mark = node.get_closest_marker("vfu_requirement")  # the case id (pytest_vfiouser.case)
     name = mark.args[0] if mark else node.name
     callspec = getattr(node, "callspec", None)
     return f"{name}-{callspec.id}" if callspec is not None else name

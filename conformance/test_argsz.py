@@ -38,11 +38,12 @@ _DMA_SIZE = 0x10000
 _addresses = itertools.count(0x1_0000_0000, 0x100_0000)  # a fresh DMA range for each mapping
 
 _DIRTY = pytest.param(
-    "dirty_pages", marks=[pytest.mark.revision("0.9.1"), pytest.mark.requires("dirty_pages")]
+    "dirty_pages",
+    marks=[pytest.mark.vfu_revision("0.9.1"), pytest.mark.vfu_requires("dirty_pages")],
 )
 NAMES = ["device_get_info", "region_info", "region_io_fds", "irq_info", "dma_unmap", _DIRTY]
 # For cases that do not need the command to work (framing, refusals): no feature needed.
-_DIRTY_ANY = pytest.param("dirty_pages", marks=pytest.mark.revision("0.9.1"))
+_DIRTY_ANY = pytest.param("dirty_pages", marks=pytest.mark.vfu_revision("0.9.1"))
 ALL_NAMES = [*NAMES[:-1], _DIRTY_ANY]
 
 
@@ -240,7 +241,11 @@ def _subjects_with_more(name: str, client, device) -> list[Subject]:
     return [Subject(name, client, index) for index in indexes]
 
 
-_MORE = ["region_info", pytest.param("region_io_fds", marks=pytest.mark.requires("io_fds")), _DIRTY]
+_MORE = [
+    "region_info",
+    pytest.param("region_io_fds", marks=pytest.mark.vfu_requires("io_fds")),
+    _DIRTY,
+]
 
 
 @case("argsz/short-argsz-reply", MUST)

@@ -71,6 +71,7 @@ def backend(vfu_settings, tmp_path, vfu_target):
         )
     args = shlex.split(template) if isinstance(template, str) else list(template)
     started: list[Target] = []
+    where = dict(base_dir=tmp_path, startup_timeout=vfu_settings.start_timeout)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
 
@@ -80,9 +81,9 @@ def backend(vfu_settings, tmp_path, vfu_target):
             command = (
                 "exec " + " ".join(_shell_word(a) for a in argv) + " </dev/null >/dev/null 2>&1"
             )
-            target = Target(command, env=env, shell=True, cwd=cwd, base_dir=tmp_path)
+            target = Target(command, env=env, shell=True, cwd=cwd, **where)
         else:
-            target = Target(argv, env=env, cwd=cwd, base_dir=tmp_path)
+            target = Target(argv, env=env, cwd=cwd, **where)
         started.append(target)
         try:
             target.start()

@@ -486,7 +486,7 @@ _BAD_UNMAPS = {
     "bad",
     [
         # 0.9.2: "flags is unused in this version" (errata 7): ignoring them is no fault
-        pytest.param(b, marks=pytest.mark.revision("0.9.1")) if b.startswith("flag") else b
+        pytest.param(b, marks=pytest.mark.vfu_revision("0.9.1")) if b.startswith("flag") else b
         for b in _BAD_UNMAPS
     ],
 )

@@ -193,8 +193,9 @@ def _second_server(request):
             "needs a server the suite starts (--vfu-server), not --vfu-socket: a whole "
             "migration needs a second server process as the destination"
         )
-    timeout = request.getfixturevalue("vfu_settings").timeout
-    target = Target(handle.template, env=handle.env)
+    settings = request.getfixturevalue("vfu_settings")
+    timeout = settings.timeout
+    target = Target(handle.template, env=handle.env, startup_timeout=settings.start_timeout)
     try:
         target.start()
     except TargetStartError as e:

@@ -456,7 +456,7 @@ _MIGRATION = ("migration-not-object", "pgsize-string", "pgsize-zero")  # 0.9.1 c
 
 def _params(names):
     return [
-        pytest.param(n, marks=pytest.mark.revision("0.9.1")) if n in _MIGRATION else n
+        pytest.param(n, marks=pytest.mark.vfu_revision("0.9.1")) if n in _MIGRATION else n
         for n in names
     ]
 

@@ -1,4 +1,4 @@
-"""The verdict vocabulary: what a case can be judged, stated once.
+"""The verdict vocabulary: what a case can be judged, and what a run exits with, stated once.
 
 Each verdict knows its rank (which one wins when a test has several: a
 passing call and a crash at teardown is a CRASH), whether it fails the run,
@@ -14,7 +14,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
-__all__ = ["BY_SEVERITY", "FAILING", "VERDICTS", "Unmet", "Verdict", "in_report_order"]
+__all__ = [
+    "BY_SEVERITY",
+    "FAILING",
+    "VERDICTS",
+    "ExitStatus",
+    "Unmet",
+    "Verdict",
+    "in_report_order",
+]
 
 
 class Verdict(str, enum.Enum):
@@ -91,3 +99,40 @@ class Unmet(AssertionError):
         super().__init__(message)
         if level is not None:
             self.level = str(getattr(level, "value", level))
+
+
+class ExitStatus(enum.IntEnum):
+    """The exit status of a conformance run (``vfio-user-conformance``; under plain pytest,
+    pytest's, which has the same numbers for 0 to 5, and 6 from the plugin). ``text``
+    says when, for --help and the README."""
+
+    OK = 0
+    FAILED = 1
+    INTERRUPTED = 2
+    INTERNAL_ERROR = 3
+    USAGE_ERROR = 4
+    NO_CASES = 5
+    TARGET_NOT_STARTED = 6
+
+    @property
+    def text(self) -> str:
+        return _EXIT_TEXTS[self]
+
+
+# pytest's statuses where they mean the same (CI scripts that know pytest's keep working);
+# 6 is the one pytest has not: the run could not judge the server at all.
+_EXIT_TEXTS = {
+    ExitStatus.OK: "no case failed the run",
+    ExitStatus.FAILED: "conformance failures: some case is FAIL, CRASH, HANG or ERROR "
+    "(NON-STRICT too with --vfu-strict)",
+    ExitStatus.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM, SIGHUP); the reports hold what "
+    "was judged until then",
+    ExitStatus.INTERNAL_ERROR: "an internal error of the suite (a bug; the reports say where "
+    "it stopped)",
+    ExitStatus.USAGE_ERROR: "usage error: a wrong option, ini value, path or selection; "
+    "nothing ran",
+    ExitStatus.NO_CASES: "nothing to judge: no case collected or selected (-k, -m, "
+    "--vfu-section); the last run's reports are kept",
+    ExitStatus.TARGET_NOT_STARTED: "the target could not start (or no server answered at "
+    "--vfu-socket): the first case is the ERROR, the others NOT-RUN",
+}

@@ -294,6 +294,12 @@ _CATALOGUE = (
         ("region_io_fds", FAIL),
     ),
     _f(
+        "io-fds-none",
+        "the io fd sub-regions are never registered: GET_REGION_IO_FDS answers every region "
+        "with no sub-region (the device's profile says it has io fds)",
+        ("region_io_fds", FAIL),
+    ),
+    _f(
         "ioeventfd-not-eventfd",
         "the ioeventfd sub-region is served with a pipe instead of an eventfd",
         ("region_io_fds", FAIL),

@@ -48,7 +48,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "report",
         }
     ),
-    "cli": frozenset({"plugin", "report", "protocol"}),
+    "cli": frozenset({"plugin", "report", "protocol", "verdict"}),
     "": frozenset({"plugin", "verdict"}),  # the root: the names cases import (plugin's lazily)
 }
 REFERENCE_SERVER_ALLOWED = frozenset({"protocol", "_unix"})

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import struct
+import subprocess
+import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 from scriptservers import cli, run, script_server
 
+import conformance
+from pytest_vfiouser import __version__
 from pytest_vfiouser.device import load_profile
+from pytest_vfiouser.verdict import ExitStatus
 from reference_server import registers as R
 
 pytest_plugins = ["pytester"]
 
+CLI = [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest"]
 REFERENCE_PROFILE = (
     Path(__file__).resolve().parents[1] / "reference_server" / "profiles" / "default.toml"
 )
@@ -28,7 +37,6 @@ def test_console_scripts_declared():
 
 
 def test_cli_against_the_reference_server(tmp_path: Path):
-    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --vfu-spec=bogus\n")  # must not apply
     proc = cli(tmp_path, "--vfu-section", "device_info")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     reports = tmp_path / "reports"
@@ -120,15 +128,20 @@ def test_reference_hooks_trigger_irq_and_dma(pytester: pytest.Pytester):
 
 
 def test_reference_hooks_are_only_automatic_for_the_embedded_server(pytester: pytest.Pytester):
-    pytester.makepyfile("""
-        def test_hooks(request):
+    """... in a conformance session (a test using a vfu_* fixture): another project's
+    session imports no hooks module."""
+    test = """
+        def test_hooks(request{}):
             hook = request.config.pluginmanager.hook
             print("IMPLS", len(hook.pytest_vfu_trigger_irq.get_hookimpls()))
-    """)
+    """
+    pytester.makepyfile(test.format(", vfu_spec"))
     run(pytester, "-s").stdout.fnmatch_lines(["*IMPLS 1*"])
     run(pytester, "-s", "--vfu-server", script_server(pytester.path)).stdout.fnmatch_lines(
         ["*IMPLS 0*"]
     )
+    pytester.makepyfile(test.format(""))
+    run(pytester, "-s").stdout.fnmatch_lines(["*IMPLS 0*"])
 
 
 @pytest.mark.parametrize(
@@ -166,3 +179,132 @@ def test_cli_in_a_checkout_runs_the_installed_suite(tmp_path: Path):
     proc = cli(tmp_path, "--vfu-section", "device_info", "-q")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "not me" not in proc.stdout + proc.stderr
+
+
+def test_cli_help_version_and_no_reports_directory(tmp_path: Path):
+    """Its own --help: the vfio-user options first, then the subcommands, the exit
+    statuses, a pointer to pytest --help; --version is the suite's; neither creates
+    reports/."""
+    proc = cli(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    places = [
+        text.index(word)
+        for word in (
+            "--vfu-server SERVER",
+            "\nsubcommands:",
+            "\n  compare RUN.json",
+            "\nexit statuses:",
+        )
+    ]
+    assert places == sorted(places), text
+    for status in ExitStatus:
+        assert f"\n  {int(status)}  {status.text.split()[0]}" in text
+    assert "see pytest --help" in text and "--vfu-section NAME" in text
+    proc = cli(tmp_path, "--version")
+    assert proc.stdout.startswith(f"vfio-user-conformance {__version__} (pytest "), proc.stdout
+    assert not (tmp_path / "reports").exists()
+
+
+def test_cli_honours_the_configuration_file_of_the_current_directory(tmp_path: Path):
+    """vfu_* keys of the pytest.ini pytest would use (here the parent directory's) apply,
+    and the header names it; -c names another; the exit status of a target that could
+    not start is its own."""
+    (tmp_path / "pytest.ini").write_text(
+        f"[pytest]\nvfu_server = {script_server(tmp_path, '--fail-start')}\n"
+    )
+    (tmp_path / "other.ini").write_text("[pytest]\nvfu_spec = 0.9.9\n")
+    below = tmp_path / "below"
+    below.mkdir()
+    proc = cli(below, "--vfu-section", "device_info", "--vfu-json", "out.json")
+    assert proc.returncode == ExitStatus.TARGET_NOT_STARTED, proc.stdout + proc.stderr
+    assert f"vfio-user-conformance: configuration file {tmp_path / 'pytest.ini'}" in proc.stdout
+    data = json.loads((below / "out.json").read_text())
+    assert "scriptserver.py" in data["run"]["target"]["command_template"]
+    proc = cli(below, "-c", str(tmp_path / "other.ini"))
+    assert proc.returncode == ExitStatus.USAGE_ERROR
+    assert "--vfu-spec: unknown spec revision '0.9.9'" in proc.stderr
+    (below / "pytest.ini").write_text("[pytest\n")
+    proc = cli(below)
+    assert proc.returncode == ExitStatus.USAGE_ERROR
+    assert proc.stderr.startswith(f"ERROR: {below / 'pytest.ini'}:1: "), proc.stderr
+
+
+def test_cli_exit_statuses_nothing_selected_and_interrupted(tmp_path: Path):
+    proc = cli(tmp_path, "--vfu-section", "device_info", "-k", "no_such_case")
+    assert proc.returncode == ExitStatus.NO_CASES, proc.stdout + proc.stderr
+    # Once a case is judged, every new server sleeps before it listens: SIGTERM then.
+    server = script_server(tmp_path, "--slow-start-if", str(tmp_path / "slow"))
+    command = [*CLI, "--vfu-server", server, "--vfu-section", "device_info"]
+    command += ["--vfu-restart", "per-test"]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) as child:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "reports" / "conformance.json").exists():
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.02)
+        (tmp_path / "slow").touch()
+        while not (tmp_path / "slow.started").exists():
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.02)
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=60)
+    assert child.returncode == ExitStatus.INTERRUPTED, out
+    assert "result: INTERRUPTED by SIGTERM" in out
+
+
+def test_cli_runs_that_judge_no_case_leave_the_last_reports(tmp_path: Path):
+    """--collect-only, --fixtures, a -k selecting nothing, an unknown --vfu-section, an
+    unprefixed or malformed -m: no report is written (nor the logs emptied); the usage errors come
+    before the session header."""
+    proc = cli(tmp_path, "--vfu-server", script_server(tmp_path), "--vfu-section", "device_info")
+    assert proc.returncode == ExitStatus.FAILED, proc.stdout + proc.stderr
+    reports = tmp_path / "reports"
+    before = {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()}
+    assert any(p.name == "wire.txt" for p in before), "the FAIL left its logs"
+    runs = [
+        (("--collect-only",), ExitStatus.OK, None),
+        (("--fixtures",), ExitStatus.OK, None),
+        (("-k", "no_such_case"), ExitStatus.NO_CASES, None),
+        (("--vfu-section", "device_inf"), ExitStatus.USAGE_ERROR, "unknown section 'device_inf'"),
+        (("-m", "must and not may"), ExitStatus.USAGE_ERROR, "-m 'vfu_must and not vfu_may'"),
+        (("-m", "vfu_must and"), ExitStatus.USAGE_ERROR, "Wrong expression passed to '-m'"),
+        (("-k", "or"), ExitStatus.USAGE_ERROR, "Wrong expression passed to '-k'"),
+    ]
+    for args, status, error in runs:
+        proc = cli(tmp_path, "--vfu-section", "device_info", *args)
+        assert proc.returncode == status, (args, proc.stdout + proc.stderr)
+        if error is not None:
+            assert error in proc.stderr, (args, proc.stderr)
+            assert "test session starts" not in proc.stdout, args
+        after = {p: p.read_bytes() for p in reports.rglob("*") if p.is_file()}
+        assert after == before, args
+
+
+@pytest.mark.parametrize("option", ["--vfu-json", "--html", "--junitxml"])
+def test_cli_report_paths_are_checked_before_the_run(tmp_path: Path, option):
+    proc = cli(tmp_path, option, "/proc/nope/x.out")
+    assert proc.returncode == ExitStatus.USAGE_ERROR, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(
+        f"ERROR: {option}: cannot create /proc/nope/x.out: no file can be created in /proc"
+    ), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr and "INTERNALERROR" not in proc.stdout
+    assert not (tmp_path / "reports").exists()
+
+
+def test_cli_collect_only_quiet_lists_the_case_ids(tmp_path: Path):
+    """One case id a line (section/name[params]); their sections are the suite's SECTIONS,
+    which --vfu-section is checked against."""
+    proc = cli(tmp_path, "--collect-only", "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    *ids, count = proc.stdout.splitlines()
+    assert count == f"{len(ids)} cases"
+    assert all(re.fullmatch(r"[a-z0-9_]+/[a-z0-9_./-]+(\[\S+\])?", i) for i in ids), ids
+    assert "device_info/reply-argsz" in ids and len(set(ids)) == len(ids)
+    assert {i.split("/", 1)[0] for i in ids} == set(conformance.SECTIONS)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_the_readme_lists_the_exit_statuses_of_help():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d) \| (.+) \|$", readme, re.M))
+    assert rows == {str(int(s)): s.text for s in ExitStatus}

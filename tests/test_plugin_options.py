@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from scriptservers import run, script_server
+from scriptservers import INNER_ARGS, run, script_server
 
 from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.plugin import requirement_text
@@ -37,6 +41,11 @@ BAD_PROFILE = '[device]\nnum_regions = "nine"\n'
         (["--vfu-timeout", "0"], "*--vfu-timeout: must be a positive number of seconds, got 0*"),
         (["--vfu-timeout", "-2"], "*--vfu-timeout: must be a positive number*"),
         (["--vfu-timeout", "soon"], "*--vfu-timeout: 'soon' is not a number of seconds*"),
+        (
+            ["--vfu-start-timeout", "never"],
+            "*--vfu-start-timeout: 'never' is not a number of seconds*",
+        ),
+        (["--vfu-start-timeout", "inf"], "*--vfu-start-timeout: must be a positive number*"),
         (
             ["--vfu-restart", "sometimes"],
             "*--vfu-restart: unknown policy 'sometimes'; use one of per-test*",
@@ -104,10 +113,10 @@ def test_markers_registered_for_strict_markers(pytester: pytest.Pytester, server
         + """
 import pytest
 
-@pytest.mark.requirement("alpha/two")
-@pytest.mark.should
-@pytest.mark.revision("0.9.1")
-@pytest.mark.requires("mmap")
+@pytest.mark.vfu_requirement("alpha/two")
+@pytest.mark.vfu_should
+@pytest.mark.vfu_revision("0.9.1")
+@pytest.mark.vfu_requires("mmap")
 def test_two():
     pass
 """
@@ -116,7 +125,7 @@ def test_two():
     result.assert_outcomes(passed=2)
     result = run(pytester, "--markers")
     result.stdout.fnmatch_lines(
-        ["@pytest.mark.requirement(id)*", "@pytest.mark.requires(*features)*"]
+        ["@pytest.mark.vfu_requirement(id)*", "@pytest.mark.vfu_requires(*features)*"]
     )
 
 
@@ -161,11 +170,11 @@ def test_case_applies_marks():
 
     marks = {m.name: m.args for m in f.pytestmark}
     assert marks == {
-        "requirement": ("header/reply-echoes-msg-id",),
-        "section": ("header",),
-        "should": (),
-        "revision": ("0.9.2",),
-        "requires": ("mmap", "vfu_trigger_irq"),
+        "vfu_requirement": ("header/reply-echoes-msg-id",),
+        "vfu_section": ("header",),
+        "vfu_should": (),
+        "vfu_revision": ("0.9.2",),
+        "vfu_requires": ("mmap", "vfu_trigger_irq"),
     }
     assert requirement_text(f) == (
         "Replies echo the msg_id.\n"
@@ -222,3 +231,16 @@ def test_embedded_server_with_a_revision_it_does_not_serve(pytester: pytest.Pyte
             "0.9.1 only; to test a 0.9.2 server, name it with --vfu-server*"
         ]
     )
+
+
+def test_the_conformance_cases_use_only_registered_marks():
+    """A mark misspelt (or left without the vfu_ prefix) in a case would be ignored."""
+    suite = Path(__file__).resolve().parents[1] / "conformance"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *INNER_ARGS, "--collect-only", "-q"]
+        + ["--strict-markers", str(suite)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr

@@ -11,6 +11,8 @@ import time
 import pytest
 from scriptservers import SCRIPT, load_json, run, script_server
 
+from pytest_vfiouser.verdict import ExitStatus
+
 pytest_plugins = ["pytester"]
 
 RESET_CASES = """
@@ -36,8 +38,10 @@ def test_start_failure_is_an_error_with_a_helpful_message(pytester: pytest.Pytes
         script_server(pytester.path, "--fail-start"),
         "--vfu-json=vfu.json",
     )
-    # One cause, one verdict: the first case is the ERROR, the others are not run.
+    # One cause, one verdict: the first case is the ERROR, the others are not run; the run
+    # has its own exit status (a MUST failure is 1).
     result.assert_outcomes(errors=1, skipped=3)
+    assert result.ret == ExitStatus.TARGET_NOT_STARTED == 6
     # Said once, in the summary: the ERROR, the cases it prevented in one line, and the
     # start failure's message whole (no ERRORS section: --tb=auto).
     assert "= ERRORS =" not in result.stdout.str()
@@ -63,6 +67,19 @@ def test_start_failure_is_an_error_with_a_helpful_message(pytester: pytest.Pytes
     (note,) = data["run"]["target"]["notes"]
     assert note.startswith("the target could not start: exited with status 3\n  command: ")
     assert "cannot open /dev/vfio-nothing" in note
+
+
+def test_the_start_timeout_is_an_option(pytester: pytest.Pytester):
+    """A server that is slow to listen is given --vfu-start-timeout seconds (tried twice),
+    not the default 10."""
+    pytester.makepyfile(RESET_CASES)
+    (pytester.path / "slow").touch()  # the script server then sleeps 60 s before listening
+    server = script_server(pytester.path, "--slow-start-if", str(pytester.path / "slow"))
+    started = time.monotonic()
+    result = run(pytester, "--vfu-server", server, "--vfu-start-timeout", "0.5", "-x")
+    assert time.monotonic() - started < 8, "each start waited longer than 0.5 s"
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*still running, not listening on */vfu.sock after 0.5 s*"])
 
 
 def test_missing_program_hint(pytester: pytest.Pytester):

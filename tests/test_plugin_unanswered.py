@@ -13,6 +13,7 @@ import pytest
 from scriptservers import cli, load_json, run, script_server
 
 from pytest_vfiouser.target._manager import ONE_CLIENT_NOTE
+from pytest_vfiouser.verdict import ExitStatus
 
 pytest_plugins = ["pytester"]
 
@@ -164,7 +165,7 @@ def test_a_version_or_discovery_that_fails_is_said_once(
 
 def test_a_target_that_cannot_start_is_one_error(tmp_path: Path):
     proc = cli(tmp_path, "--vfu-server", "/bin/false {socket}", "--vfu-json", "out.json")
-    assert proc.returncode == 1
+    assert proc.returncode == ExitStatus.TARGET_NOT_STARTED
     data = json.loads((tmp_path / "out.json").read_text())
     by_verdict: dict[str, list] = {}
     for c in data["cases"]:

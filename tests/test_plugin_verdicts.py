@@ -182,8 +182,8 @@ def test_baseline_xfails_failures_and_lists_fixed(pytester: pytest.Pytester, ser
     )
     result.stdout.fnmatch_lines(
         [
-            "FIXED (baselined or xfail, but passed: remove them from the baseline):",
-            "  levels/must-pass: passes, but is baselined: was broken in 1.0",
+            "FIXED (every case these [[]baseline] entries name passed: remove them):",
+            "  levels/must-pass (1 case): was broken in 1.0",
             "[[]baseline] entries matching no collected case: levels/gone",
             "result: passed*",
         ]
@@ -194,6 +194,72 @@ def test_baseline_xfails_failures_and_lists_fixed(pytester: pytest.Pytester, ser
     cases = load_json(pytester)["by_name"]
     assert cases["test_must_fail"]["verdict"] == "BASELINE"
     assert cases["test_must_pass"]["verdict"] == "FIXED"
+
+
+FAMILIES = """
+import pytest
+from pytest_vfiouser import case, MUST
+
+@case("fam/mixed", MUST)
+@pytest.mark.parametrize("p", ["a", "b"])
+def test_mixed(p):
+    assert p == "a"
+
+@case("fam/all", MUST)
+@pytest.mark.parametrize("p", ["a", "b"])
+def test_all(p):
+    pass
+
+@case("fam/one", MUST)
+@pytest.mark.parametrize("p", ["a", "b"])
+def test_one(p):
+    assert p == "a"
+
+@case("fam/exact", MUST)
+@pytest.mark.parametrize("p", ["a", "b"])
+def test_exact(p):
+    assert p == "a"
+"""
+
+
+def test_baseline_names_a_family_or_one_parametrization(pytester: pytest.Pytester):
+    """A bare case id names every parametrization (its family): a member that passes while
+    another still fails is no FIXED, and the entry is listed as fixed once every member
+    passed; ``case[params]`` names that one; an entry of a parametrization that does not
+    exist is reported."""
+    pytester.makepyfile(FAMILIES)
+    pytester.makefile(
+        ".toml",
+        profile="""
+[baseline]
+"fam/mixed" = "bug #1"
+"fam/all" = "bug #2"
+"fam/one[b]" = "bug #3"
+"fam/exact[a]" = "bug #4"
+"fam/exact[b]" = "bug #5"
+"fam/one[zzz]" = "bug #6"
+""",
+    )
+    result = run(pytester, "--vfu-profile", "profile.toml", "--vfu-json=vfu.json")
+    assert result.ret == 0, result.stdout.str()
+    verdicts = {name: c["verdict"] for name, c in load_json(pytester)["by_name"].items()}
+    assert verdicts == {
+        "test_mixed[a]": "PASS",
+        "test_mixed[b]": "BASELINE",
+        "test_all[a]": "PASS",
+        "test_all[b]": "PASS",
+        "test_one[a]": "PASS",
+        "test_one[b]": "BASELINE",
+        "test_exact[a]": "FIXED",
+        "test_exact[b]": "BASELINE",
+    }
+    lines = result.stdout.lines
+    start = lines.index("FIXED (every case these [baseline] entries name passed: remove them):")
+    assert lines[start + 1 : start + 4] == [
+        "  fam/all (2 cases): bug #2",
+        "  fam/exact[a] (1 case): bug #4",
+        "[baseline] entries matching no collected case: fam/one[zzz]",
+    ]
 
 
 REQUIRES_CASES = """
@@ -262,6 +328,66 @@ def test_requires_from_profile_and_hooks(pytester: pytest.Pytester, server):
     cases = load_json(pytester)["by_name"]
     assert cases["test_io_fds"]["message"] == "device has no io_fds"
     assert cases["test_mmap"]["verdict"] == cases["test_irq"]["verdict"] == "PASS"
+
+
+CLAIMED_CASES = """
+import pytest
+from pytest_vfiouser import case, MUST
+
+@case("claims/migration", MUST, requires=("migration_v1",))
+@pytest.mark.parametrize("step", ["a", "b", "c"])
+def test_migration(vfu_client, step):
+    pass
+
+@case("claims/migration-too", MUST, requires=("migration_v1",))
+def test_migration_too(vfu_client):
+    pass
+
+@case("claims/mmap", MUST, requires=("mmap",))
+def test_mmap(vfu_client):
+    pass
+
+@case("claims/reset", MUST, requires=("reset",))
+def test_reset(vfu_client):
+    pass
+"""
+
+
+def test_a_declared_feature_the_device_lacks_fails_once(pytester: pytest.Pytester):
+    """The profile declares migration_v1, reset and mmap; the device has only mmap: each
+    claim it lacks is one FAIL (the profile's key, what discovery found), the other cases
+    needing it are NOT-RUN pointing at it, not UNIMPLEMENTED; a claim the device honours
+    (mmap) runs."""
+    pytester.makepyfile(CLAIMED_CASES)
+    pytester.makefile(
+        ".toml", profile="[features]\nmigration_v1 = true\nmmap = true\nreset = true\n"
+    )
+    server = script_server(pytester.path)  # DEVICE_GET_INFO flags: PCI only, no reset
+    result = run(
+        pytester, "--vfu-server", server, "--vfu-profile=profile.toml", "--vfu-json=vfu.json"
+    )
+    result.assert_outcomes(errors=2, skipped=3, passed=1)  # a FAIL in setup is an error
+    cases = load_json(pytester)["by_name"]
+    verdicts = {name: c["verdict"] for name, c in cases.items()}
+    assert verdicts == {
+        "test_migration[a]": "FAIL",
+        "test_migration[b]": "NOT-RUN",
+        "test_migration[c]": "NOT-RUN",
+        "test_migration_too": "NOT-RUN",
+        "test_mmap": "PASS",
+        "test_reset": "FAIL",
+    }
+    failed = cases["test_migration[a]"]["message"]
+    assert "profile.toml declares features.migration_v1 = true, but the device lacks it" in failed
+    assert "VFIO_REGION_TYPE_MIGRATION (3)" in failed
+    assert "VFIO_DEVICE_FLAGS_RESET" in cases["test_reset"]["message"]
+    for name in ("test_migration[b]", "test_migration[c]", "test_migration_too"):
+        assert cases[name]["message"].endswith(
+            "declares features.migration_v1 = true, but the device lacks it "
+            "(see claims/migration[a])"
+        ), cases[name]["message"]
+    notes = load_json(pytester)["run"]["target"]["notes"]
+    assert sum("features.migration_v1" in n for n in notes) == 1
 
 
 def test_sections_and_revision(pytester: pytest.Pytester, server):

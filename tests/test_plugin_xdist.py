@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from scriptservers import load_json, run, script_server
 
+from pytest_vfiouser.verdict import ExitStatus
+
 pytest_plugins = ["pytester"]
 
 CASES = """
@@ -67,3 +69,10 @@ def test_unknown_section_under_xdist_is_a_usage_error(pytester: pytest.Pytester)
     result.stdout.fnmatch_lines(
         ["ERROR: --vfu-section: unknown section 'zzz'; known sections: a, b"]
     )
+
+
+def test_a_target_that_could_not_start_on_the_workers_is_the_runs_exit_status(pytester):
+    """The controller learns it from the workers' notes: exit status 6, not 1."""
+    pytester.makepyfile(CASES.format(n=0))
+    result = run(pytester, "-n", "2", "--vfu-server", script_server(pytester.path, "--fail-start"))
+    assert result.ret == ExitStatus.TARGET_NOT_STARTED, result.stdout.str()

@@ -110,8 +110,19 @@ def test_full_profile_queries(tmp_path: Path) -> None:
     assert p.scratch_ranges(0) == ((1024, 64), (0, 256))
     assert p.scratch_ranges(7) == ()
     assert p.scratch_ranges(3) == ()  # region not in the profile
-    assert p.baseline_reason("header/no-reply-on-error") == "known bug #12"
-    assert p.baseline_reason("header/other") is None
+    entry = ("header/no-reply-on-error", "known bug #12")
+    assert p.baseline_entry("header/no-reply-on-error") == entry
+    assert p.baseline_entry("header/no-reply-on-error[region0]") == entry  # its family
+    assert p.baseline_entry("header/other") is None
+    assert p.baseline_entry("header/no-reply-on-error-too") is None
+
+
+def test_baseline_entry_of_a_parametrization_wins_over_its_family() -> None:
+    p = parse_profile({"baseline": {"dma/x": "family", "dma/x[b]": "one", "dma/y[a]": "only"}})
+    assert p.baseline_entry("dma/x[a]") == ("dma/x", "family")
+    assert p.baseline_entry("dma/x[b]") == ("dma/x[b]", "one")
+    assert p.baseline_entry("dma/y[a]") == ("dma/y[a]", "only")
+    assert p.baseline_entry("dma/y[b]") is None and p.baseline_entry("dma/y") is None
 
 
 def test_has_feature_rejects_unknown_name() -> None:
@@ -142,7 +153,7 @@ def test_empty_profile() -> None:
     for name in FEATURES:
         assert p.has_feature(name) is None
     assert p.scratch_ranges(0) == ()
-    assert p.baseline_reason("anything") is None
+    assert p.baseline_entry("anything") is None
 
 
 def test_minimal_region_and_irq() -> None:

@@ -53,6 +53,27 @@ DISCOVERABLE = frozenset(
 )
 _MAX_REGION_INFO = 1 << 16
 
+# What discovery shows of a feature the device lacks, for the features whose absence it
+# can show (not twin_socket: a server answers it only to a client proposing it, and the
+# discovery client proposes max_msg_fds and max_data_xfer_size only).
+_ABSENT = {
+    "mmap": "no region's GET_REGION_INFO flags include VFIO_REGION_INFO_FLAG_MMAP (Spec "
+    '(VFIO_USER_DEVICE_GET_REGION_INFO): "VFIO_REGION_INFO_FLAG_MMAP specifies the client '
+    'can mmap() the region.")',
+    "sparse_mmap": "no region's GET_REGION_INFO reply carries a "
+    "VFIO_REGION_INFO_CAP_SPARSE_MMAP capability",
+    "migration_v1": "no region carries the region type capability VFIO_REGION_TYPE_MIGRATION "
+    '(3) / VFIO_REGION_SUBTYPE_MIGRATION (1) (Spec (VFIO Device Migration Info): "A device '
+    'may contain a migration region (of type VFIO_REGION_TYPE_MIGRATION).")',
+    "reset": "the DEVICE_GET_INFO flags lack VFIO_DEVICE_FLAGS_RESET (Spec "
+    '(VFIO_USER_DEVICE_GET_INFO): "VFIO_DEVICE_FLAGS_RESET indicates that the device '
+    'supports the VFIO_USER_DEVICE_RESET message.")',
+    "io_fds": "the server answers VFIO_USER_DEVICE_GET_REGION_IO_FDS for no region",
+    "write_multiple": "the capabilities of the server's VERSION reply do not set "
+    'write_multiple (Spec (VFIO_USER_VERSION): "VFIO_USER_REGION_WRITE_MULTI messages are '
+    'supported if the value is true.")',
+}
+
 
 class DiscoveryError(Exception):
     """The server did not answer the discovery requests well enough to describe the device."""
@@ -133,6 +154,13 @@ class DeviceModel:
     def missing(self, feature: str) -> str | None:
         """Why a case needing ``feature`` cannot run, or None if it can."""
         return resolve_feature(feature, self.spec, self.profile, self.hooks, self)[1]
+
+    def lacks(self, feature: str) -> str | None:
+        """What discovery shows when the device lacks ``feature`` (the sign the spec gives
+        of it is absent), or None: it has it, or discovery cannot tell."""
+        if feature not in _ABSENT or (feature == "io_fds" and "io fds" in self.errors):
+            return None
+        return None if _discovered(feature, self) else _ABSENT[feature]
 
     def negotiated(self) -> dict | None:
         """JSON-able version and capabilities, for reports."""

@@ -50,8 +50,10 @@ Schema
                ``automasked`` = bit 2, ``noresize`` = bit 3) or an integer
                mask: the exact expected ``GET_IRQ_INFO`` flags.
 
-``[baseline]``  Expected failures: ``"case/id" = "reason"``.  Reasons must be
-    non-empty strings.
+``[baseline]``  Expected failures: ``"case/id" = "reason"`` for every
+    parametrization of a case (its family), ``"case/id[params]" = "reason"`` for
+    one (its id in the reports); the entry of a parametrization wins over its
+    family's.  Reasons must be non-empty strings.
 
 Cross-checks: features that exist in only one revision (``FEATURE_REVISIONS``:
 ``migration_v1`` in 0.9.1; ``migration_v2``, ``write_multiple``,
@@ -216,9 +218,14 @@ class Profile:
         region = self.regions.get(region_index)
         return region.scratch if region is not None else ()
 
-    def baseline_reason(self, case_id: str) -> str | None:
-        """Why ``case_id`` is expected to fail, or None if it is not."""
-        return self.baseline.get(case_id)
+    def baseline_entry(self, key: str) -> tuple[str, str] | None:
+        """The ``[baseline]`` entry that names the case ``key`` (``section/name[params]``, its
+        id in the reports) and its reason: the entry of that parametrization, else the one of
+        the bare case id (every parametrization of the case); None if none does."""
+        for entry in dict.fromkeys((key, key.split("[", 1)[0])):
+            if entry in self.baseline:
+                return entry, self.baseline[entry]
+        return None
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:

@@ -25,9 +25,7 @@
   stops the run at once and is reported as found (not shrunk: shrinking
   would need a new server process, or a timeout, per attempt); any other
   failure is shrunk by Hypothesis, and the last example run is the shrunk one.
-* Counters for the terminal summary (examples, messages, rates), collected
-  per pytest process and merged from xdist workers (``worker_output``,
-  ``merge_worker_output``).
+* The modes and the run's counters are ``_run``'s (imported without Hypothesis).
 """
 
 from __future__ import annotations
@@ -38,10 +36,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import event as _hypothesis_event
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -76,29 +73,22 @@ from pytest_vfiouser.target import spinning
 from pytest_vfiouser.verdict import Unmet
 
 from ._reproducer import _fd_kinds, write_reproducer
+from ._run import DEFAULT_FUZZ_MODE, FUZZ_MODES, PROFILES
 
 __all__ = [
-    "FUZZ_MODES",
     "FuzzFailure",
-    "FuzzStats",
     "Fuzzer",
     "Hang",
     "TargetLost",
     "fuzz_settings",
-    "mode_of_profile",
     "plan_frames",
     "private_storage",
     "register_profiles",
     "run_examples",
     "run_machine",
-    "stats",
-    "summary_lines",
+    "run_with",
 ]
 
-# --vfu-fuzz: the Hypothesis settings profile of the fuzz cases, by mode
-PROFILES = {"ci": "vfu-fuzz-ci", "campaign": "vfu-fuzz-campaign"}
-FUZZ_MODES = tuple(PROFILES)
-DEFAULT_FUZZ_MODE = "ci"
 QUIET = 0.25  # seconds to wait for a close after bytes the server cannot frame
 SETTLE = 1.0  # seconds the server gets to release fds after the last client closed
 # A message whose msg_size promises more than was sent is completed with zero
@@ -110,7 +100,6 @@ UNREAD_LIMIT = 64 << 10
 _PROBE = int(Command.DEVICE_GET_INFO)
 _PROBE_PAYLOAD = DeviceInfo(DeviceInfo.SIZE).pack()
 
-SHOW_STATISTICS = "--hypothesis-show-statistics"  # Hypothesis's pytest option
 STORAGE_VARIABLE = "HYPOTHESIS_STORAGE_DIRECTORY"  # where Hypothesis keeps its files, if set
 _registered = False
 
@@ -151,12 +140,6 @@ def register_profiles() -> None:
     _registered = True
 
 
-def mode_of_profile(name: str | None) -> str | None:
-    """The fuzz mode whose Hypothesis profile is ``name`` (``vfu-fuzz-campaign``: campaign),
-    None for any other profile."""
-    return next((mode for mode, profile in PROFILES.items() if profile == name), None)
-
-
 def private_storage() -> Callable[[], None]:
     """Hypothesis's files for this process (its cache of the constants of the code under
     test, written whatever the settings' database) in a temporary directory instead of
@@ -183,101 +166,6 @@ def fuzz_settings(mode: str = DEFAULT_FUZZ_MODE, share: float = 1.0, **overrides
     parent = settings.get_profile(PROFILES[mode])
     overrides.setdefault("max_examples", max(1, round(parent.max_examples * share)))
     return settings(parent=parent, **overrides)
-
-
-# ---------------------------------------------------------------- counters
-
-
-@dataclass
-class FuzzStats:
-    """Examples and messages of the fuzz cases of one run, and the time they took."""
-
-    examples: int = 0
-    messages: int = 0
-    seconds: float = 0.0
-    cases: int = 0
-    restarts: int = 0
-    reproducers: list[str] = field(default_factory=list)
-
-    def add(self, examples: int, messages: int, seconds: float, restarts: int = 0) -> None:
-        self.cases += 1
-        self.examples += examples
-        self.messages += messages
-        self.seconds += seconds
-        self.restarts += restarts
-
-    def as_dict(self) -> dict:
-        return {
-            "examples": self.examples,
-            "messages": self.messages,
-            "seconds": self.seconds,
-            "cases": self.cases,
-            "restarts": self.restarts,
-            "reproducers": list(self.reproducers),
-        }
-
-    def merge(self, other: dict | None) -> None:
-        if not other:
-            return
-        for key in ("examples", "messages", "seconds", "cases", "restarts"):
-            setattr(self, key, getattr(self, key) + other.get(key, 0))
-        self.reproducers += [r for r in other.get("reproducers", []) if r not in self.reproducers]
-
-    def lines(self, mode: str, workers: int = 0) -> list[str]:
-        if not self.cases:
-            return []
-        rate = (lambda n: f"{n / self.seconds:,.0f}") if self.seconds > 0 else (lambda n: "-")
-        where = f", summed over {workers} workers" if workers > 1 else ""
-        out = [
-            f"fuzzing ({mode}): {self.cases} cases, {self.examples:,} examples, "
-            f"{self.messages:,} messages in {self.seconds:.1f} s{where} "
-            f"({rate(self.examples)} examples/s, {rate(self.messages)} messages/s)"
-        ]
-        if self.restarts:
-            out.append(
-                f"fuzzing: the server was restarted {self.restarts} times (it exited after "
-                "a client closed, or serves one client per process)"
-            )
-        out += [f"fuzzing: reproducer {_shown(path)}" for path in self.reproducers]
-        return out
-
-
-def _shown(path: str) -> str:
-    """A path relative to the current directory when it is beneath it (shorter, and as the
-    other reports' paths are given)."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
-
-
-_STATS_KEY = pytest.StashKey[FuzzStats]()
-_WORKERS_KEY = pytest.StashKey[int]()
-
-
-def stats(config) -> FuzzStats:
-    """This run's counters (on ``config.stash``)."""
-    if _STATS_KEY not in config.stash:
-        config.stash[_STATS_KEY] = FuzzStats()
-    return config.stash[_STATS_KEY]
-
-
-def worker_output(config) -> dict | None:
-    """What an xdist worker sends the controller (None when it fuzzed nothing)."""
-    s = config.stash.get(_STATS_KEY, None)
-    return s.as_dict() if s is not None and s.cases else None
-
-
-def merge_worker_output(config, output: dict | None) -> None:
-    if output:
-        stats(config).merge(output)
-        config.stash[_WORKERS_KEY] = config.stash.get(_WORKERS_KEY, 0) + 1
-
-
-def summary_lines(config, mode: str = DEFAULT_FUZZ_MODE) -> list[str]:
-    """For the terminal summary (``mode``: the run's --vfu-fuzz): nothing when no fuzz case ran."""
-    s = config.stash.get(_STATS_KEY, None) if config is not None else None
-    if s is None:
-        return []
-    return s.lines(mode, config.stash.get(_WORKERS_KEY, 0))
 
 
 # ---------------------------------------------------------------- failures
@@ -1304,15 +1192,3 @@ def run_with(fuzzer: Fuzzer, fn: Callable[[], None]) -> None:
     if fuzzer.fatal is not None:  # the run passed only because examples stopped running
         err = fuzzer.final_error(fuzzer.fatal.error)
         raise err from err.__cause__
-
-
-def account(config, fuzzer: Fuzzer, node=None) -> None:
-    """Add a fuzzer's counts to the run's (for the terminal summary); with
-    --hypothesis-show-statistics, give ``node`` (the case's item) the statistics of its runs,
-    where Hypothesis's pytest plugin reads them."""
-    if node is not None and fuzzer.statistics and config.getoption(SHOW_STATISTICS, False):
-        node.hypothesis_statistics = f"{node.nodeid}:\n" + "\n".join(fuzzer.statistics)
-    s = stats(config)
-    s.add(fuzzer.examples, fuzzer.messages, fuzzer.seconds, fuzzer.restarts)
-    if fuzzer.reproducer_written:
-        s.reproducers.append(fuzzer.reproducer_written)

@@ -2,7 +2,8 @@
 
 The package's rooms: ``_options`` (command-line and ini options, ``Settings``),
 ``_state`` (the run's shared state), ``_fixtures`` (what cases use),
-``_markers`` (``case()`` and the markers), ``_selection`` (revision, section,
+``_markers`` (``case()`` and the markers), ``_activation`` (when the plugin
+acts: a session with cases, or a vfu option), ``_selection`` (revision, section,
 baseline), ``_device_params`` (parametrization over the device),
 ``_hookspecs`` (the implementer's hooks), ``_judge`` (outcomes to verdicts),
 ``_fds`` (fds the server sent where no message allows them), ``_discovery``
@@ -14,24 +15,26 @@ and the verdict summary on the terminal), ``_junit`` (JUnit XML for CI dashboard
 May import: every package of the suite but ``cli``; the reference server only
 by name (its hook module, for the embedded target).
 
-Loaded through the ``pytest11`` entry point, so it is active in every pytest
+Loaded through the ``pytest11`` entry point, so it is loaded by every pytest
 run of an environment where the package is installed; it stays inert (no
-server is started, nothing is printed) unless a test is a conformance case
-or uses a ``vfu_*`` fixture: only then does it handle SIGINT, SIGTERM and SIGHUP
+server is started, nothing is printed, no report changed, no Hypothesis imported)
+unless a vfu option is given or a test is a conformance case or uses a ``vfu_*``
+fixture (``_activation``): only then does it handle SIGINT, SIGTERM and SIGHUP
 (so that an interrupted run still stops its servers and writes its reports).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 import pytest
 
 from pytest_vfiouser import fuzz, report
-from pytest_vfiouser.target import TargetManager
+from pytest_vfiouser.target import COULD_NOT_START, TargetManager
+from pytest_vfiouser.verdict import ExitStatus
 
 from . import (
+    _activation,
     _artifacts,
     _device_params,
     _fixtures,
@@ -45,8 +48,9 @@ from . import (
 )
 from ._fixtures import observe, watch_client
 from ._interruption import Interruption
+from ._judge import case_name
 from ._markers import MAY, MUST, SHOULD, Level, case, requirement_text
-from ._options import DEFAULT_TIMEOUT, Settings
+from ._options import DEFAULT_TIMEOUT, Settings, option_help
 from ._state import RunState, get_state, set_state
 
 __all__ = [
@@ -58,25 +62,23 @@ __all__ = [
     "RunState",
     "Settings",
     "case",
+    "case_name",
     "get_state",
     "observe",
+    "option_help",
     "requirement_text",
     "watch_client",
 ]
 
 _FIXTURES_PLUGIN = "vfiouser-fixtures"
-_REFERENCE_HOOKS_PLUGIN = "vfiouser-reference-hooks"
-_REFERENCE_HOOKS = "reference_server.pytest_hooks"
 _RECORDS_PLUGIN = "vfiouser-records"
 _INTERRUPTION_PLUGIN = "vfiouser-interruption"
 _JUNIT_PLUGIN = "vfiouser-junit"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """--vfu-* options and their ini keys (options.py); the fuzz profiles, which
-    Hypothesis's --hypothesis-profile loads in its pytest_configure."""
+    """--vfu-* options and their ini keys (options.py)."""
     _options.register(parser)
-    fuzz.register_profiles()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -84,8 +86,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(_hookspecs)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Register markers, validate the options (UsageError), set up the run state."""
+    """Register markers, validate the options (UsageError), set up the run state. First:
+    the fuzz profiles are registered before Hypothesis's plugin loads the one that
+    --hypothesis-profile names (only then: registering them imports Hypothesis)."""
+    if fuzz.mode_of_profile(config.getoption("--hypothesis-profile", None)) is not None:
+        fuzz.register_profiles()
     _markers.register(config)
     if getattr(config.option, "help", False):
         return
@@ -114,17 +121,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin(_FIXTURES_PLUGIN):
         config.pluginmanager.register(_fixtures, _FIXTURES_PLUGIN)
         config.pluginmanager.register(_device_params, "vfiouser-device-params")
-    if getattr(config.option, "htmlpath", None) and config.pluginmanager.has_plugin("html"):
-        config.pluginmanager.register(report.HtmlReport(config, state), "vfiouser-html")
-    if settings.profile.hooks:
-        _register_once(config, _import_hooks(settings.profile), settings.profile.hooks)
-    if settings.embedded:  # whatever the profile: the embedded device's hooks, by name
-        try:
-            hooks = importlib.import_module(_REFERENCE_HOOKS)
-        except ImportError:
-            pass
-        else:
-            _register_once(config, hooks, _REFERENCE_HOOKS_PLUGIN)
+    if settings.explicit:  # else at collection, if it collects a case (_activation)
+        _activation.activate(config, state)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -141,9 +139,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect other revisions and sections; check --vfu-section and the baseline."""
+    """Activate in a session with cases; deselect other revisions and sections; check
+    --vfu-section and the baseline."""
     state = _state(config)
     if state is not None:
+        _activation.collected(config, state, items)
+    if state is not None and state.active:
         _selection.select(config, items, state)
 
 
@@ -159,6 +160,13 @@ def pytest_runtestloop(session: pytest.Session):
         or (_controller(session.config) and state.settings.explicit)
     ):
         _interruption(session.config).watch()
+    if (
+        state is not None
+        and state.active
+        and session.items
+        and not session.config.option.collectonly
+    ):
+        _artifacts.start(session.config)
     return (yield)
 
 
@@ -194,8 +202,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     if state.manager.starts or mine["notes"] or mine["negotiated"] or not state.target_summaries:
         state.target_summaries.append(mine)
+    targets = report.combine_targets(state.target_summaries)
     if state.json is not None:
-        state.json.finish(report.combine_targets(state.target_summaries), state.interrupted)
+        state.json.finish(targets, state.interrupted)
+    # A run that could not judge the server at all has its own status (verdict.ExitStatus).
+    stopped = any(note.startswith(COULD_NOT_START) for note in targets["notes"])
+    if stopped and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = ExitStatus.TARGET_NOT_STARTED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """xdist: a worker collected; before any case is scheduled, empty the last run's logs."""
+    state = _state(node.config)
+    if state is not None and state.active and ids:
+        _artifacts.start(node.config)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -235,23 +256,6 @@ def _hypothesis_profile(config: pytest.Config, settings: Settings) -> Settings:
             "fuzz profiles: give one of them"
         )
     return dataclasses.replace(settings, fuzz=mode)
-
-
-def _register_once(config: pytest.Config, module, name: str) -> None:
-    """Register a hook module unless it already is (under any name: -p, a profile, embedded)."""
-    if not config.pluginmanager.is_registered(module) and not config.pluginmanager.has_plugin(name):
-        config.pluginmanager.register(module, name)
-
-
-def _import_hooks(profile):
-    """The module a profile names in ``[profile] hooks``; a usage error if it does not import."""
-    try:
-        return importlib.import_module(profile.hooks)
-    except Exception as e:
-        raise pytest.UsageError(
-            f"{profile.path or profile.name}: profile.hooks: cannot import {profile.hooks!r}: "
-            f"{type(e).__name__}: {e}"
-        ) from None
 
 
 def _interruption(config: pytest.Config) -> Interruption:

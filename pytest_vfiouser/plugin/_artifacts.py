@@ -27,20 +27,27 @@ from pytest_vfiouser.report import (
 from ._fixtures import connection_logs, wire_log_sections
 from ._judge import HANDLE_KEY
 
-__all__ = ["after_phase", "configure"]
+__all__ = ["after_phase", "configure", "start"]
 
 _LOGS_KEY = pytest.StashKey["Path | None"]()
 _WRITTEN_KEY = pytest.StashKey[dict]()
+_STARTED = pytest.StashKey[bool]()
 
 
 def configure(config: pytest.Config, json_path: Path | None) -> None:
-    """Decide the logs directory; empty it (once, in the controlling process)."""
-    directory = logs_dir(config, json_path)
-    config.stash[_LOGS_KEY] = directory
-    if directory is None or hasattr(config, "workerinput"):
+    """Decide the logs directory (``start`` empties it)."""
+    config.stash[_LOGS_KEY] = logs_dir(config, json_path)
+
+
+def start(config: pytest.Config) -> None:
+    """Cases are about to run: empty the logs directory of the last run (once, in the
+    controlling process). Not before: a run that judges no case (--collect-only, a -k
+    that selects nothing, a usage error) leaves the last run's reports and their logs."""
+    directory = config.stash.get(_LOGS_KEY, None)
+    if directory is None or hasattr(config, "workerinput") or config.stash.get(_STARTED, False):
         return
-    collecting = config.option.collectonly or getattr(config.option, "help", False)
-    if directory.is_dir() and (directory / MARKER).exists() and not collecting:
+    config.stash[_STARTED] = True
+    if directory.is_dir() and (directory / MARKER).exists():
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -12,6 +12,12 @@ first of them to ask is judged; the later ones are NOT-RUN, pointing at it. Case
 raw connections still run, and give their own verdicts.
 
 ``negotiation_failure`` says the same of a VERSION that fails in ``vfu_client``.
+
+``check_claims``: a feature the profile declares (``[features] name = true``) that
+discovery shows the device lacks is judged once too: the first case needing it is a
+FAIL naming the profile's key and what discovery found; the later ones are NOT-RUN,
+pointing at it (not UNIMPLEMENTED one by one, which would hide that the device does
+not do what its implementer says it does).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pytest_vfiouser.verdict import Verdict
 
 from ._judge import ServerFault
 
-__all__ = ["DISCOVERY_FAILED", "discover_device", "negotiation_failure"]
+__all__ = ["DISCOVERY_FAILED", "check_claims", "discover_device", "negotiation_failure"]
 
 DISCOVERY_FAILED = "device discovery failed"
 
@@ -130,6 +136,32 @@ def discover_device(state, handle: TargetHandle) -> DeviceModel | None:
         verdict, detail = Verdict.FAIL, _broken(exc, command)
     manager.block(needs, DISCOVERY_FAILED, detail, first=_fault(verdict))
     return None
+
+
+def check_claims(state, handle: TargetHandle, features) -> None:
+    """For a case needing ``features`` (each declared true by the profile): raise ServerFault
+    (FAIL) for the first case needing one that discovery shows the device lacks,
+    TargetNotRun for the later ones. A discovery that failed is judged by itself: then
+    the claims are not checked."""
+    manager, profile = state.manager, state.settings.profile
+    for name in features:
+        need = f"feature {name}"
+        if name not in state.claims_checked:
+            state.claims_checked.add(name)
+            model = state.discover(handle)
+            found = model.lacks(name) if model is not None else None
+            if found is not None:
+                where = profile.path or repr(profile.name)
+                what = (
+                    f"the profile {where} declares features.{name} = true, but the device lacks it"
+                )
+                manager.block(
+                    (need,),
+                    what,
+                    f"device discovery found that {found}",
+                    first=_fault(Verdict.FAIL),
+                )
+        manager.check(need)
 
 
 def negotiation_failure(exc: ClientError) -> str:

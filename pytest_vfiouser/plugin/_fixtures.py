@@ -47,10 +47,11 @@ from pytest_vfiouser.device import (
 from pytest_vfiouser.target import NEGOTIATION, TargetCrashed, TargetHandle
 from pytest_vfiouser.verdict import Verdict
 
-from ._discovery import negotiation_failure
+from ._discovery import check_claims, negotiation_failure
 from ._fds import watch
 from ._hookspecs import hook_attr
 from ._judge import HANDLE_KEY, OBSERVATIONS_KEY, ServerFault, case_name, hook_raised
+from ._markers import REQUIRES
 from ._options import Settings
 from ._state import get_state
 
@@ -86,10 +87,13 @@ def _vfu_case(request: pytest.FixtureRequest):
     if _INDEXES & set(item.fixturenames):  # parametrized over what discovery found
         state = get_state(request.config)
         state.device(request.getfixturevalue("vfu_target"))
-    needs = [name for mark in item.iter_markers("requires") for name in mark.args]
+    needs = [name for mark in item.iter_markers(REQUIRES) for name in mark.args]
     if needs:
         state = get_state(request.config)
         settings = state.settings
+        claimed = [n for n in needs if n in DISCOVERABLE and settings.profile.has_feature(n)]
+        if claimed:  # what the profile declares, discovery may show absent: judged once
+            check_claims(state, request.getfixturevalue("vfu_target"), claimed)
         for name in needs:
             model = None
             if name in DISCOVERABLE and settings.profile.has_feature(name) is None:

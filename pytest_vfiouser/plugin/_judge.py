@@ -18,8 +18,10 @@ UNIMPLEMENTED  the device lacks a required feature or   skipped (reason)
 CRASH          the server was killed by a signal        failed (error if at teardown)
 HANG           a reply did not come in time             failed
 BASELINE       a failure the profile's [baseline]       xfailed "baseline: reason"
-               expects
-FIXED          a baselined case that passed             passed
+               expects (its id, or its family's)
+FIXED          a case its own baseline entry names      passed
+               passed (of a family: PASS; the summary
+               says when every member passed)
 ERROR          setup/teardown trouble: the server did   error
                not start, a fixture raised; a harness
                error: an implementer's hook raised,
@@ -59,7 +61,7 @@ from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetNotRun, Targ
 from pytest_vfiouser.verdict import Unmet, Verdict
 
 from ._fds import stray_failure
-from ._markers import MAY, MUST, SHOULD, CaseInfo, Level, case_info
+from ._markers import MAY, MUST, REQUIREMENT, SHOULD, CaseInfo, Level, case_info
 
 __all__ = [
     "HANDLE_KEY",
@@ -116,7 +118,7 @@ def case_name(item: pytest.Item) -> str:
 
 def relevant(item: pytest.Item) -> bool:
     """Whether the item gets a verdict: a case, or a test using a vfu_* fixture."""
-    if item.get_closest_marker("requirement") is not None:
+    if item.get_closest_marker(REQUIREMENT) is not None:
         return True
     return any(name.startswith("vfu_") for name in getattr(item, "fixturenames", ()))
 
@@ -129,7 +131,8 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
             return
         j = item.stash[_JUDGEMENT_KEY] = _Judgement(case_info(item))
     settings = state.settings
-    baseline = settings.profile.baseline_reason(j.info.case_id) if j.info.case_id else None
+    entry = settings.profile.baseline_entry(case_name(item)) if j.info.case_id else None
+    baseline = entry[1] if entry is not None else None
     handle = item.stash.get(HANDLE_KEY, None)
     observations = item.stash.get(OBSERVATIONS_KEY, [])
 
@@ -175,7 +178,7 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
     elif report.when == "call":  # passed
         if hasattr(report, "wasxfail"):
             verdict, message = Verdict.FIXED, f"unexpectedly passed (xfail: {report.wasxfail})"
-        elif baseline is not None:
+        elif entry is not None and _names_alone(entry[0], item):
             verdict, message = Verdict.FIXED, f"passes, but is baselined: {baseline}"
         elif observations:
             verdict, message = Verdict.INFORMATIONAL, "; ".join(observations)
@@ -188,6 +191,13 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
         _finish(item, j, report, handle, observations)
     else:
         _record(item, j, verdict, message if verdict else "", observations, {}).attach(report)
+
+
+def _names_alone(entry: str, item: pytest.Item) -> bool:
+    """Whether the baseline entry names this case only: its parametrization, or a case that
+    has none. A passing member of a family is no FIXED: the others may still fail (the
+    summary says when every one passed)."""
+    return entry == case_name(item)
 
 
 def _failure(excinfo, handle, info: CaseInfo, strict: bool, report) -> tuple[Verdict, str]:

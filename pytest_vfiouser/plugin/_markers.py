@@ -11,13 +11,15 @@
         '''
 
 ``case`` applies plain pytest marks, so a case can also be written (or
-selected with ``-m``) with the marks themselves:
+selected with ``-m``) with the marks themselves. Their names carry the prefix
+``vfu_``, so that they collide with no other project's marks (the plugin is
+loaded in every pytest run of the environment):
 
-* ``requirement(id)``   the case id, ``section/name``; baselines name it
-* ``section(name)``     the part of the id before the first ``/``
-* ``must`` / ``should`` / ``may``   the requirement level (RFC 2119)
-* ``revision(*revs)``   the spec revisions the case applies to (default: all)
-* ``requires(*names)``  device features (``protocol.FEATURES``) or hook names
+* ``vfu_requirement(id)``   the case id, ``section/name``; baselines name it
+* ``vfu_section(name)``     the part of the id before the first ``/``
+* ``vfu_must`` / ``vfu_should`` / ``vfu_may``   the requirement level (RFC 2119)
+* ``vfu_revision(*revs)``   the spec revisions the case applies to (default: all)
+* ``vfu_requires(*names)``  device features (``protocol.FEATURES``) or hook names
   (``hookspecs.HOOK_NAMES``) the case needs; without them it is UNIMPLEMENTED
 """
 
@@ -38,6 +40,11 @@ from ._hookspecs import HOOK_NAMES
 __all__ = [
     "MAY",
     "MUST",
+    "PREFIX",
+    "REQUIREMENT",
+    "REQUIRES",
+    "REVISION",
+    "SECTION",
     "SHOULD",
     "CaseInfo",
     "Level",
@@ -49,7 +56,7 @@ __all__ = [
 
 
 class Level(str, enum.Enum):
-    """Requirement levels; the value is the marker name."""
+    """Requirement levels; ``marker`` is the name of the level's mark."""
 
     MUST = "must"
     SHOULD = "should"
@@ -58,17 +65,29 @@ class Level(str, enum.Enum):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def marker(self) -> str:
+        return PREFIX + self.value
+
 
 MUST, SHOULD, MAY = Level.MUST, Level.SHOULD, Level.MAY
 
+PREFIX = "vfu_"  # of every mark of the suite
+REQUIREMENT = PREFIX + "requirement"
+SECTION = PREFIX + "section"
+REVISION = PREFIX + "revision"
+REQUIRES = PREFIX + "requires"
+
 MARKERS = (
-    "requirement(id): vfio-user conformance case id, 'section/name' (set by pytest_vfiouser.case)",
-    "section(name): vfio-user spec section of the case (select with --vfu-section)",
-    "must: the case checks a MUST of the vfio-user spec (failure: FAIL)",
-    "should: the case checks a SHOULD (failure: NON-STRICT, a FAIL with --vfu-strict)",
-    "may: the case checks a MAY (failure: INFORMATIONAL)",
-    "revision(*revs): spec revisions the case applies to, e.g. revision('0.9.2')",
-    "requires(*features): device features or profile hooks the case needs (else UNIMPLEMENTED)",
+    f"{REQUIREMENT}(id): vfio-user conformance case id, 'section/name' (set by "
+    "pytest_vfiouser.case)",
+    f"{SECTION}(name): vfio-user spec section of the case (select with --vfu-section)",
+    f"{MUST.marker}: the case checks a MUST of the vfio-user spec (failure: FAIL)",
+    f"{SHOULD.marker}: the case checks a SHOULD (failure: NON-STRICT, a FAIL with --vfu-strict)",
+    f"{MAY.marker}: the case checks a MAY (failure: INFORMATIONAL)",
+    f"{REVISION}(*revs): vfio-user spec revisions the case applies to, e.g. {REVISION}('0.9.2')",
+    f"{REQUIRES}(*features): device features or profile hooks the vfio-user case needs "
+    "(else UNIMPLEMENTED)",
 )
 
 # section/name, lower case; the name may itself contain "/" (sub-groups).
@@ -121,14 +140,14 @@ def case(
             )
 
     marks = [
-        pytest.mark.requirement(case_id),
-        pytest.mark.section(case_id.split("/", 1)[0]),
-        getattr(pytest.mark, level.value),
+        getattr(pytest.mark, REQUIREMENT)(case_id),
+        getattr(pytest.mark, SECTION)(case_id.split("/", 1)[0]),
+        getattr(pytest.mark, level.marker),
     ]
     if revisions:
-        marks.append(pytest.mark.revision(*revisions))
+        marks.append(getattr(pytest.mark, REVISION)(*revisions))
     if requires:
-        marks.append(pytest.mark.requires(*requires))
+        marks.append(getattr(pytest.mark, REQUIRES)(*requires))
 
     def decorate(fn: Callable) -> Callable:
         for mark in marks:
@@ -156,21 +175,21 @@ class CaseInfo:
 
 def case_marks(item: pytest.Item) -> tuple[str | None, str | None, tuple[str, ...]]:
     """An item's case id, section and revisions: what selection needs, cheaply."""
-    mark = item.get_closest_marker("requirement")
+    mark = item.get_closest_marker(REQUIREMENT)
     case_id = str(mark.args[0]) if mark and mark.args else None
-    mark = item.get_closest_marker("section")
+    mark = item.get_closest_marker(SECTION)
     section = str(mark.args[0]) if mark and mark.args else None
     if section is None and case_id is not None:
         section = case_id.split("/", 1)[0]
-    revisions = tuple(r for m in item.iter_markers("revision") for r in m.args)
+    revisions = tuple(r for m in item.iter_markers(REVISION) for r in m.args)
     return case_id, section, revisions
 
 
 def case_info(item: pytest.Item) -> CaseInfo:
     """Read the case marks of an item (works for plain pytest marks too)."""
     case_id, section, revisions = case_marks(item)
-    level = next((lv for lv in Level if item.get_closest_marker(lv.value)), None)
-    requires = tuple(r for m in item.iter_markers("requires") for r in m.args)
+    level = next((lv for lv in Level if item.get_closest_marker(lv.marker)), None)
+    requires = tuple(r for m in item.iter_markers(REQUIRES) for r in m.args)
     return CaseInfo(
         case_id,
         section,

@@ -22,8 +22,10 @@ from pytest_vfiouser.device import Profile, ProfileError, load_profile
 from pytest_vfiouser.fuzz import DEFAULT_FUZZ_MODE as DEFAULT_FUZZ
 from pytest_vfiouser.fuzz import FUZZ_MODES
 from pytest_vfiouser.protocol import DEFAULT_REVISION, REVISIONS
+from pytest_vfiouser.report import unwritable
+from pytest_vfiouser.target import DEFAULT_STARTUP_TIMEOUT
 
-__all__ = ["DEFAULT_TIMEOUT", "RESTART_POLICIES", "Settings", "register"]
+__all__ = ["DEFAULT_TIMEOUT", "RESTART_POLICIES", "Settings", "option_help", "register"]
 
 # Revisions the embedded reference server serves (reference_server --spec).
 REFERENCE_SPECS = ("0.9.1",)
@@ -60,6 +62,13 @@ _OPTIONS = (
         "vfu_timeout",
         "string",
         f"seconds to wait for each reply (default {DEFAULT_TIMEOUT:g})",
+    ),
+    (
+        "--vfu-start-timeout",
+        "vfu_start_timeout",
+        "string",
+        "seconds a server started by the suite gets to listen on its socket "
+        f"(default {DEFAULT_STARTUP_TIMEOUT:g})",
     ),
     (
         "--vfu-restart",
@@ -123,6 +132,29 @@ def register(parser: pytest.Parser) -> None:
     )
 
 
+def option_help() -> list[tuple[str, str]]:
+    """The options as ``register`` adds them, for a help text: ("--vfu-server SERVER",
+    its help), in order."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.rows: list[tuple[str, str]] = []
+
+        def getgroup(self, *args, **kwargs):
+            return self
+
+        def addoption(self, name, **kwargs):
+            metavar = "" if kwargs.get("action") == "store_true" else kwargs.get("metavar")
+            self.rows.append((f"{name} {metavar}" if metavar else name, kwargs["help"]))
+
+        def addini(self, *args, **kwargs):
+            pass
+
+    recorder = Recorder()
+    register(recorder)
+    return recorder.rows
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated options."""
@@ -141,6 +173,7 @@ class Settings:
     explicit: bool = False  # some vfu option was given (command line or ini)
     fuzz: str = DEFAULT_FUZZ  # the fuzz cases' settings profile (fuzzing.py)
     fuzz_dir: Path | None = None  # reproducers of failing fuzz examples
+    start_timeout: float = DEFAULT_STARTUP_TIMEOUT  # for a started server to listen
 
     @property
     def command_text(self) -> str:
@@ -204,19 +237,8 @@ class Settings:
                 f"--spec={spec}",
             )
 
-        timeout_text = get.value("vfu_timeout")
-        timeout = DEFAULT_TIMEOUT
-        if timeout_text is not None:
-            try:
-                timeout = float(timeout_text)
-            except ValueError:
-                raise _usage(
-                    "--vfu-timeout", f"{timeout_text!r} is not a number of seconds"
-                ) from None
-            if not timeout > 0 or timeout == float("inf"):
-                raise _usage(
-                    "--vfu-timeout", f"must be a positive number of seconds, got {timeout_text}"
-                )
+        timeout = _seconds(get, "vfu_timeout", DEFAULT_TIMEOUT)
+        start_timeout = _seconds(get, "vfu_start_timeout", DEFAULT_STARTUP_TIMEOUT)
 
         restart = get.value("vfu_restart") or DEFAULT_RESTART
         if restart not in RESTART_POLICIES:
@@ -266,6 +288,10 @@ class Settings:
             raise _usage("--vfu-fuzz-dir", "the directory is empty")
 
         json_text = get.value("vfu_json")
+        json_path = get.path("vfu_json", json_text) if json_text else None
+        why = unwritable(json_path) if json_path is not None else None
+        if why is not None:
+            raise _usage("--vfu-json", why)
         return cls(
             server=command,
             socket=sock,
@@ -277,11 +303,27 @@ class Settings:
             restart=restart,
             sections=tuple(dict.fromkeys(get.listing("vfu_section"))),
             env=env,
-            json_path=get.path("vfu_json", json_text) if json_text else None,
+            json_path=json_path,
             explicit=get.explicit,
             fuzz=fuzz,
             fuzz_dir=get.path("vfu_fuzz_dir", fuzz_dir_text or DEFAULT_FUZZ_DIR),
+            start_timeout=start_timeout,
         )
+
+
+def _seconds(get: _Getter, name: str, default: float) -> float:
+    """A positive, finite number of seconds (the option ``name``), else ``default``."""
+    text = get.value(name)
+    if text is None:
+        return default
+    option = "--" + name.replace("_", "-")
+    try:
+        value = float(text)
+    except ValueError:
+        raise _usage(option, f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise _usage(option, f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def _usage(option: str, text: str) -> pytest.UsageError:

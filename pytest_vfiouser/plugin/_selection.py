@@ -6,6 +6,8 @@ import warnings
 
 import pytest
 
+from pytest_vfiouser.report import case_key
+
 from ._markers import case_marks
 
 __all__ = ["VfuWarning", "select"]
@@ -22,6 +24,7 @@ def select(config: pytest.Config, items: list[pytest.Item], state) -> None:
     the collected cases (on an xdist worker: records it in state.usage_error).
     """
     settings = state.settings
+    items_seen = list(items)
     marks = [case_marks(item) for item in items]
     known = sorted({section for _, section, _ in marks if section})
     unknown = [s for s in settings.sections if s not in known]
@@ -53,8 +56,12 @@ def select(config: pytest.Config, items: list[pytest.Item], state) -> None:
         items[:] = keep
     state.deselected_by_revision = by_revision
 
-    case_ids = {case_id for case_id, _, _ in marks if case_id}
-    stale = tuple(sorted(b for b in settings.profile.baseline if b not in case_ids))
+    # An entry names a case (every parametrization) or one parametrization of it.
+    named = {case_id for case_id, _, _ in marks if case_id}
+    named |= {
+        case_key(c, item.nodeid) for item, (c, _, _) in zip(items_seen, marks, strict=True) if c
+    }
+    stale = tuple(sorted(b for b in settings.profile.baseline if b not in named))
     state.unknown_baselines = stale
     if stale:
         warnings.warn(

@@ -31,9 +31,11 @@ class RunState:
     target_summaries: list[dict] = field(default_factory=list)
     deselected_by_revision: int = 0
     unknown_baselines: tuple[str, ...] = ()
+    active: bool = False  # a conformance session: the plugin acts (_activation)
     usage_error: str | None = None  # found by an xdist worker, reported by the controller
     interrupted: dict | None = None  # why the run stopped early: {"reason", "signal"}
     json: JsonWriter | None = None  # the JSON report, written as cases are judged
+    claims_checked: set[str] = field(default_factory=set)  # features (_discovery.check_claims)
     _device: DeviceModel | None = None
     _discovered = False
 

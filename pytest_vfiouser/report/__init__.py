@@ -28,6 +28,7 @@ from ._artifacts import (
     logs_dir,
     relative,
     safe_relpath,
+    unwritable,
 )
 from ._compare import (
     Comparison,
@@ -91,5 +92,6 @@ __all__ = [
     "sigterm_text",
     "summary_lines",
     "summary_styled",
+    "unwritable",
     "write_json",
 ]

@@ -6,6 +6,9 @@
 * ``anchor(case_id, nodeid)``: the id attribute of the case's row in the HTML
   report (the case key; pytest-html's own node id for other tests), so that
   ``conformance.html#region_info/mmap-fd[region0]`` links to it.
+* ``unwritable(path)``: why a report cannot be written at a path (checked
+  before the run, so that a wrong path is a usage error, not a traceback at
+  its end).
 * Log files: a case that did not pass (FAIL, CRASH, HANG, ERROR, NON-STRICT,
   BASELINE, a MAY not met) gets a directory under the logs directory, beside
   the HTML report (``reports/conformance-logs/``; beside the JSON report
@@ -26,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,6 +45,7 @@ __all__ = [
     "logs_dir",
     "relative",
     "safe_relpath",
+    "unwritable",
 ]
 
 MARKER = ".pytest-vfiouser-logs"  # the logs directory is ours: emptied at the start of a run
@@ -48,6 +53,29 @@ STDERR_LINES = 300
 WIRE_MESSAGES = 3000  # per connection, in wire.txt
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+@\[\]-]")
+
+
+def unwritable(path: str | os.PathLike[str]) -> str | None:
+    """Why a report cannot be written at ``path``, its missing directories created, or None
+    if it can. A file is created (and removed) in the nearest directory that exists: the
+    permission bits do not tell (root may write anywhere, except where no file can be
+    created, as in /proc)."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        return f"{path} is a directory"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else f"{path} is not writable"
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot create {path}: {existing} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return f"cannot create {path}: no file can be created in {existing} ({e.strerror})"
+    return None
 
 
 def case_key(case_id: str | None, nodeid: str) -> str:

@@ -17,7 +17,13 @@ import pytest
 
 from pytest_vfiouser.verdict import Verdict
 
+from ._artifacts import case_key
+
 __all__ = ["CaseRecord", "Records"]
+
+# A baselined case passed: INFORMATIONAL is a pass with observations (a baselined case
+# that fails a MAY is BASELINE).
+_PASSED = frozenset({Verdict.PASS, Verdict.FIXED, Verdict.INFORMATIONAL})
 
 _ATTRIBUTE = "vfu"  # the report's attribute holding the record's dict
 
@@ -119,3 +125,20 @@ class Records:
 
     def with_verdict(self, verdict: str) -> list[CaseRecord]:
         return [c for c in self.cases if c.verdict == verdict]
+
+    def fixed_baselines(
+        self, entry_of: Callable[[str], tuple[str, str] | None]
+    ) -> list[tuple[str, str, int]]:
+        """The baseline entries every case of which passed (entry, reason, how many cases),
+        in the order judged. ``entry_of(key)``: the entry naming the case ``key``
+        (``section/name[params]``) and its reason, or None (``Profile.baseline_entry``)."""
+        named: dict[tuple[str, str], list[CaseRecord]] = {}
+        for c in self.cases:
+            found = entry_of(case_key(c.case_id, c.nodeid)) if c.case_id else None
+            if found is not None:
+                named.setdefault(found, []).append(c)
+        return [
+            (entry, reason, len(cases))
+            for (entry, reason), cases in named.items()
+            if all(c.verdict in _PASSED for c in cases)
+        ]

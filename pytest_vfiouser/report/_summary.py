@@ -11,6 +11,8 @@ from pathlib import Path
 from pytest_vfiouser.fuzz import summary_lines as fuzz_lines
 from pytest_vfiouser.verdict import VERDICTS, Verdict
 
+from ._artifacts import case_key
+
 FAIL, FIXED, PASS, NOT_RUN = Verdict.FAIL, Verdict.FIXED, Verdict.PASS, Verdict.NOT_RUN
 WIDTH = 80  # the summary's width, whatever the terminal's (CI logs, mail, issues)
 # Column labels when the verdicts' names do not fit in WIDTH (a legend says them).
@@ -150,10 +152,18 @@ def _facts(state, targets: dict) -> list[tuple[str, str | None]]:
             )
         )
     out += [(line, "  ") for line in fuzz_lines(getattr(state, "config", None), settings.fuzz)]
-    fixed = state.records.with_verdict(FIXED)
+    records = state.records
+    entry_of = settings.profile.baseline_entry
+    fixed = records.fixed_baselines(entry_of)
     if fixed:
-        out.append(("FIXED (baselined or xfail, but passed: remove them from the baseline):", ""))
-        out += [(f"  {c.case_id or c.nodeid}: {c.message}", "    ") for c in fixed]
+        out.append(("FIXED (every case these [baseline] entries name passed: remove them):", ""))
+        out += [(f"  {e} ({n} case{'s' * (n > 1)}): {reason}", "    ") for e, reason, n in fixed]
+    xpassed = [
+        c for c in records.with_verdict(FIXED) if entry_of(case_key(c.case_id, c.nodeid)) is None
+    ]
+    if xpassed:
+        out.append(("FIXED (xfail, but passed):", ""))
+        out += [(f"  {case_key(c.case_id, c.nodeid)}: {c.message}", "    ") for c in xpassed]
     if state.unknown_baselines:
         out.append(
             (

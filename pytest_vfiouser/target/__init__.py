@@ -24,6 +24,7 @@ from ._interrupt import (
     signals_ending,
 )
 from ._manager import (
+    COULD_NOT_START,
     DEATH_WAIT,
     DEVICE,
     NEGOTIATION,
@@ -52,6 +53,7 @@ from ._process import (
 )
 
 __all__ = [
+    "COULD_NOT_START",
     "DEATH_WAIT",
     "DEFAULT_STARTUP_TIMEOUT",
     "DEVICE",

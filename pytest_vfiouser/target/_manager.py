@@ -38,6 +38,7 @@ import pytest
 
 from ._interrupt import deferred_signals
 from ._process import (
+    DEFAULT_STARTUP_TIMEOUT,
     ExternalTarget,
     ResourceSnapshot,
     Target,
@@ -70,6 +71,7 @@ class TargetSettings(Protocol):
     restart: str  # per-test | per-module | per-session
     embedded: bool  # the server is the embedded reference server
     command_text: str
+    start_timeout: float  # seconds a started server gets to listen
 
 
 # After a test closed its connections, how long to wait for the server to
@@ -664,7 +666,12 @@ class TargetManager:
                 ) from None
             self.current = t
             return
-        t = Target(self.settings.server, env=self.settings.env, base_dir=self.base_dir)
+        t = Target(
+            self.settings.server,
+            env=self.settings.env,
+            base_dir=self.base_dir,
+            startup_timeout=self.settings.start_timeout,
+        )
         self._live.append(t)  # an interruption during start() finds it here
         try:
             t.start()
@@ -748,6 +755,7 @@ class _Standalone:
     env: dict[str, str]
     restart: str = "per-session"
     embedded: bool = False
+    start_timeout: float = DEFAULT_STARTUP_TIMEOUT
 
     @property
     def command_text(self) -> str:
