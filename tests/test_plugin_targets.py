@@ -76,7 +76,7 @@ def test_the_start_timeout_is_an_option(pytester: pytest.Pytester):
     (pytester.path / "slow").touch()  # the script server then sleeps 60 s before listening
     server = script_server(pytester.path, "--slow-start-if", str(pytester.path / "slow"))
     started = time.monotonic()
-    result = run(pytester, "--vfu-server", server, "--vfu-start-timeout", "0.5", "-x")
+    result = run(pytester, "--vfu-server", server, "--vfu-start-timeout", "0.5", "-x", "--tb=short")
     assert time.monotonic() - started < 8, "each start waited longer than 0.5 s"
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*still running, not listening on */vfu.sock after 0.5 s*"])

@@ -167,7 +167,7 @@ def test_start_failure_is_repeated_and_its_not_run_cases_are_one_line(tmp_path):
         + ["{socket}"]
     )
     result = cli(tmp_path, "--vfu-server", server, "--vfu-section", "version")
-    assert result.returncode == 1
+    assert result.returncode == 6  # the target could not start (verdict.ExitStatus)
     assert "= ERRORS =" not in result.stdout
     summary = _summary(result.stdout)
     assert "note: the target could not start: exited with status 3" in summary
@@ -183,7 +183,9 @@ def test_start_failure_is_repeated_and_its_not_run_cases_are_one_line(tmp_path):
 
 
 def _state(records: list[CaseRecord], **target) -> SimpleNamespace:
-    profile = SimpleNamespace(name="my-very-long-profile-name", path=None)
+    profile = SimpleNamespace(
+        name="my-very-long-profile-name", path=None, baseline_entry=lambda key: None
+    )
     settings = SimpleNamespace(
         spec="0.9.1",
         profile=profile,

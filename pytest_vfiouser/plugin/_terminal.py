@@ -45,7 +45,10 @@ def conformance_session(items: list[pytest.Item]) -> bool:
 
 
 def register(config: pytest.Config, state) -> None:
-    """The terminal's plugins for this pytest process."""
+    """The terminal's plugins for this pytest process (none without pytest's terminal:
+    ``-p no:terminal``, as ``vfio-user-conformance --collect-only -q`` runs)."""
+    if not config.pluginmanager.has_plugin("terminal"):
+        return
     config.pluginmanager.register(Terminal(config, state), PLUGIN_NAME)
     config.pluginmanager.register(Summary(config, state), SUMMARY_PLUGIN_NAME)
 
