@@ -12,7 +12,9 @@
 * ``_json``: the JSON report (written while the run goes on, ``JsonWriter``) and its
   schema (``schema/conformance.schema.json``).
 * ``_junit``: pytest's JUnit XML made valid for CI dashboards (``conform_junit``).
-* ``_html``: pytest-html hooks (columns, the verdict matrix, log links).
+* ``_html``: pytest-html hooks (columns, the verdict matrix, log links), with
+  ``_html_chart`` (verdicts by section, an SVG chart), ``_html_requirements`` (the
+  cases grouped by requirement) and ``_html_page`` (the page's style and script).
 * ``_compare``: ``vfio-user-conformance compare``, several runs side by side.
 
 May import: ``verdict``, ``protocol`` and ``fuzz`` (the run state is passed in,
