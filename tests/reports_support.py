@@ -7,6 +7,9 @@ test process, in a temporary directory) and a headless Chromium.
 * ``failing_run()``    the script server of scriptservers.py, section device_info,
   aborting on DEVICE_RESET: a FAIL (1 region, not 9), a CRASH, UNIMPLEMENTEDs; its
   stderr has lines (PYTHONVERBOSE) so that stderr.txt is written
+* ``profiled_failing_run()`` the same server with a profile ("script-device") that
+  expects 9 regions and 2 IRQs: two of device_info/matches-profile's three
+  parametrizations FAIL too (one requirement, several rows)
 
 ``browser`` is a module-scoped fixture (import it into the test module): a selenium
 Chrome driver on /usr/bin/chromium and /usr/bin/chromedriver; the test is skipped
@@ -130,6 +133,25 @@ def failing_run() -> CliRun:
         "device_info",
         "--vfu-env",
         "PYTHONVERBOSE=1",
+        expect=1,
+    )
+
+
+@functools.cache
+def profiled_failing_run() -> CliRun:
+    directory = _ROOT / "script-profiled"
+    directory.mkdir()
+    server = script_server(directory, "--abort-on", "13")
+    profile = directory / "script-device.toml"
+    profile.write_text("[device]\nnum_regions = 9\nnum_irqs = 2\n")
+    return _run(
+        "profiled",
+        "--vfu-server",
+        server,
+        "--vfu-profile",
+        str(profile),
+        "--vfu-section",
+        "device_info",
         expect=1,
     )
 

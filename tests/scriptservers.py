@@ -6,7 +6,7 @@ The server answers VERSION, DEVICE_GET_INFO
 (PCI, 1 region, 1 IRQ), GET_REGION_INFO and GET_IRQ_INFO; any other command
 gets an ENOTSUP error reply, unless a flag says otherwise:
 
-  --abort-on N     os.abort() on command N (a crash: SIGABRT)
+  --abort-on N     os.abort() on command N (a crash: SIGABRT), after a last stderr line
   --hang-on N      never reply to command N (and stop reading)
   --error-on N     an error reply (errno 95) to command N
   --malformed-on N a success reply to command N whose 3-byte payload no reply layout has
@@ -136,6 +136,9 @@ def serve(conn):
             continue
         payload = recv_exact(conn, size - 16) if size > 16 else b""
         if cmd == abort_on:
+            # A last line, as a C server's failed assertion leaves (what a crash report shows).
+            print(f"scriptserver: assertion failed: command {cmd} aborts", file=sys.stderr)
+            sys.stderr.flush()
             os.abort()
         if cmd == hang_on:
             time.sleep(3600)

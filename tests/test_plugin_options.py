@@ -87,6 +87,21 @@ def test_usage_errors(pytester: pytest.Pytester, args, message):
     result.stdout.no_fnmatch_line("*SPEC*")
 
 
+def test_a_profile_usage_error_lists_every_error(pytester: pytest.Pytester):
+    pytester.makepyfile(CASE_FILE)
+    pytester.makefile(".toml", bad=BAD_PROFILE + "num_irqs = -1\n[features]\nmmapp = true\n")
+    result = run(pytester, "--vfu-profile", "bad.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*--vfu-profile: invalid profile: *bad.toml: 3 errors",
+            "*bad.toml: device.num_regions: expected an integer, got string",
+            "*bad.toml: device.num_irqs: must not be negative, got -1",
+            "*bad.toml: features.mmapp: unknown feature (did you mean 'mmap'?)*",
+        ]
+    )
+
+
 def test_ini_options_and_command_line_precedence(pytester: pytest.Pytester, server):
     pytester.makepyfile(CASE_FILE)
     pytester.makeini(f"[pytest]\nvfu_spec = 0.9.2\nvfu_server = {server}\nvfu_timeout = 2\n")

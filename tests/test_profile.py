@@ -385,8 +385,8 @@ def test_unknown_key_with_odd_characters_is_quoted() -> None:
         ('[[regions]]\nindex = "0"\n', "regions[0].index: expected an integer, got string"),
         ("[[regions]]\nindex = 0\nsize = 1.5\n", "regions[0].size: expected an integer, got float"),
         (
-            "[[regions]]\nindex = 0\nscratch = [0, 16]\n",
-            "regions[0].scratch[0]: expected [offset, length], got integer",
+            "[[regions]]\nindex = 0\nscratch = [[0, 16], 32]\n",
+            "regions[0].scratch[1]: expected [offset, length], got integer",
         ),
         (
             "[[regions]]\nindex = 0\nscratch = [[0, 16, 1]]\n",
@@ -645,3 +645,87 @@ def test_hooks_module_name():
 def test_hooks_module_name_must_be_dotted(bad):
     with pytest.raises(ProfileError, match="profile.hooks: must be a dotted module name"):
         parse_profile({"profile": {"hooks": bad}})
+
+
+# -- every error at once ----------------------------------------------------
+
+MANY_ERRORS = """
+[profile]
+name = 3
+spec = "1.0"
+colour = "red"
+
+[device]
+num_regions = 2
+num_irqs = -1
+
+[features]
+mmapp = true
+reset = "yes"
+
+[[regions]]
+index = 0
+size = 16
+flags = ["read", "exec"]
+scratch = [[0, 8], [4, 8], [12, 8]]
+reset_values = [[0, "zz"], [-1, "00"]]
+
+[[regions]]
+index = 5
+
+[[irqs]]
+count = 1
+
+[baseline]
+"a/b" = ""
+"""
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, MANY_ERRORS)
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    errors = [
+        ("profile.colour", "unknown key; valid keys: hooks, name, spec"),
+        ("profile.name", "expected a string, got integer"),
+        ("profile.spec", "must be one of 0.9.1, 0.9.2, got '1.0'"),
+        ("device.num_irqs", "must not be negative, got -1"),
+        (
+            "features.mmapp",
+            "unknown feature (did you mean 'mmap'?); known features: "
+            + ", ".join(sorted(FEATURES)),
+        ),
+        ("features.reset", "expected true or false, got string"),
+        ("regions[0].flags[1]", "unknown flag 'exec'; valid flags: read, write, mmap, caps"),
+        ("regions[0].scratch[2]", "range [12, 8] ends at 20, past the region size 16"),
+        ("regions[0].scratch[1]", "range [4, 8] overlaps scratch[0] [0, 8]"),
+        ("regions[0].reset_values[0][1]", "not a hex byte string: 'zz'"),
+        ("regions[0].reset_values[1][0]", "must not be negative, got -1"),
+        ("regions[1].index", "region index 5 is not below device.num_regions = 2"),
+        ("irqs[0].index", "required key is missing"),
+        ('baseline."a/b"', "reason must not be empty"),
+    ]
+    assert list(info.value.errors) == errors
+    assert (info.value.key, info.value.detail) == errors[0]  # the first, as for one error
+    # The message: how many, then one line an error with the file, the key and what is wrong.
+    assert str(info.value).splitlines() == [f"{path}: {len(errors)} errors"] + [
+        f"{path}: {key}: {detail}" for key, detail in errors
+    ]
+
+
+def test_every_overlap_is_reported() -> None:
+    # [50, 4] lies inside [0, 100] but not next to it by offset.
+    with pytest.raises(ProfileError) as info:
+        parse_profile({"regions": [{"index": 0, "scratch": [[0, 100], [10, 5], [50, 4]]}]})
+    assert [key for key, _ in info.value.errors] == [
+        "regions[0].scratch[1]",
+        "regions[0].scratch[2]",
+    ]
+    assert info.value.errors[1][1] == "range [50, 4] overlaps scratch[0] [0, 100]"
+
+
+def test_one_error_is_one_line() -> None:
+    with pytest.raises(ProfileError) as info:
+        parse_profile({"device": {"num_irqs": -1}}, source="x.toml")
+    assert info.value.errors == (("device.num_irqs", "must not be negative, got -1"),)
+    assert str(info.value) == "x.toml: device.num_irqs: must not be negative, got -1"

@@ -12,9 +12,9 @@ import pytest
 
 from pytest_vfiouser.report import CaseRecord, HtmlReport, Records, Run, schema
 from pytest_vfiouser.report import _compare as compare
-from pytest_vfiouser.report import _html as html
+from pytest_vfiouser.report import _html_page as html_page
 from pytest_vfiouser.report._summary import result_text
-from pytest_vfiouser.report._tones import TONE_STYLES
+from pytest_vfiouser.report._tones import TONE_FILLS, TONE_STYLES
 from pytest_vfiouser.verdict import BY_SEVERITY, FAILING, VERDICTS, Verdict, in_report_order
 
 
@@ -57,7 +57,8 @@ def test_the_html_verdict_column_sorts_by_severity():
         cell = cells[1]
         assert cell.startswith('<td class="col-verdict"') and cell.endswith(f">{v}</td>"), cell
         keys[v] = re.search(r">(.*)</td>", cell).group(1)  # pytest-html compares inner HTML text
-    assert tuple(sorted(keys, key=keys.get)) == BY_SEVERITY
+    # pytest-html's initial sort is ascending: the most severe first.
+    assert tuple(sorted(keys, key=keys.get)) == tuple(reversed(BY_SEVERITY))
 
 
 def _rules(css: str) -> dict[str, str]:
@@ -70,17 +71,18 @@ def _rules(css: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("css", "selector"),
+    ("css", "selector", "styles"),
     [
-        (html._STYLE, lambda v: f".vfu-v-{v}"),
-        (compare._TONE_STYLE, lambda v: f".{v.tone}"),
+        (html_page.STYLE, lambda v: f".vfu-v-{v}", TONE_STYLES),
+        (html_page.STYLE, lambda v: f".vfu-f-{v}", TONE_FILLS),  # the chart's shapes
+        (compare._TONE_STYLE, lambda v: f".{v.tone}", TONE_STYLES),
     ],
-    ids=["html", "compare"],
+    ids=["html", "html-chart", "compare"],
 )
-def test_every_verdict_has_its_tone_colour(css, selector):
+def test_every_verdict_has_its_tone_colour(css, selector, styles):
     rules = _rules(css)
     for v in Verdict:
-        assert rules.get(selector(v)) == TONE_STYLES[v.tone], v
+        assert rules.get(selector(v)) == styles[v.tone], v
 
 
 def test_compare_counts_in_report_order_and_colours_by_tone(tmp_path: Path):

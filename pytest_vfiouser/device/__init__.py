@@ -1,7 +1,8 @@
 """What the device under test is: its profile, and the model the cases read.
 
 * ``_profile``: device profiles (TOML), their schema and validation (``Profile``,
-  ``load_profile``, ``ProfileError``).
+  ``load_profile``, ``ProfileError``; ``profile_schema()``: the same as JSON Schema,
+  ``profiles/profile.schema.json``, for editors).
 * ``_model``: ``discover()`` asks the server what it is; ``DeviceModel`` merges
   that with the profile (features, scratch ranges, expectations).
 
@@ -30,6 +31,7 @@ from ._profile import (
     RegionProfile,
     load_profile,
     parse_profile,
+    profile_schema,
 )
 
 __all__ = [
@@ -51,5 +53,6 @@ __all__ = [
     "load_profile",
     "missing_hook",
     "parse_profile",
+    "profile_schema",
     "resolve_feature",
 ]

@@ -67,17 +67,23 @@ include read and write, ``reset_values`` one whose flags include read.
 Any invalid input raises ``ProfileError`` with a message naming the source file
 and the key path, e.g. ``profile.toml: regions[2].scratch[0]: length must be
 positive, got 0``.  ``regions[2]`` is the third ``[[regions]]`` table in the
-file, not the region with index 2.
+file, not the region with index 2.  Every error of the file is in it, one a
+line, not only the first (``ProfileError.errors``).
+
+The same schema as JSON Schema (2020-12), for editors: ``profiles/profile.schema.json``
+(the cross-checks above are the parser's alone).
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -100,6 +106,7 @@ __all__ = [
     "RegionProfile",
     "load_profile",
     "parse_profile",
+    "profile_schema",
 ]
 
 # Flag name -> bit, as in <linux/vfio.h> and the vfio-user spec.
@@ -116,18 +123,30 @@ _U64 = 64
 
 
 class ProfileError(Exception):
-    """An unreadable or invalid profile.
+    """An unreadable or invalid profile: every error found in it.
 
-    ``source`` is the file (or ``"<string>"``), ``key`` the dotted key path
-    (``None`` for file-level problems), ``detail`` the bare message.
+    ``source`` is the file (or ``"<string>"``); ``key`` (the dotted key path, ``None``
+    for file-level problems) and ``detail`` (the bare message) are the first error's;
+    ``errors`` holds every ``(key, detail)``, the first one and ``also``'s, in the order
+    of the file. The message is ``source: key: detail`` for one error; for several, a
+    line ``source: N errors`` and then one such line an error.
     """
 
-    def __init__(self, source: str, key: str | None, detail: str) -> None:
+    def __init__(
+        self,
+        source: str,
+        key: str | None,
+        detail: str,
+        also: Sequence[tuple[str | None, str]] = (),
+    ) -> None:
         self.source = source
         self.key = key
         self.detail = detail
-        where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {detail}")
+        self.errors: tuple[tuple[str | None, str], ...] = ((key, detail), *also)
+        lines = [f"{f'{source}: {k}' if k else source}: {d}" for k, d in self.errors]
+        if len(lines) > 1:
+            lines.insert(0, f"{source}: {len(lines)} errors")
+        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -252,12 +271,20 @@ def parse_profile(
     return _Parser(source).profile(data, path)
 
 
+def profile_schema() -> dict:
+    """The JSON Schema of a profile (``profiles/profile.schema.json``, shipped in the
+    package), for editors; the cross-checks are the parser's alone."""
+    text = files(__package__).joinpath("profiles").joinpath("profile.schema.json").read_text()
+    return json.loads(text)
+
+
 # ---------------------------------------------------------------------------
 # Validation.  Each helper takes the key path of the value it checks so that
 # every error can point at the exact spot in the file.
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # profile.hooks
 
 
 def _join(parent: str, key: str) -> str:
@@ -283,12 +310,46 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+class _Invalid(Exception):
+    """One thing wrong at one key (the parser collects them into one ProfileError)."""
+
+    def __init__(self, key: str | None, detail: str) -> None:
+        super().__init__(key, detail)
+        self.key = key
+        self.detail = detail
+
+
 class _Parser:
+    """Validates a profile and collects every error: a helper raises ``_Invalid`` for the
+    value it checks; ``attempt`` records it and carries on with the next one, so one
+    ProfileError lists everything wrong with the file. A value found wrong is left out
+    of what the parser builds (and of the checks that need it)."""
+
     def __init__(self, source: str) -> None:
         self.source = source
+        self.errors: list[_Invalid] = []
 
-    def error(self, key: str | None, detail: str) -> ProfileError:
-        return ProfileError(self.source, key, detail)
+    def error(self, key: str | None, detail: str) -> _Invalid:
+        return _Invalid(key, detail)
+
+    def attempt(self, check: Callable[..., Any], *args: Any) -> Any:
+        """``check(*args)``, or None when it found something wrong (recorded)."""
+        try:
+            return check(*args)
+        except _Invalid as e:
+            self.errors.append(e)
+            return None
+
+    def fail(self, key: str | None, detail: str) -> None:
+        """Record an error and carry on."""
+        self.errors.append(_Invalid(key, detail))
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            first, *more = self.errors
+            raise ProfileError(
+                self.source, first.key, first.detail, also=[(e.key, e.detail) for e in more]
+            )
 
     # -- primitives ---------------------------------------------------------
 
@@ -297,10 +358,26 @@ class _Parser:
             if key not in valid:
                 hint = difflib.get_close_matches(key, sorted(valid), n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise self.error(
+                self.fail(
                     _join(where, key),
                     f"unknown key{extra}; valid keys: {', '.join(sorted(valid))}",
                 )
+
+    def field(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        where: str,
+        check: Callable[[Any, str], Any],
+        required: bool = False,
+    ) -> Any:
+        """``check(table[key], its path)``; None when it is missing or wrong (recorded)."""
+        path = _join(where, key)
+        if key not in table:
+            if required:
+                self.fail(path, "required key is missing")
+            return None
+        return self.attempt(check, table[key], path)
 
     def table(self, value: Any, where: str) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
@@ -327,6 +404,12 @@ class _Parser:
             raise self.error(where, f"must fit in {bits} bits, got {value}")
         return value
 
+    def u32(self, value: Any, where: str) -> int:
+        return self.uint(value, where, _U32)
+
+    def u64(self, value: Any, where: str) -> int:
+        return self.uint(value, where, _U64)
+
     def flags(self, value: Any, where: str, names: Mapping[str, int]) -> int:
         """A flag field: a list of names or an integer mask (for bits we do not name)."""
         if isinstance(value, int) and not isinstance(value, bool):
@@ -336,36 +419,61 @@ class _Parser:
                 where, f"expected an array of flag names or an integer, got {_type_name(value)}"
             )
         mask = 0
+        wrong = []
         for i, name in enumerate(value):
             item = f"{where}[{i}]"
-            name = self.string(name, item)
-            if name not in names:
-                raise self.error(item, f"unknown flag {name!r}; valid flags: {', '.join(names)}")
-            mask |= names[name]
+            if not isinstance(name, str):
+                wrong.append(self.error(item, f"expected a string, got {_type_name(name)}"))
+            elif name not in names:
+                wrong.append(
+                    self.error(item, f"unknown flag {name!r}; valid flags: {', '.join(names)}")
+                )
+            else:
+                mask |= names[name]
+        if wrong:
+            *others, last = wrong
+            self.errors += others
+            raise last
         return mask
 
     def ranges(
-        self, entries: list[tuple[int, int]], where: str, what: str, size: int | None
+        self, entries: list[tuple[int, int] | None], where: str, what: str, size: int | None
     ) -> None:
-        """Ranges (offset, length) in file order: check size bound and no overlap."""
-        for i, (offset, length) in enumerate(entries):
+        """Ranges (offset, length) in file order (None: one found wrong): check the size
+        bound and that none overlaps another."""
+        for i, entry in enumerate(entries):
+            if entry is None:
+                continue
+            offset, length = entry
             if size is not None and offset + length > size:
-                raise self.error(
+                self.fail(
                     f"{where}[{i}]",
                     f"range [{offset}, {length}] ends at {offset + length}, "
                     f"past the region size {size}",
                 )
-        order = sorted(range(len(entries)), key=lambda i: entries[i][0])
-        for a, b in zip(order, order[1:], strict=False):  # adjacent pairs
-            a_off, a_len = entries[a]
-            b_off, b_len = entries[b]
-            if b_off < a_off + a_len:
-                later, earlier = max(a, b), min(a, b)
-                raise self.error(
-                    f"{where}[{later}]",
-                    f"range {list(entries[later])} overlaps {what}[{earlier}] "
-                    f"{list(entries[earlier])}",
-                )
+
+        def end(i: int) -> int:
+            return entries[i][0] + entries[i][1]
+
+        # By offset, each against the one before it that ends last: every overlap, each
+        # reported at the range later in the file.
+        order = sorted(
+            (i for i, e in enumerate(entries) if e is not None), key=lambda i: entries[i]
+        )
+        furthest = None
+        reported = set()
+        for i in order:
+            if furthest is not None and entries[i][0] < end(furthest):
+                later, earlier = max(i, furthest), min(i, furthest)
+                if later not in reported:
+                    reported.add(later)
+                    self.fail(
+                        f"{where}[{later}]",
+                        f"range {list(entries[later])} overlaps {what}[{earlier}] "
+                        f"{list(entries[earlier])}",
+                    )
+            if furthest is None or end(i) > end(furthest):
+                furthest = i
 
     # -- tables -------------------------------------------------------------
 
@@ -376,26 +484,16 @@ class _Parser:
     _IRQ = frozenset({"index", "count", "flags"})
 
     def profile(self, data: Any, path: Path | None) -> Profile:
-        data = self.table(data, "")
+        data = self.attempt(self.table, data, "")
+        self.raise_errors()  # not a table: nothing else to say
         self.check_keys(data, "", self._TOP)
 
-        meta = self.table(data.get("profile", {}), "profile")
+        meta = self.attempt(self.table, data.get("profile", {}), "profile") or {}
         self.check_keys(meta, "profile", self._PROFILE)
         default_name = path.stem if path is not None else "unnamed"
-        name = self.string(meta.get("name", default_name), "profile.name")
-        spec = None
-        if "spec" in meta:
-            spec = self.string(meta["spec"], "profile.spec")
-            if spec not in REVISIONS:
-                raise self.error(
-                    "profile.spec", f"must be one of {', '.join(REVISIONS)}, got {spec!r}"
-                )
-
-        hooks = None
-        if "hooks" in meta:
-            hooks = self.string(meta["hooks"], "profile.hooks")
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", hooks):
-                raise self.error("profile.hooks", f"must be a dotted module name, got {hooks!r}")
+        name = self.attempt(self.string, meta.get("name", default_name), "profile.name")
+        spec = self.field(meta, "spec", "profile", self.spec)
+        hooks = self.field(meta, "hooks", "profile", self.hooks)
 
         device = self.device(data.get("device", {}))
         features = self.features(data.get("features", {}))
@@ -407,7 +505,7 @@ class _Parser:
         self.cross_check(device, features, regions)
 
         profile = Profile(
-            name=name,
+            name=name if name is not None else default_name,
             spec=spec,
             device=device,
             features=features,
@@ -417,48 +515,54 @@ class _Parser:
             path=path,
             hooks=hooks,
         )
-        if spec is not None and (conflicts := profile.spec_conflicts(spec)):
-            raise self.error(
-                f"features.{conflicts[0]}",
-                f"true, but the feature does not exist in profile.spec {spec}",
-            )
+        if spec is not None:
+            for conflict in profile.spec_conflicts(spec):
+                self.fail(
+                    f"features.{conflict}",
+                    f"true, but the feature does not exist in profile.spec {spec}",
+                )
+        self.raise_errors()
         return profile
 
+    def spec(self, value: Any, where: str) -> str:
+        spec = self.string(value, where)
+        if spec not in REVISIONS:
+            raise self.error(where, f"must be one of {', '.join(REVISIONS)}, got {spec!r}")
+        return spec
+
+    def hooks(self, value: Any, where: str) -> str:
+        hooks = self.string(value, where)
+        if not MODULE_NAME.fullmatch(hooks):
+            raise self.error(where, f"must be a dotted module name, got {hooks!r}")
+        return hooks
+
     def device(self, value: Any) -> DeviceExpectation:
-        table = self.table(value, "device")
+        table = self.attempt(self.table, value, "device") or {}
         self.check_keys(table, "device", self._DEVICE)
         return DeviceExpectation(
-            flags=(
-                self.flags(table["flags"], "device.flags", DEVICE_FLAGS)
-                if "flags" in table
-                else None
-            ),
-            num_regions=(
-                self.uint(table["num_regions"], "device.num_regions", _U32)
-                if "num_regions" in table
-                else None
-            ),
-            num_irqs=(
-                self.uint(table["num_irqs"], "device.num_irqs", _U32)
-                if "num_irqs" in table
-                else None
-            ),
+            flags=self.field(table, "flags", "device", self.device_flags),
+            num_regions=self.field(table, "num_regions", "device", self.u32),
+            num_irqs=self.field(table, "num_irqs", "device", self.u32),
         )
 
+    def device_flags(self, value: Any, where: str) -> int:
+        return self.flags(value, where, DEVICE_FLAGS)
+
     def features(self, value: Any) -> dict[str, bool]:
-        table = self.table(value, "features")
+        table = self.attempt(self.table, value, "features") or {}
         result: dict[str, bool] = {}
         for key, flag in table.items():
             where = _join("features", key)
             if key not in FEATURES:
                 hint = difflib.get_close_matches(key, sorted(FEATURES), n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise self.error(
+                self.fail(
                     where, f"unknown feature{extra}; known features: {', '.join(sorted(FEATURES))}"
                 )
-            if not isinstance(flag, bool):
-                raise self.error(where, f"expected true or false, got {_type_name(flag)}")
-            result[key] = flag
+            elif not isinstance(flag, bool):
+                self.fail(where, f"expected true or false, got {_type_name(flag)}")
+            else:
+                result[key] = flag
         return result
 
     def indexed(
@@ -475,21 +579,24 @@ class _Parser:
             return {}
         entries = data[key]
         if not isinstance(entries, list):
-            raise self.error(
-                key, f"expected an array of tables ([[{key}]]), got {_type_name(entries)}"
-            )
+            self.fail(key, f"expected an array of tables ([[{key}]]), got {_type_name(entries)}")
+            return {}
         result: dict[int, Any] = {}
         first_seen: dict[int, int] = {}
         for i, entry in enumerate(entries):
             where = f"{key}[{i}]"
-            item = parse_one(self.table(entry, where), where)
+            table = self.attempt(self.table, entry, where)
+            item = parse_one(table, where) if table is not None else None
+            if item is None:
+                continue
             if item.index in first_seen:
-                raise self.error(
+                self.fail(
                     f"{where}.index",
                     f"duplicate {what} index {item.index} (also {key}[{first_seen[item.index]}])",
                 )
+                continue
             if limit is not None and item.index >= limit:
-                raise self.error(
+                self.fail(
                     f"{where}.index",
                     f"{what} index {item.index} is not below {limit_key} = {limit}",
                 )
@@ -497,48 +604,44 @@ class _Parser:
             result[item.index] = item
         return dict(sorted(result.items()))
 
-    def region(self, table: Mapping[str, Any], where: str) -> RegionProfile:
+    def region(self, table: Mapping[str, Any], where: str) -> RegionProfile | None:
+        """The region, or None when its index is missing or wrong (its other keys are still
+        checked)."""
         self.check_keys(table, where, self._REGION)
-        if "index" not in table:
-            raise self.error(f"{where}.index", "required key is missing")
-        index = self.uint(table["index"], f"{where}.index", _U32)
-        size = self.uint(table["size"], f"{where}.size", _U64) if "size" in table else None
-        flags = (
-            self.flags(table["flags"], f"{where}.flags", REGION_FLAGS) if "flags" in table else None
-        )
+        index = self.field(table, "index", where, self.u32, required=True)
+        size = self.field(table, "size", where, self.u64)
+        flags = self.field(table, "flags", where, self.region_flags)
 
         scratch_key = f"{where}.scratch"
-        scratch: list[tuple[int, int]] = []
-        for i, entry in enumerate(self.array(table.get("scratch", []), scratch_key)):
-            item = f"{scratch_key}[{i}]"
-            offset, length = self.pair(entry, item, "[offset, length]")
-            offset = self.uint(offset, f"{item}[0]", _U64)
-            length = self.uint(length, f"{item}[1]", _U64)
-            if length == 0:
-                raise self.error(item, f"length must be positive, got {length}")
-            scratch.append((offset, length))
+        scratch = [
+            self.scratch_range(entry, f"{scratch_key}[{i}]")
+            for i, entry in enumerate(self.field(table, "scratch", where, self.array) or [])
+        ]
         self.ranges(scratch, scratch_key, "scratch", size)
 
         reset_key = f"{where}.reset_values"
-        reset_values: list[tuple[int, bytes]] = []
-        for i, entry in enumerate(self.array(table.get("reset_values", []), reset_key)):
-            item = f"{reset_key}[{i}]"
-            offset, text = self.pair(entry, item, '[offset, "hex bytes"]')
-            offset = self.uint(offset, f"{item}[0]", _U64)
-            reset_values.append((offset, self.hex(text, f"{item}[1]")))
-        self.ranges([(off, len(val)) for off, val in reset_values], reset_key, "reset_values", size)
+        reset_values = [
+            self.reset_value(entry, f"{reset_key}[{i}]")
+            for i, entry in enumerate(self.field(table, "reset_values", where, self.array) or [])
+        ]
+        self.ranges(
+            [(entry[0], len(entry[1])) if entry else None for entry in reset_values],
+            reset_key,
+            "reset_values",
+            size,
+        )
 
         if flags is not None:
             # The profile contradicting itself is a profile bug; say so now rather
             # than have a test fail mysteriously later.
             rw = REGION_FLAGS["read"] | REGION_FLAGS["write"]
             if scratch and flags & rw != rw:
-                raise self.error(
-                    scratch_key, "scratch ranges need a region with read and write flags"
-                )
+                self.fail(scratch_key, "scratch ranges need a region with read and write flags")
             if reset_values and not flags & REGION_FLAGS["read"]:
-                raise self.error(reset_key, "reset_values need a region with the read flag")
+                self.fail(reset_key, "reset_values need a region with the read flag")
 
+        if index is None or None in scratch or None in reset_values:
+            return None
         return RegionProfile(
             index=index,
             size=size,
@@ -547,17 +650,39 @@ class _Parser:
             reset_values=tuple(reset_values),
         )
 
-    def irq(self, table: Mapping[str, Any], where: str) -> IrqProfile:
+    def region_flags(self, value: Any, where: str) -> int:
+        return self.flags(value, where, REGION_FLAGS)
+
+    def scratch_range(self, entry: Any, where: str) -> tuple[int, int] | None:
+        pair = self.attempt(self.pair, entry, where, "[offset, length]")
+        if pair is None:
+            return None
+        offset = self.attempt(self.u64, pair[0], f"{where}[0]")
+        length = self.attempt(self.u64, pair[1], f"{where}[1]")
+        if length == 0:
+            self.fail(where, f"length must be positive, got {length}")
+            return None
+        return (offset, length) if offset is not None and length is not None else None
+
+    def reset_value(self, entry: Any, where: str) -> tuple[int, bytes] | None:
+        pair = self.attempt(self.pair, entry, where, '[offset, "hex bytes"]')
+        if pair is None:
+            return None
+        offset = self.attempt(self.u64, pair[0], f"{where}[0]")
+        data = self.attempt(self.hex, pair[1], f"{where}[1]")
+        return (offset, data) if offset is not None and data is not None else None
+
+    def irq(self, table: Mapping[str, Any], where: str) -> IrqProfile | None:
         self.check_keys(table, where, self._IRQ)
-        if "index" not in table:
-            raise self.error(f"{where}.index", "required key is missing")
-        return IrqProfile(
-            index=self.uint(table["index"], f"{where}.index", _U32),
-            count=self.uint(table["count"], f"{where}.count", _U32) if "count" in table else None,
-            flags=self.flags(table["flags"], f"{where}.flags", IRQ_FLAGS)
-            if "flags" in table
-            else None,
-        )
+        index = self.field(table, "index", where, self.u32, required=True)
+        count = self.field(table, "count", where, self.u32)
+        flags = self.field(table, "flags", where, self.irq_flags)
+        if index is None:
+            return None
+        return IrqProfile(index=index, count=count, flags=flags)
+
+    def irq_flags(self, value: Any, where: str) -> int:
+        return self.flags(value, where, IRQ_FLAGS)
 
     def pair(self, value: Any, where: str, shape: str) -> tuple[Any, Any]:
         if not isinstance(value, list) or len(value) != 2:
@@ -576,15 +701,19 @@ class _Parser:
         return data
 
     def baseline(self, value: Any) -> dict[str, str]:
-        table = self.table(value, "baseline")
+        table = self.attempt(self.table, value, "baseline") or {}
         result: dict[str, str] = {}
         for case_id, reason in table.items():
             where = _join("baseline", case_id)
             if not case_id.strip():
-                raise self.error(where, "case id is empty")
-            reason = self.string(reason, where)
+                self.fail(where, "case id is empty")
+                continue
+            reason = self.attempt(self.string, reason, where)
+            if reason is None:
+                continue
             if not reason.strip():
-                raise self.error(where, "reason must not be empty")
+                self.fail(where, "reason must not be empty")
+                continue
             result[case_id] = reason
         return result
 
@@ -597,7 +726,7 @@ class _Parser:
         if "reset" in features and device.flags is not None:
             has_reset = bool(device.flags & DEVICE_FLAGS["reset"])
             if features["reset"] != has_reset:
-                raise self.error(
+                self.fail(
                     "features.reset",
                     f"{str(features['reset']).lower()} contradicts device.flags, which "
                     f"{'has' if has_reset else 'lacks'} the reset flag",
@@ -605,7 +734,7 @@ class _Parser:
         if features.get("mmap") is False:
             for region in regions.values():
                 if region.flags is not None and region.flags & REGION_FLAGS["mmap"]:
-                    raise self.error(
+                    self.fail(
                         "features.mmap",
                         f"false contradicts region {region.index}, whose flags include mmap",
                     )

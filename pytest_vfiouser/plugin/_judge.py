@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import pytest
 
 from pytest_vfiouser.client import ClientError, ConnectionClosed, Timeout
-from pytest_vfiouser.report import CaseRecord, case_key
+from pytest_vfiouser.report import CaseRecord, case_key, clip_message
 from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetNotRun, TargetUnavailable
 from pytest_vfiouser.verdict import Unmet, Verdict
 
@@ -185,7 +185,7 @@ def judge(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport, s
         else:
             verdict, message = Verdict.PASS, ""
     if verdict is not None:
-        j.add(verdict, message[:_MESSAGE_LIMIT])
+        j.add(verdict, clip_message(message, _MESSAGE_LIMIT))
 
     if report.when == "teardown":
         _finish(item, j, report, handle, observations)

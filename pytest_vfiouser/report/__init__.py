@@ -4,13 +4,17 @@
   ``CaseRecord.of(report)``) and ``Records`` (the run's, collected from the
   teardown reports).
 * ``_tones``: the colour of each verdict's tone, for the HTML pages and the terminal.
+* ``_messages``: a verdict's message as the reports show it (``clip_message`` keeps
+  its start and its end; ``plain_message`` drops pytest's assertion clutter).
 * ``_artifacts``: the stable case key, HTML anchors, where reports and the
   per-case log files go.
 * ``_summary``: the terminal summary (verdicts by section, what was tested).
 * ``_json``: the JSON report (written while the run goes on, ``JsonWriter``) and its
   schema (``schema/conformance.schema.json``).
 * ``_junit``: pytest's JUnit XML made valid for CI dashboards (``conform_junit``).
-* ``_html``: pytest-html hooks (columns, the verdict matrix, log links).
+* ``_html``: pytest-html hooks (columns, the verdict matrix, log links), with
+  ``_html_chart`` (verdicts by section, an SVG chart), ``_html_requirements`` (the
+  cases grouped by requirement) and ``_html_page`` (the page's style and script).
 * ``_compare``: ``vfio-user-conformance compare``, several runs side by side.
 
 May import: ``verdict``, ``protocol`` and ``fuzz`` (the run state is passed in,
@@ -46,6 +50,7 @@ from ._json import FORMAT, READABLE_VERSIONS, SCHEMA_VERSION, JsonWriter, schema
 from ._json import build as build_json
 from ._json import write as write_json
 from ._junit import conform_junit
+from ._messages import clip_message, plain_message
 from ._records import CaseRecord, Records
 from ._summary import WIDTH as SUMMARY_WIDTH
 from ._summary import combine_targets, fit, headline, result_text, sigterm_text
@@ -72,6 +77,7 @@ __all__ = [
     "anchor",
     "build_json",
     "case_key",
+    "clip_message",
     "combine_targets",
     "compare",
     "compare_main",
@@ -83,6 +89,7 @@ __all__ = [
     "load",
     "logs_dir",
     "name_runs",
+    "plain_message",
     "relative",
     "render_html",
     "render_text",

@@ -1,17 +1,26 @@
 """The HTML report: pytest-html 4, with the suite's verdicts (registered when --html is used).
 
-* Columns Verdict, Case, Section and Level (sortable: verdicts by severity,
-  levels MUST, SHOULD, MAY) beside pytest-html's Result, Test, Duration, Links.
-* At the top, above pytest-html's summary: a matrix of spec sections by
-  verdict (``table#vfu-matrix``, cells ``td[data-verdict]`` in rows
-  ``tr[data-section]``) and what was tested (``table#vfu-run``): the target's
+* At the top, above pytest-html's environment and summary (``.vfu-summary``):
+  the verdicts by spec section as a chart (``svg#vfu-chart``, _html_chart.py)
+  and as a matrix (``table#vfu-matrix``, cells ``td[data-verdict]`` in rows
+  ``tr[data-section]``); what was tested (``table#vfu-run``): the target's
   command, negotiated version and capabilities, profile, spec revision, suite
-  version, start time.
+  version, start time; the requirements, not met first, each with its
+  parametrizations (``#vfu-requirements-list``, _html_requirements.py).
+* A click on a matrix cell, a part of the chart or a requirement's "rows" link
+  filters the table to those rows (the page's script, _html_page.py).
+* Columns Verdict, Case, Section and Level (sortable: verdicts by severity,
+  the most severe first, which is the initial order; levels MUST, SHOULD, MAY)
+  beside pytest-html's Test, Duration, Links. Its Result column (pytest's
+  outcome: the verdict again, in other words) is hidden, not removed: its
+  filters and sorts read it.
 * Each row's details: the requirement the case checks; for a case that did
-  not pass, the verdict's message, links to its log files (wire log,
-  reproducer, server stderr, full pytest text; artifacts.py writes them
-  beside the report) and a short excerpt of the wire log, instead of the
-  whole logs inline: the report stays small however many cases fail.
+  not pass, the verdict's message (without pytest's assertion clutter; a long
+  one keeps its start and its end, where a crash's stderr has the assertion
+  that killed the server), links to its log files (wire log, reproducer,
+  server stderr, full pytest text; artifacts.py writes them beside the
+  report) and a short excerpt of the wire log, instead of the whole logs
+  inline: the report stays small however many cases fail.
 * A stable anchor per case: its Case cell has ``id="<case key>"``
   (``conformance.html#dma/map-overlap-eexist``, ``...#region_info/mmap-fd[region0]``);
   opening such a link expands the row and scrolls to it.
@@ -31,10 +40,14 @@ from pytest_vfiouser import __version__
 from pytest_vfiouser.verdict import Verdict
 
 from ._artifacts import case_key, html_path, junit_path, relative
+from ._html_chart import TOTAL, chart
+from ._html_page import FILTER_BAR, SCRIPT, STYLE
+from ._html_requirements import group as group_requirements
+from ._html_requirements import render as render_requirements
+from ._messages import clip_message, plain_message
 from ._records import CaseRecord
 from ._summary import columns as verdict_columns
 from ._summary import combine_targets, result_text, sigterm_text
-from ._tones import tone_css
 
 FAIL, PASS = Verdict.FAIL, Verdict.PASS
 
@@ -61,11 +74,15 @@ def href(path: str) -> str:
     return quote(path, safe="/")
 
 
+_TOP_RANK = max(v.rank for v in Verdict)
+
+
 def sort_key(verdict: Verdict | None) -> str:
     """What orders a Verdict cell: pytest-html sorts by the cell's inner HTML, so a leading
-    comment holding the verdict's rank (its severity), zero-padded: the sort compares text,
-    and "10" must come after "9"."""
-    return f"<!--{verdict.rank:03d}-->" if verdict else ""
+    comment holding how far the verdict is from the most severe one, zero-padded (the sort
+    compares text, and "10" must come after "9"): its initial (ascending) sort shows the
+    most severe first."""
+    return f"<!--{_TOP_RANK - verdict.rank:03d}-->" if verdict else ""
 
 
 class HtmlReport:
@@ -101,6 +118,13 @@ class HtmlReport:
             if profile in ("none", "unnamed")
             else f"vfio-user conformance: {profile}"
         )
+        # The ini's defaults (``report`` is pytest-html's data): our Verdict column sorts
+        # (the most severe first), and UNIMPLEMENTED and NOT-RUN rows (skipped) start
+        # collapsed like the passed ones.
+        if self.config.getini("initial_sort") == "result":
+            report.set_data("initialSort", "verdict")
+        if self.config.getini("render_collapsed") == "passed":
+            report.set_data("renderCollapsed", ["passed", "skipped"])
 
     def pytest_html_results_table_header(self, cells: list[str]) -> None:
         cells[1:1] = [
@@ -127,14 +151,21 @@ class HtmlReport:
         if not message and final is not None and verdict == final.verdict:
             message = final.message
         # One line: pytest-html reads a cell's sort value with a regular expression without DOTALL.
-        title = escape(_clip(" ".join(message.split()), TITLE_LIMIT))
+        title = escape(_clip(" ".join(plain_message(message).split()), TITLE_LIMIT))
         title = f' title="{title}"' if title else ""
+        # The filters go by the case's final verdict (a passing call of a case that crashed
+        # at teardown is among the CRASH rows); said only where the row shows another.
+        final_verdict = final.verdict if final is not None else None
+        final_attr = (
+            f" data-final={final_verdict}" if final_verdict and final_verdict != verdict else ""
+        )
         level = (final.level if final is not None else None) or ""
         section = (final.section if final is not None else None) or ""
         level_key = f"<!--{_LEVEL_RANK[level]}-->" if level in _LEVEL_RANK else ""
         cells[1:1] = [
             # its colour: the page's script
-            f'<td class="col-verdict"{title}>{sort_key(verdict)}{escape(verdict or "")}</td>',
+            f'<td class="col-verdict"{title}{final_attr}>'
+            f"{sort_key(verdict)}{escape(verdict or '')}</td>",
             f'<td class="col-caseid"{id_attr}>{escape(key if case_id else "")}</td>',
             f'<td class="col-section">{escape(section)}</td>',
             f'<td class="col-level">{level_key}{escape(level)}</td>',
@@ -163,7 +194,8 @@ class HtmlReport:
         if verdict and verdict != PASS and message:
             detail.append(
                 f'<div class="vfu-msg"><span class="vfu-label vfu-v-{escape(verdict)}">'
-                f"{escape(verdict)}:</span> {_lines(_clip(message, MESSAGE_LIMIT))}</div>"
+                f"{escape(verdict)}:</span> "
+                f"{_lines(clip_message(plain_message(message), MESSAGE_LIMIT))}</div>"
             )
         # The links to the log files are in the Links column; the wire log's also here.
         excerpt = _wire_excerpt(report) if verdict != PASS else ""
@@ -202,13 +234,14 @@ class HtmlReport:
         state = self.state
         requirements = json.dumps(self.requirements, sort_keys=True, separators=(",", ":"))
         prefix.append(
-            _STYLE
+            STYLE
             + '<script type="application/json" id="vfu-requirements">'
             + requirements.replace("<", "\\u003c")
             + "</script>"
-            + _SCRIPT
+            + SCRIPT
             + self._summary(state, combine_targets(state.target_summaries))
         )
+        postfix.append(FILTER_BAR)
 
     # -- parts
     def _links(self, artifacts: dict) -> str:
@@ -229,19 +262,21 @@ class HtmlReport:
         columns = verdict_columns(total)
         head = "".join(f'<th class="vfu-v-{v}">{v}</th>' for v in columns)
         rows = []
-        for name, counts in [*sections.items(), ("total", total)]:
+        # A cell that counts some case filters the table to them (the page's script).
+        for name, counts in [*sections.items(), (TOTAL, total)]:
             cells = "".join(
-                f'<td data-verdict="{v}"{" class=vfu-zero" if not counts.get(v) else ""}>'
+                f'<td data-verdict="{v}" class={"vfu-pick" if counts.get(v) else "vfu-zero"}>'
                 f"{counts.get(v, 0)}</td>"
                 for v in columns
             )
-            css = ' class="vfu-total"' if name == "total" else ""
+            css = ' class="vfu-total"' if name == TOTAL else ""
             rows.append(
                 f'<tr data-section="{escape(name)}"{css}><th>{escape(name)}</th>{cells}'
-                f'<td data-verdict="total">{sum(counts.values())}</td></tr>'
+                f'<td data-verdict="{TOTAL}" class=vfu-pick>{sum(counts.values())}</td></tr>'
             )
         matrix = (
-            f'<table id="vfu-matrix" class="vfu-matrix"><thead><tr><th>section</th>{head}'
+            f'<table id="vfu-matrix" class="vfu-matrix" title="a cell shows its rows">'
+            f"<thead><tr><th>section</th>{head}"
             f"<th>total</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         )
 
@@ -312,8 +347,11 @@ class HtmlReport:
             f'<tr data-fact="{escape(k)}"><th>{escape(k)}</th><td>{v}</td></tr>' for k, v in facts
         )
         return (
-            f'<div class="vfu-summary"><h2>Verdicts by spec section</h2>{matrix}'
-            f'<h2>What was tested</h2><table id="vfu-run" class="vfu-run">{run}</table></div>'
+            '<div class="vfu-summary"><h2>Verdicts by spec section</h2>'
+            f'<div class="vfu-picture"><div>{chart(sections, total)}</div>{matrix}</div>'
+            f'<h2>What was tested</h2><table id="vfu-run" class="vfu-run">{run}</table>'
+            f"<h2>Requirements</h2>{render_requirements(group_requirements(records.cases))}"
+            "</div>"
         )
 
 
@@ -370,59 +408,3 @@ def _wire_excerpt(report) -> str:
         )
         out += [_clip(line, EXCERPT_WIDTH) for line in lines[-EXCERPT_LINES:]]
     return "\n".join(out)
-
-
-_STYLE = (
-    """<style>
-.vfu-summary{color:black;margin-bottom:12px}
-.vfu-summary h2{margin:12px 0 6px}
-.vfu-matrix,.vfu-run{border-collapse:collapse;margin-bottom:8px}
-.vfu-matrix th,.vfu-matrix td,.vfu-run th,.vfu-run td{border:1px solid #ddd;padding:3px 8px}
-.vfu-matrix td{text-align:right}
-.vfu-matrix th{text-align:left}
-.vfu-matrix td.vfu-zero{color:#bbb}
-.vfu-matrix tr.vfu-total{font-weight:bold;border-top:2px solid #999}
-.vfu-run th{text-align:left;font-weight:normal;color:#666;vertical-align:top}
-"""
-    + tone_css(lambda tone, verdicts: ",".join(f".vfu-v-{v}" for v in verdicts))
-    + """
-.vfu-detail{white-space:normal;font-family:Helvetica,Arial,sans-serif;font-size:12px;
-margin:0 0 8px}
-.vfu-detail>div{margin:2px 0}
-.vfu-req{white-space:pre-line;font-family:Helvetica,Arial,sans-serif;color:black;margin:4px 0}
-.vfu-label{font-weight:bold}
-.vfu-excerpt{white-space:pre-wrap;background:#f6f6f6;margin:2px 0;padding:4px;font-size:11px}
-a.vfu-log{color:#36c;margin-right:6px}
-.vfu-cut{color:#666}
-td.col-caseid:target{outline:2px solid #36c}
-</style>"""
-)
-
-# The requirement of each row's case (from #vfu-requirements), added whenever pytest-html
-# (re)draws the table; opening report.html#<case key> expands that row and scrolls to it.
-_SCRIPT = """<script>
-(function(){
-var REQ=null;
-function reqs(){if(REQ===null){var e=document.getElementById('vfu-requirements');
-REQ=e?JSON.parse(e.textContent):{}}return REQ}
-function fill(root){if(!root.querySelectorAll)return;
-root.querySelectorAll('tbody.results-table-row').forEach(function(tb){
-var v=tb.querySelector('td.col-verdict');
-if(v&&v.textContent)v.classList.add('vfu-v-'+v.textContent);
-if(tb.querySelector('.vfu-req'))return;var c=tb.querySelector('td.col-caseid');if(!c)return;
-var t=reqs()[c.textContent.replace(/\\[.*$/,'')];var x=tb.querySelector('td.extra');
-if(!t||!x)return;
-var d=document.createElement('div');d.className='vfu-req';
-d.innerHTML='<span class="vfu-label">Requirement:</span> ';
-d.appendChild(document.createTextNode(t));x.insertBefore(d,x.firstChild)})}
-new MutationObserver(function(ms){ms.forEach(function(m){m.addedNodes.forEach(fill)})})
-.observe(document.documentElement,{childList:true,subtree:true});
-function go(){var id=location.hash.slice(1);if(!id)return;try{id=decodeURIComponent(id)}catch(e){}
-var el=document.getElementById(id);if(!el)return;var body=el.closest('tbody');
-var extras=body&&body.querySelector('.extras-row');
-if(extras&&extras.classList.contains('hidden'))el.click();
-setTimeout(function(){var t=document.getElementById(id);
-if(t)t.scrollIntoView({block:'center'})},0)}
-window.addEventListener('DOMContentLoaded',go);window.addEventListener('hashchange',go);
-})();
-</script>"""

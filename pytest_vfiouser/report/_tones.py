@@ -3,19 +3,26 @@ pytest TerminalWriter markup for the terminal summary."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pytest_vfiouser.verdict import VERDICTS, Verdict
 
-__all__ = ["TONE_MARKUP", "TONE_STYLES", "tone_css"]
+__all__ = ["TONE_COLOURS", "TONE_FILLS", "TONE_MARKUP", "TONE_STYLES", "tone_css"]
 
-TONE_STYLES = {
-    "pass": "color:green",
-    "bad": "color:#c00;font-weight:bold",
-    "warn": "color:#c60",
-    "info": "color:#36c",
-    "skip": "color:#888",
+TONE_COLOURS = {
+    "pass": "green",
+    "bad": "#c00",
+    "warn": "#c60",
+    "info": "#36c",
+    "skip": "#888",
 }
+# Text in the tone's colour; what fails the run also bold.
+TONE_STYLES = {
+    tone: f"color:{colour}" + (";font-weight:bold" if tone == "bad" else "")
+    for tone, colour in TONE_COLOURS.items()
+}
+# Shapes (the chart's bars) filled with it.
+TONE_FILLS = {tone: f"fill:{colour}" for tone, colour in TONE_COLOURS.items()}
 
 # The same tones on a terminal (keyword arguments of TerminalWriter.write); skip stays plain.
 TONE_MARKUP: dict[str, dict[str, bool]] = {
@@ -27,9 +34,12 @@ TONE_MARKUP: dict[str, dict[str, bool]] = {
 }
 
 
-def tone_css(selector: Callable[[str, Sequence[Verdict]], str]) -> str:
-    """One CSS rule a tone; ``selector(tone, its verdicts)`` says which elements it colours."""
+def tone_css(
+    selector: Callable[[str, Sequence[Verdict]], str], styles: Mapping[str, str] = TONE_STYLES
+) -> str:
+    """One CSS rule a tone; ``selector(tone, its verdicts)`` says which elements it styles,
+    ``styles`` how (text by default)."""
     return "\n".join(
         f"{selector(tone, [v for v in VERDICTS if v.tone == tone])}{{{style}}}"
-        for tone, style in TONE_STYLES.items()
+        for tone, style in styles.items()
     )
