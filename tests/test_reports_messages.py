@@ -110,3 +110,10 @@ def test_other_messages_stay_as_they_are():
         "",
     ):
         assert plain_message(message) == message.removeprefix("AssertionError: ")
+
+
+def test_the_fuzz_failure_named_without_importing_the_engine_is_its_class():
+    from pytest_vfiouser.fuzz import FuzzFailure  # noqa: PLC0415 (the engine, on purpose)
+    from pytest_vfiouser.report import _messages  # noqa: PLC0415
+
+    assert _messages._FUZZ_FAILURE == f"{FuzzFailure.__module__}.{FuzzFailure.__qualname__}"
