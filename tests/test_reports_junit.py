@@ -90,7 +90,7 @@ def test_start_failure_junit_is_valid(tmp_path, schema):
     """A server that cannot start: one ERROR, the rest NOT-RUN (skipped, typed so)."""
     server = shlex.join([sys.executable, "-c", "import sys; sys.exit(3)", "{socket}"])
     result = cli(tmp_path, "--vfu-server", server, "--vfu-section", "version")
-    assert result.returncode == 1
+    assert result.returncode == 6  # the target could not start (verdict.ExitStatus)
     junit = tmp_path / "reports" / "junit.xml"
     _assert_valid(schema, junit)
     cases = _cases(junit)
