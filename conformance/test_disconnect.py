@@ -58,7 +58,7 @@ def _disconnect(client, vfu_target, baseline: int | None) -> bool:
     case made, then the close), wait until it has let go of it; whether it still runs."""
     client.wait_peer_read(client.timeout)
     client.close()
-    if vfu_target.persistent is False:
+    if vfu_target.exits_after_clients:
         pass  # it exits after its clients: new_client waits for that (or finds it left behind)
     elif baseline is not None:
         wait_server_fds(vfu_target, baseline, client.timeout)

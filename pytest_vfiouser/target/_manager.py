@@ -247,13 +247,18 @@ class TargetHandle:
         """The server's open fd count and RSS now (None where unknown)."""
         return self.target.snapshot()
 
+    @property
+    def exits_after_clients(self) -> bool:
+        """Whether the server was seen to exit after its clients, and never to outlive one."""
+        return self._manager.exits_after_clients
+
     def left_behind(self) -> float | None:
         """After its client left: None when the server exited (or is one that outlives its
         clients); else it was seen to exit after its clients and still runs LEFT_BEHIND_EXIT
         s later (it neither exits nor, as a rule, serves another: as one that serves one
         client, which the spec allows), and this is the share of one CPU it uses with no
         client (SPINNING and above: it spins)."""
-        if self._manager.persistent is not False or not self.managed:
+        if not self._manager.exits_after_clients or not self.managed:
             return None
         deadline = time.monotonic() + LEFT_BEHIND_EXIT
         while self.alive and time.monotonic() < deadline:
@@ -392,16 +397,14 @@ class TargetManager:
     def acquire(self, key: str, case: str = "") -> TargetHandle:
         """The target for a test (``case`` names it); starts one if there is none usable.
 
-        A server that serves one client per process, or was seen to exit after its
-        clients, is replaced once a client used it: one still running then is in a state
-        of its own, not the next case's to meet. Raises TargetUnavailable when it cannot
-        be started, TargetNotRun once it is gone for the run."""
+        A server that serves one client per process is replaced once a client used it.
+        Raises TargetUnavailable when it cannot be started, TargetNotRun once it is gone
+        for the run."""
         self._case = case
         self._check_stopped()
         t = self.current
-        single_use = self.one_client or self.persistent is False
         if t is not None and (
-            key != self._key or not t.usable() or (single_use and t in self._used)
+            key != self._key or not t.usable() or (self.one_client and t in self._used)
         ):
             self._retire(t)
         if self.current is None:
@@ -435,7 +438,10 @@ class TargetManager:
         if crash is not None:
             handle.crash_reported = True
         key = self._key
-        if rc is not None or handle.hung or self.settings.restart == "per-test":
+        # One that exits after its clients but still runs after this one is left behind: in a
+        # state of its own, not the next case's to meet.
+        left_behind = rc is None and handle.connected and self.exits_after_clients
+        if rc is not None or handle.hung or left_behind or self.settings.restart == "per-test":
             if t is self.current:
                 self._retire(t)
         if handle.hung and crash is None and rc is None:
@@ -604,10 +610,17 @@ class TargetManager:
         dying_until = time.monotonic() + DYING_WAIT
         while t.poll() is None and is_exiting(t.pid) and time.monotonic() < dying_until:
             time.sleep(0.005)
-        if t.poll() is None:
-            self.survived = True
+        if t.poll() is None and not self.exits_after_clients:  # a left-behind one does not
+            self.survived = True  # count: it neither exits nor serves another
             if self.persistent is None:
                 self.persistent = True
+
+    @property
+    def exits_after_clients(self) -> bool:
+        """Whether the server was seen to exit after its clients and never to outlive one
+        (one still running after a client then is left behind, ``TargetHandle.left_behind``);
+        a server seen to outlive its clients that exits now and then (on errors) is not."""
+        return self.persistent is False and not self.survived
 
     def crash_of(self, t: Target | ExternalTarget, wait: float = 0.0) -> CrashInfo | None:
         if t in self._ours_stopped:
