@@ -89,7 +89,10 @@ __all__ = [
     "run_with",
 ]
 
-QUIET = 0.25  # seconds to wait for a close after bytes the server cannot frame
+# After bytes the server cannot frame, once it has read them: how long it gets to close (a
+# server decides on what it read at once; one that does not close is closed by us).
+QUIET = 0.05
+STALLED_QUIET = 0.25  # after a write that did not go out: how long answers get to arrive
 SETTLE = 1.0  # seconds the server gets to release fds after the last client closed
 # A message whose msg_size promises more than was sent is completed with zero
 # bytes up to this size (so the server sees a whole message and answers it);
@@ -622,7 +625,7 @@ class Fuzzer:
         replies: list = []
         while True:
             try:
-                reply = self._recv(client, QUIET, frames, replies)
+                reply = self._recv(client, STALLED_QUIET, frames, replies)
             except (Timeout, ConnectionClosed):
                 return bool(replies)
             self._take(reply, frames, replies)
@@ -867,8 +870,11 @@ class Fuzzer:
         new connection is served."""
         replies: list = []
         strict = ending != "closed"  # a close while sending: whatever came, came
+        read_all = False
         while True:
             pending = strict and self._assignment(frames, replies, complete=True) is None
+            if not pending and not read_all:  # QUIET counts from when it has read them
+                read_all = client.wait_peer_read(self.timeout)
             try:
                 reply = self._recv(client, self.timeout if pending else QUIET, frames, replies)
             except ConnectionClosed as e:
