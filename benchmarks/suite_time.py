@@ -109,6 +109,9 @@ def main(argv: list[str]) -> int:
         if report is None:
             failed = True
             print(f"{name}: {took:.1f} s, no JSON report", flush=True)
+            if name == REFERENCE:  # nothing to compare the others with
+                print("suite_time: the reference run wrote no report; is the suite installed?")
+                return 1
             continue
         counts = Counter(c["verdict"] for c in report["cases"])
         cases = len(report["cases"]) if name == REFERENCE else cases
