@@ -14,6 +14,16 @@ def test_mode(vfu_settings):
 """
 
 
+# Where Hypothesis would write its files during a case: whether it writes any depends on
+# whether the code under test is installed in site-packages (it skips that code's constants).
+STORAGE_PROBE = """
+from hypothesis.configuration import storage_directory
+
+def pytest_runtest_teardown(item):
+    print("hypothesis storage:", storage_directory("constants", intent_to_write=False).path)
+"""
+
+
 def _run(pytester: pytest.Pytester, *args: str):
     # Hypothesis's pytest plugin stays loaded: its options are under test.
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
@@ -44,8 +54,13 @@ def test_hypothesis_profile_and_vfu_fuzz_must_agree(pytester: pytest.Pytester):
 def test_statistics_and_no_hypothesis_folder(pytester: pytest.Pytester):
     """A fuzz case against the embedded reference server: Hypothesis's statistics of its
     examples are shown, and Hypothesis's files (its constants cache) are not left here."""
+    pytester.makepyfile(storage_probe=STORAGE_PROBE)
+    pytester.syspathinsert()
     result = _run(
         pytester,
+        "-s",
+        "-p",
+        "storage_probe",
         "--pyargs",
         "conformance.test_fuzz_messages",
         "-k",
@@ -61,6 +76,7 @@ def test_statistics_and_no_hypothesis_folder(pytester: pytest.Pytester):
             "*passing, 0 failing, and * invalid test cases",
         ]
     )
+    result.stdout.fnmatch_lines(["*hypothesis storage: */vfu-hypothesis-*/constants"])
     assert not (pytester.path / ".hypothesis").exists()
 
 
@@ -68,7 +84,18 @@ def test_hypothesis_storage_directory_is_respected(pytester: pytest.Pytester, mo
     """HYPOTHESIS_STORAGE_DIRECTORY still says where Hypothesis keeps its files."""
     storage = pytester.path / "hypothesis-files"
     monkeypatch.setenv("HYPOTHESIS_STORAGE_DIRECTORY", str(storage))
-    result = _run(pytester, "--pyargs", "conformance.test_fuzz_messages", "-k", "garbage")
+    pytester.makepyfile(storage_probe=STORAGE_PROBE)
+    pytester.syspathinsert()
+    result = _run(
+        pytester,
+        "-s",
+        "-p",
+        "storage_probe",
+        "--pyargs",
+        "conformance.test_fuzz_messages",
+        "-k",
+        "garbage",
+    )
     assert result.ret == 0
-    assert (storage / "constants").is_dir()
+    result.stdout.fnmatch_lines([f"*hypothesis storage: {storage}/constants"])
     assert not (pytester.path / ".hypothesis").exists()
