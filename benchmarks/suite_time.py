@@ -2,7 +2,7 @@
 
     python benchmarks/suite_time.py [-- extra vfio-user-conformance arguments]
     python benchmarks/suite_time.py --server NAME="/path/to/server {socket}" [--server ...]
-    python benchmarks/suite_time.py --libvfio-user [--spec 0.9.2]
+    python benchmarks/suite_time.py --libvfio-user [--spec 0.9.2] [--keep DIR]
 
 Runs ``vfio-user-conformance`` once per target, one after the other (reports
 into a temporary directory, removed afterwards): always the embedded reference
@@ -46,8 +46,11 @@ def command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "pytest_vfiouser.cli"]
 
 
-def timed(server: str | None, extra: list[str]) -> tuple[float, dict | None]:
-    """One run: its wall time and its JSON report (None if it wrote none)."""
+def timed(
+    server: str | None, extra: list[str], keep: Path | None = None
+) -> tuple[float, dict | None]:
+    """One run: its wall time and its JSON report (None if it wrote none); with ``keep``,
+    its reports folder is copied there."""
     args = ["--vfu-server", server] if server else []
     with tempfile.TemporaryDirectory(prefix="vfu-suite-time-") as tmp:
         start = time.perf_counter()
@@ -60,6 +63,8 @@ def timed(server: str | None, extra: list[str]) -> tuple[float, dict | None]:
         )
         seconds = time.perf_counter() - start
         report = Path(tmp) / "reports" / "conformance.json"
+        if keep is not None and report.parent.is_dir():
+            shutil.copytree(report.parent, keep, dirs_exist_ok=True)
         return seconds, json.loads(report.read_text()) if report.exists() else None
 
 
@@ -86,6 +91,9 @@ def main(argv: list[str]) -> int:
         "--libvfio-user", action="store_true", help="also every libvfio-user sample"
     )
     parser.add_argument("--spec", default=None, help="--vfu-spec of the runs (not the reference)")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep each run's reports in DIR/NAME/"
+    )
     parser.add_argument("--build-dir", type=Path, default=interop.REPO / ".interop-build")
     parser.add_argument("extra", nargs="*", help="more vfio-user-conformance arguments")
     options = parser.parse_args(argv)
@@ -104,7 +112,8 @@ def main(argv: list[str]) -> int:
     failed = False
     for name, server in targets.items():
         spec = ["--vfu-spec", options.spec] if options.spec and server else []
-        took, report = timed(server, [*spec, *options.extra])
+        keep = options.keep / name if options.keep else None
+        took, report = timed(server, [*spec, *options.extra], keep)
         seconds[name] = took
         if report is None:
             failed = True

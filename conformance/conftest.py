@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_vfiouser import watch_client
-from pytest_vfiouser.fuzz import Fuzzer, account
+from pytest_vfiouser.fuzz import SHRINK_SECONDS, Fuzzer, account
 
 from ._fuzz import case_name, negotiated_caps
 
@@ -29,6 +29,7 @@ def fuzzer(request, vfu_settings, vfu_target, vfu_device, vfu_spec, vfu_observe)
         repro_dir=vfu_settings.fuzz_dir,
         observe=vfu_observe,
         on_connect=watch_client,
+        shrink_seconds=SHRINK_SECONDS[vfu_settings.fuzz],
     )
     yield f
     f.close()

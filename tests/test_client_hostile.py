@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -246,3 +247,31 @@ def test_a_peer_that_never_reads_makes_sending_time_out():
         with pytest.raises(Timeout, match="the peer to accept REGION_WRITE"):
             client.region_write(0, 0, bytes(8 << 20))  # far more than the socket buffers
         assert time.monotonic() - start < 0.2 + MARGIN
+
+
+def test_a_peer_that_answers_as_it_reads_gets_all_of_a_large_send():
+    """A peer that writes an error reply per header it reads blocks on writing once the
+    client's receive buffer is full, and reads no more: the client takes the replies in
+    while it sends (it would otherwise time out), and they are there to receive after."""
+    count = 16384  # 256 KiB sent; the replies fill the client's buffer long before
+    reply = P.encode_error(0, 0, errno.EINVAL)
+
+    def answer_each_header(sock: socket.socket) -> None:
+        for _ in range(count):
+            got = b""
+            while len(got) < 16:
+                got += sock.recv(16 - len(got))
+            sock.sendall(reply)
+
+    a, b = socket.socketpair()
+    client = Client(a, timeout=2.0)
+    try:
+        with in_thread(answer_each_header, b):
+            start = time.monotonic()
+            client.send_raw(bytes(16 * count))
+            assert time.monotonic() - start < 2.0
+            for _ in range(count):
+                assert client.recv_message().error == errno.EINVAL
+    finally:
+        client.close()
+        b.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import strategies as st
@@ -171,6 +172,7 @@ def test_a_malformed_error_reply_is_shrunk_and_reproduced(server, tmp_path):
     text = str(info.value)
     assert "the error reply to" in text and "must only include the reply header" in text
     assert "shrunk by Hypothesis" in text and "Its wire log" in text
+    assert not f.shrink_cut and "shrunk by Hypothesis for its" not in text
     script = f.reproducer_path()
     assert script.exists() and str(script) in text
     # The reproducer replays the example against the server, shows the bad reply and
@@ -184,6 +186,31 @@ def test_a_malformed_error_reply_is_shrunk_and_reproduced(server, tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert " reply id=" in out.stdout and "ERROR errno=" in out.stdout and "size=20" in out.stdout
     assert "== reproduced" in out.stdout
+
+
+@pytest.mark.parametrize("server", ["error-reply-payload"], indirect=True)
+def test_shrinking_stops_after_its_seconds(server, tmp_path):
+    """Each attempt costs 50 ms (as a server restarted per connection would): after the
+    0.3 s of shrink_seconds the attempts are rejected unrun, and the failing example
+    found so far is replayed, reported and written as a reproducer."""
+    f = _fuzzer(server, tmp_path, shrink_seconds=0.3)
+    device = _device(server)
+
+    def slow_transmit(tx):
+        time.sleep(0.05)
+        return f.transmit(tx)
+
+    with pytest.raises(FuzzFailure) as info:
+        fuzzing.run_examples(
+            f,
+            s.transmissions(s.requests(device), 3, split=False),
+            slow_transmit,
+            fuzzing.fuzz_settings("ci", **SETTINGS),
+        )
+    text = str(info.value)
+    assert f.shrink_cut and "(shrunk by Hypothesis for its 0.3 s)" in text, text[:2000]
+    assert "must only include the reply header" in text
+    assert f.reproducer_path().exists()
 
 
 def test_distinct_failures_of_one_run_are_each_reported(tmp_path):

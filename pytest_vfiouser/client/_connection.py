@@ -4,7 +4,9 @@ Design notes (this is the hot path of every test and of the benchmark):
 
 * The socket stays in blocking mode and waits are bounded by SO_RCVTIMEO and
   SO_SNDTIMEO, so a receive is one syscall (Python's own socket timeouts poll
-  before every call). The deadline of a whole message is enforced by
+  before every call). A send that does not fit the socket buffer finishes in
+  a poll loop that takes in what the peer sends meanwhile (no deadlock with a
+  peer that answers as it reads). The deadline of a whole message is enforced by
   shortening SO_RCVTIMEO when a message arrives in pieces.
 * Before a receive blocks, the socket is polled for as long as recent waits
   say a reply is near (busy_poll.py: at most ``busy_poll_ns``, 0.2 ms by
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 import time
@@ -62,8 +65,12 @@ _BUF_SIZE = 1 << 16
 _LOG_BIG = WireLog.BIG
 DEFAULT_TIMEOUT = 5.0  # seconds any wait for the peer may take, unless told otherwise
 _MSG_NOSIGNAL = int(getattr(socket, "MSG_NOSIGNAL", 0))
+# Sends never block in the kernel: what does not fit waits in _send_rest's poll loop.
+_SEND_FLAGS = _MSG_NOSIGNAL | socket.MSG_DONTWAIT
 _RECV_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
 _MSG_CTRUNC = int(socket.MSG_CTRUNC)
+# What a send takes in from the peer at most while it waits to send more.
+_TAKE_IN_LIMIT = 64 << 20
 
 
 class Connection:
@@ -113,7 +120,7 @@ class Connection:
             if fds:
                 n = self.sock.sendmsg([data], rights(fds), _MSG_NOSIGNAL)
             else:
-                n = self._sock_send(data, _MSG_NOSIGNAL)
+                n = self._send_first(data)
             if n != len(data):  # the fds went with the first byte
                 self._send_rest(data, n, t)
         except BlockingIOError:
@@ -121,19 +128,59 @@ class Connection:
         except (BrokenPipeError, ConnectionResetError):
             self._peer_gone(data)
 
+    def _send_first(self, data: bytes) -> int:
+        """What one send without waiting took of ``data`` (0 if the buffer is full)."""
+        try:
+            return self._sock_send(data, _SEND_FLAGS)
+        except BlockingIOError:
+            return 0
+
     def _send_rest(self, data: bytes, n: int, started: float) -> None:
         """After a short write (a full socket buffer), the rest of ``data``, all of it
-        within the timeout counted from ``started``; BlockingIOError if not."""
+        within the timeout counted from ``started``; BlockingIOError if not.
+
+        What the peer sends meanwhile is taken in, for the receives that follow: a peer
+        that answers each piece it reads (an error reply per header of garbage) blocks
+        on writing to us once our receive buffer is full, and then reads no more."""
         view = memoryview(data)[n:]
+        poller = select.poll()
+        poller.register(self.sock, select.POLLOUT | select.POLLIN)
+        taking = True
+        while view:
+            remaining = started + self.timeout - _now()
+            if remaining <= 0:
+                raise BlockingIOError
+            mask = 0
+            for _, events in poller.poll(max(1, round(remaining * 1000))):
+                mask |= events
+            if taking and mask & select.POLLIN and not self._take_in():
+                taking = False
+                poller.modify(self.sock, select.POLLOUT)
+            if mask & (select.POLLOUT | select.POLLERR | select.POLLHUP):
+                try:  # a closed peer: EPIPE, for the caller
+                    view = view[self.sock.send(view, _SEND_FLAGS) :]
+                except BlockingIOError:
+                    pass
+
+    def _take_in(self) -> bool:
+        """Receive what is there without waiting, during a send; whether to go on (not
+        after the peer's close, or once _TAKE_IN_LIMIT bytes wait to be framed)."""
+        if self._end == len(self._buf):
+            if self._end - self._start >= _TAKE_IN_LIMIT:
+                return False
+            self._make_room(self._end - self._start + _BUF_SIZE)
         try:
-            while view:
-                remaining = started + self.timeout - _now()
-                if remaining <= 0:
-                    raise BlockingIOError
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(remaining))
-                view = view[self.sock.send(view, _MSG_NOSIGNAL) :]
-        finally:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+            n, anc, flags, _ = self.sock.recvmsg_into(
+                [self._view[self._end :]], _CMSG_SPACE, _RECV_FLAGS | socket.MSG_DONTWAIT
+            )
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if n == 0:
+            return False  # the close is seen again by the next receive
+        self._received(n, anc, flags, "")
+        return True
 
     def wait_peer_read(self, timeout: float, discard: bool = False) -> bool:
         """Wait up to ``timeout`` s until the server has read every byte sent; whether it
@@ -157,13 +204,13 @@ class Connection:
 
     def send_many(self, frames: list[bytes]) -> None:
         """Each of ``frames`` in its own sendmsg (a pipeline's requests); one log entry."""
-        send = self._sock_send
+        send = self._send_first
         t = _now()
         total = 0
         data = b""
         try:
             for data in frames:
-                n = send(data, _MSG_NOSIGNAL)
+                n = send(data)
                 if n != len(data):  # the wait for this one was at most one timeout
                     self._send_rest(data, n, _now())
                 total += len(data)
@@ -206,7 +253,10 @@ class Connection:
             self._set_rcvtimeo(timeout)
         iov = [self._view]
         try:
-            n = self._sock_send(data, _MSG_NOSIGNAL)
+            try:  # _send_first, inline: this is the hot path
+                n = self._sock_send(data, _SEND_FLAGS)
+            except BlockingIOError:
+                n = 0
             if n != len(data):
                 self._send_rest(data, n, now)
         except BlockingIOError:

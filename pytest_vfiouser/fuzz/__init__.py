@@ -20,6 +20,7 @@ from ._reproducer import conversation_steps, reproducer_script, write_reproducer
 from ._run import (
     DEFAULT_FUZZ_MODE,
     FUZZ_MODES,
+    SHRINK_SECONDS,
     FuzzStats,
     account,
     merge_worker_output,
@@ -37,6 +38,7 @@ __all__ = [
     "FuzzStats",
     "Fuzzer",
     "Hang",
+    "SHRINK_SECONDS",
     "TargetLost",
     "account",
     "conversation_steps",

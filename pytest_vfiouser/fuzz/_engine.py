@@ -24,7 +24,9 @@
   (``--vfu-fuzz-dir``, default ``reports/fuzz-repro``). A crash or a hang
   stops the run at once and is reported as found (not shrunk: shrinking
   would need a new server process, or a timeout, per attempt); any other
-  failure is shrunk by Hypothesis, and the last example run is the shrunk one.
+  failure is shrunk by Hypothesis, and the last example run is the shrunk one,
+  for at most ``shrink_seconds`` (``SHRINK_SECONDS`` of the mode): the attempts
+  after that are rejected unrun, and the smallest failing example so far stands.
 * The modes and the run's counters are ``_run``'s (imported without Hypothesis).
 """
 
@@ -39,9 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, currently_in_test_context, given, reject, settings
 from hypothesis import event as _hypothesis_event
 from hypothesis.configuration import set_hypothesis_home_dir
+from hypothesis.control import current_build_context
 from hypothesis.stateful import run_state_machine_as_test
 from hypothesis.statistics import collector as statistics_collector
 from hypothesis.statistics import describe_statistics
@@ -330,6 +333,7 @@ class Fuzzer:
         repro_dir: str | os.PathLike | None = None,
         observe: Callable[[str], None] | None = None,
         on_connect: Callable[[Client], None] | None = None,
+        shrink_seconds: float | None = None,
     ):
         self.target = target
         self.on_connect = on_connect
@@ -351,6 +355,9 @@ class Fuzzer:
         # Failures of another kind met on the way (while Hypothesis shrank the first),
         # the smallest example of each: a property may find several bugs in one run.
         self.others: dict[str, _Record] = {}
+        self.shrink_seconds = shrink_seconds  # None: Hypothesis's own limits
+        self._failed_at: float | None = None  # when the first failure was recorded
+        self.shrink_cut = False  # attempts were rejected once shrink_seconds were spent
         self.examples = 0
         self.messages = 0
         self.restarts = 0
@@ -482,7 +489,12 @@ class Fuzzer:
     # -- examples
 
     def begin(self, fresh: bool = False) -> None:
-        """Start an example: its wire log starts empty (plus the handshake)."""
+        """Start an example: its wire log starts empty (plus the handshake). Once the
+        shrinking of a failure has had its ``shrink_seconds``, the attempt is rejected
+        (Hypothesis's final replay of the failing example still runs)."""
+        if self._shrink_spent():
+            self.shrink_cut = True
+            reject()
         if fresh:
             self.drop()
         self._touched = []
@@ -492,6 +504,13 @@ class Fuzzer:
             self.client.wire_log.clear()
             self._touched.append(self.client)
         self.examples += 1
+
+    def _shrink_spent(self) -> bool:
+        if self._failed_at is None or self.shrink_seconds is None:
+            return False
+        if time.monotonic() - self._failed_at <= self.shrink_seconds:
+            return False
+        return currently_in_test_context() and not current_build_context().is_final
 
     def conversations(self) -> list[list[dict]]:
         """The example's conversation: per connection, handshake + what followed."""
@@ -532,6 +551,8 @@ class Fuzzer:
             return
         text = describe(value) if describe is not None else _describe(value)
         rec = _Record(e, text, self.conversations(), self.log_text(), _is_fatal(e))
+        if self._failed_at is None:
+            self._failed_at = time.monotonic()
         if rec.fatal:
             self.fatal = rec
         else:
@@ -1044,6 +1065,8 @@ class Fuzzer:
             "as found: a crash or a hang is not shrunk, each attempt would need a new "
             "server process or a timeout"
             if rec.fatal
+            else f"shrunk by Hypothesis for its {self.shrink_seconds:g} s"
+            if rec is shrunk and self.shrink_cut
             else "shrunk by Hypothesis"
             if rec is shrunk
             else "not shrunk: Hypothesis shrank another failure, below"

@@ -17,6 +17,7 @@ __all__ = [
     "FUZZ_MODES",
     "PROFILES",
     "SHOW_STATISTICS",
+    "SHRINK_SECONDS",
     "FuzzStats",
     "account",
     "merge_worker_output",
@@ -29,6 +30,9 @@ __all__ = [
 # --vfu-fuzz: the Hypothesis settings profile of the fuzz cases, by mode
 PROFILES = {"ci": "vfu-fuzz-ci", "campaign": "vfu-fuzz-campaign"}
 FUZZ_MODES = tuple(PROFILES)
+# Seconds a case may spend shrinking a failure, by mode: against a server restarted per
+# connection each attempt costs a process start, and Hypothesis's own limit is 300 s.
+SHRINK_SECONDS = {"ci": 3.0, "campaign": 60.0}
 DEFAULT_FUZZ_MODE = "ci"
 SHOW_STATISTICS = "--hypothesis-show-statistics"  # Hypothesis's pytest option
 
