@@ -33,6 +33,7 @@ anyway), ``--vfu-timeout 2`` and a private bytecode cache
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import json
 import os
@@ -210,7 +211,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 class Runner:
     """Runs faults (and the fault-free suite) into ``out``, each at most once across the
-    processes that share ``out`` (claim files), ``workers`` at a time in this process."""
+    processes that share ``out`` (claim files), at most ``workers`` at a time across all of
+    them (slot files, locked while a run holds them): a pytest-xdist worker left alone
+    with runs to do uses every slot the others have given up."""
 
     def __init__(
         self, out: Path, names: list[str | None], workers: int = 2, excluded: Iterable[str] = ()
@@ -240,12 +243,34 @@ class Runner:
         os.close(fd)
         return True
 
+    def _slot(self) -> int | None:
+        """A free slot of the ``workers`` shared by every process on ``out``: the fd that
+        holds its lock (closing it frees the slot), or None when all are taken."""
+        for k in range(self.workers):
+            fd = os.open(self.out / f"slot-{k}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                os.close(fd)
+        return None
+
+    def _run(self, name: str | None) -> None:
+        """Run ``name`` (claimed by this process) once a slot is free."""
+        while (slot := self._slot()) is None:
+            if self.stop.wait(0.1):
+                return
+        try:
+            run_one(name, self.out, self.excluded, self.stop)
+        finally:
+            os.close(slot)
+
     def _loop(self) -> None:
         for name in self.names:
             if self.stop.is_set() or self.draining.is_set():
                 return
             if self._claim(name):
-                run_one(name, self.out, self.excluded, self.stop)
+                self._run(name)
 
     def start(self) -> Runner:
         """Work through ``names`` in the background."""
@@ -261,7 +286,7 @@ class Runner:
         """The ``.done`` record of ``name``: run here if nobody claimed it, else waited for."""
         done = self.out / f"{self._file(name)}.done"
         if not done.exists() and self._claim(name):
-            run_one(name, self.out, self.excluded, self.stop)
+            self._run(name)
         deadline = time.monotonic() + timeout
         while not done.exists():
             if time.monotonic() > deadline:

@@ -13,9 +13,9 @@ and once without any:
 
 The runs (about 55, ~14 s each alone) go on in the background, VFU_FAULT_RUNS
 (default: twice the CPUs, at most 8) at a time in all: each test waits for the
-run it needs. Under
-pytest-xdist the workers share one directory of runs and claim each run once,
-splitting the concurrency between them.
+run it needs. Under pytest-xdist the workers share one directory of runs, claim
+each run once and share the VFU_FAULT_RUNS slots (a worker whose other tests are
+done keeps every slot busy).
 """
 
 from __future__ import annotations
@@ -51,13 +51,9 @@ def fault_runs(request, tmp_path_factory):
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     base = tmp_path_factory.getbasetemp()
     shared = (base.parent if worker else base) / "fault-runs"  # one per session, all workers
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) if worker else 1
     unkillable = km.load_unkillable()
     runner = km.Runner(
-        shared,
-        _needed(request.session),
-        max(1, CONCURRENT // workers),
-        km.excluded_sections(unkillable),
+        shared, _needed(request.session), CONCURRENT, km.excluded_sections(unkillable)
     )
     runner.start()
     yield runner
@@ -125,3 +121,16 @@ def test_kill_matrix(fault_runs, request):
         "listed in tests/unkillable.toml, yet they kill a fault (remove them):\n"
         + "\n".join(matrix["stale_unkillable"])
     )
+
+
+def test_runners_on_one_directory_share_their_slots(tmp_path):
+    """Two processes' runners (as two xdist workers have) hold at most ``workers`` slots
+    between them, and a slot one frees is the other's."""
+    first, second = km.Runner(tmp_path, [], 2), km.Runner(tmp_path, [], 2)
+    held = [first._slot(), first._slot()]
+    assert None not in held and second._slot() is None
+    os.close(held.pop())
+    again = second._slot()
+    assert again is not None and first._slot() is None
+    for fd in (*held, again):
+        os.close(fd)

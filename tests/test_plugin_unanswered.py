@@ -81,8 +81,9 @@ def test_a_server_that_never_answers_is_one_hang(tmp_path: Path):
     assert {c["message"] for c in others} == {
         f"not run: the target stopped answering (see {found})"
     }
-    # Discovery (at collection), one fresh server: two timeouts, not one per case.
-    assert seconds < 3 * TIMEOUT + 10, (seconds, output)
+    # Discovery (at collection), one fresh server: two timeouts, not one per case (which
+    # would be over 30 min); the rest is a run's own time, longer on a loaded machine.
+    assert seconds < 3 * TIMEOUT + 30, (seconds, output)
     notes = data["run"]["target"]["notes"]
     stopped = (
         "the target stopped answering: a fresh server did not answer VERSION either (Timeout: "
@@ -159,7 +160,7 @@ def test_a_version_or_discovery_that_fails_is_said_once(
     assert {c["message"] for c in needing.values()} == {f"not run: {what} (see {found['id']})"}
     assert {cases[name]["verdict"] for name in RAW if cases[name] is not found} == {raw}
     assert "ERROR" not in {c["verdict"] for c in cases.values()}
-    assert seconds < 3 * TIMEOUT + 10, (seconds, output)
+    assert seconds < 3 * TIMEOUT + 30, (seconds, output)  # as above
     assert data["run"]["target"]["notes"].count(found["message"]) == 1
 
 
