@@ -24,6 +24,14 @@ def pytest_runtest_teardown(item):
 """
 
 
+def _run_probed(pytester: pytest.Pytester, *args: str):
+    """The garbage fuzz case, with STORAGE_PROBE printing where Hypothesis keeps its files."""
+    pytester.makepyfile(storage_probe=STORAGE_PROBE)
+    pytester.syspathinsert()
+    pyargs = ("--pyargs", "conformance.test_fuzz_messages", "-k", "garbage")
+    return _run(pytester, "-s", "-p", "storage_probe", *pyargs, *args)
+
+
 def _run(pytester: pytest.Pytester, *args: str):
     # Hypothesis's pytest plugin stays loaded: its options are under test.
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
@@ -54,19 +62,7 @@ def test_hypothesis_profile_and_vfu_fuzz_must_agree(pytester: pytest.Pytester):
 def test_statistics_and_no_hypothesis_folder(pytester: pytest.Pytester):
     """A fuzz case against the embedded reference server: Hypothesis's statistics of its
     examples are shown, and Hypothesis's files (its constants cache) are not left here."""
-    pytester.makepyfile(storage_probe=STORAGE_PROBE)
-    pytester.syspathinsert()
-    result = _run(
-        pytester,
-        "-s",
-        "-p",
-        "storage_probe",
-        "--pyargs",
-        "conformance.test_fuzz_messages",
-        "-k",
-        "garbage",
-        "--hypothesis-show-statistics",
-    )
+    result = _run_probed(pytester, "--hypothesis-show-statistics")
     assert result.ret == 0, result.stdout.str()[-2000:]
     result.stdout.fnmatch_lines(
         [
@@ -84,18 +80,7 @@ def test_hypothesis_storage_directory_is_respected(pytester: pytest.Pytester, mo
     """HYPOTHESIS_STORAGE_DIRECTORY still says where Hypothesis keeps its files."""
     storage = pytester.path / "hypothesis-files"
     monkeypatch.setenv("HYPOTHESIS_STORAGE_DIRECTORY", str(storage))
-    pytester.makepyfile(storage_probe=STORAGE_PROBE)
-    pytester.syspathinsert()
-    result = _run(
-        pytester,
-        "-s",
-        "-p",
-        "storage_probe",
-        "--pyargs",
-        "conformance.test_fuzz_messages",
-        "-k",
-        "garbage",
-    )
+    result = _run_probed(pytester)
     assert result.ret == 0
     result.stdout.fnmatch_lines([f"*hypothesis storage: {storage}/constants"])
     assert not (pytester.path / ".hypothesis").exists()

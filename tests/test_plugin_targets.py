@@ -175,25 +175,29 @@ def test_sigterm_ignored_is_reported(pytester: pytest.Pytester):
     result.stdout.fnmatch_lines(["SIGTERM honoured: NO (1 of 1 stops needed SIGKILL)"])
 
 
+# A case needing the device, one needing a negotiated client, one on a raw connection.
+DEVICE_CLIENT_RAW = """
+from pytest_vfiouser import case, MUST
+
+@case("d/device", MUST)
+def test_device(vfu_device):
+    pass
+
+@case("d/client", MUST)
+def test_client(vfu_client):
+    pass
+
+@case("d/raw", MUST)
+def test_raw(vfu_connect):
+    vfu_connect().negotiate()
+"""
+
+
 def test_device_discovery_failure(pytester: pytest.Pytester):
     """A server that refuses DEVICE_GET_INFO: the server's FAIL, said once; the cases that
     need the device or a negotiated connection (whose probe it is) are not run; a case
     on a raw connection runs."""
-    pytester.makepyfile("""
-        from pytest_vfiouser import case, MUST
-
-        @case("d/device", MUST)
-        def test_device(vfu_device):
-            pass
-
-        @case("d/client", MUST)
-        def test_client(vfu_client):
-            pass
-
-        @case("d/raw", MUST)
-        def test_raw(vfu_connect):
-            vfu_connect().negotiate()
-    """)
+    pytester.makepyfile(DEVICE_CLIENT_RAW)
     result = run(
         pytester,
         "--vfu-server",
@@ -216,21 +220,7 @@ def test_device_discovery_failure(pytester: pytest.Pytester):
 
 
 def test_a_crash_during_discovery_is_one_crash(pytester: pytest.Pytester):
-    pytester.makepyfile("""
-        from pytest_vfiouser import case, MUST
-
-        @case("d/device", MUST)
-        def test_device(vfu_device):
-            pass
-
-        @case("d/client", MUST)
-        def test_client(vfu_client):
-            pass
-
-        @case("d/raw", MUST)
-        def test_raw(vfu_connect):
-            vfu_connect().negotiate()
-    """)
+    pytester.makepyfile(DEVICE_CLIENT_RAW)
     run(
         pytester,
         "--vfu-server",
