@@ -35,6 +35,8 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
                    (libvfio-user's samples read so)
   --daemonize      fork, setsid, fork again; the daemon listens, then the started process
                    exits 0 (its first child, dead after setsid, is never waited for)
+  --exit-late S    with --daemonize: the started process exits S seconds after the daemon
+                   listens (it is still there when the suite sees the socket listen)
   --fork-setsid    fork a child that calls setsid and stays (sleeping); the parent serves
   --slow-start-if FILE  if FILE exists: create FILE.started, then sleep 60 s before listening
   --tag TEXT       ignored: a mark in the command line of every process of the server
@@ -67,6 +69,7 @@ if "--daemonize" in flags:
     if os.fork() > 0:
         os.close(ready)
         os.read(r, 1)
+        time.sleep(opt("--exit-late", float) or 0)
         os._exit(0)
     os.close(r)
     os.setsid()

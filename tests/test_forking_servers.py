@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import time
 import uuid
 
 import pytest
@@ -124,12 +125,23 @@ def test_a_daemon_that_crashes_is_a_crash(pytester: pytest.Pytester):
     assert case["verdict"] == "CRASH" and "SIGABRT" in case["message"]
 
 
+@pytest.mark.parametrize("late", [False, True], ids=["exits", "exits-late"])
 @pytest.mark.parametrize("fd", [False, True], ids=["socket", "fd"])
-def test_target_follows_a_daemon(tmp_path, fd):
+def test_target_follows_a_daemon(tmp_path, fd, late):
+    """Followed whether the started process exits before the suite sees the socket listen
+    or after (``late``: then the suite follows the daemon when it sees the exit)."""
     tag = f"vfu-test-{uuid.uuid4().hex}"
-    target = Target(script_server(tmp_path, "--daemonize", "--tag", tag, fd=fd), base_dir=tmp_path)
+    more = ["--exit-late", "0.5"] if late else []
+    target = Target(
+        script_server(tmp_path, "--daemonize", *more, "--tag", tag, fd=fd), base_dir=tmp_path
+    )
     try:
         target.start()
+        if late:
+            started = target.pid
+            assert target.alive and not target.daemonized
+            time.sleep(1.0)
+            assert target.pid != started
         assert target.daemonized and target.started_status == 0
         assert target.alive and target.pid in tagged(tag)
         assert listening_inodes(target.socket_path)

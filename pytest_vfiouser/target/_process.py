@@ -58,6 +58,8 @@ _SO_ACCEPTCON = 0x00010000
 _KILL_WAIT = 5.0
 # How long an {fd} target must stay alive to count as started.
 _FD_SETTLE = 0.05
+# Seconds a daemon that listens gets to become our child (its parent exits), once seen.
+_FOLLOW_WAIT = 1.0
 
 _counter = itertools.count(1)
 
@@ -372,6 +374,7 @@ class Target(_BaseTarget):
         # (our child: we are a subreaper), its exit status, and the started one's status.
         self._daemon: int | None = None
         self._daemon_returncode: int | None = None
+        self._follow_later = False  # the started process may still daemonize (poll)
         self.started_status: int | None = None
         # Sessions (and process groups) of the server's processes: they tell its zombies.
         self._sessions: set[int] = set()
@@ -479,6 +482,9 @@ class Target(_BaseTarget):
             raise
         if not ready:
             self._fail_start()
+        # Listening, and the started process still there: if it exits 0 later (a daemon
+        # that forked once it listened), poll() follows the process that listens.
+        self._follow_later = self._daemon is None
         return self
 
     def _wait_ready(self, inodes: set[int], stale: set[int]) -> bool:
@@ -499,8 +505,11 @@ class Target(_BaseTarget):
             inodes = listening_inodes(self.socket_path) - stale
         if self.started_status != 0:
             return False
-        # The started process exited, something listens: which of its processes holds the
-        # socket? Once its parent is gone it is our child (subreaper), and followed.
+        return self._follow(inodes, deadline)
+
+    def _follow(self, inodes: set[int], deadline: float) -> bool:
+        """The started process exited, something listens: which of its processes holds the
+        socket? Once its parent is gone it is our child (subreaper), and followed."""
         while True:
             live = {p for p in self._members() if not _zombie(p)}
             listeners = _tree.holders(live, inodes)
@@ -551,6 +560,8 @@ class Target(_BaseTarget):
     @property
     def pid(self) -> int | None:
         """The server's pid: the process that listens, once the started one daemonized."""
+        if self._follow_later:
+            self.poll()  # the started process may have exited since, leaving a daemon
         if self._daemon is not None:
             return self._daemon
         return self._proc.pid if self._proc is not None else None
@@ -584,6 +595,10 @@ class Target(_BaseTarget):
                     self._status = status
                     proc.returncode = os.waitstatus_to_exitcode(status)
             self.started_status = proc.returncode
+        if self._daemon is None and self._follow_later and proc.returncode is not None:
+            self._follow_later = False  # once: a plain exit is not looked into again
+            if proc.returncode == 0 and not self._stopped:
+                self._follow(listening_inodes(self.socket_path), time.monotonic() + _FOLLOW_WAIT)
         if self._daemon is None:
             return proc.returncode
         if self._daemon_returncode is None:
