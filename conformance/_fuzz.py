@@ -36,7 +36,8 @@ def case_name(node) -> str:
 
 def fuzz_for(request, share: float = 1.0, **overrides):
     """The Hypothesis settings of a fuzz case (--vfu-fuzz: ci or campaign)."""
-    return fuzz_settings(request.getfixturevalue("vfu_settings").fuzz, share, **overrides)
+    options = request.getfixturevalue("vfu_settings")
+    return fuzz_settings(options.fuzz, share, options.fuzz_db, **overrides)
 
 
 def end_of_run(fuzzer: Fuzzer, device, observe) -> int | None:

@@ -69,13 +69,8 @@ def _device(target):
 
 def _fuzzer(target, tmp_path, **kwargs) -> Fuzzer:
     kwargs.setdefault("timeout", 1.0)
-    return Fuzzer(
-        target,
-        device_info=_device(target).info,
-        repro_dir=tmp_path / "repro",
-        case_id="fuzz/test",
-        **kwargs,
-    )
+    kwargs.setdefault("case_id", "fuzz/test")
+    return Fuzzer(target, device_info=_device(target).info, repro_dir=tmp_path / "repro", **kwargs)
 
 
 def _tx(*raw: bytes, cuts=()) -> s.Transmission:
@@ -211,6 +206,34 @@ def test_shrinking_stops_after_its_seconds(server, tmp_path):
     assert f.shrink_cut and "(shrunk by Hypothesis for its 0.3 s)" in text, text[:2000]
     assert "must only include the reply header" in text
     assert f.reproducer_path().exists()
+
+
+@pytest.mark.parametrize("server", ["error-reply-payload"], indirect=True)
+def test_an_example_database_replays_the_failure_found_before(server, tmp_path):
+    """With a database (--vfu-fuzz-db), a campaign replays the failing example it kept
+    first: the second run of a case needs far fewer examples than the first, which had
+    to find it; another case's examples are kept under a key of their own."""
+    db = tmp_path / "db"
+    device = _device(server)
+
+    def campaign(case_id: str) -> Fuzzer:
+        f = _fuzzer(server, tmp_path, case_id=case_id)
+        with pytest.raises(FuzzFailure, match="must only include the reply header"):
+            fuzzing.run_examples(
+                f,
+                s.transmissions(s.requests(device), 3, split=False),
+                f.transmit,
+                fuzzing.fuzz_settings("campaign", database=str(db), max_examples=300),
+            )
+        return f
+
+    first = campaign("fuzz/a")
+    keys = {p.name for p in db.iterdir()}
+    second = campaign("fuzz/a")
+    assert second.examples * 2 < first.examples, (first.examples, second.examples)
+    assert {p.name for p in db.iterdir()} == keys  # the same case, the same keys
+    campaign("fuzz/b")
+    assert {p.name for p in db.iterdir()} > keys
 
 
 def test_distinct_failures_of_one_run_are_each_reported(tmp_path):

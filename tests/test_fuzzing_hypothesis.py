@@ -59,6 +59,17 @@ def test_hypothesis_profile_and_vfu_fuzz_must_agree(pytester: pytest.Pytester):
     assert result.ret == 0
 
 
+def test_an_example_database_needs_the_campaign_profile(pytester: pytest.Pytester):
+    """Hypothesis keeps no database for a derandomized run (the ci profile)."""
+    pytester.makepyfile(MODE_CASE)
+    result = _run(pytester, "--hypothesis-profile", "vfu-fuzz-ci", "--vfu-fuzz-db", "db")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--vfu-fuzz-db: the ci fuzz effort is derandomized*"])
+    result = _run(pytester, "-s", "--hypothesis-profile", "vfu-fuzz-campaign", "--vfu-fuzz-db=db")
+    result.stdout.fnmatch_lines(["*fuzz mode: campaign*"])
+    assert result.ret == 0
+
+
 def test_statistics_and_no_hypothesis_folder(pytester: pytest.Pytester):
     """A fuzz case against the embedded reference server: Hypothesis's statistics of its
     examples are shown, and Hypothesis's files (its constants cache) are not left here."""

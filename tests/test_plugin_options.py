@@ -71,6 +71,22 @@ BAD_PROFILE = '[device]\nnum_regions = "nine"\n'
             ["--vfu-section", "nope"],
             "*--vfu-section: unknown section 'nope'; known sections: alpha*",
         ),
+        (
+            ["--vfu-fuzz-db", "db"],
+            "*--vfu-fuzz-db: the ci fuzz effort is derandomized *give --vfu-fuzz campaign*",
+        ),
+        (
+            ["--vfu-fuzz", "campaign", "--vfu-fuzz-db", "bad.toml"],
+            "*--vfu-fuzz-db: */bad.toml is not a directory*",
+        ),
+        (
+            ["--vfu-fuzz", "campaign", "--vfu-fuzz-db", "bad.toml/db"],
+            "*--vfu-fuzz-db: */bad.toml/db cannot be made there: */bad.toml is not a directory*",
+        ),
+        (
+            ["--vfu-fuzz", "campaign", "--vfu-fuzz-db", " "],
+            "*--vfu-fuzz-db: the database is empty*",
+        ),
     ],
 )
 def test_usage_errors(pytester: pytest.Pytester, args, message):

@@ -45,6 +45,7 @@ from hypothesis import HealthCheck, Phase, currently_in_test_context, given, rej
 from hypothesis import event as _hypothesis_event
 from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.control import current_build_context
+from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 from hypothesis.stateful import run_state_machine_as_test
 from hypothesis.statistics import collector as statistics_collector
 from hypothesis.statistics import describe_statistics
@@ -83,6 +84,7 @@ __all__ = [
     "Fuzzer",
     "Hang",
     "TargetLost",
+    "example_database",
     "fuzz_settings",
     "plan_frames",
     "private_storage",
@@ -163,15 +165,32 @@ def private_storage() -> Callable[[], None]:
     return restore
 
 
-def fuzz_settings(mode: str = DEFAULT_FUZZ_MODE, share: float = 1.0, **overrides) -> settings:
+def fuzz_settings(
+    mode: str = DEFAULT_FUZZ_MODE, share: float = 1.0, database: str | None = None, **overrides
+) -> settings:
     """The settings of one fuzz case: the ``mode`` profile, with ``share`` times its
-    max_examples (cases that cost more per example take a smaller share)."""
+    max_examples (cases that cost more per example take a smaller share); with
+    ``database`` (``example_database``), the failures kept there are replayed first."""
     if mode not in PROFILES:
         raise ValueError(f"unknown fuzz mode {mode!r}; use one of {', '.join(FUZZ_MODES)}")
     register_profiles()
     parent = settings.get_profile(PROFILES[mode])
     overrides.setdefault("max_examples", max(1, round(parent.max_examples * share)))
+    if database is not None:
+        overrides["database"] = example_database(database)
+        overrides["phases"] = (Phase.explicit, Phase.reuse, *parent.phases[1:])
     return settings(parent=parent, **overrides)
+
+
+def example_database(where: str) -> ExampleDatabase:
+    """Hypothesis's database at ``where``: a redis:// URL (Hypothesis's Redis database,
+    which needs the redis package) or a directory."""
+    if where.startswith(("redis://", "rediss://", "unix://")):
+        from hypothesis.extra.redis import RedisExampleDatabase  # noqa: PLC0415 (optional)
+        from redis import Redis  # noqa: PLC0415
+
+        return RedisExampleDatabase(Redis.from_url(where))
+    return DirectoryBasedExampleDatabase(where)
 
 
 # ---------------------------------------------------------------- failures
@@ -1185,12 +1204,12 @@ def run_examples(
     """Run ``body(example)`` for the examples of ``strategy`` under ``fuzz`` settings;
     on failure raise ``fuzzer.final_error`` (the example, its wire log, a reproducer)."""
 
-    @fuzz
-    @given(strategy)
     def fuzz_examples(value):
         fuzzer.example(body, value, describe)
 
-    run_with(fuzzer, fuzz_examples)
+    # Every case's examples are this function: the case id keeps their database keys apart.
+    fuzz_examples._hypothesis_internal_add_digest = fuzzer.case_id.encode()
+    run_with(fuzzer, fuzz(given(strategy)(fuzz_examples)))
 
 
 def run_machine(fuzzer: Fuzzer, machine: type, fuzz: settings) -> None:

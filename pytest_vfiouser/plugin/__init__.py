@@ -245,17 +245,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _hypothesis_profile(config: pytest.Config, settings: Settings) -> Settings:
     """``--hypothesis-profile vfu-fuzz-campaign`` (or ``vfu-fuzz-ci``) chooses the fuzz
-    cases' profile as ``--vfu-fuzz`` does; the two naming different ones is a usage error."""
+    cases' profile as ``--vfu-fuzz`` does; the two naming different ones is a usage error.
+    An example database needs the campaign profile: ci is derandomized, and Hypothesis
+    keeps no examples for a derandomized run."""
     profile = config.getoption("--hypothesis-profile", None)
     mode = fuzz.mode_of_profile(profile)
-    if mode is None or mode == settings.fuzz:
-        return settings
-    if getattr(config.option, "vfu_fuzz", None) or config.getini("vfu_fuzz"):
+    if mode is not None and mode != settings.fuzz:
+        if getattr(config.option, "vfu_fuzz", None) or config.getini("vfu_fuzz"):
+            raise pytest.UsageError(
+                f"--vfu-fuzz {settings.fuzz} and --hypothesis-profile {profile} choose "
+                "different fuzz profiles: give one of them"
+            )
+        settings = dataclasses.replace(settings, fuzz=mode)
+    if settings.fuzz_db is not None and settings.fuzz != "campaign":
         raise pytest.UsageError(
-            f"--vfu-fuzz {settings.fuzz} and --hypothesis-profile {profile} choose different "
-            "fuzz profiles: give one of them"
+            f"--vfu-fuzz-db: the {settings.fuzz} fuzz effort is derandomized (the same "
+            "examples every run), and Hypothesis keeps no database for it: give "
+            "--vfu-fuzz campaign"
         )
-    return dataclasses.replace(settings, fuzz=mode)
+    return settings
 
 
 def _interruption(config: pytest.Config) -> Interruption:

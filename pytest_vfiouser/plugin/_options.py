@@ -13,6 +13,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from importlib.resources import files
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,14 @@ _OPTIONS = (
         "vfu_fuzz_dir",
         "string",
         f"directory for reproducers of failing fuzz examples (default {DEFAULT_FUZZ_DIR})",
+    ),
+    (
+        "--vfu-fuzz-db",
+        "vfu_fuzz_db",
+        "string",
+        "Hypothesis's example database for --vfu-fuzz campaign: a directory, or "
+        "redis://HOST:PORT/N (with the redis package); runs and xdist workers sharing it "
+        "replay the failures found before, first (default: none)",
     ),
 )
 
@@ -173,6 +182,7 @@ class Settings:
     explicit: bool = False  # some vfu option was given (command line or ini)
     fuzz: str = DEFAULT_FUZZ  # the fuzz cases' settings profile (fuzzing.py)
     fuzz_dir: Path | None = None  # reproducers of failing fuzz examples
+    fuzz_db: str | None = None  # Hypothesis's example database: a directory or a redis:// URL
     start_timeout: float = DEFAULT_STARTUP_TIMEOUT  # for a started server to listen
 
     @property
@@ -287,6 +297,8 @@ class Settings:
         if fuzz_dir_text is not None and not fuzz_dir_text.strip():
             raise _usage("--vfu-fuzz-dir", "the directory is empty")
 
+        fuzz_db = _fuzz_db(get)
+
         json_text = get.value("vfu_json")
         json_path = get.path("vfu_json", json_text) if json_text else None
         why = unwritable(json_path) if json_path is not None else None
@@ -307,6 +319,7 @@ class Settings:
             explicit=get.explicit,
             fuzz=fuzz,
             fuzz_dir=get.path("vfu_fuzz_dir", fuzz_dir_text or DEFAULT_FUZZ_DIR),
+            fuzz_db=fuzz_db,
             start_timeout=start_timeout,
         )
 
@@ -324,6 +337,38 @@ def _seconds(get: _Getter, name: str, default: float) -> float:
     if not value > 0 or value == float("inf"):
         raise _usage(option, f"must be a positive number of seconds, got {text}")
     return value
+
+
+def _fuzz_db(get: _Getter) -> str | None:
+    """--vfu-fuzz-db: a redis:// URL (the redis package installed), or a directory that
+    exists or can be made (its path, absolute)."""
+    text = get.value("vfu_fuzz_db")
+    if text is None:
+        return None
+    if not text.strip():
+        raise _usage("--vfu-fuzz-db", "the database is empty")
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        if find_spec("redis") is None:
+            raise _usage(
+                "--vfu-fuzz-db",
+                f"{text} is a Redis server, and the redis package is not installed "
+                "(pip install redis)",
+            )
+        return text
+    path = get.path("vfu_fuzz_db", text)
+    if path.exists() and not path.is_dir():
+        raise _usage("--vfu-fuzz-db", f"{path} is not a directory")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    why = (
+        "is not a directory"
+        if not existing.is_dir()
+        else None
+        if os.access(existing, os.W_OK | os.X_OK)
+        else "is not writable"
+    )
+    if why is not None:
+        raise _usage("--vfu-fuzz-db", f"{path} cannot be made there: {existing} {why}")
+    return str(path)
 
 
 def _usage(option: str, text: str) -> pytest.UsageError:
