@@ -167,9 +167,10 @@ def test_argsz_full(vfu_client, vfu_region_index):
 
 
 @case("region_info/small-argsz", MUST)
-def test_small_argsz(vfu_client, vfu_region_index):
+def test_small_argsz(vfu_client, vfu_observe, vfu_region_index):
     """A request argsz of 32 for a region with capabilities gets the 32-byte structure and
-    the argsz needed for the full reply.
+    the argsz needed for the full reply. Whether CAPS stays set there is the server's
+    choice (noted when it does: QEMU's client refuses it).
 
     Spec (Message sizes): "In a reply, the server sets argsz field to the size
     needed for a full payload size. ... This may be larger than the requested
@@ -193,6 +194,15 @@ def test_small_argsz(vfu_client, vfu_region_index):
         f"with argsz 32 the reply states argsz {info.argsz}; the full reply needs {full.argsz}"
     )
     assert info.index == vfu_region_index
+    if info.flags & RegionFlags.CAPS:
+        # "VFIO_REGION_INFO_FLAG_CAPS indicates additional capabilities found in the
+        # reply", and none is; the kernel answers so too (the struct is its), so no FAIL.
+        vfu_observe(
+            f"region {vfu_region_index}: the reply to argsz 32 keeps CAPS (cap_offset "
+            f"{info.cap_offset}) though no capability is in it; QEMU's vfio-user client "
+            "refuses a CAPS reply whose cap_offset is outside it (EINVAL), libvfio-user "
+            "clears CAPS there"
+        )
 
 
 @case("region_info/mmap-offset-usable", MUST)

@@ -131,9 +131,11 @@ def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     # A client that takes no fds cannot mmap: offer it no mmap at all.
     info, fd = conn.device.region_info(req.index, mmap=conn.can_send_fds(1))
     if not conn.argsz_covers(req.argsz, info.argsz):
-        # Too small for the capabilities: the fixed part, argsz says what is needed
-        # (as the kernel does: CAPS still set, cap_offset 0).
-        info = replace(info, caps=(), cap_offset=0)
+        # Too small for the capabilities: the fixed part, argsz says what is needed, and
+        # no CAPS ("indicates additional capabilities found in the reply": none are), as
+        # libvfio-user does. The kernel keeps CAPS with cap_offset 0, which QEMU's
+        # vfio-user client refuses (a cap_offset outside the reply is EINVAL).
+        info = replace(info, flags=info.flags & ~int(RegionFlags.CAPS), caps=(), cap_offset=0)
     reply = info.pack()
     return Out(reply, [fd]) if fd is not None else reply
 

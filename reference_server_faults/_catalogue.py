@@ -265,6 +265,13 @@ _CATALOGUE = (
         ("migration", FAIL),
     ),
     _f(
+        "small-argsz-keeps-caps",
+        "a GET_REGION_INFO reply too small for the capabilities keeps CAPS with cap_offset 0 "
+        "(as the kernel does; QEMU's vfio-user client refuses it)",
+        ("region_info", INFORMATIONAL),
+        scope=("region_info",),
+    ),
+    _f(
         "mmap-offset-unaligned",
         "the mmap offset of MMAP regions is their byte offset in the device file (0x40), not "
         "page-aligned",

@@ -18,6 +18,8 @@ from pytest_vfiouser.protocol import (
     IrqInfo,
     IrqSetFlags,
     RegionAccess,
+    RegionFlags,
+    RegionInfo,
     RegionIoFdsReply,
     RegionRead,
     RegionWrite,
@@ -89,6 +91,9 @@ def device_get_info(conn, payload: bytes, fds: list[int]) -> bytes:
 
 def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     reply, out = _split(commands.device_get_region_info(conn, payload, fds))
+    if "small-argsz-keeps-caps" in FAULTS and RegionInfo.unpack(reply).argsz > len(reply):
+        info = RegionInfo.unpack(reply)
+        reply = replace(info, flags=info.flags | int(RegionFlags.CAPS)).pack()
     if "reply-fds-missing" in FAULTS:
         out = []
     reply = _argsz_of(reply)
