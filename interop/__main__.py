@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="kill a run after this long: it did not finish (default 600)",
     )
-    add("--update", action="store_true", help="rewrite the expectation files from the reports")
+    add(
+        "--update",
+        action="store_true",
+        help="rewrite the expectation files (and the README's matrix) from the reports",
+    )
     add(
         "--check-only",
         action="store_true",

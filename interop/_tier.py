@@ -229,7 +229,7 @@ def _rows(options, catalogue) -> list[_matrix.Row]:
 
 
 def _readme(options, catalogue) -> list[str]:
-    """The README's matrix: rewritten (a run), or checked (``check_only``)."""
+    """The README's matrix: rewritten (a run, or ``update``), or checked (``check_only``)."""
     block = _matrix.render_block(_rows(options, catalogue), catalogue.revisions, _NOTE)
     try:
         text = options.readme.read_text(encoding="utf-8")
@@ -241,7 +241,7 @@ def _readme(options, catalogue) -> list[str]:
         return [f"{options.readme}: {exc}"]
     if new == text:
         return []
-    if not options.check_only:
+    if not options.check_only or options.update:
         options.readme.write_text(new, encoding="utf-8")
         _say(options, f"interop: {options.readme.name}: the matrix is rewritten")
         return []

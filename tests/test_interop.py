@@ -410,6 +410,16 @@ def test_check_only_writes_the_readme_matrix_and_then_passes(tier):
     assert "null (0.9.1)" in (tier.reports / "matrix.txt").read_text()
 
 
+def test_check_only_with_update_rewrites_the_readme_matrix(tier):
+    """--check-only --update rewrites what the reports say: the expectations, and the
+    README's matrix, which counts them."""
+    status, out = tier(update=True)
+    assert "the interop matrix is stale" not in out, out
+    assert "| [null](expectations/null.toml) | 1 FAIL | – |" in tier.readme.read_text()
+    status, out = tier()
+    assert status == 0 and "every run matches" in out, out
+
+
 def test_a_stale_readme_and_a_changed_run_fail_the_check(tier):
     test_check_only_writes_the_readme_matrix_and_then_passes(tier)
     write_report(
