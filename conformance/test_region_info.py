@@ -182,7 +182,12 @@ def test_small_argsz(vfu_client, vfu_observe, vfu_region_index):
         full.argsz > REGION_INFO_SIZE,
         f"region {vfu_region_index} has no capabilities: 32 bytes is its full reply",
     )
-    reply = _info(vfu_client, vfu_region_index, argsz=REGION_INFO_SIZE)
+    reply = accepted(
+        vfu_client.region_info(vfu_region_index, REGION_INFO_SIZE),
+        f"DEVICE_GET_REGION_INFO of region {vfu_region_index} with argsz 32",
+    )
+    fds = reply.fd_count
+    reply.close_fds()
     assert len(reply.payload) == REGION_INFO_SIZE, (
         f"with argsz 32 the reply payload is {len(reply.payload)} bytes, more than the "
         "requested maximum"
@@ -202,6 +207,14 @@ def test_small_argsz(vfu_client, vfu_observe, vfu_region_index):
             f"{info.cap_offset}) though no capability is in it; QEMU's vfio-user client "
             "refuses a CAPS reply whose cap_offset is outside it (EINVAL), libvfio-user "
             "clears CAPS there"
+        )
+    if info.flags & RegionFlags.MMAP and not fds:
+        # "When this flag is set, the reply will include a file descriptor", yet
+        # libvfio-user sends it with the capabilities only (and its client expects it
+        # there): noted, not failed, while the spec's authors' peers agree on it.
+        vfu_observe(
+            f"region {vfu_region_index}: the reply to argsz 32 sets MMAP but carries no file "
+            "descriptor (it comes with the full reply)"
         )
 
 

@@ -272,6 +272,13 @@ _CATALOGUE = (
         scope=("region_info",),
     ),
     _f(
+        "small-argsz-mmap-no-fd",
+        "a GET_REGION_INFO reply too small for the capabilities of an MMAP region carries "
+        "no fd (as libvfio-user's: its fd comes with the sparse mmap capability)",
+        ("region_info", INFORMATIONAL),
+        scope=("region_info",),
+    ),
+    _f(
         "mmap-offset-unaligned",
         "the mmap offset of MMAP regions is their byte offset in the device file (0x40), not "
         "page-aligned",

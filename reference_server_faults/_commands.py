@@ -91,9 +91,12 @@ def device_get_info(conn, payload: bytes, fds: list[int]) -> bytes:
 
 def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     reply, out = _split(commands.device_get_region_info(conn, payload, fds))
-    if "small-argsz-keeps-caps" in FAULTS and RegionInfo.unpack(reply).argsz > len(reply):
-        info = RegionInfo.unpack(reply)
-        reply = replace(info, flags=info.flags | int(RegionFlags.CAPS)).pack()
+    info = RegionInfo.unpack(reply)
+    if info.argsz > len(reply):  # too small for the capabilities
+        if "small-argsz-keeps-caps" in FAULTS:
+            reply = replace(info, flags=info.flags | int(RegionFlags.CAPS)).pack()
+        if "small-argsz-mmap-no-fd" in FAULTS:
+            out = []
     if "reply-fds-missing" in FAULTS:
         out = []
     reply = _argsz_of(reply)
