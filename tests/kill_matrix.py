@@ -202,6 +202,21 @@ def run_one(
     return done
 
 
+def progress(out: Path) -> str | None:
+    """One line on the fault runs under ``out``: how many are done, which are under way
+    (claimed: running, or waiting for a slot); None before the first is claimed."""
+    claimed = {p.name.removesuffix(".claim") for p in Path(out).glob("*.claim")}
+    if not claimed:
+        return None
+    done = {p.name.removesuffix(".done") for p in Path(out).glob("*.done")}
+    running = sorted(claimed - done)
+    line = f"kill matrix: {len(done)} fault runs done, {len(running)} under way"
+    if running:
+        more = f" and {len(running) - 3} more" if len(running) > 3 else ""
+        line += f" ({', '.join(running[:3])}{more})"
+    return line
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)

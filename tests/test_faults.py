@@ -21,12 +21,14 @@ done keeps every slot busy).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import kill_matrix as km
 import pytest
 
 from reference_server_faults import CATALOGUE
 
+pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.timeout(3600)  # a test may wait for runs queued before its own
 
 # Runs at once, in all: they mostly wait on their servers (4 on 2 CPUs: ~5.5 min in all).
@@ -134,3 +136,36 @@ def test_runners_on_one_directory_share_their_slots(tmp_path):
     assert again is not None and first._slot() is None
     for fd in (*held, again):
         os.close(fd)
+
+
+def test_the_progress_line_says_what_is_done_and_under_way(tmp_path):
+    assert km.progress(tmp_path) is None  # nothing claimed yet
+    for name in ("fault-free", "a", "b", "c", "d", "e"):
+        (tmp_path / f"{name}.claim").write_text("1")
+    (tmp_path / "fault-free.done").write_text("{}")
+    assert km.progress(tmp_path) == (
+        "kill matrix: 1 fault runs done, 5 under way (a, b, c and 2 more)"
+    )
+
+
+def test_a_session_prints_the_progress_of_the_fault_runs(pytester, monkeypatch):
+    """The project's conftest prints the line while the runs go on, from the process that
+    owns the terminal."""
+    monkeypatch.setenv("VFU_PROGRESS_SECONDS", "0.1")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this may run in a worker
+    pytester.syspathinsert(Path(__file__).parent)  # kill_matrix
+    pytester.makeconftest(Path(__file__).with_name("conftest.py").read_text())
+    pytester.makepyfile(
+        """
+        import time
+
+        def test_runs(tmp_path_factory):
+            out = tmp_path_factory.getbasetemp() / "fault-runs"
+            out.mkdir()
+            (out / "msg-id-8bit.claim").write_text("1")
+            time.sleep(0.6)
+        """
+    )
+    result = pytester.runpytest("-p", "no:vfiouser")
+    result.stdout.fnmatch_lines(["kill matrix: 0 fault runs done, 1 under way (msg-id-8bit)"])
+    assert result.ret == 0
