@@ -148,12 +148,13 @@ def test_client_reply_with_and_without_polling(poll_ns, polled):
 
 
 def test_client_timeout_is_kept_while_polling():
-    with client_and_peer(timeout=0.2) as (client, peer):
+    with client_and_peer(timeout=1.0) as (client, peer):
         client.busy_poll.window_ns = client.busy_poll.ceiling_ns
         start = time.monotonic()
         with pytest.raises(Timeout):
             client.reset()
-        assert 0.19 <= time.monotonic() - start < 0.4
+        # Not a second wait after the poll (2 s), with room for a loaded machine.
+        assert 0.99 <= time.monotonic() - start < 1.9
 
 
 def test_a_client_that_slows_down_does_not_make_the_server_spin(tmp_path):
