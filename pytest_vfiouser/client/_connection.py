@@ -153,7 +153,7 @@ class Connection:
             mask = 0
             for _, events in poller.poll(max(1, round(remaining * 1000))):
                 mask |= events
-            if taking and mask & select.POLLIN and not self._take_in():
+            if taking and mask & select.POLLIN and self._take_in() is False:
                 taking = False
                 poller.modify(self.sock, select.POLLOUT)
             if mask & (select.POLLOUT | select.POLLERR | select.POLLHUP):
@@ -162,9 +162,10 @@ class Connection:
                 except BlockingIOError:
                     pass
 
-    def _take_in(self) -> bool:
-        """Receive what is there without waiting, during a send; whether to go on (not
-        after the peer's close, or once _TAKE_IN_LIMIT bytes wait to be framed)."""
+    def _take_in(self) -> bool | None:
+        """Receive what is there without waiting (during a send, or after the peer left):
+        True if bytes came, None if none were there, False when there is no more to take
+        (the peer closed, an error, or _TAKE_IN_LIMIT bytes wait to be framed)."""
         if self._end == len(self._buf):
             if self._end - self._start >= _TAKE_IN_LIMIT:
                 return False
@@ -174,7 +175,7 @@ class Connection:
                 [self._view[self._end :]], _CMSG_SPACE, _RECV_FLAGS | socket.MSG_DONTWAIT
             )
         except (BlockingIOError, InterruptedError):
-            return True
+            return None
         except OSError:
             return False
         if n == 0:
@@ -375,17 +376,7 @@ class Connection:
         waiting), so that it can still be read with recv_message() and the like,
         and raise ConnectionClosed with the count of bytes not yet framed."""
         self.wire_log.note("the peer closed the connection before accepting a message")
-        try:
-            while True:
-                if self._end == len(self._buf):
-                    self._make_room(len(self._buf) + _BUF_SIZE)
-                n, anc, flags, _ = self.sock.recvmsg_into(
-                    [self._view[self._end :]], _CMSG_SPACE, _RECV_FLAGS | socket.MSG_DONTWAIT
-                )
-                if n == 0:
-                    break
-                self._received(n, anc, flags, "")
-        except OSError:
+        while self._take_in():
             pass
         partial = self._end - self._start
         header = Header(*_HDR_UNPACK(self._buf, self._start)) if partial >= HEADER_SIZE else None
