@@ -20,6 +20,7 @@ from ._reproducer import conversation_steps, reproducer_script, write_reproducer
 from ._run import (
     DEFAULT_FUZZ_MODE,
     FUZZ_MODES,
+    REDIS_SCHEMES,
     SHRINK_SECONDS,
     FuzzStats,
     account,
@@ -38,6 +39,7 @@ __all__ = [
     "FuzzStats",
     "Fuzzer",
     "Hang",
+    "REDIS_SCHEMES",
     "SHRINK_SECONDS",
     "TargetLost",
     "account",

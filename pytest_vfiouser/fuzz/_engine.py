@@ -77,7 +77,7 @@ from pytest_vfiouser.target import spinning
 from pytest_vfiouser.verdict import Unmet
 
 from ._reproducer import _fd_kinds, write_reproducer
-from ._run import DEFAULT_FUZZ_MODE, FUZZ_MODES, PROFILES
+from ._run import DEFAULT_FUZZ_MODE, FUZZ_MODES, PROFILES, REDIS_SCHEMES
 
 __all__ = [
     "FuzzFailure",
@@ -185,7 +185,7 @@ def fuzz_settings(
 def example_database(where: str) -> ExampleDatabase:
     """Hypothesis's database at ``where``: a redis:// URL (Hypothesis's Redis database,
     which needs the redis package) or a directory."""
-    if where.startswith(("redis://", "rediss://", "unix://")):
+    if where.startswith(REDIS_SCHEMES):
         from hypothesis.extra.redis import RedisExampleDatabase  # noqa: PLC0415 (optional)
         from redis import Redis  # noqa: PLC0415
 

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_FUZZ_MODE",
     "FUZZ_MODES",
     "PROFILES",
+    "REDIS_SCHEMES",
     "SHOW_STATISTICS",
     "SHRINK_SECONDS",
     "FuzzStats",
@@ -35,6 +36,8 @@ FUZZ_MODES = tuple(PROFILES)
 SHRINK_SECONDS = {"ci": 3.0, "campaign": 60.0}
 DEFAULT_FUZZ_MODE = "ci"
 SHOW_STATISTICS = "--hypothesis-show-statistics"  # Hypothesis's pytest option
+# --vfu-fuzz-db: a URL of these schemes names a Redis server (redis-py's), else a directory
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def mode_of_profile(name: str | None) -> str | None:

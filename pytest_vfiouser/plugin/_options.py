@@ -21,7 +21,7 @@ import pytest
 from pytest_vfiouser.client import DEFAULT_TIMEOUT
 from pytest_vfiouser.device import Profile, ProfileError, load_profile
 from pytest_vfiouser.fuzz import DEFAULT_FUZZ_MODE as DEFAULT_FUZZ
-from pytest_vfiouser.fuzz import FUZZ_MODES
+from pytest_vfiouser.fuzz import FUZZ_MODES, REDIS_SCHEMES
 from pytest_vfiouser.protocol import DEFAULT_REVISION, REVISIONS
 from pytest_vfiouser.report import unwritable
 from pytest_vfiouser.target import DEFAULT_STARTUP_TIMEOUT
@@ -347,7 +347,7 @@ def _fuzz_db(get: _Getter) -> str | None:
         return None
     if not text.strip():
         raise _usage("--vfu-fuzz-db", "the database is empty")
-    if text.startswith(("redis://", "rediss://", "unix://")):
+    if text.startswith(REDIS_SCHEMES):
         if find_spec("redis") is None:
             raise _usage(
                 "--vfu-fuzz-db",
