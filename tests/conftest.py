@@ -19,8 +19,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if os.environ.get("PYTEST_XDIST_WORKER") or reporter is None:
         return
-    # test_faults.py's runs: here, or beside an xdist worker's own basetemp.
-    out = config._tmp_path_factory.getbasetemp() / "fault-runs"
+    out = km.shared_runs(config._tmp_path_factory.getbasetemp())  # this process: no worker
     every = float(os.environ.get("VFU_PROGRESS_SECONDS", "30"))
     stop = config.stash[_STOP] = threading.Event()
 

@@ -69,6 +69,8 @@ MARKS = {
 }
 TIMEOUT = 2.0  # --vfu-timeout of the runs
 RUN_LIMIT = 600.0  # seconds a run may take before it is killed
+# Beside each run's report under the runs' folder: who claimed it, and its result.
+CLAIM, DONE = ".claim", ".done"
 CLEAN = "(fault-free)"
 
 
@@ -196,19 +198,26 @@ def run_one(
         "command": command,
         "output_tail": tail,
     }
-    tmp = out / f"{name}.done.tmp"
+    tmp = out / f"{name}{DONE}.tmp"
     tmp.write_text(json.dumps(done, indent=1))
-    os.replace(tmp, out / f"{name}.done")
+    os.replace(tmp, out / f"{name}{DONE}")
     return done
+
+
+def shared_runs(basetemp: Path) -> Path:
+    """The runs' folder of a session (``basetemp``: this process's): one for all its
+    pytest-xdist workers, in the controller's basetemp, which holds theirs."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return (basetemp.parent if worker else basetemp) / "fault-runs"
 
 
 def progress(out: Path) -> str | None:
     """One line on the fault runs under ``out``: how many are done, which are under way
     (claimed: running, or waiting for a slot); None before the first is claimed."""
-    claimed = {p.name.removesuffix(".claim") for p in Path(out).glob("*.claim")}
+    claimed = {p.name.removesuffix(CLAIM) for p in Path(out).glob(f"*{CLAIM}")}
     if not claimed:
         return None
-    done = {p.name.removesuffix(".done") for p in Path(out).glob("*.done")}
+    done = {p.name.removesuffix(DONE) for p in Path(out).glob(f"*{DONE}")}
     running = sorted(claimed - done)
     line = f"kill matrix: {len(done)} fault runs done, {len(running)} under way"
     if running:
@@ -250,7 +259,7 @@ class Runner:
     def _claim(self, name: str | None) -> bool:
         try:
             fd = os.open(
-                self.out / f"{self._file(name)}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                self.out / f"{self._file(name)}{CLAIM}", os.O_CREAT | os.O_EXCL | os.O_WRONLY
             )
         except FileExistsError:
             return False
@@ -299,7 +308,7 @@ class Runner:
 
     def result(self, name: str | None, timeout: float = 3600.0) -> dict:
         """The ``.done`` record of ``name``: run here if nobody claimed it, else waited for."""
-        done = self.out / f"{self._file(name)}.done"
+        done = self.out / f"{self._file(name)}{DONE}"
         if not done.exists() and self._claim(name):
             self._run(name)
         deadline = time.monotonic() + timeout

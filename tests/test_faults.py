@@ -50,9 +50,7 @@ def _needed(session: pytest.Session) -> list[str | None]:
 
 @pytest.fixture(scope="session")
 def fault_runs(request, tmp_path_factory):
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if worker else base) / "fault-runs"  # one per session, all workers
+    shared = km.shared_runs(tmp_path_factory.getbasetemp())
     unkillable = km.load_unkillable()
     runner = km.Runner(
         shared, _needed(request.session), CONCURRENT, km.excluded_sections(unkillable)
