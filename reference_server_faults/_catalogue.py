@@ -8,7 +8,11 @@ must be detected by some case, and every case must detect some fault
 faults (daemonizing, signals, command-line options, exiting after a client)
 change nothing a message exchange sees, but would cost a server restart per
 case in a full run; their runs cover the sections that start servers
-themselves. Everything else runs the whole suite.
+themselves. Without a scope, a run covers the sections of ``detect`` and
+``also``: the sections where the fault must show, and those whose cases it is
+there to kill although it need not show in every one of them. A whole-suite
+run under every fault would cost the project's tests minutes for kills that
+prove nothing more (every case still has to kill a fault in its runs).
 
 ``option``: the socket argument of the server's command line in the run
 (``--fd={fd}`` for a server that does not take --socket-path).
@@ -47,13 +51,19 @@ class Fault:
     name: str
     description: str  # one line
     detect: tuple[tuple[str, tuple[str, ...]], ...]  # (section, verdicts) that must show it
-    scope: tuple[str, ...] = ()  # sections a run is limited to; () = the whole suite
+    scope: tuple[str, ...] = ()  # sections a run is limited to; () = those below
     option: str = "--socket-path={socket}"
     by_judge: bool = False  # caught by the suite's check of every case, not a case's own
+    also: tuple[str, ...] = ()  # sections a run covers beside those of ``detect``
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The sections a run under the fault covers."""
+        return self.scope or tuple(dict.fromkeys([*(s for s, _ in self.detect), *self.also]))
 
     def line(self) -> str:
         where = "; ".join(f"{s} {'/'.join(v)}" for s, v in self.detect)
-        scope = f" [run: {', '.join(self.scope)} only]" if self.scope else ""
+        scope = f" [run: {', '.join(self.runs)}]"
         judge = " [every case: the suite's own check]" if self.by_judge else ""
         return f"{self.name}: {self.description} (detected by: {where}){scope}{judge}"
 
@@ -65,12 +75,13 @@ def _f(
     scope: tuple[str, ...] = (),
     option: str = "--socket-path={socket}",
     by_judge: bool = False,
+    also: tuple[str, ...] = (),
 ) -> Fault:
     groups: dict[str, list[str]] = {}
     for section, verdict in detect:
         groups.setdefault(section, []).append(verdict)
     detected = tuple((s, tuple(v)) for s, v in groups.items())
-    return Fault(name, description, detected, scope, option, by_judge)
+    return Fault(name, description, detected, scope, option, by_judge, also)
 
 
 _CATALOGUE = (
@@ -79,6 +90,7 @@ _CATALOGUE = (
         "error-reply-payload",
         "error replies carry the errno as a 4-byte payload (msg_size 20)",
         ("header", FAIL),
+        also=("dirty_pages", "dma", "region_io_fds", "region_rw", "version"),
     ),
     _f(
         "error-reply-zeroed-header",
@@ -202,6 +214,7 @@ _CATALOGUE = (
         "not truncated), argsz below the fixed structure accepted",
         ("argsz", FAIL),
         ("argsz", NON_STRICT),
+        also=("region_io_fds",),
     ),
     _f(
         "unmap-large-argsz-disconnect",
@@ -235,12 +248,14 @@ _CATALOGUE = (
         "DMA_UNMAP replies success but leaves the mapping in place",
         ("dma", FAIL),
         ("dma_rw", FAIL),
+        also=("reset",),
     ),
     # ---- device info, reset (commands.py, device.py)
     _f(
         "device-info-wrong",
         "DEVICE_GET_INFO reports flags 0 (no PCI, no RESET) and num_regions 6 (the BARs only)",
         ("device_info", FAIL),
+        also=("region_info",),
     ),
     _f(
         "reset-noop",
@@ -374,6 +389,7 @@ _CATALOGUE = (
         "DMA_READ/DMA_WRITE carry the offset into the mapping instead of the client address, "
         "fd-backed mappings are mapped MAP_PRIVATE",
         ("dma_rw", FAIL),
+        also=("reset",),
     ),
     # ---- disconnect (connection.py, device.py)
     _f(

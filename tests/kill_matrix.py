@@ -145,7 +145,7 @@ def run_args(fault: str | None, out: Path, excluded: Iterable[str] = ()) -> list
         "--no-header",
         "--tb=no",  # tracebacks: seconds a run
     ]
-    for section in CATALOGUE[fault].scope if fault else ():
+    for section in CATALOGUE[fault].runs if fault else ():
         args += ["--vfu-section", section]
     excluded = list(excluded)
     if excluded:  # a section's cases live in its own modules: conformance/test_<section>*.py
@@ -404,7 +404,7 @@ def build(
         entry = {
             "description": fault.description,
             "detect": [[s, list(v)] for s, v in fault.detect],
-            "scope": list(fault.scope),
+            "scope": list(fault.runs),
             "by_judge": fault.by_judge,
             "ran": run is not None,
             "seconds": run.seconds if run else None,

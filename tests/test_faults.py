@@ -11,7 +11,9 @@ and once without any:
   reason, in tests/unkillable.toml; writes reports/kill-matrix.json and
   reports/kill-matrix.md.
 
-The runs (about 55, ~14 s each alone) go on in the background, VFU_FAULT_RUNS
+A run under a fault covers only the sections of its ``runs`` (those it must show
+in, and its ``also``); the fault-free run covers the whole suite. The runs (about
+60, a few seconds each alone) go on in the background, VFU_FAULT_RUNS
 (default: twice the CPUs, at most 8) at a time in all: each test waits for the
 run it needs. Under pytest-xdist the workers share one directory of runs, claim
 each run once and share the VFU_FAULT_RUNS slots (a worker whose other tests are

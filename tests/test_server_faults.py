@@ -112,6 +112,7 @@ def test_catalogue():
             assert section in sections, f"{name}: no conformance section {section!r}"
             assert set(expected) <= verdicts, f"{name}: {expected}"
         assert set(fault.scope) <= sections, name
+        assert set(fault.also) <= sections, name
         assert "{socket}" in fault.option or "{fd}" in fault.option, name
     # Every section of the spec the suite covers has a fault that it must detect.
     covered = {s for f in CATALOGUE.values() for s, _ in f.detect}
