@@ -216,3 +216,13 @@ def test_license_is_the_apache_license_pyproject_names():
     assert "Apache License\n                           Version 2.0, January 2004" in text
     assert text.rstrip().endswith("limitations under the License.")
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_the_installed_metadata_names_the_project_urls():
+    """The URLs pyproject names reach the metadata pip installed (Project-URL)."""
+    from importlib.metadata import metadata
+
+    urls = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]
+    assert urls["Specification"].startswith("https://")
+    installed = metadata("pytest-vfiouser").get_all("Project-URL") or []
+    assert sorted(installed) == sorted(f"{k}, {v}" for k, v in urls.items())
