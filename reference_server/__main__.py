@@ -36,7 +36,7 @@ from .server import (
     remove_socket_file,
 )
 
-SPECS = ("0.9.1",)
+SPECS = ("0.9.1", "0.9.2")
 PROG = "vfio-user-reference-server"
 BUSY_POLL_US = CEILING_NS // 1000
 
@@ -90,7 +90,7 @@ class Program:
             "--spec",
             default="0.9.1",
             metavar="REVISION",
-            help="vfio-user revision to serve (only 0.9.1 for now)",
+            help="vfio-user revision to serve: 0.9.1 (default) or 0.9.2",
         )
         p.add_argument(
             "--busy-poll-us",
@@ -202,7 +202,7 @@ class Program:
                 config = load(args.device)
             except ConfigError as e:
                 parser.error(f"--device {args.device}: {e}")
-        device = self.device_type(config)
+        device = self.device_type(config, args.spec)
         listener = made = None
         path = os.path.abspath(args.socket_path) if args.socket_path else None
         try:

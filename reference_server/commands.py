@@ -20,7 +20,10 @@ errno choices, beyond each module's own (dma_map.py, irqs.py, registers.py):
   ENOSYS   a command number the revision does not define
 DEVICE_GET_REGION_IO_FDS of a region without io fds answers count 0.
 DIRTY_PAGES and DMA_UNMAP's dirty bitmap: dirty.py; the migration region:
-migration.py.
+migration.py. 0.9.2: DEVICE_FEATURE and MIG_DATA_READ/WRITE: device_feature.py;
+DMA_MAP's address, size and offset aligned to the smallest page size of the
+server's pgsizes, DMA_UNMAP's flags all undefined ("unused in this version"),
+REGION_WRITE_MULTI only after the server said write_multiple (EINVAL).
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ from pytest_vfiouser.protocol import (
     RegionIoFdsRequest,
     RegionRead,
     RegionWrite,
+    RegionWriteMulti,
+    RegionWriteMultiReply,
     SetIrqs,
 )
 
-from . import dirty
+from . import device_feature, dirty
 from .dma_map import check_range
 from .errors import VfioError
 
@@ -85,6 +90,15 @@ def dma_map(conn, payload: bytes, fds: list[int]) -> bytes:
         raise VfioError(errno.EINVAL, f"argsz {req.argsz} is not {DmaMap.SIZE}")
     if len(fds) > 1:
         raise VfioError(errno.EINVAL, f"{len(fds)} fds; a mapping takes at most one")
+    if conn.revision != "0.9.1":
+        page = conn.settings.min_pgsize
+        for name, value in (("address", req.address), ("size", req.size), ("offset", req.offset)):
+            if value % page:
+                raise VfioError(
+                    errno.EINVAL,
+                    f"{name} {value:#x} is not aligned to the {page}-byte pages of pgsizes "
+                    f"{conn.settings.pgsizes:#x}",
+                )
     conn.dma_map.add(req.address, req.size, req.flags, req.offset, fds[0] if fds else None)
     fds.clear()  # the mapping owns it now
     return b""
@@ -92,7 +106,9 @@ def dma_map(conn, payload: bytes, fds: list[int]) -> bytes:
 
 def dma_unmap(conn, payload: bytes, fds: list[int]) -> bytes:
     req = conn.decode(DmaUnmap, payload)
-    undefined = req.flags & ~int(DmaUnmapFlags.GET_DIRTY_BITMAP)  # ~ on an IntFlag keeps its bits
+    # 0.9.2: "flags is unused in this version" (errata 7); ~ on an IntFlag keeps its bits
+    defined = int(DmaUnmapFlags.GET_DIRTY_BITMAP) if conn.revision == "0.9.1" else 0
+    undefined = req.flags & ~defined
     if undefined:
         raise VfioError(errno.EINVAL, f"undefined flag bits {undefined:#x}")
     if req.flags & DmaUnmapFlags.GET_DIRTY_BITMAP:
@@ -196,6 +212,22 @@ def region_write(conn, payload: bytes, fds: list[int]) -> bytes:
     return payload[:_ACCESS_SIZE]  # the reply echoes offset, region and count
 
 
+def region_write_multi(conn, payload: bytes, fds: list[int]) -> bytes:
+    """0.9.2: every write is checked (as REGION_WRITE, and count 1..8: "This format can
+    only describe writes of 8 bytes or less") before any is applied; then all, in order."""
+    if not conn.client.write_multiple:
+        raise VfioError(errno.EINVAL, "write_multiple was not negotiated")
+    req = conn.decode(RegionWriteMulti, payload)
+    regions = []
+    for i, w in enumerate(req.writes):
+        if not 1 <= w.count <= 8:
+            raise VfioError(errno.EINVAL, f"write {i}: count {w.count} is not 1..8")
+        regions.append(conn.check_access(w.offset, w.region, w.count, _WRITE, "writable"))
+    for region, w in zip(regions, req.writes, strict=True):
+        region.write(w.offset, w.data[: w.count])
+    return RegionWriteMultiReply(len(req.writes)).pack()
+
+
 def device_reset(conn, payload: bytes, fds: list[int]) -> bytes:
     check_reset(conn, payload)
     conn.device.reset()
@@ -228,6 +260,10 @@ HANDLERS: dict[int, Handler] = {
     Command.DMA_WRITE: server_to_client,
     Command.DEVICE_RESET: device_reset,
     Command.DIRTY_PAGES: dirty.dirty_pages,
+    Command.REGION_WRITE_MULTI: region_write_multi,
+    Command.DEVICE_FEATURE: device_feature.device_feature,
+    Command.MIG_DATA_READ: device_feature.mig_data_read,
+    Command.MIG_DATA_WRITE: device_feature.mig_data_write,
 }
 
 

@@ -9,6 +9,12 @@ DEVICE_RESET: registers and config space back to reset values, the DMA
 engine idle (DMA_STATUS 0), interrupts unmasked and nothing pending. The
 client's DMA mappings and IRQ eventfds stay, and so does RAM content
 (BAR1, BAR2): reset does not clear memory.
+
+The revision decides how the device migrates: a "migration" region of the
+description is the 0.9.1 migration region at 0.9.1; at 0.9.2 it is not served
+(regions from index 9 on that are left empty go, so the default device has the
+9 regions of a PCI device) and the device migrates through DEVICE_FEATURE
+(``migration_v2``, migration_v2.py).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import replace
 
 from pytest_vfiouser.protocol import (
     REGION_INFO_SIZE,
+    VFIO_PCI_NUM_REGIONS,
     VFIO_REGION_SUBTYPE_MIGRATION,
     VFIO_REGION_TYPE_MIGRATION,
     DeviceFlags,
@@ -34,6 +41,7 @@ from .device_config import DeviceConfig, RegionConfig, default_config
 from .dma_engine import ClientLink, DmaEngine
 from .irqs import Irqs
 from .migration import MigrationRegion
+from .migration_v2 import MigrationV2
 from .pci_config import ConfigSpace
 from .regions import AbsentRegion, PatternRegion, RamRegion, Region, SinkRegion
 from .register_block import RegisterBlock
@@ -48,17 +56,26 @@ class Device:
     dma_engine_type = DmaEngine
     migration_region_type = MigrationRegion
 
-    def __init__(self, config: DeviceConfig | None = None):
+    def __init__(self, config: DeviceConfig | None = None, revision: str = "0.9.1"):
         cfg = config or default_config()
         self.config = cfg
         self.settings = cfg.server
+        self.revision = revision
         self.flags = DeviceFlags.PCI | (DeviceFlags.RESET if cfg.reset else 0)
         self.registers: RegisterBlock | None = None
         self.client: ClientLink | None = None
+        migrates = any(cfg.region(i).kind == "migration" for i in range(cfg.num_regions))
+        self.migration_v2 = MigrationV2(self) if migrates and revision != "0.9.1" else None
         self.regions: list[Region] = [
             AbsentRegion() if i == R.CONFIG_REGION else self._make_region(cfg.region(i))
             for i in range(cfg.num_regions)
         ]
+        while (
+            self.migration_v2 is not None
+            and len(self.regions) > VFIO_PCI_NUM_REGIONS
+            and isinstance(self.regions[-1], AbsentRegion)
+        ):
+            self.regions.pop()  # where the 0.9.1 migration region was
         self.regions[R.CONFIG_REGION] = ConfigSpace(
             {
                 "vendor_id": cfg.vendor_id,
@@ -96,7 +113,7 @@ class Device:
             return PatternRegion(rc.size)
         if rc.kind == "sink":
             return SinkRegion(rc.size)
-        if rc.kind == "migration":
+        if rc.kind == "migration" and self.migration_v2 is None:
             return self.migration_region_type(self, rc.size)
         return AbsentRegion()
 
@@ -170,6 +187,8 @@ class Device:
         for r in self.regions:
             r.reset()
         self.irqs.reset()
+        if self.migration_v2 is not None:
+            self.migration_v2.reset()
 
     def _state_parts(self) -> list[tuple[str, object]]:
         parts = [(f"region{i}", r) for i, r in enumerate(self.regions)]

@@ -13,6 +13,8 @@ Unknown tables and keys are errors; every error names its key, e.g.
     max_dma_maps = 65535          # DMA_MAP table size, 1..1048576
     dma_reply_timeout = 10.0      # seconds to wait for a DMA_READ/WRITE reply
     migration_pgsize = 4096       # dirty page size, a power of two
+    pgsizes = 4096                # 0.9.2: DMA map page sizes or'ed together (4 KiB..1 GiB);
+                                  #   maps must be aligned to the smallest
 
     [device]
     base = "default"              # or "empty"
@@ -44,14 +46,15 @@ Unknown tables and keys are errors; every error names its key, e.g.
 
 At most one region is "registers" (it needs at least 4 KiB), at most one
 "migration" (the 0.9.1 migration region, reference_server/migration.py; the
-default device has it at index 9).
+default device has it at index 9). At 0.9.2 a "migration" region is not served:
+the device migrates through DEVICE_FEATURE instead (migration_v2.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from pytest_vfiouser.protocol import IrqInfoFlags
+from pytest_vfiouser.protocol import DEFAULT_PGSIZES, IrqInfoFlags
 
 from . import registers as R
 
@@ -96,6 +99,12 @@ class ServerConfig:
     max_dma_maps: int = R.DEFAULT_MAX_DMA_MAPS
     dma_reply_timeout: float = R.DEFAULT_DMA_REPLY_TIMEOUT
     migration_pgsize: int = R.DEFAULT_MIGRATION_PGSIZE
+    pgsizes: int = DEFAULT_PGSIZES
+
+    @property
+    def min_pgsize(self) -> int:
+        """The smallest page size of ``pgsizes``: what a 0.9.2 DMA map is aligned to."""
+        return self.pgsizes & -self.pgsizes
 
 
 @dataclass(frozen=True)
@@ -215,10 +224,12 @@ def parse(doc: dict) -> DeviceConfig:
             srv.get("dma_reply_timeout", (int, float), R.DEFAULT_DMA_REPLY_TIMEOUT)
         ),
         migration_pgsize=srv.int("migration_pgsize", R.DEFAULT_MIGRATION_PGSIZE, 1, 1 << 30),
+        pgsizes=srv.int("pgsizes", DEFAULT_PGSIZES, 1, (1 << 31) - 1),
     )
     if not 0 < server.dma_reply_timeout <= 3600:
         raise ConfigError("server.dma_reply_timeout: must be in (0, 3600] seconds")
     _power_of_two(server.migration_pgsize, "server.migration_pgsize", 1, 1 << 30)
+    _power_of_two(server.min_pgsize, "server.pgsizes (its smallest page size)", 4096, 1 << 30)
     srv.done()
     num_regions = dev.int("num_regions", cfg.num_regions, 9, 64)
     regions = dict(cfg.regions)

@@ -70,10 +70,12 @@ _UNMAP_WITH_BITMAP = DmaUnmap.ENTRY_SIZE + 16
 
 
 class DirtyLog:
-    """Client memory written by the device: sorted, disjoint [start, end) ranges."""
+    """Client memory written by the device: sorted, disjoint [start, end) ranges.
+    ``ranges`` ((iova, length) pairs): only writes inside them are logged; none: all."""
 
-    def __init__(self, pgsize: int):
+    def __init__(self, pgsize: int, ranges: tuple[tuple[int, int], ...] = ()):
         self.pgsize = pgsize
+        self.ranges = tuple(ranges)
         self._starts: list[int] = []
         self._ends: list[int] = []
 
@@ -81,6 +83,13 @@ class DirtyLog:
         return len(self._starts)
 
     def mark(self, address: int, length: int) -> None:
+        if not self.ranges:
+            self._mark(address, length)
+        for lo, n in self.ranges:
+            start, end = max(lo, address), min(lo + n, address + length)
+            self._mark(start, end - start)
+
+    def _mark(self, address: int, length: int) -> None:
         if length <= 0:
             return
         lo, hi = address, address + length
@@ -107,9 +116,10 @@ class DirtyLog:
         self._starts[i:j] = starts
         self._ends[i:j] = ends
 
-    def bitmap(self, address: int, size: int, nbytes: int) -> bytes:
-        """``nbytes`` of bitmap for [address, +size): bit n is page n from ``address``."""
-        lo, hi, pg = address, address + size, self.pgsize
+    def bitmap(self, address: int, size: int, nbytes: int, pgsize: int | None = None) -> bytes:
+        """``nbytes`` of bitmap for [address, +size): bit n is page n from ``address``
+        (pages of ``pgsize`` bytes, the log's own by default)."""
+        lo, hi, pg = address, address + size, pgsize or self.pgsize
         i = bisect.bisect_right(self._ends, lo)
         j = bisect.bisect_left(self._starts, hi)
         bits = 0

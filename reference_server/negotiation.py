@@ -6,8 +6,13 @@
 - Minor: min(proposed, the server's highest minor for the revision).
 - Capabilities: only keys the client proposed are echoed, with the
   server's values: max_msg_fds and max_data_xfer_size are the server's own
-  limits; migration (only when the device has a migration region) gets
+  limits; migration (0.9.1, only when the device has a migration region) gets
   pgsize = the smaller of the two (the server's when the client gave none).
+  At 0.9.2: max_dma_maps and pgsizes are the server's (stated even unproposed
+  when they are not the spec's defaults, which the client would assume),
+  write_multiple true (REGION_WRITE_MULTI is then served); migration is not
+  a 0.9.2 capability and twin_socket is not offered (the reply leaves it out:
+  "the server does not support twin-socket mode or decided not to enable it").
   Unknown capabilities and other top-level JSON keys are ignored.
 - No JSON in the request: accepted, and the reply carries none either.
 - Malformed JSON, wrong types, out-of-range values: EINVAL (the codec's
@@ -21,7 +26,9 @@ from dataclasses import dataclass
 
 from pytest_vfiouser.protocol import (
     DEFAULT_MAX_DATA_XFER_SIZE,
+    DEFAULT_MAX_DMA_MAPS,
     DEFAULT_MAX_MSG_FDS,
+    DEFAULT_PGSIZES,
     CodecError,
     Version,
 )
@@ -32,7 +39,7 @@ from .errors import VfioError
 MAJOR = 0
 # The highest minor the server implements, per spec revision. The 0.9.1
 # document defines no minor numbers; 0 is what clients of that era propose.
-MAX_MINOR = {"0.9.1": 0}
+MAX_MINOR = {"0.9.1": 0, "0.9.2": 2}  # 0.2: what libvfio-user, of the 0.9.2 era, speaks
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class ClientLimits:
     max_data_xfer_size: int = DEFAULT_MAX_DATA_XFER_SIZE
     migration_pgsize: int | None = None  # negotiated dirty page size, None: no migration
     minor: int = 0
+    write_multiple: bool = False  # 0.9.2: the server said it takes REGION_WRITE_MULTI
 
 
 def negotiate(
@@ -70,10 +78,18 @@ def answer(
     if "max_data_xfer_size" in caps.raw:
         mine["max_data_xfer_size"] = server.max_data_xfer_size
     pgsize = None
-    if caps.migration is not None and supports_migration:
+    if revision == "0.9.1" and caps.migration is not None and supports_migration:
         theirs = caps.migration_pgsize
         pgsize = server.migration_pgsize if theirs is None else min(theirs, server.migration_pgsize)
         mine["migration"] = {"pgsize": pgsize}
-    limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor)
+    multi = False
+    if revision != "0.9.1":
+        if "max_dma_maps" in caps.raw or server.max_dma_maps != DEFAULT_MAX_DMA_MAPS:
+            mine["max_dma_maps"] = server.max_dma_maps
+        if "pgsizes" in caps.raw or server.pgsizes != DEFAULT_PGSIZES:
+            mine["pgsizes"] = server.pgsizes
+        if "write_multiple" in caps.raw:
+            mine["write_multiple"] = multi = True
+    limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor, multi)
     json = None if req.json is None else {"capabilities": mine}
     return Version(MAJOR, minor, json), limits

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass, field
+from importlib.metadata import metadata
 from pathlib import Path
 
 import pytest
@@ -220,8 +221,6 @@ def test_license_is_the_apache_license_pyproject_names():
 
 def test_the_installed_metadata_names_the_project_urls():
     """The URLs pyproject names reach the metadata pip installed (Project-URL)."""
-    from importlib.metadata import metadata
-
     urls = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]
     assert urls["Specification"].startswith("https://")
     installed = metadata("pytest-vfiouser").get_all("Project-URL") or []

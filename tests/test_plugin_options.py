@@ -250,18 +250,16 @@ def test_profile_hooks_module_that_does_not_import(pytester: pytest.Pytester, se
     result.stderr.fnmatch_lines(["*profile.hooks: cannot import 'no_such_module_here'*"])
 
 
-def test_embedded_server_with_a_revision_it_does_not_serve(pytester: pytest.Pytester):
-    """The embedded reference server is 0.9.1 only: asking it for 0.9.2 is a usage error
-    that says so (and not one about a profile the user never gave)."""
+def test_embedded_server_serves_the_revision_asked_with_its_profile_of_it(
+    pytester: pytest.Pytester,
+):
+    """At --vfu-spec 0.9.2 the embedded reference server serves 0.9.2, described by its
+    0.9.2 profile (default-0.9.2.toml: 9 regions, migration through DEVICE_FEATURE)."""
     pytester.makepyfile(CASE_FILE)
     result = run(pytester, "--vfu-spec", "0.9.2")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            "*--vfu-spec: the embedded reference server implements spec "
-            "0.9.1 only; to test a 0.9.2 server, name it with --vfu-server*"
-        ]
-    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
+    out = result.stdout.str()
+    assert "--spec=0.9.2" in out and "default-0.9.2.toml" in out.replace("\n  ", "")
 
 
 def test_the_conformance_cases_use_only_registered_marks():

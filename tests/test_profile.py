@@ -329,7 +329,7 @@ def test_parse_profile_default_source() -> None:
         ('name = "x"\n', "name: unknown key; valid keys: baseline, device,"),
         (
             "[profile]\nversion = 1\n",
-            "profile.version: unknown key; valid keys: hooks, name, spec",
+            "profile.version: unknown key; valid keys: extends, hooks, name, spec",
         ),
         (
             "[device]\nnum_region = 3\n",
@@ -686,7 +686,7 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as info:
         load_profile(path)
     errors = [
-        ("profile.colour", "unknown key; valid keys: hooks, name, spec"),
+        ("profile.colour", "unknown key; valid keys: extends, hooks, name, spec"),
         ("profile.name", "expected a string, got integer"),
         ("profile.spec", "must be one of 0.9.1, 0.9.2, got '1.0'"),
         ("device.num_irqs", "must not be negative, got -1"),

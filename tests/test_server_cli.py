@@ -40,7 +40,7 @@ def run(*args, timeout=10, **kw):
         (("--socket-path=/tmp/x.sock", "--fd=3"), "exactly one of --socket-path"),
         (("--fd=abc",), "not a file descriptor number"),
         (("--fd=-1",), "not a file descriptor number"),
-        (("--socket-path=/tmp/x.sock", "--spec", "0.9.2"), "'0.9.2' is not supported"),
+        (("--socket-path=/tmp/x.sock", "--spec", "0.9.3"), "'0.9.3' is not supported"),
         (("--socket-path=/tmp/x.sock", "--bogus"), "unrecognized arguments"),
         (("--socket-path=/tmp/x.sock", "--message-timeout=0"), "--message-timeout: 0.0 is not"),
         (("--socket-path=/tmp/x.sock", "--idle-timeout=-1"), "--idle-timeout: -1.0 is not"),

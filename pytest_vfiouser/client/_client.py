@@ -24,6 +24,7 @@ from pytest_vfiouser.protocol import (
     BitmapRange,
     CodecError,
     Command,
+    DeviceFeature,
     DeviceInfo,
     DirtyPages,
     DmaMap,
@@ -34,6 +35,8 @@ from pytest_vfiouser.protocol import (
     DmaWrite,
     DmaWriteReply,
     IrqInfo,
+    MigDataRead,
+    MigDataWrite,
     MsgType,
     Payload,
     RegionFlags,
@@ -41,7 +44,9 @@ from pytest_vfiouser.protocol import (
     RegionIoFdsRequest,
     RegionRead,
     RegionWrite,
+    RegionWriteMulti,
     SetIrqs,
+    SingleWrite,
     Version,
     VfioBitmap,
     command_name,
@@ -518,6 +523,33 @@ class Client(Connection):
                 BitmapRange.SIZE + range.bitmap.size if range is not None else 0
             )
         return self.request(Command.DIRTY_PAGES, DirtyPages(argsz, flags, range))
+
+    # -- 0.9.2
+
+    def device_feature(
+        self, flags: int, data: bytes = b"", argsz: int | None = None, timeout: float | None = None
+    ) -> Reply:
+        """DEVICE_FEATURE; argsz defaults to the request's size plus 64 KiB of room."""
+        if argsz is None:
+            argsz = DeviceFeature.FIXED_SIZE + len(data) + (1 << 16)
+        return self.request(
+            Command.DEVICE_FEATURE, DeviceFeature(argsz, flags, data), timeout=timeout
+        )
+
+    def mig_data_read(self, size: int, argsz: int | None = None) -> Reply:
+        argsz = MigDataRead.SIZE + size if argsz is None else argsz
+        return self.request(Command.MIG_DATA_READ, MigDataRead(argsz, size))
+
+    def mig_data_write(self, data: bytes, argsz: int | None = None) -> Reply:
+        argsz = MigDataRead.SIZE + len(data) if argsz is None else argsz
+        return self.request(Command.MIG_DATA_WRITE, MigDataWrite(argsz, len(data), data))
+
+    def region_write_multi(self, writes, flags: int = 0) -> Reply:
+        """REGION_WRITE_MULTI of ``writes``: (region, offset, data of 1..8 bytes) each."""
+        body = RegionWriteMulti(
+            tuple(SingleWrite(o, r, len(d), d.ljust(8, b"\0")) for r, o, d in writes)
+        )
+        return self.request(Command.REGION_WRITE_MULTI, body, flags=flags)
 
 
 def _as_bytes(payload) -> bytes:

@@ -10,7 +10,8 @@ features.  ``resolve_feature()`` decides whether the device has a feature:
 3. else what discovery shows (mmap: a region with the MMAP flag;
    sparse_mmap: a sparse mmap capability; migration_v1: a region with type
    capability 3/1; reset: the reset flag; write_multiple / twin_socket: the
-   server's VERSION capabilities);
+   server's VERSION capabilities; migration_v2 / dma_logging: DEVICE_FEATURE
+   PROBE of GET MIGRATION / SET DMA_LOGGING_START succeeds);
 4. irq_trigger / dma_engine: a plugin implementing the hook that does it;
 5. otherwise nobody can tell: the case needs the profile to say.
 """
@@ -25,8 +26,10 @@ from pytest_vfiouser.protocol import (
     VFIO_REGION_SUBTYPE_MIGRATION,
     VFIO_REGION_TYPE_MIGRATION,
     Capabilities,
+    DeviceFeatureFlags,
     DeviceFlags,
     DeviceInfo,
+    Feature,
     IrqInfo,
     RegionFlags,
     RegionInfo,
@@ -49,8 +52,23 @@ __all__ = [
 # Features the suite can only exercise through a hook.
 FEATURE_HOOKS = {"irq_trigger": "vfu_trigger_irq", "dma_engine": "vfu_trigger_dma"}
 DISCOVERABLE = frozenset(
-    {"mmap", "sparse_mmap", "reset", "migration_v1", "write_multiple", "twin_socket", "io_fds"}
+    {
+        "mmap",
+        "sparse_mmap",
+        "reset",
+        "migration_v1",
+        "migration_v2",
+        "dma_logging",
+        "write_multiple",
+        "twin_socket",
+        "io_fds",
+    }
 )
+# What discovery probes at 0.9.2: feature -> (DEVICE_FEATURE index, operation).
+PROBES = {
+    "migration_v2": (Feature.MIGRATION, DeviceFeatureFlags.GET),
+    "dma_logging": (Feature.DMA_LOGGING_START, DeviceFeatureFlags.SET),
+}
 _MAX_REGION_INFO = 1 << 16
 
 # What discovery shows of a feature the device lacks, for the features whose absence it
@@ -69,6 +87,12 @@ _ABSENT = {
     '(VFIO_USER_DEVICE_GET_INFO): "VFIO_DEVICE_FLAGS_RESET indicates that the device '
     'supports the VFIO_USER_DEVICE_RESET message.")',
     "io_fds": "the server answers VFIO_USER_DEVICE_GET_REGION_IO_FDS for no region",
+    "migration_v2": "DEVICE_FEATURE with PROBE and GET of VFIO_DEVICE_FEATURE_MIGRATION is "
+    'refused (Spec (VFIO_DEVICE_FEATURE_MIGRATION): "This feature indicates that the device '
+    'can support the migration API through VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE.")',
+    "dma_logging": "DEVICE_FEATURE with PROBE and SET of VFIO_DEVICE_FEATURE_DMA_LOGGING_START "
+    'is refused (Spec (VFIO_DEVICE_FEATURE_DMA_LOGGING_START): "These features can also be '
+    'probed to determine whether the device supports DMA logging.")',
     "write_multiple": "the capabilities of the server's VERSION reply do not set "
     'write_multiple (Spec (VFIO_USER_VERSION): "VFIO_USER_REGION_WRITE_MULTI messages are '
     'supported if the value is true.")',
@@ -92,6 +116,7 @@ class DeviceModel:
     errors: dict[str, str] = field(default_factory=dict)  # "region 8" -> what went wrong
     io_fds: dict[int, int] = field(default_factory=dict)  # region -> sub-regions it reports
     hooks: frozenset[str] = frozenset()  # hook names some plugin implements
+    probed: dict[str, bool] = field(default_factory=dict)  # PROBES feature -> probe succeeded
 
     # -- what the server said
     @property
@@ -223,6 +248,8 @@ def _discovered(name: str, m: DeviceModel) -> bool:
         return bool(m.flags & DeviceFlags.RESET)
     if name == "io_fds":  # the server answers GET_REGION_IO_FDS (even with no sub-region)
         return bool(m.io_fds)
+    if name in PROBES:
+        return m.probed.get(name, False)
     if name == "write_multiple":
         return bool(m.capabilities.write_multiple)
     if name == "twin_socket":
@@ -263,7 +290,20 @@ def discover(client, *, spec: str, profile: Profile, hooks: Iterable[str] = ()) 
         except (ErrorReply, MalformedReply) as e:
             model.errors[f"irq {index}"] = str(e)
     _discover_io_fds(client, model)
+    if spec in FEATURE_REVISIONS["migration_v2"]:
+        _probe_features(client, model)
     return model
+
+
+def _probe_features(client, model: DeviceModel) -> None:
+    """DEVICE_FEATURE PROBE of each of PROBES (0.9.2)."""
+    for name, (feature, operation) in PROBES.items():
+        try:
+            reply = client.device_feature(int(DeviceFeatureFlags.PROBE | operation | feature))
+        except Timeout as e:
+            model.errors["device features"] = f"DEVICE_FEATURE PROBE of {name}: {e}"
+            return
+        model.probed[name] = reply.ok
 
 
 def _discover_io_fds(client, model: DeviceModel) -> None:

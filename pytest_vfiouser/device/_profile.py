@@ -15,6 +15,11 @@ Schema
               from a file.
     ``spec``  (string)  Protocol version the server implements, ``"0.9.1"`` or
               ``"0.9.2"``.  Default: none (the command line decides).
+    ``extends`` (string) Path of a profile this one starts from (relative to
+              this file): its tables' keys are overridden by this file's, its
+              ``[[regions]]`` and ``[[irqs]]`` replaced by index, and those at or
+              past this profile's ``num_regions`` / ``num_irqs`` left out. One
+              device's profiles at two revisions state what differs only.
     ``hooks`` (string)  Dotted name of a Python module implementing the
               ``pytest_vfu_*`` hooks (trigger an interrupt, run a DMA, read
               device state) for this device; the plugin imports and
@@ -249,6 +254,49 @@ class Profile:
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and validate a profile file; raise ProfileError on any problem."""
+    data = _extended(_read_toml(path), Path(path), frozenset())
+    return parse_profile(data, source=os.fspath(path), path=Path(path))
+
+
+def _extended(data: dict, path: Path, seen: frozenset[Path]) -> dict:
+    """``data`` merged over the profile its ``profile.extends`` names (see the schema)."""
+    meta = data.get("profile")
+    base = meta.get("extends") if isinstance(meta, dict) else None
+    if base is None:
+        return data
+    source = os.fspath(path)
+    if not isinstance(base, str):
+        raise ProfileError(source, "profile.extends", f"must be a string, got {_type_name(base)}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen | {path.resolve()}:
+        raise ProfileError(source, "profile.extends", f"{base} extends this profile again")
+    under = _extended(_read_toml(base_path), base_path, seen | {path.resolve()})
+    merged: dict = {}
+    for key in under.keys() | data.keys():
+        low, high = under.get(key), data.get(key)
+        if key in ("regions", "irqs") and isinstance(low, list) and isinstance(high, list):
+            by_index = {_index_of(e): e for e in low}
+            by_index.update({_index_of(e): e for e in high})
+            merged[key] = list(by_index.values())
+        elif isinstance(low, dict) and isinstance(high, dict):
+            merged[key] = {**low, **high}
+        else:
+            merged[key] = high if key in data else low
+    merged["profile"] = {k: v for k, v in merged["profile"].items() if k != "extends"}
+    device = merged.get("device", {})
+    for key, bound in (("regions", "num_regions"), ("irqs", "num_irqs")):
+        n = device.get(bound) if isinstance(device, dict) else None
+        if isinstance(n, int) and isinstance(merged.get(key), list):
+            merged[key] = [e for e in merged[key] if not (_index_of(e) or 0) >= n]
+    return merged
+
+
+def _index_of(entry: Any) -> Any:
+    index = entry.get("index") if isinstance(entry, dict) else None
+    return index if isinstance(index, int) else id(entry)  # the parser says what is wrong
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict:
     source = os.fspath(path)
     try:
         with open(path, "rb") as fp:
@@ -261,7 +309,7 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         # The message carries "(at line N, column M)".
         raise ProfileError(source, None, f"invalid TOML: {exc}") from exc
-    return parse_profile(data, source=source, path=Path(path))
+    return data
 
 
 def parse_profile(
@@ -478,7 +526,7 @@ class _Parser:
     # -- tables -------------------------------------------------------------
 
     _TOP = frozenset({"profile", "device", "features", "regions", "irqs", "baseline"})
-    _PROFILE = frozenset({"name", "spec", "hooks"})
+    _PROFILE = frozenset({"name", "spec", "hooks", "extends"})
     _DEVICE = frozenset({"flags", "num_regions", "num_irqs"})
     _REGION = frozenset({"index", "size", "flags", "scratch", "reset_values"})
     _IRQ = frozenset({"index", "count", "flags"})

@@ -29,7 +29,7 @@ from pytest_vfiouser.target import DEFAULT_STARTUP_TIMEOUT
 __all__ = ["DEFAULT_TIMEOUT", "RESTART_POLICIES", "Settings", "option_help", "register"]
 
 # Revisions the embedded reference server serves (reference_server --spec).
-REFERENCE_SPECS = ("0.9.1",)
+REFERENCE_SPECS = ("0.9.1", "0.9.2")
 RESTART_POLICIES = ("per-test", "per-module", "per-session")
 DEFAULT_FUZZ_DIR = "reports/fuzz-repro"
 DEFAULT_RESTART = "per-module"
@@ -271,7 +271,7 @@ class Settings:
             except ProfileError as e:
                 raise _usage("--vfu-profile", f"invalid profile: {e}") from None
         elif embedded:
-            profile = _reference_profile()
+            profile = _reference_profile(spec)
         else:
             profile = Profile.empty()
         if profile.spec is not None and profile.spec != spec:
@@ -375,10 +375,14 @@ def _usage(option: str, text: str) -> pytest.UsageError:
     return pytest.UsageError(f"{option}: {text}")
 
 
-def _reference_profile() -> Profile:
-    """The embedded reference server's own profile (empty if it is not there yet)."""
+def _reference_profile(spec: str) -> Profile:
+    """The embedded reference server's own profile at ``spec`` (empty if it is not there
+    yet): ``default-<spec>.toml`` where the device differs at that revision."""
     try:
-        resource = files("reference_server").joinpath("profiles").joinpath("default.toml")
+        folder = files("reference_server").joinpath("profiles")
+        resource = folder.joinpath(f"default-{spec}.toml")
+        if not resource.is_file():
+            resource = folder.joinpath("default.toml")
         if resource.is_file():
             return load_profile(Path(str(resource)))
     except (ImportError, ProfileError, OSError, TypeError):

@@ -25,6 +25,7 @@ FEATURES = frozenset(
         "dirty_pages",
         "migration_v1",
         "migration_v2",
+        "dma_logging",
         "dma_engine",
         "irq_trigger",
         "write_multiple",
@@ -37,6 +38,7 @@ FEATURES = frozenset(
 FEATURE_REVISIONS = {
     "migration_v1": frozenset({"0.9.1"}),
     "migration_v2": frozenset({"0.9.2"}),
+    "dma_logging": frozenset({"0.9.2"}),
     "write_multiple": frozenset({"0.9.2"}),
     "twin_socket": frozenset({"0.9.2"}),
 }
