@@ -19,6 +19,10 @@ errno choices, beyond each module's own (dma_map.py, irqs.py, registers.py):
            VERSION major != 0
   ENOSYS   a command number the revision does not define
 DEVICE_GET_REGION_IO_FDS of a region without io fds answers count 0.
+DEVICE_GET_REGION_INFO takes zero bytes after the 32-byte request, up to argsz
+(a zeroed reply buffer sent whole); with argsz too small for the capabilities: the fixed
+part without CAPS, and for a region with sparse mmap areas without MMAP and its
+fd too (the handler says why); the full reply has them.
 DIRTY_PAGES and DMA_UNMAP's dirty bitmap: dirty.py; the migration region:
 migration.py. 0.9.2: DEVICE_FEATURE and MIG_DATA_READ/WRITE: device_feature.py;
 DMA_MAP's address, size and offset aligned to the smallest page size of the
@@ -44,6 +48,7 @@ from pytest_vfiouser.protocol import (
     DmaUnmap,
     DmaUnmapFlags,
     IrqInfo,
+    RegionCapId,
     RegionFlags,
     RegionInfo,
     RegionIoFdsReply,
@@ -138,7 +143,19 @@ def device_get_info(conn, payload: bytes, fds: list[int]) -> bytes:
 
 
 def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
-    req = conn.decode(RegionInfo, payload)
+    if len(payload) > REGION_INFO_SIZE and not any(payload[REGION_INFO_SIZE:]):
+        # The request is the 32-byte structure; a client may send the whole zeroed
+        # buffer of argsz bytes it receives the reply in, as the ioctl takes it
+        # (libvfio-user's client does). Zero bytes, up to argsz: "all other fields
+        # must be zero", and "The request payload size is defined by the usual
+        # msg_size field in the header, not the argsz field."
+        req = conn.decode(RegionInfo, payload[:REGION_INFO_SIZE])
+        if len(payload) > req.argsz:
+            raise VfioError(
+                errno.EINVAL, f"{len(payload)}-byte request beyond its argsz {req.argsz}"
+            )
+    else:
+        req = conn.decode(RegionInfo, payload)
     conn.check_argsz(req.argsz, REGION_INFO_SIZE)
     conn.must_be_zero(
         req.flags or req.cap_offset or req.size or req.offset, "flags, cap_offset, size and offset"
@@ -146,12 +163,21 @@ def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     conn.region(req.index)
     # A client that takes no fds cannot mmap: offer it no mmap at all.
     info, fd = conn.device.region_info(req.index, mmap=conn.can_send_fds(1))
+    sparse = any(c.id == RegionCapId.SPARSE_MMAP for c in info.caps)
     if not conn.argsz_covers(req.argsz, info.argsz):
         # Too small for the capabilities: the fixed part, argsz says what is needed, and
         # no CAPS ("indicates additional capabilities found in the reply": none are), as
         # libvfio-user does. The kernel keeps CAPS with cap_offset 0, which QEMU's
         # vfio-user client refuses (a cap_offset outside the reply is EINVAL).
         info = replace(info, flags=info.flags & ~int(RegionFlags.CAPS), caps=(), cap_offset=0)
+        if sparse:
+            # Nor MMAP and its fd: only the sparse mmap capability says what may be mapped
+            # ("defined when only a subrange of the region supports direct access by the
+            # client via mmap()"); MMAP without it would offer the whole region. And
+            # "When this flag is set, the reply will include a file descriptor": MMAP
+            # without the fd is no answer either. libvfio-user sends no fd here, and its
+            # sample client takes none (an fd it did not ask for fails its recvmsg).
+            info, fd = replace(info, flags=info.flags & ~int(RegionFlags.MMAP)), None
     reply = info.pack()
     return Out(reply, [fd]) if fd is not None else reply
 

@@ -68,6 +68,7 @@ _GET, _SET, _PROBE = (
 )
 _OPS = _GET | _SET | _PROBE
 _HEAD = DeviceFeature.FIXED_SIZE
+_REPORT_HEAD = 24  # DMA_LOGGING_REPORT's iova, length and page_size, before the bitmap
 _MAX_PAGE = 1 << 30
 _MIGRATION_FEATURES = (Feature.MIGRATION, Feature.MIG_DEVICE_STATE)
 # The operations each feature has.
@@ -152,7 +153,7 @@ def _get(conn, feature: Feature, data: bytes, room: int) -> bytes | None:
 def _needed(conn, feature: Feature, data: bytes) -> int:
     if feature == Feature.DMA_LOGGING_REPORT:
         req = conn.decode(DmaLoggingReport, data)
-        return _HEAD + DmaLoggingReport.SIZE + _bitmap_size(req.length, req.page_size)
+        return _HEAD + _REPORT_HEAD + _bitmap_size(req.length, req.page_size)
     return _HEAD + 8
 
 
@@ -199,7 +200,7 @@ def _report(conn, data: bytes, room: int) -> bytes | None:
             errno.E2BIG,
             f"a {size}-byte bitmap is above max_data_xfer_size {conn.settings.max_data_xfer_size}",
         )
-    if DmaLoggingReport.SIZE + size > room:
+    if _REPORT_HEAD + size > room:
         return None
     bits = log.bitmap(req.iova, req.length, size, req.page_size)
     log.forget(req.iova, req.length)

@@ -8,11 +8,10 @@
   server's values: max_msg_fds and max_data_xfer_size are the server's own
   limits; migration (0.9.1, only when the device has a migration region) gets
   pgsize = the smaller of the two (the server's when the client gave none).
-  At 0.9.2: max_dma_maps and pgsizes are the server's (stated even unproposed
-  when they are not the spec's defaults, which the client would assume),
-  write_multiple true (REGION_WRITE_MULTI is then served); migration is not
-  a 0.9.2 capability and twin_socket is not offered (the reply leaves it out:
-  "the server does not support twin-socket mode or decided not to enable it").
+  At 0.9.2: max_dma_maps and pgsizes are the server's, write_multiple true
+  (REGION_WRITE_MULTI is then served); migration is not a 0.9.2 capability
+  and twin_socket is not offered (the reply leaves it out: "the server does
+  not support twin-socket mode or decided not to enable it").
   Unknown capabilities and other top-level JSON keys are ignored.
 - No JSON in the request: accepted, and the reply carries none either.
 - Malformed JSON, wrong types, out-of-range values: EINVAL (the codec's
@@ -26,9 +25,7 @@ from dataclasses import dataclass
 
 from pytest_vfiouser.protocol import (
     DEFAULT_MAX_DATA_XFER_SIZE,
-    DEFAULT_MAX_DMA_MAPS,
     DEFAULT_MAX_MSG_FDS,
-    DEFAULT_PGSIZES,
     CodecError,
     Version,
 )
@@ -84,9 +81,9 @@ def answer(
         mine["migration"] = {"pgsize": pgsize}
     multi = False
     if revision != "0.9.1":
-        if "max_dma_maps" in caps.raw or server.max_dma_maps != DEFAULT_MAX_DMA_MAPS:
+        if "max_dma_maps" in caps.raw:
             mine["max_dma_maps"] = server.max_dma_maps
-        if "pgsizes" in caps.raw or server.pgsizes != DEFAULT_PGSIZES:
+        if "pgsizes" in caps.raw:
             mine["pgsizes"] = server.pgsizes
         if "write_multiple" in caps.raw:
             mine["write_multiple"] = multi = True

@@ -89,13 +89,19 @@ def device_get_info(conn, payload: bytes, fds: list[int]) -> bytes:
     return _argsz_of(reply)
 
 
+_MMAP = int(RegionFlags.MMAP)
+
+
 def device_get_region_info(conn, payload: bytes, fds: list[int]) -> bytes | Out:
     reply, out = _split(commands.device_get_region_info(conn, payload, fds))
     info = RegionInfo.unpack(reply)
     if info.argsz > len(reply):  # too small for the capabilities
         if "small-argsz-keeps-caps" in FAULTS:
             reply = replace(info, flags=info.flags | int(RegionFlags.CAPS)).pack()
-        if "small-argsz-mmap-no-fd" in FAULTS:
+        if "small-argsz-mmap-no-fd" in FAULTS and conn.device.regions[info.index].flags & _MMAP:
+            # libvfio-user's short reply: MMAP set, and the fd left for the full reply
+            short = RegionInfo.unpack(reply)
+            reply = replace(short, flags=short.flags | _MMAP).pack()
             out = []
     if "reply-fds-missing" in FAULTS:
         out = []

@@ -114,9 +114,11 @@ def test_catalogue():
         assert set(fault.scope) <= sections, name
         assert set(fault.also) <= sections, name
         assert "{socket}" in fault.option or "{fd}" in fault.option, name
-    # Every section of the spec the suite covers has a fault that it must detect.
+    # Every section of the spec the suite covers has a fault that it must detect; not yet
+    # the 0.9.2-only sections, whose cases the kill matrix (run at 0.9.1) does not run.
     covered = {s for f in CATALOGUE.values() for s, _ in f.detect}
-    assert sections - covered <= {"fuzz"}, sorted(sections - covered)
+    only_0_9_2 = {"device_feature", "dma_logging", "migration_v2", "region_write_multi"}
+    assert sections - covered <= {"fuzz"} | only_0_9_2, sorted(sections - covered)
 
 
 def test_enable_refuses_unknown_names():

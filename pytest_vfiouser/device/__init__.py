@@ -17,6 +17,7 @@ from ._model import (
     DeviceModel,
     DiscoveryError,
     discover,
+    discovery_proposal,
     missing_hook,
     resolve_feature,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "ProfileError",
     "RegionProfile",
     "discover",
+    "discovery_proposal",
     "load_profile",
     "missing_hook",
     "parse_profile",

@@ -32,7 +32,7 @@ from pytest_vfiouser.client import (
     UnexpectedReply,
     errno_text,
 )
-from pytest_vfiouser.device import DeviceModel, DiscoveryError, discover
+from pytest_vfiouser.device import DeviceModel, DiscoveryError, discover, discovery_proposal
 from pytest_vfiouser.protocol import Command, command_name
 from pytest_vfiouser.target import DEVICE, NEGOTIATION, TargetHandle
 from pytest_vfiouser.verdict import Verdict
@@ -96,7 +96,7 @@ def discover_device(state, handle: TargetHandle) -> DeviceModel | None:
         client, command = None, Command.VERSION
         try:
             client = Client.connect(handle.socket_path, timeout=settings.timeout)
-            client.negotiate()
+            client.negotiate(capabilities=discovery_proposal(client, settings.spec))
             command = Command.DEVICE_GET_INFO
             client.device_get_info().check().body  # noqa: B018 (it must decode)
             command = None  # the regions and IRQs

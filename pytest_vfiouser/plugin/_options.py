@@ -375,7 +375,7 @@ def _usage(option: str, text: str) -> pytest.UsageError:
     return pytest.UsageError(f"{option}: {text}")
 
 
-def _reference_profile(spec: str) -> Profile:
+def _reference_profile(spec: str = DEFAULT_REVISION) -> Profile:
     """The embedded reference server's own profile at ``spec`` (empty if it is not there
     yet): ``default-<spec>.toml`` where the device differs at that revision."""
     try:

@@ -242,7 +242,7 @@ class DmaLoggingReport(Payload, layout="QQQ"):
 
 
 @dataclass(slots=True, frozen=True)
-class MigDataRead(Payload, layout="II"):
+class MigDataRead(Payload, layout="II", size="SIZE"):
     NAME = "MIG_DATA_READ request"
     argsz: int
     size: int
