@@ -47,16 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     names = args.fault or list(CATALOGUE)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vfu-kill-matrix-"))
     unkillable = km.load_unkillable()
-    runner = km.Runner(out, [None, *names], args.workers, km.excluded_sections(unkillable))
+    every = [*km.clean_runs_for(names), *names]
+    runner = km.Runner(out, every, args.workers, km.excluded_sections(unkillable))
     start = time.monotonic()
     try:
         runner.start()
-        clean, runs = km.collect(runner, names)
+        cleans, runs = km.collect(runner, names)
     finally:
         runner.close()
     seconds = time.monotonic() - start
     catalogue = {n: CATALOGUE[n] for n in names}
-    matrix = km.build(clean, runs, unkillable, catalogue)
+    matrix = km.build(cleans, runs, unkillable, catalogue)
     jpath, mpath = km.write(matrix, Path(args.reports))
     for name, info in matrix["faults"].items():
         state = "detected" if info["detected"] else "NOT DETECTED"
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if matrix["stale_unkillable"]:
         print("listed as unkillable but killing:", ", ".join(matrix["stale_unkillable"]))
     print(
-        f"{len(names) + 1} runs in {seconds:.0f} s with {args.workers} at a time; "
+        f"{len(every)} runs in {seconds:.0f} s with {args.workers} at a time; "
         f"matrix: {jpath}, {mpath}"
     )
     if not args.out:

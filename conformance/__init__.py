@@ -3,10 +3,11 @@
 ``SECTIONS``: the sections of the cases (the part of their ids before the first
 ``/``), which ``--vfu-section`` takes: ``vfio-user-conformance`` checks a
 ``--vfu-section`` against it before the run (``tests/test_plugin_cli.py`` checks
-it against the cases).
+it against the cases). ``ONLY_AT``: the sections whose every case exists at one
+revision only (the commands they are about are that revision's).
 """
 
-__all__ = ["SECTIONS"]
+__all__ = ["ONLY_AT", "SECTIONS"]
 
 SECTIONS = (
     "argsz",
@@ -31,3 +32,12 @@ SECTIONS = (
     "set_irqs",
     "version",
 )
+
+ONLY_AT = {
+    "device_feature": "0.9.2",
+    "dirty_pages": "0.9.1",
+    "dma_logging": "0.9.2",
+    "migration": "0.9.1",
+    "migration_v2": "0.9.2",
+    "region_write_multi": "0.9.2",
+}

@@ -266,6 +266,34 @@ def test_map_invalid_refused(vfu_client, vfu_connect, vfu_observe, base, bad):
         _map(vfu_client, base, SIZE, what=f"DMA_MAP of the range after the refusal of {what}")
 
 
+@case("dma/map-unaligned-to-pgsizes", SHOULD, revisions=("0.9.2",))
+def test_map_unaligned_to_pgsizes(vfu_connect, vfu_observe, base):
+    """A DMA_MAP whose address is not a multiple of the smallest page size the server
+    supports (its pgsizes; 4096 when it states none) is refused; aligned, the same map
+    is accepted.
+
+    Spec (VFIO_USER_VERSION): "pgsizes | number | Page sizes supported in DMA map
+    operations or'ed together. Optional, with a default value of supporting only 4k
+    pages." Security Considerations: "Standard tools and mechanisms should be used on
+    both sides to validate input".
+    """
+    client = vfu_connect()
+    caps = {
+        "max_msg_fds": client.max_msg_fds,
+        "max_data_xfer_size": client.max_data_xfer_size,
+        "pgsizes": PAGE,
+    }
+    client.negotiate(capabilities=caps)
+    pgsizes = client.server_caps.pgsizes
+    page = pgsizes & -pgsizes
+    size = 4 * page
+    _map(client, base, size, f"DMA_MAP of [{base:#x}, +{size:#x}) aligned to {page} bytes")
+    _unmap(client, base, size)
+    bad = DmaMap(DmaMap.SIZE, RW, 0, base + page // 2, size).pack()
+    what = f"a DMA_MAP at {base + page // 2:#x}, not a multiple of the {page}-byte pages of pgsizes"
+    send_refused(client, Command.DMA_MAP, bad, vfu_connect, what, vfu_observe)
+
+
 @case("dma/map-fd-shorter-than-region", MUST)
 def test_map_fd_shorter_than_region(vfu_client, vfu_connect, vfu_observe, base):
     """A DMA_MAP whose file is shorter than offset + size does not crash the server.

@@ -95,15 +95,14 @@ def dma_map(conn, payload: bytes, fds: list[int]) -> bytes:
         raise VfioError(errno.EINVAL, f"argsz {req.argsz} is not {DmaMap.SIZE}")
     if len(fds) > 1:
         raise VfioError(errno.EINVAL, f"{len(fds)} fds; a mapping takes at most one")
-    if conn.revision != "0.9.1":
-        page = conn.settings.min_pgsize
-        for name, value in (("address", req.address), ("size", req.size), ("offset", req.offset)):
-            if value % page:
-                raise VfioError(
-                    errno.EINVAL,
-                    f"{name} {value:#x} is not aligned to the {page}-byte pages of pgsizes "
-                    f"{conn.settings.pgsizes:#x}",
-                )
+    page = conn.dma_page()
+    for name, value in (("address", req.address), ("size", req.size), ("offset", req.offset)):
+        if value % page:
+            raise VfioError(
+                errno.EINVAL,
+                f"{name} {value:#x} is not aligned to the {page}-byte pages of pgsizes "
+                f"{conn.settings.pgsizes:#x}",
+            )
     conn.dma_map.add(req.address, req.size, req.flags, req.offset, fds[0] if fds else None)
     fds.clear()  # the mapping owns it now
     return b""

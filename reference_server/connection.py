@@ -390,6 +390,11 @@ class Connection:
         if value:
             raise VfioError(errno.EINVAL, f"{fields} must be 0")
 
+    def dma_page(self) -> int:
+        """What a DMA_MAP's address, size and offset must be multiples of: at 0.9.2 the
+        smallest page size of the server's pgsizes; 1 (anything) at 0.9.1."""
+        return 1 if self.revision == "0.9.1" else self.settings.min_pgsize
+
     def can_send_fds(self, n: int) -> bool:
         """The client takes ``n`` fds with one message (its max_msg_fds)."""
         return n <= self.client.max_msg_fds

@@ -55,6 +55,7 @@ class Device:
     irqs_type = Irqs
     dma_engine_type = DmaEngine
     migration_region_type = MigrationRegion
+    migration_v2_type = MigrationV2
 
     def __init__(self, config: DeviceConfig | None = None, revision: str = "0.9.1"):
         cfg = config or default_config()
@@ -65,7 +66,9 @@ class Device:
         self.registers: RegisterBlock | None = None
         self.client: ClientLink | None = None
         migrates = any(cfg.region(i).kind == "migration" for i in range(cfg.num_regions))
-        self.migration_v2 = MigrationV2(self) if migrates and revision != "0.9.1" else None
+        self.migration_v2 = (
+            self.migration_v2_type(self) if migrates and revision != "0.9.1" else None
+        )
         self.regions: list[Region] = [
             AbsentRegion() if i == R.CONFIG_REGION else self._make_region(cfg.region(i))
             for i in range(cfg.num_regions)

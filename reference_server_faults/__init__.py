@@ -32,6 +32,9 @@ Modules, by area:
   _negotiation VERSION
   _dirty       DIRTY_PAGES and DMA_UNMAP's dirty bitmap
   _device      DMA map table, DMA engine, interrupts, migration region, device
+  _device_feature  0.9.2: DEVICE_FEATURE (migration features, DMA logging),
+               MIG_DATA_READ/WRITE, REGION_WRITE_MULTI
+  _migration_v2    0.9.2: the v2 migration state machine and its data stream
   _process     FaultyProgram and FaultyServer: options, socket, signals, daemonizing
 
 The daemonizing fault's detached copy also exits when its stdin reaches EOF

@@ -17,6 +17,9 @@ prove nothing more (every case still has to kill a fault in its runs).
 ``option``: the socket argument of the server's command line in the run
 (``--fd={fd}`` for a server that does not take --socket-path).
 
+``spec``: the revision the fault's run serves and tests (--spec of the server,
+--vfu-spec of the suite): 0.9.2 for the faults of what only 0.9.2 has.
+
 ``by_judge``: the fault is caught by a check the suite makes of every case's
 conversation (fds where no message allows them), not by a case of its own: it
 proves that check, and its kills do not count as a case's (every case must
@@ -55,6 +58,7 @@ class Fault:
     option: str = "--socket-path={socket}"
     by_judge: bool = False  # caught by the suite's check of every case, not a case's own
     also: tuple[str, ...] = ()  # sections a run covers beside those of ``detect``
+    spec: str = "0.9.1"  # the revision its run serves and tests
 
     @property
     def runs(self) -> tuple[str, ...]:
@@ -63,7 +67,7 @@ class Fault:
 
     def line(self) -> str:
         where = "; ".join(f"{s} {'/'.join(v)}" for s, v in self.detect)
-        scope = f" [run: {', '.join(self.runs)}]"
+        scope = f" [run at {self.spec}: {', '.join(self.runs)}]"
         judge = " [every case: the suite's own check]" if self.by_judge else ""
         return f"{self.name}: {self.description} (detected by: {where}){scope}{judge}"
 
@@ -76,12 +80,13 @@ def _f(
     option: str = "--socket-path={socket}",
     by_judge: bool = False,
     also: tuple[str, ...] = (),
+    spec: str = "0.9.1",
 ) -> Fault:
     groups: dict[str, list[str]] = {}
     for section, verdict in detect:
         groups.setdefault(section, []).append(verdict)
     detected = tuple((s, tuple(v)) for s, v in groups.items())
-    return Fault(name, description, detected, scope, option, by_judge, also)
+    return Fault(name, description, detected, scope, option, by_judge, also, spec)
 
 
 _CATALOGUE = (
@@ -249,6 +254,13 @@ _CATALOGUE = (
         ("dma", FAIL),
         ("dma_rw", FAIL),
         also=("reset",),
+    ),
+    _f(
+        "dma-map-pgsizes-unchecked",
+        "at 0.9.2 a DMA_MAP not aligned to the smallest page size of the server's pgsizes "
+        "is accepted",
+        ("dma", NON_STRICT),
+        spec="0.9.2",
     ),
     # ---- device info, reset (commands.py, device.py)
     _f(
@@ -447,6 +459,222 @@ _CATALOGUE = (
         "are not logged",
         ("dirty_pages", FAIL),
         ("dma", FAIL),
+    ),
+    # ---- 0.9.2: DEVICE_FEATURE (device_feature.py)
+    _f(
+        "feature-get-argsz-echoed",
+        "a GET's reply keeps the request's argsz instead of the size of the reply",
+        ("device_feature", FAIL),
+        ("migration_v2", FAIL),
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "feature-probe-unchecked",
+        "a PROBE succeeds whatever the feature and the operations it names",
+        ("device_feature", FAIL),
+        ("device_feature", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "feature-get-set-as-set",
+        "GET and SET together without PROBE are not refused: served as a SET",
+        ("device_feature", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "feature-no-op-as-get",
+        "a DEVICE_FEATURE with none of GET, SET and PROBE is served as a GET",
+        ("device_feature", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "feature-get-small-argsz-full-data",
+        "a GET's argsz is not looked at: the whole data is sent however little room it gives",
+        ("device_feature", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "feature-probe-reply-data",
+        "a PROBE of GET is answered like the GET: the feature's data follows the request",
+        ("device_feature", FAIL),
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    # ---- 0.9.2: migration (migration_v2.py, device_feature.py)
+    _f(
+        "migration-flags-no-stop-copy",
+        "VFIO_DEVICE_FEATURE_MIGRATION's flags say PRE_COPY only: STOP_COPY, which every "
+        "device has, is left implied",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "state-get-always-running",
+        "GET of MIG_DEVICE_STATE always reads RUNNING (filled from the device's run state, "
+        "not its migration state)",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "set-reply-previous-state",
+        "the reply to a SET of MIG_DEVICE_STATE carries the state the device left, not the "
+        "request's",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "direct-arcs-only",
+        "only the direct arcs are served: a SET to a state that needs several arcs is refused "
+        "(EINVAL)",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "stop-copy-to-pre-copy-allowed",
+        "STOP_COPY -> PRE_COPY is taken as a direct arc (a new pre-copy session begins)",
+        ("migration_v2", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "set-error-accepted",
+        "a SET of device_state ERROR is accepted: the device goes to ERROR",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "p2p-states-as-twins",
+        "the P2P states are accepted as their twins (RUNNING_P2P as RUNNING, PRE_COPY_P2P as "
+        "PRE_COPY)",
+        ("migration_v2", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "reset-keeps-migration-state",
+        "DEVICE_RESET resets the regions and interrupts but leaves the migration state, ERROR "
+        "included",
+        ("migration_v2", FAIL),
+        ("migration_v2", INFORMATIONAL),
+        spec="0.9.2",
+    ),
+    _f(
+        "error-not-sticky",
+        "a SET in ERROR is served as if the device were in STOP",
+        ("migration_v2", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "data-read-argsz-echoed",
+        "a MIG_DATA_READ reply keeps the request's argsz: a short read's says 8 + the size asked",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "data-read-any-state",
+        "MIG_DATA_READ is served in any state: outside PRE_COPY and STOP_COPY it returns no data",
+        ("migration_v2", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "stop-copy-stream-restarts",
+        "in STOP_COPY the end of the stream is not remembered: a read after the short read "
+        "saves the device again and returns that",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "stop-copy-new-stream",
+        "PRE_COPY -> STOP_COPY starts a new stream: unread pre-copy data is dropped and the "
+        "final record is numbered 0 again",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "data-write-any-state",
+        "MIG_DATA_WRITE is taken in any state (buffered; entering RESUMING drops it)",
+        ("migration_v2", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "data-write-reply-payload",
+        "the MIG_DATA_WRITE reply echoes the request's argsz and size",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "resume-loads-nothing",
+        "RESUMING -> STOP accepts whatever was written and loads nothing: the destination "
+        "keeps its own state",
+        ("migration_v2", FAIL),
+        ("migration_v2", NON_STRICT),
+        spec="0.9.2",
+    ),
+    # ---- 0.9.2: DMA logging (device_feature.py, dma_engine.py, dma_map.py)
+    _f(
+        "start-reply-page-size-zero",
+        "DMA_LOGGING_START's reply has page_size 0 unless the device changed the page size",
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "stop-reply-empty",
+        "DMA_LOGGING_STOP replies with no payload",
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "report-head-zeroed",
+        "a report's data is its bitmap at offset 24 of a zeroed buffer: iova, length and "
+        "page_size are not given back",
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "report-bits-past-range",
+        "a report's bitmap is filled for its whole u64s: pages written past the range asked "
+        "for are set",
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "dma-log-last-page-missed",
+        "a DMA write marks length // page size pages from its first one: a write that crosses "
+        "one more page boundary misses its last page",
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "dma-log-reads",
+        "DMA reads of client memory are logged as well as writes",
+        ("dma_logging", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "report-before-start-zeros",
+        "DMA_LOGGING_REPORT before DMA_LOGGING_START is served: an empty bitmap",
+        ("dma_logging", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "report-page-size-unchecked",
+        "a report's page_size is not checked to be a power of two: pages of any size are counted",
+        ("dma_logging", NON_STRICT),
+        spec="0.9.2",
+    ),
+    # ---- 0.9.2: REGION_WRITE_MULTI (commands.py)
+    _f(
+        "write-multi-last-only",
+        "REGION_WRITE_MULTI reads its writes into one slot: only the last is applied, and the "
+        "reply says 1",
+        ("region_write_multi", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "write-multi-count-unchecked",
+        "a REGION_WRITE_MULTI write's count is not checked against 8: above it, the 8 data "
+        "bytes there are are written",
+        ("region_write_multi", NON_STRICT),
+        spec="0.9.2",
     ),
     # ---- the program (server.py, __main__.py): runs limited to the sections they affect
     _f(

@@ -1,6 +1,7 @@
 """Command handlers under the faults: the reference server's handlers wrapped with
 the defects of commands.py's area (message sizes, device and region info, io fds,
-region access, SET_IRQS, reset), in ``HANDLERS`` for FaultyConnection. The checks
+region access, SET_IRQS, reset), with those of _dirty and _device_feature (0.9.2),
+in ``HANDLERS`` for FaultyConnection. The checks
 the handlers ask of the connection (argsz, must-be-zero fields, indexes, region
 access) carry their faults in FaultyConnection."""
 
@@ -30,7 +31,7 @@ from reference_server.commands import Handler, Out
 from reference_server.connection import Connection
 from reference_server.errors import ClientGone, VfioError
 
-from . import _dirty
+from . import _device_feature, _dirty
 from ._catalogue import FAULTS, crash
 from ._dirty import _sent_argsz
 
@@ -246,6 +247,10 @@ _OVERLAY = {
         device_reset,
         server_to_client,
         _dirty.dirty_pages,
+        _device_feature.device_feature,
+        _device_feature.mig_data_read,
+        _device_feature.mig_data_write,
+        _device_feature.region_write_multi,
     )
 }
 HANDLERS: dict[int, Handler] = {

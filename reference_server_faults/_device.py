@@ -1,5 +1,6 @@
 """Device faults: the DMA map table, the DMA engine, interrupts, the migration
-region and the device itself, each a subclass with the defects of its area."""
+region and the device itself, each a subclass with the defects of its area (the
+0.9.2 migration's in _migration_v2)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from reference_server.migration import (
 )
 
 from ._catalogue import FAULTS
+from ._migration_v2 import FaultyMigrationV2
 
 
 @dataclasses.dataclass(slots=True)
@@ -110,8 +112,23 @@ class FaultyDmaMapTable(DmaMapTable):
             return self._maps[self._find(address, size)]  # "removed", still in the table
         return super().remove(address, size)
 
+    def note_write(self, address: int, length: int) -> None:
+        if "dma-log-last-page-missed" in FAULTS and self.dirty is not None:
+            # pages counted as length // page size from the first page written
+            pg = self.dirty.pgsize
+            address, length = address - address % pg, length // pg * pg
+        super().note_write(address, length)
+
 
 class FaultyDmaEngine(DmaEngine):
+    @classmethod
+    def read_client_memory(cls, link: ClientLink, segments) -> bytes:
+        data = super().read_client_memory(link, segments)
+        if "dma-log-reads" in FAULTS:  # every access is logged, reads too
+            for m, pos, n in segments:
+                link.dma_map.note_write(m.address + pos, n)
+        return data
+
     @classmethod
     def write_segment(cls, link: ClientLink, m, pos: int, piece: bytes) -> None:
         if "dirty-bitmap-wrong" in FAULTS and m.fd is not None:
@@ -251,6 +268,7 @@ class FaultyDevice(Device):
     irqs_type = FaultyIrqs
     dma_engine_type = FaultyDmaEngine
     migration_region_type = FaultyMigrationRegion
+    migration_v2_type = FaultyMigrationV2
 
     def region_info(self, index: int, mmap: bool = True) -> tuple[RegionInfo, int | None]:
         lookup = index % self.num_regions if "index-wraps" in FAULTS else index

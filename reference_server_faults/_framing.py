@@ -47,6 +47,9 @@ class FaultyConnection(Connection):
             self.dma_map = device.__dict__.setdefault("kept_dma_map", self.dma_map)
         self._short_reads = 0  # fault split-message-single-recv
 
+    def dma_page(self) -> int:
+        return 1 if "dma-map-pgsizes-unchecked" in FAULTS else super().dma_page()
+
     def _next_message(self):
         self._short_reads = 0
         return super()._next_message()

@@ -26,9 +26,14 @@ faults concurrently and, through claim files in a shared directory, at most
 once across pytest-xdist workers. Used by tests/test_faults.py and
 benchmarks/kill_matrix.py.
 
+A fault's run is at its revision (``Fault.spec``), and is judged against the
+fault-free run of that revision: ``None`` (0.9.1, the whole suite) or
+``fault-free-0.9.2`` (the sections only 0.9.2 has, conformance.ONLY_AT, and those the
+0.9.2 faults' runs cover).
+
 Runs use ``--vfu-restart per-session`` (a crashed or hung server is replaced
 anyway), ``--vfu-timeout 2`` and a private bytecode cache
-(PYTHONPYCACHEPREFIX): about 14 s each on a small machine.
+(PYTHONPYCACHEPREFIX): a few seconds each on a small machine.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conformance import ONLY_AT
+from pytest_vfiouser.protocol import DEFAULT_REVISION, REVISIONS
 from pytest_vfiouser.verdict import Verdict
 from reference_server_faults import CATALOGUE, Fault
 
@@ -74,8 +81,29 @@ CLAIM, DONE = ".claim", ".done"
 CLEAN = "(fault-free)"
 
 
-def profile_path() -> Path:
-    return Path(__file__).resolve().parents[1] / "reference_server" / "profiles" / "default.toml"
+# The fault-free run of each revision: None is the default revision's (the whole suite).
+CLEAN_RUNS: dict[str, str | None] = {
+    r: None if r == DEFAULT_REVISION else f"fault-free-{r}" for r in REVISIONS
+}
+
+
+def spec_of(name: str | None) -> str:
+    """The revision of a run: a fault's own, or that of a fault-free run."""
+    if name in CATALOGUE:
+        return CATALOGUE[name].spec
+    return next(r for r, clean in CLEAN_RUNS.items() if clean == name)
+
+
+def clean_runs_for(names: Iterable[str | None]) -> list[str | None]:
+    """The fault-free runs the faults ``names`` are judged against (the default one always)."""
+    specs = {DEFAULT_REVISION} | {spec_of(n) for n in names if n is not None}
+    return [CLEAN_RUNS[r] for r in REVISIONS if r in specs]
+
+
+def profile_path(spec: str = DEFAULT_REVISION) -> Path:
+    folder = Path(__file__).resolve().parents[1] / "reference_server" / "profiles"
+    own = folder / f"default-{spec}.toml"
+    return own if own.exists() else folder / "default.toml"
 
 
 def unkillable_path() -> Path:
@@ -115,22 +143,27 @@ def conformance_command() -> list[str]:
     return [sys.executable, "-m", "pytest_vfiouser.cli"]
 
 
-def server_command(fault: str | None) -> str:
+def server_command(fault: str | None, spec: str = DEFAULT_REVISION) -> str:
     """The fault overlay with ``fault``; None: the reference server itself."""
     if fault is None:
-        return shlex.join([sys.executable, "-m", "reference_server", "--socket-path={socket}"])
+        words = [sys.executable, "-m", "reference_server", "--socket-path={socket}"]
+        return shlex.join([*words, f"--spec={spec}"])
     words = [sys.executable, "-m", "reference_server_faults", CATALOGUE[fault].option]
-    return shlex.join([*words, "--fault", fault])
+    return shlex.join([*words, f"--spec={spec}", "--fault", fault])
 
 
-def run_args(fault: str | None, out: Path, excluded: Iterable[str] = ()) -> list[str]:
+def run_args(name: str | None, out: Path, excluded: Iterable[str] = ()) -> list[str]:
     """The vfio-user-conformance arguments of one run (reports under ``out``)."""
-    name = fault or "fault-free"
+    spec = spec_of(name)
+    fault = name if name in CATALOGUE else None
+    name = name or "fault-free"
     args = [
         "--vfu-server",
-        server_command(fault),
+        server_command(fault, spec),
+        "--vfu-spec",
+        spec,
         "--vfu-profile",
-        str(profile_path()),
+        str(profile_path(spec)),
         "--vfu-json",
         str(out / f"{name}.json"),
         "--vfu-timeout",
@@ -145,7 +178,14 @@ def run_args(fault: str | None, out: Path, excluded: Iterable[str] = ()) -> list
         "--no-header",
         "--tb=no",  # tracebacks: seconds a run
     ]
-    for section in CATALOGUE[fault].runs if fault else ():
+    if fault:
+        sections: Iterable[str] = CATALOGUE[fault].runs
+    elif spec != DEFAULT_REVISION:  # its own sections, and those its faults' runs cover
+        own = {s for s, r in ONLY_AT.items() if r == spec}
+        sections = sorted(own | {s for f in CATALOGUE.values() if f.spec == spec for s in f.runs})
+    else:
+        sections = ()
+    for section in sections:
         args += ["--vfu-section", section]
     excluded = list(excluded)
     if excluded:  # a section's cases live in its own modules: conformance/test_<section>*.py
@@ -367,7 +407,7 @@ class Run:
         return run
 
 
-def killing(clean: Run, run: Run) -> list[CaseRun]:
+def killing(clean: Run, run: Run) -> list[CaseRun]:  # clean: of the fault's revision
     """The cases (nodeids) of ``run`` that kill its fault."""
     out = []
     for nodeid, c in run.cases.items():
@@ -384,25 +424,27 @@ def evidence(fault: Fault, killed: list[CaseRun]) -> list[CaseRun]:
 
 
 def build(
-    clean: Run,
+    cleans: dict[str, Run],
     runs: dict[str, Run],
     unkillable: dict[str, str],
     catalogue: dict[str, Fault] = CATALOGUE,
 ) -> dict:
-    """The matrix, figures and findings as one JSON-able dict."""
+    """The matrix, figures and findings as one JSON-able dict (``cleans``: the fault-free
+    run of each revision)."""
     cases: dict[str, dict] = {}
-    by_case: dict[str, list[CaseRun]] = {}
-    for c in clean.cases.values():
-        by_case.setdefault(c.case_id, []).append(c)
-        cases.setdefault(
-            c.case_id, {"section": c.section, "level": c.level, "clean": Counter(), "kills": {}}
-        )["clean"][c.verdict] += 1
+    for clean in cleans.values():
+        for c in clean.cases.values():
+            cases.setdefault(
+                c.case_id,
+                {"section": c.section, "level": c.level, "clean": Counter(), "kills": {}},
+            )["clean"][c.verdict] += 1
     excluded = excluded_sections(unkillable)
     faults = {}
     for name, fault in catalogue.items():
         run = runs.get(name)
         entry = {
             "description": fault.description,
+            "spec": fault.spec,
             "detect": [[s, list(v)] for s, v in fault.detect],
             "scope": list(fault.runs),
             "by_judge": fault.by_judge,
@@ -417,7 +459,7 @@ def build(
         if run is None:
             continue
         entry["verdicts"] = dict(sorted(Counter(c.verdict for c in run.cases.values()).items()))
-        killed = killing(clean, run)
+        killed = killing(cleans[fault.spec], run)
         for c in killed:
             kill = cases[c.case_id]["kills"]
             # The worst verdict. Verdict.rank orders the killing verdicts as the
@@ -466,7 +508,7 @@ def build(
             "cases_unkilled": len(unkilled),
         },
         "excluded_sections": {s: unkillable[s + "/*"] for s in excluded},
-        "clean_seconds": clean.seconds,
+        "clean_seconds": {r: c.seconds for r, c in cleans.items()},
         "faults": faults,
         "cases": cases,
         "unkillable": listed,
@@ -537,7 +579,7 @@ def markdown(matrix: dict) -> str:
     ]
     for name, info in matrix["faults"].items():
         det = "yes" if info["detected"] else ("not run" if not info["ran"] else "**NO**")
-        scope = f" (runs: {', '.join(info['scope'])})" if info["scope"] else ""
+        scope = f" (runs at {info['spec']}: {', '.join(info['scope'])})"
         if info["by_judge"]:
             scope += " (the suite's check of every case: its kills do not count)"
         out.append(
@@ -585,14 +627,16 @@ def markdown(matrix: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def collect(runner: Runner, names: list[str]) -> tuple[Run, dict[str, Run]]:
-    """Wait for (or run) the fault-free run and every fault's; load them."""
-    done = runner.result(None)
-    clean = Run.load(runner.json_path(None), None, done["seconds"])
+def collect(runner: Runner, names: list[str]) -> tuple[dict[str, Run], dict[str, Run]]:
+    """Wait for (or run) the fault-free runs and every fault's; load them."""
+    cleans = {}
+    for clean in clean_runs_for(names):
+        done = runner.result(clean)
+        cleans[spec_of(clean)] = Run.load(runner.json_path(clean), clean, done["seconds"])
     runs = {}
     for name in names:
         done = runner.result(name)
         path = runner.json_path(name)
         if path.exists():
             runs[name] = Run.load(path, name, done["seconds"])
-    return clean, runs
+    return cleans, runs

@@ -729,3 +729,65 @@ def test_one_error_is_one_line() -> None:
         parse_profile({"device": {"num_irqs": -1}}, source="x.toml")
     assert info.value.errors == (("device.num_irqs", "must not be negative, got -1"),)
     assert str(info.value) == "x.toml: device.num_irqs: must not be negative, got -1"
+
+
+# -- extends ----------------------------------------------------------------
+
+
+def test_extends_overrides_keys_replaces_regions_by_index_and_drops_those_past_the_end(
+    tmp_path: Path,
+):
+    (tmp_path / "base.toml").write_text(
+        textwrap.dedent(
+            """
+            [profile]
+            name = "base"
+            [device]
+            num_regions = 10
+            num_irqs = 2
+            [features]
+            reset = true
+            mmap = true
+            [[regions]]
+            index = 1
+            size = 0x1000
+            [[regions]]
+            index = 2
+            size = 0x2000
+            [[regions]]
+            index = 9
+            size = 0x20000
+            """
+        )
+    )
+    (tmp_path / "next.toml").write_text(
+        textwrap.dedent(
+            """
+            [profile]
+            extends = "base.toml"
+            [device]
+            num_regions = 9
+            [features]
+            mmap = false
+            [[regions]]
+            index = 2
+            size = 0x4000
+            """
+        )
+    )
+    p = load_profile(tmp_path / "next.toml")
+    assert p.name == "base" and p.device.num_regions == 9 and p.device.num_irqs == 2
+    assert p.has_feature("reset") is True and p.has_feature("mmap") is False
+    assert {i: r.size for i, r in p.regions.items()} == {1: 0x1000, 2: 0x4000}
+
+
+def test_extends_errors_name_the_key(tmp_path: Path):
+    (tmp_path / "a.toml").write_text('[profile]\nextends = "profile.toml"\n')
+    cycle = f"{tmp_path / 'a.toml'}: profile.extends: profile.toml extends this profile again"
+    with pytest.raises(ProfileError, match=re.escape(cycle)):
+        load_profile(write(tmp_path, '[profile]\nextends = "a.toml"\n'))
+    assert load_error(tmp_path, "[profile]\nextends = 3\n").startswith(
+        "profile.extends: must be a string, got integer"
+    )
+    with pytest.raises(ProfileError, match="cannot read profile"):
+        load_profile(write(tmp_path, '[profile]\nextends = "nope.toml"\n'))

@@ -10,16 +10,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from kill_matrix import CaseRun, Run, build, kills
 from test_server_support import SERVER, RefServer
 
+from conformance import ONLY_AT, SECTIONS
 from pytest_vfiouser.client import Client
 from pytest_vfiouser.protocol import (
     FLAG_ERROR,
     HEADER_SIZE,
+    REVISIONS,
     TYPE_MASK,
     Command,
     DeviceInfo,
@@ -32,7 +33,6 @@ from reference_server_faults import CATALOGUE, enable
 
 FAULTY = [sys.executable, "-m", "reference_server_faults"]
 
-CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
 NO_SUCH_REGION = 0xFFFF
 
 
@@ -94,10 +94,8 @@ def test_the_reference_server_has_no_fault_options(option):
 
 
 def _sections() -> set[str]:
-    found = set()
-    for path in CONFORMANCE.glob("test_*.py"):
-        found |= set(re.findall(r'@case\("([a-z0-9_]+)/', path.read_text()))
-    return found
+    """The suite's sections (tests/test_plugin_cli.py checks them against the cases)."""
+    return set(SECTIONS)
 
 
 def test_catalogue():
@@ -114,11 +112,14 @@ def test_catalogue():
         assert set(fault.scope) <= sections, name
         assert set(fault.also) <= sections, name
         assert "{socket}" in fault.option or "{fd}" in fault.option, name
-    # Every section of the spec the suite covers has a fault that it must detect; not yet
-    # the 0.9.2-only sections, whose cases the kill matrix (run at 0.9.1) does not run.
+    # Every section of the spec the suite covers has a fault that it must detect, a fault
+    # whose run is at the section's revision.
     covered = {s for f in CATALOGUE.values() for s, _ in f.detect}
-    only_0_9_2 = {"device_feature", "dma_logging", "migration_v2", "region_write_multi"}
-    assert sections - covered <= {"fuzz"} | only_0_9_2, sorted(sections - covered)
+    assert sections - covered <= {"fuzz"}, sorted(sections - covered)
+    for name, fault in CATALOGUE.items():
+        assert fault.spec in REVISIONS, name
+        for section in fault.runs:
+            assert ONLY_AT.get(section, fault.spec) == fault.spec, (name, section)
 
 
 def test_enable_refuses_unknown_names():
@@ -263,7 +264,7 @@ def test_kills_of_a_fault_the_suite_catches_in_every_case_do_not_count():
         "unsolicited-fds": run("unsolicited-fds", a="FAIL", b="FAIL", c="FAIL"),
         "msg-id-8bit": run("msg-id-8bit", a="FAIL", b="PASS", c="UNIMPLEMENTED"),
     }
-    matrix = build(clean, runs, {"s/c": "cannot judge here"}, catalogue)
+    matrix = build({"0.9.1": clean}, runs, {"s/c": "cannot judge here"}, catalogue)
     assert matrix["unkilled"] == ["s/b"]
     assert matrix["unkillable"] == {"s/c": "cannot judge here"}
     assert matrix["stale_unkillable"] == []

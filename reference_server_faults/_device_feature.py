@@ -1,0 +1,183 @@
+"""0.9.2 commands under the faults: DEVICE_FEATURE (the message, the migration
+features, DMA logging), MIG_DATA_READ/WRITE and REGION_WRITE_MULTI, the reference
+server's handlers wrapped with the defects of device_feature.py's area and of
+commands.region_write_multi (the state machine's own are in _migration_v2)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+from pytest_vfiouser.protocol import (
+    DeviceFeature,
+    DmaLoggingControl,
+    DmaLoggingReport,
+    Feature,
+    FeatureMigDeviceState,
+    FeatureMigration,
+    MigDataRead,
+    MigrationFlags,
+    MigState,
+    RegionWriteMulti,
+)
+from reference_server import commands
+from reference_server import device_feature as df
+from reference_server.errors import VfioError
+
+from ._catalogue import FAULTS
+
+_GET, _SET, _PROBE, _OPS = df._GET, df._SET, df._PROBE, df._OPS
+_HEAD = df._HEAD
+_U32 = struct.Struct("<I")
+_REPORT_FAULTS = {"report-before-start-zeros", "report-page-size-unchecked"}
+
+
+def _with(payload: bytes, argsz: int | None = None, flags: int | None = None) -> bytes:
+    """``payload`` with its argsz and/or flags replaced."""
+    head = bytearray(payload[:_HEAD])
+    if argsz is not None:
+        _U32.pack_into(head, 0, argsz)
+    if flags is not None:
+        _U32.pack_into(head, 4, flags)
+    return bytes(head) + payload[_HEAD:]
+
+
+def device_feature(conn, payload: bytes, fds: list[int]) -> bytes:
+    req = conn.decode(DeviceFeature, payload)
+    flags, feature = req.flags, req.feature
+    if flags & _PROBE and "feature-probe-unchecked" in FAULTS:
+        return bytes(payload)  # "probing": whatever the feature and the operations
+    ops = flags & _OPS
+    served = flags
+    if not ops and "feature-no-op-as-get" in FAULTS:
+        served = flags | _GET  # no action flag: a GET
+    if ops == _GET | _SET and "feature-get-set-as-set" in FAULTS:
+        served = flags & ~_GET  # GET and SET without PROBE: the SET wins
+    get = served & _OPS == _GET
+    sent = payload if served == flags else _with(payload, flags=served)
+    if get and "feature-get-small-argsz-full-data" in FAULTS:
+        sent = _with(sent, argsz=0xFFFFFFFF)  # argsz is not looked at: the whole data
+    if get and feature == Feature.DMA_LOGGING_REPORT and FAULTS & _REPORT_FAULTS:
+        early = _report_faults(conn, req)
+        if early is not None:
+            return early
+    old_state = conn.device.migration_v2.state if conn.device.migration_v2 else None
+    reply = df.device_feature(conn, sent, fds)
+    if served != flags:
+        reply = _with(reply, flags=flags)
+    if get and len(reply) > _HEAD:  # a GET's data is there
+        reply = _get_faults(conn, req, reply)
+    elif flags & _PROBE and flags & _GET and "feature-probe-reply-data" in FAULTS:
+        reply += _get_data(conn, feature)  # the PROBE of a GET answered like the GET
+    elif served & _OPS == _SET:
+        reply = _set_faults(req, reply, old_state)
+    return reply
+
+
+def _get_data(conn, feature: int) -> bytes:
+    """The data a GET of ``feature`` gives (nothing for a feature GET cannot give)."""
+    try:
+        got = df.device_feature(conn, DeviceFeature(0xFFFFFFFF, _GET | feature).pack(), [])
+    except VfioError:
+        return b""
+    return got[_HEAD:]
+
+
+def _get_faults(conn, req: DeviceFeature, reply: bytes) -> bytes:
+    data = reply[_HEAD:]
+    if req.feature == Feature.MIGRATION and "migration-flags-no-stop-copy" in FAULTS:
+        data = FeatureMigration(int(MigrationFlags.PRE_COPY)).pack()  # STOP_COPY "implied"
+    if req.feature == Feature.MIG_DEVICE_STATE and "state-get-always-running" in FAULTS:
+        data = replace(FeatureMigDeviceState.unpack(data), device_state=MigState.RUNNING).pack()
+    if req.feature == Feature.DMA_LOGGING_REPORT:
+        data = _report_reply_faults(conn, data)
+    reply = reply[:_HEAD] + data
+    if "feature-get-argsz-echoed" in FAULTS:
+        reply = _with(reply, argsz=req.argsz)
+    return reply
+
+
+def _set_faults(req: DeviceFeature, reply: bytes, old_state: int | None) -> bytes:
+    feature = req.feature
+    if feature == Feature.MIG_DEVICE_STATE and "set-reply-previous-state" in FAULTS:
+        data = FeatureMigDeviceState.unpack(reply[_HEAD:])
+        return reply[:_HEAD] + replace(data, device_state=old_state).pack()
+    if feature == Feature.DMA_LOGGING_START and "start-reply-page-size-zero" in FAULTS:
+        got = DmaLoggingControl.unpack(reply[_HEAD:])
+        asked = DmaLoggingControl.unpack(req.data).page_size
+        if got.page_size == asked:  # only a changed page size is written back
+            return reply[:_HEAD] + replace(got, page_size=0).pack()
+    if feature == Feature.DMA_LOGGING_STOP and "stop-reply-empty" in FAULTS:
+        return b""  # nothing to give back
+    return reply
+
+
+# ---- DMA_LOGGING_REPORT
+
+
+def _report_faults(conn, req: DeviceFeature) -> bytes | None:
+    """The faults that answer a REPORT in place of the correct handler (None: none did)."""
+    rep = conn.decode(DmaLoggingReport, req.data)
+    if not rep.page_size or not rep.length:
+        return None
+    log = conn.dma_map.dirty
+    if log is None and "report-before-start-zeros" in FAULTS:
+        bits = bytes(df._bitmap_size(rep.length, rep.page_size))  # nothing was logged
+        return _report_reply(req, rep, bits)
+    unchecked = "report-page-size-unchecked" in FAULTS
+    if log is not None and unchecked and not df._power_of_two(rep.page_size):
+        size = df._bitmap_size(rep.length, rep.page_size)  # pages of page_size, whatever it is
+        bits = log.bitmap(rep.iova, rep.length, size, rep.page_size)
+        log.forget(rep.iova, rep.length)
+        return _report_reply(req, rep, bits)
+    return None
+
+
+def _report_reply(req: DeviceFeature, rep: DmaLoggingReport, bits: bytes) -> bytes:
+    data = replace(rep, bitmap=bits).pack()
+    return DeviceFeature(_HEAD + len(data), req.flags, data).pack()
+
+
+def _report_reply_faults(conn, data: bytes) -> bytes:
+    rep = DmaLoggingReport.unpack(data)
+    if "report-bits-past-range" in FAULTS and conn.dma_map.dirty is not None:
+        # The bitmap is filled for its whole u64s: pages written past the range show.
+        n = len(rep.bitmap)
+        more = conn.dma_map.dirty.bitmap(rep.iova, n * 8 * rep.page_size, n, rep.page_size)
+        both = int.from_bytes(rep.bitmap, "little") | int.from_bytes(more, "little")
+        data = replace(rep, bitmap=both.to_bytes(n, "little")).pack()
+    if "report-head-zeroed" in FAULTS:
+        data = bytes(df._REPORT_HEAD) + data[df._REPORT_HEAD :]  # the bitmap alone is filled
+    return data
+
+
+# ---- MIG_DATA_READ / MIG_DATA_WRITE
+
+
+def mig_data_read(conn, payload: bytes, fds: list[int]) -> bytes:
+    reply = df.mig_data_read(conn, payload, fds)
+    if "data-read-argsz-echoed" in FAULTS:
+        reply = _with(reply, argsz=MigDataRead.unpack(payload).argsz)
+    return reply
+
+
+def mig_data_write(conn, payload: bytes, fds: list[int]) -> bytes:
+    reply = df.mig_data_write(conn, payload, fds)
+    if "data-write-reply-payload" in FAULTS:
+        return bytes(payload[:_HEAD])  # argsz and size, echoed
+    return reply
+
+
+# ---- REGION_WRITE_MULTI
+
+
+def region_write_multi(conn, payload: bytes, fds: list[int]) -> bytes:
+    if len(payload) > 8 and FAULTS & {"write-multi-last-only", "write-multi-count-unchecked"}:
+        req = conn.decode(RegionWriteMulti, payload)
+        writes = req.writes
+        if "write-multi-count-unchecked" in FAULTS:  # the 8 data bytes there are
+            writes = tuple(replace(w, count=min(w.count, 8)) for w in writes)
+        if "write-multi-last-only" in FAULTS:  # each write read into one slot
+            return commands.region_write_multi(conn, RegionWriteMulti(writes[-1:]).pack(), fds)
+        payload = RegionWriteMulti(writes).pack()
+    return commands.region_write_multi(conn, payload, fds)
