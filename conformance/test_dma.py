@@ -294,6 +294,77 @@ def test_map_unaligned_to_pgsizes(vfu_connect, vfu_observe, base):
     send_refused(client, Command.DMA_MAP, bad, vfu_connect, what, vfu_observe)
 
 
+MAX_MAPS_JUDGED = 65535  # the spec's default; more would cost a run too long
+BATCH = 256  # maps sent before their replies are read
+
+
+def _max_maps_client(vfu_connect):
+    """A client that proposed max_dma_maps, and the server's limit (its stated one, else the
+    spec's default); skips when the limit is too large to reach in a run."""
+    client = vfu_connect()
+    caps = {
+        "max_msg_fds": client.max_msg_fds,
+        "max_data_xfer_size": client.max_data_xfer_size,
+        "max_dma_maps": MAX_MAPS_JUDGED,
+    }
+    client.negotiate(capabilities=caps)
+    limit = client.server_caps.max_dma_maps
+    if limit > MAX_MAPS_JUDGED:
+        pytest.skip(f"cannot judge: max_dma_maps {limit} is more maps than a run can make")
+    return client, limit
+
+
+def _map_many(client, base: int, n: int) -> list:
+    """Map ``n`` adjacent one-page windows from ``base``; the replies."""
+    replies = []
+    for first in range(0, n, BATCH):
+        batch = [
+            (Command.DMA_MAP, DmaMap(DmaMap.SIZE, int(RW), 0, base + PAGE * i, PAGE))
+            for i in range(first, min(n, first + BATCH))
+        ]
+        replies += client.pipeline(batch)
+    return replies
+
+
+@case("dma/max-dma-maps-honoured", MUST, revisions=("0.9.2",))
+def test_max_dma_maps_honoured(vfu_connect, base):
+    """As many DMA maps as the server's max_dma_maps (65535 when it states none) can be
+    valid at once.
+
+    Spec (VFIO_USER_VERSION): "max_dma_maps | number | Maximum number DMA map windows that
+    can be valid simultaneously. Optional, with a value of 65535 (64k-1)."
+    """
+    client, limit = _max_maps_client(vfu_connect)
+    replies = _map_many(client, base, limit)
+    refused = [i for i, r in enumerate(replies) if not r.ok]
+    assert not refused, (
+        f"the server refused the DMA_MAP of window {refused[0] + 1} of the {limit} its "
+        f"max_dma_maps allows (errno {replies[refused[0]].error})"
+    )
+
+
+@case("dma/beyond-max-dma-maps-refused", SHOULD, revisions=("0.9.2",))
+def test_beyond_max_dma_maps_refused(vfu_connect, vfu_observe, base):
+    """With max_dma_maps windows mapped, one more DMA_MAP is refused; after an unmap it is
+    accepted.
+
+    Spec (VFIO_USER_VERSION): "max_dma_maps | number | Maximum number DMA map windows that
+    can be valid simultaneously." Security Considerations: "Standard tools and mechanisms
+    should be used on both sides to validate input and prevent against denial of service
+    scenarios".
+    """
+    client, limit = _max_maps_client(vfu_connect)
+    replies = _map_many(client, base, limit)
+    if not all(r.ok for r in replies):
+        pytest.skip("cannot judge: the server refused maps below its max_dma_maps")
+    extra = base + PAGE * limit  # still inside the 256 MiB of base
+    payload = DmaMap(DmaMap.SIZE, int(RW), 0, extra, PAGE).pack()
+    what = f"DMA_MAP of window {limit + 1}, one more than max_dma_maps {limit}"
+    if send_refused(client, Command.DMA_MAP, payload, vfu_connect, what, vfu_observe):
+        _unmap(client, base, PAGE)
+        _map(client, extra, PAGE, f"{what} once a window was unmapped")
+
+
 @case("dma/map-fd-shorter-than-region", MUST)
 def test_map_fd_shorter_than_region(vfu_client, vfu_connect, vfu_observe, base):
     """A DMA_MAP whose file is shorter than offset + size does not crash the server.

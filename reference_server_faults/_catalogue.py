@@ -262,6 +262,18 @@ _CATALOGUE = (
         ("dma", NON_STRICT),
         spec="0.9.2",
     ),
+    _f(
+        "max-dma-maps-short",
+        "the DMA map table holds one window less than the max_dma_maps the server states",
+        ("dma", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "max-dma-maps-unenforced",
+        "the DMA map table holds one window more than the max_dma_maps the server states",
+        ("dma", NON_STRICT),
+        spec="0.9.2",
+    ),
     # ---- device info, reset (commands.py, device.py)
     _f(
         "device-info-wrong",

@@ -46,6 +46,10 @@ class FaultyConnection(Connection):
         if "disconnect-cleanup-wrong" in FAULTS:  # the table outlives the connection
             self.dma_map = device.__dict__.setdefault("kept_dma_map", self.dma_map)
         self._short_reads = 0  # fault split-message-single-recv
+        if "max-dma-maps-short" in FAULTS:  # states max_dma_maps, holds one map less
+            self.dma_map.max_maps -= 1
+        if "max-dma-maps-unenforced" in FAULTS:
+            self.dma_map.max_maps += 1
 
     def dma_page(self) -> int:
         return 1 if "dma-map-pgsizes-unchecked" in FAULTS else super().dma_page()
