@@ -1,7 +1,14 @@
 """What the project's own test sessions share: a line on the kill matrix's fault runs
 (tests/test_faults.py) every ``VFU_PROGRESS_SECONDS`` (30) while they go on, printed by the
 process that owns the terminal (pytest-xdist's controller, or the only process), so that a
-long run shows what it is doing."""
+long run shows what it is doing; and a bytecode cache for the Python processes the tests
+start.
+
+The tests start a few hundred suites and servers. Where PYTHONDONTWRITEBYTECODE is set
+(as in many CI images), each would compile, and assertion-rewrite, the suite's modules
+anew: about 2 s of CPU a process. They share one cache instead (PYTHONPYCACHEPREFIX, in
+the session's temporary folder, so the checkout stays clean); the user's own prefix, if
+any, is kept."""
 
 from __future__ import annotations
 
@@ -12,6 +19,15 @@ import kill_matrix as km
 import pytest
 
 _STOP = pytest.StashKey[threading.Event]()
+
+
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin made its factory
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller set it up for every worker
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    cache = config._tmp_path_factory.getbasetemp() / "pycache"
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -125,7 +125,9 @@ def test_listens_quickly(tmp_path):
     )
     try:
         assert wait_listening(path, 5.0, lambda: proc.poll() is None)
-        assert time.monotonic() - t0 < 1.0
+        # A bound, not a speed goal (benchmarks measure speed): well under the suite's
+        # 10 s start-up timeout even on a loaded machine.
+        assert time.monotonic() - t0 < 3.0
     finally:
         proc.terminate()
         assert proc.wait(5) == 0
