@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vfiouser.protocol import REVISIONS
 from pytest_vfiouser.target import TargetManager
 from reference_server import registers as R
 
@@ -38,9 +39,12 @@ def _qemu() -> Path:
     return qemu
 
 
-def test_qemu_sets_up_the_reference_device(tmp_path):
+@pytest.mark.parametrize("spec", REVISIONS)
+def test_qemu_sets_up_the_reference_device(tmp_path, spec):
+    """At both revisions: QEMU's client speaks 0.9.2 (it proposes pgsizes, max_dma_maps,
+    write_multiple) and takes a 0.9.1 server's reply as well."""
     qemu = _qemu()
-    command = [sys.executable, "-m", "reference_server", "--socket-path={socket}"]
+    command = [sys.executable, "-m", "reference_server", "--socket-path={socket}", f"--spec={spec}"]
     manager = TargetManager.standalone(command, base_dir=str(tmp_path))
     try:
         target = manager.acquire("")
