@@ -67,7 +67,7 @@ class Device:
         self.client: ClientLink | None = None
         migrates = any(cfg.region(i).kind == "migration" for i in range(cfg.num_regions))
         self.migration_v2 = (
-            self.migration_v2_type(self) if migrates and revision != "0.9.1" else None
+            self.migration_v2_type(self, cfg.pre_copy) if migrates and revision != "0.9.1" else None
         )
         self.regions: list[Region] = [
             AbsentRegion() if i == R.CONFIG_REGION else self._make_region(cfg.region(i))

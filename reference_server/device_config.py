@@ -22,6 +22,8 @@ Unknown tables and keys are errors; every error names its key, e.g.
     revision = 1                  # u8
     class_code = 0xFF0000         # u24
     reset = true                  # VFIO_DEVICE_FLAGS_RESET; false: DEVICE_RESET is ENOTSUP
+    pre_copy = true               # 0.9.2 migration offers VFIO_MIGRATION_PRE_COPY; false: "arcs
+                                  #   touching it are removed"
     num_regions = 10              # 9..64
     dma_ram_region = 2            # index of a "ram" region, or -1: no DMA engine RAM
 
@@ -116,6 +118,7 @@ class DeviceConfig:
     revision: int = R.REVISION_ID
     class_code: int = R.CLASS_CODE
     reset: bool = True
+    pre_copy: bool = True
     num_regions: int = R.NUM_REGIONS
     dma_ram_region: int = R.DMA_RAM_REGION
     regions: dict[int, RegionConfig] = field(default_factory=dict)
@@ -255,6 +258,7 @@ def parse(doc: dict) -> DeviceConfig:
         num_regions=num_regions,
         dma_ram_region=dma_ram,
         reset=dev.get("reset", bool, cfg.reset),
+        pre_copy=dev.get("pre_copy", bool, cfg.pre_copy),
         vendor_id=dev.int("vendor_id", cfg.vendor_id, 0, 0xFFFF),
         device_id=dev.int("device_id", cfg.device_id, 0, 0xFFFF),
         subsystem_vendor_id=dev.int("subsystem_vendor_id", cfg.subsystem_vendor_id, 0, 0xFFFF),

@@ -16,7 +16,8 @@ data's length, flags, data; argsz below that gets argsz = the size needed and
 no data ("Message sizes"), and changes nothing.
 
 Features:
-  MIGRATION (1)         GET: flags STOP_COPY | PRE_COPY
+  MIGRATION (1)         GET: flags STOP_COPY | PRE_COPY (without PRE_COPY for a
+                        device described with pre_copy = false)
   MIG_DEVICE_STATE (2)  GET: device_state, data_fd -1; SET: migration_v2.py
                         (data_fd "is unused in vfio-user": ignored)
   DMA_LOGGING_START (6) SET: page_size is a hint: a power of two up to 1 GiB is
@@ -61,7 +62,6 @@ from pytest_vfiouser.protocol import (
 from .dirty import DirtyLog
 from .dma_map import check_range
 from .errors import VfioError
-from .migration_v2 import FLAGS
 
 _GET, _SET, _PROBE = (
     int(f) for f in (DeviceFeatureFlags.GET, DeviceFeatureFlags.SET, DeviceFeatureFlags.PROBE)
@@ -142,7 +142,7 @@ def _set(conn, feature: Feature, data: bytes) -> bytes:
 def _get(conn, feature: Feature, data: bytes, room: int) -> bytes | None:
     """The feature's data; None when ``room`` bytes cannot hold it (nothing changed)."""
     if feature == Feature.MIGRATION:
-        out = FeatureMigration(FLAGS).pack()
+        out = FeatureMigration(conn.device.migration_v2.flags).pack()
     elif feature == Feature.MIG_DEVICE_STATE:
         out = FeatureMigDeviceState(conn.device.migration_v2.state, -1).pack()
     else:

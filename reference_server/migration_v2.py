@@ -5,8 +5,10 @@ description has a migration region: at 0.9.2 that region is not served, the
 device migrates this way instead). It outlives connections; DEVICE_RESET puts
 it back to RUNNING with no transfer in progress.
 
-States (protocol.MigState): RUNNING at start. A SET to STOP, RUNNING,
-STOP_COPY, RESUMING or PRE_COPY runs protocol.v2_path's arcs (the shortest
+States (protocol.MigState): RUNNING at start. The MIGRATION flags are
+STOP_COPY and PRE_COPY, or STOP_COPY alone for a device described with
+``pre_copy = false`` (then PRE_COPY is refused like any state the device lacks).
+A SET to STOP, RUNNING, STOP_COPY, RESUMING or PRE_COPY runs protocol.v2_path's arcs (the shortest
 path without saving-group states inside it); SET to the current state does
 nothing. Refused with EINVAL and the state unchanged: ERROR, the P2P states
 ("not used in vfio-user"), values above 7, STOP_COPY -> PRE_COPY ("explicitly
@@ -40,7 +42,6 @@ from pytest_vfiouser.protocol import MigrationFlags, MigState, v2_path
 from .errors import VfioError
 from .migration import FINAL, HEADER, MAGIC, PRECOPY, chunk
 
-FLAGS = int(MigrationFlags.STOP_COPY | MigrationFlags.PRE_COPY)
 MAX_STREAM = 64 << 20  # bytes a destination takes in one resume
 _SETTABLE = frozenset(
     {MigState.STOP, MigState.RUNNING, MigState.STOP_COPY, MigState.RESUMING, MigState.PRE_COPY}
@@ -49,8 +50,10 @@ _SAVING = frozenset({MigState.PRE_COPY, MigState.STOP_COPY})
 
 
 class MigrationV2:
-    def __init__(self, device):
+    def __init__(self, device, pre_copy: bool = True):
         self._device = device
+        self.pre_copy = pre_copy  # without it, "arcs touching it are removed"
+        self.flags = int(MigrationFlags.STOP_COPY | (MigrationFlags.PRE_COPY if pre_copy else 0))
         self.reset()
 
     def reset(self) -> None:
@@ -68,7 +71,7 @@ class MigrationV2:
         if target not in _SETTABLE:
             what = MigState(target).name if target in iter(MigState) else str(target)
             raise VfioError(errno.EINVAL, f"device_state {what} cannot be set")
-        path = v2_path(current, MigState(target))
+        path = v2_path(current, MigState(target), self.pre_copy)
         if path is None:
             raise VfioError(
                 errno.EINVAL, f"{current.name} -> {MigState(target).name} is not allowed"
