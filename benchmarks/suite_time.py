@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--libvfio-user", action="store_true", help="also every libvfio-user sample"
     )
-    parser.add_argument("--spec", default=None, help="--vfu-spec of the runs (not the reference)")
+    parser.add_argument("--spec", default=None, help="--vfu-spec of every run")
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="keep each run's reports in DIR/NAME/"
     )
@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
     cases = 0
     failed = False
     for name, server in targets.items():
-        spec = ["--vfu-spec", options.spec] if options.spec and server else []
+        spec = ["--vfu-spec", options.spec] if options.spec else []
         keep = options.keep / name if options.keep else None
         took, report = timed(server, [*spec, *options.extra], keep)
         seconds[name] = took
