@@ -688,6 +688,32 @@ _CATALOGUE = (
         ("region_write_multi", NON_STRICT),
         spec="0.9.2",
     ),
+    _f(
+        "write-multi-unnegotiated",
+        "REGION_WRITE_MULTI is served on a connection whose VERSION did not say write_multiple",
+        ("region_write_multi", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "write-multi-partial-claims-all",
+        "a REGION_WRITE_MULTI write that cannot be done is skipped, the others applied, and "
+        "the reply counts them all",
+        ("region_write_multi", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "write-multi-read-only-ignored",
+        "a REGION_WRITE_MULTI write to a region without WRITE is skipped silently and "
+        "counted as completed",
+        ("region_write_multi", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "write-multi-cnt-from-payload",
+        "REGION_WRITE_MULTI takes the number of writes from the payload's length, not wr_cnt",
+        ("region_write_multi", NON_STRICT),
+        spec="0.9.2",
+    ),
     # ---- the program (server.py, __main__.py): runs limited to the sections they affect
     _f(
         "exit-after-client",

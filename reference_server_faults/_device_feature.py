@@ -18,7 +18,9 @@ from pytest_vfiouser.protocol import (
     MigDataRead,
     MigrationFlags,
     MigState,
+    RegionFlags,
     RegionWriteMulti,
+    RegionWriteMultiReply,
 )
 from reference_server import commands
 from reference_server import device_feature as df
@@ -171,7 +173,19 @@ def mig_data_write(conn, payload: bytes, fds: list[int]) -> bytes:
 # ---- REGION_WRITE_MULTI
 
 
+_MULTI_HEAD = struct.Struct("<Q")
+_ENTRY = 24  # a single write: offset, region, count, 8 data bytes
+
+
 def region_write_multi(conn, payload: bytes, fds: list[int]) -> bytes:
+    if "write-multi-unnegotiated" in FAULTS and not conn.client.write_multiple:
+        conn.client = replace(conn.client, write_multiple=True)
+    if "write-multi-cnt-from-payload" in FAULTS and len(payload) >= 8:
+        # wr_cnt is taken from the payload's length, whatever the field says
+        n = (len(payload) - 8) // _ENTRY
+        payload = _MULTI_HEAD.pack(n) + payload[8 : 8 + n * _ENTRY]
+    if FAULTS & {"write-multi-partial-claims-all", "write-multi-read-only-ignored"}:
+        return _one_by_one(conn, payload, fds)
     if len(payload) > 8 and FAULTS & {"write-multi-last-only", "write-multi-count-unchecked"}:
         req = conn.decode(RegionWriteMulti, payload)
         writes = req.writes
@@ -181,3 +195,20 @@ def region_write_multi(conn, payload: bytes, fds: list[int]) -> bytes:
             return commands.region_write_multi(conn, RegionWriteMulti(writes[-1:]).pack(), fds)
         payload = RegionWriteMulti(writes).pack()
     return commands.region_write_multi(conn, payload, fds)
+
+
+def _one_by_one(conn, payload: bytes, fds: list[int]) -> bytes:
+    """Faults write-multi-partial-claims-all (a write that cannot be done is skipped) and
+    write-multi-read-only-ignored (a write to a region without WRITE is skipped): the
+    others are applied, and the reply counts every write."""
+    req = conn.decode(RegionWriteMulti, payload)
+    for w in req.writes:
+        region = conn.region(w.region)
+        if not region.flags & RegionFlags.WRITE and "write-multi-read-only-ignored" in FAULTS:
+            continue
+        try:
+            commands.region_write_multi(conn, RegionWriteMulti((w,)).pack(), fds)
+        except VfioError:
+            if "write-multi-partial-claims-all" not in FAULTS:
+                raise
+    return RegionWriteMultiReply(len(req.writes)).pack()
