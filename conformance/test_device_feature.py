@@ -170,3 +170,82 @@ def test_no_operation(vfu_client, vfu_connect, vfu_observe):
         "DEVICE_FEATURE with no action flag",
         vfu_observe,
     )
+
+
+@case(
+    "device_feature/set-state-short-data",
+    SHOULD,
+    requires=("migration_v2",),
+    revisions=("0.9.2",),
+)
+def test_set_state_short_data(vfu_client, vfu_connect, vfu_observe):
+    """A SET of MIG_DEVICE_STATE whose data is 4 bytes (device_state RUNNING, no
+    data_fd) is refused; the 8-byte SET of RUNNING succeeds. (RUNNING, the state the
+    device is in, so that a SET taken changes nothing the next messages depend on.)
+
+    Spec (Security Considerations): "Standard tools and mechanisms should be used on
+    both sides to validate input" (VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE): "The data
+    field of the reply message, as well as the SET request message, is structured as
+    follows" (device_state: 4 bytes, data_fd: 4 bytes).
+    """
+    running = FeatureMigDeviceState(2).pack()
+    accepted(vfu_client.device_feature(SET | STATE, running), "SET of MIG_DEVICE_STATE RUNNING")
+    send_refused(
+        vfu_client,
+        Command.DEVICE_FEATURE,
+        _request(SET | STATE, struct.pack("<I", 2)),
+        vfu_connect,
+        "a SET of MIG_DEVICE_STATE with 4 data bytes",
+        vfu_observe,
+    )
+
+
+@case(
+    "device_feature/argsz-below-header",
+    SHOULD,
+    requires=("migration_v2",),
+    revisions=("0.9.2",),
+)
+def test_argsz_below_header(vfu_client, vfu_connect, vfu_observe):
+    """A GET of MIGRATION whose argsz (4) is below the 8-byte argsz and flags header is
+    refused; with argsz 16 it succeeds.
+
+    Spec (Message sizes): "In a request, it defines the maximum expected reply payload
+    size, which should be at least the size of the fixed reply payload headers defined
+    here." (Security Considerations): "Standard tools and mechanisms should be used on
+    both sides to validate input".
+    """
+    accepted(vfu_client.device_feature(GET | MIGRATION, argsz=16), "GET MIGRATION, argsz 16")
+    send_refused(
+        vfu_client,
+        Command.DEVICE_FEATURE,
+        _request(GET | MIGRATION, argsz=4),
+        vfu_connect,
+        "a GET of MIGRATION with argsz 4",
+        vfu_observe,
+    )
+
+
+@case(
+    "device_feature/undefined-flag-bits",
+    SHOULD,
+    requires=("migration_v2",),
+    revisions=("0.9.2",),
+)
+def test_undefined_flag_bits(vfu_client, vfu_connect, vfu_observe):
+    """A GET of MIGRATION with flag bit 20 (not defined) set is refused; without it the
+    GET succeeds.
+
+    Spec (VFIO_USER_DEVICE_FEATURE): "flags defines the action to be performed by the
+    server and upon which feature" (bits 0 to 18 defined) (Security Considerations):
+    "Standard tools and mechanisms should be used on both sides to validate input".
+    """
+    accepted(vfu_client.device_feature(GET | MIGRATION), "GET MIGRATION")
+    send_refused(
+        vfu_client,
+        Command.DEVICE_FEATURE,
+        _request(GET | MIGRATION | 1 << 20),
+        vfu_connect,
+        "a GET of MIGRATION with flag bit 20 set",
+        vfu_observe,
+    )

@@ -134,16 +134,17 @@ class Mig:
         _, n = _HEAD.unpack_from(reply.payload)
         return reply.payload[_HEAD.size : _HEAD.size + n]
 
-    def read_stream(self) -> list[bytes]:
-        """Reads of self.chunk bytes until a short one (those with data)."""
+    def read_stream(self, size: int | None = None) -> list[bytes]:
+        """Reads of ``size`` (self.chunk) bytes until a short one (those with data)."""
+        size = size or self.chunk
         chunks, total = [], 0
         while True:
-            data = self.read(self.chunk)
+            data = self.read(size)
             if data:
                 chunks.append(data)
             total += len(data)
             assert total <= MAX_BYTES, f"more than {MAX_BYTES} bytes of migration data"
-            if len(data) < self.chunk:
+            if len(data) < size:
                 return chunks
 
     def write(self, chunks: list[bytes]) -> None:
@@ -802,3 +803,296 @@ def test_error_needs_reset(mig, vfu_observe, to):
         assert now == ERROR, f"after refusing {what}, device_state reads {name(now)}"
         accepted(mig.c.reset(), "DEVICE_RESET in ERROR")
         mig.go(STOP)
+
+
+# ---- resumes on the same device
+
+PIECE = 100  # bytes of the small reads and writes
+
+
+def _pieces(data: bytes, n: int) -> list[bytes]:
+    return [data[i : i + n] for i in range(0, len(data), n)]
+
+
+def _scratch(m: Mig, vfu_device):
+    """The scratch ranges, written with a new pattern: (ranges, what they hold). Without
+    scratch ranges in the profile, none: a resume is then judged by its SET alone."""
+    ranges = vfu_device.scratch_ranges() or []
+    return ranges, _scratch_io(m, ranges, next(_seeds))
+
+
+def _saved(m: Mig, size: int | None = None, precopy: bool = False) -> bytes:
+    """From RUNNING: [-> PRE_COPY, read to the end,] -> STOP_COPY, read to the end, -> STOP;
+    reads of ``size`` (m.chunk) bytes. The stream."""
+    if precopy:
+        m.go(PRE_COPY)
+        head = b"".join(m.read_stream(size))
+        m.go(STOP_COPY)
+    else:
+        head = b""
+        m.walk(STOP_COPY)
+    data = head + b"".join(m.read_stream(size))
+    m.go(STOP)
+    return data
+
+
+def _restores(m: Mig, ranges, expected, pieces: list[bytes], what: str) -> None:
+    """From STOP: [-> RUNNING, another pattern in the scratch ranges,] -> RESUMING,
+    ``pieces`` written, -> STOP [-> RUNNING]; the scratch ranges must hold ``expected``
+    (with none, the device stays stopped, and the SETs and writes must succeed: a complete
+    resume)."""
+    if ranges:
+        m.go(RUNNING)
+        if _scratch_io(m, ranges, next(_seeds)) == expected:
+            pytest.skip("cannot judge: the scratch ranges hold the saved data whatever is written")
+    m.walk(RESUMING)
+    _restores_from_resuming(m, ranges, expected, pieces, what)
+
+
+def _restores_from_resuming(m: Mig, ranges, expected, pieces, what: str) -> None:
+    """In RESUMING: ``pieces`` written, -> STOP [-> RUNNING]; the scratch ranges must hold
+    ``expected``."""
+    m.write(pieces)
+    m.go(STOP)
+    if not ranges:
+        return
+    m.go(RUNNING)
+    got = _scratch_io(m, ranges, None)
+    for (region, offset, n), want, have in zip(ranges, expected, got, strict=True):
+        assert have == want, (
+            f"after {what}, scratch range {region}:{offset:#x}+{n:#x} does not hold what "
+            "it held when the device was saved"
+        )
+
+
+@case("migration_v2/data-read-small-pieces", MUST, requires=NEEDS, revisions=REVS)
+def test_data_read_small_pieces(mig, vfu_device):
+    """The device's stream read in MIG_DATA_READs of 100 bytes, written back in RESUMING,
+    restores the device: the scratch ranges hold what they held when it was saved.
+
+    Spec (VFIO_USER_MIG_DATA_READ): "Hence, the migration data is treated like a stream,
+    so the client must continue reading until no more migration data remains."; "size is
+    the size of the migration data to read."
+    """
+    ranges, expected = _scratch(mig, vfu_device)
+    data = _saved(mig, PIECE)
+    _restores(mig, ranges, expected, _pieces(data, mig.chunk), "a resume of 100-byte reads")
+
+
+@case("migration_v2/data-write-small-pieces", MUST, requires=NEEDS, revisions=REVS)
+def test_data_write_small_pieces(mig, vfu_device):
+    """The device's stream written in RESUMING in MIG_DATA_WRITEs of 100 bytes (not in the
+    sizes it was read in) restores the device.
+
+    Spec (VFIO_USER_MIG_DATA_WRITE): "As above, this replaces the data_fd file descriptor
+    for transport of migration data, and as such, the migration data is treated like a
+    stream."
+    """
+    ranges, expected = _scratch(mig, vfu_device)
+    data = _saved(mig)
+    _restores(mig, ranges, expected, _pieces(data, PIECE), "a resume in 100-byte writes")
+
+
+@case("migration_v2/resume-pre-copy-stream", MUST, requires=NEEDS, revisions=REVS)
+def test_resume_pre_copy_stream(mig, vfu_device):
+    """The stream read in PRE_COPY and then in STOP_COPY (one stream), written back in
+    RESUMING, restores the device.
+
+    Spec (Direct State Transitions): "PRE_COPY -> STOP_COPY: Continue to transfer migration
+    data, but stop device operation."; "RESUMING -> STOP: Terminate the data transfer
+    session. Complete processing of the migration data."
+    """
+    _need_pre_copy(mig, PRE_COPY)
+    ranges, expected = _scratch(mig, vfu_device)
+    data = _saved(mig, precopy=True)
+    _restores(mig, ranges, expected, _pieces(data, mig.chunk), "a resume of a pre-copy stream")
+
+
+@case("migration_v2/data-read-size-zero", MUST, requires=NEEDS, revisions=REVS)
+def test_data_read_size_zero(mig, vfu_device):
+    """In STOP_COPY, a MIG_DATA_READ of size 0 (argsz 8) gets a reply payload of at most 8
+    bytes (or is refused); the stream read after it restores the device.
+
+    Spec (VFIO_USER_MIG_DATA_READ): "argsz is the maximum size of the reply payload.";
+    "size is the size of the migration data to read." Spec (Message sizes): "This may be
+    larger than the requested maximum size: in that case, the full payload is not included
+    in the reply".
+    """
+    ranges, expected = _scratch(mig, vfu_device)
+    mig.walk(STOP_COPY)
+    reply = _data_read(mig.c, 0)
+    assert len(reply.payload) <= _HEAD.size, (
+        f"the reply to MIG_DATA_READ of size 0 with argsz 8 carries {len(reply.payload)} "
+        "payload bytes"
+    )
+    data = b"".join(mig.read_stream())
+    mig.go(STOP)
+    _restores(mig, ranges, expected, _pieces(data, mig.chunk), "a read of size 0 and a resume")
+
+
+@case("migration_v2/set-current-state", MAY, requires=NEEDS, revisions=REVS)
+@pytest.mark.parametrize("state", [STOP, STOP_COPY, PRE_COPY], ids=_id)
+def test_set_current_state(mig, vfu_device, state):
+    """A SET to the state the device is in succeeds and changes nothing: the state stays,
+    and in a saving state the stream goes on where it was (a read before the SET and the
+    reads after it restore the device).
+
+    Spec (VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE): "device_state is the current state of the
+    device (for GET) or the state to transition to (for SET)." The spec lists no arc from a
+    state to itself, hence MAY.
+    """
+    _need_pre_copy(mig, state)
+    ranges, expected = _scratch(mig, vfu_device)
+    mig.walk(state)
+    head = mig.read(mig.chunk) if state != STOP else b""
+    mig.go(state)
+    if state == STOP:
+        return
+    if state == PRE_COPY:
+        head += b"".join(mig.read_stream())
+        mig.go(STOP_COPY)
+    data = head + b"".join(mig.read_stream())
+    mig.go(STOP)
+    _restores(mig, ranges, expected, _pieces(data, mig.chunk), f"a SET to {name(state)} in it")
+
+
+@case("migration_v2/resume-no-data", MAY, requires=NEEDS, revisions=REVS)
+def test_resume_no_data(mig):
+    """STOP -> RESUMING -> STOP with no MIG_DATA_WRITE at all succeeds (a resume the client
+    abandoned).
+
+    Spec (Direct State Transitions): "RESUMING -> STOP: Terminate the data transfer
+    session. Complete processing of the migration data. Stop the operation of the device.
+    If the delivered data is found to be incomplete, inconsistent, or otherwise invalid,
+    fail the SET command and optionally transition to the ERROR state." No data may be
+    taken as incomplete, hence MAY.
+    """
+    mig.walk(RESUMING)
+    mig.go(STOP)
+
+
+@case("migration_v2/resume-twice", MUST, requires=NEEDS, revisions=REVS)
+def test_resume_twice(mig, vfu_device):
+    """After a complete resume (RESUMING -> STOP), a second STOP -> RESUMING with the stream
+    written again restores the device: the new session does not see the old data.
+
+    Spec (Direct State Transitions): "STOP -> RESUMING: Start the process of restoring the
+    device state."; "RESUMING -> STOP: Terminate the data transfer session."
+    """
+    ranges, expected = _scratch(mig, vfu_device)
+    pieces = _pieces(_saved(mig), mig.chunk)
+    mig.go(RESUMING)
+    mig.write(pieces)
+    mig.go(STOP)
+    _restores(mig, ranges, expected, pieces, "a second resume")
+
+
+@case("migration_v2/saving-session-restarts", MUST, requires=NEEDS, revisions=REVS)
+@pytest.mark.parametrize("state", [PRE_COPY, STOP_COPY], ids=_id)
+def test_saving_session_restarts(mig, vfu_device, state):
+    """A saving session ended after a partial read (PRE_COPY -> RUNNING, STOP_COPY -> STOP):
+    the next session's stream, read whole, restores the device (the old session's unread
+    data is not in it).
+
+    Spec (Direct State Transitions): "PRE_COPY -> RUNNING: Terminate the data transfer
+    session."; "RUNNING -> STOP, STOP_COPY -> STOP: Stop the operation of the device. The
+    STOP_COPY arc terminates the data transfer session."; "RUNNING -> PRE_COPY, STOP ->
+    STOP_COPY: Begin the process of saving the device state."
+    """
+    _need_pre_copy(mig, state)
+    ranges, expected = _scratch(mig, vfu_device)
+    mig.walk(state)
+    mig.read(16)
+    mig.go(RUNNING if state == PRE_COPY else STOP)
+    data = _saved(mig, precopy=state == PRE_COPY)
+    _restores(mig, ranges, expected, _pieces(data, mig.chunk), "a restarted saving session")
+
+
+@case("migration_v2/data-write-after-resume-refused", SHOULD, requires=NEEDS, revisions=REVS)
+def test_data_write_after_resume_refused(mig, vfu_observe):
+    """After a complete resume (RESUMING -> STOP), MIG_DATA_WRITE is refused and the state
+    stays STOP (the control: the same write succeeded in RESUMING).
+
+    Spec (VFIO_USER_MIG_DATA_WRITE): "This command is used to write data to the
+    destination migration server while it is in the RESUMING state." Spec (Direct State
+    Transitions): "RESUMING -> STOP: Terminate the data transfer session."
+    """
+    stream = _own_stream(mig)
+    mig.go(RESUMING)
+    mig.write(stream)
+    mig.go(STOP)
+    data = stream[-1] if stream else _pattern(next(_seeds), 0, 0, mig.chunk)
+    what = f"MIG_DATA_WRITE of {len(data)} bytes after RESUMING -> STOP"
+    payload = _HEAD.pack(8 + len(data), len(data)) + data
+    if _refused(mig, Command.MIG_DATA_WRITE, payload, what, vfu_observe) is not None:
+        assert mig.state() == STOP, f"after refusing {what}, device_state reads {name(mig.state())}"
+
+
+@case("migration_v2/pre-copy-unread-kept", MUST, requires=NEEDS, revisions=REVS)
+@pytest.mark.parametrize("head", [0, 16], ids=["none-read", "16-bytes-read"])
+def test_pre_copy_unread_kept(mig, vfu_device, head):
+    """PRE_COPY -> STOP_COPY with the pre-copy data unread (or 16 bytes of it read): what
+    was read in PRE_COPY and the STOP_COPY reads to the end restore the device.
+
+    Spec (Direct State Transitions): "PRE_COPY -> STOP_COPY: Continue to transfer migration
+    data, but stop device operation." Spec (VFIO_USER_MIG_DATA_READ): "Hence, the migration
+    data is treated like a stream, so the client must continue reading until no more
+    migration data remains."
+    """
+    _need_pre_copy(mig, PRE_COPY)
+    ranges, expected = _scratch(mig, vfu_device)
+    mig.go(PRE_COPY)
+    data = mig.read(head) if head else b""
+    mig.go(STOP_COPY)
+    data += b"".join(mig.read_stream())
+    mig.go(STOP)
+    _restores(mig, ranges, expected, _pieces(data, mig.chunk), "PRE_COPY left with data unread")
+
+
+@case("migration_v2/data-write-size-zero", MUST, requires=NEEDS, revisions=REVS)
+def test_data_write_size_zero(mig, vfu_device, vfu_observe):
+    """In RESUMING, a MIG_DATA_WRITE of size 0 in the middle of the stream (accepted or
+    refused) adds nothing: the stream around it restores the device.
+
+    Spec (VFIO_USER_MIG_DATA_WRITE): "size is the size of the migration data to be
+    written."; "As above, this replaces the data_fd file descriptor for transport of
+    migration data, and as such, the migration data is treated like a stream."
+    """
+    ranges, expected = _scratch(mig, vfu_device)
+    data = _saved(mig)
+    if ranges:
+        mig.go(RUNNING)
+        if _scratch_io(mig, ranges, next(_seeds)) == expected:
+            pytest.skip("cannot judge: the scratch ranges hold the saved data whatever is written")
+    mig.walk(RESUMING)
+    half = len(data) // 2
+    mig.write(_pieces(data[:half], mig.chunk))
+    if not _data_write(mig.c, b"").ok:
+        vfu_observe("MIG_DATA_WRITE of size 0 in RESUMING was refused")
+    pieces = _pieces(data[half:], mig.chunk)
+    _restores_from_resuming(mig, ranges, expected, pieces, "a write of size 0")
+
+
+@case("migration_v2/reset-in-resuming", MAY, requires=NEEDS, revisions=REVS)
+def test_reset_in_resuming(mig, vfu_device):
+    """DEVICE_RESET in RESUMING after half the stream brings RUNNING, and a new resume of
+    the whole stream then restores the device (nothing of the abandoned one is left).
+
+    Spec (VFIO_USER_DEVICE_RESET): "This command message is sent from the client to the
+    server to reset the device." Spec (Direct State Transitions): "STOP -> RESUMING: Start
+    the process of restoring the device state." What a reset does outside ERROR the spec
+    leaves to the device, hence MAY.
+    """
+    ranges, expected = _scratch(mig, vfu_device)
+    data = _saved(mig)
+    mig.go(RESUMING)
+    mig.write(_pieces(data[: len(data) // 2], mig.chunk))
+    accepted(mig.c.reset(), "DEVICE_RESET in RESUMING")
+    now = mig.state()
+    assert now == RUNNING, f"after DEVICE_RESET in RESUMING, device_state reads {name(now)}"
+    if ranges and _scratch_io(mig, ranges, next(_seeds)) == expected:
+        pytest.skip("cannot judge: the scratch ranges hold the saved data whatever is written")
+    mig.walk(RESUMING)
+    _restores_from_resuming(
+        mig, ranges, expected, _pieces(data, mig.chunk), "a resume after a reset"
+    )

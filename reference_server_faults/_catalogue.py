@@ -673,6 +673,122 @@ _CATALOGUE = (
         ("dma_logging", NON_STRICT),
         spec="0.9.2",
     ),
+    _f(
+        "probe-logging-stop-unsupported",
+        "a PROBE of DMA_LOGGING_STOP fails (ENOTSUP): only START is said to be probed",
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "start-no-ranges-logs-nothing",
+        "DMA_LOGGING_START with num_ranges 0 logs no write (read as no range at all)",
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "report-page-size-ignored",
+        "a report's bits are the log's own pages whatever the report's page_size",
+        ("dma_logging", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "stop-keeps-logging",
+        "DMA_LOGGING_STOP is answered but logging goes on (REPORT served, START busy)",
+        ("dma_logging", FAIL),
+        ("dma_logging", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "report-empty-range-accepted",
+        "a DMA_LOGGING_REPORT of length 0 is served with an empty bitmap",
+        ("dma_logging", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "start-page-size-hint-echoed",
+        "DMA_LOGGING_START's reply echoes the page size hint, not the page size the device "
+        "selected (3000 when asked for 3000, logging at 4096)",
+        ("dma_logging", INFORMATIONAL),
+        spec="0.9.2",
+    ),
+    _f(
+        "state-set-short-data-padded",
+        "a SET of MIG_DEVICE_STATE with data under 8 bytes is taken, the missing bytes zeros",
+        ("device_feature", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "feature-argsz-below-head-taken",
+        "a DEVICE_FEATURE argsz below the 8-byte header is read as 8, not refused",
+        ("device_feature", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "feature-undefined-flags-ignored",
+        "undefined DEVICE_FEATURE flag bits (19-31) are ignored, not refused",
+        ("device_feature", NON_STRICT),
+        spec="0.9.2",
+    ),
+    # ---- 0.9.2: migration v2 streams and sessions (migration_v2.py)
+    _f(
+        "data-read-block-tail-lost",
+        "a MIG_DATA_READ of fewer than 512 bytes in a saving state loses the rest of its "
+        "512-byte block: small reads give a stream with holes",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "data-write-small-dropped",
+        "a MIG_DATA_WRITE of fewer than 512 bytes in RESUMING is accepted and dropped",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "data-read-zero-reads-all",
+        "a MIG_DATA_READ of size 0 returns all the data left (the reply goes past argsz)",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "data-write-zero-restarts",
+        "a MIG_DATA_WRITE of size 0 in RESUMING drops what was written so far",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "set-same-state-restarts",
+        "a SET to the current state runs the arc into it again: in PRE_COPY or STOP_COPY a "
+        "new stream starts and unread data goes",
+        ("migration_v2", INFORMATIONAL),
+        spec="0.9.2",
+    ),
+    _f(
+        "resume-empty-refused",
+        "RESUMING -> STOP with no MIG_DATA_WRITE at all is refused (EINVAL: incomplete)",
+        ("migration_v2", INFORMATIONAL),
+        spec="0.9.2",
+    ),
+    _f(
+        "resume-data-kept",
+        "the data of a completed resume stays buffered and STOP -> RESUMING does not drop it: "
+        "the next resume sees two streams",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "saving-session-continues",
+        "PRE_COPY -> RUNNING and STOP_COPY -> STOP keep the unread data, and the next saving "
+        "session appends to it",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "stop-copy-drops-unread",
+        "PRE_COPY -> STOP_COPY drops the pre-copy data not read yet (the records go on being "
+        "numbered: the stream has a hole)",
+        ("migration_v2", FAIL),
+        spec="0.9.2",
+    ),
     # ---- 0.9.2: REGION_WRITE_MULTI (commands.py)
     _f(
         "write-multi-last-only",

@@ -5,10 +5,12 @@ commands.region_write_multi (the state machine's own are in _migration_v2)."""
 
 from __future__ import annotations
 
+import errno
 import struct
 from dataclasses import replace
 
 from pytest_vfiouser.protocol import (
+    DEVICE_FEATURE_MASK,
     DeviceFeature,
     DmaLoggingControl,
     DmaLoggingReport,
@@ -31,7 +33,12 @@ from ._catalogue import FAULTS
 _GET, _SET, _PROBE, _OPS = df._GET, df._SET, df._PROBE, df._OPS
 _HEAD = df._HEAD
 _U32 = struct.Struct("<I")
-_REPORT_FAULTS = {"report-before-start-zeros", "report-page-size-unchecked"}
+_REPORT_FAULTS = {
+    "report-before-start-zeros",
+    "report-page-size-unchecked",
+    "report-empty-range-accepted",
+    "report-page-size-ignored",
+}
 
 
 def _with(payload: bytes, argsz: int | None = None, flags: int | None = None) -> bytes:
@@ -49,8 +56,15 @@ def device_feature(conn, payload: bytes, fds: list[int]) -> bytes:
     flags, feature = req.flags, req.feature
     if flags & _PROBE and "feature-probe-unchecked" in FAULTS:
         return bytes(payload)  # "probing": whatever the feature and the operations
+    early = _message_faults(conn, req, payload)
+    if early is not None:
+        return early
+    if req.argsz < _HEAD and "feature-argsz-below-head-taken" in FAULTS:
+        payload = _with(payload, argsz=_HEAD)  # too small: as small as it may be
     ops = flags & _OPS
     served = flags
+    if "feature-undefined-flags-ignored" in FAULTS:
+        served = flags & (DEVICE_FEATURE_MASK | _OPS)  # the undefined bits dropped
     if not ops and "feature-no-op-as-get" in FAULTS:
         served = flags | _GET  # no action flag: a GET
     if ops == _GET | _SET and "feature-get-set-as-set" in FAULTS:
@@ -73,7 +87,27 @@ def device_feature(conn, payload: bytes, fds: list[int]) -> bytes:
         reply += _get_data(conn, feature)  # the PROBE of a GET answered like the GET
     elif served & _OPS == _SET:
         reply = _set_faults(req, reply, old_state)
+        if feature == Feature.DMA_LOGGING_START and "start-no-ranges-logs-nothing" in FAULTS:
+            if not DmaLoggingControl.unpack(req.data).num_ranges:
+                conn.dma_map.dirty.ranges = ((0, 0),)  # no range: none logged
     return reply
+
+
+def _message_faults(conn, req: DeviceFeature, payload: bytes) -> bytes | None:
+    """The faults that answer a request in place of the correct handler (None: none did)."""
+    flags, feature = req.flags, req.feature
+    stop = feature == Feature.DMA_LOGGING_STOP
+    if flags & _PROBE and stop and "probe-logging-stop-unsupported" in FAULTS:
+        raise VfioError(errno.ENOTSUP, "DMA_LOGGING_STOP is not probed (START alone is)")
+    if flags & _OPS == _SET and feature == Feature.DMA_LOGGING_STOP:
+        if "stop-keeps-logging" in FAULTS:
+            return bytes(payload)  # answered, but the log goes on
+    if flags & _OPS == _SET and feature == Feature.MIG_DEVICE_STATE:
+        if len(req.data) < 8 and "state-set-short-data-padded" in FAULTS:
+            data = req.data + bytes(8 - len(req.data))  # the missing bytes read as zeros
+            df.device_feature(conn, DeviceFeature(req.argsz, flags, data).pack(), [])
+            return bytes(payload)
+    return None
 
 
 def _get_data(conn, feature: int) -> bytes:
@@ -104,6 +138,10 @@ def _set_faults(req: DeviceFeature, reply: bytes, old_state: int | None) -> byte
     if feature == Feature.MIG_DEVICE_STATE and "set-reply-previous-state" in FAULTS:
         data = FeatureMigDeviceState.unpack(reply[_HEAD:])
         return reply[:_HEAD] + replace(data, device_state=old_state).pack()
+    if feature == Feature.DMA_LOGGING_START and "start-page-size-hint-echoed" in FAULTS:
+        got = DmaLoggingControl.unpack(reply[_HEAD:])
+        asked = DmaLoggingControl.unpack(req.data).page_size
+        return reply[:_HEAD] + replace(got, page_size=asked).pack()  # the hint, not the choice
     if feature == Feature.DMA_LOGGING_START and "start-reply-page-size-zero" in FAULTS:
         got = DmaLoggingControl.unpack(reply[_HEAD:])
         asked = DmaLoggingControl.unpack(req.data).page_size
@@ -120,9 +158,17 @@ def _set_faults(req: DeviceFeature, reply: bytes, old_state: int | None) -> byte
 def _report_faults(conn, req: DeviceFeature) -> bytes | None:
     """The faults that answer a REPORT in place of the correct handler (None: none did)."""
     rep = conn.decode(DmaLoggingReport, req.data)
+    log = conn.dma_map.dirty
+    if not rep.length and log is not None and "report-empty-range-accepted" in FAULTS:
+        return _report_reply(req, rep, b"")  # an empty range: an empty bitmap
     if not rep.page_size or not rep.length:
         return None
-    log = conn.dma_map.dirty
+    if log is not None and "report-page-size-ignored" in FAULTS and df._power_of_two(rep.page_size):
+        size = df._bitmap_size(rep.length, rep.page_size)
+        pages = df._bitmap_size(rep.length, log.pgsize)  # bits of the log's own pages
+        got = int.from_bytes(log.bitmap(rep.iova, rep.length, pages, log.pgsize), "little")
+        log.forget(rep.iova, rep.length)
+        return _report_reply(req, rep, (got & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
     if log is None and "report-before-start-zeros" in FAULTS:
         bits = bytes(df._bitmap_size(rep.length, rep.page_size))  # nothing was logged
         return _report_reply(req, rep, bits)

@@ -8,13 +8,15 @@ import errno
 
 from pytest_vfiouser.protocol import MigState, v2_path
 from reference_server.errors import VfioError
-from reference_server.migration import FINAL
-from reference_server.migration_v2 import _SETTABLE, MigrationV2
+from reference_server.migration import FINAL, PRECOPY
+from reference_server.migration_v2 import _SAVING, _SETTABLE, MigrationV2
 
 from ._catalogue import FAULTS
 
 # Fault p2p-states-as-twins: what each P2P state is taken for.
 _TWINS = {MigState.RUNNING_P2P: MigState.RUNNING, MigState.PRE_COPY_P2P: MigState.PRE_COPY}
+# Faults data-read-block-tail-lost and data-write-small-dropped: the device's block size.
+_BLOCK = 512
 
 
 class FaultyMigrationV2(MigrationV2):
@@ -29,6 +31,9 @@ class FaultyMigrationV2(MigrationV2):
         current = self.state
         if current == MigState.ERROR and "error-not-sticky" in FAULTS:
             self.state = current = MigState.STOP  # served as if the device were stopped
+        if target == current and "set-same-state-restarts" in FAULTS and target in _SETTABLE:
+            self._arc(current, current)  # the arc into the state is run again
+            return
         if target == MigState.ERROR and "set-error-accepted" in FAULTS:
             self.state = MigState.ERROR
             return
@@ -52,7 +57,17 @@ class FaultyMigrationV2(MigrationV2):
 
     def _arc(self, old: MigState, new: MigState) -> None:
         self._ended = False
+        if "saving-session-continues" in FAULTS:
+            if old in _SAVING and new not in _SAVING:
+                return  # the session is not terminated: its unread data stays
+            if new in _SAVING and old not in _SAVING and self._out:
+                self._record(PRECOPY if new == MigState.PRE_COPY else FINAL)
+                return  # the old session goes on: its unread data comes first
+        if new == MigState.RESUMING and "resume-data-kept" in FAULTS:
+            return  # what an earlier resume received is still there
         if (old, new) == (MigState.PRE_COPY, MigState.STOP_COPY):
+            if "stop-copy-drops-unread" in FAULTS:
+                self._out = bytearray()  # the pre-copy data not read yet goes; seq goes on
             if "stop-copy-new-stream" in FAULTS:
                 self._begin()  # the final record is numbered 0 again; unread data goes
         super()._arc(old, new)
@@ -60,6 +75,13 @@ class FaultyMigrationV2(MigrationV2):
     def _resume(self) -> None:
         if "resume-loads-nothing" in FAULTS:
             self._in = bytearray()  # accepted, and nothing is loaded
+            return
+        if not self._in and "resume-empty-refused" in FAULTS:
+            raise VfioError(errno.EINVAL, "no migration data was written: it is incomplete")
+        if "resume-data-kept" in FAULTS:
+            kept = bytearray(self._in)
+            super()._resume()
+            self._in = kept  # the data is not dropped once loaded
             return
         super()._resume()
 
@@ -75,7 +97,13 @@ class FaultyMigrationV2(MigrationV2):
                 self._ended = False
                 self._begin()
                 self._record(FINAL)
-        data = super().read(size)
+        if size == 0 and "data-read-zero-reads-all" in FAULTS:
+            size = len(self._out)  # 0 taken as "whatever there is"
+        if 0 < size < _BLOCK and "data-read-block-tail-lost" in FAULTS:
+            data = bytes(self._out[:size])
+            del self._out[:_BLOCK]  # the rest of the block is not kept for the next read
+        else:
+            data = super().read(size)
         if len(data) < size and self.state == MigState.STOP_COPY:
             self._ended = True
         return data
@@ -84,4 +112,10 @@ class FaultyMigrationV2(MigrationV2):
         if self.state != MigState.RESUMING and "data-write-any-state" in FAULTS:
             self._in += data  # buffered; entering RESUMING drops it
             return
+        if self.state == MigState.RESUMING and not data and "data-write-zero-restarts" in FAULTS:
+            self._in = bytearray()  # size 0 taken as "start over"
+            return
+        if self.state == MigState.RESUMING and len(data) < _BLOCK:
+            if "data-write-small-dropped" in FAULTS:
+                return  # accepted, and the device waits for a whole block
         super().write(data)
