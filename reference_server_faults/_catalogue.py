@@ -486,6 +486,7 @@ _CATALOGUE = (
         "a PROBE succeeds whatever the feature and the operations it names",
         ("device_feature", FAIL),
         ("device_feature", NON_STRICT),
+        also=("dma_logging",),
         spec="0.9.2",
     ),
     _f(
