@@ -15,9 +15,9 @@ A run under a fault covers only the sections of its ``runs`` (those it must show
 in, and its ``also``) at its revision; the fault-free run of each revision covers what
 that revision's faults need (0.9.1: the whole suite). The runs (about 120, a few
 seconds each alone) go on in the background, VFU_FAULT_RUNS (default: twice the
-CPUs, at most 8) at a time in all: each test waits for the run it needs. Under pytest-xdist the workers share one directory of runs, claim
-each run once and share the VFU_FAULT_RUNS slots (a worker whose other tests are
-done keeps every slot busy).
+CPUs, at most 8) at a time in all: each test waits for the run it needs. Under
+pytest-xdist the workers share one directory of runs, claim each run once and share
+the VFU_FAULT_RUNS slots (a worker whose other tests are done keeps every slot busy).
 """
 
 from __future__ import annotations
