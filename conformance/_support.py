@@ -9,16 +9,17 @@ framed; if it closed, a new connection must work.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import time
 
 import pytest
 
-from pytest_vfiouser import SHOULD, Unmet
-from pytest_vfiouser.client import ConnectionClosed
+from pytest_vfiouser import SHOULD, Unmet, watch_client
+from pytest_vfiouser.client import Client, ConnectionClosed
 from pytest_vfiouser.protocol import Command, DeviceInfo, MigrationStateV1, Version, command_name
-from pytest_vfiouser.target import spinning
+from pytest_vfiouser.target import Target, TargetStartError, spinning
 
 # Waits: every wait for an answer is the client's timeout (--vfu-timeout). The
 # spec sets no shorter deadline for refusing something invalid, so a shorter wait
@@ -363,3 +364,48 @@ def state_name(state: int) -> str:
 
 
 __all__ += ["BACK", "STATE_NAMES", "state_name"]
+
+
+# -- a second server process (the migration modules' destination)
+
+
+@contextlib.contextmanager
+def second_server(request):
+    """Another process of the server under test (a migration's destination), started from
+    the same command template (``vfu_target.template``; fresh() would replace the target,
+    not add a second one): yields ``connect()``, a new watched, unnegotiated client of it.
+    Skips with --vfu-socket; fails if it does not start or is killed by a signal."""
+    handle = request.getfixturevalue("vfu_target")
+    if handle.template is None:
+        pytest.skip(
+            "needs a server the suite starts (--vfu-server), not --vfu-socket: a whole "
+            "migration needs a second server process as the destination"
+        )
+    settings = request.getfixturevalue("vfu_settings")
+    timeout = settings.timeout
+    target = Target(handle.template, env=handle.env, startup_timeout=settings.start_timeout)
+    try:
+        target.start()
+    except TargetStartError as e:
+        pytest.fail(f"the second server process (the migration destination) did not start: {e}")
+    clients: list[Client] = []
+
+    def connect() -> Client:
+        client = Client.connect(target.socket_path, timeout=timeout)
+        clients.append(client)
+        watch_client(client)
+        return client
+
+    try:
+        yield connect
+        for client in clients:
+            client.close()
+        signal = target.signal_name if target.poll() is not None else None
+        assert signal is None, (
+            f"the destination server process was killed by {signal}:\n{target.stderr_tail()}"
+        )
+    finally:
+        for client in clients:
+            client.close()
+        target.stop()
+        target.cleanup()

@@ -17,13 +17,12 @@ QEMU do).
 
 from __future__ import annotations
 
-import contextlib
 import struct
 
 import pytest
 
-from pytest_vfiouser import MUST, SHOULD, case, watch_client
-from pytest_vfiouser.client import Client, ClientError
+from pytest_vfiouser import MUST, SHOULD, case
+from pytest_vfiouser.client import ClientError
 from pytest_vfiouser.protocol import (
     V1_TABLE_STATES,
     VFIO_REGION_SUBTYPE_MIGRATION,
@@ -36,9 +35,8 @@ from pytest_vfiouser.protocol import (
     v1_transition_valid,
 )
 from pytest_vfiouser.protocol import MigrationStateV1 as S
-from pytest_vfiouser.target import Target, TargetStartError
 
-from ._support import BACK, accepted, state_name
+from ._support import BACK, accepted, second_server, state_name
 
 REVS = ("0.9.1",)
 NEEDS = ("migration_v1",)
@@ -181,46 +179,6 @@ def mig(vfu_connect, vfu_device, vfu_target):
 
 
 # ---- the destination: a second server process
-
-
-@contextlib.contextmanager
-def _second_server(request):
-    """Another process of the server under test, started from the same command template
-    (``vfu_target.template``; fresh() would replace the target, not add a second one)."""
-    handle = request.getfixturevalue("vfu_target")
-    if handle.template is None:
-        pytest.skip(
-            "needs a server the suite starts (--vfu-server), not --vfu-socket: a whole "
-            "migration needs a second server process as the destination"
-        )
-    settings = request.getfixturevalue("vfu_settings")
-    timeout = settings.timeout
-    target = Target(handle.template, env=handle.env, startup_timeout=settings.start_timeout)
-    try:
-        target.start()
-    except TargetStartError as e:
-        pytest.fail(f"the second server process (the migration destination) did not start: {e}")
-    clients: list[Client] = []
-
-    def connect() -> Client:
-        client = Client.connect(target.socket_path, timeout=timeout)
-        clients.append(client)
-        watch_client(client)
-        return client
-
-    try:
-        yield connect
-        for client in clients:
-            client.close()
-        signal = target.signal_name if target.poll() is not None else None
-        assert signal is None, (
-            f"the destination server process was killed by {signal}:\n{target.stderr_tail()}"
-        )
-    finally:
-        for client in clients:
-            client.close()
-        target.stop()
-        target.cleanup()
 
 
 def _destination(connect, index: int) -> Mig:
@@ -607,7 +565,7 @@ def test_full_migration_scratch(request, mig, vfu_device, precopy):
     """
     ranges = _scratch(vfu_device, mig.index)
     _write_scratch(mig, ranges)
-    with _second_server(request) as connect:
+    with second_server(request) as connect:
         dst = _destination(connect, mig.index)
         _migrate(mig, dst, precopy)
         for region, offset, n in ranges:
@@ -634,7 +592,7 @@ def test_full_migration_device_state(request, mig, vfu_device, vfu_hooks):
     ranges = [r for r in vfu_device.scratch_ranges() if r[0] != mig.index]
     _write_scratch(mig, ranges)
     expected = vfu_hooks.device_state(mig.c)
-    with _second_server(request) as connect:
+    with second_server(request) as connect:
         dst = _destination(connect, mig.index)
         assert vfu_hooks.device_state(dst.c) != expected or not ranges, (
             "the destination already held the source's state: the case could not tell"
@@ -677,7 +635,7 @@ def test_resume_garbage_refused(request, vfu_device):
     device's to say, hence SHOULD.
     """
     index, _ = _migration_region(vfu_device)
-    with _second_server(request) as connect:
+    with second_server(request) as connect:
         dst = _destination(connect, index)
         refused = _feed_garbage(dst)
         assert refused, (
@@ -718,7 +676,7 @@ def test_resume_truncated_refused(request, mig):
     data is incomplete is the device's to say, hence SHOULD.
     """
     chunks, what = _truncated(mig)
-    with _second_server(request) as connect:
+    with second_server(request) as connect:
         dst = _destination(connect, mig.index)
         refused, _ = _resume_truncated(dst, chunks)
         assert refused, (
@@ -738,7 +696,7 @@ def test_failed_resume_keeps_state(request, mig, vfu_observe):
     error it must transition to the error state"
     """
     chunks, what = _truncated(mig)
-    with _second_server(request) as connect:
+    with second_server(request) as connect:
         dst = _destination(connect, mig.index)
         refused, _ = _resume_truncated(dst, chunks)
         state = dst.state()

@@ -26,8 +26,8 @@ import struct
 
 import pytest
 
-from pytest_vfiouser import MAY, MUST, SHOULD, case, watch_client
-from pytest_vfiouser.client import Client, ClientError, ConnectionClosed
+from pytest_vfiouser import MAY, MUST, SHOULD, case
+from pytest_vfiouser.client import ClientError, ConnectionClosed
 from pytest_vfiouser.protocol import (
     V2_ARCS,
     V2_STATES,
@@ -40,9 +40,8 @@ from pytest_vfiouser.protocol import (
     MigState,
     v2_path,
 )
-from pytest_vfiouser.target import Target, TargetStartError
 
-from ._support import accepted
+from ._support import accepted, second_server
 
 REVS = ("0.9.2",)
 NEEDS = ("migration_v2",)
@@ -270,45 +269,6 @@ def _refused_set(m: Mig, state: int, what: str, observe, header_only=False):
 
 
 # ---- the second server process (the destination)
-
-
-@contextlib.contextmanager
-def _second_server(request):
-    """Another process of the server under test, from the target's command template."""
-    handle = request.getfixturevalue("vfu_target")
-    if handle.template is None:
-        pytest.skip(
-            "needs a server the suite starts (--vfu-server), not --vfu-socket: a whole "
-            "migration needs a second server process as the destination"
-        )
-    settings = request.getfixturevalue("vfu_settings")
-    target = Target(handle.template, env=handle.env, startup_timeout=settings.start_timeout)
-    try:
-        target.start()
-    except TargetStartError as e:
-        pytest.fail(f"the second server process (the migration destination) did not start: {e}")
-    clients: list[Client] = []
-
-    def connect() -> Mig:
-        client = Client.connect(target.socket_path, timeout=settings.timeout)
-        clients.append(client)
-        watch_client(client)
-        client.negotiate()
-        return Mig(client)
-
-    try:
-        yield connect
-        for client in clients:
-            client.close()
-        signal = target.signal_name if target.poll() is not None else None
-        assert signal is None, (
-            f"the destination server process was killed by {signal}:\n{target.stderr_tail()}"
-        )
-    finally:
-        for client in clients:
-            client.close()
-        target.stop()
-        target.cleanup()
 
 
 def _pattern(seed: int, region: int, offset: int, n: int) -> bytes:
@@ -692,8 +652,10 @@ def test_full_migration(request, mig, vfu_device, precopy):
         pytest.skip("needs profile: scratch ranges (regions[].scratch) to put data in")
     seed = next(_seeds)
     expected = _scratch_io(mig, ranges, seed)
-    with _second_server(request) as connect:
-        dst = connect()
+    with second_server(request) as connect:
+        client = connect()
+        client.negotiate()
+        dst = Mig(client)
         if _scratch_io(dst, ranges, None) == expected:
             pytest.skip("cannot judge: the destination already holds the source's scratch data")
         dst.walk(RESUMING)
