@@ -53,12 +53,7 @@ class Logging:
 @pytest.fixture
 def dp(vfu_connect, vfu_observe):
     client = vfu_connect()
-    caps = {
-        "max_msg_fds": client.max_msg_fds,
-        "max_data_xfer_size": client.max_data_xfer_size,
-        "migration": {"pgsize": PROPOSED_PGSIZE},
-    }
-    client.negotiate(capabilities=caps)
+    client.negotiate(capabilities=client.proposal(migration={"pgsize": PROPOSED_PGSIZE}))
     pgsize = client.server_caps.migration_pgsize
     if pgsize is None:
         vfu_observe(

@@ -278,12 +278,7 @@ def test_map_unaligned_to_pgsizes(vfu_connect, vfu_observe, base):
     both sides to validate input".
     """
     client = vfu_connect()
-    caps = {
-        "max_msg_fds": client.max_msg_fds,
-        "max_data_xfer_size": client.max_data_xfer_size,
-        "pgsizes": PAGE,
-    }
-    client.negotiate(capabilities=caps)
+    client.negotiate(capabilities=client.proposal(pgsizes=PAGE))
     pgsizes = client.server_caps.pgsizes
     page = pgsizes & -pgsizes
     size = 4 * page
@@ -302,12 +297,7 @@ def _max_maps_client(vfu_connect):
     """A client that proposed max_dma_maps, and the server's limit (its stated one, else the
     spec's default); skips when the limit is too large to reach in a run."""
     client = vfu_connect()
-    caps = {
-        "max_msg_fds": client.max_msg_fds,
-        "max_data_xfer_size": client.max_data_xfer_size,
-        "max_dma_maps": MAX_MAPS_JUDGED,
-    }
-    client.negotiate(capabilities=caps)
+    client.negotiate(capabilities=client.proposal(max_dma_maps=MAX_MAPS_JUDGED))
     limit = client.server_caps.max_dma_maps
     if limit > MAX_MAPS_JUDGED:
         pytest.skip(f"cannot judge: max_dma_maps {limit} is more maps than a run can make")
@@ -649,13 +639,7 @@ def test_unmap_dirty_bitmap(vfu_connect, base):
     VFIO Bitmap if get dirty page bitmap is set)."
     """
     client = vfu_connect()
-    client.negotiate(
-        capabilities={
-            "max_msg_fds": client.max_msg_fds,
-            "max_data_xfer_size": client.max_data_xfer_size,
-            "migration": {"pgsize": PAGE},
-        }
-    )
+    client.negotiate(capabilities=client.proposal(migration={"pgsize": PAGE}))
     pgsize = client.server_caps.migration_pgsize or PAGE
     accepted(client.dirty_pages(DirtyPagesFlags.START), "DIRTY_PAGES START")
     try:

@@ -131,13 +131,7 @@ def _migration_region(vfu_device) -> tuple[int, int]:
 
 
 def _negotiate(client) -> None:
-    client.negotiate(
-        capabilities={
-            "max_msg_fds": client.max_msg_fds,
-            "max_data_xfer_size": client.max_data_xfer_size,
-            "migration": {"pgsize": PGSIZE},
-        }
-    )
+    client.negotiate(capabilities=client.proposal(migration={"pgsize": PGSIZE}))
 
 
 def _walk_back(m: Mig) -> bool:

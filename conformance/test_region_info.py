@@ -524,13 +524,7 @@ def _migration_view(vfu_connect, device):
     """(the server offers the migration capability, indexes of migration regions), asked on a
     connection that proposes migration, of each region the device reports."""
     client = vfu_connect()
-    client.negotiate(
-        capabilities={
-            "max_msg_fds": client.max_msg_fds,
-            "max_data_xfer_size": client.max_data_xfer_size,
-            "migration": {"pgsize": mmap.PAGESIZE},
-        }
-    )
+    client.negotiate(capabilities=client.proposal(migration={"pgsize": mmap.PAGESIZE}))
     offered = client.server_caps.migration is not None
     regions = []
     for index in range(device.num_regions):

@@ -26,12 +26,7 @@ from pytest_vfiouser.protocol import (
 def multi(vfu_connect, vfu_device):
     """A client that negotiated write_multiple, and (region, offset) of 16 scratch bytes."""
     client = vfu_connect()
-    caps = {
-        "max_msg_fds": client.max_msg_fds,
-        "max_data_xfer_size": client.max_data_xfer_size,
-        "write_multiple": True,
-    }
-    client.negotiate(capabilities=caps)
+    client.negotiate(capabilities=client.proposal(write_multiple=True))
     if not client.server_caps.write_multiple:
         pytest.skip("the server's VERSION reply does not set write_multiple")
     region, offset, length = first_scratch(vfu_device, 16)

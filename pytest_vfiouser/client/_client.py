@@ -412,6 +412,15 @@ class Client(Connection):
 
     # -- negotiation
 
+    def proposal(self, **more) -> dict:
+        """VERSION capabilities: this client's max_msg_fds and max_data_xfer_size, and
+        ``more`` (e.g. ``migration={"pgsize": 4096}``, ``write_multiple=True``)."""
+        return {
+            "max_msg_fds": self.max_msg_fds,
+            "max_data_xfer_size": self.max_data_xfer_size,
+            **more,
+        }
+
     def negotiate(
         self,
         major: int = 0,
@@ -423,10 +432,7 @@ class Client(Connection):
         max_data_xfer_size; ``{}`` sends no version data at all). ErrorReply on an
         error reply, MalformedReply if the reply does not decode."""
         if capabilities is None:
-            capabilities = {
-                "max_msg_fds": self.max_msg_fds,
-                "max_data_xfer_size": self.max_data_xfer_size,
-            }
+            capabilities = self.proposal()
         version = Version(major, minor, {"capabilities": capabilities} if capabilities else None)
         reply = self.request(Command.VERSION, version, timeout=timeout).check()
         self.negotiated = reply.body

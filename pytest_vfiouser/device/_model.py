@@ -263,13 +263,9 @@ def discovery_proposal(client, spec: str) -> dict:
     """The capabilities discovery proposes: the client's limits, and at 0.9.2
     write_multiple, which a server may state only when proposed ("The capability list
     must be a subset of those proposed")."""
-    caps: dict = {
-        "max_msg_fds": client.max_msg_fds,
-        "max_data_xfer_size": client.max_data_xfer_size,
-    }
     if spec in FEATURE_REVISIONS["write_multiple"]:
-        caps["write_multiple"] = True
-    return caps
+        return client.proposal(write_multiple=True)
+    return client.proposal()
 
 
 def discover(client, *, spec: str, profile: Profile, hooks: Iterable[str] = ()) -> DeviceModel:
