@@ -410,14 +410,19 @@ class Connection:
             raise VfioError(errno.EINVAL, f"no IRQ type {index}")
         return self.device.irqs.indexes[index]
 
+    def check_xfer_size(self, size: int, what: str) -> None:
+        """E2BIG when ``size`` bytes of data (``what``) are above the server's
+        max_data_xfer_size."""
+        if size > self.settings.max_data_xfer_size:
+            raise VfioError(
+                errno.E2BIG,
+                f"{what} is above max_data_xfer_size {self.settings.max_data_xfer_size}",
+            )
+
     def check_access(self, offset: int, index: int, count: int, need: int, what: str):
         """The region a REGION_READ/WRITE of [offset, +count) names, if it may be done."""
         region = self.region(index)
-        if count > self.settings.max_data_xfer_size:
-            raise VfioError(
-                errno.E2BIG,
-                f"count {count} is above max_data_xfer_size {self.settings.max_data_xfer_size}",
-            )
+        self.check_xfer_size(count, f"count {count}")
         if offset + count > region.size:
             raise VfioError(
                 errno.EINVAL,

@@ -111,11 +111,10 @@ def device_feature(conn, payload: bytes, fds: list[int]) -> bytes:
             return bytes(payload)
         data = _set(conn, Feature(feature), req.data)
         return DeviceFeature(req.argsz, flags, data).pack()
-    data = _get(conn, Feature(feature), req.data, req.argsz - _HEAD)
-    need = _HEAD + len(data) if data is not None else None
-    if data is None or req.argsz < need:
-        return DeviceFeature(_needed(conn, Feature(feature), req.data), flags).pack()
-    return DeviceFeature(need, flags, data).pack()
+    size, data = _get(conn, Feature(feature), req.data, req.argsz - _HEAD)
+    if data is None:  # argsz says the size needed, and no data comes
+        return DeviceFeature(_HEAD + size, flags).pack()
+    return DeviceFeature(_HEAD + size, flags, data).pack()
 
 
 def _operations(conn, feature: int) -> int:
@@ -139,22 +138,16 @@ def _set(conn, feature: Feature, data: bytes) -> bytes:
     return data
 
 
-def _get(conn, feature: Feature, data: bytes, room: int) -> bytes | None:
-    """The feature's data; None when ``room`` bytes cannot hold it (nothing changed)."""
+def _get(conn, feature: Feature, data: bytes, room: int) -> tuple[int, bytes | None]:
+    """The size of the feature's data, and the data: None when ``room`` bytes cannot hold
+    it (then nothing changed)."""
+    if feature == Feature.DMA_LOGGING_REPORT:
+        return _report(conn, data, room)
     if feature == Feature.MIGRATION:
         out = FeatureMigration(conn.device.migration_v2.flags).pack()
-    elif feature == Feature.MIG_DEVICE_STATE:
+    else:  # MIG_DEVICE_STATE
         out = FeatureMigDeviceState(conn.device.migration_v2.state, -1).pack()
-    else:
-        return _report(conn, data, room)
-    return out if len(out) <= room else None
-
-
-def _needed(conn, feature: Feature, data: bytes) -> int:
-    if feature == Feature.DMA_LOGGING_REPORT:
-        req = conn.decode(DmaLoggingReport, data)
-        return _HEAD + _REPORT_HEAD + _bitmap_size(req.length, req.page_size)
-    return _HEAD + 8
+    return len(out), out if len(out) <= room else None
 
 
 # ---- DMA logging
@@ -184,7 +177,7 @@ def _bitmap_size(length: int, page_size: int) -> int:
     return -(-pages // 64) * 8
 
 
-def _report(conn, data: bytes, room: int) -> bytes | None:
+def _report(conn, data: bytes, room: int) -> tuple[int, bytes | None]:
     req = conn.decode(DmaLoggingReport, data)
     if req.bitmap:
         raise VfioError(errno.EINVAL, f"{len(data)} bytes of request data, expected 24")
@@ -195,16 +188,12 @@ def _report(conn, data: bytes, room: int) -> bytes | None:
         raise VfioError(errno.EINVAL, f"page_size {req.page_size:#x} is not a power of two")
     check_range(req.iova, req.length)
     size = _bitmap_size(req.length, req.page_size)
-    if size > conn.settings.max_data_xfer_size:
-        raise VfioError(
-            errno.E2BIG,
-            f"a {size}-byte bitmap is above max_data_xfer_size {conn.settings.max_data_xfer_size}",
-        )
+    conn.check_xfer_size(size, f"a {size}-byte bitmap")
     if _REPORT_HEAD + size > room:
-        return None
+        return _REPORT_HEAD + size, None
     bits = log.bitmap(req.iova, req.length, size, req.page_size)
     log.forget(req.iova, req.length)
-    return DmaLoggingReport(req.iova, req.length, req.page_size, bits).pack()
+    return _REPORT_HEAD + size, DmaLoggingReport(req.iova, req.length, req.page_size, bits).pack()
 
 
 # ---- migration data
@@ -212,9 +201,7 @@ def _report(conn, data: bytes, room: int) -> bytes | None:
 
 def mig_data_read(conn, payload: bytes, fds: list[int]) -> bytes:
     req = conn.decode(MigDataRead, payload)
-    limit = conn.settings.max_data_xfer_size
-    if req.size > limit:
-        raise VfioError(errno.E2BIG, f"size {req.size} is above max_data_xfer_size {limit}")
+    conn.check_xfer_size(req.size, f"size {req.size}")
     conn.check_argsz(req.argsz, MigDataRead.SIZE + req.size)
     migration = _migration(conn)
     data = migration.read(req.size)
@@ -223,9 +210,7 @@ def mig_data_read(conn, payload: bytes, fds: list[int]) -> bytes:
 
 def mig_data_write(conn, payload: bytes, fds: list[int]) -> bytes:
     req = conn.decode(MigDataWrite, payload)
-    limit = conn.settings.max_data_xfer_size
-    if req.size > limit:
-        raise VfioError(errno.E2BIG, f"size {req.size} is above max_data_xfer_size {limit}")
+    conn.check_xfer_size(req.size, f"size {req.size}")
     _migration(conn).write(req.data)
     return b""
 

@@ -142,11 +142,7 @@ def _check_bitmap_size(conn, given: int, size: int, pgsize: int) -> None:
             f"bitmap size {given} is below the {need} bytes "
             f"{size:#x} bytes of {pgsize}-byte pages need",
         )
-    if given > conn.settings.max_data_xfer_size:
-        raise VfioError(
-            errno.E2BIG,
-            f"bitmap size {given} is above the server's limit {conn.settings.max_data_xfer_size}",
-        )
+    conn.check_xfer_size(given, f"bitmap size {given}")
 
 
 def _covered(table, lo: int, hi: int) -> bool:
