@@ -21,6 +21,7 @@ from pytest_vfiouser.protocol import (
     DmaLoggingControl,
     DmaLoggingReport,
     Feature,
+    bitmap_bytes,
 )
 
 GET, SET = int(DeviceFeatureFlags.GET), int(DeviceFeatureFlags.SET)
@@ -30,11 +31,6 @@ REPORT = GET | int(Feature.DMA_LOGGING_REPORT)
 PAGE = 4096
 PAGES = 16
 BASE = 0x20000000  # the client memory the cases map
-
-
-def _bitmap_bytes(length: int, page: int) -> int:
-    pages = -(-length // page)
-    return -(-pages // 64) * 8
 
 
 class Logging:
@@ -116,7 +112,7 @@ def test_report_format(log):
         reply = accepted(log.report(length=length), f"DMA_LOGGING_REPORT of {pages} pages")
         body = reply.body
         sent = DmaLoggingReport(BASE, length, PAGE).pack()
-        need = _bitmap_bytes(length, PAGE)
+        need = bitmap_bytes(length, PAGE)
         assert body.data[:24] == sent, (
             f"the report's first 24 data bytes {body.data[:24].hex()} are not the request's "
             f"{sent.hex()}"
@@ -399,7 +395,7 @@ def test_report_small_argsz(log, vfu_connect):
     """
     log.start()
     accepted(log.report(), "DMA_LOGGING_REPORT with room for the bitmap")
-    small, need = 8 + 24, 8 + 24 + _bitmap_bytes(PAGES * PAGE, PAGE)
+    small, need = 8 + 24, 8 + 24 + bitmap_bytes(PAGES * PAGE, PAGE)
     data = DmaLoggingReport(BASE, PAGES * PAGE, PAGE).pack()
     what = f"a DMA_LOGGING_REPORT with argsz {small}"
     msg_id = log.client.send(Command.DEVICE_FEATURE, DeviceFeature(small, REPORT, data).pack())

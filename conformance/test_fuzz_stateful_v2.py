@@ -36,6 +36,7 @@ from pytest_vfiouser.protocol import (
     FeatureMigDeviceState,
     MigrationFlags,
     MigState,
+    bitmap_bytes,
     v2_path,
 )
 
@@ -478,11 +479,6 @@ _PICKS = st.lists(st.tuples(st.integers(0, 63), st.integers(1, 16)), max_size=3)
 _REPORT_PAGES = st.sampled_from([PAGE, 512, 2 * PAGE, 16 * PAGE, 1024])
 
 
-def _bitmap_bytes(length: int, page: int) -> int:
-    pages = -(-length // page)
-    return -(-pages // 64) * 8
-
-
 def _ranges(picks) -> tuple[tuple[int, int], ...]:
     """(first page, pages) picks as sorted, disjoint ranges of whole pages of the span."""
     out, end = [], 0
@@ -643,7 +639,7 @@ class DmaLoggingMachine(FuzzMachine):
 
     def _report(self, page, first, count):
         lo, hi = first * page, (first + count) * page
-        nbytes = _bitmap_bytes(hi - lo, page)
+        nbytes = bitmap_bytes(hi - lo, page)
         sent = DmaLoggingReport(self.base + lo, hi - lo, page).pack()
         payload = _feature(LOG_REPORT, sent, room=nbytes)
         what = f"DMA_LOGGING_REPORT [{self.base + lo:#x}, +{hi - lo:#x}) page_size {page}"

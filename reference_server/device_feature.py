@@ -57,6 +57,7 @@ from pytest_vfiouser.protocol import (
     MigDataRead,
     MigDataReadReply,
     MigDataWrite,
+    bitmap_bytes,
 )
 
 from .dirty import DirtyLog
@@ -68,7 +69,6 @@ _GET, _SET, _PROBE = (
 )
 _OPS = _GET | _SET | _PROBE
 _HEAD = DeviceFeature.FIXED_SIZE
-_REPORT_HEAD = 24  # DMA_LOGGING_REPORT's iova, length and page_size, before the bitmap
 _MAX_PAGE = 1 << 30
 _MIGRATION_FEATURES = (Feature.MIGRATION, Feature.MIG_DEVICE_STATE)
 # The operations each feature has.
@@ -172,28 +172,27 @@ def _logging_start(conn, data: bytes) -> bytes:
     return DmaLoggingControl(page, ctl.num_ranges, ctl.reserved, ctl.ranges).pack()
 
 
-def _bitmap_size(length: int, page_size: int) -> int:
-    pages = -(-length // page_size)
-    return -(-pages // 64) * 8
-
-
 def _report(conn, data: bytes, room: int) -> tuple[int, bytes | None]:
     req = conn.decode(DmaLoggingReport, data)
     if req.bitmap:
-        raise VfioError(errno.EINVAL, f"{len(data)} bytes of request data, expected 24")
+        raise VfioError(
+            errno.EINVAL,
+            f"{len(data)} bytes of request data, expected {DmaLoggingReport.HEAD_SIZE}",
+        )
     log = conn.dma_map.dirty
     if log is None:
         raise VfioError(errno.EINVAL, "DMA_LOGGING_REPORT while DMA logging is off")
     if not _power_of_two(req.page_size):
         raise VfioError(errno.EINVAL, f"page_size {req.page_size:#x} is not a power of two")
     check_range(req.iova, req.length)
-    size = _bitmap_size(req.length, req.page_size)
+    size = bitmap_bytes(req.length, req.page_size)
     conn.check_xfer_size(size, f"a {size}-byte bitmap")
-    if _REPORT_HEAD + size > room:
-        return _REPORT_HEAD + size, None
+    need = DmaLoggingReport.HEAD_SIZE + size
+    if need > room:
+        return need, None
     bits = log.bitmap(req.iova, req.length, size, req.page_size)
     log.forget(req.iova, req.length)
-    return _REPORT_HEAD + size, DmaLoggingReport(req.iova, req.length, req.page_size, bits).pack()
+    return need, DmaLoggingReport(req.iova, req.length, req.page_size, bits).pack()
 
 
 # ---- migration data

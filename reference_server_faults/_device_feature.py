@@ -23,6 +23,8 @@ from pytest_vfiouser.protocol import (
     RegionFlags,
     RegionWriteMulti,
     RegionWriteMultiReply,
+    SingleWrite,
+    bitmap_bytes,
 )
 from reference_server import commands
 from reference_server import device_feature as df
@@ -164,17 +166,17 @@ def _report_faults(conn, req: DeviceFeature) -> bytes | None:
     if not rep.page_size or not rep.length:
         return None
     if log is not None and "report-page-size-ignored" in FAULTS and df._power_of_two(rep.page_size):
-        size = df._bitmap_size(rep.length, rep.page_size)
-        pages = df._bitmap_size(rep.length, log.pgsize)  # bits of the log's own pages
+        size = bitmap_bytes(rep.length, rep.page_size)
+        pages = bitmap_bytes(rep.length, log.pgsize)  # bits of the log's own pages
         got = int.from_bytes(log.bitmap(rep.iova, rep.length, pages, log.pgsize), "little")
         log.forget(rep.iova, rep.length)
         return _report_reply(req, rep, (got & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
     if log is None and "report-before-start-zeros" in FAULTS:
-        bits = bytes(df._bitmap_size(rep.length, rep.page_size))  # nothing was logged
+        bits = bytes(bitmap_bytes(rep.length, rep.page_size))  # nothing was logged
         return _report_reply(req, rep, bits)
     unchecked = "report-page-size-unchecked" in FAULTS
     if log is not None and unchecked and not df._power_of_two(rep.page_size):
-        size = df._bitmap_size(rep.length, rep.page_size)  # pages of page_size, whatever it is
+        size = bitmap_bytes(rep.length, rep.page_size)  # pages of page_size, whatever it is
         bits = log.bitmap(rep.iova, rep.length, size, rep.page_size)
         log.forget(rep.iova, rep.length)
         return _report_reply(req, rep, bits)
@@ -195,7 +197,9 @@ def _report_reply_faults(conn, data: bytes) -> bytes:
         both = int.from_bytes(rep.bitmap, "little") | int.from_bytes(more, "little")
         data = replace(rep, bitmap=both.to_bytes(n, "little")).pack()
     if "report-head-zeroed" in FAULTS:
-        data = bytes(df._REPORT_HEAD) + data[df._REPORT_HEAD :]  # the bitmap alone is filled
+        data = (
+            bytes(DmaLoggingReport.HEAD_SIZE) + data[DmaLoggingReport.HEAD_SIZE :]
+        )  # the bitmap alone is filled
     return data
 
 
@@ -220,7 +224,6 @@ def mig_data_write(conn, payload: bytes, fds: list[int]) -> bytes:
 
 
 _MULTI_HEAD = struct.Struct("<Q")
-_ENTRY = 24  # a single write: offset, region, count, 8 data bytes
 
 
 def region_write_multi(conn, payload: bytes, fds: list[int]) -> bytes:
@@ -228,8 +231,8 @@ def region_write_multi(conn, payload: bytes, fds: list[int]) -> bytes:
         conn.client = replace(conn.client, write_multiple=True)
     if "write-multi-cnt-from-payload" in FAULTS and len(payload) >= 8:
         # wr_cnt is taken from the payload's length, whatever the field says
-        n = (len(payload) - 8) // _ENTRY
-        payload = _MULTI_HEAD.pack(n) + payload[8 : 8 + n * _ENTRY]
+        n = (len(payload) - 8) // SingleWrite.SIZE
+        payload = _MULTI_HEAD.pack(n) + payload[8 : 8 + n * SingleWrite.SIZE]
     if FAULTS & {"write-multi-partial-claims-all", "write-multi-read-only-ignored"}:
         return _one_by_one(conn, payload, fds)
     if len(payload) > 8 and FAULTS & {"write-multi-last-only", "write-multi-count-unchecked"}:

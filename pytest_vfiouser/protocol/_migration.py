@@ -218,7 +218,7 @@ class DmaLoggingControl(Payload, layout="QII"):
 
 
 @dataclass(slots=True, frozen=True)
-class DmaLoggingReport(Payload, layout="QQQ"):
+class DmaLoggingReport(Payload, layout="QQQ", size="HEAD_SIZE"):
     """Data of DMA_LOGGING_REPORT: iova, length, page_size; in the reply the bitmap follows.
 
     Errata 8: bit n of the u64 array stands for page n counted from ``iova``.
