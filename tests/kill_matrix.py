@@ -195,8 +195,9 @@ def run_args(name: str | None, out: Path, excluded: Iterable[str] = ()) -> list[
 
 def run_env(cache: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the cache below spares ~2 s a run
-    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a cache spares ~2 s a run
+    # The test session's own cache (tests/conftest.py) if it has one: modules compiled once.
+    env.setdefault("PYTHONPYCACHEPREFIX", str(cache))
     return env
 
 
