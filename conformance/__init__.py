@@ -30,6 +30,7 @@ SECTIONS = (
     "region_write_multi",
     "reset",
     "set_irqs",
+    "twin_socket",
     "version",
 )
 
@@ -40,4 +41,5 @@ ONLY_AT = {
     "migration": "0.9.1",
     "migration_v2": "0.9.2",
     "region_write_multi": "0.9.2",
+    "twin_socket": "0.9.2",
 }

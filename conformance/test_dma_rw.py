@@ -10,77 +10,17 @@ The client serves the server's requests from its memory model and records them
 
 from __future__ import annotations
 
-import itertools
 import mmap
 import os
 
-import pytest
-
 from pytest_vfiouser import MUST, case
-from pytest_vfiouser.client import ConnectionClosed, ErrorReply, Reply
+from pytest_vfiouser.client import ConnectionClosed
 from pytest_vfiouser.protocol import Command, command_name
 
+from ._dma import LENGTH, SIZE, SMALL_XFER, base, describe, dma, pattern, round_trip, two_maps
 from ._support import accepted, assert_framed, assert_new_connection_works
 
-SIZE = 0x4000  # each mapping
-LENGTH = 0x1800  # each round trip (the device's buffer is used from offset 0)
-SMALL_XFER = 4096  # the max_data_xfer_size a client negotiates to see requests split
-_bases = itertools.count()
-
-
-@pytest.fixture
-def base() -> int:
-    """A client DMA address range no other case of this module uses."""
-    return 0x20_0000_0000 + next(_bases) * 0x1000_0000
-
-
-def _pattern(n: int, seed: int = 0) -> bytes:
-    return bytes((i * 7 + seed * 31 + 1) & 0xFF for i in range(n))
-
-
-def _dma(vfu_hooks, client, direction: str, address: int, length: int, expect_ok: bool = True):
-    """Have the device DMA ``length`` bytes (device buffer offset 0); the hook's result.
-
-    With ``expect_ok``, a failed DMA (an error reply from the hook) fails the case."""
-    what = (
-        f"the device's DMA {direction} of [{address:#x}, +{length:#x}) "
-        f"({'client memory to device' if direction == 'read' else 'device to client memory'})"
-    )
-    try:
-        result = vfu_hooks.trigger_dma(client, direction, address, length, 0)
-    except ErrorReply as e:
-        if expect_ok:
-            raise AssertionError(f"{what} failed: {e}") from e
-        return e.reply
-    if expect_ok and isinstance(result, Reply):
-        assert result.ok, (
-            f"{what} failed: the hook's request got an error reply, errno {result.error}"
-        )
-    return result
-
-
-def _round_trip(vfu_hooks, client, src: int, dst: int, length: int = LENGTH, seed: int = 0):
-    """Pattern at ``src`` -> device -> ``dst``; returns (pattern, requests made meanwhile)."""
-    data = _pattern(length, seed)
-    client.memory.write(src, data)
-    mark = len(client.dma_requests)
-    _dma(vfu_hooks, client, "read", src, length)
-    _dma(vfu_hooks, client, "write", dst, length)
-    return data, client.dma_requests[mark:]
-
-
-def _describe(req) -> str:
-    where = f"{req.address:#x}+{req.count:#x}" if req.address is not None else "(undecodable)"
-    return f"{command_name(req.command)} msg_id {req.msg_id} {where}"
-
-
-def _two_maps(client, base: int) -> tuple[int, int]:
-    """Two mappings without fds, with an unmapped gap between them; their addresses."""
-    a, b = base, base + 2 * SIZE
-    for address in (a, b):
-        accepted(client.dma_map(address, SIZE), f"DMA_MAP of [{address:#x}, +{SIZE:#x})")
-    return a, b
-
+__all__ = ["base"]  # a fixture of the module's cases
 
 # ---------------------------------------------------------------------------
 # memory mapped without a file descriptor: DMA_READ / DMA_WRITE messages
@@ -96,9 +36,9 @@ def test_requests_well_formed(vfu_client, vfu_hooks, base):
     VFIO_USER_DMA_WRITE messages"; (VFIO_USER_DMA_WRITE): "count is the size of the data to
     be transferred." "data is the data to write"
     """
-    a, b = _two_maps(vfu_client, base)
-    _, requests = _round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200)
-    bad = [f"{_describe(r)}: {r.detail}" for r in requests if r.address is None]
+    a, b = two_maps(vfu_client, base)
+    _, requests = round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200)
+    bad = [f"{describe(r)}: {r.detail}" for r in requests if r.address is None]
     assert not bad, f"requests that do not decode: {bad}"
     for command, direction in ((Command.DMA_READ, "read"), (Command.DMA_WRITE, "write")):
         assert any(r.command == command for r in requests), (
@@ -115,10 +55,10 @@ def test_mapped_ranges_only(vfu_client, vfu_hooks, base):
     This address must have been previously exported to the server with a VFIO_USER_DMA_MAP
     message."
     """
-    a, b = _two_maps(vfu_client, base)
-    _, requests = _round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200)
+    a, b = two_maps(vfu_client, base)
+    _, requests = round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200)
     outside = [
-        _describe(r)
+        describe(r)
         for r in requests
         if r.address is not None
         and not any(m <= r.address and r.address + r.count <= m + SIZE for m in (a, b))
@@ -136,9 +76,9 @@ def test_data_moved(vfu_client, vfu_hooks, base):
     Spec (VFIO_USER_DMA_READ): "data is the data read."; (VFIO_USER_DMA_WRITE): "data is
     the data to write"
     """
-    a, b = _two_maps(vfu_client, base)
-    data, requests = _round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200)
-    refused = [f"{_describe(r)}: {r.detail}" for r in requests if not r.ok]
+    a, b = two_maps(vfu_client, base)
+    data, requests = round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200)
+    refused = [f"{describe(r)}: {r.detail}" for r in requests if not r.ok]
     assert not refused, f"the client had to refuse requests: {refused}"
     got = vfu_client.memory.read(b + 0x200, len(data))
     first = next((i for i, (x, y) in enumerate(zip(got, data, strict=True)) if x != y), None)
@@ -163,8 +103,8 @@ def test_max_data_xfer_size(vfu_connect, vfu_hooks, base):
     for address in (a, b):
         accepted(client.dma_map(address, 0x8000), f"DMA_MAP of [{address:#x}, +0x8000)")
     length = 3 * SMALL_XFER + 0x200
-    data, requests = _round_trip(vfu_hooks, client, a + 0x80, b + 0x40, length)
-    big = [_describe(r) for r in requests if r.count is not None and r.count > SMALL_XFER]
+    data, requests = round_trip(vfu_hooks, client, a + 0x80, b + 0x40, length)
+    big = [describe(r) for r in requests if r.count is not None and r.count > SMALL_XFER]
     assert not big, (
         f"the client negotiated max_data_xfer_size {SMALL_XFER}; the server sent "
         f"larger requests: {big}"
@@ -196,7 +136,7 @@ def test_fd_mapped(vfu_client, vfu_hooks, vfu_observe, base):
             vfu_client.dma_map(address, SIZE, fd=fd),
             f"DMA_MAP of [{address:#x}, +{SIZE:#x}) with a memfd",
         )
-    data, requests = _round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200, seed=3)
+    data, requests = round_trip(vfu_hooks, vfu_client, a + 0x100, b + 0x200, seed=3)
     assert vfu_client.memory.read(b + 0x200, len(data)) == data, (
         "the data the device wrote back to fd-mapped client memory is not what it read"
     )
@@ -220,7 +160,7 @@ def test_fd_offset_used(vfu_client, vfu_hooks, base):
     fd = os.memfd_create("vfio-user-conformance-offset", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, 3 * SIZE)
-        at_zero, at_offset = _pattern(LENGTH, 1), _pattern(LENGTH, 2)
+        at_zero, at_offset = pattern(LENGTH, 1), pattern(LENGTH, 2)
         os.pwrite(fd, at_zero, 0)
         os.pwrite(fd, at_offset, SIZE)
         accepted(
@@ -230,8 +170,8 @@ def test_fd_offset_used(vfu_client, vfu_hooks, base):
     finally:
         os.close(fd)  # the client's model keeps its own mapping
     accepted(vfu_client.dma_map(b, SIZE), f"DMA_MAP of [{b:#x}, +{SIZE:#x})")
-    _dma(vfu_hooks, vfu_client, "read", a, LENGTH)
-    _dma(vfu_hooks, vfu_client, "write", b, LENGTH)
+    dma(vfu_hooks, vfu_client, "read", a, LENGTH)
+    dma(vfu_hooks, vfu_client, "write", b, LENGTH)
     got = vfu_client.memory.read(b, LENGTH)
     assert got != at_zero, (
         f"the device read the file from offset 0 at [{a:#x}, ...), mapped at file offset "
@@ -253,12 +193,12 @@ def test_client_error_reply(vfu_client, vfu_connect, vfu_hooks, vfu_observe, bas
     message" ... "Error in a reply message indicates the command being acknowledged had an
     error." The spec is silent on what the server then does; robustness.
     """
-    a, b = _two_maps(vfu_client, base)
+    a, b = two_maps(vfu_client, base)
     vfu_client.memory.remove(a, SIZE)  # still mapped in the server: the client now refuses
     mark = len(vfu_client.dma_requests)
     try:
-        _dma(vfu_hooks, vfu_client, "read", a, 0x100, expect_ok=False)
-        _dma(vfu_hooks, vfu_client, "write", a, 0x100, expect_ok=False)
+        dma(vfu_hooks, vfu_client, "read", a, 0x100, expect_ok=False)
+        dma(vfu_hooks, vfu_client, "write", a, 0x100, expect_ok=False)
     except ConnectionClosed:
         vfu_observe("the server closed the connection after the client refused its DMA request")
         assert_new_connection_works(vfu_connect, "an error reply to a DMA request")
@@ -266,7 +206,7 @@ def test_client_error_reply(vfu_client, vfu_connect, vfu_hooks, vfu_observe, bas
     refused = [r for r in vfu_client.dma_requests[mark:] if not r.ok]
     assert refused, "the device did not access client memory: no DMA request was refused"
     assert_framed(vfu_client, "error replies to its DMA requests")
-    data, _ = _round_trip(vfu_hooks, vfu_client, b, b + SIZE // 2, SIZE // 2, seed=5)
+    data, _ = round_trip(vfu_hooks, vfu_client, b, b + SIZE // 2, SIZE // 2, seed=5)
     assert vfu_client.memory.read(b + SIZE // 2, SIZE // 2) == data, (
         "after the client refused DMA requests, a later DMA did not move the data intact"
     )
@@ -281,14 +221,14 @@ def test_none_after_unmap(vfu_client, vfu_hooks, base):
     "This address must have been previously exported to the server with a VFIO_USER_DMA_MAP
     message."
     """
-    a, b = _two_maps(vfu_client, base)
-    _round_trip(vfu_hooks, vfu_client, b, a)  # DMA to ``a`` works while it is mapped
+    a, b = two_maps(vfu_client, base)
+    round_trip(vfu_hooks, vfu_client, b, a)  # DMA to ``a`` works while it is mapped
     accepted(vfu_client.dma_unmap(a, SIZE), f"DMA_UNMAP of [{a:#x}, +{SIZE:#x})")
     mark = len(vfu_client.dma_requests)
     for direction in ("read", "write"):
-        _dma(vfu_hooks, vfu_client, direction, a, LENGTH, expect_ok=False)
+        dma(vfu_hooks, vfu_client, direction, a, LENGTH, expect_ok=False)
     touched = [
-        _describe(r)
+        describe(r)
         for r in vfu_client.dma_requests[mark:]
         if r.address is not None and r.address < a + SIZE and a < r.address + r.count
     ]
@@ -317,19 +257,19 @@ def test_none_after_unmap_fd(vfu_client, vfu_hooks, base):
             accepted(
                 vfu_client.dma_map(a, SIZE, fd=fd), f"DMA_MAP of [{a:#x}, +{SIZE:#x}) with a memfd"
             )
-            data, _ = _round_trip(vfu_hooks, vfu_client, b, a, seed=7)
+            data, _ = round_trip(vfu_hooks, vfu_client, b, a, seed=7)
             assert view[:LENGTH] == data, "DMA to the fd-mapped memory did not arrive"
             view[:LENGTH] = bytes(LENGTH)
             accepted(vfu_client.dma_unmap(a, SIZE), f"DMA_UNMAP of [{a:#x}, +{SIZE:#x})")
             mark = len(vfu_client.dma_requests)
             # The device's buffer still holds the pattern.
-            _dma(vfu_hooks, vfu_client, "write", a, LENGTH, expect_ok=False)
+            dma(vfu_hooks, vfu_client, "write", a, LENGTH, expect_ok=False)
             assert view[:LENGTH] == bytes(LENGTH), (
                 "after DMA_UNMAP was answered, the server still wrote to the memory the file "
                 "descriptor maps"
             )
             touched = [
-                _describe(r)
+                describe(r)
                 for r in vfu_client.dma_requests[mark:]
                 if r.address is not None and r.address < a + SIZE and a < r.address + r.count
             ]

@@ -343,7 +343,11 @@ def test_reply_caps_types(vfu_connect, vfu_spec):
     Spec (VFIO_USER_VERSION): "max_msg_fds | number | Maximum number of file
     descriptors" ... "max_data_xfer_size | number | Maximum count for data
     transfer messages" ... "migration | object | Migration capability
-    parameters" ... "pgsize | number | Page size of dirty pages bitmap"
+    parameters" ... "pgsize | number | Page size of dirty pages bitmap"; at 0.9.2:
+    "max_dma_maps | number | Maximum number DMA map windows" ... "pgsizes | number | Page
+    sizes supported in DMA map operations" ... "twin_socket | object | Parameters for
+    twin-socket mode" ... "write_multiple | boolean | VFIO_USER_REGION_WRITE_MULTI
+    messages are supported if the value is true."
     """
     reply = _negotiated(
         vfu_connect(),

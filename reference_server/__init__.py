@@ -9,7 +9,9 @@ Modules, by responsibility:
                   taken over), accept loop, SIGTERM
   connection      one client: framing, fds, header checks, replies, and the
                   server's own DMA_READ/DMA_WRITE requests (with queueing of
-                  commands that arrive meanwhile)
+                  commands that arrive meanwhile, or serving them in
+                  twin-socket mode)
+  twin            0.9.2: the server's end of the twin socket
   limits          what one client may cost in time and memory (the timeouts,
                   --max-queued-bytes)
   commands        one handler per command; ``dispatch_table(revision)``
@@ -25,6 +27,8 @@ Modules, by responsibility:
   dma_engine      copies between device RAM and client memory
   dirty           DIRTY_PAGES and DMA_UNMAP's dirty bitmap (dirty page logging)
   migration       the 0.9.1 migration region (region 9): states, data stream
+  migration_v2    0.9.2: the v2 state machine and its data stream
+  device_feature  0.9.2: DEVICE_FEATURE, DMA logging, MIG_DATA_READ/WRITE
   errors          VfioError (-> error reply), ClientGone, Terminate
 
 The code is the correct behaviour only: the named defects that prove the suite

@@ -68,6 +68,7 @@ from .errors import VfioError
 class Out(NamedTuple):
     payload: bytes
     fds: list[int]
+    owned: bool = False  # the fds are the reply's own: closed once sent (or not sent)
 
 
 Handler = Callable[..., "bytes | Out"]
@@ -86,6 +87,8 @@ def version(conn, payload: bytes, fds: list[int]) -> bytes:
         raise VfioError(errno.EINVAL, "VERSION was already negotiated")
     reply, limits = conn.negotiate(payload)
     conn.negotiated, conn.client = True, limits
+    if limits.twin_socket:
+        return Out(reply, [conn.open_twin()], owned=True)
     return reply
 
 

@@ -12,6 +12,10 @@ may have glued earlier fd-less bytes in front. So the fds belong to the
 message holding the chunk's *last* byte: whole-message senders and
 byte-by-byte senders alike get their fds attached to the right message.
 
+In twin-socket mode (0.9.2, twin.py) the server's requests and their replies
+travel on the twin socket instead, and commands that arrive on the main socket
+meanwhile are served at once (up to MAX_NESTED waits deep), not queued.
+
 Header rules (all EINVAL, connection kept): undefined flag bits, a type
 other than command (except a late reply to a DMA request the server gave up
 on: dropped silently), the Error bit on a command, more fds than the
@@ -69,6 +73,7 @@ from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
 from .limits import DEFAULT, MAX_QUEUED, Limits
 from .negotiation import ClientLimits
+from .twin import TwinChannel
 
 log = logging.getLogger("reference_server")
 
@@ -85,6 +90,10 @@ _WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR
 _TIMEVAL = struct.Struct("@ll")
 # Header flag bits beyond the type and No_reply: anything set here needs a closer look.
 _NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
+# Twin-socket mode: how many of the server's requests may wait at once, each with the
+# main socket's commands served meanwhile (a command served may start a DMA of its own).
+# Deeper, the main socket waits for the innermost reply, as without a twin socket.
+MAX_NESTED = 4
 
 
 class Connection:
@@ -132,6 +141,8 @@ class Connection:
         self._out_bytes = 0
         self._next_id = 0
         self._abandoned: set[tuple[int, int]] = set()  # our requests that timed out
+        self.twin: TwinChannel | None = None  # 0.9.2 twin-socket mode (open_twin)
+        self._awaiting: list[tuple[int, int]] = []  # our requests waiting on the twin socket
         self._poll = BusyPoll(busy_poll_ns)  # the receives' adaptive polling
 
     # ---- the loop
@@ -310,7 +321,11 @@ class Connection:
             log.debug("refused %s: %s", hdr.describe(), result)
             self._send(encode_error(hdr.msg_id, hdr.command, result.errno))
         else:
-            self._send(encode_reply(hdr.msg_id, hdr.command, result.payload), result.fds)
+            try:
+                self._send(encode_reply(hdr.msg_id, hdr.command, result.payload), result.fds)
+            finally:
+                if result.owned:
+                    _close_all(list(result.fds))
 
     def _execute(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool):
         if self._not_a_command(hdr):
@@ -395,6 +410,13 @@ class Connection:
         smallest page size of the server's pgsizes; 1 (anything) at 0.9.1."""
         return 1 if self.revision == "0.9.1" else self.settings.min_pgsize
 
+    def open_twin(self) -> int:
+        """Twin-socket mode: a fresh socket pair; the server keeps one end, and the
+        other (returned) goes to the client with the VERSION reply."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.twin = TwinChannel(mine, self.reader.max_msg_size)
+        return theirs.detach()
+
     def can_send_fds(self, n: int) -> bool:
         """The client takes ``n`` fds with one message (its max_msg_fds)."""
         return n <= self.client.max_msg_fds
@@ -454,32 +476,7 @@ class Connection:
             self._sendall(data)
 
     def _sendall(self, data: bytes, fds=()) -> None:
-        """Send ``data`` (``fds`` with its first bytes) within send_timeout in all:
-        a timeout per send() call (SO_SNDTIMEO) would restart after each partial send."""
-        sock = self.sock
-        deadline = None
-        try:
-            while True:
-                try:
-                    if fds:
-                        sent = sock.sendmsg([data], rights(fds), _SEND_NOW)
-                        fds = ()
-                    else:
-                        sent = sock.send(data, _SEND_NOW)
-                except BlockingIOError:
-                    sent = 0
-                if sent == len(data):
-                    return
-                data = memoryview(data)[sent:]
-                if deadline is None:
-                    deadline = time.monotonic() + self.limits.send_timeout
-                if not _ready(sock, _WRITABLE, deadline - time.monotonic()):
-                    raise ClientGone(
-                        f"dropped: a reply could not be sent in {self.limits.send_timeout:g} s "
-                        "(the client does not read)"
-                    )
-        except OSError as e:
-            raise ClientGone(f"send failed: {e}") from None
+        send_within(self.sock, data, fds, self.limits.send_timeout)
 
     # ---- requests to the client (the DMA engine's ClientLink)
 
@@ -513,41 +510,110 @@ class Connection:
             )
 
     def _request(self, command: int, payload: bytes) -> bytes:
-        """Send a request, wait for its reply; commands arriving meanwhile are queued."""
+        """Send a request, wait for its reply (on the twin socket in twin-socket mode)."""
         self._flush()
         msg_id = self._next_id
         self._next_id = (msg_id + 1) & 0xFFFF
-        self._abandoned.discard((msg_id, command))  # an id reused after 65536 requests
+        key = (msg_id, command)
+        self._abandoned.discard(key)  # an id reused after 65536 requests
         msg = encode(msg_id, command, payload)
         if self.trace:
             self._trace("->", Header.unpack(msg[:HEADER_SIZE]), payload)
-        self._sendall(msg)
         deadline = time.monotonic() + self.settings.dma_reply_timeout
+        if self.twin is not None:
+            hdr, body = self._await_twin(key, msg, deadline)
+        else:
+            self._sendall(msg)
+            hdr, body = self._await_main(key, deadline)
+        if self.trace:
+            self._trace("<-", hdr, body)
+        if hdr.is_error:
+            raise VfioError(
+                hdr.error or errno.EIO,
+                f"the client refused {command_name(command)}: errno {hdr.error}",
+            )
+        return body
+
+    def _await_main(self, key: tuple[int, int], deadline: float) -> tuple[Header, bytes]:
+        """The reply to our request ``key`` on the main socket; commands arriving
+        meanwhile are queued (served once the reply is in)."""
         while True:
             m = self._read_message()
             if m is None:
                 if not self._wait_readable(deadline - time.monotonic()):
-                    if len(self._abandoned) > 1024:
-                        self._abandoned.clear()
-                    self._abandoned.add((msg_id, command))
-                    raise VfioError(
-                        errno.ETIMEDOUT, f"no reply to {command_name(command)} {msg_id}"
-                    )
+                    self._give_up(key)
                 if not self._recv():
                     raise ClientGone(self.cut_off("while the server waited for a DMA reply"))
                 continue
             hdr, body, fds, _ = m
-            if hdr.type == MsgType.REPLY and hdr.msg_id == msg_id and hdr.command == command:
+            if hdr.type == MsgType.REPLY and (hdr.msg_id, hdr.command) == key:
                 _close_all(fds)
-                if self.trace:
-                    self._trace("<-", hdr, body)
-                if hdr.is_error:
-                    raise VfioError(
-                        hdr.error or errno.EIO,
-                        f"the client refused {command_name(command)}: errno {hdr.error}",
-                    )
-                return body
+                return hdr, body
             self._hold(m)
+
+    def _await_twin(self, key: tuple[int, int], msg: bytes, deadline: float):
+        """Send our request ``key`` on the twin socket and wait there for its reply,
+        serving the main socket's commands meanwhile."""
+        twin = self.twin
+        try:
+            send_within(twin.sock, msg, (), self.limits.send_timeout)
+        except ClientGone as e:  # the client closed its end, or does not read it
+            raise ClientGone(f"twin socket: {e}") from None
+        serve_main = self.serves_main_meanwhile()
+        self._awaiting.append(key)
+        try:
+            while True:
+                reply = twin.early.pop(key, None) or self._twin_replies(key)
+                if reply is not None:
+                    return reply
+                m = self._read_message() if serve_main else None
+                if m is not None:
+                    self._handle(*m)
+                    continue
+                self._flush()
+                ready = _ready_of(
+                    (twin.sock, self.sock) if serve_main else (twin.sock,),
+                    deadline - time.monotonic(),
+                )
+                if not ready:
+                    self._give_up(key)
+                if twin.sock in ready and not twin.receive():
+                    raise ClientGone("disconnected: the client closed the twin socket")
+                if self.sock in ready and not self._recv():
+                    raise ClientGone(self.cut_off("while the server waited for a DMA reply"))
+        finally:
+            self._awaiting.remove(key)
+
+    def serves_main_meanwhile(self) -> bool:
+        """Whether a request about to wait on the twin socket serves the main socket's
+        commands meanwhile (MAX_NESTED)."""
+        return len(self._awaiting) < MAX_NESTED
+
+    def _twin_replies(self, key: tuple[int, int]) -> tuple[Header, bytes] | None:
+        """Take the twin socket's messages: the reply to ``key`` if it came; replies to
+        the other requests waiting are kept, late ones dropped, anything else refused."""
+        twin = self.twin
+        for hdr, body in twin.messages():
+            got = (hdr.msg_id, hdr.command)
+            if hdr.type == MsgType.REPLY and got == key:
+                return hdr, body
+            if hdr.type == MsgType.REPLY and got in self._awaiting:
+                twin.early[got] = (hdr, body)
+            elif hdr.type == MsgType.REPLY and got in self._abandoned:
+                self._abandoned.discard(got)
+                log.info("late reply to timed-out request %d dropped", hdr.msg_id)
+            else:
+                answer = twin.refuse(hdr)
+                if answer is not None:
+                    send_within(twin.sock, answer, (), self.limits.send_timeout)
+        return None
+
+    def _give_up(self, key: tuple[int, int]):
+        """ETIMEDOUT for our request ``key``; its reply, should it come, is dropped."""
+        if len(self._abandoned) > 1024:
+            self._abandoned.clear()
+        self._abandoned.add(key)
+        raise VfioError(errno.ETIMEDOUT, f"no reply to {command_name(key[1])} {key[0]}")
 
     def _hold(self, m) -> None:
         """Queue a command that came while the server waits for a DMA reply; ClientGone
@@ -582,6 +648,8 @@ class Connection:
         for _, fds, _ in self._fd_marks:
             _close_all(fds)
         self._fd_marks.clear()
+        if self.twin is not None:
+            self.twin.close()
         self.sock.close()
 
     def release_device(self) -> None:
@@ -611,6 +679,45 @@ def _ready(sock: socket.socket, events: int, timeout: float | None, also=None) -
     if timeout is not None:
         timeout = max(0, math.ceil(timeout * 1000))
     return any(fd == sock.fileno() for fd, _ in poller.poll(timeout))
+
+
+def _ready_of(socks, timeout: float) -> list:
+    """Which of ``socks`` are readable (or hung up) within ``timeout`` seconds."""
+    if timeout <= 0:
+        return []
+    poller = select.poll()
+    for sock in socks:
+        poller.register(sock.fileno(), _READABLE)
+    ready = {fd for fd, _ in poller.poll(math.ceil(timeout * 1000))}
+    return [sock for sock in socks if sock.fileno() in ready]
+
+
+def send_within(sock: socket.socket, data: bytes, fds, timeout: float) -> None:
+    """Send ``data`` (``fds`` with its first bytes) within ``timeout`` seconds in all:
+    a timeout per send() call (SO_SNDTIMEO) would restart after each partial send."""
+    deadline = None
+    try:
+        while True:
+            try:
+                if fds:
+                    sent = sock.sendmsg([data], rights(fds), _SEND_NOW)
+                    fds = ()
+                else:
+                    sent = sock.send(data, _SEND_NOW)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+            if deadline is None:
+                deadline = time.monotonic() + timeout
+            if not _ready(sock, _WRITABLE, deadline - time.monotonic()):
+                raise ClientGone(
+                    f"dropped: a message could not be sent in {timeout:g} s "
+                    "(the client does not read)"
+                )
+    except OSError as e:
+        raise ClientGone(f"send failed: {e}") from None
 
 
 def _close_all(fds: list[int]) -> None:

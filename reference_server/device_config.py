@@ -15,6 +15,7 @@ Unknown tables and keys are errors; every error names its key, e.g.
     migration_pgsize = 4096       # dirty page size, a power of two
     pgsizes = 4096                # 0.9.2: DMA map page sizes or'ed together (4 KiB..1 GiB);
                                   #   maps must be aligned to the smallest
+    twin_socket = true            # 0.9.2: enable twin-socket mode for a client that supports it
 
     [device]
     base = "default"              # or "empty"
@@ -102,6 +103,7 @@ class ServerConfig:
     dma_reply_timeout: float = R.DEFAULT_DMA_REPLY_TIMEOUT
     migration_pgsize: int = R.DEFAULT_MIGRATION_PGSIZE
     pgsizes: int = DEFAULT_PGSIZES
+    twin_socket: bool = True
 
     @property
     def min_pgsize(self) -> int:
@@ -228,6 +230,7 @@ def parse(doc: dict) -> DeviceConfig:
         ),
         migration_pgsize=srv.int("migration_pgsize", R.DEFAULT_MIGRATION_PGSIZE, 1, 1 << 30),
         pgsizes=srv.int("pgsizes", DEFAULT_PGSIZES, 1, (1 << 31) - 1),
+        twin_socket=srv.get("twin_socket", bool, True),
     )
     if not 0 < server.dma_reply_timeout <= 3600:
         raise ConfigError("server.dma_reply_timeout: must be in (0, 3600] seconds")

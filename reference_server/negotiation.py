@@ -9,9 +9,12 @@
   limits; migration (0.9.1, only when the device has a migration region) gets
   pgsize = the smaller of the two (the server's when the client gave none).
   At 0.9.2: max_dma_maps and pgsizes are the server's, write_multiple true
-  (REGION_WRITE_MULTI is then served); migration is not a 0.9.2 capability
-  and twin_socket is not offered (the reply leaves it out: "the server does
-  not support twin-socket mode or decided not to enable it").
+  (REGION_WRITE_MULTI is then served); migration is not a 0.9.2 capability.
+  twin_socket: enabled ("supported": true, "fd_index": 0, the client end of a
+  fresh socket pair with the reply) if and only if the client set
+  twin_socket.supported to true and takes an fd (max_msg_fds at least 1), and
+  the server's config allows it; otherwise the reply leaves it out ("the
+  server does not support twin-socket mode or decided not to enable it").
   Unknown capabilities and other top-level JSON keys are ignored.
 - No JSON in the request: accepted, and the reply carries none either.
 - Malformed JSON, wrong types, out-of-range values: EINVAL (the codec's
@@ -48,6 +51,7 @@ class ClientLimits:
     migration_pgsize: int | None = None  # negotiated dirty page size, None: no migration
     minor: int = 0
     write_multiple: bool = False  # 0.9.2: the server said it takes REGION_WRITE_MULTI
+    twin_socket: bool = False  # 0.9.2: the reply enables twin-socket mode (fd_index 0)
 
 
 def negotiate(
@@ -79,7 +83,7 @@ def answer(
         theirs = caps.migration_pgsize
         pgsize = server.migration_pgsize if theirs is None else min(theirs, server.migration_pgsize)
         mine["migration"] = {"pgsize": pgsize}
-    multi = False
+    multi = twin = False
     if revision != "0.9.1":
         if "max_dma_maps" in caps.raw:
             mine["max_dma_maps"] = server.max_dma_maps
@@ -87,6 +91,15 @@ def answer(
             mine["pgsizes"] = server.pgsizes
         if "write_multiple" in caps.raw:
             mine["write_multiple"] = multi = True
-    limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor, multi)
+        offer = caps.twin_socket
+        if (
+            server.twin_socket
+            and isinstance(offer, dict)
+            and offer.get("supported") is True
+            and caps.max_msg_fds >= 1
+        ):
+            mine["twin_socket"] = {"supported": True, "fd_index": 0}
+            twin = True
+    limits = ClientLimits(caps.max_msg_fds, caps.max_data_xfer_size, pgsize, minor, multi, twin)
     json = None if req.json is None else {"capabilities": mine}
     return Version(MAJOR, minor, json), limits

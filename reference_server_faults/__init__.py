@@ -35,6 +35,8 @@ Modules, by area:
   _device_feature  0.9.2: DEVICE_FEATURE (migration features, DMA logging),
                MIG_DATA_READ/WRITE, REGION_WRITE_MULTI
   _migration_v2    0.9.2: the v2 migration state machine and its data stream
+  _twin        0.9.2: twin-socket mode (the fd passed, where requests travel,
+               whether the main socket is served meanwhile)
   _process     FaultyProgram and FaultyServer: options, socket, signals, daemonizing
 
 The daemonizing fault's detached copy also exits when its stdin reaches EOF

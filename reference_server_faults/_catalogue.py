@@ -263,6 +263,13 @@ _CATALOGUE = (
         spec="0.9.2",
     ),
     _f(
+        "unmap-flags-0-9-1-reply",
+        "at 0.9.2 a DMA_UNMAP with flag bit 0 unmaps and answers in 0.9.1's form: the entry "
+        "and an (empty) VFIO bitmap",
+        ("dma", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
         "max-dma-maps-short",
         "the DMA map table holds one window less than the max_dma_maps the server states",
         ("dma", FAIL),
@@ -272,6 +279,78 @@ _CATALOGUE = (
         "max-dma-maps-unenforced",
         "the DMA map table holds one window more than the max_dma_maps the server states",
         ("dma", NON_STRICT),
+        spec="0.9.2",
+    ),
+    # ---- twin-socket mode, 0.9.2 (negotiation.py, twin.py, connection.py)
+    _f(
+        "twin-offered-unasked",
+        "twin-socket mode is enabled for any client whose VERSION has a twin_socket object, "
+        "supported or not",
+        ("twin_socket", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-never-enabled",
+        "twin-socket mode is never enabled, though the server sends DMA_READ/DMA_WRITE",
+        ("twin_socket", NON_STRICT),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-ignores-max-msg-fds",
+        "the twin socket's fd goes with the VERSION reply even to a client that takes no fds "
+        "(max_msg_fds 0)",
+        ("twin_socket", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-fd-index-off",
+        "twin_socket.fd_index counts from 1: it names no fd of the reply",
+        ("twin_socket", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-supported-string",
+        'the reply\'s twin_socket.supported is the string "true", not a boolean',
+        ("twin_socket", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-not-a-socket",
+        "the fd passed as the twin socket is an eventfd",
+        ("twin_socket", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-listening-socket",
+        "the fd passed as the twin socket is a listening socket, not the client end of a "
+        "fresh socket pair",
+        ("twin_socket", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-requests-on-main",
+        "in twin-socket mode DMA_READ/DMA_WRITE and their replies still travel on the main socket",
+        ("twin_socket", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-requests-too-big",
+        "in twin-socket mode DMA_READ/DMA_WRITE are split by the server's max_data_xfer_size, "
+        "not the client's",
+        ("twin_socket", FAIL),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-stalls-main",
+        "while a DMA request waits for its reply on the twin socket, nothing on the main "
+        "socket is read (until the server's DMA reply timeout)",
+        ("twin_socket", HANG),
+        spec="0.9.2",
+    ),
+    _f(
+        "twin-replies-on-twin",
+        "in twin-socket mode the replies to DEVICE_GET_IRQ_INFO go out on the twin socket",
+        ("twin_socket", HANG),
         spec="0.9.2",
     ),
     # ---- device info, reset (commands.py, device.py)

@@ -25,6 +25,7 @@ from pytest_vfiouser.protocol import (
     RegionRead,
     RegionWrite,
     SetIrqs,
+    VfioBitmap,
 )
 from reference_server import commands
 from reference_server.commands import Handler, Out
@@ -72,6 +73,10 @@ def dma_unmap(conn, payload: bytes, fds: list[int]) -> bytes:
         conn.dirty_logging or "dirty-logging-always-on" in FAULTS
     ):
         return _argsz_of(_dirty.unmap_with_bitmap(conn, req, len(payload)))
+    if conn.revision != "0.9.1" and req.flags and "unmap-flags-0-9-1-reply" in FAULTS:
+        # The 0.9.1 reply form kept for the flag 0.9.2 no longer defines: an empty bitmap
+        plain = replace(req, flags=0).pack()
+        return commands.dma_unmap(conn, plain, fds) + VfioBitmap(0, 0).pack()
     if not req.flags:
         if len(payload) != DmaUnmap.ENTRY_SIZE and "payload-size-unchecked" in FAULTS:
             payload = payload[: DmaUnmap.ENTRY_SIZE].ljust(DmaUnmap.ENTRY_SIZE, b"\0")

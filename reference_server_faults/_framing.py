@@ -20,22 +20,20 @@ from pytest_vfiouser.protocol import (
     Header,
     encode,
 )
-from reference_server.connection import (
-    _REPLY,
-    Connection,
-)
+from reference_server.connection import _REPLY
 from reference_server.errors import ClientGone, VfioError
 
 from . import _commands, _negotiation
 from ._catalogue import FAULTS, crash
 from ._device import FaultyDmaMapTable
+from ._twin import TwinFaults
 
 log = logging.getLogger("reference_server")
 _FLAG_ERROR = int(FLAG_ERROR)
 _ERROR_REPLY_FAULTS = {"error-field-negative", "error-reply-zeroed-header", "error-reply-payload"}
 
 
-class FaultyConnection(Connection):
+class FaultyConnection(TwinFaults):
     handlers = _commands.HANDLERS
     dma_map_table = FaultyDmaMapTable
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from dataclasses import replace
 
 from pytest_vfiouser.protocol import (
     CodecError,
@@ -30,7 +31,36 @@ def negotiate(conn, payload: bytes) -> tuple[bytes, ClientLimits]:
         raise VfioError(errno.ENOTSUP, f"major {req.major} is not supported (only {MAJOR})")
     migration = conn.device.supports_migration
     reply, limits = answer(req, conn.settings, conn.revision, migration)
+    if conn.revision != "0.9.1" and FAULTS:
+        reply, limits = _twin(req, reply, limits)
     return _faulty(req, reply, limits, migration)
+
+
+def _twin(req: Version, reply: Version, limits: ClientLimits) -> tuple[Version, ClientLimits]:
+    """The reply's twin_socket capability under the faults enabled."""
+    caps = req.capabilities
+    asked = caps.twin_socket
+    if reply.json is None or not isinstance(asked, dict):
+        return reply, limits
+    enable = limits.twin_socket and "twin-never-enabled" not in FAULTS
+    if "twin-offered-unasked" in FAULTS:
+        enable = True  # the object's presence taken for support
+    if "twin-ignores-max-msg-fds" in FAULTS and asked.get("supported") is True:
+        enable = True
+    if not enable:
+        mine = {k: v for k, v in reply.json["capabilities"].items() if k != "twin_socket"}
+        return Version(reply.major, reply.minor, {"capabilities": mine}), replace(
+            limits, twin_socket=False
+        )
+    twin = {"supported": True, "fd_index": 0}
+    if "twin-fd-index-off" in FAULTS:
+        twin["fd_index"] = 1  # counted from 1
+    if "twin-supported-string" in FAULTS:
+        twin["supported"] = "true"
+    mine = {**reply.json["capabilities"], "twin_socket": twin}
+    return Version(reply.major, reply.minor, {"capabilities": mine}), replace(
+        limits, twin_socket=True
+    )
 
 
 def _faulty(

@@ -307,6 +307,10 @@ def test_cli_collect_only_quiet_lists_the_case_ids(tmp_path: Path):
         shown = {i.split("/", 1)[0] for i in listed}
         others = {s for s, r in conformance.ONLY_AT.items() if r != revision}
         assert shown == set(conformance.SECTIONS) - others, (revision, shown)
+    # Issue 15's measure, and the README's: cases (not parametrizations) only 0.9.2 has.
+    only_0_9_2 = {i.split("[")[0] for i in at_0_9_2[:-1]} - {i.split("[")[0] for i in ids}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert len(only_0_9_2) >= 80 and f"a run covers {len(only_0_9_2)} cases" in readme
     assert not (tmp_path / "reports").exists()
 
 

@@ -5,18 +5,22 @@ every 0.9.2 command does is the conformance suite's to check: the kill matrix ru
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
-from test_server_support import RefServer
+from test_server_support import RefServer, eventfd, eventfd_value, write32
 
 from pytest_vfiouser.protocol import (
     DeviceFeatureFlags,
     Feature,
     FeatureMigDeviceState,
+    IrqSetFlags,
     MigrationFlags,
     MigState,
 )
+from reference_server import pytest_hooks
+from reference_server import registers as R
 from reference_server.migration import FINAL, PRECOPY, chunk
 from reference_server.migration_v2 import final_blob
 
@@ -96,3 +100,44 @@ def test_a_stream_is_refused_where_it_is_cut_damaged_or_has_no_final_record():
         final_blob(chunk(0, PRECOPY, 0, 3, b"pre"))
     with pytest.raises(ValueError, match="follow the final record"):
         final_blob(whole + b"x")
+
+
+def test_a_v2_migration_carries_the_whole_device_interrupt_masks_included(tmp_path):
+    """Source STOP_COPY read to its end, destination RESUMING -> STOP -> RUNNING: the
+    device state (registers, RAMs, config space) and the interrupt masks arrive (the
+    eventfds cannot: the client sets them again on the destination)."""
+    src = RefServer(tmp_path, "--spec=0.9.2", name="src")
+    dst = RefServer(tmp_path, "--spec=0.9.2", name="dst")
+    try:
+        s, d = src.connect(), dst.connect()
+        for n in range(R.SCRATCH_COUNT):
+            write32(s, R.scratch(n), 0x0BADCAFE + n).check()
+        s.region_write(R.RAM_REGION, 0x40, b"migrated at 0.9.2").check()
+        mask = IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_MASK
+        s.set_irqs(R.IRQ_MSIX, mask, 3, 1).check()
+        before = pytest_hooks.pytest_vfu_device_state(s, None)
+        assert before != pytest_hooks.pytest_vfu_device_state(d, None)
+        assert _set(s, MigState.STOP_COPY).ok
+        stream = []
+        while data := s.mig_data_read(4096).check().body.data:
+            stream.append(data)
+        assert _set(d, MigState.STOP).ok and _set(d, MigState.RESUMING).ok
+        for data in stream:
+            d.mig_data_write(data).check()
+        assert _set(d, MigState.STOP).ok and _set(d, MigState.RUNNING).ok
+        assert pytest_hooks.pytest_vfu_device_state(d, None) == before
+        fd = eventfd()
+        try:
+            trigger = IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER
+            d.set_irqs(R.IRQ_MSIX, trigger, 3, 1, [fd]).check()
+            write32(d, R.REG_IRQ_TRIGGER, R.irq_trigger_value(R.IRQ_MSIX, 3)).check()
+            assert eventfd_value(fd) == 0  # masked on the source: held pending here
+            unmask = IrqSetFlags.DATA_NONE | IrqSetFlags.ACTION_UNMASK
+            d.set_irqs(R.IRQ_MSIX, unmask, 3, 1).check()
+            assert eventfd_value(fd) == 1
+        finally:
+            os.close(fd)
+        s.close()
+        d.close()
+    finally:
+        assert src.stop() == 0 and dst.stop() == 0

@@ -10,14 +10,15 @@ replies by msg_id (``recv_reply``, ``request``, ``pipeline``), serves the
 server's DMA_READ/DMA_WRITE from ``ClientMemory`` while it waits, bounds every
 wait, and records every message in a ``WireLog``. Fds on a message that may not
 carry them are closed (``recv_message`` hands them over) and listed in
-``Client.stray`` (``StrayFds``), for the verdicts to judge.
+``Client.stray`` (``StrayFds``), for the verdicts to judge. A client that proposes
+twin-socket mode (0.9.2) and gets it serves the twin socket in a thread (``Twin``).
 
 May import: ``protocol`` and ``_unix``.
 """
 
 from pytest_vfiouser._unix import SCM_MAX_FD
 
-from ._client import DEFAULT_MAX_MSG_SIZE, Client, DmaRequest, StrayFds
+from ._client import DEFAULT_MAX_MSG_SIZE, Client, DmaRequest, StrayFds, twin_socket_fd
 from ._connection import DEFAULT_TIMEOUT, Connection
 from ._errors import (
     ClientError,
@@ -30,6 +31,7 @@ from ._errors import (
 )
 from ._memory import ClientMemory, DmaFault, Region
 from ._reply import Reply
+from ._twin import Twin
 from ._wirelog import WireLog
 
 __all__ = [
@@ -49,7 +51,9 @@ __all__ = [
     "Reply",
     "StrayFds",
     "Timeout",
+    "Twin",
     "UnexpectedReply",
     "WireLog",
     "errno_text",
+    "twin_socket_fd",
 ]

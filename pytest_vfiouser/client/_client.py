@@ -7,7 +7,9 @@ what is sent (tests send wrong things on purpose), and every wait bounded.
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import stat
 import struct
 from typing import NamedTuple
 
@@ -58,6 +60,7 @@ from ._connection import _REPLY, DEFAULT_TIMEOUT, Connection
 from ._errors import Timeout, UnexpectedReply, awaited
 from ._memory import ClientMemory, DmaFault
 from ._reply import Reply
+from ._twin import Twin
 from ._wirelog import SENT_RAW, WireLog
 
 _HDR_PACK = HEADER_STRUCT.pack
@@ -112,8 +115,9 @@ class StrayFds(NamedTuple):
 class Client(Connection):
     """One connection to a vfio-user server (not thread-safe: one thread drives it).
 
-    See the package docstring for the API. ``memory`` (closed with the client)
-    is what the server's DMA requests are served from.
+    See the package docstring for the API. ``memory`` (closed with the client
+    unless given) is what the server's DMA requests are served from. ``twin``: the
+    twin socket (Twin) once VERSION enabled twin-socket mode.
     """
 
     def __init__(
@@ -132,7 +136,12 @@ class Client(Connection):
         super().__init__(sock, timeout, max_msg_size, wire_log, busy_poll_ns)
         self.max_data_xfer_size = max_data_xfer_size
         self.max_msg_fds = max_msg_fds
+        self._own_memory = memory is None
         self.memory = memory if memory is not None else ClientMemory()
+        self.twin: Twin | None = None
+        # Why a VERSION reply that claimed twin-socket mode could not be used (None: it
+        # was not claimed, or it could).
+        self.twin_refused: str | None = None
         self.next_msg_id = 0
         self.negotiated: Version | None = None
         self.server_caps = None  # protocol.Capabilities once negotiated
@@ -158,8 +167,11 @@ class Client(Connection):
         """Close the socket, fds received and not taken, and memfds the client created."""
         if not self.closed:
             self.closed = True
+            if self.twin is not None:
+                self.twin.close()
             super().close()
-            self.memory.close()
+            if self._own_memory:
+                self.memory.close()
 
     def __enter__(self) -> Client:
         return self
@@ -223,12 +235,19 @@ class Client(Connection):
             ):
                 raise UnexpectedReply(f"expected {awaited((msg_id, command))}", reply)
             return reply
-        if kind == _COMMAND and (hdr[COMMAND] == _DMA_READ or hdr[COMMAND] == _DMA_WRITE):
+        if self.is_dma_request(hdr):
             self._serve_dma(hdr, payload, fds)
             return None
         raise UnexpectedReply(
             "the server sent a message that is neither a reply nor DMA_READ/DMA_WRITE",
             self._reply(hdr, payload, fds),
+        )
+
+    @staticmethod
+    def is_dma_request(hdr: tuple) -> bool:
+        """The message is a DMA_READ or DMA_WRITE request of the server's."""
+        return hdr[FLAGS] & TYPE_MASK == _COMMAND and (
+            hdr[COMMAND] == _DMA_READ or hdr[COMMAND] == _DMA_WRITE
         )
 
     def recv_message(self, timeout: float | None = None) -> Reply:
@@ -437,7 +456,31 @@ class Client(Connection):
         reply = self.request(Command.VERSION, version, timeout=timeout).check()
         self.negotiated = reply.body
         self.server_caps = self.negotiated.capabilities
+        proposed = capabilities.get("twin_socket")
+        if isinstance(proposed, dict) and proposed.get("supported") is True:
+            self._start_twin(reply)
         return reply
+
+    def _start_twin(self, reply: Reply) -> None:
+        """Use the twin socket a VERSION reply enables; else note why it cannot be used
+        (twin_refused). The reply's fds are taken either way."""
+        fds = reply.fds
+        try:
+            fd, self.twin_refused = twin_socket_fd(self.server_caps.twin_socket, fds)
+            if fd is not None:
+                self.twin = Twin(socket.socket(fileno=os.dup(fd)), self._twin_peer)
+        finally:
+            self.close_fds(fds)
+
+    def _twin_peer(self, sock: socket.socket) -> Client:
+        return Client(
+            sock,
+            self.timeout,
+            max_data_xfer_size=self.max_data_xfer_size,
+            max_msg_fds=self.max_msg_fds,
+            memory=self.memory,
+            busy_poll_ns=0,  # a thread that waits: spinning would take the test's CPU
+        )
 
     # -- typed conveniences: they return the Reply, error or not (Reply.check() raises)
 
@@ -556,6 +599,32 @@ class Client(Connection):
             tuple(SingleWrite(o, r, len(d), d.ljust(8, b"\0")) for r, o, d in writes)
         )
         return self.request(Command.REGION_WRITE_MULTI, body, flags=flags)
+
+
+def twin_socket_fd(twin, fds: list[int]) -> tuple[int | None, str | None]:
+    """What a VERSION reply's ``twin_socket`` capability and fds come to: (the twin
+    socket's fd, None) when they enable the mode, (None, None) when they do not
+    claim it, (None, why) when they are inconsistent.
+
+    Spec (VFIO_USER_VERSION): "If twin_socket.supported is true and
+    twin_socket.fd_index is present and refers to a valid file descriptor,
+    twin-socket mode negotiation has succeeded." "Otherwise, the reply from the
+    server is inconsistent."
+    """
+    if not isinstance(twin, dict) or twin.get("supported") is not True:
+        return None, None
+    index = twin.get("fd_index")
+    if index is None:
+        return None, "twin_socket.supported is true but fd_index is missing"
+    if not 0 <= index < len(fds):
+        return None, f"twin_socket.fd_index {index} names none of the {len(fds)} fds received"
+    try:
+        mode = os.fstat(fds[index]).st_mode
+    except OSError as e:
+        return None, f"the fd at fd_index {index} cannot be examined: {e}"
+    if not stat.S_ISSOCK(mode):
+        return None, f"the fd at fd_index {index} is not a socket (st_mode {mode:#o})"
+    return fds[index], None
 
 
 def _as_bytes(payload) -> bytes:

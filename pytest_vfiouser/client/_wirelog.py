@@ -95,6 +95,19 @@ class WireLog:
                 held -= size if size > self.BIG else 0
             self._big_bytes = held
 
+    def last_sent(self, command: int) -> bytes | None:
+        """The payload of the last message of ``command`` sent whole (send(), request(),
+        a pipeline), or None: what a test repeats without knowing how it was made."""
+        for _, _, kind, data, _, _ in reversed(self._entries):
+            if kind == SENT or kind == SENT_BATCH:
+                for raw in reversed(data) if kind == SENT_BATCH else (data,):
+                    if (
+                        len(raw) >= HEADER_SIZE
+                        and Header.unpack(raw[:HEADER_SIZE]).command == command
+                    ):
+                        return bytes(raw[HEADER_SIZE:])
+        return None
+
     def clear(self) -> None:
         self._entries.clear()
         self._big_bytes = 0

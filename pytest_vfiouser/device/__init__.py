@@ -14,11 +14,13 @@ from pytest_vfiouser.protocol import FEATURE_REVISIONS, FEATURES
 from ._model import (
     DISCOVERABLE,
     FEATURE_HOOKS,
+    TWIN_PROBE,
     DeviceModel,
     DiscoveryError,
     discover,
     discovery_proposal,
     missing_hook,
+    probe_twin_socket,
     resolve_feature,
 )
 from ._profile import (
@@ -43,6 +45,7 @@ __all__ = [
     "FEATURE_REVISIONS",
     "IRQ_FLAGS",
     "REGION_FLAGS",
+    "TWIN_PROBE",
     "DeviceExpectation",
     "DeviceModel",
     "DiscoveryError",
@@ -52,6 +55,7 @@ __all__ = [
     "RegionProfile",
     "discover",
     "discovery_proposal",
+    "probe_twin_socket",
     "load_profile",
     "missing_hook",
     "parse_profile",

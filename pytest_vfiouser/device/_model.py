@@ -9,9 +9,10 @@ features.  ``resolve_feature()`` decides whether the device has a feature:
 2. the profile's word, if it says;
 3. else what discovery shows (mmap: a region with the MMAP flag;
    sparse_mmap: a sparse mmap capability; migration_v1: a region with type
-   capability 3/1; reset: the reset flag; write_multiple / twin_socket: the
-   server's VERSION capabilities; migration_v2 / dma_logging: DEVICE_FEATURE
-   PROBE of GET MIGRATION / SET DMA_LOGGING_START succeeds);
+   capability 3/1; reset: the reset flag; write_multiple: the server's VERSION
+   capabilities; twin_socket: a VERSION proposing it, on a connection of its
+   own, enables it; migration_v2 / dma_logging: DEVICE_FEATURE PROBE of GET
+   MIGRATION / SET DMA_LOGGING_START succeeds);
 4. irq_trigger / dma_engine: a plugin implementing the hook that does it;
 5. otherwise nobody can tell: the case needs the profile to say.
 """
@@ -21,11 +22,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pytest_vfiouser.client import ErrorReply, MalformedReply, Timeout
+from pytest_vfiouser.client import ClientError, ErrorReply, MalformedReply, Timeout
 from pytest_vfiouser.protocol import (
     VFIO_REGION_SUBTYPE_MIGRATION,
     VFIO_REGION_TYPE_MIGRATION,
     Capabilities,
+    CodecError,
+    Command,
     DeviceFeatureFlags,
     DeviceFlags,
     DeviceInfo,
@@ -45,8 +48,10 @@ __all__ = [
     "DeviceModel",
     "DiscoveryError",
     "FEATURE_HOOKS",
+    "TWIN_PROBE",
     "discover",
     "discovery_proposal",
+    "probe_twin_socket",
     "resolve_feature",
 ]
 
@@ -70,11 +75,12 @@ PROBES = {
     "migration_v2": (Feature.MIGRATION, DeviceFeatureFlags.GET),
     "dma_logging": (Feature.DMA_LOGGING_START, DeviceFeatureFlags.SET),
 }
+# ... and on a connection of its own (probe_twin_socket, set by the caller of discover()).
+TWIN_PROBE = "twin_socket"
 _MAX_REGION_INFO = 1 << 16
 
 # What discovery shows of a feature the device lacks, for the features whose absence it
-# can show (not twin_socket: a server answers it only to a client proposing it, and the
-# discovery client proposes max_msg_fds and max_data_xfer_size only).
+# can show (not twin_socket: a server may enable it for one connection and not another).
 _ABSENT = {
     "mmap": "no region's GET_REGION_INFO flags include VFIO_REGION_INFO_FLAG_MMAP (Spec "
     '(VFIO_USER_DEVICE_GET_REGION_INFO): "VFIO_REGION_INFO_FLAG_MMAP specifies the client '
@@ -117,7 +123,7 @@ class DeviceModel:
     errors: dict[str, str] = field(default_factory=dict)  # "region 8" -> what went wrong
     io_fds: dict[int, int] = field(default_factory=dict)  # region -> sub-regions it reports
     hooks: frozenset[str] = frozenset()  # hook names some plugin implements
-    probed: dict[str, bool] = field(default_factory=dict)  # PROBES feature -> probe succeeded
+    probed: dict[str, bool] = field(default_factory=dict)  # PROBES/TWIN_PROBE -> it succeeded
 
     # -- what the server said
     @property
@@ -249,23 +255,39 @@ def _discovered(name: str, m: DeviceModel) -> bool:
         return bool(m.flags & DeviceFlags.RESET)
     if name == "io_fds":  # the server answers GET_REGION_IO_FDS (even with no sub-region)
         return bool(m.io_fds)
-    if name in PROBES:
+    if name in PROBES or name == TWIN_PROBE:
         return m.probed.get(name, False)
     if name == "write_multiple":
         return bool(m.capabilities.write_multiple)
-    if name == "twin_socket":
-        twin = m.capabilities.twin_socket
-        return bool(twin and twin.get("supported"))
     raise ValueError(name)
 
 
 def discovery_proposal(client, spec: str) -> dict:
     """The capabilities discovery proposes: the client's limits, and at 0.9.2
     write_multiple, which a server may state only when proposed ("The capability list
-    must be a subset of those proposed")."""
+    must be a subset of those proposed"). Twin-socket support is proposed on a
+    connection of its own (probe_twin_socket): the reply's twin_socket is what the
+    twin_socket cases judge, and a defect there must not cost discovery."""
     if spec in FEATURE_REVISIONS["write_multiple"]:
         return client.proposal(write_multiple=True)
     return client.proposal()
+
+
+def probe_twin_socket(client) -> bool:
+    """Whether the server enables twin-socket mode for ``client`` (a fresh connection,
+    left negotiated) when it proposes it: the reply decodes and sets
+    twin_socket.supported. Anything else is no."""
+    proposal = client.proposal(twin_socket={"supported": True})
+    try:
+        reply = client.request(Command.VERSION, Version(0, 0, {"capabilities": proposal}))
+        if not reply.ok:
+            return False
+        twin = Version.unpack(reply.payload).capabilities.twin_socket
+    except (ClientError, CodecError):
+        return False
+    finally:
+        client.close()
+    return isinstance(twin, dict) and twin.get("supported") is True
 
 
 def discover(client, *, spec: str, profile: Profile, hooks: Iterable[str] = ()) -> DeviceModel:

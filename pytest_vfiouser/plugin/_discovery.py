@@ -32,7 +32,15 @@ from pytest_vfiouser.client import (
     UnexpectedReply,
     errno_text,
 )
-from pytest_vfiouser.device import DeviceModel, DiscoveryError, discover, discovery_proposal
+from pytest_vfiouser.device import (
+    FEATURE_REVISIONS,
+    TWIN_PROBE,
+    DeviceModel,
+    DiscoveryError,
+    discover,
+    discovery_proposal,
+    probe_twin_socket,
+)
 from pytest_vfiouser.protocol import Command, command_name
 from pytest_vfiouser.target import DEVICE, NEGOTIATION, TargetHandle
 from pytest_vfiouser.verdict import Verdict
@@ -114,8 +122,20 @@ def discover_device(state, handle: TargetHandle) -> DeviceModel | None:
                 client.close()
         return None
 
+    def probe() -> str | None:
+        try:
+            client = Client.connect(handle.socket_path, timeout=settings.timeout)
+        except OSError as e:
+            return f"the twin-socket probe could not connect: {e}"
+        found[0].probed[TWIN_PROBE] = probe_twin_socket(client)
+        return None
+
     error, crash = manager.use_once(handle, "device discovery", use)
     if error is None:
+        if settings.spec in FEATURE_REVISIONS["twin_socket"]:
+            # On a connection of its own (see probe_twin_socket); a server that serves
+            # one client is started again for it. What fails here the cases judge.
+            manager.use_once(handle, "the twin-socket probe", probe)
         return found[0]
     exc, command = found[0]
     # DEVICE_GET_INFO is what the cases on a negotiated connection send as their positive

@@ -255,12 +255,16 @@ def wire_log_sections(item: pytest.Item, last: int = 40) -> list[tuple[str, str]
     """Report sections with the end of each connection's wire log (for failed tests)."""
     out = []
     for n, client in enumerate(item.stash.get(_CLIENTS_KEY, [])):
-        try:
-            text = client.wire_log.render(last=last)
-        except Exception as e:  # never let a log hide the real failure
-            text = f"(wire log unavailable: {e})"
-        if text:
-            out.append((f"vfio-user wire log, connection {n}", text))
+        logs = [(f"vfio-user wire log, connection {n}", client.wire_log)]
+        if client.twin is not None:  # 0.9.2 twin-socket mode: its own socket, its own log
+            logs.append((f"vfio-user wire log, connection {n}'s twin socket", client.twin.log))
+        for title, log in logs:
+            try:
+                text = log.render(last=last)
+            except Exception as e:  # never let a log hide the real failure
+                text = f"(wire log unavailable: {e})"
+            if text:
+                out.append((title, text))
     return out
 
 
