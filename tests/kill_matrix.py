@@ -1,6 +1,8 @@
 """The kill matrix: the conformance suite run against the reference server with each fault.
 
-A *run* is one ``vfio-user-conformance`` subprocess against
+A *run* is one ``vfio-user-conformance`` session (a child of tests/fork_runs.py, which
+has imported and collected the suite once; ``command`` in its record runs it alone)
+against
 
     <python> -m reference_server_faults --socket-path={socket} --fault NAME
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import fcntl
 import fnmatch
+import itertools
 import json
 import os
 import shlex
@@ -202,34 +205,57 @@ def run_env(cache: Path) -> dict[str, str]:
 
 
 def run_one(
-    fault: str | None, out: Path, excluded: Iterable[str] = (), stop: threading.Event | None = None
+    fault: str | None,
+    out: Path,
+    excluded: Iterable[str] = (),
+    stop: threading.Event | None = None,
+    forks: ForkServer | None = None,
 ) -> dict:
     """Run the suite with ``fault`` (None: fault-free); writes ``<name>.json`` and
-    ``<name>.done`` (exit status, seconds, output tail) under ``out``; returns the latter."""
+    ``<name>.done`` (exit status, seconds, output tail) under ``out``; returns the latter.
+    With ``forks``, the run is a child of that fork server, else a new process."""
     name = fault or "fault-free"
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work" / name
     work.mkdir(parents=True, exist_ok=True)
-    command = conformance_command() + run_args(fault, out, excluded)
+    args = run_args(fault, out, excluded)
+    command = conformance_command() + args
+    env = run_env(out / "pycache")
     start = time.monotonic()
-    with open(work / "output.txt", "wb") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=work,
-            env=run_env(out / "pycache"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        status = None
-        while status is None:
+    if forks is not None:
+        n = forks.start(args, work, work / "output.txt", env)
+        pid = forks.pid(n)
+
+        def wait(timeout: float) -> int | None:
+            return forks.wait(n, timeout)
+    else:
+        with open(work / "output.txt", "wb") as log:
+            proc = subprocess.Popen(
+                command,
+                cwd=work,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        pid = proc.pid
+
+        def wait(timeout: float) -> int | None:
             try:
-                status = proc.wait(0.5)
+                return proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                if (stop is not None and stop.is_set()) or time.monotonic() - start > RUN_LIMIT:
-                    _kill_group(proc)
-                    status = proc.wait()
+                return None
+
+    status = None
+    while status is None:
+        status = wait(0.5)
+        if status is None and (
+            (stop is not None and stop.is_set()) or time.monotonic() - start > RUN_LIMIT
+        ):
+            _kill_group(pid)
+            while status is None:
+                status = wait(5.0)
     seconds = round(time.monotonic() - start, 2)
     tail = (work / "output.txt").read_bytes()[-4000:].decode("utf-8", "replace")
     done = {
@@ -267,11 +293,87 @@ def progress(out: Path) -> str | None:
     return line
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(pid: int) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+class ForkServer:
+    """tests/fork_runs.py, one per process that runs faults: each run a forked child of
+    a process that has imported and collected the suite once (about a second of CPU a
+    run spared). Thread-safe: the Runner's threads start and wait for runs at once."""
+
+    def __init__(self, env: dict[str, str], cwd: Path):
+        self._proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("fork_runs.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+        )
+        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._answers: dict[int, dict] = {}
+        self._ids = itertools.count()
+        if json.loads(self._proc.stdout.readline() or "{}").get("ready") is not True:
+            raise RuntimeError("tests/fork_runs.py did not start")
+        threading.Thread(target=self._read, name="fork-runs", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            message = json.loads(line)
+            with self._changed:
+                self._answers.setdefault(message["id"], {}).update(message)
+                self._changed.notify_all()
+        with self._changed:
+            self._answers[-1] = {"ended": True}
+            self._changed.notify_all()
+
+    def start(self, argv: list[str], cwd: Path, output: Path, env: dict[str, str]) -> int:
+        """A new run; its id (its pid is ``pid(id)``)."""
+        n = next(self._ids)
+        request = {"id": n, "argv": argv, "cwd": str(cwd), "output": str(output), "env": env}
+        with self._lock:
+            self._proc.stdin.write((json.dumps(request) + "\n").encode())
+            self._proc.stdin.flush()
+        return n
+
+    def _answer(self, n: int, key: str, timeout: float):
+        with self._changed:
+            self._changed.wait_for(
+                lambda: (
+                    key in self._answers.get(n, {})
+                    or "error" in self._answers.get(n, {})
+                    or -1 in self._answers
+                ),
+                timeout,
+            )
+            got = self._answers.get(n, {})
+        if "error" in got:
+            raise RuntimeError(f"fork_runs.py could not start a run: {got['error']}")
+        return got.get(key)
+
+    def pid(self, n: int) -> int:
+        pid = self._answer(n, "pid", 30.0)
+        if pid is None:
+            raise RuntimeError("fork_runs.py did not start a run in 30 s")
+        return pid
+
+    def wait(self, n: int, timeout: float) -> int | None:
+        """The run's exit status, None if it has not ended within ``timeout`` seconds."""
+        return self._answer(n, "status", timeout)
+
+    def close(self) -> None:
+        if self._proc.stdin:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 class Runner:
@@ -292,6 +394,7 @@ class Runner:
         self.draining = threading.Event()  # claim nothing more
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._forks: ForkServer | None = None  # started with the first run here
 
     @staticmethod
     def _file(name: str | None) -> str:
@@ -326,9 +429,17 @@ class Runner:
             if self.stop.wait(0.1):
                 return
         try:
-            run_one(name, self.out, self.excluded, self.stop)
+            run_one(name, self.out, self.excluded, self.stop, self._fork_server())
         finally:
             os.close(slot)
+
+    def _fork_server(self) -> ForkServer:
+        with self._lock:
+            if self._forks is None:
+                work = self.out / "work"
+                work.mkdir(parents=True, exist_ok=True)
+                self._forks = ForkServer(run_env(self.out / "pycache"), work)
+            return self._forks
 
     def _loop(self) -> None:
         for name in self.names:
@@ -370,6 +481,8 @@ class Runner:
             self.stop.set()
         for t in self._threads:
             t.join()
+        if self._forks is not None:
+            self._forks.close()
 
 
 # ---------------------------------------------------------------- the matrix

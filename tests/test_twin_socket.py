@@ -166,6 +166,9 @@ def test_a_late_reply_on_the_twin_socket_is_dropped_and_a_closed_twin_ends_the_c
         doorbell = _doorbell(c, 0x10000, 16)
         with pytest.raises(ConnectionClosed):  # the server ends the connection: no twin
             c.recv_reply(doorbell)
+        deadline = time.monotonic() + 5.0  # the server logs why once the socket is closed
+        while "twin socket" not in s.log() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert "twin socket" in s.log()
     finally:
         assert s.stop() == 0
