@@ -29,6 +29,7 @@ Modules, by responsibility:
   migration       the 0.9.1 migration region (region 9): states, data stream
   migration_v2    0.9.2: the v2 state machine and its data stream
   device_feature  0.9.2: DEVICE_FEATURE, DMA logging, MIG_DATA_READ/WRITE
+  record          --record: every message of every connection, as JSON lines
   errors          VfioError (-> error reply), ClientGone, Terminate
 
 The code is the correct behaviour only: the named defects that prove the suite

@@ -27,6 +27,7 @@ from .device import Device
 from .device_config import ConfigError, load
 from .errors import Terminate
 from .limits import DEFAULT, Limits
+from .record import Recorder
 from .server import (
     Server,
     SetupError,
@@ -141,6 +142,12 @@ class Program:
         p.add_argument(
             "-v", "--verbose", action="store_true", help="log every message, decoded, to stderr"
         )
+        p.add_argument(
+            "--record",
+            metavar="FILE",
+            help="append every message received and sent, one JSON object a line "
+            "(reference_server/record.py), to FILE",
+        )
         return p
 
     @staticmethod
@@ -202,6 +209,12 @@ class Program:
                 config = load(args.device)
             except ConfigError as e:
                 parser.error(f"--device {args.device}: {e}")
+        recorder = None
+        if args.record:
+            try:
+                recorder = Recorder(args.record)
+            except OSError as e:
+                parser.error(f"--record {args.record}: {e.strerror}")
         device = self.device_type(config, args.spec)
         listener = made = None
         path = os.path.abspath(args.socket_path) if args.socket_path else None
@@ -217,6 +230,7 @@ class Program:
                 trace=args.verbose,
                 busy_poll_ns=args.busy_poll_us * 1000,
                 limits=self.limits(args),
+                recorder=recorder,
             )
             if not listening:
                 log.info("serving the connected socket on fd %d", fd)
@@ -235,6 +249,8 @@ class Program:
             if made is not None:
                 remove_socket_file(path, made)
             device.close()
+            if recorder is not None:
+                recorder.close()
 
 
 def _setup_logging(verbose: bool, prog: str) -> None:

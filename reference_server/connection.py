@@ -73,6 +73,7 @@ from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
 from .limits import DEFAULT, MAX_QUEUED, Limits
 from .negotiation import ClientLimits
+from .record import Recorder
 from .twin import TwinChannel
 
 log = logging.getLogger("reference_server")
@@ -112,9 +113,13 @@ class Connection:
         busy_poll_ns: int = CEILING_NS,
         limits: Limits = DEFAULT,
         listener: socket.socket | None = None,
+        recorder: Recorder | None = None,
     ):
-        """``listener``: where other clients wait to be served (for idle_timeout)."""
+        """``listener``: where other clients wait to be served (for idle_timeout);
+        ``recorder``: --record's (record.py)."""
         self.sock = sock
+        self.recorder = recorder
+        self.number = recorder.connection() if recorder is not None else 0
         self.limits = limits
         self.listener = listener
         self.device = device
@@ -149,6 +154,8 @@ class Connection:
 
     def serve(self) -> None:
         self.device.attach(self)
+        if self.recorder is not None:
+            self.recorder.event(self.number, "connect")
         reason = "disconnected"
         try:
             while True:
@@ -163,6 +170,8 @@ class Connection:
             reason = str(e)
         finally:
             self.close()
+            if self.recorder is not None:
+                self.recorder.event(self.number, "disconnect", reason)
         log.info("client %s", reason)
 
     def _next_message(self):
@@ -289,6 +298,8 @@ class Connection:
     # ---- one message
 
     def _handle(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool) -> None:
+        if self.recorder is not None:
+            self.recorder.message(self.number, "c2s", "main", hdr, payload, len(fds), truncated)
         if self.trace:
             self._trace("<-", hdr, payload, fds)
         result = None
@@ -457,6 +468,8 @@ class Connection:
     # ---- sending
 
     def _send(self, msg: bytes, fds=()) -> None:
+        if self.recorder is not None:
+            self.recorder.sent(self.number, "main", msg, len(fds))
         if self.trace:
             self._trace("->", Header.unpack(msg[:HEADER_SIZE]), msg[HEADER_SIZE:], fds)
         if fds:
@@ -519,6 +532,8 @@ class Connection:
         msg = encode(msg_id, command, payload)
         if self.trace:
             self._trace("->", Header.unpack(msg[:HEADER_SIZE]), payload)
+        if self.recorder is not None:
+            self.recorder.sent(self.number, "twin" if self.twin else "main", msg)
         deadline = time.monotonic() + self.settings.dma_reply_timeout
         if self.twin is not None:
             hdr, body = self._await_twin(key, msg, deadline)
@@ -545,8 +560,12 @@ class Connection:
                 if not self._recv():
                     raise ClientGone(self.cut_off("while the server waited for a DMA reply"))
                 continue
-            hdr, body, fds, _ = m
+            hdr, body, fds, truncated = m
             if hdr.type == MsgType.REPLY and (hdr.msg_id, hdr.command) == key:
+                if self.recorder is not None:
+                    self.recorder.message(
+                        self.number, "c2s", "main", hdr, body, len(fds), truncated
+                    )
                 _close_all(fds)
                 return hdr, body
             self._hold(m)
@@ -594,6 +613,8 @@ class Connection:
         the other requests waiting are kept, late ones dropped, anything else refused."""
         twin = self.twin
         for hdr, body in twin.messages():
+            if self.recorder is not None:
+                self.recorder.message(self.number, "c2s", "twin", hdr, body)
             got = (hdr.msg_id, hdr.command)
             if hdr.type == MsgType.REPLY and got == key:
                 return hdr, body
@@ -605,6 +626,8 @@ class Connection:
             else:
                 answer = twin.refuse(hdr)
                 if answer is not None:
+                    if self.recorder is not None:
+                        self.recorder.sent(self.number, "twin", answer)
                     send_within(twin.sock, answer, (), self.limits.send_timeout)
         return None
 

@@ -21,6 +21,7 @@ from pytest_vfiouser._unix import CEILING_NS, sockets_bound_to
 from .connection import Connection
 from .errors import Terminate
 from .limits import DEFAULT, Limits
+from .record import Recorder
 
 log = logging.getLogger("reference_server")
 
@@ -109,8 +110,10 @@ class Server:
         trace: bool = False,
         busy_poll_ns: int = CEILING_NS,
         limits: Limits = DEFAULT,
+        recorder: Recorder | None = None,
     ):
         self.device = device
+        self.recorder = recorder  # --record (record.py)
         self.revision = revision
         self.trace = trace
         self.busy_poll_ns = busy_poll_ns
@@ -128,6 +131,7 @@ class Server:
                 self.busy_poll_ns,
                 limits=self.limits,
                 listener=self.listener,
+                recorder=self.recorder,
             ).serve()
         except Exception:  # a bug outside per-message handling costs this client only
             log.exception("internal error: connection dropped")

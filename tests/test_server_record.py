@@ -1,0 +1,100 @@
+"""vfio-user-reference-server --record FILE: every message of every connection, one JSON
+object a line (reference_server/record.py), as the client sent it and as it was
+answered: the server's DMA requests and their replies included, on the twin socket too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from test_server_support import RefServer
+
+from pytest_vfiouser.protocol import Command
+from reference_server import pytest_hooks
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _messages(lines, conn: int) -> list[tuple[str, str, int, int]]:
+    """(dir, channel, command, fds) of connection ``conn``'s messages, in order."""
+    return [
+        (m["dir"], m["channel"], m["command"], m["fds"])
+        for m in lines
+        if m["conn"] == conn and "dir" in m
+    ]
+
+
+def test_a_session_is_recorded_message_by_message(tmp_path):
+    record = tmp_path / "record.jsonl"
+    server = RefServer(tmp_path, "--spec=0.9.1", f"--record={record}")
+    try:
+        c = server.connect()
+        c.dma_map(0x10000, 0x1000).check()
+        c.memory.write(0x10000, b"recorded")
+        pytest_hooks.pytest_vfu_trigger_dma(c, None, "read", 0x10000, 8, 0).check()
+        c.region_info(2, argsz=256).check()  # a mappable region: its reply carries the fd
+        c.send(0x4242)  # unknown: refused, recorded as sent
+        c.recv_reply()
+        c.close()
+        server.wait_idle()
+        d = server.connect()  # served: its VERSION answered
+        d.close()
+        server.wait_idle()
+    finally:
+        assert server.stop() == 0
+    lines = _lines(record)
+    assert [(m["conn"], m["event"]) for m in lines if "event" in m] == [
+        (1, "connect"),
+        (1, "disconnect"),
+        (2, "connect"),
+        (2, "disconnect"),
+    ]
+    first = _messages(lines, 1)
+    assert first[:2] == [("c2s", "main", Command.VERSION, 0), ("s2c", "main", Command.VERSION, 0)]
+    # The server's DMA_READ, and the client's reply to it, on the main socket at 0.9.1.
+    assert ("s2c", "main", Command.DMA_READ, 0) in first
+    assert ("c2s", "main", Command.DMA_READ, 0) in first
+    assert ("s2c", "main", Command.DEVICE_GET_REGION_INFO, 1) in first
+    unknown = [m for m in lines if m.get("command") == 0x4242]
+    assert [m["dir"] for m in unknown] == ["c2s", "s2c"] and unknown[1]["error"] == 38  # ENOSYS
+    dma = next(m for m in lines if m.get("dir") == "c2s" and m["command"] == Command.DMA_READ)
+    assert bytes.fromhex(dma["payload"]).endswith(b"recorded")
+    assert all(m["msg_size"] == 16 + len(m["payload"]) // 2 for m in lines if "dir" in m)
+
+
+def test_twin_socket_messages_are_recorded_on_their_channel(tmp_path):
+    record = tmp_path / "record.jsonl"
+    server = RefServer(tmp_path, "--spec=0.9.2", f"--record={record}")
+    try:
+        c = server.connect(capabilities={"twin_socket": {"supported": True}})
+        c.dma_map(0x10000, 0x1000).check()
+        pytest_hooks.pytest_vfu_trigger_dma(c, None, "write", 0x10000, 8, 0).check()
+        c.close()
+        server.wait_idle()
+    finally:
+        assert server.stop() == 0
+    messages = _messages(_lines(record), 1)
+    assert ("s2c", "main", Command.VERSION, 1) in messages  # the twin socket's fd
+    assert ("s2c", "twin", Command.DMA_WRITE, 0) in messages
+    assert ("c2s", "twin", Command.DMA_WRITE, 0) in messages
+    assert not [m for m in messages if m[2] == Command.DMA_WRITE and m[1] == "main"]
+
+
+def test_a_record_file_that_cannot_be_opened_is_a_usage_error(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reference_server",
+            f"--socket-path={tmp_path / 's.sock'}",
+            "--record=/proc/nope/record.jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--record /proc/nope/record.jsonl: No such file or directory" in proc.stderr
