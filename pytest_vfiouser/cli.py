@@ -56,6 +56,14 @@ REPORT_ARGS = (
     "--junitxml=reports/junit.xml",
     "--vfu-json=reports/conformance.json",
 )
+# vfio-user-conformance client: the client cases, and reports of their own.
+CLIENT_PACKAGE = "conformance_client"
+CLIENT_REPORT_ARGS = (
+    "--html=reports/client.html",
+    "--self-contained-html",
+    "--junitxml=reports/client-junit.xml",
+    "--vfu-json=reports/client.json",
+)
 DEFAULT_ARGS = (
     "-o",
     "timeout=300",  # pytest-timeout: a backstop; replies are bounded by --vfu-timeout
@@ -94,6 +102,7 @@ def help_text() -> str:
     return "\n".join(
         [
             "usage: vfio-user-conformance [--vfu-* options] [pytest options]",
+            '       vfio-user-conformance client --vfu-client "CMD ... {socket}" [options]',
             "       vfio-user-conformance compare RUN.json RUN.json ... [options]",
             "",
             _fill(
@@ -110,10 +119,17 @@ def help_text() -> str:
             *rows(
                 [
                     (
+                        "client",
+                        "judge a vfio-user client instead: the reference server plays the "
+                        "device (--vfu-device) for the --vfu-client command, and the client "
+                        "cases read what it sent (reports/client.html, client.json, "
+                        "client-junit.xml)",
+                    ),
+                    (
                         "compare RUN.json ...",
                         "several runs (their JSON reports) side by side: "
                         "vfio-user-conformance compare --help",
-                    )
+                    ),
                 ]
             ),
             "",
@@ -310,6 +326,9 @@ def _check_marks(config: pytest.Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    package, reports = "conformance", REPORT_ARGS
+    if args[:1] == ["client"]:  # vfio-user-conformance client --vfu-client CMD ...
+        args, package, reports = args[1:], CLIENT_PACKAGE, CLIENT_REPORT_ARGS
     if args[:1] == ["compare"]:  # vfio-user-conformance compare A.json B.json ... (compare.py)
         return compare_main(args[1:])
     if "-h" in args or "--help" in args:
@@ -330,14 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         f"--rootdir={_suite_root()}",
         "-p",
         "no:cacheprovider",  # never write into the installed package
-        *(() if collecting else REPORT_ARGS),
+        *(() if collecting else reports),
         *DEFAULT_ARGS,
         # --collect-only -q: the case ids are the listing (_Front), pytest's terminal is off
         *(("-p", "no:terminal") if listing else ("-rfE",)),
         # The installed suite by its path, not ``--pyargs conformance``: pytest would
         # first take a ``conformance/`` folder of the current directory (a checkout of
         # this project) for it and load that one's conftest.py too.
-        str(_suite_root() / "conformance"),
+        str(_suite_root() / package),
     ]
     if listing:  # the terminal's options
         args = [a for a in args if not (a == "--quiet" or re.fullmatch(r"-q+", a))]

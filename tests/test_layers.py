@@ -35,6 +35,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "device": frozenset({"protocol", "client"}),
     "fuzz": frozenset({"verdict", "protocol", "client", "target", "device", "strategies"}),
     "report": frozenset({"verdict", "protocol", "fuzz"}),
+    "clientcheck": frozenset({"protocol", "target"}),
     "plugin": frozenset(
         {
             "verdict",
@@ -46,6 +47,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "fuzz",
             "strategies",
             "report",
+            "clientcheck",
         }
     ),
     "cli": frozenset({"plugin", "report", "protocol", "verdict"}),
@@ -57,6 +59,9 @@ REFERENCE_SERVER_ALLOWED = frozenset({"protocol", "_unix"})
 CASES_ALLOWED = frozenset(
     {"", "verdict", "protocol", "client", "target", "device", "fuzz", "strategies"}
 )
+# The client cases read a client's session (clientcheck) and the codec, nothing else.
+CLIENT_CASES = "conformance_client"
+CLIENT_CASES_ALLOWED = frozenset({"", "verdict", "protocol", "clientcheck"})
 # The fault overlay: the reference server (any of it) and these packages of the suite.
 OVERLAY = "reference_server_faults"
 OVERLAY_ALLOWED = frozenset({"protocol", "_unix", "verdict"})
@@ -67,6 +72,7 @@ OUTSIDE = {
     "reference_server": REFERENCE_SERVER_ALLOWED,
     OVERLAY: OVERLAY_ALLOWED,
     "conformance": CASES_ALLOWED,
+    CLIENT_CASES: CLIENT_CASES_ALLOWED,
     INTEROP: INTEROP_ALLOWED,
 }
 
@@ -77,6 +83,7 @@ def _modules() -> list[Path]:
         *sorted((ROOT / "reference_server").rglob("*.py")),
         *sorted((ROOT / OVERLAY).rglob("*.py")),
         *sorted((ROOT / "conformance").rglob("*.py")),
+        *sorted((ROOT / CLIENT_CASES).rglob("*.py")),
         *sorted((ROOT / INTEROP).rglob("*.py")),
     ]
 
@@ -134,7 +141,9 @@ def _violations(path: Path, text: str | None = None) -> list[str]:
         theirs = _package(module)
         if theirs is None:
             continue
-        if theirs == "" and names and mine == "conformance":  # case, MUST: the root's API
+        if (
+            theirs == "" and names and mine in ("conformance", CLIENT_CASES)
+        ):  # case, MUST: the root's API
             targets = [(n if n in ALLOWED else "") for n in names]
         elif theirs == "" and names:  # ``from pytest_vfiouser import plugin``: the packages
             targets = [(n if n != "__version__" else "") for n in names]

@@ -14,6 +14,7 @@ SET_IRQS, DMA_LOGGING_START, BAR0) must be accepted.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -82,3 +83,23 @@ def test_the_sample_client_gets_to_its_interrupt_wait(tmp_path):
     # The one refusal the client asks for: region 0xdeadbeef (it expects EINVAL).
     assert len(refused) == 1 and "EINVAL: no region 3735928559" in refused[0], refused
     assert "DEVICE_FEATURE reply" in trace and "DEVICE_SET_IRQS reply" in trace
+
+
+def test_the_sample_client_passes_the_client_cases(tmp_path):
+    """vfio-user-conformance client with the sample client (stopped at its interrupt
+    wait): every client case its session exercises passes."""
+    client = _client()
+    report = tmp_path / "client.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_vfiouser.cli", "client", "--vfu-spec", "0.9.2"]
+        + ["--vfu-device", str(DEVICE), "--vfu-client", f"{client} {{socket}}"]
+        + ["--vfu-client-time", "5", f"--vfu-json={report}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    verdicts = {c["case_id"]: c["verdict"] for c in json.loads(report.read_text())["cases"]}
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert set(verdicts.values()) <= {"PASS", "UNIMPLEMENTED"}, verdicts
+    assert verdicts["client/set_irqs/within-irq-info"] == "PASS", verdicts

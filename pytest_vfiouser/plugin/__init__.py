@@ -6,7 +6,8 @@ The package's rooms: ``_options`` (command-line and ini options, ``Settings``),
 acts: a session with cases, or a vfu option), ``_selection`` (revision, section,
 baseline), ``_device_params`` (parametrization over the device),
 ``_hookspecs`` (the implementer's hooks), ``_judge`` (outcomes to verdicts),
-``_fds`` (fds the server sent where no message allows them), ``_discovery``
+``_fds`` (fds the server sent where no message allows them), ``_client_session``
+(client mode: the client's run and its sessions), ``_discovery``
 (device discovery, and what its failure prevents),
 ``_artifacts`` (log files of cases that did not pass), ``_interruption`` (a run
 stopped early: signals, Ctrl-C, an internal error), ``_terminal`` (progress, tracebacks
@@ -36,6 +37,7 @@ from pytest_vfiouser.verdict import ExitStatus
 from . import (
     _activation,
     _artifacts,
+    _client_session,
     _device_params,
     _fixtures,
     _hookspecs,
@@ -121,6 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin(_FIXTURES_PLUGIN):
         config.pluginmanager.register(_fixtures, _FIXTURES_PLUGIN)
         config.pluginmanager.register(_device_params, "vfiouser-device-params")
+        config.pluginmanager.register(_client_session, "vfiouser-client-session")
     if settings.explicit:  # else at collection, if it collects a case (_activation)
         _activation.activate(config, state)
 
@@ -131,6 +134,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if state is None or not state.settings.explicit:
         return None
     s = state.settings
+    if s.client_mode:
+        peer = f"client {s.client}" if s.client else f"transcript {s.transcript}"
+        return [f"vfio-user client mode: {peer}; spec {s.spec}; the reference server as peer"]
     return [
         f"vfio-user: {state.manager.describe()}; spec {s.spec}; profile {s.profile.name}; "
         f"restart {s.restart}; timeout {s.timeout:g} s{'; strict' if s.strict else ''}"

@@ -141,7 +141,8 @@ def case(
 
     marks = [
         getattr(pytest.mark, REQUIREMENT)(case_id),
-        getattr(pytest.mark, SECTION)(case_id.split("/", 1)[0]),
+        # Its section: what comes before the name (client/<section>/<name>: client/<section>)
+        getattr(pytest.mark, SECTION)(case_id.rsplit("/", 1)[0]),
         getattr(pytest.mark, level.marker),
     ]
     if revisions:

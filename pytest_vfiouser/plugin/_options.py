@@ -33,6 +33,7 @@ REFERENCE_SPECS = ("0.9.1", "0.9.2")
 RESTART_POLICIES = ("per-test", "per-module", "per-session")
 DEFAULT_FUZZ_DIR = "reports/fuzz-repro"
 DEFAULT_RESTART = "per-module"
+DEFAULT_CLIENT_TIME = 10.0
 
 # (option, ini name, ini type, help)
 _OPTIONS = (
@@ -99,6 +100,34 @@ _OPTIONS = (
         "Hypothesis's example database for --vfu-fuzz campaign: a directory, or "
         "redis://HOST:PORT/N (with the redis package); runs and xdist workers sharing it "
         "replay the failures found before, first (default: none)",
+    ),
+    (
+        "--vfu-client",
+        "vfu_client",
+        "string",
+        "client mode (vfio-user-conformance client): the command line of the vfio-user client "
+        'under test; "{socket}" is replaced by the reference server\'s socket path',
+    ),
+    (
+        "--vfu-client-time",
+        "vfu_client_time",
+        "string",
+        f"client mode: seconds the client runs before it is stopped (default "
+        f"{DEFAULT_CLIENT_TIME:g})",
+    ),
+    (
+        "--vfu-device",
+        "vfu_device",
+        "string",
+        "client mode: the device description (TOML, reference_server/device_config.py) the "
+        "reference server plays for the client (default: its built-in device)",
+    ),
+    (
+        "--vfu-transcript",
+        "vfu_transcript",
+        "string",
+        "client mode: judge the session in this record (vfio-user-reference-server --record) "
+        "instead of running a client",
     ),
 )
 
@@ -184,6 +213,14 @@ class Settings:
     fuzz_dir: Path | None = None  # reproducers of failing fuzz examples
     fuzz_db: str | None = None  # Hypothesis's example database: a directory or a redis:// URL
     start_timeout: float = DEFAULT_STARTUP_TIMEOUT  # for a started server to listen
+    client: str | None = None  # client mode: the client's command line (template)
+    client_time: float = DEFAULT_CLIENT_TIME
+    device: Path | None = None  # client mode: the device the reference server plays
+    transcript: Path | None = None  # client mode: a record to judge instead of a run
+
+    @property
+    def client_mode(self) -> bool:
+        return self.client is not None or self.transcript is not None
 
     @property
     def command_text(self) -> str:
@@ -299,6 +336,8 @@ class Settings:
 
         fuzz_db = _fuzz_db(get)
 
+        client, client_time, device, transcript = _client_mode(get)
+
         json_text = get.value("vfu_json")
         json_path = get.path("vfu_json", json_text) if json_text else None
         why = unwritable(json_path) if json_path is not None else None
@@ -321,7 +360,46 @@ class Settings:
             fuzz_dir=get.path("vfu_fuzz_dir", fuzz_dir_text or DEFAULT_FUZZ_DIR),
             fuzz_db=fuzz_db,
             start_timeout=start_timeout,
+            client=client,
+            client_time=client_time,
+            device=device,
+            transcript=transcript,
         )
+
+
+def _client_mode(get: _Getter) -> tuple[str | None, float, Path | None, Path | None]:
+    """--vfu-client (or --vfu-transcript), --vfu-client-time, --vfu-device, checked."""
+    client = get.value("vfu_client")
+    transcript_text = get.value("vfu_transcript")
+    if client is not None and transcript_text is not None:
+        raise _usage(
+            "--vfu-client/--vfu-transcript",
+            "give one: --vfu-client runs a client, --vfu-transcript judges a recorded session",
+        )
+    if client is not None:
+        try:
+            words = shlex.split(client)
+        except ValueError as e:
+            raise _usage("--vfu-client", f"cannot split {client!r} into arguments: {e}") from None
+        if not words:
+            raise _usage("--vfu-client", "the command is empty")
+        if "{socket}" not in client:
+            raise _usage(
+                "--vfu-client",
+                'the command must name the server\'s socket as "{socket}"',
+            )
+    transcript = None
+    if transcript_text is not None:
+        transcript = get.path("vfu_transcript", transcript_text)
+        if not transcript.is_file():
+            raise _usage("--vfu-transcript", f"{transcript} is not a file")
+    device = None
+    device_text = get.value("vfu_device")
+    if device_text is not None:
+        device = get.path("vfu_device", device_text)
+        if not device.is_file():
+            raise _usage("--vfu-device", f"{device} is not a file")
+    return client, _seconds(get, "vfu_client_time", DEFAULT_CLIENT_TIME), device, transcript
 
 
 def _seconds(get: _Getter, name: str, default: float) -> float:

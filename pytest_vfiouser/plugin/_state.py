@@ -36,6 +36,7 @@ class RunState:
     interrupted: dict | None = None  # why the run stopped early: {"reason", "signal"}
     json: JsonWriter | None = None  # the JSON report, written as cases are judged
     claims_checked: set[str] = field(default_factory=set)  # features (_discovery.check_claims)
+    client_run: str | None = None  # client mode: how the client's run went (_client_session)
     _device: DeviceModel | None = None
     _discovered = False
 

@@ -114,6 +114,12 @@ def _facts(state, targets: dict) -> list[tuple[str, str | None]]:
     """What was tested and how it went: (text, the indent of its continuation lines, or None
     for a line quoted as it is: a command to try by hand, the server's stderr)."""
     settings = state.settings
+    if settings.client_mode:  # the client is what is judged; the reference server its peer
+        ran = getattr(state, "client_run", None) or settings.client or settings.transcript
+        return [
+            (f"client: {ran}", "  "),
+            (f"spec {settings.spec}; peer: the reference server", "  "),
+        ]
     out = [(f"target: {targets.get('target') or state.manager.describe()}", "  ")]
     profile = settings.profile
     where = f" ({_shown_path(profile.path)})" if profile.path else ""

@@ -1,0 +1,86 @@
+"""The message header, as the client fills it: flags, the error field, and its answers
+to the server's own requests."""
+
+from __future__ import annotations
+
+from pytest_vfiouser import MUST, SHOULD, case
+from pytest_vfiouser.protocol import HEADER_FLAGS_DEFINED
+
+from ._support import listed, need
+
+
+def _client_messages(sessions):
+    return [(s, m) for s in sessions for m in s.messages if m.direction == "c2s"]
+
+
+@case("client/header/flags-defined", SHOULD)
+def test_flags_defined(vfu_sessions):
+    """The client's messages set only the flag bits the spec defines, and their type is
+    command or reply.
+
+    Spec (Header): "Flags | 8 | 4 | Bit 0-3 Type | 4 No_reply | 5 Error"; "Command (value
+    0x0) indicates a command message."; "Reply (value 0x1) indicates a reply message"
+    """
+    bad = [
+        f"{m.describe()}: flags {m.flags:#x}"
+        for _, m in _client_messages(vfu_sessions)
+        if m.flags & ~HEADER_FLAGS_DEFINED or (m.flags & 0xF) > 1
+    ]
+    assert not bad, listed(bad)
+
+
+@case("client/header/command-error-zero", SHOULD)
+def test_command_error_zero(vfu_sessions):
+    """The error field of the client's commands is 0.
+
+    Spec (Header): "Error in a reply message is an optional UNIX errno value. ... It is
+    reserved in a command message."
+    """
+    bad = [
+        f"{m.describe()}: error {m.error}"
+        for _, m in _client_messages(vfu_sessions)
+        if m.is_command and m.error
+    ]
+    assert not bad, listed(bad)
+
+
+@case("client/header/server-requests-answered", MUST)
+def test_server_requests_answered(vfu_sessions):
+    """Every DMA_READ/DMA_WRITE of the server's (without No_reply) got a reply from the
+    client, on the socket it came on, echoing its msg_id and command.
+
+    Spec (Header): "Each command message in Commands must be replied to with a reply
+    message, unless the message sets the No_Reply bit."; "Message ID identifies the
+    message, and is echoed in the command's reply message."
+    """
+    requests = need(
+        [(s, m) for s in vfu_sessions for m in s.server_requests() if not m.no_reply],
+        "reply to a DMA_READ/DMA_WRITE (the server asked none)",
+    )
+    missing = []
+    for s, req in requests:
+        later = s.messages[req.index + 1 :]
+        if not any(
+            m.direction == "c2s"
+            and m.is_reply
+            and m.channel == req.channel
+            and (m.msg_id, m.command) == (req.msg_id, req.command)
+            for m in later
+        ):
+            missing.append(f"{req.describe()} ({req.channel} socket) of session {s.number}")
+    assert not missing, f"requests of the server's left without a reply: {listed(missing)}"
+
+
+@case("client/header/error-reply-header-only", MUST)
+def test_error_reply_header_only(vfu_sessions):
+    """The client's error replies (to the server's requests) are the header alone.
+
+    Spec (Header): "If an error occurs, the reply message must only include the reply
+    header."
+    """
+    errors = need(
+        [(s, m) for s in vfu_sessions for m in s.answers() if m.is_error],
+        "error reply (it refused none of the server's requests)",
+    )
+    bad = [f"{m.describe()}: {len(m.payload)} payload bytes" for _, m in errors if m.payload]
+    assert not bad, listed(bad)

@@ -1,0 +1,36 @@
+"""VFIO_USER_REGION_READ and VFIO_USER_REGION_WRITE, as the client sends them: within
+the server's transfer size."""
+
+from __future__ import annotations
+
+import struct
+
+from pytest_vfiouser import MUST, case
+from pytest_vfiouser.protocol import Command
+
+from ._support import listed, need, sent, server_limit
+
+_COUNT = struct.Struct("<12xI")  # offset u64, region u32, count u32
+
+
+@case("client/region_rw/within-max-data-xfer-size", MUST)
+def test_within_max_data_xfer_size(vfu_sessions):
+    """No REGION_READ or REGION_WRITE of the client's asks for more than the server's
+    max_data_xfer_size (1 MiB when its VERSION reply does not say).
+
+    Spec (Read and Write Operations): "The count field must not exceed the value of
+    max_data_xfer_size of the peer, for both reads and writes."
+    """
+    accesses = need(
+        sent(vfu_sessions, Command.REGION_READ) + sent(vfu_sessions, Command.REGION_WRITE),
+        "REGION_READ or REGION_WRITE",
+    )
+    bad = []
+    for s, m in accesses:
+        if len(m.payload) < _COUNT.size:
+            continue  # does not decode: the server refused it, not this case's concern
+        (count,) = _COUNT.unpack_from(m.payload)
+        limit = server_limit(s, "max_data_xfer_size")
+        if count > limit:
+            bad.append(f"{m.describe()}: count {count}, the server's limit {limit}")
+    assert not bad, listed(bad)

@@ -1,0 +1,35 @@
+"""Checking clients: run one against the reference server and read its session.
+
+* ``_run``: ``run_client(command, workdir, spec=..., seconds=...)`` starts the
+  reference server recording every message (``--record``) and the client command
+  with its socket, until the client exits or its time is up: a ``ClientRun``.
+* ``_transcript``: ``read_transcript(record)`` is the record as ``Session``s of
+  ``Message``s, which the client cases (conformance_client/) judge.
+
+May import: ``protocol`` and ``target``.
+"""
+
+from ._run import ClientRun, ClientRunError, client_argv, run_client
+from ._transcript import (
+    C2S,
+    S2C,
+    Message,
+    Session,
+    Transcript,
+    TranscriptError,
+    read_transcript,
+)
+
+__all__ = [
+    "C2S",
+    "S2C",
+    "ClientRun",
+    "ClientRunError",
+    "Message",
+    "Session",
+    "Transcript",
+    "TranscriptError",
+    "client_argv",
+    "read_transcript",
+    "run_client",
+]

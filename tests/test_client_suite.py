@@ -1,0 +1,130 @@
+"""The client suite (vfio-user-conformance client) proved on a client of our own:
+tests/defective_client.py is clean at both revisions, each of its defects is caught by
+the client case named for it, and every client case catches some defect."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from defective_client import DEFECTS
+
+import conformance_client
+from pytest_vfiouser.clientcheck import ClientRunError, client_argv, read_transcript, run_client
+
+HERE = Path(__file__).resolve().parent
+FAILING = {"FAIL", "NON-STRICT"}
+# The server gives up a DMA request after 0.5 s (dma-request-ignored is quick to see).
+DEVICE = "[server]\ndma_reply_timeout = 0.5\n"
+
+
+def _client(spec: str, *defects: str) -> str:
+    words = [sys.executable, str(HERE / "defective_client.py"), "{socket}", "--spec", spec]
+    for d in defects:
+        words += ["--defect", d]
+    return shlex.join(words)
+
+
+def _run(tmp_path: Path, spec: str, *defects: str) -> dict[str, list[str]]:
+    """vfio-user-conformance client on the defective client: case id -> its verdicts."""
+    device = tmp_path / "device.toml"
+    device.write_text(DEVICE)
+    report = tmp_path / "client.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_vfiouser.cli",
+            "client",
+            "--vfu-client",
+            _client(spec, *defects),
+            "--vfu-spec",
+            spec,
+            "--vfu-device",
+            str(device),
+            f"--vfu-json={report}",
+            "-p",
+            "no:randomly",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    verdicts: dict[str, list[str]] = {}
+    for c in json.loads(report.read_text())["cases"]:
+        verdicts.setdefault(c["case_id"], []).append(c["verdict"])
+    return verdicts
+
+
+@pytest.mark.parametrize("spec", ["0.9.1", "0.9.2"])
+def test_the_clean_client_passes(tmp_path, spec):
+    verdicts = _run(tmp_path, spec)
+    failing = {k: v for k, v in verdicts.items() if set(v) - {"PASS"}}
+    assert not failing, failing
+    assert len(verdicts) >= 17
+
+
+@pytest.mark.parametrize("defect", sorted(DEFECTS))
+def test_each_defect_is_caught_by_its_case(tmp_path, defect):
+    spec = "0.9.2" if "migration_v2" in DEFECTS[defect] else "0.9.1"
+    verdicts = _run(tmp_path, spec, defect)
+    case = DEFECTS[defect]
+    assert set(verdicts.get(case, [])) & FAILING, (defect, case, verdicts.get(case))
+
+
+def test_every_client_case_catches_a_defect():
+    """The client cases (their ids, from the modules) are the cases DEFECTS names."""
+    import importlib  # noqa: PLC0415
+
+    ids = set()
+    for path in sorted(Path(conformance_client.__file__).parent.glob("test_*.py")):
+        module = importlib.import_module(f"conformance_client.{path.stem}")
+        for name in dir(module):
+            fn = getattr(module, name)
+            for mark in getattr(fn, "pytestmark", []):
+                if mark.name == "vfu_requirement":
+                    ids.add(mark.args[0])
+    assert ids == set(DEFECTS.values())
+    assert {i.rsplit("/", 1)[0] for i in ids} == set(conformance_client.SECTIONS)
+
+
+def test_a_client_that_cannot_start_is_a_clear_error(tmp_path):
+    with pytest.raises(ClientRunError, match="cannot start the client /nonexistent"):
+        run_client("/nonexistent/client {socket}", tmp_path, spec="0.9.1", seconds=5)
+
+
+def test_a_client_that_runs_on_is_stopped_at_its_time(tmp_path):
+    run = run_client(
+        f"{sys.executable} -c 'import time; time.sleep(60)' {{socket}}",
+        tmp_path,
+        spec="0.9.1",
+        seconds=0.5,
+    )
+    assert run.status is None and run.seconds < 5 and "stopped" in run.describe()
+    assert run.transcript.sessions == []
+
+
+def test_the_client_command_gets_the_socket_path():
+    assert client_argv("qemu -device vfio-user-pci,socket={socket} -x", "/tmp/s") == [
+        "qemu",
+        "-device",
+        "vfio-user-pci,socket=/tmp/s",
+        "-x",
+    ]
+    with pytest.raises(ValueError, match="empty"):
+        client_argv("  ", "/tmp/s")
+
+
+def test_a_record_line_that_is_not_one_is_named(tmp_path):
+    from pytest_vfiouser.clientcheck import TranscriptError  # noqa: PLC0415
+
+    record = tmp_path / "r.jsonl"
+    record.write_text('{"conn": 1, "t": 0, "event": "connect"}\n{"conn": 1, "dir": "c2s"}\n')
+    with pytest.raises(TranscriptError, match="line 2"):
+        read_transcript(record)
