@@ -10,6 +10,9 @@ UNIMPLEMENTED: it could not be judged from this session.
 __all__ = ["SECTIONS"]
 
 SECTIONS = (
+    "client/device_feature",
+    "client/dirty_pages",
+    "client/dma_logging",
     "client/dma_map",
     "client/dma_rw",
     "client/dma_unmap",
@@ -18,6 +21,7 @@ SECTIONS = (
     "client/info",
     "client/migration_v2",
     "client/region_rw",
+    "client/region_write_multi",
     "client/set_irqs",
     "client/version",
 )

@@ -3,7 +3,7 @@ with memory the server can map."""
 
 from __future__ import annotations
 
-from pytest_vfiouser import MUST, case
+from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.protocol import Command, DmaMap
 
 from ._support import decode, listed, need, sent
@@ -42,4 +42,20 @@ def test_fd_rules(vfu_sessions):
             bad.append(f"{m.describe()}: {m.fds} fds for one region")
         elif not m.fds and body.offset:
             bad.append(f"{m.describe()}: no fd, offset {body.offset:#x}")
+    assert not bad, listed(bad)
+
+
+@case("client/dma_map/flags-defined", SHOULD)
+def test_flags_defined(vfu_sessions):
+    """Each DMA_MAP's flags hold only the readable and writeable bits.
+
+    Spec (VFIO_USER_DMA_MAP): "flags | 4 | 4 | Bit 0 readable, 1 writeable"; "flags
+    contains the following region attributes: readable indicates that the region can be
+    read from. writeable indicates that the region can be written to."
+    """
+    bad = []
+    for _, m in need(sent(vfu_sessions, Command.DMA_MAP), "DMA_MAP"):
+        flags = decode(DmaMap, m, "the DMA_MAP").flags
+        if flags & ~3:
+            bad.append(f"{m.describe()}: flags {flags:#x}")
     assert not bad, listed(bad)

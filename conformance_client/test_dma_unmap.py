@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_vfiouser import MUST, case
+from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.protocol import Command, DmaMap, DmaUnmap
 
 from ._support import decode, listed, need, sent
@@ -55,3 +55,43 @@ def test_structure(vfu_sessions, vfu_spec):
         elif body.argsz < DmaUnmap.ENTRY_SIZE:
             bad.append(f"{m.describe()}: argsz {body.argsz}")
     assert not bad, listed(bad)
+
+
+@case("client/dma_unmap/flags-unused", SHOULD, revisions=("0.9.2",))
+def test_flags_unused(vfu_sessions):
+    """At 0.9.2 each DMA_UNMAP's flags are 0.
+
+    Spec (VFIO_USER_DMA_UNMAP, 0.9.2): "flags is unused in this version." (Errata 7: the
+    0.9.1 dirty bitmap bit is gone.)
+    """
+    bad = []
+    for _, m in need(sent(vfu_sessions, Command.DMA_UNMAP), "DMA_UNMAP"):
+        flags = decode(DmaUnmap, m, "the DMA_UNMAP").flags
+        if flags:
+            bad.append(f"{m.describe()}: flags {flags:#x}")
+    assert not bad, listed(bad)
+
+
+@case("client/dma_unmap/bitmap-follows", MUST, revisions=("0.9.1",))
+def test_bitmap_follows(vfu_sessions):
+    """At 0.9.1 a DMA_UNMAP asking for the dirty bitmap carries the 16-byte VFIO Bitmap
+    right after the entry.
+
+    Spec (VFIO_USER_DMA_UNMAP): "get dirty page bitmap indicates that a dirty page bitmap
+    must be populated before unmapping the DMA region. The client must provide a VFIO
+    Bitmap structure, explained below, immediately following this entry."
+    """
+    flagged = need(
+        [(s, m) for s, m in sent(vfu_sessions, Command.DMA_UNMAP) if _flag(m)],
+        "DMA_UNMAP asking for the dirty bitmap",
+    )
+    bad = [
+        f"{m.describe()}: {len(m.payload)} bytes, not the entry and a VFIO Bitmap (40)"
+        for _, m in flagged
+        if len(m.payload) != DmaUnmap.ENTRY_SIZE + 16
+    ]
+    assert not bad, listed(bad)
+
+
+def _flag(m) -> bool:
+    return len(m.payload) >= 8 and bool(int.from_bytes(m.payload[4:8], "little") & 1)

@@ -84,3 +84,27 @@ def test_error_reply_header_only(vfu_sessions):
     )
     bad = [f"{m.describe()}: {len(m.payload)} payload bytes" for _, m in errors if m.payload]
     assert not bad, listed(bad)
+
+
+@case("client/header/replies-answer-requests", MUST)
+def test_replies_answer_requests(vfu_sessions):
+    """Each reply the client sends answers a request of the server's not answered before:
+    the same msg_id and command, on the socket the request came on.
+
+    Spec (Header): "Reply (value 0x1) indicates a reply message acknowledging a previous
+    command with the same message ID."; "Command ... It is also set in the reply header."
+    """
+    need([m for s in vfu_sessions for m in s.answers()], "reply to a request of the server's")
+    bad = []
+    for s in vfu_sessions:
+        waiting: list = []  # the server's requests not answered yet
+        for m in s.messages:
+            if m.direction == "s2c" and m.is_command and not m.no_reply:
+                waiting.append((m.channel, m.msg_id, m.command))
+            elif m.direction == "c2s" and m.is_reply:
+                key = (m.channel, m.msg_id, m.command)
+                if key in waiting:
+                    waiting.remove(key)
+                else:
+                    bad.append(f"{m.describe()} on the {m.channel} socket answers no request")
+    assert not bad, listed(bad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from pytest_vfiouser import MUST, case
+from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.protocol import (
     Command,
     DeviceFeatureFlags,
@@ -60,4 +60,83 @@ def test_stop_copy_read_to_end(vfu_sessions):
             bad.append(f"session {s.number} ended in STOP_COPY before the stream's end")
     if not judged:
         need([], "SET of MIG_DEVICE_STATE to STOP_COPY")
+    assert not bad, listed(bad)
+
+
+def _states(session):
+    """(message, the device state when the client sent it), RUNNING at the start, as the
+    server's successful replies to SETs of MIG_DEVICE_STATE moved it."""
+    state = MigState.RUNNING
+    for m in session.sent():
+        yield m, state
+        target = _state_set(m)
+        reply = session.reply_to(m) if target is not None else None
+        if reply is not None and not reply.is_error:
+            state = target
+
+
+@case("client/migration_v2/data-read-in-saving-state", MUST, revisions=("0.9.2",))
+def test_data_read_in_saving_state(vfu_sessions):
+    """The client sends MIG_DATA_READ only while the device is in PRE_COPY or STOP_COPY.
+
+    Spec (VFIO_USER_MIG_DATA_READ): "This command is used to read data from the source
+    migration server while it is in a saving group state (PRE_COPY or STOP_COPY)."
+    """
+    need(sent(vfu_sessions, Command.MIG_DATA_READ), "MIG_DATA_READ")
+    saving = (MigState.PRE_COPY, MigState.STOP_COPY)
+    bad = [
+        f"{m.describe()} with the device in state {state}"
+        for s in vfu_sessions
+        for m, state in _states(s)
+        if m.command == Command.MIG_DATA_READ and state not in saving
+    ]
+    assert not bad, listed(bad)
+
+
+@case("client/migration_v2/data-write-in-resuming", MUST, revisions=("0.9.2",))
+def test_data_write_in_resuming(vfu_sessions):
+    """The client sends MIG_DATA_WRITE only while the device is RESUMING.
+
+    Spec (VFIO_USER_MIG_DATA_WRITE): "This command is used to write data to the
+    destination migration server while it is in the RESUMING state."
+    """
+    need(sent(vfu_sessions, Command.MIG_DATA_WRITE), "MIG_DATA_WRITE")
+    bad = [
+        f"{m.describe()} with the device in state {state}"
+        for s in vfu_sessions
+        for m, state in _states(s)
+        if m.command == Command.MIG_DATA_WRITE and state != MigState.RESUMING
+    ]
+    assert not bad, listed(bad)
+
+
+@case("client/migration_v2/data-write-argsz", MUST, revisions=("0.9.2",))
+def test_data_write_argsz(vfu_sessions):
+    """Each MIG_DATA_WRITE's argsz is 8 plus its data, and its size is its data.
+
+    Spec (VFIO_USER_MIG_DATA_WRITE): "argsz is the size of the above structure, including
+    the size of the data."; "size is the size of the migration data to be written."
+    """
+    bad = []
+    for _, m in need(sent(vfu_sessions, Command.MIG_DATA_WRITE), "MIG_DATA_WRITE"):
+        argsz, size = struct.unpack_from("<II", m.payload) if len(m.payload) >= 8 else (0, 0)
+        if argsz != len(m.payload) or size != len(m.payload) - 8:
+            bad.append(f"{m.describe()}: argsz {argsz}, size {size}, {len(m.payload)} bytes")
+    assert not bad, listed(bad)
+
+
+@case("client/migration_v2/data-read-argsz", SHOULD, revisions=("0.9.2",))
+def test_data_read_argsz(vfu_sessions):
+    """Each MIG_DATA_READ's argsz leaves room for the reply to the size it asks: 8 + size.
+
+    Spec (VFIO_USER_MIG_DATA_READ): "argsz is the maximum size of the reply payload.";
+    (Message sizes) "it defines the maximum expected reply payload size, which should be
+    at least the size of the fixed reply payload headers defined here."; the reply is
+    "argsz | size | data".
+    """
+    bad = []
+    for _, m in need(sent(vfu_sessions, Command.MIG_DATA_READ), "MIG_DATA_READ"):
+        body = decode(MigDataRead, m, "the MIG_DATA_READ")
+        if body.argsz < 8 + body.size:
+            bad.append(f"{m.describe()}: argsz {body.argsz} for size {body.size}")
     assert not bad, listed(bad)

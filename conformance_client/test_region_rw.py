@@ -34,3 +34,36 @@ def test_within_max_data_xfer_size(vfu_sessions):
         if count > limit:
             bad.append(f"{m.describe()}: count {count}, the server's limit {limit}")
     assert not bad, listed(bad)
+
+
+@case("client/region_rw/write-count-is-data", MUST)
+def test_write_count_is_data(vfu_sessions):
+    """Each REGION_WRITE's count is the number of data bytes it carries.
+
+    Spec (VFIO_USER_REGION_WRITE): "count is the size of the data to be transferred.";
+    "data is the data to write"
+    """
+    bad = []
+    for _, m in need(sent(vfu_sessions, Command.REGION_WRITE), "REGION_WRITE"):
+        if len(m.payload) < _COUNT.size:
+            continue
+        (count,) = _COUNT.unpack_from(m.payload)
+        if count != len(m.payload) - _COUNT.size:
+            bad.append(f"{m.describe()}: count {count}, {len(m.payload) - 16} data bytes")
+    assert not bad, listed(bad)
+
+
+@case("client/region_rw/read-carries-no-data", MUST)
+def test_read_carries_no_data(vfu_sessions):
+    """Each REGION_READ is the 16-byte request: offset, region, count, no data.
+
+    Spec (VFIO_USER_REGION_READ): the request is "offset | 0 | 8", "region | 8 | 4",
+    "count | 12 | 4"; "count is the size of the data to be transferred." (The data comes in
+    the reply: "data is the data that was read from the device region.")
+    """
+    bad = [
+        f"{m.describe()}: {len(m.payload)} bytes"
+        for _, m in need(sent(vfu_sessions, Command.REGION_READ), "REGION_READ")
+        if len(m.payload) != _COUNT.size
+    ]
+    assert not bad, listed(bad)

@@ -49,3 +49,49 @@ def test_within_irq_info(vfu_sessions):
                         f"{body.count}; GET_IRQ_INFO gave count {counts[body.index]}"
                     )
     assert not bad, listed(bad)
+
+
+_DATA = {1: "DATA_NONE", 2: "DATA_BOOL", 4: "DATA_EVENTFD"}
+_ACTION = {8: "ACTION_MASK", 16: "ACTION_UNMASK", 32: "ACTION_TRIGGER"}
+
+
+@case("client/set_irqs/one-data-one-action", MUST)
+def test_one_data_one_action(vfu_sessions):
+    """Each SET_IRQS sets exactly one DATA flag and one ACTION flag, and no other bit.
+
+    Spec (VFIO_USER_DEVICE_SET_IRQS): "flags defines the action performed on the interrupt
+    range. The DATA flags describe the data field sent in the message; the ACTION flags
+    describe the action to be performed. The flags are mutually exclusive for both sets."
+    """
+    bad = []
+    for _, m in need(sent(vfu_sessions, Command.DEVICE_SET_IRQS), "SET_IRQS"):
+        flags = decode(SetIrqs, m, "the SET_IRQS").flags
+        data = [n for bit, n in _DATA.items() if flags & bit]
+        action = [n for bit, n in _ACTION.items() if flags & bit]
+        if len(data) != 1 or len(action) != 1 or flags & ~0x3F:
+            bad.append(f"{m.describe()}: flags {flags:#x} ({'|'.join(data + action) or 'none'})")
+    assert not bad, listed(bad)
+
+
+@case("client/set_irqs/data-as-flags-say", MUST)
+def test_data_as_flags_say(vfu_sessions):
+    """A SET_IRQS carries a data field (count booleans) with DATA_BOOL only; with DATA_NONE
+    it carries neither data nor fds, with DATA_EVENTFD its eventfds go as fds.
+
+    Spec (VFIO_USER_DEVICE_SET_IRQS): "VFIO_IRQ_SET_DATA_NONE indicates there is no data
+    field in the command."; "VFIO_IRQ_SET_DATA_BOOL indicates the data field is an array of
+    boolean bytes."; "VFIO_IRQ_SET_DATA_EVENTFD indicates an array of event file
+    descriptors was sent in the message meta-data."; "data is an optional field included
+    when the VFIO_IRQ_SET_DATA_BOOL flag is present."
+    """
+    bad = []
+    for _, m in need(sent(vfu_sessions, Command.DEVICE_SET_IRQS), "SET_IRQS"):
+        body = decode(SetIrqs, m, "the SET_IRQS")
+        extra = len(m.payload) - SetIrqs.FIXED_SIZE
+        if body.flags & 2 and extra != body.count:
+            bad.append(f"{m.describe()}: DATA_BOOL with {extra} data bytes for count {body.count}")
+        elif not body.flags & 2 and extra:
+            bad.append(f"{m.describe()}: {extra} data bytes without DATA_BOOL")
+        elif body.flags & 1 and m.fds:
+            bad.append(f"{m.describe()}: DATA_NONE with {m.fds} fds")
+    assert not bad, listed(bad)

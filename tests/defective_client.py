@@ -22,8 +22,13 @@ import sys
 
 from pytest_vfiouser.client import Client
 from pytest_vfiouser.protocol import (
+    BitmapRange,
     Command,
     DeviceFeatureFlags,
+    DirtyPages,
+    DirtyPagesFlags,
+    DmaLoggingControl,
+    DmaLoggingReport,
     DmaMap,
     DmaReadReply,
     DmaUnmap,
@@ -31,9 +36,12 @@ from pytest_vfiouser.protocol import (
     FeatureMigDeviceState,
     IrqSetFlags,
     MigDataRead,
+    MigDataWrite,
     MigState,
     RegionRead,
+    RegionWrite,
     Version,
+    VfioBitmap,
     encode,
     encode_reply,
 )
@@ -59,6 +67,28 @@ DEFECTS = {
     "set-irqs-beyond": "client/set_irqs/within-irq-info",
     "dma-reply-wrong-count": "client/dma_rw/replies-well-formed",
     "stop-copy-read-short": "client/migration_v2/stop-copy-read-to-end",
+    "set-irqs-two-actions": "client/set_irqs/one-data-one-action",
+    "set-irqs-data-without-bool": "client/set_irqs/data-as-flags-say",
+    "region-write-count-off": "client/region_rw/write-count-is-data",
+    "region-read-with-data": "client/region_rw/read-carries-no-data",
+    "dma-map-flag-bit-2": "client/dma_map/flags-defined",
+    "unmap-flag-at-0.9.2": "client/dma_unmap/flags-unused",
+    "unmap-bitmap-missing": "client/dma_unmap/bitmap-follows",
+    "reply-unasked": "client/header/replies-answer-requests",
+    "feature-get-and-set": "client/device_feature/get-set-exclusive",
+    "probe-with-data": "client/device_feature/probe-no-data",
+    "feature-argsz-small": "client/device_feature/argsz-covers-reply",
+    "report-page-size-3000": "client/dma_logging/report-page-size",
+    "logging-ranges-short": "client/dma_logging/start-ranges-follow",
+    "write-multi-unasked": "client/region_write_multi/only-when-negotiated",
+    "write-multi-wr-cnt-off": "client/region_write_multi/wr-cnt-is-entries",
+    "write-multi-count-16": "client/region_write_multi/counts-at-most-8",
+    "dirty-flags-two": "client/dirty_pages/flags-exclusive",
+    "dirty-range-missing": "client/dirty_pages/bitmap-range-follows",
+    "mig-read-in-running": "client/migration_v2/data-read-in-saving-state",
+    "mig-write-outside-resuming": "client/migration_v2/data-write-in-resuming",
+    "mig-write-argsz-off": "client/migration_v2/data-write-argsz",
+    "mig-read-argsz-small": "client/migration_v2/data-read-argsz",
 }
 FD_MAP, PLAIN_MAP, REFUSED_MAP = 0x10_0000, 0x20_0000, 0x30_0000
 MAP_SIZE = 0x4000
@@ -92,7 +122,11 @@ class DefectiveClient(Client):
 
 def session(c: DefectiveClient, spec: str) -> None:
     d = c.defects
-    caps = {"max_data_xfer_size": 1 << 20}
+    caps: dict = {"max_data_xfer_size": 1 << 20}
+    if spec == "0.9.2" and "write-multi-unasked" not in d:
+        caps["write_multiple"] = True
+    if spec == "0.9.1":
+        caps["migration"] = {"pgsize": 4096}  # dirty page logging
     if "fds-beyond-limit" not in d:
         caps["max_msg_fds"] = 16  # else the server's limit stays the default, 1
     if "no-version-first" in d:
@@ -113,40 +147,55 @@ def session(c: DefectiveClient, spec: str) -> None:
         c.request(Command.DEVICE_GET_IRQ_INFO, struct.pack("<IIII", 16, 0, index, 0))
     # DMA: a memfd the server maps, memory it reaches by DMA_READ/WRITE, and one the
     # client will refuse (mapped at the server, not modelled here).
-    fd = c.memory.create_memfd_region(FD_MAP, MAP_SIZE)
+    c.map_fd = fd = c.memory.create_memfd_region(FD_MAP, MAP_SIZE)
     c.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, 3, 0, FD_MAP, MAP_SIZE), (fd,))
     argsz = 24 if "dma-map-argsz" in d else DmaMap.SIZE
     offset = 0x1000 if "dma-map-offset-without-fd" in d else 0
     c.memory.add(PLAIN_MAP, MAP_SIZE)
-    c.request(Command.DMA_MAP, DmaMap(argsz, 3, offset, PLAIN_MAP, MAP_SIZE))
+    map_flags = 3 | (4 if "dma-map-flag-bit-2" in d else 0)
+    c.request(Command.DMA_MAP, DmaMap(argsz, map_flags, offset, PLAIN_MAP, MAP_SIZE))
     c.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, 3, 0, REFUSED_MAP, MAP_SIZE))
     # Registers, and a read too big for the server when the defect says so.
-    c.region_write(R.REGISTERS_REGION, R.scratch(0), struct.pack("<I", 0x1234))
-    c.region_read(R.REGISTERS_REGION, R.scratch(0), 4)
+    write = RegionWrite(R.scratch(0), R.REGISTERS_REGION, 4, struct.pack("<I", 0x1234))
+    if "region-write-count-off" in d:
+        write = RegionWrite(R.scratch(0), R.REGISTERS_REGION, 8, struct.pack("<I", 0x1234))
+    c.request(Command.REGION_WRITE, write.pack() if write.count == 4 else _bad_write(write))
+    read = RegionRead(R.scratch(0), R.REGISTERS_REGION, 4).pack()
+    c.request(Command.REGION_READ, read + (b"\0" * 4 if "region-read-with-data" in d else b""))
     if "region-read-too-big" in d:
         c.request(Command.REGION_READ, RegionRead(0, R.RAM_REGION, 2 << 20))
     # An interrupt's eventfd (two, past the server's fd limit, with that defect).
     efds = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(2)]
     set_flags = IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER
+    if "set-irqs-two-actions" in d:
+        set_flags |= IrqSetFlags.ACTION_MASK
     count = 2 if "fds-beyond-limit" in d else 1
     start = 8 if "set-irqs-beyond" in d else 0  # MSI-X has 8
-    argsz = 24 if "set-irqs-argsz" in d else 20  # the fds go as SCM_RIGHTS: no data
-    c.set_irqs(R.IRQ_MSIX, set_flags, start, count, efds[:count], argsz=argsz)
+    data = b"\1" * count if "set-irqs-data-without-bool" in d else b""
+    argsz = 24 if "set-irqs-argsz" in d else 20 + len(data)  # the fds go as SCM_RIGHTS
+    c.set_irqs(R.IRQ_MSIX, set_flags, start, count, efds[:count], data, argsz=argsz)
     for efd in efds:
         os.close(efd)
     # The device's DMA: read the plain mapping, write it back, read the refused one.
     c.memory.write(PLAIN_MAP, b"client" * 64)
     for direction, address in ((1, PLAIN_MAP), (0, PLAIN_MAP + 0x1000), (1, REFUSED_MAP)):
         _device_dma(c, address, 256, direction)
+    if "reply-unasked" in d:  # a "reply" to a request the server never made
+        c.send_bytes(encode_reply(0x777, Command.DMA_READ, DmaReadReply(0, 0, b"").pack()))
     if spec == "0.9.2":
-        _migrate(c, short="stop-copy-read-short" in d)
+        _features(c, d)
+        _migrate(c, d)
+        _write_multi(c, d)
+    else:
+        _dirty_pages(c, d)
     # Unmaps: each mapping, exactly (one that never was, with that defect).
     for address in (FD_MAP, PLAIN_MAP, REFUSED_MAP):
         size = MAP_SIZE
         if "unmap-unmapped" in d and address == REFUSED_MAP:
             address += 0x100_0000
         argsz = 16 if "unmap-argsz-small" in d else DmaUnmap.ENTRY_SIZE
-        c.request(Command.DMA_UNMAP, DmaUnmap(argsz, 0, address, size))
+        flags = 1 if "unmap-flag-at-0.9.2" in d and spec == "0.9.2" else 0
+        c.request(Command.DMA_UNMAP, DmaUnmap(argsz, flags, address, size))
 
 
 def _device_dma(c: Client, address: int, length: int, direction: int) -> None:
@@ -167,17 +216,81 @@ def _set_state(c: Client, state: int) -> None:
     c.device_feature(flags, FeatureMigDeviceState(state).pack())
 
 
-def _migrate(c: Client, short: bool) -> None:
+def _migrate(c: Client, d: frozenset[str]) -> None:
     """STOP -> STOP_COPY, the stream read to its end (one read with the defect), STOP ->
-    RUNNING."""
+    RESUMING, the stream written back, STOP -> RUNNING."""
+    if "mig-read-in-running" in d:
+        c.request(Command.MIG_DATA_READ, MigDataRead(8 + 4096, 4096))
     _set_state(c, MigState.STOP)
     _set_state(c, MigState.STOP_COPY)
+    stream = []
+    argsz = 8 if "mig-read-argsz-small" in d else 8 + 4096
     for _ in range(1000):
-        reply = c.request(Command.MIG_DATA_READ, MigDataRead(8 + 4096, 4096))
-        if short or not reply.ok or len(reply.payload) - 8 < 4096:
+        reply = c.request(Command.MIG_DATA_READ, MigDataRead(argsz, 4096))
+        if not reply.ok:
+            break
+        stream.append(reply.payload[8:])
+        if "stop-copy-read-short" in d or len(reply.payload) - 8 < 4096:
             break
     _set_state(c, MigState.STOP)
+    if "mig-write-outside-resuming" in d:
+        c.request(Command.MIG_DATA_WRITE, MigDataWrite(8 + 4, 4, b"data").pack())
+    _set_state(c, MigState.RESUMING)
+    for data in stream:
+        body = MigDataWrite(8 + len(data), len(data), data).pack()
+        if "mig-write-argsz-off" in d:
+            body = struct.pack("<I", 8) + body[4:]
+        c.request(Command.MIG_DATA_WRITE, body)
+    _set_state(c, MigState.STOP)
     _set_state(c, MigState.RUNNING)
+
+
+def _features(c: Client, d: frozenset[str]) -> None:
+    """PROBE and GET of MIGRATION; DMA logging of the fd mapping: START, a REPORT, STOP."""
+    probe = DeviceFeatureFlags.PROBE | DeviceFeatureFlags.GET | Feature.MIGRATION
+    c.device_feature(probe, b"\0" * 8 if "probe-with-data" in d else b"")
+    get = DeviceFeatureFlags.GET | Feature.MIGRATION
+    if "feature-get-and-set" in d:
+        get |= DeviceFeatureFlags.SET
+    c.device_feature(get)
+    start = DmaLoggingControl.of(4096, ((FD_MAP, MAP_SIZE),)).pack()
+    if "logging-ranges-short" in d:
+        start = start[:-8]
+    flags = DeviceFeatureFlags.SET | Feature.DMA_LOGGING_START
+    argsz = 8 if "feature-argsz-small" in d else None
+    c.device_feature(flags, start, argsz=argsz)
+    page = 3000 if "report-page-size-3000" in d else 4096
+    report = DmaLoggingReport(FD_MAP, MAP_SIZE, page).pack()
+    c.device_feature(DeviceFeatureFlags.GET | Feature.DMA_LOGGING_REPORT, report)
+    c.device_feature(DeviceFeatureFlags.SET | Feature.DMA_LOGGING_STOP)
+
+
+def _write_multi(c: Client, d: frozenset[str]) -> None:
+    writes = [(R.scratch(1), 4), (R.scratch(2), 16 if "write-multi-count-16" in d else 4)]
+    body = struct.pack("<Q", len(writes) + (1 if "write-multi-wr-cnt-off" in d else 0))
+    for offset, count in writes:
+        body += struct.pack("<QII8s", offset, R.REGISTERS_REGION, count, b"\x42" * 8)
+    c.request(Command.REGION_WRITE_MULTI, body)
+
+
+def _dirty_pages(c: Client, d: frozenset[str]) -> None:
+    """0.9.1: START logging, a GET_BITMAP of the fd mapping, an unmap asking for its
+    bitmap (then mapped again), STOP."""
+    start = DirtyPagesFlags.START | (DirtyPagesFlags.STOP if "dirty-flags-two" in d else 0)
+    c.request(Command.DIRTY_PAGES, DirtyPages(8, start))
+    rng = BitmapRange(FD_MAP, MAP_SIZE, VfioBitmap(4096, 8))
+    get = DirtyPages(8 + 32 + 8, DirtyPagesFlags.GET_BITMAP, rng).pack()
+    c.request(Command.DIRTY_PAGES, get[:8] if "dirty-range-missing" in d else get)
+    bitmap = None if "unmap-bitmap-missing" in d else VfioBitmap(4096, 8)
+    unmap = DmaUnmap(24 + 16 + 8, 1, FD_MAP, MAP_SIZE, bitmap)
+    if c.request(Command.DMA_UNMAP, unmap).ok:  # mapped again: the unmaps below expect it
+        c.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, 3, 0, FD_MAP, MAP_SIZE), (c.map_fd,))
+    c.request(Command.DIRTY_PAGES, DirtyPages(8, DirtyPagesFlags.STOP))
+
+
+def _bad_write(write: RegionWrite) -> bytes:
+    """A REGION_WRITE whose count says more than the data it carries."""
+    return struct.pack("<QII", write.offset, write.region, write.count) + write.data
 
 
 def main(argv: list[str] | None = None) -> int:

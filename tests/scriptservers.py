@@ -214,10 +214,14 @@ INNER_ARGS = ("-p", "no:hypothesispytest", "-p", "no:cacheprovider")
 
 
 def cli(cwd: Path, *args: str) -> _subprocess.CompletedProcess:
-    """``vfio-user-conformance *args`` in ``cwd``, as the console script runs it."""
+    """``vfio-user-conformance *args`` in ``cwd``, as the console script runs it (a
+    subcommand, ``client``, first)."""
+    sub = [args[0]] if args[:1] == ("client",) else []
+    rest = args[len(sub) :]
     return _subprocess.run(
         # -P: as the console script does, without the current directory on sys.path
-        [sys.executable, "-P", "-m", "pytest_vfiouser.cli", "-p", "no:hypothesispytest", *args],
+        [sys.executable, "-P", "-m", "pytest_vfiouser.cli", *sub]
+        + ["-p", "no:hypothesispytest", *rest],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -4,6 +4,7 @@ the client case named for it, and every client case catches some defect."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 import subprocess
@@ -70,27 +71,35 @@ def test_the_clean_client_passes(tmp_path, spec):
     assert len(verdicts) >= 17
 
 
+def _cases() -> dict[str, tuple[str, ...]]:
+    """The client cases: id -> the revisions it is marked for (() for both)."""
+    out = {}
+    for path in sorted(Path(conformance_client.__file__).parent.glob("test_*.py")):
+        module = importlib.import_module(f"conformance_client.{path.stem}")
+        for name in dir(module):
+            marks = getattr(getattr(module, name), "pytestmark", [])
+            ids = [m.args[0] for m in marks if m.name == "vfu_requirement"]
+            if ids:
+                revisions = [r for m in marks if m.name == "vfu_revision" for r in m.args]
+                out[ids[0]] = tuple(revisions)
+    return out
+
+
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
 def test_each_defect_is_caught_by_its_case(tmp_path, defect):
-    spec = "0.9.2" if "migration_v2" in DEFECTS[defect] else "0.9.1"
+    revisions = _cases()[DEFECTS[defect]]
+    spec = revisions[0] if revisions else "0.9.1"
     verdicts = _run(tmp_path, spec, defect)
     case = DEFECTS[defect]
     assert set(verdicts.get(case, [])) & FAILING, (defect, case, verdicts.get(case))
 
 
 def test_every_client_case_catches_a_defect():
-    """The client cases (their ids, from the modules) are the cases DEFECTS names."""
-    import importlib  # noqa: PLC0415
-
-    ids = set()
-    for path in sorted(Path(conformance_client.__file__).parent.glob("test_*.py")):
-        module = importlib.import_module(f"conformance_client.{path.stem}")
-        for name in dir(module):
-            fn = getattr(module, name)
-            for mark in getattr(fn, "pytestmark", []):
-                if mark.name == "vfu_requirement":
-                    ids.add(mark.args[0])
+    """The client cases (their ids, from the modules) are the cases DEFECTS names, and
+    the package's SECTIONS are theirs."""
+    ids = set(_cases())
     assert ids == set(DEFECTS.values())
+    assert len(ids) >= 40
     assert {i.rsplit("/", 1)[0] for i in ids} == set(conformance_client.SECTIONS)
 
 
