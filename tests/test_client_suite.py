@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from defective_client import DEFECTS
+from scriptservers import cli
 
 import conformance_client
 from pytest_vfiouser.clientcheck import ClientRunError, client_argv, read_transcript, run_client
@@ -57,6 +58,7 @@ def _run(tmp_path: Path, spec: str, *defects: str) -> dict[str, list[str]]:
         timeout=120,
     )
     assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "peer: the reference server" in proc.stdout, proc.stdout[-2000:]
     verdicts: dict[str, list[str]] = {}
     for c in json.loads(report.read_text())["cases"]:
         verdicts.setdefault(c["case_id"], []).append(c["verdict"])
@@ -137,3 +139,38 @@ def test_a_record_line_that_is_not_one_is_named(tmp_path):
     record.write_text('{"conn": 1, "t": 0, "event": "connect"}\n{"conn": 1, "dir": "c2s"}\n')
     with pytest.raises(TranscriptError, match="line 2"):
         read_transcript(record)
+
+
+def test_a_recorded_session_is_judged_as_a_run(tmp_path):
+    """--vfu-transcript: the same verdicts from the record of a run (the defect shows)."""
+    run = run_client(_client("0.9.1", "dma-map-argsz"), tmp_path / "run", spec="0.9.1", seconds=30)
+    record = tmp_path / "session.jsonl"
+    record.write_bytes((tmp_path / "run" / "record.jsonl").read_bytes())
+    assert run.status == 0 and run.transcript.sessions
+    proc = cli(tmp_path, "client", "--vfu-transcript", str(record), "--vfu-json=t.json")
+    assert proc.returncode == 1, proc.stdout[-2000:]  # a FAIL
+    verdicts = {
+        c["case_id"]: c["verdict"] for c in json.loads((tmp_path / "t.json").read_text())["cases"]
+    }
+    assert verdicts["client/dma_map/structure"] == "FAIL"
+    assert verdicts["client/version/version-first"] == "PASS"
+    assert f"client: transcript {record}" in " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--vfu-client", "my-vmm --socket /tmp/x"],
+            'must name the server\'s socket as "{socket}"',
+        ),
+        (["--vfu-client", "a {socket}", "--vfu-transcript", "r.jsonl"], "give one"),
+        (["--vfu-transcript", "/nonexistent.jsonl"], "is not a file"),
+        (["--vfu-client", "a {socket}", "--vfu-device", "/nonexistent.toml"], "is not a file"),
+        (["--vfu-client", "a {socket}", "--vfu-client-time", "0"], "positive number of seconds"),
+    ],
+)
+def test_client_mode_usage_errors(tmp_path, args, message):
+    proc = cli(tmp_path, "client", *args)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stderr, proc.stderr

@@ -194,6 +194,7 @@ def _state(records: list[CaseRecord], **target) -> SimpleNamespace:
         strict=False,
         socket=None,
         fuzz="ci",
+        client_mode=False,
     )
     return SimpleNamespace(
         records=Records.view(records),
