@@ -23,5 +23,6 @@ SECTIONS = (
     "client/region_rw",
     "client/region_write_multi",
     "client/set_irqs",
+    "client/twin_socket",
     "client/version",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_vfiouser import MUST, case
 from pytest_vfiouser.protocol import CodecError, Command, Version
 
-from ._support import listed
+from ._support import listed, need
 
 
 @case("client/version/version-first", MUST)
@@ -42,4 +42,32 @@ def test_proposal_well_formed(vfu_sessions):
                 Version.unpack(m.payload).capabilities.validate()
             except CodecError as e:
                 bad.append(f"{m.describe()} in session {s.number}: {e}")
+    assert not bad, listed(bad)
+
+
+@case("client/version/closes-on-other-major", MUST)
+def test_closes_on_other_major(vfu_scenario):
+    """Given a VERSION reply whose major is not the one it proposed, the client sends
+    nothing more on that connection: it closes it. (Scenario other-major: the server
+    answers major 1.)
+
+    Spec (VFIO_USER_VERSION): "The major version in the reply must be the same as proposed.
+    If the client does not support the proposed major, it closes the connection." (Errata
+    5: the client closes on a reply major it does not support.)
+    """
+    judged, bad = 0, []
+    for s in vfu_scenario("other-major"):
+        proposals = s.sent(Command.VERSION)
+        reply = s.reply_to(proposals[0]) if proposals else None
+        if reply is None or reply.is_error or len(reply.payload) < 2:
+            continue
+        proposed = int.from_bytes(proposals[0].payload[:2], "little")
+        if int.from_bytes(reply.payload[:2], "little") == proposed:
+            continue
+        judged += 1
+        after = [m for m in s.messages[reply.index + 1 :] if m.direction == "c2s"]
+        if after:
+            bad.append(f"session {s.number} went on with {after[0].describe()}")
+    if not judged:
+        need([], "VERSION that got a reply with another major")
     assert not bad, listed(bad)

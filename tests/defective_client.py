@@ -20,7 +20,7 @@ import os
 import struct
 import sys
 
-from pytest_vfiouser.client import Client
+from pytest_vfiouser.client import Client, ErrorReply, MalformedReply
 from pytest_vfiouser.protocol import (
     BitmapRange,
     Command,
@@ -40,7 +40,6 @@ from pytest_vfiouser.protocol import (
     MigState,
     RegionRead,
     RegionWrite,
-    Version,
     VfioBitmap,
     encode,
     encode_reply,
@@ -89,6 +88,9 @@ DEFECTS = {
     "mig-write-outside-resuming": "client/migration_v2/data-write-in-resuming",
     "mig-write-argsz-off": "client/migration_v2/data-write-argsz",
     "mig-read-argsz-small": "client/migration_v2/data-read-argsz",
+    "other-major-accepted": "client/version/closes-on-other-major",
+    "twin-inconsistent-kept": "client/twin_socket/aborts-on-inconsistent",
+    "dma-outside-served": "client/dma_rw/outside-mappings-refused",
 }
 FD_MAP, PLAIN_MAP, REFUSED_MAP = 0x10_0000, 0x20_0000, 0x30_0000
 MAP_SIZE = 0x4000
@@ -98,6 +100,10 @@ class DefectiveClient(Client):
     """The raw client, its answers to the server's DMA requests with the defects."""
 
     defects: frozenset[str] = frozenset()
+
+    def _twin_peer(self, sock):
+        peer = DefectiveClient(sock, self.timeout, memory=self.memory, busy_poll_ns=0)
+        return peer
 
     def _serve_dma(self, hdr, payload, fds) -> None:
         msg_id, command = hdr[0], hdr[1]
@@ -110,6 +116,12 @@ class DefectiveClient(Client):
         if refused and "error-reply-payload" in self.defects:
             tail = struct.pack("<I", errno.EFAULT)  # the errno again, as a payload
             self.send_bytes(encode(msg_id, command, tail, flags=0x21, error=errno.EFAULT))
+            return
+        if "dma-outside-served" in self.defects and not _inside(self.memory, address, count):
+            out = DmaReadReply(address, count, bytes(count)).pack()
+            if command == Command.DMA_WRITE:
+                out = struct.pack("<QQ", address, count)
+            self.send_bytes(encode_reply(msg_id, command, out))  # served from nothing
             return
         if "dma-reply-wrong-count" in self.defects and command == Command.DMA_READ:
             data = self.memory.read(address, count)
@@ -134,7 +146,16 @@ def session(c: DefectiveClient, spec: str) -> None:
     if "version-bad-json" in d:
         bad = struct.pack("<HH", 0, 0) + b'{"capabilities": {"max_msg_fds": "16"}}\0'
         c.request(Command.VERSION, bad)
-    c.request(Command.VERSION, Version(0, 0, {"capabilities": caps}))
+    if spec == "0.9.2":
+        caps["twin_socket"] = {"supported": True}  # a client ready for twin-socket mode
+    try:
+        c.negotiate(capabilities=caps)
+    except (ErrorReply, MalformedReply):
+        return
+    if c.negotiated.major != 0 and "other-major-accepted" not in d:
+        return  # "If the client does not support the proposed major, it closes"
+    if c.twin_refused is not None and "twin-inconsistent-kept" not in d:
+        return  # "The client must abort and close the connection"
     error = 7 if "command-error-set" in d else 0
     flags = 1 << 6 if "reserved-flag" in d else 0
     info = struct.pack("<IIII", 16, 0, 9 if "info-fields-set" in d else 0, 0)
@@ -196,6 +217,11 @@ def session(c: DefectiveClient, spec: str) -> None:
         argsz = 16 if "unmap-argsz-small" in d else DmaUnmap.ENTRY_SIZE
         flags = 1 if "unmap-flag-at-0.9.2" in d and spec == "0.9.2" else 0
         c.request(Command.DMA_UNMAP, DmaUnmap(argsz, flags, address, size))
+
+
+def _inside(memory, address: int, count: int) -> bool:
+    """[address, +count) is client memory (a region modelled for a mapping)."""
+    return any(r.address <= address and address + count <= r.end for r in memory.regions)
 
 
 def _device_dma(c: Client, address: int, length: int, direction: int) -> None:

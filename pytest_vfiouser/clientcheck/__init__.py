@@ -5,11 +5,14 @@
   with its socket, until the client exits or its time is up: a ``ClientRun``.
 * ``_transcript``: ``read_transcript(record)`` is the record as ``Session``s of
   ``Message``s, which the client cases (conformance_client/) judge.
+* ``_scenarios``: ``SCENARIOS``, runs against a misbehaving server (faults of the
+  overlay) for what the spec asks of a client then.
 
 May import: ``protocol`` and ``target``.
 """
 
 from ._run import ClientRun, ClientRunError, client_argv, run_client
+from ._scenarios import SCENARIOS, Scenario
 from ._transcript import (
     C2S,
     S2C,
@@ -26,6 +29,8 @@ __all__ = [
     "ClientRun",
     "ClientRunError",
     "Message",
+    "SCENARIOS",
+    "Scenario",
     "Session",
     "Transcript",
     "TranscriptError",

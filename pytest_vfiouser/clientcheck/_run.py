@@ -64,14 +64,20 @@ def run_client(
     seconds: float,
     device: str | None = None,
     start_timeout: float = 10.0,
+    faults: tuple[str, ...] = (),
 ) -> ClientRun:
+    """The client's run against the reference server (with ``faults`` of the fault
+    overlay: a scenario); ClientRunError if the server or the client cannot start."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     sock, record = workdir / "vfu.sock", workdir / "record.jsonl"
     record.unlink(missing_ok=True)
     argv = client_argv(template, str(sock))
-    server_cmd = [sys.executable, "-m", "reference_server", f"--socket-path={sock}"]
+    module = "reference_server_faults" if faults else "reference_server"
+    server_cmd = [sys.executable, "-m", module, f"--socket-path={sock}"]
     server_cmd += [f"--spec={spec}", f"--record={record}"]
+    for fault in faults:
+        server_cmd += ["--fault", fault]
     if device:
         server_cmd.append(f"--device={device}")
     server_log = workdir / "server.log"

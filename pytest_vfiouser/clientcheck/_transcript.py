@@ -103,6 +103,19 @@ class Session:
                 return m
         return None
 
+    def answer_to(self, request: Message) -> Message | None:
+        """The client's reply to the server's ``request``: the first reply after it with
+        its msg_id and command, on the socket it came on."""
+        for m in self.messages[request.index + 1 :]:
+            if (
+                m.direction == C2S
+                and m.is_reply
+                and m.channel == request.channel
+                and (m.msg_id, m.command) == (request.msg_id, request.command)
+            ):
+                return m
+        return None
+
     def version(self) -> tuple[Version | None, Version | None]:
         """The client's first VERSION proposal and the server's successful reply to it
         (None where there is none, or it does not decode)."""

@@ -3,13 +3,18 @@
 ``vfu_transcript`` runs the client (--vfu-client) against the reference server, or
 reads a record (--vfu-transcript), once; ``vfu_sessions`` are its connections that
 carried messages, which every client case reads (conformance_client/).
+``vfu_scenario(name)`` runs the client once more against a misbehaving server
+(clientcheck.SCENARIOS), the first time a case asks for that scenario.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from pytest_vfiouser.clientcheck import (
+    SCENARIOS,
     ClientRunError,
     Session,
     Transcript,
@@ -37,24 +42,55 @@ def vfu_transcript(request: pytest.FixtureRequest, tmp_path_factory) -> Transcri
         pytest.skip(
             "client mode: name the client with --vfu-client, or a record with --vfu-transcript"
         )
-    try:
-        run = run_client(
-            settings.client,
-            tmp_path_factory.mktemp("client-run"),
-            spec=settings.spec,
-            seconds=settings.client_time,
-            device=str(settings.device) if settings.device else None,
-            start_timeout=settings.start_timeout,
-        )
-    except ClientRunError as e:
-        state.client_run = f"{settings.client}: {e}"
-        raise
+    run = _run(state, tmp_path_factory, ())
     messages = sum(len(s.messages) for s in run.transcript.sessions)
     state.client_run = (
         f"{settings.client}: {run.describe()}; {len(run.transcript.sessions)} connection(s), "
         f"{messages} messages"
     )
     return run.transcript
+
+
+def _run(state, tmp_path_factory, faults: tuple[str, ...]):
+    settings = state.settings
+    try:
+        return run_client(
+            settings.client,
+            tmp_path_factory.mktemp("client-run"),
+            spec=settings.spec,
+            seconds=settings.client_time,
+            device=str(settings.device) if settings.device else None,
+            start_timeout=settings.start_timeout,
+            faults=faults,
+        )
+    except ClientRunError as e:
+        state.client_run = f"{settings.client}: {e}"
+        raise
+
+
+@pytest.fixture(scope="session")
+def vfu_scenario(request: pytest.FixtureRequest, tmp_path_factory) -> Callable:
+    """``vfu_scenario(name)``: the sessions (with messages) of the client's run against
+    the server of scenario ``name``, run once a session."""
+    state = get_state(request.config)
+    runs: dict[str, list[Session]] = {}
+
+    def sessions(name: str) -> list[Session]:
+        scenario = SCENARIOS[name]
+        if state.settings.client is None:
+            pytest.skip(f"scenario {name} needs a run of the client (--vfu-client)")
+        if state.settings.spec not in scenario.revisions:
+            pytest.skip(f"scenario {name} is for spec {', '.join(scenario.revisions)}")
+        if name not in runs:
+            run = _run(state, tmp_path_factory, scenario.faults)
+            runs[name] = run.transcript.with_messages()
+        if not runs[name]:
+            pytest.skip(
+                f"cannot judge: in scenario {name} ({scenario.what}) the client sent nothing"
+            )
+        return runs[name]
+
+    return sessions
 
 
 @pytest.fixture(scope="session")

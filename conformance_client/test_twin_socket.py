@@ -1,0 +1,36 @@
+"""Twin-socket mode (0.9.2), the client's side of its negotiation."""
+
+from __future__ import annotations
+
+from pytest_vfiouser import MUST, case
+from pytest_vfiouser.protocol import Command
+
+from ._support import listed, need
+
+
+@case("client/twin_socket/aborts-on-inconsistent", MUST, revisions=("0.9.2",))
+def test_aborts_on_inconsistent(vfu_scenario):
+    """A client that asked for twin-socket mode and got a reply that sets
+    twin_socket.supported with an fd_index naming no fd sends nothing more: it aborts and
+    closes the connection. (Scenario twin-inconsistent.)
+
+    Spec (VFIO_USER_VERSION): "If twin_socket.supported is true and twin_socket.fd_index is
+    present and refers to a valid file descriptor, twin-socket mode negotiation has
+    succeeded." ... "Otherwise, the reply from the server is inconsistent. The client
+    must abort and close the connection since it is potentially unable to receive
+    commands from the server."
+    """
+    asked, bad = 0, []
+    for s in vfu_scenario("twin-inconsistent"):
+        proposal, reply = s.version()
+        twin = proposal.capabilities.twin_socket if proposal is not None else None
+        if not (isinstance(twin, dict) and twin.get("supported") is True) or reply is None:
+            continue
+        asked += 1
+        answer = s.reply_to(s.sent(Command.VERSION)[0])
+        after = [m for m in s.messages[answer.index + 1 :] if m.direction == "c2s"]
+        if after:
+            bad.append(f"session {s.number} went on with {after[0].describe()}")
+    if not asked:
+        need([], "VERSION asking for twin-socket mode (twin_socket.supported true)")
+    assert not bad, listed(bad)

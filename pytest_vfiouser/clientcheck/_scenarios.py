@@ -1,0 +1,45 @@
+"""Scenarios: the server doing what a careless client does not expect.
+
+A scenario is a run of the client against the reference server with named defects of
+the fault overlay (reference_server_faults, started by name): a server that answers
+VERSION with another major, one whose twin-socket reply is inconsistent, one whose DMA
+requests fall outside the client's mappings. What the spec asks of the client then is
+judged from that run's sessions (the client cases that take ``vfu_scenario``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    faults: tuple[str, ...]  # of reference_server_faults: how the server misbehaves
+    what: str
+    revisions: tuple[str, ...] = ("0.9.1", "0.9.2")
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario(
+            "other-major",
+            ("version-unchecked",),
+            "the server answers VERSION with major 1, whatever the client proposed",
+        ),
+        Scenario(
+            "twin-inconsistent",
+            ("twin-fd-index-off",),
+            "the server's VERSION reply enables twin-socket mode with an fd_index that names "
+            "no fd of the reply",
+            ("0.9.2",),
+        ),
+        Scenario(
+            "dma-outside",
+            ("dma-access-wrong",),
+            "the server's DMA_READ/DMA_WRITE name offsets into the client's mappings, not "
+            "client addresses: outside what the client mapped",
+        ),
+    )
+}
