@@ -416,22 +416,30 @@ def test_unmap_reply_is_entry(vfu_client, base, with_fd):
 @case("dma/unmap-flags-unused", MUST, revisions=("0.9.2",))
 def test_unmap_flags_unused(vfu_client, base):
     """At 0.9.2 a DMA_UNMAP with flag bit 0 set (0.9.1's dirty bitmap request) is refused
-    (the mapping stays) or served as any unmap: the reply is the 24-byte entry, no bitmap.
+    (the mapping stays) or served as any unmap: its reply is the one a plain DMA_UNMAP
+    gets (the control, just before), the 24-byte entry, no bitmap.
 
     Spec (VFIO_USER_DMA_UNMAP, 0.9.2): "flags is unused in this version."; "The server
     responds with the original DMA entry in the request." (Errata 7: either answer
     conforms; a bitmap in the reply is 0.9.1's format, which 0.9.2 no longer has.)
     """
     _map(vfu_client, base, SIZE)
+    control = _unmap(vfu_client, base, SIZE, "the plain DMA_UNMAP (the control)")
+    _map(vfu_client, base, SIZE)
     entry = DmaUnmap(DmaUnmap.ENTRY_SIZE, int(DmaUnmapFlags.GET_DIRTY_BITMAP), base, SIZE)
     reply = vfu_client.request(Command.DMA_UNMAP, entry.pack())
     if not reply.ok:
         _unmap(vfu_client, base, SIZE, "DMA_UNMAP of the mapping after the flagged one was refused")
         return
-    assert len(reply.payload) == DmaUnmap.ENTRY_SIZE, (
-        f"the reply to a DMA_UNMAP with flag bit 0 carries {len(reply.payload)} bytes, not the "
-        f"{DmaUnmap.ENTRY_SIZE}-byte entry: the flag, unused at 0.9.2, changed the reply"
+    assert len(reply.payload) == len(control.payload), (
+        f"the reply to a DMA_UNMAP with flag bit 0 carries {len(reply.payload)} bytes, the "
+        f"plain one's {len(control.payload)}: the flag, unused at 0.9.2, changed the reply"
     )
+    if len(control.payload) != DmaUnmap.ENTRY_SIZE:
+        pytest.skip(
+            f"cannot judge: a plain DMA_UNMAP's reply is {len(control.payload)} bytes too "
+            "(dma/unmap-reply-entry judges that)"
+        )
     again = vfu_client.dma_unmap(base, SIZE)
     assert not again.ok, "the mapping is still there after the DMA_UNMAP that succeeded"
 
