@@ -324,9 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("socket")
     p.add_argument("--spec", default="0.9.1")
     p.add_argument("--defect", action="append", default=[], choices=sorted(DEFECTS))
+    p.add_argument("--abort", action="store_true", help="die of SIGABRT after VERSION")
     args = p.parse_args(argv)
     DefectiveClient.defects = frozenset(args.defect)
     with DefectiveClient.connect(args.socket, timeout=5.0) as c:
+        if args.abort:
+            c.negotiate()
+            os.abort()  # what a C client's failed assertion does
         session(c, args.spec)
     return 0
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -171,3 +173,35 @@ def test_client_mode_usage_errors(tmp_path, args, message):
     proc = cli(tmp_path, "client", *args)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert message in proc.stderr, proc.stderr
+
+
+def test_a_client_that_dies_is_a_crash(forks, tmp_path):
+    """A client killed by SIGABRT: every case its run was to show is CRASH, and says so."""
+    report, output = tmp_path / "client.json", tmp_path / "output.txt"
+    client = f"{_client('0.9.1')} --abort"
+    args = ["client", "--vfu-client", client, f"--vfu-json={report}", "-p", "no:randomly"]
+    run = forks.start(args, tmp_path, output, km.run_env(tmp_path / "pycache"))
+    assert forks.wait(run, 120.0) == 1, output.read_text()[-3000:]
+    cases = json.loads(report.read_text())["cases"]
+    assert {c["verdict"] for c in cases} == {"CRASH"}
+    assert "killed by SIGABRT" in cases[0]["message"]
+
+
+def test_client_runs_compare_by_the_clients_name(forks, tmp_path):
+    """vfio-user-conformance compare on two client runs: named by the client's program,
+    the defect's case among those that differ."""
+    reports = []
+    for name, defects in (("clean", ()), ("defect", ("dma-map-argsz",))):
+        where = tmp_path / name
+        where.mkdir()
+        _run(forks, where, "0.9.1", *defects, section="client/dma_map")
+        reports.append(str(where / "client.json"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_vfiouser.cli", "compare", *reports],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "defective_client.py" in proc.stdout, proc.stdout
+    assert re.search(r"client/dma_map/structure\s+PASS\s+FAIL", proc.stdout), proc.stdout

@@ -9,6 +9,7 @@ carried messages, which every client case reads (conformance_client/).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 import pytest
@@ -22,8 +23,15 @@ from pytest_vfiouser.clientcheck import (
     read_transcript,
     run_client,
 )
+from pytest_vfiouser.verdict import Verdict
 
+from ._judge import ServerFault
 from ._state import get_state
+
+# Signals a process dies of by its own fault (not the SIGTERM/SIGKILL that stops it).
+CRASH_SIGNALS = frozenset(
+    int(s) for s in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +56,7 @@ def vfu_transcript(request: pytest.FixtureRequest, tmp_path_factory) -> Transcri
         f"{settings.client}: {run.describe()}; {len(run.transcript.sessions)} connection(s), "
         f"{messages} messages"
     )
+    _judge_death(run)
     return run.transcript
 
 
@@ -68,6 +77,15 @@ def _run(state, tmp_path_factory, faults: tuple[str, ...]):
         raise
 
 
+def _judge_death(run, scenario: str = "") -> None:
+    """A client that dies of its own fault is the verdict (CRASH) on every case its run
+    was to show."""
+    if run.status is not None and -run.status in CRASH_SIGNALS:
+        tail = "\n".join(run.output.strip().splitlines()[-8:])
+        where = f" in scenario {scenario}" if scenario else ""
+        raise ServerFault(Verdict.CRASH, f"the client {run.describe()}{where}:\n{tail}")
+
+
 @pytest.fixture(scope="session")
 def vfu_scenario(request: pytest.FixtureRequest, tmp_path_factory) -> Callable:
     """``vfu_scenario(name)``: the sessions (with messages) of the client's run against
@@ -83,6 +101,7 @@ def vfu_scenario(request: pytest.FixtureRequest, tmp_path_factory) -> Callable:
             pytest.skip(f"scenario {name} is for spec {', '.join(scenario.revisions)}")
         if name not in runs:
             run = _run(state, tmp_path_factory, scenario.faults)
+            _judge_death(run, name)
             runs[name] = run.transcript.with_messages()
         if not runs[name]:
             pytest.skip(

@@ -301,13 +301,15 @@ class Settings:
                 raise _usage("--vfu-env", f"{item!r} is not KEY=VALUE")
             env[key] = value
 
+        client, client_time, device, transcript = _client_mode(get)
+
         profile_text = get.value("vfu_profile")
         if profile_text is not None:
             try:
                 profile = load_profile(get.path("vfu_profile", profile_text))
             except ProfileError as e:
                 raise _usage("--vfu-profile", f"invalid profile: {e}") from None
-        elif embedded:
+        elif embedded and client is None and transcript is None:  # client mode: no profile
             profile = _reference_profile(spec)
         else:
             profile = Profile.empty()
@@ -335,8 +337,6 @@ class Settings:
             raise _usage("--vfu-fuzz-dir", "the directory is empty")
 
         fuzz_db = _fuzz_db(get)
-
-        client, client_time, device, transcript = _client_mode(get)
 
         json_text = get.value("vfu_json")
         json_path = get.path("vfu_json", json_text) if json_text else None

@@ -116,9 +116,12 @@ def _head(
             "sections": list(settings.sections),
             "profile": {"name": profile.name, "path": str(profile.path) if profile.path else None},
             "target": {
-                "description": targets.get("target"),
+                # Client mode: what is judged is the client (the reference server its peer).
+                "description": getattr(state, "client_run", None) or targets.get("target"),
                 "command": targets.get("command"),
-                "command_template": settings.command_text or None,
+                "command_template": getattr(settings, "client", None)
+                or settings.command_text
+                or None,
                 "socket": settings.socket,
                 "starts": targets.get("starts", 0),
                 "sigterm": targets.get("sigterm"),
