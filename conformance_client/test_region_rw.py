@@ -13,6 +13,18 @@ from ._support import listed, need, sent, server_limit
 _COUNT = struct.Struct("<12xI")  # offset u64, region u32, count u32
 
 
+def _too_big(sessions) -> list[str]:
+    """The client's REGION_READ/WRITEs above their session's server's max_data_xfer_size."""
+    bad = []
+    for s in sessions:
+        limit = server_limit(s, "max_data_xfer_size")
+        for m in s.sent(Command.REGION_READ) + s.sent(Command.REGION_WRITE):
+            if len(m.payload) >= _COUNT.size and _COUNT.unpack_from(m.payload)[0] > limit:
+                count = _COUNT.unpack_from(m.payload)[0]
+                bad.append(f"{m.describe()}: count {count}, the server's limit {limit}")
+    return bad
+
+
 @case("client/region_rw/within-max-data-xfer-size", MUST)
 def test_within_max_data_xfer_size(vfu_sessions):
     """No REGION_READ or REGION_WRITE of the client's asks for more than the server's
@@ -21,18 +33,28 @@ def test_within_max_data_xfer_size(vfu_sessions):
     Spec (Read and Write Operations): "The count field must not exceed the value of
     max_data_xfer_size of the peer, for both reads and writes."
     """
-    accesses = need(
+    need(
         sent(vfu_sessions, Command.REGION_READ) + sent(vfu_sessions, Command.REGION_WRITE),
         "REGION_READ or REGION_WRITE",
     )
-    bad = []
-    for s, m in accesses:
-        if len(m.payload) < _COUNT.size:
-            continue  # does not decode: the server refused it, not this case's concern
-        (count,) = _COUNT.unpack_from(m.payload)
-        limit = server_limit(s, "max_data_xfer_size")
-        if count > limit:
-            bad.append(f"{m.describe()}: count {count}, the server's limit {limit}")
+    bad = _too_big(vfu_sessions)
+    assert not bad, listed(bad)
+
+
+@case("client/region_rw/within-max-data-xfer-size-4096", MUST)
+def test_within_max_data_xfer_size_4096(vfu_scenario):
+    """Against a server that states max_data_xfer_size 4096, no REGION_READ or REGION_WRITE
+    of the client's asks for more than its VERSION reply allows. (Scenario small-limits.)
+
+    Spec (Read and Write Operations): "The count field must not exceed the value of
+    max_data_xfer_size of the peer, for both reads and writes."
+    """
+    sessions = vfu_scenario("small-limits")
+    need(
+        sent(sessions, Command.REGION_READ) + sent(sessions, Command.REGION_WRITE),
+        "REGION_READ or REGION_WRITE",
+    )
+    bad = _too_big(sessions)
     assert not bad, listed(bad)
 
 

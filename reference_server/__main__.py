@@ -24,7 +24,7 @@ import sys
 from pytest_vfiouser._unix import CEILING_NS
 
 from .device import Device
-from .device_config import ConfigError, load
+from .device_config import ConfigError, DeviceConfig, default_config, load
 from .errors import Terminate
 from .limits import DEFAULT, Limits
 from .record import Recorder
@@ -143,12 +143,44 @@ class Program:
             "-v", "--verbose", action="store_true", help="log every message, decoded, to stderr"
         )
         p.add_argument(
+            "--max-msg-fds",
+            type=int,
+            metavar="N",
+            help="the max_msg_fds the server states and takes (1..253), over the device "
+            "description's [server] value",
+        )
+        p.add_argument(
+            "--max-data-xfer-size",
+            type=int,
+            metavar="BYTES",
+            help="the max_data_xfer_size the server states and takes (4096..67108864), over "
+            "the device description's [server] value",
+        )
+        p.add_argument(
             "--record",
             metavar="FILE",
             help="append every message received and sent, one JSON object a line "
             "(reference_server/record.py), to FILE",
         )
         return p
+
+    @staticmethod
+    def limits_given(args, config, parser) -> DeviceConfig:
+        """--max-msg-fds and --max-data-xfer-size over the description's [server]."""
+        given = {}
+        for name, low, high in (
+            ("max_msg_fds", 1, 253),
+            ("max_data_xfer_size", 4096, 64 << 20),
+        ):
+            value = getattr(args, name)
+            if value is None:
+                continue
+            if not low <= value <= high:
+                parser.error(f"--{name.replace('_', '-')}: {value} is not in {low}..{high}")
+            given[name] = value
+        if not given:
+            return config
+        return dataclasses.replace(config, server=dataclasses.replace(config.server, **given))
 
     @staticmethod
     def limits(args) -> Limits:
@@ -209,6 +241,7 @@ class Program:
                 config = load(args.device)
             except ConfigError as e:
                 parser.error(f"--device {args.device}: {e}")
+        config = self.limits_given(args, config or default_config(), parser)
         recorder = None
         if args.record:
             try:

@@ -91,6 +91,8 @@ DEFECTS = {
     "other-major-accepted": "client/version/closes-on-other-major",
     "twin-inconsistent-kept": "client/twin_socket/aborts-on-inconsistent",
     "dma-outside-served": "client/dma_rw/outside-mappings-refused",
+    "fds-limit-ignored": "client/fds/within-max-msg-fds-1",
+    "xfer-limit-ignored": "client/region_rw/within-max-data-xfer-size-4096",
 }
 FD_MAP, PLAIN_MAP, REFUSED_MAP = 0x10_0000, 0x20_0000, 0x30_0000
 MAP_SIZE = 0x4000
@@ -185,12 +187,19 @@ def session(c: DefectiveClient, spec: str) -> None:
     c.request(Command.REGION_READ, read + (b"\0" * 4 if "region-read-with-data" in d else b""))
     if "region-read-too-big" in d:
         c.request(Command.REGION_READ, RegionRead(0, R.RAM_REGION, 2 << 20))
+    limit = c.server_caps.max_data_xfer_size if c.server_caps is not None else 1 << 20
+    if "xfer-limit-ignored" in d or limit >= 8192:  # the RAM read in one piece if it may
+        c.request(Command.REGION_READ, RegionRead(0, R.RAM_REGION, 8192))
     # An interrupt's eventfd (two, past the server's fd limit, with that defect).
     efds = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(2)]
     set_flags = IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER
     if "set-irqs-two-actions" in d:
         set_flags |= IrqSetFlags.ACTION_MASK
-    count = 2 if "fds-beyond-limit" in d else 1
+    # Two eventfds in one message when the server takes them (or whatever it takes, with
+    # a defect); one a message otherwise.
+    takes = c.server_caps.max_msg_fds if c.server_caps is not None else 1
+    defect = "fds-beyond-limit" in d or "fds-limit-ignored" in d
+    count = 2 if defect or takes >= 2 else 1
     start = 8 if "set-irqs-beyond" in d else 0  # MSI-X has 8
     data = b"\1" * count if "set-irqs-data-without-bool" in d else b""
     argsz = 24 if "set-irqs-argsz" in d else 20 + len(data)  # the fds go as SCM_RIGHTS

@@ -50,6 +50,8 @@ def run(*args, timeout=10, **kw):
         (("--socket-path=/tmp/x.sock", "--message-timeout=soon"), "invalid float value"),
         (("--socket-path=/tmp/x.sock", "--max-queued-bytes=-1"), "--max-queued-bytes: -1 is"),
         (("--socket-path=/tmp/x.sock", "--max-queued-bytes=1M"), "invalid int value"),
+        (("--socket-path=/tmp/x.sock", "--max-msg-fds=0"), "--max-msg-fds: 0 is not in 1..253"),
+        (("--socket-path=/tmp/x.sock", "--max-data-xfer-size=100"), "100 is not in 4096.."),
     ],
 )
 def test_usage_errors(args, needle):
@@ -381,3 +383,20 @@ flags = ["eventfd", "maskable"]
             assert c.request(4, DeviceInfo(16)).ok
     finally:
         assert srv.stop() == 0
+
+
+def test_limits_given_on_the_command_line_are_stated_and_kept(tmp_path):
+    """--max-msg-fds and --max-data-xfer-size over the device's [server] (what client
+    mode's small-limits scenario asks of the server)."""
+    device = tmp_path / "d.toml"
+    device.write_text("[server]\nmax_msg_fds = 8\n")
+    server = RefServer(
+        tmp_path, f"--device={device}", "--max-msg-fds=1", "--max-data-xfer-size=4096"
+    )
+    try:
+        c = server.connect()
+        assert (c.server_caps.max_msg_fds, c.server_caps.max_data_xfer_size) == (1, 4096)
+        assert c.region_read(R.RAM_REGION, 0, 8192).error == errno.E2BIG
+        c.close()
+    finally:
+        assert server.stop() == 0

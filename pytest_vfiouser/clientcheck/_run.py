@@ -65,6 +65,7 @@ def run_client(
     device: str | None = None,
     start_timeout: float = 10.0,
     faults: tuple[str, ...] = (),
+    server_args: tuple[str, ...] = (),
 ) -> ClientRun:
     """The client's run against the reference server (with ``faults`` of the fault
     overlay: a scenario); ClientRunError if the server or the client cannot start."""
@@ -78,6 +79,7 @@ def run_client(
     server_cmd += [f"--spec={spec}", f"--record={record}"]
     for fault in faults:
         server_cmd += ["--fault", fault]
+    server_cmd += server_args
     if device:
         server_cmd.append(f"--device={device}")
     server_log = workdir / "server.log"

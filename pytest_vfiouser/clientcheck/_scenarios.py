@@ -1,7 +1,8 @@
 """Scenarios: the server doing what a careless client does not expect.
 
-A scenario is a run of the client against the reference server with named defects of
-the fault overlay (reference_server_faults, started by name): a server that answers
+A scenario is a run of the client against the reference server with limits of its
+own (the smallest the spec allows a server to state) or with named defects of the
+fault overlay (reference_server_faults, started by name): a server that answers
 VERSION with another major, one whose twin-socket reply is inconsistent, one whose DMA
 requests fall outside the client's mappings. What the spec asks of the client then is
 judged from that run's sessions (the client cases that take ``vfu_scenario``).
@@ -18,11 +19,18 @@ class Scenario:
     faults: tuple[str, ...]  # of reference_server_faults: how the server misbehaves
     what: str
     revisions: tuple[str, ...] = ("0.9.1", "0.9.2")
+    server_args: tuple[str, ...] = ()  # more of the server's command line
 
 
 SCENARIOS = {
     s.name: s
     for s in (
+        Scenario(
+            "small-limits",
+            (),
+            "the server states max_msg_fds 1 and max_data_xfer_size 4096",
+            server_args=("--max-msg-fds=1", "--max-data-xfer-size=4096"),
+        ),
         Scenario(
             "other-major",
             ("version-unchecked",),

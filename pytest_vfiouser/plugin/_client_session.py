@@ -50,7 +50,7 @@ def vfu_transcript(request: pytest.FixtureRequest, tmp_path_factory) -> Transcri
         pytest.skip(
             "client mode: name the client with --vfu-client, or a record with --vfu-transcript"
         )
-    run = _run(state, tmp_path_factory, ())
+    run = _run(state, tmp_path_factory)
     messages = sum(len(s.messages) for s in run.transcript.sessions)
     state.client_run = (
         f"{settings.client}: {run.describe()}; {len(run.transcript.sessions)} connection(s), "
@@ -60,7 +60,7 @@ def vfu_transcript(request: pytest.FixtureRequest, tmp_path_factory) -> Transcri
     return run.transcript
 
 
-def _run(state, tmp_path_factory, faults: tuple[str, ...]):
+def _run(state, tmp_path_factory, scenario=None):
     settings = state.settings
     try:
         return run_client(
@@ -70,7 +70,8 @@ def _run(state, tmp_path_factory, faults: tuple[str, ...]):
             seconds=settings.client_time,
             device=str(settings.device) if settings.device else None,
             start_timeout=settings.start_timeout,
-            faults=faults,
+            faults=scenario.faults if scenario else (),
+            server_args=scenario.server_args if scenario else (),
         )
     except ClientRunError as e:
         state.client_run = f"{settings.client}: {e}"
@@ -100,7 +101,7 @@ def vfu_scenario(request: pytest.FixtureRequest, tmp_path_factory) -> Callable:
         if state.settings.spec not in scenario.revisions:
             pytest.skip(f"scenario {name} is for spec {', '.join(scenario.revisions)}")
         if name not in runs:
-            run = _run(state, tmp_path_factory, scenario.faults)
+            run = _run(state, tmp_path_factory, scenario)
             _judge_death(run, name)
             runs[name] = run.transcript.with_messages()
         if not runs[name]:
