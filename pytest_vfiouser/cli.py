@@ -42,6 +42,7 @@ from _pytest.config.findpaths import locate_config
 from _pytest.junitxml import xml_key
 
 import conformance
+import conformance_client
 from pytest_vfiouser import __version__
 from pytest_vfiouser.plugin import case_name, get_state, option_help
 from pytest_vfiouser.protocol import REVISIONS
@@ -228,14 +229,16 @@ class _Front:
             items=[], config=config
         )
         _check_marks(config)
-        own = [str(_suite_root() / "conformance")]
-        if [str(Path(a).resolve()) for a in config.args] == own:  # no cases of the user's
+        for package in (conformance, conformance_client):  # the server's cases, the client's
+            own = [str(Path(package.__file__).resolve().parent)]
+            if [str(Path(a).resolve()) for a in config.args] != own:  # cases of the user's too
+                continue
             sections = get_state(config).settings.sections
-            unknown = [s for s in sections if s not in conformance.SECTIONS]
+            unknown = [s for s in sections if s not in package.SECTIONS]
             if unknown:
                 raise pytest.UsageError(
                     f"--vfu-section: unknown section {', '.join(map(repr, unknown))}; "
-                    f"known sections: {', '.join(conformance.SECTIONS)}"
+                    f"known sections: {', '.join(package.SECTIONS)}"
                 )
 
     def pytest_report_header(self, config: pytest.Config) -> str:

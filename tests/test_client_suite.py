@@ -167,6 +167,7 @@ def test_a_recorded_session_is_judged_as_a_run(tmp_path):
         (["--vfu-transcript", "/nonexistent.jsonl"], "is not a file"),
         (["--vfu-client", "a {socket}", "--vfu-device", "/nonexistent.toml"], "is not a file"),
         (["--vfu-client", "a {socket}", "--vfu-client-time", "0"], "positive number of seconds"),
+        (["--vfu-client", "a {socket}", "--vfu-section", "client/nope"], "unknown section"),
     ],
 )
 def test_client_mode_usage_errors(tmp_path, args, message):
