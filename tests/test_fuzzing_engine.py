@@ -211,8 +211,8 @@ def test_shrinking_stops_after_its_seconds(server, tmp_path):
 @pytest.mark.parametrize("server", ["error-reply-payload"], indirect=True)
 def test_an_example_database_replays_the_failure_found_before(server, tmp_path):
     """With a database (--vfu-fuzz-db), a campaign replays the failing example it kept
-    first: the second run of a case needs far fewer examples than the first, which had
-    to find it; another case's examples are kept under a key of their own."""
+    first: the second run of a case fails at once, where the first had to find it;
+    another case's examples are kept under a key of their own."""
     db = tmp_path / "db"
     device = _device(server)
 
@@ -230,7 +230,10 @@ def test_an_example_database_replays_the_failure_found_before(server, tmp_path):
     first = campaign("fuzz/a")
     keys = {p.name for p in db.iterdir()}
     second = campaign("fuzz/a")
-    assert second.examples * 2 < first.examples, (first.examples, second.examples)
+    # The kept example first: it fails at once (2 examples: it, and its shrink's check),
+    # where the first run had to search (20 to 40 examples; fewer under load, when
+    # Hypothesis's time-bounded shrinking is cut short).
+    assert second.examples <= min(3, first.examples), (first.examples, second.examples)
     assert {p.name for p in db.iterdir()} == keys  # the same case, the same keys
     campaign("fuzz/b")
     assert {p.name for p in db.iterdir()} > keys
