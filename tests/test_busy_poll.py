@@ -138,8 +138,8 @@ def test_client_reply_with_and_without_polling(poll_ns, polled):
     with client_and_peer(busy_poll_ns=poll_ns) as (client, peer):
         client.busy_poll.window_ns = poll_ns // 2
         reply = P.encode_reply(0, P.Command.DEVICE_RESET)
+        wall = time.monotonic()  # before the sender starts: it sleeps 0.05 s from then on
         t = send_later(peer.sock, 0.05, reply)
-        wall = time.monotonic()
         assert client.reset().ok
         wall = time.monotonic() - wall
         t.join()
