@@ -103,9 +103,8 @@ class DefectiveClient(Client):
 
     defects: frozenset[str] = frozenset()
 
-    def _twin_peer(self, sock):
-        peer = DefectiveClient(sock, self.timeout, memory=self.memory, busy_poll_ns=0)
-        return peer
+    def _twin_peer(self, sock):  # the twin socket's requests get the defects too
+        return DefectiveClient(sock, self.timeout, memory=self.memory, busy_poll_ns=0)
 
     def _serve_dma(self, hdr, payload, fds) -> None:
         msg_id, command = hdr[0], hdr[1]
