@@ -25,7 +25,7 @@ def test_replies_well_formed(vfu_sessions):
         (req, answer)
         for s in vfu_sessions
         for req in s.server_requests()
-        if (answer := s.answer_to(req)) is not None and not answer.is_error
+        if (answer := s.reply_to(req)) is not None and not answer.is_error
     ]
     need(pairs, "successful reply to a DMA_READ or DMA_WRITE")
     bad = []
@@ -89,7 +89,7 @@ def test_outside_mappings_refused(vfu_sessions, vfu_scenario):
             if any(lo <= address and address + count <= hi for lo, hi in _mapped(s, req.index)):
                 continue
             judged += 1
-            answer = s.answer_to(req)
+            answer = s.reply_to(req)
             if answer is not None and not answer.is_error:
                 bad.append(f"{req.describe()} of [{address:#x}, +{count:#x}) was served")
     if not judged:

@@ -60,7 +60,7 @@ def test_server_requests_answered(vfu_sessions):
     missing = [
         f"{req.describe()} ({req.channel} socket) of session {s.number}"
         for s, req in requests
-        if s.answer_to(req) is None
+        if s.reply_to(req) is None
     ]
     assert not missing, f"requests of the server's left without a reply: {listed(missing)}"
 

@@ -28,9 +28,8 @@ def test_aborts_on_inconsistent(vfu_sessions, vfu_scenario):
             continue
         asked += 1
         answer = s.reply_to(s.sent(Command.VERSION)[0])
-        after = [m for m in s.messages[answer.index + 1 :] if m.direction == "c2s"]
-        if after:
-            bad.append(f"session {s.number} went on with {after[0].describe()}")
+        if (after := s.sent_after(answer)) is not None:
+            bad.append(f"session {s.number} went on with {after.describe()}")
     if not asked:
         need([], "VERSION asking for twin-socket mode (twin_socket.supported true)")
     assert not bad, listed(bad)

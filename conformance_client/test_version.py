@@ -65,9 +65,8 @@ def test_closes_on_other_major(vfu_scenario):
         if int.from_bytes(reply.payload[:2], "little") == proposed:
             continue
         judged += 1
-        after = [m for m in s.messages[reply.index + 1 :] if m.direction == "c2s"]
-        if after:
-            bad.append(f"session {s.number} went on with {after[0].describe()}")
+        if (after := s.sent_after(reply)) is not None:
+            bad.append(f"session {s.number} went on with {after.describe()}")
     if not judged:
         need([], "VERSION that got a reply with another major")
     assert not bad, listed(bad)

@@ -92,29 +92,23 @@ class Session:
         return [m for m in self.messages if m.direction == S2C and m.is_command]
 
     def reply_to(self, request: Message) -> Message | None:
-        """The server's reply to the client's ``request``: the first reply after it with
-        its msg_id and command."""
+        """The reply to ``request`` (the client's command or the server's): the first
+        reply after it from the other side, on the socket it came on, with its msg_id
+        and command."""
+        other = S2C if request.direction == C2S else C2S
         for m in self.messages[request.index + 1 :]:
             if (
-                m.direction == S2C
-                and m.is_reply
-                and (m.msg_id, m.command) == (request.msg_id, request.command)
-            ):
-                return m
-        return None
-
-    def answer_to(self, request: Message) -> Message | None:
-        """The client's reply to the server's ``request``: the first reply after it with
-        its msg_id and command, on the socket it came on."""
-        for m in self.messages[request.index + 1 :]:
-            if (
-                m.direction == C2S
+                m.direction == other
                 and m.is_reply
                 and m.channel == request.channel
                 and (m.msg_id, m.command) == (request.msg_id, request.command)
             ):
                 return m
         return None
+
+    def sent_after(self, message: Message) -> Message | None:
+        """The client's first message after ``message`` (None: it sent nothing more)."""
+        return next((m for m in self.messages[message.index + 1 :] if m.direction == C2S), None)
 
     def version(self) -> tuple[Version | None, Version | None]:
         """The client's first VERSION proposal and the server's successful reply to it
