@@ -13,7 +13,6 @@ there (``client.twin.unexpected``).
 
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
@@ -146,7 +145,6 @@ def test_fresh_socket_pair(vfu_connect):
         f"the twin socket is bound to {main!r}: the server's end of the main connection, "
         "not the client end of a fresh socket pair"
     )
-    assert os.fstat(sock.fileno()).st_ino != os.fstat(client.sock.fileno()).st_ino
 
 
 @pytest.mark.parametrize(
@@ -314,7 +312,7 @@ def test_main_not_stalled(vfu_connect, vfu_hooks, base):
     client.twin.hold()
     try:
         before = client.twin.arrived  # counted before the doorbell: its request may be quick
-        doorbell = _ring_again(vfu_hooks, client)
+        doorbell = _ring_again(client)
         if not client.twin.wait_arrived(before + 1, client.timeout):
             pytest.skip("cannot judge: the doorbell brought no DMA request on the twin socket")
         try:
@@ -335,7 +333,7 @@ def test_main_not_stalled(vfu_connect, vfu_hooks, base):
     client.recv_reply(doorbell[0], command=doorbell[1])
 
 
-def _ring_again(vfu_hooks, client) -> tuple[int, int]:
+def _ring_again(client) -> tuple[int, int]:
     """The last REGION_WRITE the DMA hook sent (its doorbell), sent again without waiting
     for the reply: (msg_id, command)."""
     write = client.wire_log.last_sent(Command.REGION_WRITE)
