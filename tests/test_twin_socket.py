@@ -117,6 +117,9 @@ def test_the_main_socket_is_served_while_a_request_waits_on_the_twin_socket(serv
     assert c.device_get_info().check().body.num_regions == 9  # answered meanwhile
     second = c.send(Command.REGION_WRITE, RegionWrite(R.REG_DMA_DOORBELL, 0, 4, b"\1\0\0\0"))
     assert time.monotonic() - started < 1.0
+    # The second copy's request is out before the release: the server waits for
+    # both at once (released earlier, the first's reply could beat the second doorbell).
+    assert c.twin.wait_arrived(2, 5.0)
     c.twin.release()
     # The nested doorbell's copy completes first; both replies come, in that order.
     assert c.recv_reply(second).ok and c.recv_reply(first).ok

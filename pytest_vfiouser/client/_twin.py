@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from ._errors import ClientError, Timeout, UnexpectedReply
 
 _POLL = 0.2  # seconds between looks at the stop flag while the socket is quiet
+_HELD_POLL = 0.01  # ... and at the release flag while requests are held
 HOLD_LIMIT = 30.0  # seconds a held request waits at most for release()
 
 
@@ -65,31 +67,50 @@ class Twin:
 
     def _run(self) -> None:
         peer = self.peer
+        held: list[tuple] = []  # requests received while held, oldest first
+        held_since = 0.0
         while not self._stop:
+            if held and (self._open.is_set() or time.monotonic() - held_since > HOLD_LIMIT):
+                if not self._serve(held.pop(0)):
+                    return
+                continue
             try:
-                frame = peer.recv_frame(_POLL, "a request on the twin socket")
+                # While requests are held, look at the release flag often.
+                frame = peer.recv_frame(
+                    _HELD_POLL if held else _POLL, "a request on the twin socket"
+                )
             except Timeout:
                 continue
             except (ClientError, OSError) as e:  # OSError: not a socket one can receive on
                 self._end(str(e))
                 return
-            is_dma = peer.is_dma_request(frame[0])
-            if is_dma:
+            if peer.is_dma_request(frame[0]):
                 with self._changed:
                     self.arrived += 1
                     self._changed.notify_all()
-                self._open.wait(HOLD_LIMIT)
-            try:
-                reply = peer._accept(frame, None, None)
-            except UnexpectedReply as e:
-                self.unexpected.append(str(e))
-                continue
-            except (ClientError, OSError) as e:
-                self._end(str(e))
+                if held or not self._open.is_set():
+                    if not held:
+                        held_since = time.monotonic()
+                    held.append(frame)
+                    continue
+            if not self._serve(frame):
                 return
-            if reply is not None:
-                self.unexpected.append(f"{reply.header.describe()} arrived on the twin socket")
         self._end("closed")
+
+    def _serve(self, frame: tuple) -> bool:
+        """Answer a DMA request, or list a message that is not one; False once the
+        socket fails."""
+        try:
+            reply = self.peer._accept(frame, None, None)
+        except UnexpectedReply as e:
+            self.unexpected.append(str(e))
+            return True
+        except (ClientError, OSError) as e:
+            self._end(str(e))
+            return False
+        if reply is not None:
+            self.unexpected.append(f"{reply.header.describe()} arrived on the twin socket")
+        return True
 
     def _end(self, why: str) -> None:
         with self._changed:
