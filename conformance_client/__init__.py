@@ -12,6 +12,7 @@ __all__ = ["SECTIONS"]
 SECTIONS = (
     "client/device_feature",
     "client/dirty_pages",
+    "client/disconnect",
     "client/dma_logging",
     "client/dma_map",
     "client/dma_rw",

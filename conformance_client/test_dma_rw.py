@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import struct
-
 from pytest_vfiouser import MUST, case
 from pytest_vfiouser.protocol import Command, DmaRead, DmaReadReply, DmaWriteReply
 
-from ._support import decode, listed, need
+from ._support import decode, dma_requests, listed, mappings, need
 
 
 @case("client/dma_rw/replies-well-formed", MUST)
@@ -43,27 +41,6 @@ def test_replies_well_formed(vfu_sessions):
     assert not bad, listed(bad)
 
 
-_MAP_AT = {Command.DMA_MAP: 16, Command.DMA_UNMAP: 8}  # where address and size are
-
-
-def _mapped(session, upto: int) -> list[tuple[int, int]]:
-    """[start, end) of the mappings the session holds before message ``upto``."""
-    live: list[tuple[int, int]] = []
-    for m in session.sent():
-        if m.index >= upto:
-            break
-        at = _MAP_AT.get(m.command)
-        reply = session.reply_to(m) if at is not None else None
-        if reply is None or reply.is_error or len(m.payload) < at + 16:
-            continue
-        address, size = struct.unpack_from("<QQ", m.payload, at)
-        if m.command == Command.DMA_MAP:
-            live.append((address, address + size))
-        elif (address, address + size) in live:
-            live.remove((address, address + size))
-    return live
-
-
 @case("client/dma_rw/outside-mappings-refused", MUST)
 def test_outside_mappings_refused(vfu_sessions, vfu_scenario):
     """A DMA_READ or DMA_WRITE of the server's outside every mapping the client made is
@@ -82,11 +59,8 @@ def test_outside_mappings_refused(vfu_sessions, vfu_scenario):
         )
     judged, bad = 0, []
     for s in vfu_scenario("dma-outside"):
-        for req in s.server_requests():
-            if req.command not in (Command.DMA_READ, Command.DMA_WRITE) or len(req.payload) < 16:
-                continue
-            address, count = struct.unpack_from("<QQ", req.payload)
-            if any(lo <= address and address + count <= hi for lo, hi in _mapped(s, req.index)):
+        for req, address, count in dma_requests(s):
+            if any(m.holds(address, count) for m in mappings(s, req.index)):
                 continue
             judged += 1
             answer = s.reply_to(req)
@@ -94,4 +68,30 @@ def test_outside_mappings_refused(vfu_sessions, vfu_scenario):
                 bad.append(f"{req.describe()} of [{address:#x}, +{count:#x}) was served")
     if not judged:
         need([], "reply to a DMA request outside its mappings (the server made none)")
+    assert not bad, listed(bad)
+
+
+@case("client/dma_rw/fd-mapped-served", MUST)
+def test_fd_mapped_served(vfu_scenario):
+    """The client serves DMA_READ and DMA_WRITE for memory it mapped with a file
+    descriptor: a successful reply. (Scenario dma-between: the server reads each new
+    mapping's first bytes and writes them back through the client.)
+
+    Spec (Read and Write Operations): "all of these operations must be supported by the
+    client, even if the corresponding memory or device region has been shared as
+    mappable."
+    """
+    judged, bad = 0, []
+    for s in vfu_scenario("dma-between"):
+        for req, address, count in dma_requests(s):
+            if not any(m.fd and m.holds(address, count) for m in mappings(s, req.index)):
+                continue
+            judged += 1
+            answer = s.reply_to(req)
+            if answer is None:
+                bad.append(f"{req.describe()} of [{address:#x}, +{count:#x}) had no reply")
+            elif answer.is_error:
+                bad.append(f"{req.describe()} of [{address:#x}, +{count:#x}) was refused")
+    if not judged:
+        need([], "DMA_MAP with a file descriptor (the server reads only what was mapped)")
     assert not bad, listed(bad)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.protocol import HEADER_FLAGS_DEFINED
 
-from ._support import listed, need
+from ._support import dma_requests, listed, need
 
 
 def _client_messages(sessions):
@@ -63,6 +63,42 @@ def test_server_requests_answered(vfu_sessions):
         if s.reply_to(req) is None
     ]
     assert not missing, f"requests of the server's left without a reply: {listed(missing)}"
+
+
+@case("client/header/requests-between-answered", MUST)
+def test_requests_between_answered(vfu_scenario):
+    """A DMA_READ/DMA_WRITE of the server's that comes while one of the client's commands
+    waits for its reply is answered all the same. (Scenario dma-between: after each
+    DMA_MAP the server reads and writes back the new mapping's first bytes before it
+    answers the client's next command.)
+
+    Spec (Concurrency): "Note that unrelated messages sent from the server to the client
+    can appear in between a client to server request/reply"; (Header): "Each command
+    message in Commands must be replied to with a reply message, unless the message sets
+    the No_Reply bit."
+    """
+    judged, missing = 0, []
+    for s in vfu_scenario("dma-between"):
+        for req, _, _ in dma_requests(s):
+            if req.no_reply or not _awaited_across(s, req):
+                continue
+            judged += 1
+            if s.reply_to(req) is None:
+                missing.append(f"{req.describe()} ({req.channel} socket) of session {s.number}")
+    if not judged:
+        need([], "command after a DMA_MAP (the server's DMA requests come before its reply)")
+    assert not missing, f"requests of the server's left without a reply: {listed(missing)}"
+
+
+def _awaited_across(session, request) -> bool:
+    """A command of the client's was sent before ``request`` and answered after it."""
+    for m in session.sent():
+        if m.index > request.index:
+            return False
+        reply = session.reply_to(m)
+        if not m.no_reply and (reply is None or reply.index > request.index):
+            return True
+    return False
 
 
 @case("client/header/error-reply-header-only", MUST)

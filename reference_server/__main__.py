@@ -24,7 +24,7 @@ import sys
 from pytest_vfiouser._unix import CEILING_NS
 
 from .device import Device
-from .device_config import ConfigError, DeviceConfig, default_config, load
+from .device_config import ConfigError, DeviceConfig, check_close_after, default_config, load
 from .errors import Terminate
 from .limits import DEFAULT, Limits
 from .record import Recorder
@@ -157,6 +157,18 @@ class Program:
             "the device description's [server] value",
         )
         p.add_argument(
+            "--dma-between",
+            action="store_true",
+            help="after each DMA_MAP, DMA_READ 64 bytes of the new mapping and DMA_WRITE them "
+            "back before answering the client's next command (its [server] dma_between)",
+        )
+        p.add_argument(
+            "--close-after",
+            metavar="COMMAND",
+            help="close the first connection once the first reply to COMMAND (e.g. "
+            "DEVICE_SET_IRQS) is sent; later ones are served (its [server] close_after)",
+        )
+        p.add_argument(
             "--record",
             metavar="FILE",
             help="append every message received and sent, one JSON object a line "
@@ -165,8 +177,9 @@ class Program:
         return p
 
     @staticmethod
-    def limits_given(args, config, parser) -> DeviceConfig:
-        """--max-msg-fds and --max-data-xfer-size over the description's [server]."""
+    def server_given(args, config, parser) -> DeviceConfig:
+        """--max-msg-fds, --max-data-xfer-size, --dma-between and --close-after over the
+        description's [server]."""
         given = {}
         for name, low, high in (
             ("max_msg_fds", 1, 253),
@@ -178,6 +191,14 @@ class Program:
             if not low <= value <= high:
                 parser.error(f"--{name.replace('_', '-')}: {value} is not in {low}..{high}")
             given[name] = value
+        if args.dma_between:
+            given["dma_between"] = True
+        if args.close_after is not None:
+            try:
+                check_close_after(args.close_after, "--close-after")
+            except ConfigError as e:
+                parser.error(str(e))
+            given["close_after"] = args.close_after
         if not given:
             return config
         return dataclasses.replace(config, server=dataclasses.replace(config.server, **given))
@@ -241,7 +262,7 @@ class Program:
                 config = load(args.device)
             except ConfigError as e:
                 parser.error(f"--device {args.device}: {e}")
-        config = self.limits_given(args, config or default_config(), parser)
+        config = self.server_given(args, config or default_config(), parser)
         recorder = None
         if args.record:
             try:

@@ -54,6 +54,7 @@ from pytest_vfiouser.protocol import (
     TYPE_MASK,
     CodecError,
     Command,
+    DmaMap,
     DmaRead,
     DmaReadReply,
     DmaWrite,
@@ -95,6 +96,7 @@ _NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
 # main socket's commands served meanwhile (a command served may start a DMA of its own).
 # Deeper, the main socket waits for the innermost reply, as without a twin socket.
 MAX_NESTED = 4
+DMA_BETWEEN_BYTES = 64  # [server] dma_between: what each new mapping's probe moves
 
 
 class Connection:
@@ -149,6 +151,10 @@ class Connection:
         self.twin: TwinChannel | None = None  # 0.9.2 twin-socket mode (open_twin)
         self._awaiting: list[tuple[int, int]] = []  # our requests waiting on the twin socket
         self._poll = BusyPoll(busy_poll_ns)  # the receives' adaptive polling
+        close_after = self.settings.close_after
+        self.close_after = Command[close_after] if close_after else None  # [server] close_after
+        self.closed_by_server = False
+        self._fresh_maps: list[tuple[int, int]] = []  # [server] dma_between: to read and write
 
     # ---- the loop
 
@@ -303,6 +309,8 @@ class Connection:
         if self.trace:
             self._trace("<-", hdr, payload, fds)
         result = None
+        if self._fresh_maps and hdr.type == MsgType.COMMAND:
+            self._dma_between()
         try:
             result = self._execute(hdr, payload, fds, truncated)
         except VfioError as e:
@@ -320,6 +328,34 @@ class Connection:
                 log.debug("refused %s: %s", hdr.describe(), result)
             return
         self._reply(hdr, result)
+        if result.__class__ is not VfioError:
+            self._after_success(hdr, payload)
+
+    def _after_success(self, hdr: Header, payload: bytes) -> None:
+        """What the server's [server] settings do once a command has succeeded: keep a
+        new mapping for dma_between, close the connection for close_after."""
+        if hdr.command == Command.DMA_MAP and self.settings.dma_between:
+            m = DmaMap.unpack(payload)
+            self._fresh_maps.append((m.address, m.size))
+        if hdr.command == self.close_after:
+            self._flush()
+            self.closed_by_server = True
+            raise ClientGone(
+                f"closed by the server after its first {command_name(hdr.command)} reply"
+            )
+
+    def _dma_between(self) -> None:
+        """A DMA_READ of each new mapping's first bytes and a DMA_WRITE of them back,
+        while the client's command waits: "unrelated messages sent from the server to the
+        client can appear in between a client to server request/reply". A refusal or a
+        silence costs the rest of this mapping's probe, never the command."""
+        maps, self._fresh_maps = self._fresh_maps, []
+        for address, size in maps:
+            count = min(DMA_BETWEEN_BYTES, size, self.dma_chunk)
+            try:
+                self.dma_write(address, self.dma_read(address, count))
+            except VfioError as e:
+                log.info("dma_between at %#x: %s", address, e)
 
     def wants_reply(self, hdr: Header) -> bool:
         return not hdr.flags & _NO_REPLY

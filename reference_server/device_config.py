@@ -16,6 +16,10 @@ Unknown tables and keys are errors; every error names its key, e.g.
     pgsizes = 4096                # 0.9.2: DMA map page sizes or'ed together (4 KiB..1 GiB);
                                   #   maps must be aligned to the smallest
     twin_socket = true            # 0.9.2: enable twin-socket mode for a client that supports it
+    dma_between = false           # after each DMA_MAP, DMA_READ 64 bytes of the new mapping
+                                  #   and DMA_WRITE them back before the next reply
+    close_after = ""              # a command (DEVICE_SET_IRQS): close the first connection
+                                  #   once that command's first reply is sent
 
     [device]
     base = "default"              # or "empty"
@@ -57,7 +61,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from pytest_vfiouser.protocol import DEFAULT_PGSIZES, IrqInfoFlags
+from pytest_vfiouser.protocol import DEFAULT_PGSIZES, Command, IrqInfoFlags
 
 from . import registers as R
 
@@ -104,11 +108,19 @@ class ServerConfig:
     migration_pgsize: int = R.DEFAULT_MIGRATION_PGSIZE
     pgsizes: int = DEFAULT_PGSIZES
     twin_socket: bool = True
+    dma_between: bool = False
+    close_after: str = ""  # a Command's name, or "" (client-mode scenarios)
 
     @property
     def min_pgsize(self) -> int:
         """The smallest page size of ``pgsizes``: what a 0.9.2 DMA map is aligned to."""
         return self.pgsizes & -self.pgsizes
+
+
+def check_close_after(name: str, key: str) -> None:
+    """ConfigError unless ``name`` is "" or a command's name."""
+    if name and name not in Command.__members__:
+        raise ConfigError(f"{key}: {name!r} is not a command (e.g. DEVICE_SET_IRQS)")
 
 
 @dataclass(frozen=True)
@@ -231,7 +243,10 @@ def parse(doc: dict) -> DeviceConfig:
         migration_pgsize=srv.int("migration_pgsize", R.DEFAULT_MIGRATION_PGSIZE, 1, 1 << 30),
         pgsizes=srv.int("pgsizes", DEFAULT_PGSIZES, 1, (1 << 31) - 1),
         twin_socket=srv.get("twin_socket", bool, True),
+        dma_between=srv.get("dma_between", bool, False),
+        close_after=srv.get("close_after", str, ""),
     )
+    check_close_after(server.close_after, "server.close_after")
     if not 0 < server.dma_reply_timeout <= 3600:
         raise ConfigError("server.dma_reply_timeout: must be in (0, 3600] seconds")
     _power_of_two(server.migration_pgsize, "server.migration_pgsize", 1, 1 << 30)

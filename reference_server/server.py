@@ -119,11 +119,12 @@ class Server:
         self.busy_poll_ns = busy_poll_ns
         self.limits = limits
         self.listener: socket.socket | None = None  # where the next clients wait
+        self.closed_once = False  # [server] close_after: only the first connection is closed
 
     def serve_one(self, sock: socket.socket) -> None:
         log.info("client connected")
         try:
-            self.connection_type(
+            conn = self.connection_type(
                 sock,
                 self.device,
                 self.revision,
@@ -132,7 +133,13 @@ class Server:
                 limits=self.limits,
                 listener=self.listener,
                 recorder=self.recorder,
-            ).serve()
+            )
+            if self.closed_once:
+                conn.close_after = None
+            try:
+                conn.serve()
+            finally:
+                self.closed_once |= conn.closed_by_server
         except Exception:  # a bug outside per-message handling costs this client only
             log.exception("internal error: connection dropped")
             sock.close()

@@ -19,8 +19,9 @@ import errno
 import os
 import struct
 import sys
+import time
 
-from pytest_vfiouser.client import Client, ErrorReply, MalformedReply
+from pytest_vfiouser.client import Client, ConnectionClosed, ErrorReply, MalformedReply
 from pytest_vfiouser.protocol import (
     BitmapRange,
     Command,
@@ -93,6 +94,9 @@ DEFECTS = {
     "dma-outside-served": "client/dma_rw/outside-mappings-refused",
     "fds-limit-ignored": "client/fds/within-max-msg-fds-1",
     "xfer-limit-ignored": "client/region_rw/within-max-data-xfer-size-4096",
+    "fd-mapped-refused": "client/dma_rw/fd-mapped-served",
+    "between-ignored": "client/header/requests-between-answered",
+    "reconnect-without-maps": "client/disconnect/reconnect-re-establishes",
 }
 FD_MAP, PLAIN_MAP, REFUSED_MAP = 0x10_0000, 0x20_0000, 0x30_0000
 MAP_SIZE = 0x4000
@@ -102,17 +106,38 @@ class DefectiveClient(Client):
     """The raw client, its answers to the server's DMA requests with the defects."""
 
     defects: frozenset[str] = frozenset()
+    hang = False  # --hang
+    awaiting: int | None = None  # the command whose reply request() waits for
+    maps: list  # (DmaMap, fds) the server accepted, in order
+    irqs: list  # (index, flags, start, count) of eventfds the server accepted
+
+    def request(self, command, *args, **kwargs):
+        self.awaiting = command
+        try:
+            return super().request(command, *args, **kwargs)
+        finally:
+            self.awaiting = None
 
     def _twin_peer(self, sock):  # the twin socket's requests get the defects too
-        return DefectiveClient(sock, self.timeout, memory=self.memory, busy_poll_ns=0)
+        peer = DefectiveClient(sock, self.timeout, memory=self.memory, busy_poll_ns=0)
+        peer.main = self
+        return peer
 
     def _serve_dma(self, hdr, payload, fds) -> None:
         msg_id, command = hdr[0], hdr[1]
+        if self.hang:
+            time.sleep(3600)  # stops talking, connected, until it is stopped
         if "dma-request-ignored" in self.defects and command == Command.DMA_READ:
             self.ignored = getattr(self, "ignored", 0) + 1
             if self.ignored == 1:
                 return  # the first DMA_READ is never answered
+        awaiting = getattr(self, "main", self).awaiting
+        if "between-ignored" in self.defects and awaiting not in (None, Command.REGION_WRITE):
+            return  # only a doorbell's DMA is expected
         address, count = struct.unpack_from("<QQ", payload)
+        if "fd-mapped-refused" in self.defects and FD_MAP <= address < FD_MAP + MAP_SIZE:
+            self.send_bytes(encode(msg_id, command, b"", flags=0x21, error=errno.EFAULT))
+            return
         refused = REFUSED_MAP <= address < REFUSED_MAP + MAP_SIZE  # not in self.memory
         if refused and "error-reply-payload" in self.defects:
             tail = struct.pack("<I", errno.EFAULT)  # the errno again, as a payload
@@ -133,8 +158,7 @@ class DefectiveClient(Client):
         super()._serve_dma(hdr, payload, fds)
 
 
-def session(c: DefectiveClient, spec: str) -> None:
-    d = c.defects
+def capabilities(d: frozenset[str], spec: str) -> dict:
     caps: dict = {"max_data_xfer_size": 1 << 20}
     if spec == "0.9.2" and "write-multi-unasked" not in d:
         caps["write_multiple"] = True
@@ -142,13 +166,28 @@ def session(c: DefectiveClient, spec: str) -> None:
         caps["migration"] = {"pgsize": 4096}  # dirty page logging
     if "fds-beyond-limit" not in d:
         caps["max_msg_fds"] = 16  # else the server's limit stays the default, 1
+    if spec == "0.9.2":
+        caps["twin_socket"] = {"supported": True}  # a client ready for twin-socket mode
+    return caps
+
+
+def _map(c: DefectiveClient, dma_map: DmaMap, fds=()) -> None:
+    if c.request(Command.DMA_MAP, dma_map, fds).ok:
+        c.maps.append((dma_map, fds))
+
+
+def _unmapped(c: DefectiveClient, address: int) -> None:
+    c.maps = [(m, fds) for m, fds in c.maps if m.address != address]
+
+
+def session(c: DefectiveClient, spec: str) -> None:
+    d = c.defects
+    caps = capabilities(d, spec)
     if "no-version-first" in d:
         c.request(Command.DEVICE_GET_INFO, struct.pack("<IIII", 16, 0, 0, 0))
     if "version-bad-json" in d:
         bad = struct.pack("<HH", 0, 0) + b'{"capabilities": {"max_msg_fds": "16"}}\0'
         c.request(Command.VERSION, bad)
-    if spec == "0.9.2":
-        caps["twin_socket"] = {"supported": True}  # a client ready for twin-socket mode
     try:
         c.negotiate(capabilities=caps)
     except (ErrorReply, MalformedReply):
@@ -170,13 +209,13 @@ def session(c: DefectiveClient, spec: str) -> None:
     # DMA: a memfd the server maps, memory it reaches by DMA_READ/WRITE, and one the
     # client will refuse (mapped at the server, not modelled here).
     c.map_fd = fd = c.memory.create_memfd_region(FD_MAP, MAP_SIZE)
-    c.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, 3, 0, FD_MAP, MAP_SIZE), (fd,))
+    _map(c, DmaMap(DmaMap.SIZE, 3, 0, FD_MAP, MAP_SIZE), (fd,))
     argsz = 24 if "dma-map-argsz" in d else DmaMap.SIZE
     offset = 0x1000 if "dma-map-offset-without-fd" in d else 0
     c.memory.add(PLAIN_MAP, MAP_SIZE)
     map_flags = 3 | (4 if "dma-map-flag-bit-2" in d else 0)
-    c.request(Command.DMA_MAP, DmaMap(argsz, map_flags, offset, PLAIN_MAP, MAP_SIZE))
-    c.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, 3, 0, REFUSED_MAP, MAP_SIZE))
+    _map(c, DmaMap(argsz, map_flags, offset, PLAIN_MAP, MAP_SIZE))
+    _map(c, DmaMap(DmaMap.SIZE, 3, 0, REFUSED_MAP, MAP_SIZE))
     # Registers, and a read too big for the server when the defect says so.
     write = RegionWrite(R.scratch(0), R.REGISTERS_REGION, 4, struct.pack("<I", 0x1234))
     if "region-write-count-off" in d:
@@ -202,7 +241,8 @@ def session(c: DefectiveClient, spec: str) -> None:
     start = 8 if "set-irqs-beyond" in d else 0  # MSI-X has 8
     data = b"\1" * count if "set-irqs-data-without-bool" in d else b""
     argsz = 24 if "set-irqs-argsz" in d else 20 + len(data)  # the fds go as SCM_RIGHTS
-    c.set_irqs(R.IRQ_MSIX, set_flags, start, count, efds[:count], data, argsz=argsz)
+    if c.set_irqs(R.IRQ_MSIX, set_flags, start, count, efds[:count], data, argsz=argsz).ok:
+        c.irqs.append((R.IRQ_MSIX, set_flags, start, count))
     for efd in efds:
         os.close(efd)
     # The device's DMA: read the plain mapping, write it back, read the refused one.
@@ -224,7 +264,30 @@ def session(c: DefectiveClient, spec: str) -> None:
             address += 0x100_0000
         argsz = 16 if "unmap-argsz-small" in d else DmaUnmap.ENTRY_SIZE
         flags = 1 if "unmap-flag-at-0.9.2" in d and spec == "0.9.2" else 0
-        c.request(Command.DMA_UNMAP, DmaUnmap(argsz, flags, address, size))
+        if c.request(Command.DMA_UNMAP, DmaUnmap(argsz, flags, address, size)).ok:
+            _unmapped(c, address)
+
+
+def reconnect(old: DefectiveClient, path: str, spec: str) -> None:
+    """Connected again after the server closed the connection: the same capabilities,
+    the DMA mappings and the interrupts' eventfds the old connection held (the maps
+    left out with a defect), then every mapping undone."""
+    d = old.defects
+    with DefectiveClient.connect(path, timeout=5.0, memory=old.memory) as c:
+        c.maps, c.irqs = [], []
+        c.negotiate(capabilities=capabilities(d, spec))
+        if "reconnect-without-maps" not in d:
+            for dma_map, fds in old.maps:
+                _map(c, dma_map, fds)
+        for index, flags, start, count in old.irqs:
+            efds = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(count)]
+            c.set_irqs(index, flags, start, count, efds)
+            for efd in efds:
+                os.close(efd)
+        for dma_map, _ in c.maps:
+            c.request(
+                Command.DMA_UNMAP, DmaUnmap(DmaUnmap.ENTRY_SIZE, 0, dma_map.address, dma_map.size)
+            )
 
 
 def _inside(memory, address: int, count: int) -> bool:
@@ -333,13 +396,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", default="0.9.1")
     p.add_argument("--defect", action="append", default=[], choices=sorted(DEFECTS))
     p.add_argument("--abort", action="store_true", help="die of SIGABRT after VERSION")
+    p.add_argument("--hang", action="store_true", help="stop talking at the first DMA request")
     args = p.parse_args(argv)
     DefectiveClient.defects = frozenset(args.defect)
+    DefectiveClient.hang = args.hang
     with DefectiveClient.connect(args.socket, timeout=5.0) as c:
+        c.maps, c.irqs = [], []
         if args.abort:
             c.negotiate()
             os.abort()  # what a C client's failed assertion does
-        session(c, args.spec)
+        try:
+            session(c, args.spec)
+        except ConnectionClosed:
+            # "The expectation is that when a client reconnects, it will re-establish IRQ
+            # and client memory mappings."
+            reconnect(c, args.socket, args.spec)
     return 0
 
 

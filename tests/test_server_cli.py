@@ -15,8 +15,8 @@ import pytest
 from test_server_support import SERVER, RefServer, read32
 
 from pytest_vfiouser._unix import sockets_bound_to
-from pytest_vfiouser.client import Client
-from pytest_vfiouser.protocol import DeviceInfo
+from pytest_vfiouser.client import Client, ConnectionClosed
+from pytest_vfiouser.protocol import Command, DeviceInfo, DmaMap
 from pytest_vfiouser.target import wait_listening
 from reference_server import registers as R
 from reference_server import server as server_module
@@ -52,6 +52,7 @@ def run(*args, timeout=10, **kw):
         (("--socket-path=/tmp/x.sock", "--max-queued-bytes=1M"), "invalid int value"),
         (("--socket-path=/tmp/x.sock", "--max-msg-fds=0"), "--max-msg-fds: 0 is not in 1..253"),
         (("--socket-path=/tmp/x.sock", "--max-data-xfer-size=100"), "100 is not in 4096.."),
+        (("--socket-path=/tmp/x.sock", "--close-after=SET_IRQS"), "'SET_IRQS' is not a command"),
     ],
 )
 def test_usage_errors(args, needle):
@@ -77,6 +78,9 @@ def test_device_file_errors(tmp_path):
     assert r.returncode == 2 and "not valid TOML" in r.stderr
     r = run(f"--socket-path={tmp_path}/s.sock", f"--device={tmp_path}/missing.toml")
     assert r.returncode == 2 and "cannot read" in r.stderr
+    bad.write_text('[server]\nclose_after = "RESET"\n')
+    r = run(f"--socket-path={tmp_path}/s.sock", f"--device={bad}")
+    assert r.returncode == 2 and "server.close_after: 'RESET' is not a command" in r.stderr
     assert not os.path.exists(tmp_path / "s.sock")
 
 
@@ -398,5 +402,54 @@ def test_limits_given_on_the_command_line_are_stated_and_kept(tmp_path):
         assert (c.server_caps.max_msg_fds, c.server_caps.max_data_xfer_size) == (1, 4096)
         assert c.region_read(R.RAM_REGION, 0, 8192).error == errno.E2BIG
         c.close()
+    finally:
+        assert server.stop() == 0
+
+
+def test_dma_between_reads_and_writes_back_each_new_mapping_before_the_next_reply(tmp_path):
+    """--dma-between (client mode's dma-between scenario): after a DMA_MAP, the next
+    command's reply comes after a DMA_READ of the mapping's first 64 bytes and a
+    DMA_WRITE of them back; a mapping the client refuses to serve costs the probe only."""
+    server = RefServer(tmp_path, "--dma-between", "--device", str(_short_dma_wait(tmp_path)))
+    try:
+        c = server.connect()
+        c.memory.add(0x10000, 0x1000)
+        c.memory.write(0x10000, bytes(range(64)))
+        c.dma_map(0x10000, 0x1000).check()
+        # Mapped at the server only (not client memory): the client refuses its DMA.
+        c.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, 3, 0, 0x80000, 0x1000)).check()
+        assert c.device_get_info().check().body.num_regions == 10  # 0.9.1
+        requests = [(r.command, r.address, r.count, r.ok) for r in c.dma_requests]
+        assert requests == [
+            (Command.DMA_READ, 0x10000, 64, True),
+            (Command.DMA_WRITE, 0x10000, 64, True),
+            (Command.DMA_READ, 0x80000, 64, False),
+        ]
+        assert c.memory.read(0x10000, 64) == bytes(range(64))
+        assert c.device_get_info().ok and len(c.dma_requests) == 3  # each mapping once
+        c.close()
+    finally:
+        assert server.stop() == 0
+
+
+def _short_dma_wait(tmp_path):
+    device = tmp_path / "d.toml"
+    device.write_text("[server]\ndma_reply_timeout = 1.0\n")
+    return device
+
+
+def test_close_after_closes_the_first_connection_after_that_reply_only(tmp_path):
+    """--close-after COMMAND (client mode's server-closes scenario): the first connection
+    is closed once its first COMMAND is answered; the next one is served on."""
+    server = RefServer(tmp_path, "--close-after=DEVICE_GET_INFO")
+    try:
+        c = server.connect()
+        assert c.device_get_info().ok
+        with pytest.raises(ConnectionClosed):
+            c.device_get_info()
+        c.close()
+        again = server.connect()
+        assert again.device_get_info().ok and again.device_get_info().ok
+        again.close()
     finally:
         assert server.stop() == 0

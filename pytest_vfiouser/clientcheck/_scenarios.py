@@ -1,10 +1,11 @@
 """Scenarios: the server doing what a careless client does not expect.
 
 A scenario is a run of the client against the reference server with limits of its
-own (the smallest the spec allows a server to state) or with named defects of the
-fault overlay (reference_server_faults, started by name): a server that answers
-VERSION with another major, one whose twin-socket reply is inconsistent, one whose DMA
-requests fall outside the client's mappings. What the spec asks of the client then is
+own (the smallest the spec allows a server to state), doing what the spec allows
+(DMA requests between a command and its reply, a closed connection), or with named
+defects of the fault overlay (reference_server_faults, started by name): a server that
+answers VERSION with another major, one whose twin-socket reply is inconsistent, one
+whose DMA requests fall outside the client's mappings. What the spec asks of the client then is
 judged from that run's sessions (the client cases that take ``vfu_scenario``).
 """
 
@@ -48,6 +49,21 @@ SCENARIOS = {
             ("dma-access-wrong",),
             "the server's DMA_READ/DMA_WRITE name offsets into the client's mappings, not "
             "client addresses: outside what the client mapped",
+        ),
+        Scenario(
+            "dma-between",
+            (),
+            "after each DMA_MAP the server reads the new mapping's first 64 bytes with "
+            "DMA_READ and writes them back with DMA_WRITE, before it answers the client's "
+            "next command",
+            server_args=("--dma-between",),
+        ),
+        Scenario(
+            "server-closes",
+            (),
+            "the server closes the connection once it has answered the client's first "
+            "DEVICE_SET_IRQS, and serves the client's next connection",
+            server_args=("--close-after=DEVICE_SET_IRQS",),
         ),
     )
 }

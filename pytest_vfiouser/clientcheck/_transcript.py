@@ -72,6 +72,7 @@ class Session:
     number: int
     messages: list[Message] = field(default_factory=list)
     ended: str | None = None  # the server's reason, None if the record stops first
+    ended_at: float | None = None  # when (the record's clock), with ``ended``
 
     def sent(self, command: int | None = None) -> list[Message]:
         """The client's commands (on the main socket), of ``command`` if given."""
@@ -109,6 +110,14 @@ class Session:
     def sent_after(self, message: Message) -> Message | None:
         """The client's first message after ``message`` (None: it sent nothing more)."""
         return next((m for m in self.messages[message.index + 1 :] if m.direction == C2S), None)
+
+    def silent_since(self) -> Message | None:
+        """The server's first request (on either socket, expecting a reply) that the
+        client neither answered nor sent anything after: where it stopped talking."""
+        for m in self.server_requests():
+            if not m.no_reply and self.reply_to(m) is None and self.sent_after(m) is None:
+                return m
+        return None
 
     def version(self) -> tuple[Version | None, Version | None]:
         """The client's first VERSION proposal and the server's successful reply to it
@@ -154,6 +163,7 @@ def read_transcript(path: str | Path) -> Transcript:
             if "event" in item:
                 if item["event"] == "disconnect":
                     session.ended = item.get("detail") or "disconnected"
+                    session.ended_at = item["t"]
                 continue
             session.messages.append(
                 Message(

@@ -28,6 +28,9 @@ from pytest_vfiouser.verdict import Verdict
 from ._judge import ServerFault
 from ._state import get_state
 
+# Seconds a client that is still running may leave a request of the server's
+# unanswered, and say nothing, before it is judged to hang.
+HANG_AFTER = 5.0
 # Signals a process dies of by its own fault (not the SIGTERM/SIGKILL that stops it).
 CRASH_SIGNALS = frozenset(
     int(s) for s in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE)
@@ -79,12 +82,26 @@ def _run(state, tmp_path_factory, scenario=None):
 
 
 def _judge_death(run, scenario: str = "") -> None:
-    """A client that dies of its own fault is the verdict (CRASH) on every case its run
-    was to show."""
+    """A client that dies of its own fault (CRASH), or stops talking while a request of
+    the server's waits for its answer (HANG), is the verdict on every case its run was
+    to show."""
+    where = f" in scenario {scenario}" if scenario else ""
     if run.status is not None and -run.status in CRASH_SIGNALS:
         tail = "\n".join(run.output.strip().splitlines()[-8:])
-        where = f" in scenario {scenario}" if scenario else ""
         raise ServerFault(Verdict.CRASH, f"the client {run.describe()}{where}:\n{tail}")
+    sessions = run.transcript.with_messages()
+    if run.status is not None or not sessions:
+        return  # it ended its run itself
+    last = sessions[-1]
+    request = last.silent_since()
+    end = last.ended_at if last.ended_at is not None else last.messages[-1].t
+    if request is not None and end - request.t >= HANG_AFTER:
+        raise ServerFault(
+            Verdict.HANG,
+            f"the client {run.describe()}{where}, and for its last {end - request.t:.1f} s "
+            f"it neither answered the server's {request.describe()} on the "
+            f"{request.channel} socket nor sent anything",
+        )
 
 
 @pytest.fixture(scope="session")
