@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pytest_vfiouser import MUST, case
 from pytest_vfiouser.protocol import Command, DmaRead, DmaReadReply, DmaWriteReply
 
@@ -81,8 +83,15 @@ def test_fd_mapped_served(vfu_scenario):
     client, even if the corresponding memory or device region has been shared as
     mappable."
     """
+    sessions = vfu_scenario("dma-between")
+    if not any(s.answers() for s in sessions):
+        pytest.skip(
+            "cannot judge: the client answered none of the server's requests in scenario "
+            "dma-between (client/header/requests-between-answered judges that), so whether "
+            "it serves fd-mapped memory does not show"
+        )
     judged, bad = 0, []
-    for s in vfu_scenario("dma-between"):
+    for s in sessions:
         for req, address, count in dma_requests(s):
             if not any(m.fd and m.holds(address, count) for m in mappings(s, req.index)):
                 continue

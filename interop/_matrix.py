@@ -25,7 +25,9 @@ from pytest_vfiouser.verdict import Verdict, in_report_order
 
 __all__ = [
     "BEGIN",
+    "CLIENT_MARKERS",
     "END",
+    "MARKERS",
     "Row",
     "ReadmeError",
     "cell",
@@ -36,6 +38,8 @@ __all__ = [
 
 BEGIN = "<!-- interop-matrix:begin -->"
 END = "<!-- interop-matrix:end -->"
+MARKERS = (BEGIN, END)
+CLIENT_MARKERS = ("<!-- client-matrix:begin -->", "<!-- client-matrix:end -->")
 PASSED = frozenset({Verdict.PASS, Verdict.FIXED, Verdict.INFORMATIONAL})
 ALL_PASSED, NONE_IMPLEMENTED = "✓", "–"
 
@@ -79,12 +83,14 @@ def _sections(cases: Mapping[str, Mapping], varying: frozenset[str]) -> dict[str
 
 
 def _varying(row: Row) -> Counter:
-    return Counter(case_id.split("/", 1)[0] for case_id in row.varying)
+    return Counter(case_id.split("[", 1)[0].rsplit("/", 1)[0] for case_id in row.varying)
 
 
-def render_block(rows: Sequence[Row], revisions: Sequence[str], note: str) -> str:
+def render_block(
+    rows: Sequence[Row], revisions: Sequence[str], note: str, markers: tuple[str, str] = MARKERS
+) -> str:
     """The Markdown between the markers (markers included)."""
-    out = [BEGIN, f"<!-- {note} -->"]
+    out = [markers[0], f"<!-- {note} -->"]
     for revision in revisions:
         mine = [r for r in rows if r.revision == revision]
         counted = [
@@ -101,16 +107,17 @@ def render_block(rows: Sequence[Row], revisions: Sequence[str], note: str) -> st
                 varying = _varying(row)
                 cells = [cell(by_section.get(s, Counter()), varying[s]) for s in sections]
             out.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    out += ["", END]
+    out += ["", markers[1]]
     return "\n".join(out)
 
 
-def replace_block(text: str, block: str) -> str:
+def replace_block(text: str, block: str, markers: tuple[str, str] = MARKERS) -> str:
     """``text`` (the README) with the block between its markers replaced."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start or text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ReadmeError(f"no single pair of markers {BEGIN} ... {END}")
-    return text[:start] + block + text[end + len(END) :]
+    begin, end_mark = markers
+    start, end = text.find(begin), text.find(end_mark)
+    if start < 0 or end < start or text.count(begin) != 1 or text.count(end_mark) != 1:
+        raise ReadmeError(f"no single pair of markers {begin} ... {end_mark}")
+    return text[:start] + block + text[end + len(end_mark) :]
 
 
 def write_html(

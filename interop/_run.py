@@ -64,13 +64,21 @@ class Outcome:
     finished: bool  # False: killed at the timeout
 
 
-def plan(name: str, revision: str, server: str | None, options: Sequence[str], out: Path) -> Run:
+def plan(
+    name: str,
+    revision: str,
+    server: str | None,
+    options: Sequence[str],
+    out: Path,
+    client: bool = False,
+) -> Run:
     """The run of one implementation (``server``: its --vfu-server command, None for the
-    embedded reference server) at one revision."""
+    embedded reference server; with ``client``, the --vfu-client command of a client
+    mode run) at one revision."""
     stem = out / f"{name}-{revision}"
-    argv = [*SUITE, "-p", "no:randomly", "-q"]
+    argv = [*SUITE, *(["client"] if client else []), "-p", "no:randomly", "-q"]
     if server is not None:
-        argv += ["--vfu-server", server]
+        argv += ["--vfu-client" if client else "--vfu-server", server]
     argv += [
         "--vfu-spec",
         revision,

@@ -72,6 +72,10 @@ def main(options: Options) -> int:
         if not _build.has_source(source):
             _say(options, _build.skip_message(source))
             return EXIT_USAGE if options.require else EXIT_OK
+        absent = [i for i in impls if i.program is not None and not i.program_path.exists()]
+        for impl in absent:
+            _say(options, f"interop: {impl.name} skipped: no {impl.program} ({impl.about})")
+        impls = [i for i in impls if i not in absent]
         status = _run_all(options, source, impls, revisions, outcomes)
         if status is not None:
             return status
@@ -106,9 +110,13 @@ def _run_all(options, source, impls, revisions, outcomes) -> int | None:
         return EXIT_DIFFERENT
     runs = []
     for impl in impls:
-        server = None if impl.is_reference else impl.server_command(samples[impl.name])
+        peer = None if impl.is_reference else impl.server_command(samples.get(impl.name))
         for revision in revisions[impl.name]:
-            runs.append(_run.plan(impl.name, revision, server, impl.options, options.reports))
+            runs.append(
+                _run.plan(
+                    impl.name, revision, peer, impl.options, options.reports, client=impl.client
+                )
+            )
     _say(options, f"interop: {len(runs)} runs, {options.jobs} at a time, in {options.reports}")
 
     def done(run: _run.Run, outcome: _run.Outcome) -> None:
@@ -172,7 +180,9 @@ def _conclude(options, catalogue, impls, revisions, outcomes) -> int:
             else:
                 differences += _expectations.check(impl.name, revision, reports[revision], expected)
         todo += len(expected.todo)
-    problems += _readme(options, catalogue)
+    ran = {i.name for i in impls}
+    problems += _readme(options, catalogue, client=False, ran=ran)
+    problems += _readme(options, catalogue, client=True, ran=ran)
     _matrix_html(options, catalogue)
     return _verdict(options, problems, differences, todo)
 
@@ -193,14 +203,15 @@ def _spec_texts(options, revisions) -> dict[str, str]:
 def _write_expectations(options, impl, expected, reports, catalogue):
     entries = _expectations.update(expected, reports, catalogue.revisions)
     where = f"libvfio-user's {impl.binary} (snapshot {impl.snapshot})"
+    if impl.is_reference:
+        where = "the embedded reference server, the clean run: no finding"
+    elif impl.client:
+        where = impl.about
+    suite = "client suite (vfio-user-conformance client)" if impl.client else "conformance suite"
     header = [
-        f"Expected findings of the conformance suite against {impl.name}:",
-        (
-            "the embedded reference server, the clean run: no finding."
-            if impl.is_reference
-            else where + "."
-        ),
-        "One [[finding]] per case and verdict: spec quotes the sentence the server breaks,",
+        f"Expected findings of the {suite} against {impl.name}:",
+        where + ".",
+        f"One [[finding]] per case and verdict: spec quotes the sentence the {impl.peer} breaks,",
         "did says in one line what it did. `python -m interop --update` rewrites this file",
         f'from reports/interop/; the text it pre-fills is marked "{_expectations.TODO}".',
     ]
@@ -210,10 +221,12 @@ def _write_expectations(options, impl, expected, reports, catalogue):
     return _expectations.load(expected.path, catalogue.revisions)
 
 
-def _rows(options, catalogue) -> list[_matrix.Row]:
+def _rows(options, catalogue, client: bool) -> list[_matrix.Row]:
     rows = []
     readme_dir = options.readme.resolve().parent
     for impl in catalogue.implementations:
+        if impl.client != client:
+            continue
         path = (options.expectations / f"{impl.name}.toml").resolve()
         try:
             link = path.relative_to(readme_dir).as_posix()
@@ -228,15 +241,23 @@ def _rows(options, catalogue) -> list[_matrix.Row]:
     return rows
 
 
-def _readme(options, catalogue) -> list[str]:
-    """The README's matrix: rewritten (a run, or ``update``), or checked (``check_only``)."""
-    block = _matrix.render_block(_rows(options, catalogue), catalogue.revisions, _NOTE)
+def _readme(options, catalogue, client: bool = False, ran: set[str] | None = None) -> list[str]:
+    """The README's matrix of the servers (or of the clients): rewritten (a run, or
+    ``update``), or checked (``check_only``). A run without every client (one's program
+    is not set up, or --only) leaves the clients' matrix as it is."""
+    markers = _matrix.CLIENT_MARKERS if client else _matrix.MARKERS
+    mine = [i for i in catalogue.implementations if i.client == client]
+    everyone = ran is None or {i.name for i in mine} <= ran
+    if not mine or (client and not options.check_only and not everyone):
+        return []
+    rows = _rows(options, catalogue, client)
+    block = _matrix.render_block(rows, catalogue.revisions, _NOTE, markers)
     try:
         text = options.readme.read_text(encoding="utf-8")
     except OSError as exc:
         return [f"{options.readme}: cannot read it: {exc.strerror}"]
     try:
-        new = _matrix.replace_block(text, block)
+        new = _matrix.replace_block(text, block, markers)
     except _matrix.ReadmeError as exc:
         return [f"{options.readme}: {exc}"]
     if new == text:
@@ -254,6 +275,8 @@ def _readme(options, catalogue) -> list[str]:
 def _matrix_html(options, catalogue) -> None:
     runs = []
     for impl in catalogue.implementations:
+        if impl.client:
+            continue  # the servers' matrix: the clients' cases are others
         for revision in catalogue.revisions_of(impl):
             run = _run.plan(impl.name, revision, None, (), options.reports)
             if run.json.exists() and not run.unfinished.exists():

@@ -140,6 +140,7 @@ class Connection:
         self._fd_marks: deque = deque()  # (offset of the chunk's last byte, fds, truncated)
         self._queue: deque = deque()  # messages that arrived while we waited for a DMA reply
         self._queued_bytes = 0  # their headers' and payloads' bytes
+        self._recorded = False  # the message about to be handled is in the record already
         self._waited_since: float | None = None  # when the server began to wait for a message
         self._message_since: float | None = None  # when a partial message was first seen
         self._recv_timeout = 0.0  # SO_RCVTIMEO (0: none)
@@ -184,6 +185,7 @@ class Connection:
         if self._queue:
             m = self._queue.popleft()
             self._queued_bytes -= m[0].msg_size
+            self._recorded = True  # when it arrived (_hold)
             return m
         while True:
             msg = self._read_message()
@@ -304,7 +306,9 @@ class Connection:
     # ---- one message
 
     def _handle(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool) -> None:
-        if self.recorder is not None:
+        if self._recorded:
+            self._recorded = False
+        elif self.recorder is not None:
             self.recorder.message(self.number, "c2s", "main", hdr, payload, len(fds), truncated)
         if self.trace:
             self._trace("<-", hdr, payload, fds)
@@ -677,6 +681,8 @@ class Connection:
     def _hold(self, m) -> None:
         """Queue a command that came while the server waits for a DMA reply; ClientGone
         beyond MAX_QUEUED commands or max_queued_bytes of them (one is always held)."""
+        if self.recorder is not None:  # in the order it came (the client may be gone first)
+            self.recorder.message(self.number, "c2s", "main", m[0], m[1], len(m[2]), m[3])
         size = m[0].msg_size
         limit = self.limits.max_queued_bytes
         if len(self._queue) >= MAX_QUEUED or (self._queue and self._queued_bytes + size > limit):

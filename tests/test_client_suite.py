@@ -225,3 +225,17 @@ def test_client_runs_compare_by_the_clients_name(forks, tmp_path):
     )
     assert "defective_client.py" in proc.stdout, proc.stdout
     assert re.search(r"client/dma_map/structure\s+PASS\s+FAIL", proc.stdout), proc.stdout
+
+
+def test_a_dead_clients_message_keeps_the_line_that_says_why():
+    """QEMU's hw_error prints a register dump after its reason: the reason is kept."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from pytest_vfiouser.plugin._client_session import _last_words  # noqa: PLC0415
+
+    dump = [f"XMM{n:02}=0000000000000000 0000000000000000" for n in range(20)]
+    output = "\n".join(["trace 1", "qemu: hardware error: vfio: DMA mapping failed", *dump])
+    words = _last_words(SimpleNamespace(output=output)).splitlines()
+    assert words[0] == "qemu: hardware error: vfio: DMA mapping failed"
+    assert words[1] == "..." and words[2:] == dump[-8:]
+    assert _last_words(SimpleNamespace(output="a\nb")) == "a\nb"

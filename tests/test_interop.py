@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -38,7 +39,7 @@ REQUIREMENT = (
 
 def case(case_id: str, verdict: str, message: str = "", requirement: str = REQUIREMENT) -> dict:
     """One case of a JSON report, with the fields a real report has."""
-    section, _, rest = case_id.partition("/")
+    section, _, rest = case_id.split("[")[0].rpartition("/")  # as the suite's mark
     return {
         "id": case_id,
         "case_id": case_id.split("[")[0],
@@ -540,7 +541,7 @@ def test_a_sample_with_configure_options_gets_a_build_of_its_own(tmp_path):
 def test_the_implementations_declare_the_samples():
     catalogue = implementations.load()
     assert catalogue.revisions == ("0.9.1", "0.9.2")
-    names = [i.name for i in catalogue.implementations]
+    names = [i.name for i in catalogue.implementations if not i.client]
     assert names == ["reference", "gpio-pci-idio-16", "server", "null", "shadow_ioeventfd_server"]
     assert catalogue.named("reference").is_reference
     assert catalogue.revisions_of(catalogue.named("reference")) == ("0.9.1", "0.9.2")
@@ -638,3 +639,75 @@ def test_python_m_interop_help_runs_from_the_repository():
         timeout=30,
     )
     assert done.returncode == 0 and "--check-only" in done.stdout
+
+
+def test_the_catalogue_declares_the_clients():
+    """[[client]]: QEMU's (a program set up outside the tier) and libvfio-user's sample
+    client (a snapshot's binary), run by the client mode."""
+    catalogue = implementations.load()
+    clients = [i for i in catalogue.implementations if i.client]
+    assert [i.name for i in clients] == ["qemu-client", "libvfio-user-client"]
+    qemu, lvu = clients
+    assert not qemu.is_reference and qemu.peer == "client"
+    assert qemu.program_path == _tier.REPO / ".interop-build/qemu/qemu-system-x86_64"
+    command = qemu.server_command(None)
+    assert command.startswith("bash ") and command.endswith(f"{qemu.program_path} {{socket}} 8")
+    assert "/shared/third_party/qemu/run-client.sh" in command
+    assert catalogue.revisions_of(lvu) == ("0.9.2",)
+    assert lvu.server_command(Path("/s")) == "/s/client {socket}"
+    plan = _run.plan(lvu.name, "0.9.2", "/s/client {socket}", lvu.options, Path("/r"), client=True)
+    assert plan.argv[1:9] == (
+        "-m",
+        "pytest_vfiouser.cli",
+        "client",
+        "-p",
+        "no:randomly",
+        "-q",
+        "--vfu-client",
+        "/s/client {socket}",
+    )
+    assert "--vfu-device" in plan.argv
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            'name = "c"\ncommand = "x {socket}"',
+            "a client needs a command, and a snapshot or a program",
+        ),
+        ('name = "c"\nprogram = "p"', "a client needs a command"),
+        ('name = "c"\nprogram = "p"\ncommand = "x"', "the command has no {socket}"),
+        ('name = "c"\nprogram = "p"\ncommand = "x {socket}"\nmeson_options = []', "unknown keys"),
+    ],
+)
+def test_a_client_entry_that_cannot_run_is_refused(tmp_path, entry, message):
+    path = tmp_path / "implementations.toml"
+    path.write_text(f'revisions = ["0.9.1"]\n[[client]]\n{entry}\n')
+    with pytest.raises(implementations.CatalogueError, match=re.escape(message)):
+        implementations.load(path)
+
+
+def test_the_clients_matrix_has_markers_of_its_own(tier):
+    """A [[client]]'s runs make the README's second matrix; its findings are checked
+    against its expectation file as a server's are."""
+    catalogue = tier.options.implementations
+    catalogue.write_text(
+        catalogue.read_text()
+        + '[[client]]\nname = "vmm"\nprogram = "vmm"\ncommand = "{program} {socket}"\n'
+    )
+    begin, end = _matrix.CLIENT_MARKERS
+    tier.readme.write_text(tier.readme.read_text() + f"\n{begin}\n{end}\n")
+    for rev in ("0.9.1", "0.9.2"):
+        write_report(
+            tier.reports / f"vmm-{rev}.json",
+            rev,
+            [case("client/header/x", "PASS"), case("client/dma_rw/y", "FAIL", "no reply")],
+        )
+    status, out = tier(update=True)
+    assert "vmm at" not in out, out
+    text = tier.readme.read_text()
+    client_block = text[text.index(begin) :]
+    assert "| [vmm](expectations/vmm.toml) | 1 FAIL | ✓ |" in client_block
+    assert "vmm" not in text[: text.index(begin)]  # not among the servers
+    assert "the sentence the client breaks" in (tier.exp / "vmm.toml").read_text()

@@ -10,7 +10,7 @@ import sys
 
 from test_server_support import RefServer
 
-from pytest_vfiouser.protocol import Command
+from pytest_vfiouser.protocol import Command, DeviceInfo, DmaReadReply, encode_reply
 from reference_server import pytest_hooks
 
 
@@ -98,3 +98,35 @@ def test_a_record_file_that_cannot_be_opened_is_a_usage_error(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert "--record /proc/nope/record.jsonl: No such file or directory" in proc.stderr
+
+
+def test_a_command_that_comes_while_a_dma_reply_is_awaited_is_recorded_as_it_came(tmp_path):
+    """Held until the DMA reply is in, it is in the record where it arrived, once: a
+    client that goes before the server serves it has still sent it."""
+    record = tmp_path / "record.jsonl"
+    server = RefServer(tmp_path, "--spec=0.9.1", "--dma-between", f"--record={record}")
+    try:
+        c = server.connect()
+        c.dma_map(0x10000, 0x1000).check()
+        first = c.send(Command.DEVICE_GET_INFO, DeviceInfo(16))  # brings the DMA_READ
+        request = c.recv_message()
+        assert request.header.command == Command.DMA_READ
+        second = c.send(Command.DEVICE_GET_INFO, DeviceInfo(16))  # held by the server
+        data = DmaReadReply(0x10000, 64, bytes(64)).pack()  # answered now; a DMA_WRITE follows
+        c.send_raw(encode_reply(request.header.msg_id, Command.DMA_READ, data))
+        assert c.recv_reply(first).ok and c.recv_reply(second).ok
+        c.close()
+        server.wait_idle()
+    finally:
+        assert server.stop() == 0
+    order = [(d, cmd) for d, _, cmd, _ in _messages(_lines(record), 1)][4:]
+    assert order == [
+        ("c2s", Command.DEVICE_GET_INFO),
+        ("s2c", Command.DMA_READ),
+        ("c2s", Command.DEVICE_GET_INFO),  # as it came: before the DMA reply
+        ("c2s", Command.DMA_READ),
+        ("s2c", Command.DMA_WRITE),
+        ("c2s", Command.DMA_WRITE),
+        ("s2c", Command.DEVICE_GET_INFO),
+        ("s2c", Command.DEVICE_GET_INFO),
+    ]

@@ -9,6 +9,7 @@ carried messages, which every client case reads (conformance_client/).
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Callable
 
@@ -28,6 +29,8 @@ from pytest_vfiouser.verdict import Verdict
 from ._judge import ServerFault
 from ._state import get_state
 
+# A dead client's lines that say why (shown before its last ones).
+_DEATH = re.compile(r"assert|abort|hardware error|panic|fatal|segmentation", re.IGNORECASE)
 # Seconds a client that is still running may leave a request of the server's
 # unanswered, and say nothing, before it is judged to hang.
 HANG_AFTER = 5.0
@@ -87,8 +90,7 @@ def _judge_death(run, scenario: str = "") -> None:
     to show."""
     where = f" in scenario {scenario}" if scenario else ""
     if run.status is not None and -run.status in CRASH_SIGNALS:
-        tail = "\n".join(run.output.strip().splitlines()[-8:])
-        raise ServerFault(Verdict.CRASH, f"the client {run.describe()}{where}:\n{tail}")
+        raise ServerFault(Verdict.CRASH, f"the client {run.describe()}{where}:\n{_last_words(run)}")
     sessions = run.transcript.with_messages()
     if run.status is not None or not sessions:
         return  # it ended its run itself
@@ -102,6 +104,14 @@ def _judge_death(run, scenario: str = "") -> None:
             f"it neither answered the server's {request.describe()} on the "
             f"{request.channel} socket nor sent anything",
         )
+
+
+def _last_words(run, lines: int = 8) -> str:
+    """The end of what a dead client printed, after the last lines that say why it died
+    (an assertion, a "hardware error") where more output (a register dump) followed."""
+    text = run.output.strip().splitlines()
+    why = [line for line in text[:-lines] if _DEATH.search(line)][-2:]
+    return "\n".join([*why, *(["..."] if why else []), *text[-lines:]])
 
 
 @pytest.fixture(scope="session")
