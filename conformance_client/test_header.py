@@ -4,7 +4,7 @@ to the server's own requests."""
 from __future__ import annotations
 
 from pytest_vfiouser import MUST, SHOULD, case
-from pytest_vfiouser.protocol import HEADER_FLAGS_DEFINED
+from pytest_vfiouser.protocol import HEADER_FLAGS_DEFINED, Command, command_name
 
 from ._support import dma_requests, listed, need
 
@@ -99,6 +99,50 @@ def _awaited_across(session, request) -> bool:
         if not m.no_reply and (reply is None or reply.index > request.index):
             return True
     return False
+
+
+@case("client/header/errno-zero-is-an-error", MUST)
+def test_errno_zero_is_an_error(vfu_scenario):
+    """A reply with the Error bit and errno 0 is an error all the same: after the server
+    refuses DEVICE_GET_IRQ_INFO so (scenario errno-zero) the client goes on as it does
+    when it is refused with EINVAL (scenario errno-einval, the control), not as after a
+    success.
+
+    Spec (Header): "Error in a reply message indicates the command being acknowledged had
+    an error. In this case, the Error field will be valid." ... "Error in a reply message
+    is an optional UNIX errno value. It may be zero even if the Error bit is set in Flags."
+    """
+    zero = _after_refusal(vfu_scenario("errno-zero"))
+    control = _after_refusal(vfu_scenario("errno-einval"))
+    if zero is None or control is None:
+        need([], "DEVICE_GET_IRQ_INFO (the scenarios refuse it)")
+    n = min(len(zero), len(control), _COMPARED)
+    if zero[:n] != control[:n] or (not n and len(zero) != len(control)):
+        at = next((i for i in range(n) if zero[i] != control[i]), n)
+        raise AssertionError(
+            "after DEVICE_GET_IRQ_INFO refused with errno 0 the client sent "
+            f"{_names(zero[at : at + 3]) or 'nothing more'}, where refused with EINVAL it "
+            f"sent {_names(control[at : at + 3]) or 'nothing more'} (its command {at + 1} "
+            "after the refusal): it took the error reply for a success"
+        )
+
+
+_COMPARED = 40  # commands after the refusal: a client stopped at its time sends a few more
+
+
+def _after_refusal(sessions) -> list[int] | None:
+    """The commands the client sent after its first refused DEVICE_GET_IRQ_INFO (in the
+    first session that has one), or None."""
+    for s in sessions:
+        for m in s.sent(Command.DEVICE_GET_IRQ_INFO):
+            reply = s.reply_to(m)
+            if reply is not None and reply.is_error:
+                return [x.command for x in s.sent() if x.index > m.index]
+    return None
+
+
+def _names(commands) -> str:
+    return ", ".join(command_name(c) for c in commands)
 
 
 @case("client/header/error-reply-header-only", MUST)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ import sys
 from pytest_vfiouser._unix import CEILING_NS
 
 from .device import Device
-from .device_config import ConfigError, DeviceConfig, check_close_after, default_config, load
+from .device_config import ConfigError, DeviceConfig, check_command, default_config, load
 from .errors import Terminate
 from .limits import DEFAULT, Limits
 from .record import Recorder
@@ -169,6 +170,12 @@ class Program:
             "DEVICE_SET_IRQS) is sent; later ones are served (its [server] close_after)",
         )
         p.add_argument(
+            "--refuse",
+            metavar="COMMAND[:ERRNO]",
+            help="refuse every COMMAND (e.g. DEVICE_GET_IRQ_INFO) with ERRNO (default EINVAL; "
+            "0: the Error bit alone) (its [server] refuse and refuse_errno)",
+        )
+        p.add_argument(
             "--record",
             metavar="FILE",
             help="append every message received and sent, one JSON object a line "
@@ -195,10 +202,20 @@ class Program:
             given["dma_between"] = True
         if args.close_after is not None:
             try:
-                check_close_after(args.close_after, "--close-after")
+                check_command(args.close_after, "--close-after")
             except ConfigError as e:
                 parser.error(str(e))
             given["close_after"] = args.close_after
+        if args.refuse is not None:
+            name, _, number = args.refuse.partition(":")
+            try:
+                check_command(name, "--refuse")
+            except ConfigError as e:
+                parser.error(str(e))
+            number = number or str(errno.EINVAL)
+            if not number.isdigit() or int(number) > 4095:
+                parser.error(f"--refuse: {number!r} is not an errno number (0..4095)")
+            given["refuse"], given["refuse_errno"] = name, int(number)
         if not given:
             return config
         return dataclasses.replace(config, server=dataclasses.replace(config.server, **given))

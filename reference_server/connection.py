@@ -152,8 +152,9 @@ class Connection:
         self.twin: TwinChannel | None = None  # 0.9.2 twin-socket mode (open_twin)
         self._awaiting: list[tuple[int, int]] = []  # our requests waiting on the twin socket
         self._poll = BusyPoll(busy_poll_ns)  # the receives' adaptive polling
-        close_after = self.settings.close_after
+        close_after, refuse = self.settings.close_after, self.settings.refuse
         self.close_after = Command[close_after] if close_after else None  # [server] close_after
+        self._refused = Command[refuse] if refuse else None  # [server] refuse
         self.closed_by_server = False
         self._fresh_maps: list[tuple[int, int]] = []  # [server] dma_between: to read and write
 
@@ -316,6 +317,8 @@ class Connection:
         if self._fresh_maps and hdr.type == MsgType.COMMAND:
             self._dma_between()
         try:
+            if hdr.command == self._refused and hdr.type == MsgType.COMMAND:
+                raise VfioError(self.settings.refuse_errno, "refused: [server] refuse")
             result = self._execute(hdr, payload, fds, truncated)
         except VfioError as e:
             result = e

@@ -20,6 +20,8 @@ Unknown tables and keys are errors; every error names its key, e.g.
                                   #   and DMA_WRITE them back before the next reply
     close_after = ""              # a command (DEVICE_SET_IRQS): close the first connection
                                   #   once that command's first reply is sent
+    refuse = ""                   # a command (DEVICE_GET_IRQ_INFO): refuse every one of them
+    refuse_errno = 22             #   with this errno (0: the Error bit alone)
 
     [device]
     base = "default"              # or "empty"
@@ -110,6 +112,8 @@ class ServerConfig:
     twin_socket: bool = True
     dma_between: bool = False
     close_after: str = ""  # a Command's name, or "" (client-mode scenarios)
+    refuse: str = ""  # a Command's name, or ""
+    refuse_errno: int = 22
 
     @property
     def min_pgsize(self) -> int:
@@ -117,7 +121,7 @@ class ServerConfig:
         return self.pgsizes & -self.pgsizes
 
 
-def check_close_after(name: str, key: str) -> None:
+def check_command(name: str, key: str) -> None:
     """ConfigError unless ``name`` is "" or a command's name."""
     if name and name not in Command.__members__:
         raise ConfigError(f"{key}: {name!r} is not a command (e.g. DEVICE_SET_IRQS)")
@@ -245,8 +249,11 @@ def parse(doc: dict) -> DeviceConfig:
         twin_socket=srv.get("twin_socket", bool, True),
         dma_between=srv.get("dma_between", bool, False),
         close_after=srv.get("close_after", str, ""),
+        refuse=srv.get("refuse", str, ""),
+        refuse_errno=srv.int("refuse_errno", 22, 0, 4095),
     )
-    check_close_after(server.close_after, "server.close_after")
+    check_command(server.close_after, "server.close_after")
+    check_command(server.refuse, "server.refuse")
     if not 0 < server.dma_reply_timeout <= 3600:
         raise ConfigError("server.dma_reply_timeout: must be in (0, 3600] seconds")
     _power_of_two(server.migration_pgsize, "server.migration_pgsize", 1, 1 << 30)

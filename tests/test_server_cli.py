@@ -53,6 +53,8 @@ def run(*args, timeout=10, **kw):
         (("--socket-path=/tmp/x.sock", "--max-msg-fds=0"), "--max-msg-fds: 0 is not in 1..253"),
         (("--socket-path=/tmp/x.sock", "--max-data-xfer-size=100"), "100 is not in 4096.."),
         (("--socket-path=/tmp/x.sock", "--close-after=SET_IRQS"), "'SET_IRQS' is not a command"),
+        (("--socket-path=/tmp/x.sock", "--refuse=RESET:0"), "'RESET' is not a command"),
+        (("--socket-path=/tmp/x.sock", "--refuse=DEVICE_RESET:x"), "'x' is not an errno number"),
     ],
 )
 def test_usage_errors(args, needle):
@@ -453,3 +455,19 @@ def test_close_after_closes_the_first_connection_after_that_reply_only(tmp_path)
         again.close()
     finally:
         assert server.stop() == 0
+
+
+def test_refuse_refuses_every_such_command_with_the_errno_given(tmp_path):
+    """--refuse COMMAND[:ERRNO] (client mode's errno-zero scenario and its control):
+    errno 0 is the Error bit alone; the other commands are served."""
+    for given, errno_value in (("DEVICE_GET_IRQ_INFO:0", 0), ("DEVICE_GET_IRQ_INFO", 22)):
+        server = RefServer(tmp_path, f"--refuse={given}", name=f"r{errno_value}")
+        try:
+            c = server.connect()
+            for index in (0, 1):
+                reply = c.irq_info(index)
+                assert not reply.ok and reply.error == errno_value and not reply.payload
+            assert c.device_get_info().ok
+            c.close()
+        finally:
+            assert server.stop() == 0

@@ -59,6 +59,18 @@ SCENARIOS = {
             server_args=("--dma-between",),
         ),
         Scenario(
+            "errno-zero",
+            (),
+            "the server refuses every DEVICE_GET_IRQ_INFO with the Error bit and errno 0",
+            server_args=("--refuse=DEVICE_GET_IRQ_INFO:0",),
+        ),
+        Scenario(
+            "errno-einval",
+            (),
+            "the server refuses every DEVICE_GET_IRQ_INFO with EINVAL (errno-zero's control)",
+            server_args=("--refuse=DEVICE_GET_IRQ_INFO:22",),
+        ),
+        Scenario(
             "server-closes",
             (),
             "the server closes the connection once it has answered the client's first "
