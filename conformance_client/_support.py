@@ -31,11 +31,19 @@ def need(items: list, what: str) -> list:
 def server_limit(session, name: str) -> int:
     """The server's ``name`` as its VERSION reply stated it, else the spec's default
     ("If not specified then the receiver must assume a value of 1"; 1 MiB)."""
-    _, reply = session.version()
+    return _stated(session.version()[1], name)
+
+
+def client_limit(session) -> int:
+    """The client's max_data_xfer_size as its VERSION proposal stated it, else 1 MiB."""
+    return _stated(session.version()[0], "max_data_xfer_size")
+
+
+def _stated(version, name: str) -> int:
     default = {"max_msg_fds": DEFAULT_MAX_MSG_FDS}.get(name, DEFAULT_MAX_DATA_XFER_SIZE)
-    if reply is None or reply.json is None:
+    if version is None or version.json is None:
         return default
-    return reply.capabilities.raw.get(name, default)
+    return version.capabilities.raw.get(name, default)
 
 
 def decode(cls, message, what: str):

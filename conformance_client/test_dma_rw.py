@@ -7,7 +7,7 @@ import pytest
 from pytest_vfiouser import MUST, case
 from pytest_vfiouser.protocol import Command, DmaRead, DmaReadReply, DmaWriteReply
 
-from ._support import decode, dma_requests, listed, mappings, need
+from ._support import client_limit, decode, dma_requests, listed, mappings, need
 
 
 @case("client/dma_rw/replies-well-formed", MUST)
@@ -103,4 +103,42 @@ def test_fd_mapped_served(vfu_scenario):
                 bad.append(f"{req.describe()} of [{address:#x}, +{count:#x}) was refused")
     if not judged:
         need([], "DMA_MAP with a file descriptor (the server reads only what was mapped)")
+    assert not bad, listed(bad)
+
+
+@case("client/dma_rw/oversized-request-answered", MUST)
+def test_oversized_request_answered(vfu_scenario):
+    """A DMA_READ above the client's max_data_xfer_size (the server breaks the limit) is
+    answered all the same, served or refused, or the client closes the connection; it
+    is not left unanswered while the client goes on. (Scenario dma-too-big; the
+    mapping's read within the limit just before is the control: it must have been
+    answered, or the case cannot judge.)
+
+    Spec (Read and Write Operations): "The count field must not exceed the value of
+    max_data_xfer_size of the peer, for both reads and writes."; (Header): "Each command
+    message in Commands must be replied to with a reply message, unless the message sets
+    the No_Reply bit."
+    """
+    judged, bad = 0, []
+    for s in vfu_scenario("dma-too-big"):
+        limit = client_limit(s)
+        requests = dma_requests(s)
+        for n, (req, address, count) in enumerate(requests):
+            if count <= limit:
+                continue
+            control = [r for r, a, c in requests[:n] if a == address and c <= limit]
+            if not control or s.reply_to(control[-1]) is None:
+                continue  # it answers no request here: requests-between-answered's to judge
+            judged += 1
+            if s.reply_to(req) is None and (after := s.sent_after(req)) is not None:
+                bad.append(
+                    f"{req.describe()} of {count} bytes (the client's limit: {limit}) had no "
+                    f"reply; the client went on with {after.describe()}"
+                )
+    if not judged:
+        need(
+            [],
+            "reply to the DMA_READ within its limit that comes before the one above it "
+            "(scenario dma-too-big)",
+        )
     assert not bad, listed(bad)

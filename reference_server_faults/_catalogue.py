@@ -494,6 +494,12 @@ _CATALOGUE = (
         ("dma_rw", FAIL),
         also=("reset",),
     ),
+    _f(
+        "dma-too-big",
+        "DMA_READ/DMA_WRITE are split by the server's max_data_xfer_size, not the client's "
+        "(with [server] dma_between, each new mapping is read once more, that big)",
+        ("dma_rw", FAIL),
+    ),
     # ---- disconnect (connection.py, device.py)
     _f(
         "disconnect-cleanup-wrong",

@@ -9,6 +9,7 @@ import socket
 
 from pytest_vfiouser.protocol import Command, encode_reply
 from reference_server.connection import Connection
+from reference_server.errors import VfioError
 
 from ._catalogue import FAULTS
 
@@ -31,9 +32,21 @@ class TwinFaults(Connection):
 
     @property
     def dma_chunk(self) -> int:
-        if "twin-requests-too-big" in FAULTS and self.twin is not None:
+        if "dma-too-big" in FAULTS or ("twin-requests-too-big" in FAULTS and self.twin is not None):
             return self.settings.max_data_xfer_size  # the client's limit forgotten here
         return super().dma_chunk
+
+    def _dma_between(self) -> None:
+        maps = list(self._fresh_maps)
+        super()._dma_between()
+        if "dma-too-big" in FAULTS:  # and once more, as big as the server's own limit allows
+            for address, size in maps:
+                count = min(size, self.dma_chunk)
+                if count > self.client.max_data_xfer_size:
+                    try:
+                        self.dma_read(address, count)
+                    except VfioError:
+                        pass
 
     def _request(self, command: int, payload: bytes) -> bytes:
         if "twin-requests-on-main" in FAULTS and self.twin is not None:

@@ -98,9 +98,11 @@ DEFECTS = {
     "between-ignored": "client/header/requests-between-answered",
     "reconnect-without-maps": "client/disconnect/reconnect-re-establishes",
     "errno-zero-success": "client/header/errno-zero-is-an-error",
+    "oversized-ignored": "client/dma_rw/oversized-request-answered",
 }
 FD_MAP, PLAIN_MAP, REFUSED_MAP = 0x10_0000, 0x20_0000, 0x30_0000
 MAP_SIZE = 0x4000
+XFER_LIMIT = 8192  # its max_data_xfer_size: below a mapping, for scenario dma-too-big
 
 
 class DefectiveClient(Client):
@@ -136,6 +138,8 @@ class DefectiveClient(Client):
         if "between-ignored" in self.defects and awaiting not in (None, Command.REGION_WRITE):
             return  # only a doorbell's DMA is expected
         address, count = struct.unpack_from("<QQ", payload)
+        if "oversized-ignored" in self.defects and count > XFER_LIMIT:
+            return  # not what it asked for: not answered
         if "fd-mapped-refused" in self.defects and FD_MAP <= address < FD_MAP + MAP_SIZE:
             self.send_bytes(encode(msg_id, command, b"", flags=0x21, error=errno.EFAULT))
             return
@@ -160,7 +164,7 @@ class DefectiveClient(Client):
 
 
 def capabilities(d: frozenset[str], spec: str) -> dict:
-    caps: dict = {"max_data_xfer_size": 1 << 20}
+    caps: dict = {"max_data_xfer_size": XFER_LIMIT}
     if spec == "0.9.2" and "write-multi-unasked" not in d:
         caps["write_multiple"] = True
     if spec == "0.9.1":

@@ -59,6 +59,14 @@ SCENARIOS = {
             server_args=("--dma-between",),
         ),
         Scenario(
+            "dma-too-big",
+            ("dma-too-big",),
+            "as dma-between, and then each new mapping is read once more with a DMA_READ "
+            "above the client's max_data_xfer_size (as much as the mapping and the server's "
+            "own limit of 2 MiB allow)",
+            server_args=("--dma-between", "--max-data-xfer-size=2097152"),
+        ),
+        Scenario(
             "errno-zero",
             (),
             "the server refuses every DEVICE_GET_IRQ_INFO with the Error bit and errno 0",
