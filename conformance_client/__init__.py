@@ -20,6 +20,7 @@ SECTIONS = (
     "client/fds",
     "client/header",
     "client/info",
+    "client/migration",
     "client/migration_v2",
     "client/region_rw",
     "client/region_write_multi",

@@ -5,10 +5,12 @@
 Without a defect it does what a VMM does with the reference server's default device,
 by the spec: VERSION, the device's, regions' and IRQs' info, two DMA mappings (one
 with a memfd, one served by DMA_READ/DMA_WRITE), register accesses, an interrupt's
-eventfd, the device's DMA both ways (and one it refuses), at 0.9.2 a migration's
-STOP_COPY read to the stream's end, the unmaps. Each defect breaks one obligation of
-the client's (DEFECTS); tests/test_client_suite.py checks that every defect is caught
-by a client case, and every client case catches a defect. The server's refusals are
+eventfd, the device's DMA both ways (and one it refuses), a migration saved and resumed
+(at 0.9.1 through the migration region, at 0.9.2 the STOP_COPY stream read to its end),
+the unmaps; reconnected, if the server closes, with its mappings and interrupts. Each
+defect breaks one obligation of the client's (DEFECTS); tests/test_client_suite.py
+checks that every defect is caught by a client case, and every client case catches a
+defect. The server's refusals are
 not the client's concern here: it goes on whatever the replies.
 """
 
@@ -99,6 +101,10 @@ DEFECTS = {
     "reconnect-without-maps": "client/disconnect/reconnect-re-establishes",
     "errno-zero-success": "client/header/errno-zero-is-an-error",
     "oversized-ignored": "client/dma_rw/oversized-request-answered",
+    "v1-skips-pending": "client/migration/iteration-order",
+    "v1-reads-beside-data": "client/migration/data-at-data-offset",
+    "v1-resume-merged": "client/migration/resume-same-order-and-size",
+    "v1-no-state-re-read": "client/migration/state-re-read-after-error",
 }
 FD_MAP, PLAIN_MAP, REFUSED_MAP = 0x10_0000, 0x20_0000, 0x30_0000
 MAP_SIZE = 0x4000
@@ -206,9 +212,15 @@ def session(c: DefectiveClient, spec: str) -> None:
     info = struct.pack("<IIII", 16, 0, 9 if "info-fields-set" in d else 0, 0)
     c.send(Command.DEVICE_GET_INFO, info, flags=flags, error=error)
     c.recv_reply()
-    for index in range(9):  # the default device's regions at either revision
+    regions = 10 if spec == "0.9.1" else 9  # the default device's (0.9.1: migration's)
+    for index in range(regions):
         argsz = 16 if "info-argsz-small" in d and index == 0 else 32
-        c.request(Command.DEVICE_GET_REGION_INFO, struct.pack("<IIIIQQ", argsz, 0, index, 0, 0, 0))
+        info = struct.pack("<IIIIQQ", argsz, 0, index, 0, 0, 0)
+        reply = c.request(Command.DEVICE_GET_REGION_INFO, info)
+        needed = struct.unpack_from("<I", reply.payload)[0] if len(reply.payload) >= 4 else 0
+        if reply.ok and needed > argsz:  # asked again, room made for its capabilities
+            info = struct.pack("<IIIIQQ", needed, 0, index, 0, 0, 0)
+            c.request(Command.DEVICE_GET_REGION_INFO, info)
     irq_info = []  # whether each IRQ index's info came
     for index in range(R.NUM_IRQS):
         reply = c.request(Command.DEVICE_GET_IRQ_INFO, struct.pack("<IIII", 16, 0, index, 0))
@@ -232,8 +244,7 @@ def session(c: DefectiveClient, spec: str) -> None:
     c.request(Command.REGION_READ, read + (b"\0" * 4 if "region-read-with-data" in d else b""))
     if "region-read-too-big" in d:
         c.request(Command.REGION_READ, RegionRead(0, R.RAM_REGION, 2 << 20))
-    limit = c.server_caps.max_data_xfer_size if c.server_caps is not None else 1 << 20
-    if "xfer-limit-ignored" in d or limit >= 8192:  # the RAM read in one piece if it may
+    if "xfer-limit-ignored" in d or _limit(c) >= 8192:  # the RAM read in one piece if it may
         c.request(Command.REGION_READ, RegionRead(0, R.RAM_REGION, 8192))
     # An interrupt's eventfd (two, past the server's fd limit, with that defect).
     efds = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(2)]
@@ -266,6 +277,7 @@ def session(c: DefectiveClient, spec: str) -> None:
         _write_multi(c, d)
     else:
         _dirty_pages(c, d)
+        _migrate_v1(c, d)
     # Unmaps: each mapping, exactly (one that never was, with that defect).
     for address in (FD_MAP, PLAIN_MAP, REFUSED_MAP):
         size = MAP_SIZE
@@ -392,6 +404,58 @@ def _dirty_pages(c: Client, d: frozenset[str]) -> None:
     if c.request(Command.DMA_UNMAP, unmap).ok:  # mapped again: the unmaps below expect it
         c.request(Command.DMA_MAP, DmaMap(DmaMap.SIZE, 3, 0, FD_MAP, MAP_SIZE), (c.map_fd,))
     c.request(Command.DIRTY_PAGES, DirtyPages(8, DirtyPagesFlags.STOP))
+
+
+def _v1_state(c: Client, state: int) -> bool:
+    return c.region_write(R.MIGRATION_REGION, 0, struct.pack("<I", state)).ok
+
+
+def _v1_field(c: Client, offset: int) -> int:
+    reply = c.region_read(R.MIGRATION_REGION, offset, 8)
+    return struct.unpack("<Q", reply.payload[16:24])[0] if reply.ok else 0
+
+
+def _v1_iterations(c: Client, d: frozenset[str], chunks: list[bytes]) -> None:
+    """The spec's loop: pending_bytes, data_offset, data_size, the data; until nothing is
+    pending (in pre-copy too: the client may move to stop-and-copy at any time)."""
+    for n in range(64):
+        if not ("v1-skips-pending" in d and n == 1) and not _v1_field(c, 8):
+            return
+        offset, size = _v1_field(c, 16), _v1_field(c, 24)
+        if not size:
+            return
+        at = offset + 8 if "v1-reads-beside-data" in d else offset
+        piece, data = _limit(c), b""
+        for start in range(0, size, piece):  # in pieces the server's limit allows
+            reply = c.region_read(R.MIGRATION_REGION, at + start, min(piece, size - start))
+            data += reply.payload[16:] if reply.ok else b""
+        chunks.append(data)
+
+
+def _limit(c: Client) -> int:
+    return c.server_caps.max_data_xfer_size if c.server_caps is not None else 1 << 20
+
+
+def _migrate_v1(c: Client, d: frozenset[str]) -> None:
+    """0.9.1: save (pre-copy, stop-and-copy), a transition the table does not have
+    (refused, and the state read again), then resume the chunks read on the same device."""
+    chunks: list[bytes] = []
+    _v1_state(c, 0b011)  # PRE_COPY
+    _v1_iterations(c, d, chunks)
+    _v1_state(c, 0b010)  # STOP_AND_COPY
+    _v1_iterations(c, d, chunks)
+    if not _v1_state(c, 0b100) and "v1-no-state-re-read" not in d:  # -> RESUMING: refused
+        c.region_read(R.MIGRATION_REGION, 0, 4)  # "The client must re-read the device state"
+    for state in (0b000, 0b001, 0b100):  # STOPPED, RUNNING, RESUMING
+        _v1_state(c, state)
+    if "v1-resume-merged" in d:
+        chunks = [b"".join(chunks)]
+    for chunk in chunks:
+        offset, piece = _v1_field(c, 16), _limit(c)
+        for start in range(0, len(chunk), piece):
+            c.region_write(R.MIGRATION_REGION, offset + start, chunk[start : start + piece])
+        c.region_write(R.MIGRATION_REGION, 24, struct.pack("<Q", len(chunk)))
+    _v1_state(c, 0b001)  # RUNNING
 
 
 def _bad_write(write: RegionWrite) -> bytes:
