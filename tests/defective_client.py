@@ -105,6 +105,7 @@ DEFECTS = {
     "v1-reads-beside-data": "client/migration/data-at-data-offset",
     "v1-resume-merged": "client/migration/resume-same-order-and-size",
     "v1-no-state-re-read": "client/migration/state-re-read-after-error",
+    "twin-refused-main-ignored": "client/twin_socket/refused-goes-on-main",
 }
 FD_MAP, PLAIN_MAP, REFUSED_MAP = 0x10_0000, 0x20_0000, 0x30_0000
 MAP_SIZE = 0x4000
@@ -116,6 +117,7 @@ class DefectiveClient(Client):
 
     defects: frozenset[str] = frozenset()
     hang = False  # --hang
+    asked_twin = False  # its VERSION asked for twin-socket mode
     awaiting: int | None = None  # the command whose reply request() waits for
     maps: list  # (DmaMap, fds) the server accepted, in order
     irqs: list  # (index, flags, start, count) of eventfds the server accepted
@@ -134,6 +136,8 @@ class DefectiveClient(Client):
 
     def _serve_dma(self, hdr, payload, fds) -> None:
         msg_id, command = hdr[0], hdr[1]
+        if "twin-refused-main-ignored" in self.defects and self.asked_twin and self.twin is None:
+            return  # it waits for requests on a twin socket it does not have
         if self.hang:
             time.sleep(3600)  # stops talking, connected, until it is stopped
         if "dma-request-ignored" in self.defects and command == Command.DMA_READ:
@@ -199,6 +203,7 @@ def session(c: DefectiveClient, spec: str) -> None:
     if "version-bad-json" in d:
         bad = struct.pack("<HH", 0, 0) + b'{"capabilities": {"max_msg_fds": "16"}}\0'
         c.request(Command.VERSION, bad)
+    c.asked_twin = "twin_socket" in caps
     try:
         c.negotiate(capabilities=caps)
     except (ErrorReply, MalformedReply):

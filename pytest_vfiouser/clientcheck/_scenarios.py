@@ -45,6 +45,14 @@ SCENARIOS = {
             ("0.9.2",),
         ),
         Scenario(
+            "twin-refused",
+            ("twin-never-enabled",),
+            "the server does not enable twin-socket mode (its reply has no twin_socket), "
+            "and, as dma-between, reads each new mapping with DMA_READ on the main socket",
+            ("0.9.2",),
+            server_args=("--dma-between",),
+        ),
+        Scenario(
             "dma-outside",
             ("dma-access-wrong",),
             "the server's DMA_READ/DMA_WRITE name offsets into the client's mappings, not "
