@@ -25,6 +25,7 @@ SECTIONS = (
     "client/region_rw",
     "client/region_write_multi",
     "client/set_irqs",
+    "client/timeout",
     "client/twin_socket",
     "client/version",
 )

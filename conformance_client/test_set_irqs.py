@@ -4,7 +4,7 @@ device has."""
 from __future__ import annotations
 
 from pytest_vfiouser import MUST, case
-from pytest_vfiouser.protocol import Command, IrqInfo, SetIrqs
+from pytest_vfiouser.protocol import Command, IrqInfo, IrqSetFlags, SetIrqs
 
 from ._support import decode, listed, need, sent
 
@@ -95,3 +95,29 @@ def test_data_as_flags_say(vfu_sessions):
         elif body.flags & 1 and m.fds:
             bad.append(f"{m.describe()}: DATA_NONE with {m.fds} fds")
     assert not bad, listed(bad)
+
+
+@case("client/set_irqs/eventfds-are-eventfds", MUST)
+def test_eventfds_are_eventfds(vfu_sessions):
+    """The fds of a SET_IRQS with DATA_EVENTFD are eventfds (what the server's
+    interrupts are raised through).
+
+    Spec (VFIO_USER_DEVICE_SET_IRQS): "VFIO_IRQ_SET_DATA_EVENTFD indicates an array of
+    event file descriptors"
+    """
+    messages = [
+        m
+        for _, m in sent(vfu_sessions, Command.DEVICE_SET_IRQS)
+        if m.fd_kinds and len(m.payload) >= 8 and _flags(m) & IrqSetFlags.DATA_EVENTFD
+    ]
+    need(messages, "SET_IRQS with DATA_EVENTFD and fds (as the record names their kinds)")
+    bad = [
+        f"{m.describe()}: {', '.join(m.fd_kinds)}"
+        for m in messages
+        if set(m.fd_kinds) != {"eventfd"}
+    ]
+    assert not bad, listed(bad)
+
+
+def _flags(message) -> int:
+    return int.from_bytes(message.payload[4:8], "little")

@@ -176,6 +176,12 @@ class Program:
             "0: the Error bit alone) (its [server] refuse and refuse_errno)",
         )
         p.add_argument(
+            "--delay",
+            metavar="COMMAND:SECONDS",
+            help="send the first reply to COMMAND (e.g. DEVICE_GET_INFO) of each connection "
+            "SECONDS late (its [server] delay and delay_seconds)",
+        )
+        p.add_argument(
             "--record",
             metavar="FILE",
             help="append every message received and sent, one JSON object a line "
@@ -185,8 +191,8 @@ class Program:
 
     @staticmethod
     def server_given(args, config, parser) -> DeviceConfig:
-        """--max-msg-fds, --max-data-xfer-size, --dma-between and --close-after over the
-        description's [server]."""
+        """--max-msg-fds, --max-data-xfer-size and the client-mode scenarios' options
+        (--dma-between, --close-after, --refuse, --delay) over the description's [server]."""
         given = {}
         for name, low, high in (
             ("max_msg_fds", 1, 253),
@@ -216,6 +222,18 @@ class Program:
             if not number.isdigit() or int(number) > 4095:
                 parser.error(f"--refuse: {number!r} is not an errno number (0..4095)")
             given["refuse"], given["refuse_errno"] = name, int(number)
+        if args.delay is not None:
+            name, _, seconds = args.delay.partition(":")
+            try:
+                check_command(name, "--delay")
+                given["delay_seconds"] = float(seconds)
+            except ConfigError as e:
+                parser.error(str(e))
+            except ValueError:
+                parser.error(f"--delay: {seconds!r} is not a number of seconds")
+            if not 0 <= given["delay_seconds"] <= 3600:
+                parser.error(f"--delay: {seconds} is not in [0, 3600] seconds")
+            given["delay"] = name
         if not given:
             return config
         return dataclasses.replace(config, server=dataclasses.replace(config.server, **given))

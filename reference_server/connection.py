@@ -45,7 +45,7 @@ import struct
 import time
 from collections import deque
 
-from pytest_vfiouser._unix import ANC_SPACE, CEILING_NS, BusyPoll, fds_of, rights
+from pytest_vfiouser._unix import ANC_SPACE, CEILING_NS, BusyPoll, fd_kind, fds_of, rights
 from pytest_vfiouser.protocol import (
     FLAG_ERROR,
     FLAG_NO_REPLY,
@@ -155,6 +155,8 @@ class Connection:
         close_after, refuse = self.settings.close_after, self.settings.refuse
         self.close_after = Command[close_after] if close_after else None  # [server] close_after
         self._refused = Command[refuse] if refuse else None  # [server] refuse
+        delay = self.settings.delay
+        self._delayed = Command[delay] if delay else None  # [server] delay, once
         self.closed_by_server = False
         self._fresh_maps: list[tuple[int, int]] = []  # [server] dma_between: to read and write
 
@@ -309,8 +311,8 @@ class Connection:
     def _handle(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool) -> None:
         if self._recorded:
             self._recorded = False
-        elif self.recorder is not None:
-            self.recorder.message(self.number, "c2s", "main", hdr, payload, len(fds), truncated)
+        else:
+            self._record(hdr, payload, fds, truncated)
         if self.trace:
             self._trace("<-", hdr, payload, fds)
         result = None
@@ -334,6 +336,9 @@ class Connection:
             if result.__class__ is VfioError:
                 log.debug("refused %s: %s", hdr.describe(), result)
             return
+        if hdr.command == self._delayed:
+            self._delayed = None
+            self._wait_out(self.settings.delay_seconds)
         self._reply(hdr, result)
         if result.__class__ is not VfioError:
             self._after_success(hdr, payload)
@@ -351,6 +356,21 @@ class Connection:
                 f"closed by the server after its first {command_name(hdr.command)} reply"
             )
 
+    def _wait_out(self, seconds: float) -> None:
+        """[server] delay: ``seconds`` before a reply, the client's messages meanwhile held
+        (and recorded as they come), ClientGone if it leaves."""
+        self._flush()
+        deadline = time.monotonic() + seconds
+        while True:
+            m = self._read_message()
+            if m is not None:
+                self._hold(m)
+                continue
+            if not self._wait_readable(deadline - time.monotonic()):
+                return
+            if not self._recv():
+                raise ClientGone(self.cut_off("while the server delayed a reply"))
+
     def _dma_between(self) -> None:
         """A DMA_READ of each new mapping's first bytes and a DMA_WRITE of them back,
         while the client's command waits: "unrelated messages sent from the server to the
@@ -363,6 +383,14 @@ class Connection:
                 self.dma_write(address, self.dma_read(address, count))
             except VfioError as e:
                 log.info("dma_between at %#x: %s", address, e)
+
+    def _record(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool) -> None:
+        """--record: a message of the client's on the main socket, its fds' kinds too."""
+        if self.recorder is not None:
+            kinds = tuple(fd_kind(fd) for fd in fds)
+            self.recorder.message(
+                self.number, "c2s", "main", hdr, payload, len(fds), truncated, kinds
+            )
 
     def wants_reply(self, hdr: Header) -> bool:
         return not hdr.flags & _NO_REPLY
@@ -684,8 +712,7 @@ class Connection:
     def _hold(self, m) -> None:
         """Queue a command that came while the server waits for a DMA reply; ClientGone
         beyond MAX_QUEUED commands or max_queued_bytes of them (one is always held)."""
-        if self.recorder is not None:  # in the order it came (the client may be gone first)
-            self.recorder.message(self.number, "c2s", "main", m[0], m[1], len(m[2]), m[3])
+        self._record(*m)  # in the order it came (the client may be gone first)
         size = m[0].msg_size
         limit = self.limits.max_queued_bytes
         if len(self._queue) >= MAX_QUEUED or (self._queue and self._queued_bytes + size > limit):

@@ -22,6 +22,8 @@ Unknown tables and keys are errors; every error names its key, e.g.
                                   #   once that command's first reply is sent
     refuse = ""                   # a command (DEVICE_GET_IRQ_INFO): refuse every one of them
     refuse_errno = 22             #   with this errno (0: the Error bit alone)
+    delay = ""                    # a command (DEVICE_GET_INFO): its first reply of each
+    delay_seconds = 4.0           #   connection goes this much later
 
     [device]
     base = "default"              # or "empty"
@@ -114,6 +116,8 @@ class ServerConfig:
     close_after: str = ""  # a Command's name, or "" (client-mode scenarios)
     refuse: str = ""  # a Command's name, or ""
     refuse_errno: int = 22
+    delay: str = ""  # a Command's name, or ""
+    delay_seconds: float = 4.0
 
     @property
     def min_pgsize(self) -> int:
@@ -251,9 +255,13 @@ def parse(doc: dict) -> DeviceConfig:
         close_after=srv.get("close_after", str, ""),
         refuse=srv.get("refuse", str, ""),
         refuse_errno=srv.int("refuse_errno", 22, 0, 4095),
+        delay=srv.get("delay", str, ""),
+        delay_seconds=float(srv.get("delay_seconds", (int, float), 4.0)),
     )
-    check_command(server.close_after, "server.close_after")
-    check_command(server.refuse, "server.refuse")
+    for key in ("close_after", "refuse", "delay"):
+        check_command(getattr(server, key), f"server.{key}")
+    if not 0 <= server.delay_seconds <= 3600:
+        raise ConfigError("server.delay_seconds: must be in [0, 3600] seconds")
     if not 0 < server.dma_reply_timeout <= 3600:
         raise ConfigError("server.dma_reply_timeout: must be in (0, 3600] seconds")
     _power_of_two(server.migration_pgsize, "server.migration_pgsize", 1, 1 << 30)

@@ -17,6 +17,7 @@ import logging
 import os
 import select
 
+from pytest_vfiouser._unix import fd_kind
 from pytest_vfiouser.protocol import (
     IRQ_SET_ACTION_MASK,
     IRQ_SET_DATA_MASK,
@@ -33,10 +34,7 @@ _ALL_SET_FLAGS = int(IRQ_SET_DATA_MASK | IRQ_SET_ACTION_MASK)
 
 
 def is_eventfd(fd: int) -> bool:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
-    except OSError:
-        return False
+    return fd_kind(fd) == "eventfd"
 
 
 def signal_eventfd(fd: int) -> bool:

@@ -14,8 +14,10 @@ that is killed leaves all it saw. Lines:
 ``dir``: c2s (the client's messages, as framed by the server) or s2c (the
 server's); ``channel``: main, or twin (0.9.2 twin-socket mode); ``fds``: how many
 came or went with the message; ``truncated``: the kernel dropped some of them;
-``t``: seconds since the server started; ``payload``: the bytes after the 16-byte
-header, in hex. The file is appended to: one file may hold several servers' runs.
+``fd_kinds``: what the client's fds were ("eventfd", "memfd", "socket", "pipe",
+"file", ...: pytest_vfiouser._unix.fd_kind); ``t``: seconds since the server
+started; ``payload``: the bytes after the 16-byte header, in hex. The file is
+appended to: one file may hold several servers' runs.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Recorder:
         payload: bytes,
         fds: int = 0,
         truncated: bool = False,
+        kinds: tuple[str, ...] = (),
     ) -> None:
         line = {
             "conn": conn,
@@ -69,6 +72,8 @@ class Recorder:
             "fds": fds,
             "payload": bytes(payload).hex(),
         }
+        if kinds:
+            line["fd_kinds"] = list(kinds)
         if truncated:
             line["truncated"] = True
         self._write(line)

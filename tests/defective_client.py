@@ -23,7 +23,7 @@ import struct
 import sys
 import time
 
-from pytest_vfiouser.client import Client, ConnectionClosed, ErrorReply, MalformedReply
+from pytest_vfiouser.client import Client, ConnectionClosed, ErrorReply, MalformedReply, Timeout
 from pytest_vfiouser.protocol import (
     BitmapRange,
     Command,
@@ -106,6 +106,8 @@ DEFECTS = {
     "v1-resume-merged": "client/migration/resume-same-order-and-size",
     "v1-no-state-re-read": "client/migration/state-re-read-after-error",
     "twin-refused-main-ignored": "client/twin_socket/refused-goes-on-main",
+    "gives-up-in-a-second": "client/timeout/delayed-reply-awaited",
+    "set-irqs-pipe": "client/set_irqs/eventfds-are-eventfds",
 }
 FD_MAP, PLAIN_MAP, REFUSED_MAP = 0x10_0000, 0x20_0000, 0x30_0000
 MAP_SIZE = 0x4000
@@ -216,7 +218,10 @@ def session(c: DefectiveClient, spec: str) -> None:
     flags = 1 << 6 if "reserved-flag" in d else 0
     info = struct.pack("<IIII", 16, 0, 9 if "info-fields-set" in d else 0, 0)
     c.send(Command.DEVICE_GET_INFO, info, flags=flags, error=error)
-    c.recv_reply()
+    try:
+        c.recv_reply(timeout=1.0 if "gives-up-in-a-second" in d else None)
+    except Timeout:
+        return  # and closes the connection
     regions = 10 if spec == "0.9.1" else 9  # the default device's (0.9.1: migration's)
     for index in range(regions):
         argsz = 16 if "info-argsz-small" in d and index == 0 else 32
@@ -253,6 +258,8 @@ def session(c: DefectiveClient, spec: str) -> None:
         c.request(Command.REGION_READ, RegionRead(0, R.RAM_REGION, 8192))
     # An interrupt's eventfd (two, past the server's fd limit, with that defect).
     efds = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(2)]
+    if "set-irqs-pipe" in d:  # a pipe's ends, not eventfds
+        efds = list(os.pipe())
     set_flags = IrqSetFlags.DATA_EVENTFD | IrqSetFlags.ACTION_TRIGGER
     if "set-irqs-two-actions" in d:
         set_flags |= IrqSetFlags.ACTION_MASK

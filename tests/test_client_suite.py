@@ -21,7 +21,7 @@ import conformance_client
 from pytest_vfiouser.clientcheck import ClientRunError, client_argv, read_transcript, run_client
 
 HERE = Path(__file__).resolve().parent
-FAILING = {"FAIL", "NON-STRICT"}
+FAILING = {"FAIL", "NON-STRICT", "INFORMATIONAL"}  # INFORMATIONAL: a MAY case not met
 # The server gives up a DMA request after 0.5 s (dma-request-ignored is quick to see).
 DEVICE = "[server]\ndma_reply_timeout = 0.5\n"
 

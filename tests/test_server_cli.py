@@ -6,6 +6,7 @@ import errno
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,8 @@ def run(*args, timeout=10, **kw):
         (("--socket-path=/tmp/x.sock", "--close-after=SET_IRQS"), "'SET_IRQS' is not a command"),
         (("--socket-path=/tmp/x.sock", "--refuse=RESET:0"), "'RESET' is not a command"),
         (("--socket-path=/tmp/x.sock", "--refuse=DEVICE_RESET:x"), "'x' is not an errno number"),
+        (("--socket-path=/tmp/x.sock", "--delay=DEVICE_GET_INFO"), "'' is not a number of"),
+        (("--socket-path=/tmp/x.sock", "--delay=DEVICE_GET_INFO:-1"), "-1 is not in [0, 3600]"),
     ],
 )
 def test_usage_errors(args, needle):
@@ -471,3 +474,22 @@ def test_refuse_refuses_every_such_command_with_the_errno_given(tmp_path):
             c.close()
         finally:
             assert server.stop() == 0
+
+
+def test_delay_sends_each_connections_first_such_reply_late(tmp_path):
+    """--delay COMMAND:SECONDS (client mode's reply-delayed scenario): the first reply to
+    COMMAND of a connection comes SECONDS late, a command sent meanwhile is answered
+    after it, and the next COMMAND is not delayed."""
+    server = RefServer(tmp_path, "--delay=DEVICE_GET_INFO:0.5")
+    try:
+        c = server.connect()
+        started = time.monotonic()
+        first = c.send(Command.DEVICE_GET_INFO, DeviceInfo(16))
+        meanwhile = c.send(Command.DEVICE_GET_IRQ_INFO, struct.pack("<IIII", 16, 0, 0, 0))
+        assert c.recv_reply(first).ok and time.monotonic() - started >= 0.5
+        assert c.recv_reply(meanwhile).ok
+        started = time.monotonic()
+        assert c.device_get_info().ok and time.monotonic() - started < 0.4
+        c.close()
+    finally:
+        assert server.stop() == 0

@@ -5,6 +5,7 @@ answered: the server's DMA requests and their replies included, on the twin sock
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -130,3 +131,22 @@ def test_a_command_that_comes_while_a_dma_reply_is_awaited_is_recorded_as_it_cam
         ("s2c", Command.DEVICE_GET_INFO),
         ("s2c", Command.DEVICE_GET_INFO),
     ]
+
+
+def test_the_kinds_of_the_clients_fds_are_recorded(tmp_path):
+    """fd_kinds: what each fd the client sent was (client mode's eventfd check)."""
+    record = tmp_path / "record.jsonl"
+    server = RefServer(tmp_path, f"--record={record}")
+    try:
+        c = server.connect()
+        efd, (r, w) = os.eventfd(0), os.pipe()
+        c.set_irqs(4, 0x24, 0, 1, (efd,)).check()  # REQ: DATA_EVENTFD | ACTION_TRIGGER
+        assert not c.set_irqs(4, 0x24, 0, 1, (r,)).ok  # a pipe: refused
+        for fd in (efd, r, w):
+            os.close(fd)
+        c.close()
+        server.wait_idle()
+    finally:
+        assert server.stop() == 0
+    kinds = [m.get("fd_kinds") for m in _lines(record) if m.get("command") == 8]
+    assert kinds == [["eventfd"], None, ["pipe"], None]  # each request, then its reply

@@ -1,7 +1,8 @@
 """UNIX socket helpers shared by the raw client and the reference server.
 
 * ``busy_poll``: adaptive polling before a blocking receive (``BusyPoll``).
-* ``scm_rights``: fds passed with SCM_RIGHTS (``rights``, ``fds_of``, ``SCM_MAX_FD``).
+* ``scm_rights``: fds passed with SCM_RIGHTS (``rights``, ``fds_of``, ``SCM_MAX_FD``), and
+  what one is (``fd_kind``).
 * ``outq``: what the peer has not read yet (``unread``, ``wait_read``).
 * ``bound``: which sockets are bound to a socket file, without connecting
   (``sockets_bound_to``, ``BoundSocket``).
@@ -12,7 +13,7 @@ May import: the standard library only.
 from .bound import BoundSocket, sockets_bound_to
 from .busy_poll import CEILING_NS, GROW_START_NS, MIN_NS, BusyPoll
 from .outq import unread, wait_read
-from .scm_rights import ANC_SPACE, SCM_MAX_FD, fds_of, rights
+from .scm_rights import ANC_SPACE, SCM_MAX_FD, fd_kind, fds_of, rights
 
 __all__ = [
     "ANC_SPACE",
@@ -22,6 +23,7 @@ __all__ = [
     "MIN_NS",
     "SCM_MAX_FD",
     "BusyPoll",
+    "fd_kind",
     "fds_of",
     "rights",
     "sockets_bound_to",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import os
 import socket
 
 __all__ = ["ANC_SPACE", "SCM_MAX_FD", "fds_of", "rights"]
@@ -25,3 +26,20 @@ def fds_of(anc) -> list[int]:
             arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
             fds.extend(arr)
     return fds
+
+
+def fd_kind(fd: int) -> str:
+    """What an fd is, as /proc says: "eventfd", "memfd", "socket", "pipe", another
+    anonymous inode's name, "file" (a path), or "closed"."""
+    try:
+        link = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "closed"
+    if link.startswith("anon_inode:"):
+        return link[len("anon_inode:") :].strip("[]")
+    if link.startswith("/memfd:"):
+        return "memfd"
+    for kind in ("socket", "pipe"):
+        if link.startswith(f"{kind}:"):
+            return kind
+    return "file"

@@ -87,6 +87,13 @@ SCENARIOS = {
             server_args=("--refuse=DEVICE_GET_IRQ_INFO:22",),
         ),
         Scenario(
+            "reply-delayed",
+            (),
+            "the server sends its reply to each connection's first DEVICE_GET_INFO 4 s late "
+            "(QEMU's client waits 5 s)",
+            server_args=("--delay=DEVICE_GET_INFO:4",),
+        ),
+        Scenario(
             "server-closes",
             (),
             "the server closes the connection once it has answered the client's first "

@@ -43,6 +43,7 @@ class Message:
     fds: int
     payload: bytes
     t: float
+    fd_kinds: tuple[str, ...] = ()  # what its fds were (the client's; records since fd_kinds)
 
     @property
     def is_command(self) -> bool:
@@ -178,6 +179,7 @@ def read_transcript(path: str | Path) -> Transcript:
                     item["fds"],
                     bytes.fromhex(item["payload"]),
                     item["t"],
+                    tuple(item.get("fd_kinds", ())),
                 )
             )
         except (ValueError, KeyError, TypeError) as e:
