@@ -54,7 +54,6 @@ from pytest_vfiouser.protocol import (
     TYPE_MASK,
     CodecError,
     Command,
-    DmaMap,
     DmaRead,
     DmaReadReply,
     DmaWrite,
@@ -70,6 +69,7 @@ from pytest_vfiouser.protocol import (
 )
 
 from . import commands, negotiation
+from .conduct import Conduct
 from .dma_map import DmaMapTable
 from .errors import ClientGone, VfioError
 from .limits import DEFAULT, MAX_QUEUED, Limits
@@ -96,10 +96,9 @@ _NOT_PLAIN_COMMAND = ~_NO_REPLY & 0xFFFFFFFF
 # main socket's commands served meanwhile (a command served may start a DMA of its own).
 # Deeper, the main socket waits for the innermost reply, as without a twin socket.
 MAX_NESTED = 4
-DMA_BETWEEN_BYTES = 64  # [server] dma_between: what each new mapping's probe moves
 
 
-class Connection:
+class Connection(Conduct):
     """One client. ``handlers`` (command -> handler) and ``dma_map_table`` are what a
     subclass changes to serve commands or keep DMA mappings otherwise."""
 
@@ -152,13 +151,7 @@ class Connection:
         self.twin: TwinChannel | None = None  # 0.9.2 twin-socket mode (open_twin)
         self._awaiting: list[tuple[int, int]] = []  # our requests waiting on the twin socket
         self._poll = BusyPoll(busy_poll_ns)  # the receives' adaptive polling
-        close_after, refuse = self.settings.close_after, self.settings.refuse
-        self.close_after = Command[close_after] if close_after else None  # [server] close_after
-        self._refused = Command[refuse] if refuse else None  # [server] refuse
-        delay = self.settings.delay
-        self._delayed = Command[delay] if delay else None  # [server] delay, once
-        self.closed_by_server = False
-        self._fresh_maps: list[tuple[int, int]] = []  # [server] dma_between: to read and write
+        self.init_conduct(self.settings)
 
     # ---- the loop
 
@@ -316,11 +309,10 @@ class Connection:
         if self.trace:
             self._trace("<-", hdr, payload, fds)
         result = None
-        if self._fresh_maps and hdr.type == MsgType.COMMAND:
-            self._dma_between()
+        if hdr.type == MsgType.COMMAND:
+            self.before_command(hdr)
         try:
-            if hdr.command == self._refused and hdr.type == MsgType.COMMAND:
-                raise VfioError(self.settings.refuse_errno, "refused: [server] refuse")
+            self.refuse_if_asked(hdr)
             result = self._execute(hdr, payload, fds, truncated)
         except VfioError as e:
             result = e
@@ -336,53 +328,10 @@ class Connection:
             if result.__class__ is VfioError:
                 log.debug("refused %s: %s", hdr.describe(), result)
             return
-        if hdr.command == self._delayed:
-            self._delayed = None
-            self._wait_out(self.settings.delay_seconds)
+        self.before_reply(hdr)
         self._reply(hdr, result)
         if result.__class__ is not VfioError:
-            self._after_success(hdr, payload)
-
-    def _after_success(self, hdr: Header, payload: bytes) -> None:
-        """What the server's [server] settings do once a command has succeeded: keep a
-        new mapping for dma_between, close the connection for close_after."""
-        if hdr.command == Command.DMA_MAP and self.settings.dma_between:
-            m = DmaMap.unpack(payload)
-            self._fresh_maps.append((m.address, m.size))
-        if hdr.command == self.close_after:
-            self._flush()
-            self.closed_by_server = True
-            raise ClientGone(
-                f"closed by the server after its first {command_name(hdr.command)} reply"
-            )
-
-    def _wait_out(self, seconds: float) -> None:
-        """[server] delay: ``seconds`` before a reply, the client's messages meanwhile held
-        (and recorded as they come), ClientGone if it leaves."""
-        self._flush()
-        deadline = time.monotonic() + seconds
-        while True:
-            m = self._read_message()
-            if m is not None:
-                self._hold(m)
-                continue
-            if not self._wait_readable(deadline - time.monotonic()):
-                return
-            if not self._recv():
-                raise ClientGone(self.cut_off("while the server delayed a reply"))
-
-    def _dma_between(self) -> None:
-        """A DMA_READ of each new mapping's first bytes and a DMA_WRITE of them back,
-        while the client's command waits: "unrelated messages sent from the server to the
-        client can appear in between a client to server request/reply". A refusal or a
-        silence costs the rest of this mapping's probe, never the command."""
-        maps, self._fresh_maps = self._fresh_maps, []
-        for address, size in maps:
-            count = min(DMA_BETWEEN_BYTES, size, self.dma_chunk)
-            try:
-                self.dma_write(address, self.dma_read(address, count))
-            except VfioError as e:
-                log.info("dma_between at %#x: %s", address, e)
+            self.after_success(hdr, payload)
 
     def _record(self, hdr: Header, payload: bytes, fds: list[int], truncated: bool) -> None:
         """--record: a message of the client's on the main socket, its fds' kinds too."""
@@ -710,7 +659,8 @@ class Connection:
         raise VfioError(errno.ETIMEDOUT, f"no reply to {command_name(key[1])} {key[0]}")
 
     def _hold(self, m) -> None:
-        """Queue a command that came while the server waits for a DMA reply; ClientGone
+        """Queue a command that came while the server waits for a DMA reply (or delays
+        one: conduct.py); ClientGone
         beyond MAX_QUEUED commands or max_queued_bytes of them (one is always held)."""
         self._record(*m)  # in the order it came (the client may be gone first)
         size = m[0].msg_size

@@ -194,7 +194,7 @@ def test_a_client_that_stops_talking_is_a_hang(forks, tmp_path):
     report, output = tmp_path / "client.json", tmp_path / "output.txt"
     device = tmp_path / "device.toml"
     device.write_text(DEVICE)
-    args = ["client", "--vfu-client", f"{_client('0.9.1')} --hang", "--vfu-client-time", "8"]
+    args = ["client", "--vfu-client", f"{_client('0.9.1')} --hang", "--vfu-client-time", "12"]
     args += ["--vfu-device", str(device), f"--vfu-json={report}", "-p", "no:randomly"]
     args += ["--vfu-section", "client/dma_map"]  # the default run's cases only: one run
     run = forks.start(args, tmp_path, output, km.run_env(tmp_path / "pycache"))
