@@ -3,7 +3,7 @@ device has."""
 
 from __future__ import annotations
 
-from pytest_vfiouser import MUST, case
+from pytest_vfiouser import MAY, MUST, case
 from pytest_vfiouser.protocol import Command, IrqInfo, IrqSetFlags, SetIrqs
 
 from ._support import decode, listed, need, sent
@@ -121,3 +121,41 @@ def test_eventfds_are_eventfds(vfu_sessions):
 
 def _flags(message) -> int:
     return int.from_bytes(message.payload[4:8], "little")
+
+
+@case("client/set_irqs/interrupts-taken", MAY)
+def test_interrupts_taken(vfu_scenario):
+    """The client takes the interrupts the server raises through its trigger eventfds:
+    it reads each eventfd within 2 s. (Scenario irqs-raised: each interrupt raised once
+    as soon as a DEVICE_SET_IRQS gives it an eventfd.) When it does is the client's (a
+    guest may leave an interrupt pending): one that does not is INFORMATIONAL.
+
+    Spec (VFIO_USER_DEVICE_SET_IRQS): "VFIO_IRQ_SET_ACTION_TRIGGER indicates a triggering
+    event. It can be used ... with VFIO_IRQ_SET_DATA_EVENTFD to generate an event when the
+    server triggers the interrupt."
+    """
+    raised = [(s, i) for s in vfu_scenario("irqs-raised") for i in s.interrupts]
+    need(raised, "DEVICE_SET_IRQS with a trigger eventfd (the server raises no interrupt)")
+    # One whose trigger the client set again (or took back) meanwhile is not its to read.
+    raised = [(s, i) for s, i in raised if not _set_again(s, i)]
+    need(raised, "raised interrupt whose eventfd it kept while the server watched")
+    untaken = [
+        f"IRQ index {i.index} vector {i.vector} of session {s.number}: its eventfd was not "
+        f"read in {i.after:g} s" + (" (the connection ended then)" if i.after < 2 else "")
+        for s, i in raised
+        if not i.taken
+    ]
+    assert not untaken, listed(untaken)
+
+
+def _set_again(session, interrupt) -> bool:
+    """The client sent a SET_IRQS TRIGGER of the interrupt's index while the server
+    watched its eventfd (the record's event is written when the watch ends)."""
+    raised = interrupt.t - interrupt.after
+    return any(
+        raised < m.t <= interrupt.t
+        and len(m.payload) >= 12
+        and _flags(m) & IrqSetFlags.ACTION_TRIGGER
+        and int.from_bytes(m.payload[8:12], "little") == interrupt.index
+        for m in session.sent(Command.DEVICE_SET_IRQS)
+    )

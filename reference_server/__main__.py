@@ -182,6 +182,12 @@ class Program:
             "SECONDS late (its [server] delay and delay_seconds)",
         )
         p.add_argument(
+            "--raise-irqs",
+            action="store_true",
+            help="raise each interrupt once as soon as a SET_IRQS gives it an eventfd, and "
+            "record whether the client took it (its [server] raise_irqs)",
+        )
+        p.add_argument(
             "--record",
             metavar="FILE",
             help="append every message received and sent, one JSON object a line "
@@ -192,7 +198,8 @@ class Program:
     @staticmethod
     def server_given(args, config, parser) -> DeviceConfig:
         """--max-msg-fds, --max-data-xfer-size and the client-mode scenarios' options
-        (--dma-between, --close-after, --refuse, --delay) over the description's [server]."""
+        (--dma-between, --close-after, --refuse, --delay, --raise-irqs: conduct.py) over
+        the description's [server]."""
         given = {}
         for name, low, high in (
             ("max_msg_fds", 1, 253),
@@ -204,8 +211,9 @@ class Program:
             if not low <= value <= high:
                 parser.error(f"--{name.replace('_', '-')}: {value} is not in {low}..{high}")
             given[name] = value
-        if args.dma_between:
-            given["dma_between"] = True
+        for flag in ("dma_between", "raise_irqs"):
+            if getattr(args, flag):
+                given[flag] = True
         if args.close_after is not None:
             try:
                 check_command(args.close_after, "--close-after")

@@ -685,6 +685,7 @@ class Connection(Conduct):
 
     def close(self) -> None:
         """Disconnect cleanup: DMA mappings and their fds, IRQ eventfds, queued fds."""
+        self.end_conduct()
         self.release_device()
         for m in self._queue:
             _close_all(m[2])

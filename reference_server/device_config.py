@@ -24,6 +24,7 @@ Unknown tables and keys are errors; every error names its key, e.g.
     refuse_errno = 22             #   with this errno (0: the Error bit alone)
     delay = ""                    # a command (DEVICE_GET_INFO): its first reply of each
     delay_seconds = 4.0           #   connection goes this much later
+    raise_irqs = false            # raise each interrupt once as a SET_IRQS gives its eventfd
 
     [device]
     base = "default"              # or "empty"
@@ -118,6 +119,7 @@ class ServerConfig:
     refuse_errno: int = 22
     delay: str = ""  # a Command's name, or ""
     delay_seconds: float = 4.0
+    raise_irqs: bool = False
 
     @property
     def min_pgsize(self) -> int:
@@ -257,6 +259,7 @@ def parse(doc: dict) -> DeviceConfig:
         refuse_errno=srv.int("refuse_errno", 22, 0, 4095),
         delay=srv.get("delay", str, ""),
         delay_seconds=float(srv.get("delay_seconds", (int, float), 4.0)),
+        raise_irqs=srv.get("raise_irqs", bool, False),
     )
     for key in ("close_after", "refuse", "delay"):
         check_command(getattr(server, key), f"server.{key}")

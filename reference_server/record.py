@@ -9,12 +9,16 @@ that is killed leaves all it saw. Lines:
     {"conn": 1, "t": 0.0034, "dir": "c2s", "channel": "main", "msg_id": 0, "command": 1,
      "msg_size": 64, "flags": 0, "error": 0, "fds": 0, "payload": "0000..."}
     {"conn": 1, "t": 0.0040, "dir": "s2c", "channel": "main", ...}
+    {"conn": 1, "t": 0.9, "event": "irq", "index": 0, "vector": 0, "taken": true,
+     "after": 0.001}
     {"conn": 1, "t": 1.2, "event": "disconnect", "detail": "disconnected"}
 
 ``dir``: c2s (the client's messages, as framed by the server) or s2c (the
 server's); ``channel``: main, or twin (0.9.2 twin-socket mode); ``fds``: how many
 came or went with the message; ``truncated``: the kernel dropped some of them;
-``fd_kinds``: what the client's fds were ("eventfd", "memfd", "socket", "pipe",
+``irq``: an interrupt raised through the client's eventfd ([server] raise_irqs),
+``taken`` if the client read the eventfd within ``after`` seconds; ``fd_kinds``: what
+the client's fds were ("eventfd", "memfd", "socket", "pipe",
 "file", ...: pytest_vfiouser._unix.fd_kind); ``t``: seconds since the server
 started; ``payload``: the bytes after the 16-byte header, in hex. The file is
 appended to: one file may hold several servers' runs.
@@ -42,8 +46,8 @@ class Recorder:
             self._connections += 1
             return self._connections
 
-    def event(self, conn: int, what: str, detail: str = "") -> None:
-        line = {"conn": conn, "t": self._now(), "event": what}
+    def event(self, conn: int, what: str, detail: str = "", **fields) -> None:
+        line = {"conn": conn, "t": self._now(), "event": what, **fields}
         if detail:
             line["detail"] = detail
         self._write(line)

@@ -150,3 +150,24 @@ def test_the_kinds_of_the_clients_fds_are_recorded(tmp_path):
         assert server.stop() == 0
     kinds = [m.get("fd_kinds") for m in _lines(record) if m.get("command") == 8]
     assert kinds == [["eventfd"], None, ["pipe"], None]  # each request, then its reply
+
+
+def test_raised_interrupts_are_recorded_taken_or_not(tmp_path):
+    """--raise-irqs (client mode's irqs-raised scenario): each eventfd a SET_IRQS gives
+    is signalled at once, and the record says whether the client read it before the
+    watch (or the connection) ended."""
+    record = tmp_path / "record.jsonl"
+    server = RefServer(tmp_path, "--raise-irqs", f"--record={record}")
+    try:
+        c = server.connect()
+        taken, left = os.eventfd(0), os.eventfd(0)
+        c.set_irqs(2, 0x24, 0, 2, (taken, left)).check()  # MSI-X: DATA_EVENTFD | TRIGGER
+        assert os.eventfd_read(taken) == 1  # signalled before the reply came
+        c.close()
+        server.wait_idle()
+        for fd in (taken, left):
+            os.close(fd)
+    finally:
+        assert server.stop() == 0
+    irqs = sorted((m["vector"], m["taken"]) for m in _lines(record) if m.get("event") == "irq")
+    assert irqs == [(0, True), (1, False)]

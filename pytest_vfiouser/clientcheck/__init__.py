@@ -4,9 +4,11 @@
   reference server recording every message (``--record``) and the client command
   with its socket, until the client exits or its time is up: a ``ClientRun``.
 * ``_transcript``: ``read_transcript(record)`` is the record as ``Session``s of
-  ``Message``s, which the client cases (conformance_client/) judge.
-* ``_scenarios``: ``SCENARIOS``, runs against a misbehaving server (faults of the
-  overlay) for what the spec asks of a client then.
+  ``Message``s (and ``Interrupt``s raised), which the client cases (conformance_client/)
+  judge.
+* ``_scenarios``: ``SCENARIOS``, runs against a server that does what the spec allows
+  and a careless client does not expect (reference_server/conduct.py), or misbehaves
+  (faults of the overlay), for what the spec asks of a client then.
 
 May import: ``protocol`` and ``target``.
 """
@@ -16,6 +18,7 @@ from ._scenarios import SCENARIOS, Scenario
 from ._transcript import (
     C2S,
     S2C,
+    Interrupt,
     Message,
     Session,
     Transcript,
@@ -28,6 +31,7 @@ __all__ = [
     "S2C",
     "ClientRun",
     "ClientRunError",
+    "Interrupt",
     "Message",
     "SCENARIOS",
     "Scenario",

@@ -94,6 +94,13 @@ SCENARIOS = {
             server_args=("--delay=DEVICE_GET_INFO:4",),
         ),
         Scenario(
+            "irqs-raised",
+            (),
+            "the server raises each interrupt once as soon as a DEVICE_SET_IRQS gives it an "
+            "eventfd, and watches whether the client reads that eventfd",
+            server_args=("--raise-irqs",),
+        ),
+        Scenario(
             "server-closes",
             (),
             "the server closes the connection once it has answered the client's first "

@@ -66,12 +66,24 @@ class Message:
         return f"{command_name(self.command)} {kind} msg_id {self.msg_id} (message {self.index})"
 
 
+@dataclass(frozen=True)
+class Interrupt:
+    """An interrupt the server raised through the client's eventfd ([server] raise_irqs)."""
+
+    index: int
+    vector: int
+    taken: bool  # the client read the eventfd
+    after: float  # seconds: when it did, or how long the server watched
+    t: float
+
+
 @dataclass
 class Session:
-    """One connection: its messages in order, and how it ended."""
+    """One connection: its messages in order, the interrupts raised, how it ended."""
 
     number: int
     messages: list[Message] = field(default_factory=list)
+    interrupts: list[Interrupt] = field(default_factory=list)
     ended: str | None = None  # the server's reason, None if the record stops first
     ended_at: float | None = None  # when (the record's clock), with ``ended``
 
@@ -165,6 +177,12 @@ def read_transcript(path: str | Path) -> Transcript:
                 if item["event"] == "disconnect":
                     session.ended = item.get("detail") or "disconnected"
                     session.ended_at = item["t"]
+                elif item["event"] == "irq":
+                    session.interrupts.append(
+                        Interrupt(
+                            item["index"], item["vector"], item["taken"], item["after"], item["t"]
+                        )
+                    )
                 continue
             session.messages.append(
                 Message(
