@@ -62,7 +62,7 @@ def vfu_transcript(request: pytest.FixtureRequest, tmp_path_factory) -> Transcri
         f"{settings.client}: {run.describe()}; {len(run.transcript.sessions)} connection(s), "
         f"{messages} messages"
     )
-    _judge_death(run)
+    _judge_end(run)
     return run.transcript
 
 
@@ -84,7 +84,7 @@ def _run(state, tmp_path_factory, scenario=None):
         raise
 
 
-def _judge_death(run, scenario: str = "") -> None:
+def _judge_end(run, scenario: str = "") -> None:
     """A client that dies of its own fault (CRASH), or stops talking while a request of
     the server's waits for its answer (HANG), is the verdict on every case its run was
     to show."""
@@ -129,7 +129,7 @@ def vfu_scenario(request: pytest.FixtureRequest, tmp_path_factory) -> Callable:
             pytest.skip(f"scenario {name} is for spec {', '.join(scenario.revisions)}")
         if name not in runs:
             run = _run(state, tmp_path_factory, scenario)
-            _judge_death(run, name)
+            _judge_end(run, name)
             runs[name] = run.transcript.with_messages()
         if not runs[name]:
             pytest.skip(
