@@ -43,9 +43,11 @@ def forks(tmp_path_factory):
     server.close()
 
 
-def _run(forks, tmp_path: Path, spec: str, *defects: str, section: str = "") -> dict:
-    """vfio-user-conformance client on the defective client (the cases of ``section``
-    only, if given): case id -> its verdicts."""
+def _run(
+    forks, tmp_path: Path, spec: str, *defects: str, section: str = "", only: str = ""
+) -> dict:
+    """vfio-user-conformance client on the defective client (the cases of ``section``,
+    and of those the test function ``only``, if given): case id -> its verdicts."""
     device = tmp_path / "device.toml"
     device.write_text(DEVICE)
     report, output = tmp_path / "client.json", tmp_path / "output.txt"
@@ -53,6 +55,8 @@ def _run(forks, tmp_path: Path, spec: str, *defects: str, section: str = "") -> 
     args += ["--vfu-device", str(device), f"--vfu-json={report}", "-p", "no:randomly"]
     if section:
         args += ["--vfu-section", section]
+    if only:  # the scenarios of the other cases are not run
+        args += ["-k", only]
     run = forks.start(args, tmp_path, output, km.run_env(tmp_path / "pycache"))
     status = forks.wait(run, 120.0)
     text = output.read_text(errors="replace")
@@ -72,8 +76,9 @@ def test_the_clean_client_passes(forks, tmp_path, spec):
     assert len(verdicts) >= (42 if spec == "0.9.2" else 30)
 
 
-def _cases() -> dict[str, tuple[str, ...]]:
-    """The client cases: id -> the revisions it is marked for (() for both)."""
+def _cases() -> dict[str, tuple[tuple[str, ...], str]]:
+    """The client cases: id -> (the revisions it is marked for (() for both), its test
+    function's name)."""
     out = {}
     for path in sorted(Path(conformance_client.__file__).parent.glob("test_*.py")):
         module = importlib.import_module(f"conformance_client.{path.stem}")
@@ -82,16 +87,16 @@ def _cases() -> dict[str, tuple[str, ...]]:
             ids = [m.args[0] for m in marks if m.name == "vfu_requirement"]
             if ids:
                 revisions = [r for m in marks if m.name == "vfu_revision" for r in m.args]
-                out[ids[0]] = tuple(revisions)
+                out[ids[0]] = (tuple(revisions), name)
     return out
 
 
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
 def test_each_defect_is_caught_by_its_case(forks, tmp_path, defect):
-    revisions = _cases()[DEFECTS[defect]]
-    spec = revisions[0] if revisions else "0.9.1"
     case = DEFECTS[defect]
-    verdicts = _run(forks, tmp_path, spec, defect, section=case.rsplit("/", 1)[0])
+    revisions, function = _cases()[case]
+    spec = revisions[0] if revisions else "0.9.1"
+    verdicts = _run(forks, tmp_path, spec, defect, section=case.rsplit("/", 1)[0], only=function)
     assert set(verdicts.get(case, [])) & FAILING, (defect, case, verdicts.get(case))
 
 
