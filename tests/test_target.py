@@ -346,3 +346,21 @@ def test_is_exiting_tells_a_dying_process(tmp_path):
     assert is_exiting(proc.pid)  # a zombie until reaped
     proc.wait()
     assert is_exiting(proc.pid)  # gone
+
+
+def test_cpu_busy_tells_a_spinning_process_from_a_sleeping_one():
+    """What judges a server left spinning after its client: the share of a window the
+    process is runnable (running, waiting for a CPU, or throttled in state R)."""
+    from pytest_vfiouser.target._process import cpu_busy  # noqa: PLC0415
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    rest = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.3)  # both started
+        assert cpu_busy(spin.pid, 0.2) >= 0.9
+        assert cpu_busy(rest.pid, 0.2) < 0.1
+    finally:
+        for p in (spin, rest):
+            p.kill()
+            p.wait()
+    assert cpu_busy(spin.pid, 0.05) is None  # gone

@@ -187,13 +187,22 @@ def _runnable_seconds(pid: int | None) -> float | None:
 def cpu_busy(pid: int | None, window: float) -> float | None:
     """How much of the next `window` seconds `pid` spends running or ready to run (1.0:
     it spins; a busy machine does not hide that, as CPU time alone would); None if it is
-    gone."""
+    gone. The share of samples that find it runnable (state R) counts too: a process a
+    CPU quota throttles is neither on a CPU nor on a run queue, but it is in state R."""
     before, start = _runnable_seconds(pid), time.monotonic()
-    time.sleep(window)
+    samples = runnable = 0
+    while (now := time.monotonic()) - start < window:
+        samples += 1
+        proc = _tree.stat(pid) if pid is not None else None
+        runnable += proc is not None and proc.state == "R"
+        time.sleep(min(_SAMPLE, max(0.0, start + window - now)))
     after = _runnable_seconds(pid)
     if before is None or after is None:
         return None
-    return (after - before) / (time.monotonic() - start)
+    return max((after - before) / (time.monotonic() - start), runnable / max(samples, 1))
+
+
+_SAMPLE = 0.01  # seconds between looks at a process's state
 
 
 _PF_EXITING = 0x00000004  # <linux/sched.h>: set when do_exit() begins
