@@ -130,7 +130,7 @@ def test_oversized_request_answered(vfu_scenario):
             if not control or s.reply_to(control[-1]) is None:
                 continue  # it answers no request here: requests-between-answered's to judge
             judged += 1
-            if s.reply_to(req) is None and (after := s.sent_after(req)) is not None:
+            if (after := s.went_on_past(req)) is not None:
                 bad.append(
                     f"{req.describe()} of {count} bytes (the client's limit: {limit}) had no "
                     f"reply; the client went on with {after.describe()}"

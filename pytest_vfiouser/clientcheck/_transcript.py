@@ -124,6 +124,11 @@ class Session:
         """The client's first message after ``message`` (None: it sent nothing more)."""
         return next((m for m in self.messages[message.index + 1 :] if m.direction == C2S), None)
 
+    def went_on_past(self, request: Message) -> Message | None:
+        """The client's next message, if it left the server's ``request`` unanswered and
+        went on (None: it answered, or sent nothing more)."""
+        return self.sent_after(request) if self.reply_to(request) is None else None
+
     def silent_since(self) -> Message | None:
         """The server's first request (on either socket, expecting a reply) that the
         client neither answered nor sent anything after: where it stopped talking."""
