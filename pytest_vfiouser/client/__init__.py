@@ -32,7 +32,7 @@ from ._errors import (
 from ._memory import ClientMemory, DmaFault, Region
 from ._reply import Reply
 from ._twin import Twin
-from ._wirelog import WireLog
+from ._wirelog import WireLog, render_dicts
 
 __all__ = [
     "DEFAULT_MAX_MSG_SIZE",
@@ -54,6 +54,7 @@ __all__ = [
     "Twin",
     "UnexpectedReply",
     "WireLog",
+    "render_dicts",
     "errno_text",
     "twin_socket_fd",
 ]

@@ -44,6 +44,7 @@ SENT_RAW = "send raw"
 SENT_BATCH = "send batch"
 RECEIVED = "recv"
 NOTE = "note"
+_RAW_SEND = object()  # in WireLog._framed: bytes of send_raw(), described on demand
 
 
 class WireLog:
@@ -118,73 +119,82 @@ class WireLog:
 
     # -- rendering: reframe and decode, only now
 
-    def to_dicts(self) -> list[dict]:
+    def to_dicts(self, last: int | None = None) -> list[dict]:
         """One JSON-able dict a message (or note), oldest first: for reports and
-        reproducers. Keys: seq (of the entry), time (seconds since the log
-        started), direction (send/recv/note), and for messages header,
-        msg_id, command, flags, error, msg_size, payload (a summary), raw (hex),
-        fds; raw_send for bytes sent with send_raw; note for notes."""
+        reproducers; with ``last``, only the last ``last`` of them (the others are
+        framed, not decoded: a failing case's log may hold a hundred thousand
+        messages). Keys: seq (of the entry), time (seconds since the log started),
+        direction (send/recv/note), and for messages header, msg_id, command, flags,
+        error, msg_size, payload (a summary), raw (hex), fds; raw_send for bytes sent
+        with send_raw; note for notes."""
+        framed = self._framed()
+        if last:
+            framed = framed[-last:]
+        out = []
+        for seq, t, direction, raw, fds, extra in framed:
+            base = {"seq": seq, "time": t}
+            if direction == NOTE:
+                out.append({**base, "direction": NOTE, "note": raw})
+                continue
+            item = {**base, "direction": direction, "fds": fds, "raw": raw.hex()}
+            if extra is None or extra is _RAW_SEND:
+                item.update(describe(raw))
+                if extra is _RAW_SEND:
+                    item["raw_send"] = True
+            else:
+                item.update(extra)
+            out.append(item)
+        return out
+
+    def _framed(self) -> list[tuple]:
+        """(seq, time, direction, raw, fds, extra) a message or note, undecoded:
+        ``extra`` is None for a message to describe, _RAW_SEND for bytes sent raw (to
+        describe too), else the fields of what is not a message (a fragment, the
+        incomplete end)."""
         out = []
         receiving = _Reframer()
+        started = self.started
         for seq, t, kind, data, nfds, lead in list(self._entries):
-            base = {"seq": seq, "time": round(t - self.started, 6)}
+            t = round(t - started, 6)
             if kind == NOTE:
-                out.append({**base, "direction": NOTE, "note": data})
+                out.append((seq, t, NOTE, data, 0, None))
             elif kind == RECEIVED:
                 if isinstance(lead, tuple):  # a whole message: header tuple and payload
                     data, lead = HEADER_STRUCT.pack(*lead) + data, 0
-                for raw, fds, item in receiving.feed(data, nfds, lead):
-                    out.append(
-                        {**base, "direction": RECEIVED, "fds": fds, "raw": raw.hex(), **item}
-                    )
+                for raw, fds, extra in receiving.feed(data, nfds, lead):
+                    out.append((seq, t, RECEIVED, raw, fds, extra))
             else:
-                messages = data if kind == SENT_BATCH else [data]
-                for raw in messages:
-                    item = {
-                        **base,
-                        "direction": SENT,
-                        "fds": nfds,
-                        "raw": raw.hex(),
-                        **describe(raw),
-                    }
-                    if kind == SENT_RAW:
-                        item["raw_send"] = True
-                    out.append(item)
+                for raw in data if kind == SENT_BATCH else [data]:
+                    out.append((seq, t, SENT, raw, nfds, _RAW_SEND if kind == SENT_RAW else None))
         if receiving.pending:
-            out.append(
-                {
-                    "seq": None,
-                    "time": None,
-                    "direction": RECEIVED,
-                    "fds": 0,
-                    "raw": bytes(receiving.pending).hex(),
-                    "header": f"<{len(receiving.pending)} bytes of an incomplete message>",
-                    "payload": "",
-                }
-            )
+            n = len(receiving.pending)
+            extra = {"header": f"<{n} bytes of an incomplete message>", "payload": ""}
+            out.append((None, None, RECEIVED, bytes(receiving.pending), 0, extra))
         return out
 
     def render(self, hexdump: bool = True, last: int | None = None) -> str:
         """Human-readable text: one line a message, then its bytes in hex."""
-        items = self.to_dicts()
-        if last:
-            items = items[-last:]
-        lines = [f"({self.dropped} earlier log entries dropped)"] if self.dropped else []
-        for d in items:
-            stamp = f"#{d['seq']} {d['time']:.6f}" if d["seq"] is not None else "#- -"
-            if d["direction"] == NOTE:
-                lines.append(f"{stamp} -- {d['note']}")
-                continue
-            arrow = ">>" if d["direction"] == SENT else "<<"
-            raw = " (raw)" if d.get("raw_send") else ""
-            fds = f" fds={d['fds']}" if d["fds"] else ""
-            lines.append(f"{stamp} {arrow}{raw} {d['header']}{fds}: {d['payload']}")
-            if hexdump:
-                lines.extend("    " + row for row in hexdump_lines(bytes.fromhex(d["raw"])))
-        return "\n".join(lines)
+        return render_dicts(self.to_dicts(last), self.dropped, hexdump)
 
     def __str__(self) -> str:
         return self.render()
+
+
+def render_dicts(items: list[dict], dropped: int = 0, hexdump: bool = True) -> str:
+    """The text of ``WireLog.render`` from its ``to_dicts`` (``dropped``: entries evicted)."""
+    lines = [f"({dropped} earlier log entries dropped)"] if dropped else []
+    for d in items:
+        stamp = f"#{d['seq']} {d['time']:.6f}" if d["seq"] is not None else "#- -"
+        if d["direction"] == NOTE:
+            lines.append(f"{stamp} -- {d['note']}")
+            continue
+        arrow = ">>" if d["direction"] == SENT else "<<"
+        raw = " (raw)" if d.get("raw_send") else ""
+        fds = f" fds={d['fds']}" if d["fds"] else ""
+        lines.append(f"{stamp} {arrow}{raw} {d['header']}{fds}: {d['payload']}")
+        if hexdump:
+            lines.extend("    " + row for row in hexdump_lines(bytes.fromhex(d["raw"])))
+    return "\n".join(lines)
 
 
 class _Reframer:
@@ -225,7 +235,7 @@ class _Reframer:
             # The fds belong to the message holding the receive's last byte: this
             # one if nothing of the next has arrived yet.
             fds, self.fds = (self.fds, 0) if not self.pending else (0, self.fds)
-            yield raw, fds, describe(raw)
+            yield raw, fds, None
 
 
 def describe(raw: bytes) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vfiouser.client import render_dicts
 from pytest_vfiouser.fuzz import write_reproducer
 from pytest_vfiouser.report import (
     MARKER,
@@ -99,17 +100,21 @@ def _write(item, report, record: CaseRecord, key: str, directory: Path, written:
             f"# {title.splitlines()[0]}\n# {verdict}: one section a connection; "
             "'>>' sent by the suite, '<<' received from the server\n"
         ]
+        conversations = []  # each log decoded once, for wire.txt and the reproducer
         for n, log in enumerate(logs):
             try:
-                text = log.render(last=WIRE_MESSAGES)
+                dicts = log.to_dicts(last=WIRE_MESSAGES)
+                text = render_dicts(dicts, log.dropped)
             except Exception as e:  # never let a log hide the real failure
-                text = f"(wire log unavailable: {e})"
+                dicts, text = None, f"(wire log unavailable: {e})"
+            conversations.append(dicts)
             chunks.append(f"\n== connection {n}\n{text}\n")
         path = directory / "wire.txt"
         path.write_text("".join(chunks))
         written["wire_log"] = str(path)
         try:
-            conversations = [log.to_dicts()[-WIRE_MESSAGES:] for log in logs]
+            if None in conversations:
+                raise ValueError("a wire log did not decode")
             written["reproducer"] = str(
                 write_reproducer(directory / "repro.py", conversations, title)
             )
