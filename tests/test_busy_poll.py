@@ -23,7 +23,7 @@ from test_server_cli import run
 from test_server_support import RefServer
 
 from pytest_vfiouser import protocol as P
-from pytest_vfiouser._unix import GROW_START_NS, MIN_NS, BusyPoll
+from pytest_vfiouser._unix import GROW_START_NS, MIN_NS, BusyPoll, RunQueue, runnable_tasks
 from pytest_vfiouser.client import Timeout
 
 ANC = socket.CMSG_SPACE(4 * 4)
@@ -46,6 +46,11 @@ def pair():
         yield a, b
 
 
+def idle() -> bool:
+    """A machine with a CPU to spare, whatever this one's load while the tests run."""
+    return False
+
+
 def receive(poll: BusyPoll, sock: socket.socket):
     """poll.recvmsg_into; (bytes, ancillary data, CPU seconds, wall seconds)."""
     buf = bytearray(64)
@@ -56,7 +61,7 @@ def receive(poll: BusyPoll, sock: socket.socket):
 
 def test_a_poll_catches_bytes_and_fds_within_the_window(pair):
     a, b = pair
-    poll = BusyPoll(ceiling_ns=2_000_000_000)
+    poll = BusyPoll(ceiling_ns=2_000_000_000, crowded=idle)
     poll.window_ns = 1_000_000_000
     efd = os.eventfd(0)
     try:
@@ -87,6 +92,53 @@ def test_a_closed_window_blocks_without_burning_cpu(pair):
     assert poll.window_ns == 0  # a ceiling of 0 never opens
 
 
+def test_on_a_crowded_machine_an_open_window_blocks_without_burning_cpu(pair):
+    a, b = pair
+    poll = BusyPoll(ceiling_ns=2_000_000_000, crowded=lambda: True)
+    poll.window_ns = 1_000_000_000
+    t = send_later(b, 0.1, b"ping")
+    data, _, cpu, wall = receive(poll, a)
+    t.join()
+    assert data == b"ping" and wall >= 0.09
+    assert (poll.caught, poll.blocked) == (0, 1)
+    assert cpu < wall / 4
+    assert poll.window_ns == 1_000_000_000  # kept for when the machine is idle again
+
+
+@pytest.mark.parametrize(
+    "runnable, crowded", [(1, False), (2, False), (3, True), (40, True)], ids=str
+)
+def test_the_run_queue_is_crowded_with_more_runnable_tasks_than_cpus(tmp_path, runnable, crowded):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text(f"3.10 2.87 2.51 {runnable}/412 17330\n")
+    queue = RunQueue(str(loadavg))
+    queue.cpus = 2
+    assert queue.crowded() is crowded
+
+
+def test_the_run_queue_is_looked_at_once_per_check_period(tmp_path):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.00 0.00 0.00 9/100 1\n")
+    queue = RunQueue(str(loadavg), check_ns=3_600 * 10**9)
+    queue.cpus = 2
+    assert queue.crowded()
+    loadavg.write_text("0.00 0.00 0.00 1/100 1\n")
+    assert queue.crowded(), "read again within the period"
+    queue.check_ns = 0
+    assert not queue.crowded()
+
+
+def test_without_a_run_queue_to_read_the_machine_counts_as_idle(tmp_path):
+    assert not RunQueue(str(tmp_path / "missing")).crowded()
+    (tmp_path / "garbled").write_text("nothing like loadavg")
+    assert not RunQueue(str(tmp_path / "garbled")).crowded()
+
+
+def test_this_machines_run_queue_is_read():
+    with open("/proc/loadavg") as f:
+        assert runnable_tasks(f.read()) >= 1  # this process runs as it reads
+
+
 def test_bytes_already_there_come_back_at_once(pair):
     a, b = pair
     b.send(b"ready")
@@ -95,7 +147,7 @@ def test_bytes_already_there_come_back_at_once(pair):
 
 def test_a_long_wait_shrinks_the_window_to_closed(pair):
     a, b = pair
-    poll = BusyPoll(ceiling_ns=200_000)
+    poll = BusyPoll(ceiling_ns=200_000, crowded=idle)
     assert poll.window_ns == GROW_START_NS
     windows = []
     # 0.2 s: a loaded machine may run the sender before the receive polls (a byte already
@@ -137,6 +189,7 @@ def test_window_adjustment(window, waited, after):
 def test_client_reply_with_and_without_polling(poll_ns, polled):
     with client_and_peer(busy_poll_ns=poll_ns) as (client, peer):
         client.busy_poll.window_ns = poll_ns // 2
+        client.busy_poll.crowded = idle
         reply = P.encode_reply(0, P.Command.DEVICE_RESET)
         wall = time.monotonic()  # before the sender starts: it sleeps 0.05 s from then on
         t = send_later(peer.sock, 0.05, reply)
@@ -150,6 +203,7 @@ def test_client_reply_with_and_without_polling(poll_ns, polled):
 def test_client_timeout_is_kept_while_polling():
     with client_and_peer(timeout=1.0) as (client, peer):
         client.busy_poll.window_ns = client.busy_poll.ceiling_ns
+        client.busy_poll.crowded = idle
         start = time.monotonic()
         with pytest.raises(Timeout):
             client.reset()
