@@ -336,6 +336,16 @@ def first_scratch(device, most: int | None = None) -> tuple[int, int, int]:
     return region, offset, length if most is None else min(length, most)
 
 
+def pattern(n: int, first: int, step: int) -> bytes:
+    """``n`` bytes counting from ``first`` by ``step``, modulo 256: data that shows where it
+    came from. Made of its 256-byte period: migration cases write megabytes of it."""
+    cycle = bytes((first + step * i) & 0xFF for i in range(256))
+    return (cycle * (n // 256 + 1))[:n]
+
+
+__all__ += ["first_scratch", "pattern"]
+
+
 # -- 0.9.1 migration: device_state values (migration and fuzz modules)
 
 S = MigrationStateV1

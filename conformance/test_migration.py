@@ -36,7 +36,7 @@ from pytest_vfiouser.protocol import (
 )
 from pytest_vfiouser.protocol import MigrationStateV1 as S
 
-from ._support import BACK, accepted, second_server, state_name
+from ._support import BACK, accepted, pattern, second_server, state_name
 
 REVS = ("0.9.1",)
 NEEDS = ("migration_v1",)
@@ -239,7 +239,7 @@ def _migrate(src: Mig, dst: Mig, precopy: bool = True) -> None:
 
 
 def _pattern(region: int, offset: int, n: int) -> bytes:
-    return bytes(((offset + i) * 7 + region * 29 + 0xA5) & 0xFF for i in range(n))
+    return pattern(n, offset * 7 + region * 29 + 0xA5, 7)
 
 
 def _scratch(vfu_device, index: int) -> list[tuple[int, int, int]]:

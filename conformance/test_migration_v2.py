@@ -41,7 +41,7 @@ from pytest_vfiouser.protocol import (
     v2_path,
 )
 
-from ._support import accepted, second_server
+from ._support import accepted, pattern, second_server
 
 REVS = ("0.9.2",)
 NEEDS = ("migration_v2",)
@@ -272,7 +272,7 @@ def _refused_set(m: Mig, state: int, what: str, observe, header_only=False):
 
 
 def _pattern(seed: int, region: int, offset: int, n: int) -> bytes:
-    return bytes(((offset + i) * 7 + region * 29 + seed * 13 + 0xA5) & 0xFF for i in range(n))
+    return pattern(n, offset * 7 + region * 29 + seed * 13 + 0xA5, 7)
 
 
 def _scratch_io(m: Mig, ranges, seed: int | None) -> list[bytes]:

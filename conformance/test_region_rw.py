@@ -13,7 +13,7 @@ import pytest
 from pytest_vfiouser import MUST, SHOULD, case
 from pytest_vfiouser.protocol import Command, RegionAccess, RegionFlags, RegionRead, RegionWrite
 
-from ._support import accepted, answer, first_scratch, send_refused
+from ._support import accepted, answer, first_scratch, pattern, send_refused
 
 _U64 = 1 << 64
 ACCESS = 4  # bytes per probing access: the size every register region accepts
@@ -91,7 +91,7 @@ def _width(client, index: int, offset: int, size: int) -> int:
 
 
 def _pattern(n: int, seed: int) -> bytes:
-    return bytes((seed + 29 * i) & 0xFF for i in range(n))
+    return pattern(n, seed, 29)
 
 
 # ---------------------------------------------------------------- replies
