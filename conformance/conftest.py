@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vfiouser import watch_client
+from pytest_vfiouser import unselected_module, watch_client
 from pytest_vfiouser.fuzz import SHRINK_SECONDS, Fuzzer, account
 
+from . import SECTIONS
 from ._fuzz import case_name, negotiated_caps
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With --vfu-section, the other sections' modules are not collected."""
+    return unselected_module(config, collection_path, SECTIONS)
 
 
 @pytest.fixture

@@ -54,6 +54,18 @@ def decode(cls, message, what: str):
         raise AssertionError(f"{what} ({message.describe()}) does not decode: {e}") from None
 
 
+FEATURE_HEAD = struct.Struct("<II")  # DEVICE_FEATURE: argsz, flags
+
+
+def features(sessions) -> list[tuple]:
+    """(message, argsz, flags) of each DEVICE_FEATURE the client sent whole enough to read."""
+    return [
+        (m, *FEATURE_HEAD.unpack_from(m.payload))
+        for _, m in need(sent(sessions, Command.DEVICE_FEATURE), "DEVICE_FEATURE")
+        if len(m.payload) >= FEATURE_HEAD.size
+    ]
+
+
 def listed(problems: list[str], most: int = 5) -> str:
     more = f" (and {len(problems) - most} more)" if len(problems) > most else ""
     return "; ".join(problems[:most]) + more

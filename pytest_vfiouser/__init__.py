@@ -5,6 +5,8 @@ What conformance cases import::
     from pytest_vfiouser import case, MUST, SHOULD, MAY, observe, watch_client
     raise Unmet("what the server did", SHOULD)   # a failure that rests on a weaker sentence
 
+and what a case package's conftest.py calls: ``unselected_module`` (pytest_ignore_collect).
+
 These names load lazily, so that importing ``pytest_vfiouser.protocol`` (as
 the reference server does) does not import pytest.
 """
@@ -22,11 +24,14 @@ __all__ = [
     "__version__",
     "case",
     "observe",
+    "unselected_module",
     "watch_client",
 ]
 
 # from .plugin
-_LAZY = frozenset({"case", "Level", "MUST", "SHOULD", "MAY", "observe", "watch_client"})
+_LAZY = frozenset(
+    {"case", "Level", "MUST", "SHOULD", "MAY", "observe", "unselected_module", "watch_client"}
+)
 
 
 def __getattr__(name: str):

@@ -28,6 +28,7 @@ The exit statuses: ``verdict.ExitStatus`` (``--help`` lists them).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
@@ -110,7 +111,7 @@ def help_text() -> str:
                 "Runs the installed vfio-user conformance suite (spec revisions "
                 f"{', '.join(REVISIONS)}) against a server, by default the embedded reference "
                 "server, and writes reports/conformance.html, reports/conformance.json and "
-                "reports/junit.xml."
+                "reports/junit.xml (-p no:html, -p no:junitxml: not those two)."
             ),
             "",
             "vfio-user options (each also an ini key: vfu_server = ... in pytest.ini):",
@@ -187,6 +188,25 @@ def _collecting(args: list[str]) -> bool:
     """Whether pytest only lists (cases, fixtures, marks): no case will be judged."""
     listings = ("--collect-only", "--co", "--fixtures", "--fixtures-per-test", "--markers")
     return any(a in listings for a in args)
+
+
+def _disabled(args: list[str]) -> set[str]:
+    """The plugins ``-p no:NAME`` turns off."""
+    names = [b for a, b in itertools.pairwise(args) if a == "-p"]
+    names += [a[2:] for a in args if a.startswith("-pno:")]
+    return {n.removeprefix("no:") for n in names if n.startswith("no:")}
+
+
+def _reports(reports: tuple[str, ...], args: list[str]) -> list[str]:
+    """The default report arguments, but those of a report plugin that is turned off."""
+    off = _disabled(args)
+    html = {"html", "pytest_html"} & off
+    return [
+        a
+        for a in reports
+        if not (html and a.startswith(("--html", "--self-contained-html")))
+        and not ("junitxml" in off and a.startswith("--junitxml"))
+    ]
 
 
 def _quiet(args: list[str]) -> bool:
@@ -352,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--rootdir={_suite_root()}",
         "-p",
         "no:cacheprovider",  # never write into the installed package
-        *(() if collecting else reports),
+        *(() if collecting else _reports(reports, args)),
         *DEFAULT_ARGS,
         # --collect-only -q: the case ids are the listing (_Front), pytest's terminal is off
         *(("-p", "no:terminal") if listing else ("-rfE",)),

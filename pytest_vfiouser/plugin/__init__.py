@@ -53,6 +53,7 @@ from ._interruption import Interruption
 from ._judge import case_name
 from ._markers import MAY, MUST, SHOULD, Level, case, requirement_text
 from ._options import DEFAULT_TIMEOUT, Settings, option_help
+from ._selection import unselected_module
 from ._state import RunState, get_state, set_state
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "observe",
     "option_help",
     "requirement_text",
+    "unselected_module",
     "watch_client",
 ]
 

@@ -35,7 +35,9 @@ def _device_indexes(state: RunState) -> tuple[list[int], list[int]]:
     if cached is not None:
         return cached
     try:
-        handle = state.manager.acquire(_COLLECTION_KEY)
+        # Its own server, except under --vfu-restart per-session: there the session's.
+        key = state.manager.key_for(_COLLECTION_KEY, _COLLECTION_KEY)
+        handle = state.manager.acquire(key)
         try:
             device = state.discover(handle)
         finally:

@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
 from pytest_vfiouser.report import case_key
 
 from ._markers import case_marks
+from ._state import get_state
 
-__all__ = ["VfuWarning", "select"]
+__all__ = ["VfuWarning", "select", "unselected_module"]
 
 
 class VfuWarning(pytest.PytestWarning):
     """A problem with the vfio-user suite's configuration that does not stop the run."""
+
+
+def unselected_module(config: pytest.Config, path: Path, sections: Iterable[str]) -> bool | None:
+    """For ``pytest_ignore_collect`` in a case package's conftest.py (``sections``: the
+    package's): True for a module that holds no case of the --vfu-section sections, so
+    that it is not even collected (a run of one section skips a second of collecting
+    the others). A section's cases live in modules named after its last part (``dma``:
+    test_dma.py, test_dma_*.py; ``client/fds``: test_fds.py); tests/test_plugin_cli.py
+    checks it. None (no opinion) without a selection, or with a section the package
+    does not have: then every module is collected, and the run's usage error names the
+    sections there are."""
+    try:
+        selected = get_state(config).settings.sections
+    except RuntimeError:  # the plugin is not configured
+        return None
+    if not selected or not set(selected) <= set(sections):
+        return None
+    if path.suffix != ".py" or not path.name.startswith("test_"):
+        return None
+    stem = path.stem.removeprefix("test_")
+    names = {s.rsplit("/", 1)[-1] for s in selected}
+    return None if any(stem == n or stem.startswith(n + "_") for n in names) else True
 
 
 def select(config: pytest.Config, items: list[pytest.Item], state) -> None:
