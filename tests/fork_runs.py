@@ -18,6 +18,7 @@ have.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -43,6 +44,9 @@ def warm_up() -> None:
         os.dup2(saved[1], 2)
         for fd in (null, *saved):
             os.close(fd)
+    # What the children inherit is left out of their collections (pytest collects at the
+    # end of each session), and their pages stay shared with this process.
+    gc.freeze()
 
 
 def child(request: dict) -> None:

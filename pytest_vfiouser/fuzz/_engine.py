@@ -378,6 +378,7 @@ class Fuzzer:
         self._failed_at: float | None = None  # when the first failure was recorded
         self.shrink_cut = False  # attempts were rejected once shrink_seconds were spent
         self.examples = 0
+        self.first_failing = 0  # the number of the first example that failed (0: none)
         self.messages = 0
         self.restarts = 0
         self.closes = 0  # connections the server closed after messages it could frame
@@ -572,6 +573,7 @@ class Fuzzer:
         rec = _Record(e, text, self.conversations(), self.log_text(), _is_fatal(e))
         if self._failed_at is None:
             self._failed_at = time.monotonic()
+            self.first_failing = self.examples
         if rec.fatal:
             self.fatal = rec
         else:
