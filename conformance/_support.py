@@ -10,6 +10,7 @@ framed; if it closed, a new connection must work.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import time
@@ -339,8 +340,12 @@ def first_scratch(device, most: int | None = None) -> tuple[int, int, int]:
 def pattern(n: int, first: int, step: int) -> bytes:
     """``n`` bytes counting from ``first`` by ``step``, modulo 256: data that shows where it
     came from. Made of its 256-byte period: migration cases write megabytes of it."""
-    cycle = bytes((first + step * i) & 0xFF for i in range(256))
-    return (cycle * (n // 256 + 1))[:n]
+    return (_cycle(first & 0xFF, step & 0xFF) * (n // 256 + 1))[:n]
+
+
+@functools.cache
+def _cycle(first: int, step: int) -> bytes:
+    return bytes((first + step * i) & 0xFF for i in range(256))
 
 
 __all__ += ["first_scratch", "pattern"]

@@ -278,11 +278,14 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+_PRINTABLE = bytes(b if 32 <= b < 127 else ord(".") for b in range(256))  # for translate
+
+
 def hexdump_lines(data: bytes, width: int = 16, limit: int = 256) -> list[str]:
     rows = []
     for pos in range(0, min(len(data), limit), width):
         chunk = data[pos : pos + width]
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        text = chunk.translate(_PRINTABLE).decode("ascii")
         rows.append(f"{pos:04x}  {chunk.hex(' '):<{width * 3}} {text}")
     if len(data) > limit:
         rows.append(f"...  ({len(data) - limit} more bytes)")

@@ -61,7 +61,7 @@ from pytest_vfiouser.target import DEATH_WAIT, TargetCrashed, TargetNotRun, Targ
 from pytest_vfiouser.verdict import Unmet, Verdict
 
 from ._fds import stray_failure
-from ._markers import MAY, MUST, REQUIREMENT, SHOULD, CaseInfo, Level, case_info
+from ._markers import MAY, MUST, REQUIREMENT, SHOULD, CaseInfo, Level, case_info, case_marks
 
 __all__ = [
     "HANDLE_KEY",
@@ -113,7 +113,7 @@ class _Judgement:
 
 def case_name(item: pytest.Item) -> str:
     """The case's id in the reports: ``section/name[params]`` (else its node id)."""
-    return case_key(case_info(item).case_id, item.nodeid)
+    return case_key(case_marks(item)[0], item.nodeid)
 
 
 def relevant(item: pytest.Item) -> bool:
