@@ -79,30 +79,26 @@ def test_a_poll_catches_bytes_and_fds_within_the_window(pair):
     assert poll.window_ns == 1_000_000_000  # caught within the window: unchanged
 
 
-def test_a_closed_window_blocks_without_burning_cpu(pair):
+@pytest.mark.parametrize(
+    "ceiling, window, crowded",
+    [(0, 0, False), (2_000_000_000, 1_000_000_000, True)],
+    ids=["closed-window", "crowded-machine"],
+)
+def test_a_receive_that_does_not_poll_blocks_without_burning_cpu(pair, ceiling, window, crowded):
+    """A closed window (a ceiling of 0 never opens it), or an open one on a crowded
+    machine: the receive blocks, and the window stays as it was (for when the machine
+    is idle again)."""
     a, b = pair
-    poll = BusyPoll(ceiling_ns=0)
-    assert poll.window_ns == 0
+    poll = BusyPoll(ceiling_ns=ceiling, crowded=lambda: crowded)
+    assert poll.window_ns == min(ceiling, GROW_START_NS)
+    poll.window_ns = window
     t = send_later(b, 0.1, b"ping")
     data, _, cpu, wall = receive(poll, a)
     t.join()
     assert data == b"ping" and wall >= 0.09
     assert (poll.caught, poll.blocked) == (0, 1)
     assert cpu < wall / 4
-    assert poll.window_ns == 0  # a ceiling of 0 never opens
-
-
-def test_on_a_crowded_machine_an_open_window_blocks_without_burning_cpu(pair):
-    a, b = pair
-    poll = BusyPoll(ceiling_ns=2_000_000_000, crowded=lambda: True)
-    poll.window_ns = 1_000_000_000
-    t = send_later(b, 0.1, b"ping")
-    data, _, cpu, wall = receive(poll, a)
-    t.join()
-    assert data == b"ping" and wall >= 0.09
-    assert (poll.caught, poll.blocked) == (0, 1)
-    assert cpu < wall / 4
-    assert poll.window_ns == 1_000_000_000  # kept for when the machine is idle again
+    assert poll.window_ns == window
 
 
 @pytest.mark.parametrize(
