@@ -13,6 +13,7 @@ gets an ENOTSUP error reply, unless a flag says otherwise:
   --malformed-from K  only from the K-th client on (1-based; the first K-1 are served right)
   --delay-errors S sleep S seconds before each error reply (slow, but correct)
   --once           exit(0) after the first client disconnects
+  --exit-delay S   with --once: exit S seconds later (a slow exit, as on a loaded machine)
   --close-on-bad-size  close the connection on a msg_size below 16 or above 1 MiB
   --reject-unread N  refuse command N without reading its payload (the payload is then
                    read as the next headers: out of step, as a server that ignores msg_size)
@@ -196,6 +197,7 @@ while True:
     if "--abort-at-close" in flags and reset_seen:
         os.abort()
     if "--once" in flags:
+        time.sleep(opt("--exit-delay", float) or 0)
         sys.exit(0)
 """
 

@@ -152,12 +152,13 @@ def test_hang(pytester: pytest.Pytester):
     assert data["run"]["target"]["starts"] == 2  # the hung server was replaced
 
 
-def test_server_that_exits_after_each_client(pytester: pytest.Pytester):
+@pytest.mark.parametrize("delay", ["0", "0.4"])  # 0.4: later than the 0.1 s first watched
+def test_server_that_exits_after_each_client(pytester: pytest.Pytester, delay):
     pytester.makepyfile(RESET_CASES)
     result = run(
         pytester,
         "--vfu-server",
-        script_server(pytester.path, "--once"),
+        script_server(pytester.path, "--once", "--exit-delay", delay),
         "--vfu-restart=per-session",
         "--vfu-json=vfu.json",
     )
@@ -346,6 +347,35 @@ def test_restart_policies(pytester: pytest.Pytester, policy, distinct):
     assert len({pid for _, pid in pids}) == distinct
     if policy == "per-module":
         assert len({pid for name, pid in pids if name == "a"}) == 1
+
+
+REGION_CASES = """
+from pytest_vfiouser import case, MUST
+
+@case("r/each-region", MUST)
+def test_each_region(vfu_target, vfu_client, vfu_region_index):
+    with open("pids.txt", "a") as f:
+        f.write("%d\\n" % vfu_target.pid)
+"""
+
+
+@pytest.mark.parametrize("policy, starts", [("per-module", 2), ("per-session", 1)])
+def test_the_server_asked_at_collection_is_the_sessions_under_per_session(
+    pytester: pytest.Pytester, policy, starts
+):
+    """The device is asked for its regions at collection (vfu_region_index), on a server
+    of its own; under per-session the cases go on with that one."""
+    pytester.makepyfile(test_r=REGION_CASES)
+    result = run(
+        pytester,
+        "--vfu-server",
+        script_server(pytester.path),
+        f"--vfu-restart={policy}",
+        "--vfu-json=vfu.json",
+    )
+    assert result.parseoutcomes()["passed"] >= 1
+    assert load_json(pytester)["run"]["target"]["starts"] == starts
+    assert len(set((pytester.path / "pids.txt").read_text().split())) == 1
 
 
 def test_fresh_env_resources_and_fd_placeholder(pytester: pytest.Pytester):
