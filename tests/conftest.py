@@ -6,13 +6,16 @@ start.
 
 The tests start a few hundred suites and servers. Where PYTHONDONTWRITEBYTECODE is set
 (as in many CI images), each would compile, and assertion-rewrite, the suite's modules
-anew: about 2 s of CPU a process. They share one cache instead (PYTHONPYCACHEPREFIX, in
-the session's temporary folder, so the checkout stays clean); the user's own prefix, if
-any, is kept."""
+anew: about 2 s of CPU a process. The variable is dropped for them: they keep their
+bytecode where Python does (``__pycache__``, which git ignores), beside the bytecode
+Python and pip wrote for the standard library and the installed packages. (A cache of
+the session's own, PYTHONPYCACHEPREFIX, would leave those aside and compile everything
+anew each session: in each xdist worker at once, at its start.)"""
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import kill_matrix as km
@@ -21,13 +24,9 @@ import pytest
 _STOP = pytest.StashKey[threading.Event]()
 
 
-@pytest.hookimpl(trylast=True)  # after the tmp_path plugin made its factory
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return  # the controller set it up for every worker
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    cache = config._tmp_path_factory.getbasetemp() / "pycache"
-    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # for the workers and the processes
+    sys.dont_write_bytecode = False  # and for what this one imports from now on
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -34,8 +34,8 @@ fault-free run of that revision: ``None`` (0.9.1, the whole suite) or
 0.9.2 faults' runs cover).
 
 Runs use ``--vfu-restart per-session`` (a crashed or hung server is replaced
-anyway), ``--vfu-timeout 2`` and a private bytecode cache
-(PYTHONPYCACHEPREFIX): a few seconds each on a small machine.
+anyway), ``--vfu-timeout 2`` and Python's bytecode cache (even where
+PYTHONDONTWRITEBYTECODE is set): a few seconds each on a small machine.
 """
 
 from __future__ import annotations
@@ -199,11 +199,9 @@ def run_args(name: str | None, out: Path, excluded: Iterable[str] = ()) -> list[
     return args
 
 
-def run_env(cache: Path) -> dict[str, str]:
+def run_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a cache spares ~2 s a run
-    # The test session's own cache (tests/conftest.py) if it has one: modules compiled once.
-    env.setdefault("PYTHONPYCACHEPREFIX", str(cache))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a bytecode cache spares ~2 s a run
     return env
 
 
@@ -223,7 +221,7 @@ def run_one(
     work.mkdir(parents=True, exist_ok=True)
     args = run_args(fault, out, excluded)
     command = conformance_command() + args
-    env = run_env(out / "pycache")
+    env = run_env()
     start = time.monotonic()
     if forks is not None:
         n = forks.start(args, work, work / "output.txt", env)
@@ -441,7 +439,7 @@ class Runner:
             if self._forks is None:
                 work = self.out / "work"
                 work.mkdir(parents=True, exist_ok=True)
-                self._forks = ForkServer(run_env(self.out / "pycache"), work)
+                self._forks = ForkServer(run_env(), work)
             return self._forks
 
     def _loop(self) -> None:

@@ -38,7 +38,7 @@ def forks(tmp_path_factory):
     """The kill matrix's fork server: each run below a child of a process that has the
     suite imported (about half a second of CPU spared a run)."""
     where = tmp_path_factory.mktemp("forks")
-    server = km.ForkServer(km.run_env(where / "pycache"), where)
+    server = km.ForkServer(km.run_env(), where)
     yield server
     server.close()
 
@@ -57,7 +57,7 @@ def _run(
         args += ["--vfu-section", section]
     if only:  # the scenarios of the other cases are not run
         args += ["-k", only]
-    run = forks.start(args, tmp_path, output, km.run_env(tmp_path / "pycache"))
+    run = forks.start(args, tmp_path, output, km.run_env())
     status = forks.wait(run, 120.0)
     text = output.read_text(errors="replace")
     assert status is not None and report.exists(), text[-3000:]
@@ -186,7 +186,7 @@ def test_a_client_that_dies_is_a_crash(forks, tmp_path):
     report, output = tmp_path / "client.json", tmp_path / "output.txt"
     client = f"{_client('0.9.1')} --abort"
     args = ["client", "--vfu-client", client, f"--vfu-json={report}", "-p", "no:randomly"]
-    run = forks.start(args, tmp_path, output, km.run_env(tmp_path / "pycache"))
+    run = forks.start(args, tmp_path, output, km.run_env())
     assert forks.wait(run, 120.0) == 1, output.read_text()[-3000:]
     cases = json.loads(report.read_text())["cases"]
     assert {c["verdict"] for c in cases} == {"CRASH"}
@@ -202,7 +202,7 @@ def test_a_client_that_stops_talking_is_a_hang(forks, tmp_path):
     args = ["client", "--vfu-client", f"{_client('0.9.1')} --hang", "--vfu-client-time", "12"]
     args += ["--vfu-device", str(device), f"--vfu-json={report}", "-p", "no:randomly"]
     args += ["--vfu-section", "client/dma_map"]  # the default run's cases only: one run
-    run = forks.start(args, tmp_path, output, km.run_env(tmp_path / "pycache"))
+    run = forks.start(args, tmp_path, output, km.run_env())
     assert forks.wait(run, 120.0) == 1, output.read_text()[-3000:]
     verdicts = {c["case_id"]: c for c in json.loads(report.read_text())["cases"]}
     assert {c["verdict"] for c in verdicts.values()} == {"HANG"}, output.read_text()[-3000:]
