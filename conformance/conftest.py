@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_vfiouser import unselected_module, watch_client
-from pytest_vfiouser.fuzz import SHRINK_SECONDS, Fuzzer, account
 
 from . import SECTIONS
-from ._fuzz import case_name, negotiated_caps
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -20,6 +18,12 @@ def pytest_ignore_collect(collection_path, config):
 def fuzzer(request, vfu_settings, vfu_target, vfu_device, vfu_spec, vfu_observe):
     """A Fuzzer on the target (its counts go to the terminal summary); every wait for
     an answer is --vfu-timeout, as for any other case."""
+    # Here, not at the top: fuzzing imports Hypothesis (0.3 s), which a run without fuzz
+    # cases does without.
+    from pytest_vfiouser.fuzz import SHRINK_SECONDS, Fuzzer, account  # noqa: PLC0415
+
+    from ._fuzz import case_name, negotiated_caps  # noqa: PLC0415
+
     if vfu_target.persistent is False and not vfu_target.managed:
         pytest.skip(
             "the server exits after each client and is not one the suite starts "
