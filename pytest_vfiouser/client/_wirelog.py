@@ -137,12 +137,9 @@ class WireLog:
                 out.append({**base, "direction": NOTE, "note": raw})
                 continue
             item = {**base, "direction": direction, "fds": fds, "raw": raw.hex()}
-            if extra is None or extra is _RAW_SEND:
-                item.update(describe(raw))
-                if extra is _RAW_SEND:
-                    item["raw_send"] = True
-            else:
-                item.update(extra)
+            item.update(describe(raw) if extra is None or extra is _RAW_SEND else extra)
+            if extra is _RAW_SEND:
+                item["raw_send"] = True
             out.append(item)
         return out
 

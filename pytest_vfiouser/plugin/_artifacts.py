@@ -112,14 +112,15 @@ def _write(item, report, record: CaseRecord, key: str, directory: Path, written:
         path = directory / "wire.txt"
         path.write_text("".join(chunks))
         written["wire_log"] = str(path)
-        try:
-            if None in conversations:
-                raise ValueError("a wire log did not decode")
-            written["reproducer"] = str(
-                write_reproducer(directory / "repro.py", conversations, title)
-            )
-        except Exception as e:  # pragma: no cover - a log that does not decode
-            report.sections.append(("vfio-user logs", f"no reproducer for {key}: {e}"))
+        why = "a wire log did not decode" if None in conversations else None
+        if why is None:
+            try:
+                path = write_reproducer(directory / "repro.py", conversations, title)
+                written["reproducer"] = str(path)
+            except Exception as e:  # pragma: no cover - a conversation it cannot replay
+                why = str(e)
+        if why is not None:
+            report.sections.append(("vfio-user logs", f"no reproducer for {key}: {why}"))
 
     handle = item.stash.get(HANDLE_KEY, None)
     tail = ""

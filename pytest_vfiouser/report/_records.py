@@ -28,6 +28,10 @@ _PASSED = frozenset({Verdict.PASS, Verdict.FIXED, Verdict.INFORMATIONAL})
 _ATTRIBUTE = "vfu"  # the report's attribute holding the record's dict
 
 
+# The record's containers: to_dict and from_dict copy them, one level deep.
+_CONTAINERS = {"revisions": list, "observations": list, "resources": dict, "artifacts": dict}
+
+
 @dataclass
 class CaseRecord:
     """One case as the reports read it: of one phase, or (at teardown) the final one.
@@ -56,10 +60,8 @@ class CaseRecord:
         # One level of copies, as from_dict makes (asdict's deep copies were a tenth of a
         # run's CPU: a record is attached to each phase's report).
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("revisions", "observations"):
-            data[name] = list(data[name])
-        for name in ("resources", "artifacts"):
-            data[name] = dict(data[name])
+        for name, copy in _CONTAINERS.items():
+            data[name] = copy(data[name])
         data["verdict"] = str(self.verdict) if self.verdict is not None else None
         return data
 
@@ -69,10 +71,8 @@ class CaseRecord:
         values = {f.name: data[f.name] for f in fields(cls) if data.get(f.name) is not None}
         verdict = values.pop("verdict", None)
         record = cls(verdict=Verdict(verdict) if verdict is not None else None, **values)
-        record.revisions = list(record.revisions)
-        record.observations = list(record.observations)
-        record.resources = dict(record.resources)
-        record.artifacts = dict(record.artifacts)
+        for name, copy in _CONTAINERS.items():
+            setattr(record, name, copy(getattr(record, name)))
         return record
 
     @classmethod

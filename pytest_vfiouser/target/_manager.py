@@ -476,7 +476,7 @@ class TargetManager:
         before = t.fd_count()
         error = self.probe(t.socket_path)
         self.settle(t, before)  # the next test's snapshot must not count the probe's socket
-        if error is not None and self._exits_within(t, DEATH_WAIT):
+        if error is not None and t.wait(DEATH_WAIT) is not None:
             # It was on its way out (a loaded machine let it exit later than PROBE_SECONDS):
             # a server that exits after its clients, not one that lives on serving none.
             self.survived = False
@@ -484,13 +484,6 @@ class TargetManager:
         elif error is not None:
             self.one_client = True
             self.persistence_note = ONE_CLIENT_NOTE
-
-    @staticmethod
-    def _exits_within(t: Target | ExternalTarget, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while t.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return t.poll() is not None
 
     def _still_answering(self, handle: TargetHandle) -> None:
         """After a HANG: does a fresh server answer VERSION? If not, the target stopped
